@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Idempotent set-up of a development machine (Debian/Ubuntu, Python 3.11+):
+# the redis-server and influxd binaries the test fixtures launch, and .venv.
+# Safe to re-run; does nothing that is already done.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { printf 'bootstrap: %s\n' "$*"; }
+die() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }
+
+# Debian installs some daemons under sbin, which is not on every user's PATH.
+have() { PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }
+
+install_servers() {
+    local sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null 2>&1 \
+            || die "redis-server/influxd missing and not root, and sudo is not available: run as root: apt-get install redis-server influxdb"
+        sudo=(sudo)
+    fi
+    command -v apt-get >/dev/null 2>&1 \
+        || die "apt-get not found: install redis-server (7.x) and influxd (InfluxDB 1.x) by hand"
+    say "installing Debian packages redis-server influxdb"
+    "${sudo[@]}" apt-get update -q \
+        || die "apt-get update failed"
+    # The test fixtures never use the system services, only the binaries; if
+    # the packages start services on systemd machines they sit on other ports.
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends redis-server influxdb \
+        || die "apt-get install redis-server influxdb failed"
+}
+
+if have redis-server && have influxd; then
+    say "redis-server and influxd present"
+else
+    install_servers
+    have redis-server || die "redis-server still not found after installing"
+    have influxd || die "influxd still not found after installing"
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    command -v python3 >/dev/null 2>&1 || die "python3 not found: install Python 3.11 or newer"
+    python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+        || die "python3 is $(python3 -V 2>&1 | cut -d' ' -f2); TPV Broker needs 3.11 or newer"
+    say "creating .venv"
+    python3 -m venv .venv \
+        || die "python3 -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)"
+fi
+
+stamp=.venv/.installed-stamp
+if [[ ! -e $stamp || pyproject.toml -nt $stamp ]]; then
+    say "installing tpv-broker and test dependencies into .venv"
+    .venv/bin/python -m pip install -q -e '.[test]'
+    touch "$stamp"
+else
+    say ".venv up to date"
+fi
+
+say "done"

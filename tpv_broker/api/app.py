@@ -1,0 +1,69 @@
+"""The application factory: no app at module level, config passed in."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from ..shared.config import BrokerConfig, load_config
+from ..shared.store import SnapshotStore, store_from_config
+
+log = logging.getLogger("tpv_broker.api")
+
+
+@dataclass(frozen=True)
+class ApiState:
+    config: BrokerConfig
+    store: SnapshotStore
+    clock: Callable[[], float]
+
+
+def get_state(app: Flask) -> ApiState:
+    state: ApiState = app.extensions["tpv_broker"]
+    return state
+
+
+def create_app(
+    config: BrokerConfig | None = None,
+    *,
+    store: SnapshotStore | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Flask:
+    """``config`` defaults to ``load_config()`` (file from $TPV_BROKER_CONFIG
+    plus environment overrides), which is what gunicorn workers use."""
+    config = config or load_config()
+    if store is None:
+        store = store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s)
+    app = Flask("tpv_broker")
+    app.config["MAX_CONTENT_LENGTH"] = config.api.max_request_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["tpv_broker"] = ApiState(config=config, store=store, clock=clock)
+
+    from .routes import bp
+
+    app.register_blueprint(bp)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+        # JSON for every error, naming what was wrong, never HTML.
+        problem = {
+            413: f"request body larger than {config.api.max_request_bytes} bytes",
+            404: "no such endpoint",
+            405: "method not allowed on this endpoint",
+        }.get(exc.code or 500, exc.description or exc.name)
+        field = "body" if exc.code == 413 else "url"
+        body = {"error": exc.name, "message": f"{field}: {problem}", "errors": [{"field": field, "problem": problem}]}
+        return jsonify(body), exc.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):  # type: ignore[no-untyped-def]
+        # A bug, never user input: log it here, never send a traceback out.
+        log.exception("unexpected error while handling a request")
+        return jsonify({"error": "internal error", "message": "internal error; see the API log"}), 500
+
+    return app

@@ -1,0 +1,113 @@
+"""The endpoints. Each handler: parse and validate, read Redis once, call the
+pure rank core, answer JSON."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import BaseModel, ValidationError
+
+from ..shared.errors import StoreError
+from ..shared.ranking import RankResult, rank, tpv_order
+from .app import get_state
+from .schemas import ProcessDataRequest, RankRequest, describe_errors
+
+log = logging.getLogger("tpv_broker.api")
+bp = Blueprint("rank", __name__)
+
+
+class BadRequest(Exception):
+    def __init__(self, problems: list[dict[str, str]]) -> None:
+        super().__init__(problems)
+        self.problems = problems
+
+
+@bp.errorhandler(BadRequest)
+def _bad_request(exc: BadRequest) -> tuple[Response, int]:
+    message = "; ".join(f"{p['field']}: {p['problem']}" for p in exc.problems)
+    return jsonify({"error": "invalid request", "message": message, "errors": exc.problems}), 400
+
+
+def _parse(model: type[BaseModel]) -> Any:
+    if not request.is_json:
+        raise BadRequest([{"field": "body", "problem": "Content-Type must be application/json"}])
+    body = request.get_json(silent=True)
+    if body is None:
+        raise BadRequest([{"field": "body", "problem": "not valid JSON"}])
+    if not isinstance(body, dict):
+        raise BadRequest([{"field": "body", "problem": f"must be a JSON object, got {type(body).__name__}"}])
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        raise BadRequest(describe_errors(e)) from None
+
+
+def _rank(req: RankRequest) -> RankResult:
+    state = get_state(current_app)
+    limit = state.config.api.max_candidates
+    if len(req.destinations) > limit:
+        raise BadRequest([{"field": "destinations", "problem": f"at most {limit} candidates, got {len(req.destinations)}"}])
+    candidates = [d.candidate() for d in req.destinations]
+    job = req.job.facts()
+    try:
+        view = state.store.read_for_rank([c.id for c in candidates])
+    except StoreError as e:
+        # Galaxy must keep dispatching: answer TPV's own order, say so.
+        log.warning("answering in TPV order: %s", e)
+        return RankResult(tpv_order(candidates, "TPV order: Redis unavailable"), True, None, "Redis unavailable")
+    return rank(candidates, job, view, state.clock(), state.config.api.max_snapshot_age_s)
+
+
+def _answer(result: RankResult, explain: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "destinations": result.ids,
+        "snapshot_age_s": None if result.snapshot_age_s is None else round(result.snapshot_age_s, 3),
+        "degraded": result.degraded,
+    }
+    if result.degraded_reason:
+        body["degraded_reason"] = result.degraded_reason
+    if explain:
+        body["explain"] = [{"id": p.id, "fits_now": p.fits_now, "reason": p.reason} for p in result.placements]
+    return body
+
+
+@bp.post("/api/rank")
+def rank_endpoint() -> Response:
+    req: RankRequest = _parse(RankRequest)
+    explain = request.args.get("explain", "0").lower() in ("1", "true", "yes")
+    return jsonify(_answer(_rank(req), explain))
+
+
+@bp.post("/process_data")
+def process_data() -> Response:
+    """The prototype's endpoint, so existing TPV configs keep working. Unlike
+    the prototype it never drops a candidate."""
+    legacy: ProcessDataRequest = _parse(ProcessDataRequest)
+    return jsonify({"sorted_destinations": _rank(legacy.to_rank_request()).ids})
+
+
+@bp.get("/health")
+def health() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/ready")
+def ready() -> tuple[Response, int]:
+    state = get_state(current_app)
+    try:
+        meta = state.store.read_meta()
+    except StoreError as e:
+        log.warning("not ready: %s", e)
+        return jsonify({"ready": False, "reason": "Redis unavailable"}), 503
+    if meta is None:
+        return jsonify({"ready": False, "reason": "no snapshot in Redis yet"}), 503
+    age = meta.age_s(state.clock())
+    limit = state.config.api.max_snapshot_age_s
+    body = {"ready": age <= limit, "snapshot_age_s": round(age, 3), "max_snapshot_age_s": limit,
+            "destinations": meta.destinations}
+    if age > limit:
+        body["reason"] = f"snapshot is {age:.0f} s old (limit {limit:.0f} s)"
+        return jsonify(body), 503
+    return jsonify(body), 200

@@ -1,0 +1,183 @@
+"""Request bodies, validated with pydantic, and how a validation failure is
+told to the client: every problem names its field."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..shared.ranking import Candidate, JobFacts
+
+# Destination and tool ids are only ever Redis hash fields, never key names;
+# the pattern still keeps control characters, spaces and huge strings out.
+DEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-/]{0,254}$"
+TOOL_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:@+\-/~]{0,511}$"
+
+# Strict numbers: JSON true or "4" is a client bug, not a number of cores.
+Cores = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=100_000)]
+MemGB = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1_000_000)]
+Gpus = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=10_000)]
+SizeBytes = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1e18)]
+Score = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-1e12, le=1e12)]
+Latitude = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-90, le=90)]
+Longitude = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-180, le=180)]
+DestId = Annotated[str, Field(pattern=DEST_ID_PATTERN)]
+ToolId = Annotated[str, Field(pattern=TOOL_ID_PATTERN)]
+StoreId = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class _Strict(BaseModel):
+    # A misspelt field ("core") silently ignored would rank on defaults.
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobIn(_Strict):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,128}$")] | None = None
+    tool_id: ToolId
+    cores: Cores = 1.0
+    mem: MemGB = 0.0
+    gpus: Gpus | None = None
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _int_id(cls, v: Any) -> Any:
+        # Galaxy's job ids are integers; TPV clients may send either.
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    def facts(self) -> JobFacts:
+        return JobFacts(
+            tool_id=self.tool_id,
+            cores=self.cores,
+            mem=self.mem,
+            gpus=self.gpus or 0.0,
+            id=self.id,
+        )
+
+
+class DestinationIn(_Strict):
+    id: DestId
+    context: dict[str, Any] | None = None
+    tpv_score: Score | None = None
+
+    def candidate(self) -> Candidate:
+        return Candidate(self.id, self.tpv_score, self.context or {})
+
+
+class DatasetIn(_Strict):
+    object_store_id: StoreId
+    size: SizeBytes = 0.0
+
+
+def _no_duplicate_ids(ids: list[str], field: str) -> None:
+    first: dict[str, int] = {}
+    for i, dest_id in enumerate(ids):
+        if dest_id in first:
+            raise ValueError(f"{field}[{i}].id: duplicate destination id {dest_id!r} (also at {field}[{first[dest_id]}])")
+        first[dest_id] = i
+
+
+class RankRequest(_Strict):
+    job: JobIn
+    destinations: list[DestinationIn]
+    datasets: list[DatasetIn] = []
+
+    @model_validator(mode="after")
+    def _unique(self) -> RankRequest:
+        _no_duplicate_ids([d.id for d in self.destinations], "destinations")
+        return self
+
+
+# -- the prototype's /process_data shape, kept so existing TPV configs work --
+class _Lenient(BaseModel):
+    # The prototype ignored extra keys (clients send each destination's whole
+    # TPV context); so do we, on this endpoint only.
+    model_config = ConfigDict(extra="ignore")
+
+
+class LegacyJobInfo(_Lenient):
+    tool_id: ToolId
+    mem: MemGB = 0.0
+    cores: Cores = 1.0
+    gpus: Gpus | None = None
+
+
+class LegacyDestination(_Lenient):
+    id: DestId
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
+
+
+class LegacyObjectStore(_Lenient):
+    latitude: Latitude
+    longitude: Longitude
+
+
+class LegacyDataset(_Lenient):
+    object_store_id: StoreId
+    size: SizeBytes = 0.0
+
+
+class ProcessDataRequest(_Lenient):
+    job_info: LegacyJobInfo
+    destinations: list[LegacyDestination]
+    objectstores: dict[str, LegacyObjectStore] = {}
+    datasets: dict[str, LegacyDataset] = {}
+
+    @field_validator("destinations")
+    @classmethod
+    def _unique(cls, v: list[LegacyDestination]) -> list[LegacyDestination]:
+        _no_duplicate_ids([d.id for d in v], "destinations")
+        return v
+
+    def to_rank_request(self) -> RankRequest:
+        return RankRequest.model_construct(
+            job=JobIn.model_construct(
+                id=None,
+                tool_id=self.job_info.tool_id,
+                cores=self.job_info.cores,
+                mem=self.job_info.mem,
+                gpus=self.job_info.gpus,
+            ),
+            destinations=[
+                DestinationIn.model_construct(
+                    id=d.id,
+                    context={k: v for k, v in (("latitude", d.latitude), ("longitude", d.longitude)) if v is not None},
+                    tpv_score=None,
+                )
+                for d in self.destinations
+            ],
+            datasets=[
+                DatasetIn.model_construct(object_store_id=d.object_store_id, size=d.size)
+                for d in self.datasets.values()
+            ],
+        )
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "body"
+
+
+def describe_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """``[{"field": "job.cores", "problem": "Input should be greater than 0 (got -1)"}]``"""
+    problems = []
+    for err in exc.errors(include_url=False):
+        msg = err["msg"].removeprefix("Value error, ")
+        field = _field_path(tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))))
+        # Model validators report the path inside their message.
+        if msg.startswith(("destinations[",)) and ": " in msg:
+            field, msg = msg.split(": ", 1)
+        if err["type"] not in ("missing", "extra_forbidden") and "input" in err:
+            value = err["input"]
+            if isinstance(value, (int, float, bool)) or value is None:
+                msg += f" (got {value!r})"
+            elif isinstance(value, str):
+                msg += f" (got {value[:60]!r}{'...' if len(value) > 60 else ''})"
+        problems.append({"field": field, "problem": msg})
+    return problems

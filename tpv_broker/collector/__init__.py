@@ -1,0 +1,2 @@
+"""The collector: reads destination metrics from InfluxDB on a schedule and
+publishes them to Redis as one atomic snapshot."""

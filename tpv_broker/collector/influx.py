@@ -1,0 +1,123 @@
+"""A minimal InfluxQL client over InfluxDB's 1.x HTTP query API (served by
+InfluxDB 1.x, and by 2.x/3.x as their v1-compatible endpoint).
+
+All statements of a cycle go in one HTTP request, so a cycle costs one round
+trip whatever the number of destinations and tools.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import requests
+
+from ..shared.config import InfluxDBSettings
+from ..shared.errors import MetricSourceError
+from ..shared.urls import redact_url
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    tags: dict[str, str]
+    columns: list[str]
+    values: list[list[Any]]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, v)) for v in self.values]
+
+
+@dataclass(frozen=True)
+class StatementResult:
+    series: list[Series] = field(default_factory=list)
+    error: str | None = None
+
+
+def quote_ident(name: str) -> str:
+    """Measurement, tag and field names come from our presets, never from a
+    request; quoting still keeps names like ``destination-queue-run-time`` valid."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class InfluxQLClient:
+    def __init__(self, settings: InfluxDBSettings, session: requests.Session | None = None) -> None:
+        self.settings = settings
+        self.session = session or requests.Session()
+        self.base = settings.url.rstrip("/")
+        self.session.verify = settings.verify_tls
+        if settings.token is not None:
+            self.session.headers["Authorization"] = f"Token {settings.token.get_secret_value()}"
+        elif settings.username is not None:
+            password = settings.password.get_secret_value() if settings.password else ""
+            self.session.auth = (settings.username, password)
+
+    @property
+    def where(self) -> str:
+        return f"InfluxDB at {redact_url(self.base)} (database {self.settings.database!r})"
+
+    def query(self, statements: Sequence[str]) -> list[StatementResult]:
+        """Run the statements in one request. A failing statement does not
+        discard the others: its result carries the error."""
+        try:
+            resp = self.session.post(
+                f"{self.base}/query",
+                data={"db": self.settings.database, "q": ";\n".join(statements), "epoch": "s"},
+                timeout=self.settings.timeout_s,
+            )
+        except requests.Timeout:
+            raise MetricSourceError(f"{self.where} did not answer within {self.settings.timeout_s:g} s") from None
+        except requests.ConnectionError as e:
+            raise MetricSourceError(f"{self.where} is unreachable: {_short(e)}") from None
+        except requests.RequestException as e:
+            raise MetricSourceError(f"{self.where}: request failed: {_short(e)}") from None
+        if resp.status_code in (401, 403):
+            raise MetricSourceError(f"{self.where} refused the credentials (HTTP {resp.status_code})")
+        try:
+            body = resp.json()
+        except ValueError:
+            raise MetricSourceError(
+                f"{self.where} answered HTTP {resp.status_code} with a body that is not JSON"
+            ) from None
+        if not isinstance(body, dict):
+            raise MetricSourceError(f"{self.where} answered with unexpected JSON")
+        if "error" in body:
+            raise MetricSourceError(f"{self.where} answered an error: {body['error']}")
+        if resp.status_code != 200:
+            raise MetricSourceError(f"{self.where} answered HTTP {resp.status_code}")
+        results: list[StatementResult] = [StatementResult(error="no result") for _ in statements]
+        for item in body.get("results") or []:
+            try:
+                idx = int(item.get("statement_id", -1))
+            except (TypeError, ValueError):
+                continue
+            if not 0 <= idx < len(statements):
+                continue
+            if item.get("error"):
+                results[idx] = StatementResult(error=str(item["error"]))
+                continue
+            try:
+                results[idx] = StatementResult(
+                    series=[
+                        Series(
+                            name=str(s.get("name", "")),
+                            tags=dict(s.get("tags") or {}),
+                            columns=list(s["columns"]),
+                            values=list(s.get("values") or []),
+                        )
+                        for s in item.get("series") or []
+                    ]
+                )
+            except (KeyError, TypeError) as e:
+                results[idx] = StatementResult(error=f"malformed series in the answer: {e}")
+        return results
+
+
+def _short(exc: Exception) -> str:
+    # requests wraps urllib3 errors several levels deep; the innermost
+    # reason is what an admin needs.
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host"):
+        if marker in text:
+            return marker.lower()
+    return text.splitlines()[0][:200]

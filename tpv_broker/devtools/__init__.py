@@ -1,0 +1,1 @@
+"""Development and test helpers, not used by the service."""

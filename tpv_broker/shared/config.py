@@ -1,0 +1,208 @@
+"""The typed configuration, loaded once (YAML file + ``TPV_BROKER_*``
+environment overrides) and passed to whatever needs it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from .errors import ConfigError
+
+ENV_PREFIX = "TPV_BROKER_"
+CONFIG_ENV = "TPV_BROKER_CONFIG"
+
+PresetName = Literal["queue_by_destination", "destination_queue_run_time", "htcondor_cluster_usage"]
+ALL_PRESETS: tuple[PresetName, ...] = (
+    "queue_by_destination",
+    "destination_queue_run_time",
+    "htcondor_cluster_usage",
+)
+
+
+class _Section(BaseModel):
+    # A typo in config.yaml must fail start-up, not be silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class InfluxDBSettings(_Section):
+    url: str = "http://127.0.0.1:8086"
+    database: str = "galaxy"
+    username: str | None = None
+    password: SecretStr | None = None
+    # InfluxDB 2.x/3.x v1-compatible endpoints take a token instead of a password.
+    token: SecretStr | None = None
+    verify_tls: bool = True
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _url_scheme(self) -> InfluxDBSettings:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        return self
+
+
+class RedisSettings(_Section):
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = Field("tpv_broker", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    # Short on purpose: the rank path must answer (degraded if need be)
+    # long before TPV's caller gives up.
+    socket_timeout_s: float = Field(0.5, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _url_scheme(self) -> RedisSettings:
+        if not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"url must start with redis://, rediss:// or unix://, got {self.url!r}")
+        return self
+
+
+class CollectorSettings(_Section):
+    interval_s: float = Field(15.0, gt=0, le=3600)
+    presets: list[PresetName] = Field(default_factory=lambda: list(ALL_PRESETS))
+    # Queue and cluster figures arrive every minute; anything older than this
+    # is not "current" any more.
+    lookback_s: float = Field(900.0, gt=0)
+    # gxadmin's destination-queue-run-time runs once a day.
+    stats_lookback_s: float = Field(3 * 86400.0, gt=0)
+    # gxadmin prints only non-empty (destination, state) groups, so a series
+    # missing from the newest batch means zero jobs. Points within this many
+    # seconds of the newest one belong to the same batch.
+    batch_window_s: float = Field(30.0, ge=0)
+
+
+class ApiSettings(_Section):
+    bind: str = "127.0.0.1:8000"
+    workers: int = Field(2, ge=1, le=64)
+    # Older snapshots make rank answers fall back to TPV's order (degraded).
+    max_snapshot_age_s: float = Field(300.0, gt=0)
+    max_candidates: int = Field(1000, ge=1, le=100_000)
+    max_request_bytes: int = Field(1_048_576, ge=1024)
+
+
+class Coordinates(BaseModel):
+    # Object store files carry extra keys of their own (see the prototype's
+    # object_store_locations.yml); they are not ours to reject.
+    model_config = ConfigDict(extra="ignore")
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+
+
+class DestinationSettings(_Section):
+    aliases: list[str] = Field(default_factory=list)
+    latitude: float | None = Field(None, ge=-90, le=90)
+    longitude: float | None = Field(None, ge=-180, le=180)
+    # Total capacity, used when the metrics do not report it. mem in GB as TPV.
+    cores: float | None = Field(None, gt=0)
+    mem: float | None = Field(None, gt=0)
+    gpus: float | None = Field(None, ge=0)
+
+
+class BrokerConfig(_Section):
+    influxdb: InfluxDBSettings = Field(default_factory=InfluxDBSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    collector: CollectorSettings = Field(default_factory=CollectorSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    destinations: dict[str, DestinationSettings] = Field(default_factory=dict)
+    object_stores: dict[str, Coordinates] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _aliases_unique(self) -> BrokerConfig:
+        seen: dict[str, str] = {}
+        for dest_id, dest in self.destinations.items():
+            for alias in dest.aliases:
+                if alias in self.destinations and alias != dest_id:
+                    raise ValueError(
+                        f"destinations.{dest_id}.aliases: {alias!r} is itself a configured destination"
+                    )
+                if alias in seen and seen[alias] != dest_id:
+                    raise ValueError(
+                        f"destinations.{dest_id}.aliases: {alias!r} is already an alias of {seen[alias]!r}"
+                    )
+                seen[alias] = dest_id
+        return self
+
+    def alias_map(self) -> dict[str, str]:
+        """Metric-source id -> canonical destination id."""
+        return {a: dest_id for dest_id, d in self.destinations.items() for a in d.aliases}
+
+
+_ENV_SECTIONS: dict[str, type[_Section]] = {
+    "influxdb": InfluxDBSettings,
+    "redis": RedisSettings,
+    "collector": CollectorSettings,
+    "api": ApiSettings,
+}
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """``TPV_BROKER_<SECTION>_<FIELD>`` for every scalar setting of the four
+    service sections, e.g. ``TPV_BROKER_REDIS_URL``; lists are comma-separated."""
+    out: dict[str, dict[str, Any]] = {}
+    for section, model in _ENV_SECTIONS.items():
+        for field_name, field in model.model_fields.items():
+            value = environ.get(f"{ENV_PREFIX}{section}_{field_name}".upper())
+            if value is None:
+                continue
+            if getattr(field.annotation, "__origin__", None) is list:
+                out.setdefault(section, {})[field_name] = [v.strip() for v in value.split(",") if v.strip()]
+            else:
+                out.setdefault(section, {})[field_name] = value
+    return out
+
+
+def _format_validation_error(exc: ValidationError, source: str, from_env: set[tuple[str, str]]) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        where = ""
+        if len(err["loc"]) >= 2 and (str(err["loc"][0]), str(err["loc"][1])) in from_env:
+            env_name = f"{ENV_PREFIX}{err['loc'][0]}_{err['loc'][1]}".upper()
+            where = f" (from {env_name})"
+        msg = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{loc}{where}: {msg}")
+    return f"invalid configuration in {source}: " + "; ".join(problems)
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> BrokerConfig:
+    """Read the YAML file (``path``, else ``$TPV_BROKER_CONFIG``, else built-in
+    defaults: a zero-config start works) and apply environment overrides."""
+    environ = os.environ if environ is None else environ
+    if path is None:
+        path = environ.get(CONFIG_ENV) or None
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {p}") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level, got {type(loaded).__name__}")
+        raw = loaded
+    overrides = env_overrides(environ)
+    from_env: set[tuple[str, str]] = set()
+    for section, values in overrides.items():
+        current = raw.get(section)
+        if current is None:
+            current = {}
+        if not isinstance(current, dict):
+            raise ConfigError(f"invalid configuration in {source}: {section}: must be a mapping")
+        raw[section] = {**current, **values}
+        from_env.update((section, k) for k in values)
+    try:
+        return BrokerConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source, from_env)) from None

@@ -1,0 +1,51 @@
+"""The Redis key schema: the one place that builds key names.
+
+Everything lives under one prefix (``redis.key_prefix``, default
+``tpv_broker``). Callers never format key strings; user input never becomes
+a key name (destination and tool ids are only ever hash *fields*).
+
+=================================  ======  ==============================================
+key                                type    value
+=================================  ======  ==============================================
+``<p>:snapshot``                   hash    snapshot metadata: created_at, newest_point_at,
+                                           destinations, tools, cycle_s, collector,
+                                           schema_version
+``<p>:destinations``               hash    destination id -> JSON of its figures
+``<p>:tool_stats``                 hash    tool id -> JSON {destination id: figures}
+``<p>:staging:<token>:<name>``     hash    a snapshot being written; renamed onto the
+                                           live keys in one MULTI/EXEC, expires by itself
+=================================  ======  ==============================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+# A collector that dies between writing and swapping leaves staging keys
+# behind; they must not accumulate.
+STAGING_TTL_S = 300
+
+
+@dataclass(frozen=True)
+class KeySchema:
+    prefix: str = "tpv_broker"
+
+    @property
+    def snapshot_meta(self) -> str:
+        return f"{self.prefix}:snapshot"
+
+    @property
+    def destinations(self) -> str:
+        return f"{self.prefix}:destinations"
+
+    @property
+    def tool_stats(self) -> str:
+        return f"{self.prefix}:tool_stats"
+
+    def live_keys(self) -> tuple[str, str, str]:
+        return (self.snapshot_meta, self.destinations, self.tool_stats)
+
+    def staging(self, token: str, live_key: str) -> str:
+        name = live_key.rsplit(":", 1)[1]
+        return f"{self.prefix}:staging:{token}:{name}"

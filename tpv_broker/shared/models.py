@@ -1,0 +1,81 @@
+"""The snapshot's payload: written by the collector, read by the API and
+``inspect``. Units are fixed here so nobody converts twice: seconds, epoch
+seconds, and memory in GB as TPV counts it (1 GB = 1024 MiB: TPV configs
+turn ``mem`` into MiB as ``mem * 1024``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MIB_PER_GB = 1024.0
+
+Status = Literal["online", "offline", "unknown"]
+
+
+class _Payload(BaseModel):
+    # Readers ignore fields a newer collector adds, so a rolling upgrade
+    # never breaks the API.
+    model_config = ConfigDict(extra="ignore")
+
+
+class DestinationFigures(_Payload):
+    """What the collector knows about one destination. ``None`` = not reported."""
+
+    id: str
+    status: Status = "unknown"
+    queued: float | None = None
+    running: float | None = None
+    cpus_total: float | None = None
+    cpus_free: float | None = None
+    mem_total_gb: float | None = None
+    mem_free_gb: float | None = None
+    gpus_total: float | None = None
+    gpus_free: float | None = None
+    # All tools together: count-weighted mean of the per-tool medians.
+    median_queue_s: float | None = None
+    median_run_s: float | None = None
+    # Epoch seconds of the newest point that went into these figures.
+    metrics_at: float | None = None
+    # Where the figures came from: preset name -> newest point's epoch seconds.
+    sources: dict[str, float] = Field(default_factory=dict)
+    in_config: bool = False
+
+
+class ToolFigures(_Payload):
+    """One tool on one destination, from gxadmin's destination-queue-run-time."""
+
+    count: float = 0
+    median_queue_s: float | None = None
+    median_run_s: float | None = None
+    perc_95_run_s: float | None = None
+    at: float | None = None
+
+
+class SnapshotMeta(_Payload):
+    created_at: float
+    newest_point_at: float | None = None
+    destinations: int = 0
+    tools: int = 0
+    cycle_s: float = 0.0
+    collector: str = ""
+    schema_version: int = 1
+
+    def age_s(self, now: float) -> float:
+        return max(0.0, now - self.created_at)
+
+
+class Snapshot(_Payload):
+    meta: SnapshotMeta
+    destinations: dict[str, DestinationFigures] = Field(default_factory=dict)
+    # tool id -> destination id -> figures
+    tool_stats: dict[str, dict[str, ToolFigures]] = Field(default_factory=dict)
+
+
+class RankView(_Payload):
+    """The part of a snapshot one rank request needs: read in one round trip."""
+
+    meta: SnapshotMeta | None = None
+    destinations: dict[str, DestinationFigures] = Field(default_factory=dict)
+    tool_stats: dict[str, dict[str, ToolFigures]] = Field(default_factory=dict)

@@ -1,0 +1,190 @@
+"""The one class that reads and writes snapshots in Redis.
+
+A snapshot is published atomically: the collector writes it under staging
+keys, then renames them onto the live keys inside one MULTI/EXEC. Readers
+fetch everything a request needs inside one MULTI/EXEC too, so a reader sees
+the old snapshot or the new one, never a mix, in one network round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Iterable, Sequence
+
+import redis
+
+from .errors import StoreError
+from .keys import SCHEMA_VERSION, STAGING_TTL_S, KeySchema
+from .models import DestinationFigures, RankView, Snapshot, SnapshotMeta, ToolFigures
+from .urls import redact_url
+
+_META_FLOATS = ("created_at", "newest_point_at", "cycle_s")
+_META_INTS = ("destinations", "tools", "schema_version")
+# Bounds the size of one HSET so a huge snapshot does not block Redis for long.
+_HSET_CHUNK = 1000
+
+
+def connect_redis(url: str, socket_timeout_s: float) -> redis.Redis:
+    """A client that fails fast: the rank path must never hang on Redis."""
+    try:
+        return redis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=socket_timeout_s,
+            health_check_interval=30,
+        )
+    except ValueError as e:
+        raise StoreError(f"invalid Redis URL {redact_url(url)}: {e}") from None
+
+
+def _describe(client: redis.Redis) -> str:
+    kw = client.connection_pool.connection_kwargs
+    if "path" in kw:
+        return f"unix://{kw['path']}"
+    return f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+
+
+def _meta_to_hash(meta: SnapshotMeta) -> dict[str, str]:
+    return {k: "" if v is None else str(v) for k, v in meta.model_dump().items()}
+
+
+def _meta_from_hash(raw: dict[bytes, bytes]) -> SnapshotMeta | None:
+    if not raw:
+        return None
+    fields: dict[str, Any] = {}
+    for k, v in raw.items():
+        key, val = k.decode(), v.decode()
+        if key in _META_FLOATS:
+            fields[key] = float(val) if val else None
+        elif key in _META_INTS:
+            fields[key] = int(val)
+        else:
+            fields[key] = val
+    return SnapshotMeta.model_validate(fields)
+
+
+def _chunks(mapping: dict[str, str]) -> Iterable[dict[str, str]]:
+    items = list(mapping.items())
+    for i in range(0, len(items), _HSET_CHUNK):
+        yield dict(items[i : i + _HSET_CHUNK])
+
+
+class SnapshotStore:
+    def __init__(self, client: redis.Redis, keys: KeySchema) -> None:
+        self.client = client
+        self.keys = keys
+
+    def _fail(self, action: str, exc: redis.RedisError) -> StoreError:
+        return StoreError(f"Redis at {_describe(self.client)} failed while {action}: {exc}")
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
+
+    # -- writing ---------------------------------------------------------
+    def publish(self, snapshot: Snapshot) -> None:
+        meta = snapshot.meta.model_copy(update={"schema_version": SCHEMA_VERSION})
+        payloads = {
+            self.keys.destinations: {
+                dest_id: d.model_dump_json(exclude_none=True) for dest_id, d in snapshot.destinations.items()
+            },
+            self.keys.tool_stats: {
+                tool_id: json.dumps(
+                    {dest: f.model_dump(exclude_none=True) for dest, f in per_dest.items()},
+                    separators=(",", ":"),
+                )
+                for tool_id, per_dest in snapshot.tool_stats.items()
+            },
+        }
+        token = uuid.uuid4().hex
+        try:
+            # Staging writes may take several round trips; nobody reads them.
+            stage = self.client.pipeline(transaction=False)
+            for live, mapping in payloads.items():
+                staging = self.keys.staging(token, live)
+                for chunk in _chunks(mapping):
+                    stage.hset(staging, mapping=chunk)
+                if mapping:
+                    stage.expire(staging, STAGING_TTL_S)
+            stage.execute()
+            # The swap: all live keys change together or not at all.
+            swap = self.client.pipeline(transaction=True)
+            for live, mapping in payloads.items():
+                if mapping:
+                    swap.rename(self.keys.staging(token, live), live)
+                    swap.persist(live)
+                else:
+                    swap.delete(live)
+            swap.delete(self.keys.snapshot_meta)
+            swap.hset(self.keys.snapshot_meta, mapping=_meta_to_hash(meta))
+            swap.execute()
+        except redis.RedisError as e:
+            raise self._fail("publishing a snapshot", e) from None
+
+    # -- reading ---------------------------------------------------------
+    def read_meta(self) -> SnapshotMeta | None:
+        try:
+            return _meta_from_hash(self.client.hgetall(self.keys.snapshot_meta))
+        except redis.RedisError as e:
+            raise self._fail("reading the snapshot metadata", e) from None
+
+    def read_for_rank(self, dest_ids: Sequence[str], tool_ids: Sequence[str] = ()) -> RankView:
+        """Everything one rank request needs, whatever the number of candidates,
+        in one MULTI/EXEC round trip."""
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hgetall(self.keys.snapshot_meta)
+            if dest_ids:
+                pipe.hmget(self.keys.destinations, list(dest_ids))
+            if tool_ids:
+                pipe.hmget(self.keys.tool_stats, list(tool_ids))
+            results = pipe.execute()
+        except redis.RedisError as e:
+            raise self._fail("reading the snapshot", e) from None
+        meta = _meta_from_hash(results[0])
+        destinations: dict[str, DestinationFigures] = {}
+        tool_stats: dict[str, dict[str, ToolFigures]] = {}
+        i = 1
+        if dest_ids:
+            for dest_id, raw in zip(dest_ids, results[i]):
+                if raw is not None:
+                    destinations[dest_id] = DestinationFigures.model_validate_json(raw)
+            i += 1
+        if tool_ids:
+            for tool_id, raw in zip(tool_ids, results[i]):
+                if raw is not None:
+                    tool_stats[tool_id] = {
+                        d: ToolFigures.model_validate(f) for d, f in json.loads(raw).items()
+                    }
+        return RankView(meta=meta, destinations=destinations, tool_stats=tool_stats)
+
+    def read_all(self) -> Snapshot | None:
+        """The whole snapshot (for ``inspect`` and tests), read atomically."""
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hgetall(self.keys.snapshot_meta)
+            pipe.hgetall(self.keys.destinations)
+            pipe.hgetall(self.keys.tool_stats)
+            raw_meta, raw_dests, raw_tools = pipe.execute()
+        except redis.RedisError as e:
+            raise self._fail("reading the snapshot", e) from None
+        meta = _meta_from_hash(raw_meta)
+        if meta is None:
+            return None
+        return Snapshot(
+            meta=meta,
+            destinations={
+                k.decode(): DestinationFigures.model_validate_json(v) for k, v in raw_dests.items()
+            },
+            tool_stats={
+                k.decode(): {d: ToolFigures.model_validate(f) for d, f in json.loads(v).items()}
+                for k, v in raw_tools.items()
+            },
+        )
+
+
+def store_from_config(url: str, key_prefix: str, socket_timeout_s: float) -> SnapshotStore:
+    return SnapshotStore(connect_redis(url, socket_timeout_s), KeySchema(key_prefix))
