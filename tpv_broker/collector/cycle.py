@@ -102,6 +102,9 @@ def collect_once(
         except (TypeError, ValueError, KeyError) as e:
             report.errors.append(f"{preset.name}: unexpected data ({type(e).__name__}: {e})")
     if presets and ok == 0:
+        problem = source.database_problem()
+        if problem is not None:
+            report.errors = [problem]
         report.errors.append("no preset could be read; keeping the last snapshot")
         report.duration_s = clock() - started
         return report

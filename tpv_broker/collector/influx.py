@@ -113,6 +113,22 @@ class InfluxQLClient:
         return results
 
 
+    def database_problem(self) -> str | None:
+        """Why every statement failed, when it is the database itself: InfluxDB
+        1.x answers a multi-statement query on a missing database with a bare
+        "not executed"."""
+        try:
+            resp = self.session.post(f"{self.base}/query", data={"q": "SHOW DATABASES"}, timeout=self.settings.timeout_s)
+            series = resp.json()["results"][0].get("series") or []
+            names = {row[0] for s in series for row in s.get("values") or []}
+        except (requests.RequestException, ValueError, KeyError, IndexError, TypeError):
+            return None
+        if self.settings.database in names:
+            return None
+        known = ", ".join(sorted(names)) or "none"
+        return f"database {self.settings.database!r} does not exist on {redact_url(self.base)} (databases there: {known})"
+
+
 def _short(exc: Exception) -> str:
     # requests wraps urllib3 errors several levels deep; the innermost
     # reason is what an admin needs.
