@@ -33,7 +33,10 @@ def _bad_request(exc: BadRequest) -> tuple[Response, int]:
 def _parse(model: type[BaseModel]) -> Any:
     if not request.is_json:
         raise BadRequest([{"field": "body", "problem": "Content-Type must be application/json"}])
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        raise BadRequest([{"field": "body", "problem": "JSON nested too deeply"}]) from None
     if body is None:
         raise BadRequest([{"field": "body", "problem": "not valid JSON"}])
     if not isinstance(body, dict):

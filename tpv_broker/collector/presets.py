@@ -8,6 +8,7 @@ as a float; pulsar-util reports HTCondor memory in MiB.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -34,6 +35,11 @@ def _num(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def _ms(seconds: float) -> str:
+    """An InfluxQL duration literal; milliseconds keep sub-second settings."""
+    return f"{max(1, round(seconds * 1000))}ms"
 
 
 @dataclass
@@ -73,7 +79,7 @@ QUEUE_MEASUREMENT = "queue_by_destination"
 def _queue_statement(s: CollectorSettings) -> str:
     return (
         f'SELECT last("count") AS "count" FROM {quote_ident(QUEUE_MEASUREMENT)} '
-        f"WHERE time > now() - {int(s.lookback_s)}s GROUP BY \"destination_id\", \"state\""
+        f"WHERE time > now() - {_ms(s.lookback_s)} GROUP BY \"destination_id\", \"state\""
     )
 
 
@@ -91,16 +97,17 @@ def _queue_apply(series: list[Series], data: CycleData, s: CollectorSettings) ->
     if not points:
         return
     newest = max(p[2] for p in points)
+    # Several metric ids can alias one destination: their counts add up.
+    totals: dict[str, dict[str, float]] = defaultdict(lambda: {"queued": 0.0, "running": 0.0})
     for dest, state, at, count in points:
+        counts = totals[data.destination(dest, QUEUE_MEASUREMENT, at).id]
         # gxadmin prints only non-empty groups: a series absent from the
         # newest batch means no job in that state any more.
-        value = count if at >= newest - s.batch_window_s else 0.0
-        d = data.destination(dest, QUEUE_MEASUREMENT, at)
-        setattr(d, state, value)
-    for d in data.destinations.values():
-        if QUEUE_MEASUREMENT in d.sources:
-            d.queued = d.queued if d.queued is not None else 0.0
-            d.running = d.running if d.running is not None else 0.0
+        if at >= newest - s.batch_window_s:
+            counts[state] += count
+    for dest_id, counts in totals.items():
+        d = data.destinations[dest_id]
+        d.queued, d.running = counts["queued"], counts["running"]
 
 
 # -- gxadmin destination-queue-run-time --seconds ------------------------------
@@ -117,7 +124,7 @@ def _runtime_statement(s: CollectorSettings) -> str:
     fields = ", ".join(quote_ident(f) for f in _RUNTIME_FIELDS)
     return (
         f"SELECT {fields} FROM {quote_ident(RUNTIME_MEASUREMENT)} "
-        f"WHERE time > now() - {int(s.stats_lookback_s)}s "
+        f"WHERE time > now() - {_ms(s.stats_lookback_s)} "
         f'GROUP BY "destination_id", "tool_id" ORDER BY time DESC LIMIT 1'
     )
 
@@ -156,7 +163,7 @@ CONDOR_MEASUREMENT = "htcondor_cluster_usage"
 def _condor_statement(s: CollectorSettings) -> str:
     # destination_id is a string *field* in this format, so it cannot be
     # grouped by; the rows of the lookback window are few (sites x minutes).
-    return f"SELECT * FROM {quote_ident(CONDOR_MEASUREMENT)} WHERE time > now() - {int(s.lookback_s)}s"
+    return f"SELECT * FROM {quote_ident(CONDOR_MEASUREMENT)} WHERE time > now() - {_ms(s.lookback_s)}"
 
 
 def _condor_apply(series: list[Series], data: CycleData, s: CollectorSettings) -> None:
@@ -167,13 +174,18 @@ def _condor_apply(series: list[Series], data: CycleData, s: CollectorSettings) -
             # A tag and a field of the same name come back as x and x_1.
             raw = row.get("destination_id") or row.get("destination_id_1")
             at = _num(row.get("time"))
-            if not isinstance(raw, str) or at is None or _num(row.get("total_detected_cpus")) is None:
+            if not isinstance(raw, str) or at is None:
                 continue
             dest_id = data.canonical(raw)
             if dest_id not in newest or at >= newest[dest_id][0]:
                 newest[dest_id] = (at, row)
     for dest_id, (at, row) in newest.items():
         d = data.destination(dest_id, CONDOR_MEASUREMENT, at)
+        _condor_status(d, row)
+        if _num(row.get("total_detected_cpus")) is None:
+            # The newer one-line-per-free-slot-shape format has no totals;
+            # until it has a preset of its own, only its status is used.
+            continue
         d.cpus_total = _num(row.get("total_detected_cpus"))
         d.cpus_free = _num(row.get("unclaimed_cpus"))
         total_mem, free_mem = _num(row.get("total_memory")), _num(row.get("unclaimed_memory"))
@@ -181,9 +193,12 @@ def _condor_apply(series: list[Series], data: CycleData, s: CollectorSettings) -
         d.mem_free_gb = free_mem / MIB_PER_GB if free_mem is not None else None
         d.gpus_total = _num(row.get("total_gpu_slots"))
         d.gpus_free = _num(row.get("unclaimed_gpus"))
-        status = row.get("destination_status")
-        if isinstance(status, str) and strip_quotes(status) in ("online", "offline"):
-            d.status = strip_quotes(status)  # type: ignore[assignment]
+
+
+def _condor_status(d: DestinationFigures, row: dict[str, Any]) -> None:
+    status = row.get("destination_status")
+    if isinstance(status, str) and strip_quotes(status) in ("online", "offline"):
+        d.status = strip_quotes(status)  # type: ignore[assignment]
 
 
 PRESETS: dict[str, Preset] = {

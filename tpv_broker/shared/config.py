@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .urls import redact_url
 
 ENV_PREFIX = "TPV_BROKER_"
 CONFIG_ENV = "TPV_BROKER_CONFIG"
@@ -38,11 +39,12 @@ class InfluxDBSettings(_Section):
     verify_tls: bool = True
     timeout_s: float = Field(10.0, gt=0, le=300)
 
-    @model_validator(mode="after")
-    def _url_scheme(self) -> InfluxDBSettings:
-        if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
-        return self
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {redact_url(url)!r}")
+        return url
 
 
 class RedisSettings(_Section):
@@ -52,11 +54,12 @@ class RedisSettings(_Section):
     # long before TPV's caller gives up.
     socket_timeout_s: float = Field(0.5, gt=0, le=60)
 
-    @model_validator(mode="after")
-    def _url_scheme(self) -> RedisSettings:
-        if not self.url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"url must start with redis://, rediss:// or unix://, got {self.url!r}")
-        return self
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, url: str) -> str:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"must start with redis://, rediss:// or unix://, got {redact_url(url)!r}")
+        return url
 
 
 class CollectorSettings(_Section):

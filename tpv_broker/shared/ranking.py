@@ -104,7 +104,8 @@ def rank(
     keyed: list[tuple[tuple[Any, ...], Placement]] = []
     for index, cand in enumerate(candidates):
         figures = view.destinations.get(cand.id)
-        if figures is None:
+        # Destinations only in config are published with no measured figures.
+        if figures is None or not figures.sources:
             keyed.append(((2, index), Placement(cand.id, "no metrics for this destination")))
             continue
         if figures.status == "offline":

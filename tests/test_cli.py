@@ -1,0 +1,235 @@
+"""The tpv-broker command line through click's CliRunner, against the real
+redis-server and influxd started by conftest.py."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import time
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner, Result
+
+from tpv_broker.cli import main
+from tpv_broker.devtools.servers import InfluxServer, free_port
+from tpv_broker.shared.keys import KeySchema
+from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.shared.store import SnapshotStore
+
+PREFIX = "clitest"
+
+
+def run(args: list[str], env: dict[str, str | None] | None = None) -> Result:
+    # Unset anything from the developer's shell that would change the config.
+    base: dict[str, str | None] = {
+        "TPV_BROKER_CONFIG": None,
+        "TPV_BROKER_REDIS_KEY_PREFIX": PREFIX,
+    }
+    return CliRunner().invoke(main, args, env={**base, **(env or {})})
+
+
+def _no_traceback(result: Result) -> None:
+    assert "Traceback" not in result.output
+    assert "Traceback" not in result.stderr
+
+
+def publish(client: redis.Redis, created_at: float) -> Snapshot:
+    dests = {
+        "pulsar_de": DestinationFigures(id="pulsar_de", status="online", queued=5, running=2, cpus_free=16,
+                                        cpus_total=32, mem_free_gb=31.25, mem_total_gb=62.5,
+                                        metrics_at=created_at - 30, sources={"queue_by_destination": created_at - 30}),
+        "condor_us": DestinationFigures(id="condor_us", status="offline", queued=0),
+    }
+    snap = Snapshot(meta=SnapshotMeta(created_at=created_at, destinations=2, collector="collector-host"),
+                    destinations=dests)
+    SnapshotStore(client, KeySchema(PREFIX)).publish(snap)
+    return snap
+
+
+# -- help ----------------------------------------------------------------------------
+def test_help_lists_commands() -> None:
+    result = run(["--help"])
+    assert result.exit_code == 0
+    commands = re.findall(r"^\s{2}(\w+)\s", result.output.split("Commands:", 1)[1], re.M)
+    assert set(commands) == {"collect", "serve", "inspect"}
+
+
+@pytest.mark.parametrize("command", ["collect", "serve", "inspect"])
+def test_subcommand_help(command: str) -> None:
+    result = run([command, "--help"])
+    assert result.exit_code == 0 and f"Usage: main {command}" in result.output
+
+
+# -- inspect --------------------------------------------------------------------------
+def test_inspect_shows_destinations_and_age(redis_client: redis.Redis, redis_url: str) -> None:
+    publish(redis_client, time.time())
+    result = run(["inspect"], env={"TPV_BROKER_REDIS_URL": redis_url})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert re.match(r"snapshot age \d+\.\d s \(by collector-host, cycle \d+ ms\), 2 destinations, 0 tools$", lines[0])
+    assert lines[1].split()[0] == "destination" and lines[1].split()[-2:] == ["age", "s"]
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert set(rows) == {"pulsar_de", "condor_us"}
+    # condor_us: 0 queued sorts before pulsar_de's 5 (order key = (queued, -free cores))
+    assert [line.split()[0] for line in lines[2:]] == ["condor_us", "pulsar_de"]
+    assert rows["pulsar_de"][1:5] == ["online", "5", "2", "16/32"]
+    assert rows["pulsar_de"][5] == "31.2/62.5"  # 31.25 GB shown with 1 decimal
+    assert rows["condor_us"][1] == "offline"
+    assert rows["condor_us"][-1] == "-"  # no metrics_at -> no age
+    assert re.fullmatch(r"\d+", rows["pulsar_de"][-1])  # age of the metrics, in whole seconds
+
+
+def test_inspect_json(redis_client: redis.Redis, redis_url: str) -> None:
+    snap = publish(redis_client, time.time())
+    result = run(["inspect", "--json"], env={"TPV_BROKER_REDIS_URL": redis_url})
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert set(out["destinations"]) == {"pulsar_de", "condor_us"}
+    assert out["destinations"]["pulsar_de"]["queued"] == 5
+    assert out["meta"]["created_at"] == snap.meta.created_at
+    assert isinstance(out["meta"]["age_s"], (int, float)) and out["meta"]["age_s"] >= 0
+
+
+def test_inspect_uses_the_configured_prefix(redis_client: redis.Redis, redis_url: str) -> None:
+    publish(redis_client, time.time())
+    result = run(["inspect"], env={"TPV_BROKER_REDIS_URL": redis_url, "TPV_BROKER_REDIS_KEY_PREFIX": "other"})
+    assert result.exit_code == 1
+    assert "prefix 'other'" in result.output
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_inspect_without_snapshot(redis_client: redis.Redis, redis_url: str, as_json: bool) -> None:
+    result = run(["inspect", *(["--json"] if as_json else [])], env={"TPV_BROKER_REDIS_URL": redis_url})
+    assert result.exit_code == 1
+    if as_json:
+        assert json.loads(result.output) == {"snapshot": None}
+    else:
+        assert result.output.strip() == (
+            f"no snapshot in Redis at {redis_url} (prefix {PREFIX!r}): is the collector running?"
+        )
+    _no_traceback(result)
+
+
+def test_inspect_redis_unreachable() -> None:
+    url = f"redis://:pw-secret@127.0.0.1:{free_port()}/0"
+    result = run(["inspect"], env={"TPV_BROKER_REDIS_URL": url})
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: Redis at redis://127.0.0.1:")
+    assert "pw-secret" not in result.output
+    _no_traceback(result)
+
+
+# -- bad configuration -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("collector:\n  interval_s: -1\n", "collector.interval_s"),
+        ("api:\n  workerz: 2\n", "api.workerz"),
+        ("collector:\n  presets: [nope]\n", "collector.presets.0"),
+    ],
+)
+@pytest.mark.parametrize("how", ["option", "env"])
+@pytest.mark.parametrize("command", ["inspect", "collect"])
+def test_bad_config_file_exits_1_naming_the_key(tmp_path: pathlib.Path, text: str, key: str, how: str,
+                                                command: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    args = ["--config", str(path), command] if how == "option" else [command]
+    env = {"TPV_BROKER_CONFIG": str(path)} if how == "env" else {}
+    args += ["--once"] if command == "collect" else []
+    result = run(args, env=env)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: invalid configuration in ")
+    assert key in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    _no_traceback(result)
+
+
+def test_bad_env_value_exits_1_naming_env_var() -> None:
+    result = run(["inspect"], env={"TPV_BROKER_API_WORKERS": "many"})
+    assert result.exit_code == 1
+    assert "api.workers (from TPV_BROKER_API_WORKERS)" in result.stderr
+    _no_traceback(result)
+
+
+def test_missing_config_file_exits_1(tmp_path: pathlib.Path) -> None:
+    result = run(["--config", str(tmp_path / "nope.yaml"), "inspect"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: config file not found:")
+    _no_traceback(result)
+
+
+# -- collect --once -------------------------------------------------------------------------
+def _lines(now: int) -> list[str]:
+    return [
+        f"queue_by_destination,destination_id=pulsar_de,state=queued count=5 {now}",
+        f"queue_by_destination,destination_id=pulsar_de,state=running count=2 {now}",
+        f"queue_by_destination,destination_id=pulsar_uk,state=queued count=7 {now}",
+        # pulsar-util's old format: destination_id and destination_status are string fields,
+        # destination_id is the AMQP vhost (aliased in the config file)
+        "htcondor_cluster_usage,classad=machine total_detected_cpus=32,unclaimed_cpus=16,total_memory=64000,"
+        f'unclaimed_memory=32000,destination_id="galaxy_sk01",destination_status="offline" {now}',
+        "destination-queue-run-time,destination_id=pulsar_de,tool_id=cat1 "
+        f"count=4,median_queue=10,median_run=20,perc_95_run=30 {now - 3600}",
+    ]
+
+
+def test_collect_once_publishes(tmp_path: pathlib.Path, influx_server: InfluxServer, influx_db: str,
+                                redis_client: redis.Redis, redis_url: str) -> None:
+    # timestamps near the present so they fall in the collector's lookback window
+    now = int(time.time())
+    influx_server.write_lines(influx_db, _lines(now))
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("destinations:\n  pulsar_sk01_tpv:\n    aliases: [galaxy_sk01]\n  pulsar_cz01_tpv: {}\n")
+    env = {"TPV_BROKER_REDIS_URL": redis_url, "TPV_BROKER_INFLUXDB_URL": influx_server.url,
+           "TPV_BROKER_INFLUXDB_DATABASE": influx_db}
+    result = run(["--config", str(cfg), "collect", "--once"], env=env)
+    assert result.exit_code == 0, (result.output, result.stderr)
+    # pulsar_de, pulsar_uk, pulsar_sk01_tpv (metrics) + pulsar_cz01_tpv (config only) = 4
+    assert re.match(r"published: 4 destinations, 1 tools, newest point \d+ s old, \d+ rows in 3 queries",
+                    result.output.strip()), result.output
+    _no_traceback(result)
+
+    snap = SnapshotStore(redis_client, KeySchema(PREFIX)).read_all()
+    assert snap is not None
+    assert set(snap.destinations) == {"pulsar_de", "pulsar_uk", "pulsar_sk01_tpv", "pulsar_cz01_tpv"}
+    de, uk, sk = snap.destinations["pulsar_de"], snap.destinations["pulsar_uk"], snap.destinations["pulsar_sk01_tpv"]
+    assert (de.queued, de.running) == (5, 2)
+    assert (uk.queued, uk.running) == (7, 0)
+    assert de.median_run_s == 20 and snap.tool_stats["cat1"]["pulsar_de"].count == 4
+    assert sk.status == "offline" and sk.cpus_free == 16 and sk.mem_free_gb == 31.25  # 32000 MiB / 1024
+    assert sk.in_config and not uk.in_config
+    assert snap.meta.newest_point_at == now
+
+    # and inspect shows what collect published
+    shown = run(["--config", str(cfg), "inspect"], env=env)
+    assert shown.exit_code == 0
+    assert {"pulsar_de", "pulsar_uk", "pulsar_sk01_tpv", "pulsar_cz01_tpv"} <= {
+        line.split()[0] for line in shown.output.splitlines()[2:]
+    }
+
+
+def test_collect_once_with_influx_down_exits_1(redis_client: redis.Redis, redis_url: str) -> None:
+    port = free_port()  # nothing listens there
+    env = {"TPV_BROKER_REDIS_URL": redis_url, "TPV_BROKER_INFLUXDB_URL": f"http://127.0.0.1:{port}",
+           "TPV_BROKER_INFLUXDB_DATABASE": "galaxy"}
+    result = run(["collect", "--once"], env=env)
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout
+    assert lines[0].startswith("NOT published")
+    assert f"InfluxDB at http://127.0.0.1:{port} (database 'galaxy') is unreachable" in lines[0]
+    _no_traceback(result)
+    # nothing was published
+    assert redis_client.keys("*") == []
+
+
+def test_collect_once_keeps_last_snapshot_when_influx_down(redis_client: redis.Redis, redis_url: str) -> None:
+    publish(redis_client, 1_700_000_000.0)
+    before: dict[Any, Any] = {k: redis_client.hgetall(k) for k in redis_client.keys("*")}
+    env = {"TPV_BROKER_REDIS_URL": redis_url, "TPV_BROKER_INFLUXDB_URL": f"http://127.0.0.1:{free_port()}"}
+    assert run(["collect", "--once"], env=env).exit_code == 1
+    assert {k: redis_client.hgetall(k) for k in redis_client.keys("*")} == before

@@ -1,0 +1,278 @@
+"""SnapshotStore against a real redis-server: atomic publish, reads in one round
+trip, keys under the prefix, a clear StoreError when Redis is unreachable."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from redis.connection import AbstractConnection
+
+from tpv_broker.devtools.servers import free_port
+from tpv_broker.shared.errors import StoreError
+from tpv_broker.shared.keys import SCHEMA_VERSION, KeySchema
+from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
+from tpv_broker.shared.store import SnapshotStore, connect_redis
+
+NOW = 1_700_000_000.0
+KEYS = KeySchema("t")
+
+
+def make_snapshot(dest_ids: list[str], tools: dict[str, dict[str, ToolFigures]] | None = None,
+                  created_at: float = NOW) -> Snapshot:
+    destinations = {
+        d: DestinationFigures(
+            id=d, status="online", queued=float(i), running=2.0 * i, cpus_free=8.0 + i, cpus_total=64.0,
+            mem_free_gb=31.25, mem_total_gb=62.5, metrics_at=created_at - 5,
+            sources={"queue_by_destination": created_at - 5}, in_config=i % 2 == 0,
+        )
+        for i, d in enumerate(dest_ids)
+    }
+    tools = tools or {}
+    meta = SnapshotMeta(created_at=created_at, newest_point_at=created_at - 5, destinations=len(destinations),
+                        tools=len(tools), cycle_s=0.25, collector="host-a")
+    return Snapshot(meta=meta, destinations=destinations, tool_stats=tools)
+
+
+TOOLS = {
+    "toolshed.g2.bx.psu.edu/repos/iuc/fastp/fastp/0.23.4+galaxy0": {
+        "pulsar_de": ToolFigures(count=12, median_queue_s=38.5, median_run_s=280, perc_95_run_s=700, at=NOW - 60),
+        "pulsar_uk": ToolFigures(count=3, median_run_s=100),
+    },
+    "cat1": {"pulsar_de": ToolFigures(count=1)},
+}
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis) -> SnapshotStore:
+    return SnapshotStore(redis_client, KEYS)
+
+
+def test_publish_then_read_all_round_trips(store: SnapshotStore) -> None:
+    snap = make_snapshot(["pulsar_de", "pulsar_uk", "condor_us"], TOOLS)
+    store.publish(snap)
+    got = store.read_all()
+    assert got is not None
+    assert got.destinations == snap.destinations
+    assert got.tool_stats == snap.tool_stats
+    assert got.meta == snap.meta.model_copy(update={"schema_version": SCHEMA_VERSION})
+    assert store.read_meta() == got.meta
+
+
+def test_read_all_and_read_meta_with_no_snapshot(store: SnapshotStore) -> None:
+    assert store.read_all() is None
+    assert store.read_meta() is None
+    view = store.read_for_rank(["a"], ["t"])
+    assert view.meta is None and view.destinations == {} and view.tool_stats == {}
+
+
+@pytest.mark.parametrize(
+    ("asked", "tools_asked", "expected_dests", "expected_tools"),
+    [
+        (["pulsar_uk"], [], ["pulsar_uk"], []),
+        (["nowhere", "pulsar_de"], ["cat1"], ["pulsar_de"], ["cat1"]),
+        (["a", "b"], ["no_such_tool"], [], []),
+        ([], [], [], []),
+        # asked in an order different from the snapshot's
+        (["condor_us", "pulsar_uk", "pulsar_de"], list(TOOLS), ["condor_us", "pulsar_uk", "pulsar_de"], list(TOOLS)),
+    ],
+)
+def test_read_for_rank_returns_only_asked_ids(store: SnapshotStore, asked: list[str], tools_asked: list[str],
+                                              expected_dests: list[str], expected_tools: list[str]) -> None:
+    snap = make_snapshot(["pulsar_de", "pulsar_uk", "condor_us"], TOOLS)
+    store.publish(snap)
+    view = store.read_for_rank(asked, tools_asked)
+    assert view.meta is not None and view.meta.created_at == NOW
+    assert sorted(view.destinations) == sorted(expected_dests)
+    for d in expected_dests:
+        assert view.destinations[d] == snap.destinations[d]
+    assert sorted(view.tool_stats) == sorted(expected_tools)
+    for t in expected_tools:
+        assert view.tool_stats[t] == snap.tool_stats[t]
+
+
+def test_second_snapshot_replaces_the_first_entirely(store: SnapshotStore, redis_client: redis.Redis) -> None:
+    store.publish(make_snapshot(["a", "b", "c"], TOOLS))
+    second = make_snapshot(["b"], {"cat1": {"b": ToolFigures(count=2)}}, created_at=NOW + 15)
+    store.publish(second)
+    got = store.read_all()
+    assert got is not None
+    assert list(got.destinations) == ["b"]
+    assert got.tool_stats == second.tool_stats
+    assert got.meta.created_at == NOW + 15 and got.meta.destinations == 1
+    assert store.read_for_rank(["a", "b", "c"]).destinations.keys() == {"b"}
+    assert redis_client.hkeys(KEYS.destinations) == [b"b"]
+
+
+def test_empty_snapshot_publishes_and_clears_old_figures(store: SnapshotStore, redis_client: redis.Redis) -> None:
+    store.publish(make_snapshot(["a", "b"], TOOLS))
+    store.publish(make_snapshot([], {}, created_at=NOW + 1))
+    got = store.read_all()
+    assert got is not None
+    assert got.destinations == {} and got.tool_stats == {}
+    assert got.meta.created_at == NOW + 1 and got.meta.destinations == 0
+    assert redis_client.exists(KEYS.destinations, KEYS.tool_stats) == 0
+    assert store.read_for_rank(["a"]).destinations == {}
+
+
+def test_empty_snapshot_on_empty_redis(store: SnapshotStore) -> None:
+    store.publish(make_snapshot([]))
+    got = store.read_all()
+    assert got is not None and got.destinations == {} and got.meta.destinations == 0
+
+
+def test_no_staging_keys_and_no_ttl_after_publish(store: SnapshotStore, redis_client: redis.Redis) -> None:
+    store.publish(make_snapshot(["a"], TOOLS))
+    store.publish(make_snapshot(["a", "b"], TOOLS))
+    keys = sorted(k.decode() for k in redis_client.keys("*"))
+    assert keys == sorted(KEYS.live_keys())
+    assert not [k for k in keys if ":staging:" in k]
+    # live keys were staged with an expiry; it must not survive the rename
+    for key in KEYS.live_keys():
+        assert redis_client.ttl(key) == -1, key
+
+
+@pytest.mark.parametrize("prefix", ["t", "tpv_broker", "site.eu-1"])
+def test_all_keys_live_under_the_prefix(redis_client: redis.Redis, prefix: str) -> None:
+    store = SnapshotStore(redis_client, KeySchema(prefix))
+    # ids that look like key names stay hash fields
+    store.publish(make_snapshot(["x:snapshot", "t:destinations", "*"], {"tpv_broker:tool_stats": {"*": ToolFigures()}}))
+    keys = [k.decode() for k in redis_client.keys("*")]
+    assert len(keys) == 3
+    assert all(k.startswith(prefix + ":") for k in keys), keys
+    assert {redis_client.type(k) for k in keys} == {b"hash"}
+
+
+def test_two_prefixes_do_not_see_each_other(redis_client: redis.Redis) -> None:
+    a, b = SnapshotStore(redis_client, KeySchema("a")), SnapshotStore(redis_client, KeySchema("b"))
+    a.publish(make_snapshot(["only_in_a"]))
+    assert b.read_all() is None
+    assert b.read_for_rank(["only_in_a"]).destinations == {}
+
+
+def test_meta_is_a_readable_hash(store: SnapshotStore, redis_client: redis.Redis) -> None:
+    store.publish(make_snapshot(["a", "b"], TOOLS))
+    raw = {k.decode(): v.decode() for k, v in redis_client.hgetall(KEYS.snapshot_meta).items()}
+    assert raw == {
+        "created_at": str(NOW),
+        "newest_point_at": str(NOW - 5),
+        "destinations": "2",
+        "tools": "2",
+        "cycle_s": "0.25",
+        "collector": "host-a",
+        "schema_version": str(SCHEMA_VERSION),
+    }
+
+
+def test_meta_without_newest_point(store: SnapshotStore) -> None:
+    snap = make_snapshot([])
+    snap = snap.model_copy(update={"meta": snap.meta.model_copy(update={"newest_point_at": None})})
+    store.publish(snap)
+    meta = store.read_meta()
+    assert meta is not None and meta.newest_point_at is None
+
+
+def test_destination_hash_values_are_json_figures(store: SnapshotStore, redis_client: redis.Redis) -> None:
+    snap = make_snapshot(["a"])
+    store.publish(snap)
+    raw = redis_client.hget(KEYS.destinations, "a")
+    assert raw is not None
+    assert DestinationFigures.model_validate_json(raw) == snap.destinations["a"]
+
+
+# -- one round trip ------------------------------------------------------------------------
+@pytest.fixture
+def network_writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Counts socket writes (one per send_packed_command call) on every connection."""
+    calls: list[int] = []
+    original = AbstractConnection.send_packed_command
+
+    def counting(self: AbstractConnection, command: object, check_health: bool = True) -> None:
+        calls.append(1)
+        original(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    yield calls
+
+
+def _commands_processed(client: redis.Redis) -> int:
+    return int(client.info("stats")["total_commands_processed"])
+
+
+@pytest.mark.parametrize("n_candidates", [1, 200])
+def test_read_for_rank_is_one_round_trip(store: SnapshotStore, redis_client: redis.Redis,
+                                         network_writes: list[int], n_candidates: int) -> None:
+    store.publish(make_snapshot([f"d{i}" for i in range(300)], TOOLS))
+    redis_client.ping()  # the connection is open before counting
+    ids = [f"d{i}" for i in range(n_candidates)]
+    before = _commands_processed(redis_client)
+    network_writes.clear()
+    view = store.read_for_rank(ids, ["cat1"])
+    writes = len(network_writes)
+    after = _commands_processed(redis_client)
+    assert len(view.destinations) == n_candidates
+    # one socket write for the whole MULTI/EXEC, whatever the number of candidates
+    assert writes == 1
+    # MULTI + HGETALL + HMGET(dests) + HMGET(tools) + EXEC = 5 commands, plus the first INFO
+    # itself (the server counts a command once it has run, so `before` excludes it)
+    assert after - before == 5 + 1
+
+
+def test_read_all_is_one_round_trip(store: SnapshotStore, redis_client: redis.Redis, network_writes: list[int]) -> None:
+    store.publish(make_snapshot([f"d{i}" for i in range(50)], TOOLS))
+    redis_client.ping()
+    network_writes.clear()
+    assert store.read_all() is not None
+    assert len(network_writes) == 1
+
+
+def test_publish_is_two_round_trips_whatever_the_size(store: SnapshotStore, redis_client: redis.Redis,
+                                                      network_writes: list[int]) -> None:
+    redis_client.ping()
+    network_writes.clear()
+    # 2500 destinations -> 3 HSET chunks of at most 1000 fields, still one staging pipeline
+    store.publish(make_snapshot([f"d{i}" for i in range(2500)], TOOLS))
+    assert len(network_writes) == 2  # staging pipeline + MULTI/EXEC swap
+    assert redis_client.hlen(KEYS.destinations) == 2500
+
+
+# -- Redis unreachable -------------------------------------------------------------------
+@pytest.fixture
+def dead_store() -> SnapshotStore:
+    port = free_port()  # nothing listens there
+    return SnapshotStore(connect_redis(f"redis://:hunter2@127.0.0.1:{port}/0", 0.2), KeySchema("t"))
+
+
+@pytest.mark.parametrize(
+    ("call", "action"),
+    [
+        (lambda s: s.read_for_rank(["a"]), "reading the snapshot"),
+        (lambda s: s.read_all(), "reading the snapshot"),
+        (lambda s: s.read_meta(), "reading the snapshot metadata"),
+        (lambda s: s.publish(make_snapshot(["a"])), "publishing a snapshot"),
+    ],
+)
+def test_unreachable_redis_raises_clear_store_error(dead_store: SnapshotStore, call, action: str) -> None:
+    with pytest.raises(StoreError) as info:
+        call(dead_store)
+    message = str(info.value)
+    port = dead_store.client.connection_pool.connection_kwargs["port"]
+    assert message.startswith(f"Redis at redis://127.0.0.1:{port}/0 failed while {action}: ")
+    assert "hunter2" not in message
+    assert "\n" not in message and "Traceback" not in message
+    # raised "from None": no chained redis-py traceback
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_ping_is_false_not_an_exception_when_unreachable(dead_store: SnapshotStore) -> None:
+    assert dead_store.ping() is False
+
+
+def test_ping_true_when_reachable(store: SnapshotStore) -> None:
+    assert store.ping() is True
+
+
+def test_invalid_redis_url_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match="invalid Redis URL"):
+        connect_redis("nosuchscheme://:pw@host/0", 0.5)

@@ -1,0 +1,920 @@
+"""Run the whole system locally, on demo data: ``./scripts/run-local.sh``.
+
+Starts a throw-away redis-server and influxd (state under ``<repo>/.local/demo/``,
+wiped at every start), writes metrics for a dozen made-up destinations in the
+schemas Galaxy sites really produce (gxadmin's ``queue_by_destination`` and
+``destination-queue-run-time``, pulsar-util's ``htcondor_cluster_usage`` in
+its old format), keeps writing new points from a feeder thread so queues grow
+and drain and free cores move, then runs the collector and the rank API as
+they run in production (``tpv-broker collect`` and ``tpv-broker serve``).
+Once the API is ready it sends one sample rank request, prints the request and
+the answer, and tells how to poke at the running system. Ctrl-C stops it all.
+
+The metrics are a deterministic function of ``--seed``: the same seed gives
+the same points (only the timestamps follow the clock).
+
+``--exit-after-sample`` stops everything right after the sample answer, for
+tests and CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import fcntl
+import json
+import math
+import os
+import random
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any, Callable, Mapping, Sequence
+
+import requests
+
+from ..shared.config import BrokerConfig, load_config
+from ..shared.errors import BrokerError
+from .servers import InfluxServer, RedisServer, ServerError, free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO_ROOT / "config.yaml"
+STATE_DIR = REPO_ROOT / ".local" / "demo"
+# Outside STATE_DIR: the folder is wiped at start, and the lock must survive that.
+LOCK_FILE = REPO_ROOT / ".local" / "demo.lock"
+DATABASE = "galaxy"
+COLLECTOR_INTERVAL_S = 5
+GALAXY_HOST = "galaxy-demo"  # Telegraf adds the host tag to everything gxadmin prints
+
+FASTP = "toolshed.g2.bx.psu.edu/repos/iuc/fastp/fastp/0.23.4+galaxy0"
+
+_STOP_GRACE_S = 10.0
+_HTTP_TIMEOUT_S = 10.0
+_LOG_TAIL_LINES = 30
+
+
+# --------------------------------------------------------------------------
+# Demo data
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DemoSite:
+    """One made-up destination. ``id`` is the TPV destination id, as gxadmin
+    reports it; pulsar-util reports the config alias instead, if there is one."""
+
+    id: str
+    cores: int
+    mem_gb_per_core: float
+    load: float  # mean demand, as a fraction of the cores
+    swing: float  # how far demand moves around the mean over a cycle
+    period_steps: int  # feeder steps per busy/quiet cycle
+    gpus: int = 0
+    cluster_usage: bool = True  # runs pulsar-util (writes htcondor_cluster_usage)
+    # Reported offline for the first n steps of every m (n, m): starting
+    # offline makes the very first snapshot show it.
+    offline: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class DemoTool:
+    id: str
+    median_run_s: float
+
+
+DEMO_SITES: tuple[DemoSite, ...] = (
+    DemoSite("pulsar_de", 256, 4, load=0.95, swing=0.35, period_steps=40),
+    DemoSite("condor_tpv", 192, 8, load=0.7, swing=0.3, period_steps=56),
+    DemoSite("pulsar_uk", 128, 4, load=0.8, swing=0.3, period_steps=48, cluster_usage=False),
+    DemoSite("pulsar_cz01_tpv", 96, 6, load=0.6, swing=0.4, period_steps=36),
+    DemoSite("pulsar_pt01", 80, 4, load=0.5, swing=0.3, period_steps=44),
+    DemoSite("pulsar_sk01_tpv", 64, 8, load=0.45, swing=0.4, period_steps=30),
+    DemoSite("pulsar_pl01", 64, 6, load=0.75, swing=0.25, period_steps=52, gpus=8),
+    DemoSite("pulsar_fr01_tpv", 48, 4, load=0.9, swing=0.4, period_steps=32),
+    DemoSite("pulsar_es01", 40, 4, load=0.7, swing=0.5, period_steps=28),
+    DemoSite("pulsar_be01", 32, 4, load=0.6, swing=0.3, period_steps=24, offline=(18, 60)),
+    DemoSite("pulsar_no01", 24, 8, load=0.5, swing=0.5, period_steps=20),
+    DemoSite("pulsar_it01", 16, 4, load=0.15, swing=0.3, period_steps=24),
+)
+
+DEMO_TOOLS: tuple[DemoTool, ...] = (
+    DemoTool(FASTP, 280),
+    DemoTool("toolshed.g2.bx.psu.edu/repos/devteam/fastqc/fastqc/0.74+galaxy0", 150),
+    DemoTool("toolshed.g2.bx.psu.edu/repos/iuc/bwa_mem2/bwa_mem2/2.2.1+galaxy1", 1800),
+    DemoTool("toolshed.g2.bx.psu.edu/repos/iuc/multiqc/multiqc/1.11+galaxy1", 60),
+    DemoTool("upload1", 30),
+)
+
+# Demand is counted in jobs of this many cores; real jobs vary around it.
+_JOB_CORES = 4
+_JOB_SIZES = (1, 2, 4, 4, 8)
+_MACHINE_CORES = 16
+
+
+def _escape_tag(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def _field_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _field_num(value: float) -> str:
+    # No "i" suffix: gxadmin and pulsar-util write every number as a float,
+    # and a field's type is fixed by its first point in a shard.
+    value = round(float(value), 2)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | str], ts: int) -> str:
+    tag_part = "".join(f",{_escape_tag(k)}={_escape_tag(v)}" for k, v in tags.items())
+    field_part = ",".join(
+        f"{k}={_field_str(v) if isinstance(v, str) else _field_num(v)}" for k, v in fields.items()
+    )
+    return f"{_escape_tag(measurement)}{tag_part} {field_part} {ts}"
+
+
+@dataclass
+class _SiteState:
+    phase: float
+    speed: float  # run-time factor against the tool's typical run time
+    queued: int = 0
+    running: int = 0
+    claimed_cpus: int = 0
+    claimed_mem_mib: int = 0
+    claimed_gpus: int = 0
+    offline: bool = False
+
+
+class DemoMetrics:
+    """Deterministic demo metrics: a pure function of the seed, the number
+    of steps taken and the timestamps passed in.
+
+    Each ``step(now)`` returns line protocol (timestamps in seconds) for one
+    feeder tick: a gxadmin ``queue_by_destination`` batch stamped ``now``
+    (groups with zero jobs left out, as gxadmin does) and pulsar-util
+    ``htcondor_cluster_usage`` rows. The first step also writes two daily
+    ``destination-queue-run-time`` runs.
+    """
+
+    def __init__(
+        self,
+        seed: int = 1,
+        reported_ids: Mapping[str, str] | None = None,
+        sites: Sequence[DemoSite] = DEMO_SITES,
+        tools: Sequence[DemoTool] = DEMO_TOOLS,
+    ) -> None:
+        self._rng = random.Random(seed)
+        self.sites = tuple(sites)
+        self.tools = tuple(tools)
+        # TPV destination id -> the id pulsar-util reports (its AMQP vhost).
+        self.reported_ids = dict(reported_ids or {})
+        self.steps = 0
+        self._state = {
+            s.id: _SiteState(phase=self._rng.random(), speed=self._rng.uniform(0.7, 1.5)) for s in self.sites
+        }
+        self._cluster_sites = [s for s in self.sites if s.cluster_usage]
+        self._cursor = 0
+        self._last_cluster_ts: int | None = None
+        self._last_ts: int | None = None
+
+    def step(self, now: float) -> list[str]:
+        ts = int(now)
+        if self._last_ts is not None and ts <= self._last_ts:
+            # Same-timestamp points of one series overwrite each other.
+            ts = self._last_ts + 1
+        lines = self._run_time_lines(ts) if self.steps == 0 else []
+        for site in self.sites:
+            self._advance(site)
+        lines += self._cluster_lines(ts)
+        lines += self._queue_lines(ts)
+        self.steps += 1
+        self._last_ts = ts
+        return lines
+
+    def queue_counts(self) -> dict[tuple[str, str], int]:
+        """(destination, state) -> jobs after the last step, zeros included."""
+        out: dict[tuple[str, str], int] = {}
+        for site in self.sites:
+            st = self._state[site.id]
+            out[(site.id, "queued")] = st.queued
+            out[(site.id, "running")] = st.running
+        return out
+
+    def offline_sites(self) -> list[str]:
+        return [s.id for s in self.sites if self._state[s.id].offline]
+
+    def free_cpus(self) -> dict[str, int]:
+        return {s.id: s.cores - self._state[s.id].claimed_cpus for s in self._cluster_sites}
+
+    def _offline_at(self, site: DemoSite, step: int) -> bool:
+        return site.offline is not None and step % site.offline[1] < site.offline[0]
+
+    def _advance(self, site: DemoSite) -> None:
+        st, rng, first = self._state[site.id], self._rng, self.steps == 0
+        offline = self._offline_at(site, self.steps)
+        if offline and not first:
+            # Nothing starts or finishes out there while it is unreachable,
+            # but Galaxy keeps sending jobs. pulsar-util repeats the last row.
+            st.queued += rng.randint(0, 2)
+            st.offline = True
+            return
+        wave = math.sin(2 * math.pi * (self.steps / site.period_steps + st.phase))
+        load = max(0.0, site.load + site.swing * wave + rng.uniform(-0.08, 0.08))
+        slots = max(1, site.cores // _JOB_CORES)
+        wanted = round(load * slots)
+        running = min(wanted, slots)
+        backlog = wanted - running
+        if first:
+            st.queued = backlog
+        else:
+            # Queues follow the backlog a few jobs per step, so they visibly
+            # grow and drain instead of jumping.
+            pace = max(2, slots // 8)
+            st.queued = max(0, st.queued + max(-pace, min(pace, backlog - st.queued)))
+        st.running = running
+        st.claimed_cpus = min(site.cores, sum(rng.choice(_JOB_SIZES) for _ in range(running)))
+        total_mem = round(site.cores * site.mem_gb_per_core * 1024)
+        st.claimed_mem_mib = min(total_mem, round(st.claimed_cpus * site.mem_gb_per_core * 1024 * rng.uniform(0.4, 1.0)))
+        st.claimed_gpus = min(site.gpus, round(site.gpus * min(1.0, load) * rng.uniform(0.6, 1.0))) if site.gpus else 0
+        st.offline = offline
+
+    def _cluster_lines(self, ts: int) -> list[str]:
+        sites = self._cluster_sites
+        if not sites:
+            return []
+        # destination_id is a field in this format, so every site writes to
+        # the same series: each row needs a second of its own, never one in
+        # the future (queries without an upper time bound would see it as
+        # the newest). Sites take turns when there are fewer free seconds
+        # than sites, as independent cron jobs would.
+        last = self._last_cluster_ts if self._last_cluster_ts is not None else ts - len(sites)
+        lines = []
+        for row_ts in range(max(last + 1, ts - len(sites) + 1), ts + 1):
+            site = sites[self._cursor]
+            self._cursor = (self._cursor + 1) % len(sites)
+            lines.append(self._cluster_line(site, row_ts))
+        self._last_cluster_ts = max(last, ts)
+        return lines
+
+    def _cluster_line(self, site: DemoSite, ts: int) -> str:
+        st = self._state[site.id]
+        total_mem = round(site.cores * site.mem_gb_per_core * 1024)
+        machines = max(1, site.cores // _MACHINE_CORES)
+        busy = min(machines, math.ceil(st.claimed_cpus / _MACHINE_CORES))
+        fields: dict[str, float | str] = {
+            "total_detected_cpus": site.cores,
+            "claimed_cpus": st.claimed_cpus,
+            "unclaimed_cpus": site.cores - st.claimed_cpus,
+            "total_memory": total_mem,
+            "claimed_memory": st.claimed_mem_mib,
+            "unclaimed_memory": total_mem - st.claimed_mem_mib,
+            "total_slots": machines,
+            "claimed_busy_slots": busy,
+            "unclaimed_idle_slots": machines - busy,
+            "total_gpu_slots": site.gpus,
+            "claimed_gpus": st.claimed_gpus,
+            "unclaimed_gpus": site.gpus - st.claimed_gpus,
+            "querytime": ts,
+            "destination_id": self.reported_ids.get(site.id, site.id),
+            "destination_status": "offline" if st.offline else "online",
+        }
+        return _line("htcondor_cluster_usage", {"classad": "machine"}, fields, ts)
+
+    def _queue_lines(self, ts: int) -> list[str]:
+        lines = []
+        for site in self.sites:
+            st = self._state[site.id]
+            for state, count in (("queued", st.queued), ("running", st.running)):
+                if count > 0:  # gxadmin prints no line for an empty group
+                    tags = {"destination_id": site.id, "state": state, "host": GALAXY_HOST}
+                    lines.append(_line("queue_by_destination", tags, {"count": count}, ts))
+        return lines
+
+    def _run_time_lines(self, ts: int) -> list[str]:
+        rng, lines = self._rng, []
+        # gxadmin runs this once a day: yesterday's and this morning's run,
+        # so the collector has to pick the newer one.
+        runs = (ts - 86400 - 7200, ts - 7200)
+        for site in self.sites:
+            st = self._state[site.id]
+            chosen = set(rng.sample(range(len(self.tools)), rng.randint(2, len(self.tools))))
+            typical_queue_s = 20 + 600 * site.load**2
+            for run_ts in runs:
+                for i, tool in enumerate(self.tools):
+                    if i not in chosen:
+                        continue
+                    fields: dict[str, float | str] = {"count": rng.randint(3, 400)}
+                    fields.update(self._spread("queue", typical_queue_s * rng.uniform(0.7, 1.3)))
+                    fields.update(self._spread("run", tool.median_run_s * st.speed * rng.uniform(0.85, 1.15)))
+                    tags = {"destination_id": site.id, "tool_id": tool.id, "host": GALAXY_HOST}
+                    lines.append(_line("destination-queue-run-time", tags, fields, run_ts))
+        return lines
+
+    def _spread(self, kind: str, median: float) -> dict[str, float | str]:
+        rng = self._rng
+        p95 = median * rng.uniform(2.0, 3.0)
+        p99 = p95 * rng.uniform(1.1, 1.4)
+        return {
+            f"avg_{kind}": median * rng.uniform(1.05, 1.3),
+            f"min_{kind}": median * rng.uniform(0.1, 0.4),
+            f"median_{kind}": median,
+            f"perc_95_{kind}": p95,
+            f"perc_99_{kind}": p99,
+            f"max_{kind}": p99 * rng.uniform(1.0, 1.3),
+        }
+
+
+def sample_request() -> dict[str, Any]:
+    """What TPV would send for a fastp job: candidates in its own order, with
+    its scores; one (pulsar_au01) the metrics know nothing about."""
+    scores = [
+        ("pulsar_de", 12),
+        ("pulsar_uk", 10),
+        ("pulsar_cz01_tpv", 9),
+        ("pulsar_sk01_tpv", 8),
+        ("pulsar_fr01_tpv", 8),
+        ("pulsar_be01", 6),
+        ("pulsar_it01", 5),
+        ("pulsar_au01", 4),
+    ]
+    return {
+        "job": {"id": 4242, "tool_id": FASTP, "cores": 4, "mem": 16},
+        "destinations": [{"id": dest_id, "tpv_score": score} for dest_id, score in scores],
+        "datasets": [
+            {"object_store_id": "object_store_germany", "size": 2_147_483_648},
+            {"object_store_id": "object_store_france", "size": 524_288_000},
+        ],
+    }
+
+
+# --------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------
+class DemoError(Exception):
+    """The demo could not start or lost a component; the message says which."""
+
+
+class _Stopped(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return f"--- {path}: not written ---"
+    tail = "\n".join(text.splitlines()[-lines:])
+    return f"--- last lines of {path} ---\n{tail or '(empty)'}"
+
+
+def _broker_command() -> list[str]:
+    entry = Path(sys.executable).parent / "tpv-broker"
+    if entry.is_file() and os.access(entry, os.X_OK):
+        return [str(entry)]
+    # tpv_broker.cli has no __main__ block: `python -m tpv_broker.cli` would
+    # exit 0 without doing anything.
+    return [sys.executable, "-c", "import sys; from tpv_broker.cli import main; sys.exit(main())"]
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A preexec_fn that makes a child get SIGTERM when the demo dies, even
+    by SIGKILL, so a killed demo cannot leave a collector or API behind."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return hook
+
+
+def _process_dir(pid: int) -> Path | None:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return None
+
+
+def _reap_leftovers(state_dir: Path) -> list[str]:
+    """Stop what a demo killed with SIGKILL left behind (servers run in
+    sessions of their own and survive it). Only pids it recorded, and only
+    if they still run inside its state folder: a pid may have been reused."""
+    try:
+        recorded = json.loads((state_dir / "pids.json").read_text())
+    except (OSError, ValueError):
+        return []
+    stopped = []
+    for name, pid in recorded.items() if isinstance(recorded, dict) else ():
+        cwd = _process_dir(pid) if isinstance(pid, int) else None
+        if cwd is None or not cwd.is_relative_to(state_dir):
+            continue
+        try:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + _STOP_GRACE_S
+            while time.monotonic() < deadline:
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        stopped.append(f"{name} (pid {pid})")
+    return stopped
+
+
+@dataclass
+class _Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                pass
+        # The child leads its own process group (gunicorn's workers are in
+        # it too): nothing of it may outlive the demo.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+
+
+def _is_running(proc: subprocess.Popen[bytes]) -> Callable[[], bool]:
+    return lambda: proc.poll() is None
+
+
+class Feeder:
+    """Writes the next step of the demo metrics every ``interval_s``."""
+
+    def __init__(
+        self,
+        metrics: DemoMetrics,
+        write: Callable[[list[str]], None],
+        interval_s: float,
+        log_path: Path,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.metrics, self.write, self.interval_s, self.log_path, self.clock = metrics, write, interval_s, log_path, clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-feeder", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=_HTTP_TIMEOUT_S + 1)
+
+    def _run(self) -> None:
+        with open(self.log_path, "a", encoding="utf-8") as log:
+            while not self._stop.wait(self.interval_s):
+                lines = self.metrics.step(self.clock())
+                try:
+                    self.write(lines)
+                except ServerError as e:
+                    # influxd going away is reported by the main loop; the
+                    # feeder carries on in case it was a hiccup.
+                    log.write(f"{time.strftime('%H:%M:%S')} step {self.metrics.steps - 1}: write failed: {e}\n")
+                else:
+                    log.write(describe_step(self.metrics, len(lines)) + "\n")
+                log.flush()
+
+
+def describe_step(metrics: DemoMetrics, n_lines: int) -> str:
+    counts = metrics.queue_counts()
+    queued = " ".join(f"{d}={n}" for (d, s), n in counts.items() if s == "queued" and n)
+    free = " ".join(f"{d}={n}" for d, n in metrics.free_cpus().items())
+    offline = ", ".join(metrics.offline_sites()) or "none"
+    return (
+        f"{time.strftime('%H:%M:%S')} step {metrics.steps - 1}: {n_lines} lines; queued: {queued or 'none'}; "
+        f"free cores: {free}; offline: {offline}"
+    )
+
+
+def _pretty(value: Any, indent: int = 0, used: int = 0, width: int = 110) -> str:
+    """JSON, indented, but any object or list that fits on its line stays on
+    one: eight candidates and their reasons fit on one screen. ``used`` is
+    what the line already holds before the value (indent and key)."""
+    flat = json.dumps(value)
+    if not isinstance(value, (dict, list)) or not value or used + len(flat) <= width:
+        return flat
+    pad = " " * (indent + 2)
+    if isinstance(value, dict):
+        items = []
+        for k, v in value.items():
+            prefix = f"{pad}{json.dumps(k)}: "
+            items.append(prefix + _pretty(v, indent + 2, len(prefix), width))
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    items = [pad + _pretty(v, indent + 2, len(pad), width) for v in value]
+    return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
+
+
+# --------------------------------------------------------------------------
+# The demo
+# --------------------------------------------------------------------------
+@dataclass
+class Demo:
+    config_path: Path
+    seed: int
+    feed_interval_s: float
+    ready_timeout_s: float
+    exit_after_sample: bool
+    stop_requested: threading.Event
+    received: list[int]
+    state_dir: Path = STATE_DIR
+    running: bool = False
+    redis: RedisServer | None = None
+    influx: InfluxServer | None = None
+    children: list[_Child] = field(default_factory=list)
+    feeder: Feeder | None = None
+    _pids: dict[str, int] = field(default_factory=dict)
+
+    def _say(self, text: str = "") -> None:
+        print(text, flush=True)
+
+    def _check_stop(self) -> None:
+        if self.stop_requested.is_set():
+            raise _Stopped(self.received[0] if self.received else signal.SIGTERM)
+
+    def _record(self, name: str, pid: int) -> None:
+        self._pids[name] = pid
+        (self.state_dir / "pids.json").write_text(json.dumps(self._pids, indent=2) + "\n")
+
+    def run(self) -> None:
+        env = self._child_env_base()
+        try:
+            # Before anything is wiped or started: a typo must cost nothing.
+            config = load_config(self.config_path, environ=env)
+        except BrokerError as e:
+            raise DemoError(str(e)) from None
+        for leftover in _reap_leftovers(self.state_dir):
+            self._say(f"stopped {leftover}, left behind by an earlier demo")
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        self.state_dir.mkdir(parents=True)
+        self._say(f"TPV Broker demo; state and logs in {self.state_dir}")
+        self._start_servers()
+        self._check_stop()
+        assert self.redis is not None and self.influx is not None
+        env.update(
+            TPV_BROKER_REDIS_URL=self.redis.url,
+            TPV_BROKER_INFLUXDB_URL=self.influx.url,
+            TPV_BROKER_INFLUXDB_DATABASE=DATABASE,
+            TPV_BROKER_COLLECTOR_INTERVAL_S=str(COLLECTOR_INTERVAL_S),
+            # gxadmin batches come every minute in production; here every few
+            # seconds, so a group that vanished from the newest batch must
+            # count as empty before the next batch arrives.
+            TPV_BROKER_COLLECTOR_BATCH_WINDOW_S=f"{min(30.0, self.feed_interval_s / 2):g}",
+        )
+        metrics = self._write_initial_metrics(config)
+        self._check_stop()
+
+        api_port = free_port()
+        api_url = f"http://127.0.0.1:{api_port}"
+        broker = _broker_command()
+        config_args = ["--config", str(self.config_path)]
+        self._start_child("collector", [*broker, *config_args, "collect"], env)
+        self._say(f"  {'collector':<13} pid {self.children[-1].proc.pid:<7} every {COLLECTOR_INTERVAL_S} s, log {self.children[-1].log}")
+        # gunicorn (25+) puts a control socket at $XDG_RUNTIME_DIR/gunicorn.ctl,
+        # else ~/.gunicorn/gunicorn.ctl, taking it over from any other gunicorn
+        # of the user: keep ours in the demo folder.
+        api_env = {**env, "XDG_RUNTIME_DIR": str(self.state_dir)}
+        self._start_child(
+            "API", [*broker, *config_args, "serve", "--bind", f"127.0.0.1:{api_port}", "--workers", "2"], api_env
+        )
+        self._say(f"  {'API':<13} pid {self.children[-1].proc.pid:<7} {api_url}, log {self.children[-1].log}")
+        # Started after the children: preexec_fn is only safe without other threads.
+        self.feeder = Feeder(metrics, self._write, self.feed_interval_s, self.state_dir / "feeder.log")
+        self.feeder.start()
+        self._say(f"  {'feeder':<13} {'thread':<11} new points every {self.feed_interval_s:g} s, log {self.feeder.log_path}")
+
+        self._wait_ready(api_url)
+        self._sample(api_url)
+        if self.exit_after_sample:
+            return
+        self._print_commands(api_url, broker, env)
+        self.running = True
+        self._say("\nRunning. Ctrl-C stops everything.")
+        while not self.stop_requested.wait(0.5):
+            self._check_alive()
+        self._check_stop()
+
+    def _child_env_base(self) -> dict[str, str]:
+        # The demo's servers, not whatever a developer's shell points at.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TPV_BROKER_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _start_servers(self) -> None:
+        self.redis = RedisServer(self.state_dir / "redis")
+        self.redis.start()
+        assert self.redis.proc is not None
+        self._record("redis-server", self.redis.proc.pid)
+        self._say(f"  {'redis-server':<13} pid {self.redis.proc.pid:<7} {self.redis.url}")
+        self._check_stop()
+        self.influx = InfluxServer(self.state_dir / "influxdb")
+        self.influx.start()
+        assert self.influx.proc is not None
+        self._record("influxd", self.influx.proc.pid)
+        self.influx.create_database(DATABASE)
+        self._say(f"  {'influxd':<13} pid {self.influx.proc.pid:<7} {self.influx.url}, database {DATABASE}")
+
+    def _write(self, lines: list[str]) -> None:
+        assert self.influx is not None
+        if lines:
+            self.influx.write_lines(DATABASE, lines, precision="s")
+
+    def _write_initial_metrics(self, config: BrokerConfig) -> DemoMetrics:
+        reported = {dest_id: d.aliases[0] for dest_id, d in config.destinations.items() if d.aliases}
+        metrics = DemoMetrics(self.seed, reported_ids=reported)
+        lines = metrics.step(time.time())
+        self._write(lines)
+        self._say(f"Wrote {len(lines)} points for {len(metrics.sites)} destinations (seed {self.seed}):")
+        known = [s.id for s in metrics.sites if s.id in config.destinations]
+        extra = [s.id for s in metrics.sites if s.id not in config.destinations]
+        self._say(f"  in {self.config_path.name}: {', '.join(known) or 'none'}; not in it: {', '.join(extra)}")
+        aliases = [f"{reported[s.id]} -> {s.id}" for s in metrics.sites if s.id in reported and s.cluster_usage]
+        if aliases:
+            self._say(f"  pulsar-util reports {', '.join(aliases)} (config aliases)")
+        notes = []
+        for site in metrics.sites:
+            if site.offline is not None:
+                down, every = (n * self.feed_interval_s for n in site.offline)
+                notes.append(f"{site.id} is offline for {down:g} s of every {every:g} s, from the start")
+            if site.gpus:
+                notes.append(f"{site.id} has {site.gpus} GPUs")
+            if not site.cluster_usage:
+                notes.append(f"{site.id} runs no pulsar-util (queue figures only)")
+        self._say("  " + "; ".join(notes))
+        return metrics
+
+    def _start_child(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        log = self.state_dir / f"{name.lower()}.log"
+        with open(log, "ab") as out:
+            # A session of its own: Ctrl-C in the terminal reaches only the
+            # demo, which then stops everything in order.
+            proc = subprocess.Popen(
+                command,
+                cwd=self.state_dir,  # lets _reap_leftovers recognise it
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent_hook(),
+            )
+        self.children.append(_Child(name, proc, log))
+        self._record(name.lower(), proc.pid)
+
+    def _components(self) -> list[tuple[str, Callable[[], bool], Path]]:
+        out: list[tuple[str, Callable[[], bool], Path]] = []
+        servers = (("redis-server", self.redis, "redis-server.log"), ("influxd", self.influx, "influxd.out"))
+        for name, server, log_name in servers:
+            if server is not None and server.proc is not None:
+                out.append((name, _is_running(server.proc), server.workdir / log_name))
+        for child in self.children:
+            out.append((child.name, _is_running(child.proc), child.log))
+        if self.feeder is not None:
+            out.append(("feeder", self.feeder.is_alive, self.feeder.log_path))
+        return out
+
+    def _check_alive(self) -> None:
+        for name, alive, log in self._components():
+            if not alive():
+                raise DemoError(f"the {name} stopped unexpectedly\n{_log_tail(log)}")
+
+    def _wait_ready(self, api_url: str) -> None:
+        self._say("Waiting for the first snapshot (GET /ready) ...")
+        started = time.monotonic()
+        deadline = started + self.ready_timeout_s
+        collector, api = self.children[0], self.children[1]
+        while True:
+            self._check_stop()
+            self._check_alive()
+            try:
+                resp = requests.get(f"{api_url}/ready", timeout=2)
+            except requests.RequestException:
+                last, blame = "the API does not answer", api.log
+            else:
+                if resp.status_code == 200:
+                    body = resp.json()
+                    self._say(
+                        f"Ready after {time.monotonic() - started:.1f} s: snapshot of "
+                        f"{body.get('destinations')} destinations, {body.get('snapshot_age_s')} s old"
+                    )
+                    return
+                try:
+                    reason = resp.json().get("reason", resp.text)
+                except ValueError:
+                    reason = resp.text[:200]
+                last = f"HTTP {resp.status_code}: {reason}"
+                # 503 = the API runs but has no fresh snapshot: the collector's fault.
+                blame = collector.log if resp.status_code == 503 else api.log
+            if time.monotonic() >= deadline:
+                raise DemoError(
+                    f"GET {api_url}/ready did not answer 200 within {self.ready_timeout_s:g} s "
+                    f"(last: {last})\n{_log_tail(blame)}"
+                )
+            self.stop_requested.wait(0.25)
+
+    def _sample(self, api_url: str) -> None:
+        body = sample_request()
+        (self.state_dir / "sample-request.json").write_text(json.dumps(body, indent=2) + "\n")
+        url = f"{api_url}/api/rank?explain=1"
+        self._say(f"\nSample rank request: POST {url}")
+        self._say(_pretty(body))
+        started = time.monotonic()
+        try:
+            resp = requests.post(url, json=body, timeout=_HTTP_TIMEOUT_S)
+        except requests.RequestException as e:
+            raise DemoError(f"POST {url} failed: {e}\n{_log_tail(self.children[1].log)}") from None
+        elapsed_ms = (time.monotonic() - started) * 1000
+        try:
+            answer = resp.json()
+        except ValueError:
+            answer = None
+        if resp.status_code != 200 or not isinstance(answer, dict):
+            raise DemoError(
+                f"POST {url} answered HTTP {resp.status_code}: {resp.text[:500]}\n{_log_tail(self.children[1].log)}"
+            )
+        self._say(f"\nAnswer (HTTP {resp.status_code}, {elapsed_ms:.0f} ms):")
+        self._say(_pretty(answer))
+
+    def _print_commands(self, api_url: str, broker: list[str], env: Mapping[str, str]) -> None:
+        assert self.influx is not None
+        exports = " ".join(
+            f"{k}={shlex.quote(env[k])}"
+            for k in ("TPV_BROKER_REDIS_URL", "TPV_BROKER_INFLUXDB_URL", "TPV_BROKER_INFLUXDB_DATABASE")
+        )
+        cli = shlex.join([*broker, "--config", str(self.config_path)])
+        request_file = shlex.quote(str(self.state_dir / "sample-request.json"))
+        query = 'SELECT last("count") FROM "queue_by_destination" GROUP BY "destination_id", "state"'
+        self._say("\nTry, in another shell, while this runs:")
+        self._say(
+            f"  curl -s -H 'Content-Type: application/json' --data @{request_file} '{api_url}/api/rank?explain=1'"
+        )
+        self._say(f"  export {exports}")
+        self._say(f"  {cli} inspect")
+        self._say(f"  watch -n {COLLECTOR_INTERVAL_S} {shlex.quote(cli + ' inspect')}   # queues move, pulsar_be01 comes back")
+        self._say(f"  {cli} collect --once")
+        self._say(
+            f"  curl -sG {self.influx.url}/query --data-urlencode db={DATABASE} --data-urlencode {shlex.quote('q=' + query)}"
+        )
+
+    def stop_all(self) -> None:
+        """Stops whatever was started, newest first; safe to call at any point."""
+        parts: list[tuple[str, Callable[[], None]]] = [(c.name, c.stop) for c in reversed(self.children)]
+        if self.feeder is not None:
+            parts.append(("feeder", self.feeder.stop))
+        if self.influx is not None:
+            parts.append(("influxd", self.influx.stop))
+        if self.redis is not None:
+            parts.append(("redis-server", self.redis.stop))
+        if not parts:
+            return
+        _print_if_possible("Stopping:", end="")
+        for name, stop in parts:
+            _print_if_possible(f" {name}", end="")
+            stop()
+        self.children.clear()
+        self.feeder = self.influx = self.redis = None
+        (self.state_dir / "pids.json").unlink(missing_ok=True)
+        _print_if_possible(". Stopped.")
+
+
+def _print_if_possible(text: str, end: str = "\n") -> None:
+    # Clean-up must go on when stdout is gone (closed pipe, closed terminal).
+    try:
+        print(text, end=end, flush=True)
+    except OSError:
+        pass
+
+
+def _lock(path: Path) -> IO[str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise DemoError(f"another demo (pid {holder}) is running from this checkout; stop it first") from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _positive_interval(text: str) -> float:
+    value = float(text)
+    # Points are stamped in whole seconds; faster feeding would overwrite them.
+    if not 1 <= value <= 3600:
+        raise argparse.ArgumentTypeError("must be between 1 and 3600 seconds")
+    return value
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="run-local.sh",
+        description="Run redis-server, influxd, the collector and the rank API locally on demo metrics.",
+    )
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config.yaml (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the demo metrics (default: %(default)s)")
+    parser.add_argument(
+        "--feed-interval",
+        type=_positive_interval,
+        default=5.0,
+        metavar="SECONDS",
+        help="write new metric points this often (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="give up if the API is not ready within this time (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--exit-after-sample", action="store_true", help="stop everything after the sample answer (for tests and CI)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    stop_requested = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        # No printing and no raising here: an exception could land inside the
+        # clean-up itself. The main loop notices the event within 0.5 s.
+        received.append(signum)
+        stop_requested.set()
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+    demo = Demo(
+        config_path=args.config.resolve(),
+        seed=args.seed,
+        feed_interval_s=args.feed_interval,
+        ready_timeout_s=args.ready_timeout,
+        exit_after_sample=args.exit_after_sample,
+        stop_requested=stop_requested,
+        received=received,
+    )
+    lock: IO[str] | None = None
+    try:
+        lock = _lock(LOCK_FILE)
+        demo.run()
+        return 0
+    except _Stopped as e:
+        print(f"\n{signal.Signals(e.signum).name} received.", flush=True)
+        # A stop asked for while running is the normal way out; during
+        # start-up it means the demo never came up.
+        return 0 if demo.running else 128 + e.signum
+    except (DemoError, ServerError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except BrokenPipeError:
+        # Whoever read our output has gone (`... | head`): stop quietly, and
+        # keep the interpreter's final flush from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    finally:
+        demo.stop_all()
+        if lock is not None:
+            lock.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
