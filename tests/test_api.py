@@ -31,7 +31,8 @@ def config(**api: Any) -> BrokerConfig:
 
 def figures(dest_id: str, **kw: Any) -> DestinationFigures:
     kw.setdefault("status", "online")
-    return DestinationFigures(id=dest_id, metrics_at=NOW - 20, sources={"queue_by_destination": NOW - 20}, **kw)
+    return DestinationFigures(id=dest_id, metrics_at=NOW - 20, live_at=NOW - 20,
+                              sources={"queue_by_destination": NOW - 20}, **kw)
 
 
 # The documented order for a 4-core 8 GB job over these candidates:
@@ -39,8 +40,8 @@ def figures(dest_id: str, **kw: Any) -> DestinationFigures:
 #   pulsar_de  fits, 5 queued                                -> 2nd
 #   pulsar_uk  fits, 10 queued                               -> 3rd
 #   pulsar_be  2 free cores < 4: does not fit (5 queued)     -> after every one that fits
-#   condor_us  offline (even with 0 queued)                  -> after every online one
-#   pulsar_xx  not in the snapshot                           -> last
+#   pulsar_xx  not in the snapshot                           -> after every scored one
+#   condor_us  offline (even with 0 queued)                  -> last
 DESTS = [
     figures("pulsar_de", queued=5, running=5, cpus_free=24, mem_free_gb=46.9),
     figures("pulsar_uk", queued=10, running=3, cpus_free=19, mem_free_gb=37.1),
@@ -49,7 +50,7 @@ DESTS = [
     figures("condor_us", status="offline", queued=0, cpus_free=16, mem_free_gb=31.25),
 ]
 CANDIDATES = ["pulsar_xx", "condor_us", "pulsar_be", "pulsar_uk", "pulsar_de", "pulsar_fr"]
-EXPECTED = ["pulsar_fr", "pulsar_de", "pulsar_uk", "pulsar_be", "condor_us", "pulsar_xx"]
+EXPECTED = ["pulsar_fr", "pulsar_de", "pulsar_uk", "pulsar_be", "pulsar_xx", "condor_us"]
 GOOD = {"job": {"tool_id": "toolshed.g2.bx.psu.edu/repos/iuc/fastp/fastp/0.23.4+galaxy0", "cores": 4, "mem": 8},
         "destinations": [{"id": d} for d in CANDIDATES]}
 
@@ -126,9 +127,11 @@ def test_explain_gives_reasons(client: FlaskClient, flag: str) -> None:
     body = client.post(f"/api/rank?explain={flag}", json=GOOD).get_json()
     explain = {e["id"]: e for e in body["explain"]}
     assert [e["id"] for e in body["explain"]] == EXPECTED
-    assert explain["pulsar_fr"]["fits_now"] is True and explain["pulsar_fr"]["reason"].startswith("fits now")
-    assert explain["pulsar_be"]["fits_now"] is False and "does not fit" in explain["pulsar_be"]["reason"]
-    assert explain["condor_us"] == {"id": "condor_us", "fits_now": None, "reason": "reported offline"}
+    fit = {e["id"]: next(t for t in e["terms"] if t["term"] == "fit_now") for e in body["explain"] if "terms" in e}
+    assert fit["pulsar_fr"]["raw"]["fits"] is True and "fits now" in explain["pulsar_fr"]["reason"]
+    assert fit["pulsar_be"]["raw"]["fits"] is False and "does not fit now" in explain["pulsar_be"]["reason"]
+    assert explain["condor_us"] == {"position": 6, "id": "condor_us", "group": "offline", "reason": "reported offline"}
+    assert explain["pulsar_xx"]["group"] == "no_metrics"
     assert explain["pulsar_xx"]["reason"] == "no metrics for this destination"
 
 
@@ -155,8 +158,8 @@ def test_process_data_with_prototype_example(store: SnapshotStore) -> None:
     assert resp.status_code == 200
     body = resp.get_json()
     assert list(body) == ["sorted_destinations"]
-    # fr (0 queued) < de (5) < uk (10), then offline condor_us, then pulsar_us01 without metrics
-    assert body["sorted_destinations"] == ["pulsar_fr", "pulsar_de", "pulsar_uk", "condor_us", "pulsar_us01"]
+    # fr (0 queued) < de (5) < uk (10), then pulsar_us01 without metrics, then offline condor_us
+    assert body["sorted_destinations"] == ["pulsar_fr", "pulsar_de", "pulsar_uk", "pulsar_us01", "condor_us"]
 
 
 def test_process_data_never_drops_a_candidate_without_snapshot(empty_client: FlaskClient) -> None:
@@ -220,7 +223,10 @@ def _assert_degraded(resp: Any, reason_part: str, age: float | None) -> None:
 def test_fresh_snapshot_is_not_tpv_order(client: FlaskClient) -> None:
     body = client.post("/api/rank", json=SCORED).get_json()
     assert body["degraded"] is False
-    assert body["destinations"] == ["pulsar_fr", "pulsar_de", "pulsar_uk", "condor_us"]
+    # Not TPV's [uk, condor_us, fr, de]: fr has no queue; uk's tag score 5
+    # outweighs its longer drain (10 queued / 3 running vs de's 5 / 5);
+    # offline condor_us goes last whatever its tags.
+    assert body["destinations"] == ["pulsar_fr", "pulsar_uk", "pulsar_de", "condor_us"]
 
 
 def test_degraded_without_snapshot(empty_client: FlaskClient) -> None:

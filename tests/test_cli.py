@@ -40,7 +40,8 @@ def publish(client: redis.Redis, created_at: float) -> Snapshot:
     dests = {
         "pulsar_de": DestinationFigures(id="pulsar_de", status="online", queued=5, running=2, cpus_free=16,
                                         cpus_total=32, mem_free_gb=31.25, mem_total_gb=62.5,
-                                        metrics_at=created_at - 30, sources={"queue_by_destination": created_at - 30}),
+                                        metrics_at=created_at - 30, live_at=created_at - 30,
+                                        sources={"queue_by_destination": created_at - 30}),
         "condor_us": DestinationFigures(id="condor_us", status="offline", queued=0),
     }
     snap = Snapshot(meta=SnapshotMeta(created_at=created_at, destinations=2, collector="collector-host"),
@@ -54,7 +55,7 @@ def test_help_lists_commands() -> None:
     result = run(["--help"])
     assert result.exit_code == 0
     commands = re.findall(r"^\s{2}(\w+)\s", result.output.split("Commands:", 1)[1], re.M)
-    assert set(commands) == {"collect", "serve", "inspect"}
+    assert set(commands) == {"collect", "serve", "inspect", "rank"}
 
 
 @pytest.mark.parametrize("command", ["collect", "serve", "inspect"])
@@ -73,8 +74,10 @@ def test_inspect_shows_destinations_and_age(redis_client: redis.Redis, redis_url
     assert lines[1].split()[0] == "destination" and lines[1].split()[-2:] == ["age", "s"]
     rows = {line.split()[0]: line.split() for line in lines[2:]}
     assert set(rows) == {"pulsar_de", "condor_us"}
-    # condor_us: 0 queued sorts before pulsar_de's 5 (order key = (queued, -free cores))
-    assert [line.split()[0] for line in lines[2:]] == ["condor_us", "pulsar_de"]
+    # the job-independent order: scored pulsar_de, then offline condor_us (no score)
+    assert [line.split()[0] for line in lines[2:]] == ["pulsar_de", "condor_us"]
+    assert re.fullmatch(r"\d+\.\d", rows["pulsar_de"][6])  # score, e.g. 71.3
+    assert rows["condor_us"][6] == "no_metrics"  # offline with no figures at all
     assert rows["pulsar_de"][1:5] == ["online", "5", "2", "16/32"]
     assert rows["pulsar_de"][5] == "31.2/62.5"  # 31.25 GB shown with 1 decimal
     assert rows["condor_us"][1] == "offline"
@@ -199,7 +202,7 @@ def test_collect_once_publishes(tmp_path: pathlib.Path, influx_server: InfluxSer
     de, uk, sk = snap.destinations["pulsar_de"], snap.destinations["pulsar_uk"], snap.destinations["pulsar_sk01_tpv"]
     assert (de.queued, de.running) == (5, 2)
     assert (uk.queued, uk.running) == (7, 0)
-    assert de.median_run_s == 20 and snap.tool_stats["cat1"]["pulsar_de"].count == 4
+    assert de.median_run_s == 20 and snap.tool_stats["tool:cat1"]["pulsar_de"].count == 4
     assert sk.status == "offline" and sk.cpus_free == 16 and sk.mem_free_gb == 31.25  # 32000 MiB / 1024
     assert sk.in_config and not uk.in_config
     assert snap.meta.newest_point_at == now

@@ -72,8 +72,9 @@ def test_prototype_data_becomes_the_snapshot(influx_server, influx_db, store):
     # pulsar_fr: 28000 MiB free / 1024 = 27.34375 GB
     assert snap.destinations["pulsar_fr"].mem_free_gb == pytest.approx(27.34375)
     # destination-queue-run-time: 13 (tool, destination) pairs over 6 tools.
-    assert set(snap.tool_stats) == {"trinity", "spades", "bwa", "hisat2", "bowtie2", "blast"}
-    hisat2 = snap.tool_stats["hisat2"]
+    # Built-in style ids: only the exact level ("tool:<id>") exists.
+    assert set(snap.tool_stats) == {f"tool:{t}" for t in ("trinity", "spades", "bwa", "hisat2", "bowtie2", "blast")}
+    hisat2 = snap.tool_stats["tool:hisat2"]
     assert set(hisat2) == {"pulsar_us01", "pulsar_fr01_tpv", "pulsar_uk"}
     assert (hisat2["pulsar_uk"].median_queue_s, hisat2["pulsar_uk"].median_run_s) == (14.0, 5000.0)
     assert hisat2["pulsar_uk"].count == 15

@@ -105,16 +105,30 @@ def _fmt(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+def _store(config: BrokerConfig) -> Any:
+    return store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s)
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON, for scripts.")
 @click.pass_obj
 def inspect(obj: _Context, as_json: bool) -> None:
-    """Show what Redis holds now: per destination its figures, order key and age."""
-    from .shared.ranking import order_key
+    """Show what Redis holds now: per destination its figures, score and age.
+
+    The score is the one a 1-core job of a tool with no history and no
+    inputs would get, i.e. the job-independent part of the order."""
+    from .shared.inputs import Candidate, JobFacts
+    from .shared.models import RankView
+    from .shared.ranking import rank
 
     config = obj.config
-    store = store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s)
-    snapshot = store.read_all()
+    snapshot = _store(config).read_all()
     now = time.time()
     if snapshot is None:
         if as_json:
@@ -122,9 +136,11 @@ def inspect(obj: _Context, as_json: bool) -> None:
         else:
             click.echo(f"no snapshot in Redis at {redact_url(config.redis.url)} (prefix {config.redis.key_prefix!r}): is the collector running?")
         sys.exit(1)
+    unmatched = sorted(d for d, f in snapshot.destinations.items() if not f.in_config) if config.destinations else []
     if as_json:
         out = snapshot.model_dump(mode="json")
         out["meta"]["age_s"] = round(snapshot.meta.age_s(now), 3)
+        out["unmatched_ids"] = unmatched
         click.echo(json.dumps(out, indent=2))
         return
     meta = snapshot.meta
@@ -132,23 +148,71 @@ def inspect(obj: _Context, as_json: bool) -> None:
         f"snapshot age {meta.age_s(now):.1f} s (by {meta.collector or '?'}, cycle {meta.cycle_s * 1000:.0f} ms), "
         f"{meta.destinations} destinations, {meta.tools} tools"
     )
-    header = ("destination", "status", "queued", "running", "cpus free/total", "mem GB free/total", "order key", "age s")
+    view = RankView(meta=meta, destinations=snapshot.destinations)
+    probe = JobFacts(tool_id="", cores=1, mem=0)
+    result = rank([Candidate(d) for d in sorted(snapshot.destinations)], probe, [], view, now,
+                  config.scoring.model(), float("inf"), config.destination_locations())
+    header = ("destination", "status", "queued", "running", "cpus free/total", "mem GB free/total", "score", "age s")
     rows = []
-    for dest_id, d in sorted(snapshot.destinations.items(), key=lambda kv: (order_key(kv[1]), kv[0])):
-        queued, neg_free = order_key(d)
-        key = f"({_fmt(d.queued)}, {-neg_free:g})"
-        rows.append(
-            (
-                dest_id + ("" if d.in_config or not config.destinations else " (not in config)"),
-                d.status,
-                _fmt(d.queued),
-                _fmt(d.running),
-                f"{_fmt(d.cpus_free)}/{_fmt(d.cpus_total)}",
-                f"{_fmt(d.mem_free_gb, 1)}/{_fmt(d.mem_total_gb, 1)}",
-                key,
-                _fmt(None if d.metrics_at is None else now - d.metrics_at),
-            )
-        )
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        click.echo("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+    for p in result.placements:
+        d = snapshot.destinations[p.id]
+        score = _fmt(p.total * 100, 1) if p.total is not None else p.group
+        rows.append((p.id, d.status, _fmt(d.queued), _fmt(d.running), f"{_fmt(d.cpus_free)}/{_fmt(d.cpus_total)}",
+                     f"{_fmt(d.mem_free_gb, 1)}/{_fmt(d.mem_total_gb, 1)}", score,
+                     _fmt(None if d.live_at is None else now - d.live_at)))
+    _table(header, rows)
+    if unmatched:
+        click.echo(f"ids seen in the metrics that match no configured destination or alias: {', '.join(unmatched)}")
+
+
+def _parse_dataset(value: str) -> tuple[str, float]:
+    store_id, sep, size = value.rpartition("=")
+    try:
+        if not sep or not store_id:
+            raise ValueError
+        return store_id, float(size)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected OBJECT_STORE_ID=SIZE_IN_BYTES") from None
+
+
+@main.command("rank")
+@click.argument("destinations", nargs=-1, required=True)
+@click.option("--tool", "tool_id", required=True, help="Tool id (full toolshed id or short).")
+@click.option("--cores", type=float, default=1.0, show_default=True)
+@click.option("--mem", type=float, default=0.0, show_default=True, help="GB, as TPV.")
+@click.option("--gpus", type=float, default=0.0, show_default=True)
+@click.option("--dataset", "datasets", multiple=True, metavar="STORE=BYTES", help="An input dataset; repeatable.")
+@click.option("--explain", is_flag=True, help="Show each term's figures, score, weight and contribution.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer (with --explain: explained).")
+@click.pass_obj
+def rank_command(obj: _Context, destinations: tuple[str, ...], tool_id: str, cores: float, mem: float,
+                 gpus: float, datasets: tuple[str, ...], explain: bool, as_json: bool) -> None:
+    """Rank DESTINATIONS for a job, from the snapshot in Redis, as the API would."""
+    from .shared.explain import explain as explain_result
+    from .shared.inputs import Candidate, JobFacts
+    from .shared.rank_service import RankService
+
+    if len(set(destinations)) != len(destinations):
+        raise click.BadParameter("each destination once", param_hint="DESTINATIONS")
+    config = obj.config
+    service = RankService(config, _store(config), time.time)
+    job = JobFacts(tool_id=tool_id, cores=cores, mem=mem, gpus=gpus)
+    result = service.rank([Candidate(d) for d in destinations], job, service.datasets([_parse_dataset(v) for v in datasets], {}))
+    explained = explain_result(result)
+    if as_json:
+        body: dict[str, Any] = {"destinations": result.ids, "snapshot_age_s": result.snapshot_age_s, "degraded": result.degraded}
+        if result.degraded_reason:
+            body["degraded_reason"] = result.degraded_reason
+        if explain:
+            body["explain"] = explained
+        click.echo(json.dumps(body, indent=2))
+        return
+    age = "no snapshot" if result.snapshot_age_s is None else f"snapshot age {result.snapshot_age_s:.1f} s"
+    click.echo(f"{age}{'; DEGRADED: ' + result.degraded_reason if result.degraded else ''}")
+    for e in explained:
+        click.echo(f"{e['position']:>3}. {e['id']}  {e['reason']}")
+        if explain and "terms" in e:
+            _table(("", "term", "score", "weight", "contribution", "level", "raw"),
+                   [("    ", t["term"], f"{t['score']:.3f}", f"{t['weight']:g}", f"{t['contribution']:.2f}",
+                     t["level"] or "-", ", ".join(f"{k}={v}" for k, v in t["raw"].items()))
+                    for t in e["terms"]])

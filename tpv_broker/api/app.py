@@ -11,6 +11,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from ..shared.config import BrokerConfig, load_config
+from ..shared.rank_service import RankService
 from ..shared.store import SnapshotStore, store_from_config
 
 log = logging.getLogger("tpv_broker.api")
@@ -21,6 +22,7 @@ class ApiState:
     config: BrokerConfig
     store: SnapshotStore
     clock: Callable[[], float]
+    ranker: RankService
 
 
 def get_state(app: Flask) -> ApiState:
@@ -42,7 +44,7 @@ def create_app(
     app = Flask("tpv_broker")
     app.config["MAX_CONTENT_LENGTH"] = config.api.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["tpv_broker"] = ApiState(config=config, store=store, clock=clock)
+    app.extensions["tpv_broker"] = ApiState(config, store, clock, RankService(config, store, clock))
 
     from .routes import bp
 

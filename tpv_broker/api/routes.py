@@ -10,7 +10,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
 
 from ..shared.errors import StoreError
-from ..shared.ranking import RankResult, rank, tpv_order
+from ..shared.explain import explain
+from ..shared.ranking import RankResult
 from .app import get_state
 from .schemas import ProcessDataRequest, RankRequest, describe_errors
 
@@ -52,18 +53,12 @@ def _rank(req: RankRequest) -> RankResult:
     limit = state.config.api.max_candidates
     if len(req.destinations) > limit:
         raise BadRequest([{"field": "destinations", "problem": f"at most {limit} candidates, got {len(req.destinations)}"}])
-    candidates = [d.candidate() for d in req.destinations]
-    job = req.job.facts()
-    try:
-        view = state.store.read_for_rank([c.id for c in candidates])
-    except StoreError as e:
-        # Galaxy must keep dispatching: answer TPV's own order, say so.
-        log.warning("answering in TPV order: %s", e)
-        return RankResult(tpv_order(candidates, "TPV order: Redis unavailable"), True, None, "Redis unavailable")
-    return rank(candidates, job, view, state.clock(), state.config.api.max_snapshot_age_s)
+    ranker = state.ranker
+    datasets = ranker.datasets([(d.object_store_id, d.size) for d in req.datasets], req.store_locations())
+    return ranker.rank([d.candidate() for d in req.destinations], req.job.facts(), datasets)
 
 
-def _answer(result: RankResult, explain: bool) -> dict[str, Any]:
+def _answer(result: RankResult, with_explanation: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
         "destinations": result.ids,
         "snapshot_age_s": None if result.snapshot_age_s is None else round(result.snapshot_age_s, 3),
@@ -71,8 +66,8 @@ def _answer(result: RankResult, explain: bool) -> dict[str, Any]:
     }
     if result.degraded_reason:
         body["degraded_reason"] = result.degraded_reason
-    if explain:
-        body["explain"] = [{"id": p.id, "fits_now": p.fits_now, "reason": p.reason} for p in result.placements]
+    if with_explanation:
+        body["explain"] = explain(result)
     return body
 
 

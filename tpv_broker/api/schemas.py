@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..shared.ranking import Candidate, JobFacts
+from ..shared.inputs import Candidate, JobFacts
 
 # Destination and tool ids are only ever Redis hash fields, never key names;
 # the pattern still keeps control characters, spaces and huge strings out.
@@ -77,10 +77,20 @@ def _no_duplicate_ids(ids: list[str], field: str) -> None:
         first[dest_id] = i
 
 
+class ObjectStoreIn(_Strict):
+    latitude: Latitude
+    longitude: Longitude
+
+
 class RankRequest(_Strict):
     job: JobIn
     destinations: list[DestinationIn]
     datasets: list[DatasetIn] = []
+    # Coordinates of object stores config does not know (config wins).
+    object_stores: dict[StoreId, ObjectStoreIn] = {}
+
+    def store_locations(self) -> dict[str, tuple[float, float]]:
+        return {k: (v.latitude, v.longitude) for k, v in self.object_stores.items()}
 
     @model_validator(mode="after")
     def _unique(self) -> RankRequest:
@@ -151,6 +161,10 @@ class ProcessDataRequest(_Lenient):
                 DatasetIn.model_construct(object_store_id=d.object_store_id, size=d.size)
                 for d in self.datasets.values()
             ],
+            object_stores={
+                k: ObjectStoreIn.model_construct(latitude=v.latitude, longitude=v.longitude)
+                for k, v in self.objectstores.items()
+            },
         )
 
 

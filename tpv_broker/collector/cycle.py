@@ -13,7 +13,8 @@ from ..shared.errors import MetricSourceError, StoreError
 from ..shared.models import DestinationFigures, Snapshot, SnapshotMeta
 from ..shared.store import SnapshotStore
 from .influx import InfluxQLClient
-from .presets import PRESETS, CycleData
+from .presets import LIVE_SOURCES, PRESETS, CycleData
+from .tool_levels import tool_levels
 
 log = logging.getLogger("tpv_broker.collector")
 
@@ -59,6 +60,8 @@ def build_snapshot(data: CycleData, config: BrokerConfig, now: float, cycle_s: f
     newest: float | None = None
     for d in data.destinations.values():
         d.metrics_at = max(d.sources.values()) if d.sources else None
+        live = [at for source, at in d.sources.items() if source in LIVE_SOURCES]
+        d.live_at = max(live) if live else None
         if d.metrics_at is not None:
             newest = d.metrics_at if newest is None else max(newest, d.metrics_at)
     meta = SnapshotMeta(
@@ -69,7 +72,7 @@ def build_snapshot(data: CycleData, config: BrokerConfig, now: float, cycle_s: f
         cycle_s=cycle_s,
         collector=socket.gethostname(),
     )
-    return Snapshot(meta=meta, destinations=data.destinations, tool_stats=data.tool_stats)
+    return Snapshot(meta=meta, destinations=data.destinations, tool_stats=tool_levels(data.tool_stats))
 
 
 def collect_once(

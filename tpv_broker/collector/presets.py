@@ -201,6 +201,10 @@ def _condor_status(d: DestinationFigures, row: dict[str, Any]) -> None:
         d.status = strip_quotes(status)  # type: ignore[assignment]
 
 
+# Sources of live figures (queue, free capacity), as opposed to the daily
+# run-time statistics: destination freshness is judged on these.
+LIVE_SOURCES = frozenset({QUEUE_MEASUREMENT, CONDOR_MEASUREMENT})
+
 PRESETS: dict[str, Preset] = {
     "queue_by_destination": Preset("queue_by_destination", _queue_statement, _queue_apply),
     "destination_queue_run_time": Preset("destination_queue_run_time", _runtime_statement, _runtime_apply),

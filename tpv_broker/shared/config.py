@@ -3,7 +3,9 @@ environment overrides) and passed to whatever needs it."""
 
 from __future__ import annotations
 
+import copy
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -11,6 +13,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .scoring import ScoringModel
+from .terms import DEFAULT_TERMS, check_terms
 from .urls import redact_url
 
 ENV_PREFIX = "TPV_BROKER_"
@@ -85,6 +89,27 @@ class ApiSettings(_Section):
     max_request_bytes: int = Field(1_048_576, ge=1024)
 
 
+class ScoringSettings(_Section):
+    # Destinations whose live figures are older than this go last, with a reason.
+    max_metrics_age_s: float = Field(900.0, gt=0)
+    # Used when neither the tool nor the destination has a figure.
+    default_queue_s: float = Field(300.0, ge=0)
+    default_run_s: float = Field(3600.0, gt=0)
+    # term name -> weight and parameters; listing terms replaces the defaults.
+    terms: dict[str, dict[str, Any]] = Field(default_factory=lambda: copy.deepcopy(DEFAULT_TERMS))
+
+    @field_validator("terms")
+    @classmethod
+    def _known_terms(cls, terms: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        problems = check_terms(terms)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return terms
+
+    def model(self) -> ScoringModel:
+        return ScoringModel.from_settings(self.terms, self.default_queue_s, self.default_run_s, self.max_metrics_age_s)
+
+
 class Coordinates(BaseModel):
     # Object store files carry extra keys of their own (see the prototype's
     # object_store_locations.yml); they are not ours to reject.
@@ -108,6 +133,7 @@ class BrokerConfig(_Section):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     collector: CollectorSettings = Field(default_factory=CollectorSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     destinations: dict[str, DestinationSettings] = Field(default_factory=dict)
     object_stores: dict[str, Coordinates] = Field(default_factory=dict)
 
@@ -130,6 +156,16 @@ class BrokerConfig(_Section):
     def alias_map(self) -> dict[str, str]:
         """Metric-source id -> canonical destination id."""
         return {a: dest_id for dest_id, d in self.destinations.items() for a in d.aliases}
+
+    def destination_locations(self) -> dict[str, tuple[float, float]]:
+        return {
+            dest_id: (d.latitude, d.longitude)
+            for dest_id, d in self.destinations.items()
+            if d.latitude is not None and d.longitude is not None
+        }
+
+    def object_store_locations(self) -> dict[str, tuple[float, float]]:
+        return {store_id: (c.latitude, c.longitude) for store_id, c in self.object_stores.items()}
 
 
 _ENV_SECTIONS: dict[str, type[_Section]] = {
@@ -156,6 +192,9 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+_SUBPATH = re.compile(r"^([A-Za-z_][\w.]*): ")
+
+
 def _format_validation_error(exc: ValidationError, source: str, from_env: set[tuple[str, str]]) -> str:
     problems = []
     for err in exc.errors():
@@ -164,8 +203,13 @@ def _format_validation_error(exc: ValidationError, source: str, from_env: set[tu
         if len(err["loc"]) >= 2 and (str(err["loc"][0]), str(err["loc"][1])) in from_env:
             env_name = f"{ENV_PREFIX}{err['loc'][0]}_{err['loc'][1]}".upper()
             where = f" (from {env_name})"
-        msg = err["msg"].removeprefix("Value error, ")
-        problems.append(f"{loc}{where}: {msg}")
+        for msg in err["msg"].removeprefix("Value error, ").split("; "):
+            # Validators of a mapping name the key inside it: "queue_wait.scale_s: ...".
+            sub = _SUBPATH.match(msg)
+            if sub:
+                problems.append(f"{loc}.{sub.group(1)}{where}: {msg[sub.end():]}")
+            else:
+                problems.append(f"{loc}{where}: {msg}")
     return f"invalid configuration in {source}: " + "; ".join(problems)
 
 

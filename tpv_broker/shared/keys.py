@@ -11,7 +11,8 @@ key                                type    value
                                            destinations, tools, cycle_s, collector,
                                            schema_version
 ``<p>:destinations``               hash    destination id -> JSON of its figures
-``<p>:tool_stats``                 hash    tool id -> JSON {destination id: figures}
+``<p>:tool_stats``                 hash    "<level>:<tool id form>" -> JSON {destination id:
+                                           figures}; levels tool, tool_unversioned, tool_short
 ``<p>:staging:<token>:<name>``     hash    a snapshot being written; renamed onto the
                                            live keys in one MULTI/EXEC, expires by itself
 =================================  ======  ==============================================

@@ -38,6 +38,9 @@ class DestinationFigures(_Payload):
     median_run_s: float | None = None
     # Epoch seconds of the newest point that went into these figures.
     metrics_at: float | None = None
+    # The same for live figures only (queue, free capacity), without the
+    # daily run-time statistics: what freshness is judged on.
+    live_at: float | None = None
     # Where the figures came from: preset name -> newest point's epoch seconds.
     sources: dict[str, float] = Field(default_factory=dict)
     in_config: bool = False
@@ -69,7 +72,7 @@ class SnapshotMeta(_Payload):
 class Snapshot(_Payload):
     meta: SnapshotMeta
     destinations: dict[str, DestinationFigures] = Field(default_factory=dict)
-    # tool id -> destination id -> figures
+    # "<level>:<tool id form>" (tool_ids.stats_field) -> destination id -> figures
     tool_stats: dict[str, dict[str, ToolFigures]] = Field(default_factory=dict)
 
 

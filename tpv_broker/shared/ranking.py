@@ -1,49 +1,42 @@
-"""The rank core: a pure function of (candidates, job, snapshot view, now)
-to an ordered result with a reason per candidate. No I/O, no clock.
+"""The rank core: a pure function of (candidates, job, datasets, snapshot
+view, now, scoring model) to an ordered result with a breakdown and a reason
+per candidate. No I/O, no clock.
 
-Until the scoring model lands, the order is this documented rule:
+Order:
+1. destinations with fresh live metrics that are not reported offline, by
+   their weighted score (``scoring.py``), best first;
+2. destinations without live metrics, or whose metrics are older than
+   ``scoring.max_metrics_age_s``, in TPV's order;
+3. destinations reported offline, in TPV's order.
 
-1. destinations with metrics that are not reported offline, ordered by
-   whether the job fits their free capacity right now (fits first), then by
-   fewest queued jobs, then by most free cores;
-2. destinations reported offline;
-3. destinations without metrics, in input order.
-
-Ties keep input order. Every candidate comes back exactly once; nothing is
-ever added. Without a usable snapshot (none, or older than the limit) the
-answer is TPV's own order (tag score, then input order) marked degraded.
+TPV's order is tag score (highest first), then input order; it also breaks
+ties of equal score. Every candidate comes back exactly once; nothing is ever
+added. Without a usable snapshot (none, or older than the limit) the whole
+answer is TPV's order, marked degraded.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
-from .models import DestinationFigures, RankView
+from .inputs import Candidate, DatasetInput, JobFacts
+from .models import DestinationFigures, RankView, ToolFigures
+from .scoring import ScoringModel, TermBreakdown
+from .terms import TermInput, candidate_location
+from .tool_ids import stats_field, tool_id_forms
 
-
-@dataclass(frozen=True)
-class Candidate:
-    id: str
-    tpv_score: float | None = None
-    context: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class JobFacts:
-    tool_id: str
-    cores: float = 1.0
-    mem: float = 0.0  # GB, as TPV
-    gpus: float = 0.0
-    id: str | None = None
+SCORED, NO_METRICS, STALE, OFFLINE, TPV_ORDER = "scored", "no_metrics", "stale", "offline", "tpv_order"
+_GROUP_RANK = {SCORED: 0, NO_METRICS: 1, STALE: 1, OFFLINE: 2, TPV_ORDER: 0}
 
 
 @dataclass(frozen=True)
 class Placement:
     id: str
+    group: str
     reason: str
-    fits_now: bool | None = None
+    total: float | None = None
+    terms: tuple[TermBreakdown, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,41 +51,52 @@ class RankResult:
         return [p.id for p in self.placements]
 
 
+def _tpv_key(index: int, candidate: Candidate) -> tuple[float, int]:
+    return (-(candidate.tpv_score or 0.0), index)
+
+
 def tpv_order(candidates: Sequence[Candidate], reason: str) -> list[Placement]:
     """TPV's default ranking: highest tag score first, input order on ties."""
-    order = sorted(range(len(candidates)), key=lambda i: -(candidates[i].tpv_score or 0.0))
-    return [Placement(candidates[i].id, reason) for i in order]
+    order = sorted(range(len(candidates)), key=lambda i: _tpv_key(i, candidates[i]))
+    return [Placement(candidates[i].id, TPV_ORDER, reason) for i in order]
 
 
-def fits_now(job: JobFacts, d: DestinationFigures) -> bool | None:
-    """Does the job fit the destination's free capacity now? ``None`` when
-    the metrics do not say (treated like a fit: unknown is not a refusal)."""
-    checks: list[bool] = []
-    if d.cpus_free is not None:
-        checks.append(job.cores <= d.cpus_free)
-    if d.mem_free_gb is not None:
-        checks.append(job.mem <= d.mem_free_gb)
-    if job.gpus > 0 and d.gpus_free is not None:
-        checks.append(job.gpus <= d.gpus_free)
-    if not checks:
-        return None
-    return all(checks)
+def tool_stats_for(view: RankView, tool_id: str, dest_id: str) -> list[tuple[str, ToolFigures]]:
+    """This destination's figures for the tool, most specific level first."""
+    out = []
+    for level, form in tool_id_forms(tool_id):
+        per_dest = view.tool_stats.get(stats_field(level, form))
+        if per_dest and dest_id in per_dest:
+            out.append((level, per_dest[dest_id]))
+    return out
 
 
-def order_key(d: DestinationFigures) -> tuple[float, float]:
-    """The job-independent part of the order: fewest queued, most free cores."""
-    queued = d.queued if d.queued is not None else math.inf
-    free = d.cpus_free if d.cpus_free is not None else 0.0
-    return (queued, -free)
+def _unscored_group(figures: DestinationFigures | None, now: float, max_age: float) -> tuple[str, str] | None:
+    # Config-only destinations are published with no measured figures.
+    if figures is None or not figures.sources:
+        return NO_METRICS, "no metrics for this destination"
+    if figures.status == "offline":
+        return OFFLINE, "reported offline"
+    if figures.live_at is None:
+        return NO_METRICS, "no live metrics (run-time statistics only)"
+    age = now - figures.live_at
+    if age > max_age:
+        return STALE, f"metrics {age:.0f} s old (limit {max_age:.0f} s)"
+    return None
 
 
 def rank(
     candidates: Sequence[Candidate],
     job: JobFacts,
+    datasets: Sequence[DatasetInput],
     view: RankView,
     now: float,
+    model: ScoringModel,
     max_snapshot_age_s: float,
+    locations: Mapping[str, tuple[float, float]],
 ) -> RankResult:
+    """``locations``: configured destination coordinates (id -> (lat, lon));
+    a candidate's TPV context fills the gaps."""
     meta = view.meta
     if meta is None:
         return RankResult(tpv_order(candidates, "TPV order: no snapshot"), True, None, "no snapshot in Redis yet")
@@ -101,22 +105,26 @@ def rank(
         why = f"snapshot is {age:.0f} s old (limit {max_snapshot_age_s:.0f} s)"
         return RankResult(tpv_order(candidates, f"TPV order: {why}"), True, age, why)
 
-    keyed: list[tuple[tuple[Any, ...], Placement]] = []
+    keyed: list[tuple[tuple[float, ...], Placement]] = []
     for index, cand in enumerate(candidates):
         figures = view.destinations.get(cand.id)
-        # Destinations only in config are published with no measured figures.
-        if figures is None or not figures.sources:
-            keyed.append(((2, index), Placement(cand.id, "no metrics for this destination")))
+        unscored = _unscored_group(figures, now, model.max_metrics_age_s)
+        if unscored is not None:
+            group, reason = unscored
+            keyed.append(((_GROUP_RANK[group], *_tpv_key(index, cand)), Placement(cand.id, group, reason)))
             continue
-        if figures.status == "offline":
-            keyed.append(((1, index), Placement(cand.id, "reported offline")))
-            continue
-        fit = fits_now(job, figures)
-        queued, neg_free = order_key(figures)
-        reason = (
-            f"{'fits now' if fit else 'does not fit now' if fit is False else 'free capacity unknown'}, "
-            f"{'unknown' if math.isinf(queued) else f'{queued:g}'} queued, {-neg_free:g} cores free"
+        assert figures is not None
+        x = TermInput(
+            job=job,
+            candidate=cand,
+            figures=figures,
+            tool_stats=tool_stats_for(view, job.tool_id, cand.id),
+            location=candidate_location(cand, locations.get(cand.id)),
+            datasets=datasets,
+            defaults=model.defaults,
         )
-        keyed.append(((0, fit is False, queued, neg_free, index), Placement(cand.id, reason, fit)))
+        score = model.score(x)
+        reason = f"score {score.total * 100:.1f}: " + ", ".join(t.summary for t in score.terms if t.summary)
+        keyed.append(((0, -score.total, *_tpv_key(index, cand)), Placement(cand.id, SCORED, reason, score.total, score.terms)))
     keyed.sort(key=lambda kp: kp[0])
     return RankResult([p for _, p in keyed], False, age)

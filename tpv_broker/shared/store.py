@@ -92,11 +92,11 @@ class SnapshotStore:
                 dest_id: d.model_dump_json(exclude_none=True) for dest_id, d in snapshot.destinations.items()
             },
             self.keys.tool_stats: {
-                tool_id: json.dumps(
+                field: json.dumps(
                     {dest: f.model_dump(exclude_none=True) for dest, f in per_dest.items()},
                     separators=(",", ":"),
                 )
-                for tool_id, per_dest in snapshot.tool_stats.items()
+                for field, per_dest in snapshot.tool_stats.items()
             },
         }
         token = uuid.uuid4().hex
@@ -131,16 +131,17 @@ class SnapshotStore:
         except redis.RedisError as e:
             raise self._fail("reading the snapshot metadata", e) from None
 
-    def read_for_rank(self, dest_ids: Sequence[str], tool_ids: Sequence[str] = ()) -> RankView:
+    def read_for_rank(self, dest_ids: Sequence[str], tool_fields: Sequence[str] = ()) -> RankView:
         """Everything one rank request needs, whatever the number of candidates,
-        in one MULTI/EXEC round trip."""
+        in one MULTI/EXEC round trip. ``tool_fields`` are ``tool_stats`` hash
+        fields (``tool_ids.stats_field``)."""
         try:
             pipe = self.client.pipeline(transaction=True)
             pipe.hgetall(self.keys.snapshot_meta)
             if dest_ids:
                 pipe.hmget(self.keys.destinations, list(dest_ids))
-            if tool_ids:
-                pipe.hmget(self.keys.tool_stats, list(tool_ids))
+            if tool_fields:
+                pipe.hmget(self.keys.tool_stats, list(tool_fields))
             results = pipe.execute()
         except redis.RedisError as e:
             raise self._fail("reading the snapshot", e) from None
@@ -153,10 +154,10 @@ class SnapshotStore:
                 if raw is not None:
                     destinations[dest_id] = DestinationFigures.model_validate_json(raw)
             i += 1
-        if tool_ids:
-            for tool_id, raw in zip(tool_ids, results[i]):
+        if tool_fields:
+            for field, raw in zip(tool_fields, results[i]):
                 if raw is not None:
-                    tool_stats[tool_id] = {
+                    tool_stats[field] = {
                         d: ToolFigures.model_validate(f) for d, f in json.loads(raw).items()
                     }
         return RankView(meta=meta, destinations=destinations, tool_stats=tool_stats)

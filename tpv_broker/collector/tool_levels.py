@@ -1,0 +1,42 @@
+"""Per-(tool, destination) figures at every fallback level, precomputed once
+per cycle so a rank request looks up at most three hash fields."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from ..shared.models import ToolFigures
+from ..shared.tool_ids import stats_field, tool_id_forms
+
+
+def _merge(figures: list[ToolFigures]) -> ToolFigures:
+    """Several tool versions on one destination: counts add up, and medians
+    become their count-weighted mean (an approximation: the true median of
+    the union is not recoverable from per-version medians)."""
+    if len(figures) == 1:
+        return figures[0]
+    count = sum(f.count for f in figures)
+
+    def weighted(attr: str) -> float | None:
+        known = [(f.count, getattr(f, attr)) for f in figures if getattr(f, attr) is not None and f.count > 0]
+        n = sum(c for c, _ in known)
+        return sum(c * v for c, v in known) / n if n else None
+
+    ats = [f.at for f in figures if f.at is not None]
+    return ToolFigures(
+        count=count,
+        median_queue_s=weighted("median_queue_s"),
+        median_run_s=weighted("median_run_s"),
+        perc_95_run_s=weighted("perc_95_run_s"),
+        at=max(ats) if ats else None,
+    )
+
+
+def tool_levels(exact: dict[str, dict[str, ToolFigures]]) -> dict[str, dict[str, ToolFigures]]:
+    """exact tool id -> dest -> figures  =>  "level:form" -> dest -> figures."""
+    grouped: dict[str, dict[str, list[ToolFigures]]] = defaultdict(lambda: defaultdict(list))
+    for tool_id, per_dest in exact.items():
+        for level, form in tool_id_forms(tool_id):
+            for dest_id, figures in per_dest.items():
+                grouped[stats_field(level, form)][dest_id].append(figures)
+    return {field: {d: _merge(fs) for d, fs in per_dest.items()} for field, per_dest in grouped.items()}

@@ -1,0 +1,47 @@
+"""One rank request end to end: resolve coordinates, read Redis once, call
+the pure rank core. Shared by the API and ``tpv-broker rank``; Redis trouble
+becomes a degraded answer in TPV's order, never an exception."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Mapping, Sequence
+
+from .config import BrokerConfig
+from .errors import StoreError
+from .inputs import Candidate, DatasetInput, JobFacts
+from .ranking import RankResult, rank, tpv_order
+from .store import SnapshotStore
+from .tool_ids import stats_field, tool_id_forms
+
+log = logging.getLogger("tpv_broker.rank")
+
+
+class RankService:
+    def __init__(self, config: BrokerConfig, store: SnapshotStore, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.clock = clock
+        self.model = config.scoring.model()
+        self.max_snapshot_age_s = config.api.max_snapshot_age_s
+        self.locations = config.destination_locations()
+        self.store_locations = config.object_store_locations()
+
+    def datasets(
+        self, datasets: Sequence[tuple[str, float]], request_locations: Mapping[str, tuple[float, float]]
+    ) -> list[DatasetInput]:
+        """Object store coordinates from config win; the request fills gaps
+        (as the prototype's clients send them)."""
+        return [
+            DatasetInput(store_id, size, self.store_locations.get(store_id) or request_locations.get(store_id))
+            for store_id, size in datasets
+        ]
+
+    def rank(self, candidates: Sequence[Candidate], job: JobFacts, datasets: Sequence[DatasetInput]) -> RankResult:
+        fields = [stats_field(level, form) for level, form in tool_id_forms(job.tool_id)]
+        try:
+            view = self.store.read_for_rank([c.id for c in candidates], fields)
+        except StoreError as e:
+            # Galaxy must keep dispatching: answer TPV's own order, and say so.
+            log.warning("answering in TPV order: %s", e)
+            return RankResult(tpv_order(candidates, "TPV order: Redis unavailable"), True, None, "Redis unavailable")
+        return rank(candidates, job, datasets, view, self.clock(), self.model, self.max_snapshot_age_s, self.locations)

@@ -1,0 +1,57 @@
+"""The combiner: owns the weights (from config), checks every term's range,
+and keeps the per-term breakdown next to the total."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .terms import Defaults, Term, TermInput, build_terms
+
+
+@dataclass(frozen=True)
+class TermBreakdown:
+    term: str
+    weight: float
+    score: float
+    # weight x score / sum of weights: the contributions add up to the total.
+    contribution: float
+    level: str | None
+    raw: dict[str, Any]
+    summary: str
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    total: float  # in [0, 1]
+    terms: tuple[TermBreakdown, ...]
+
+
+class TermRangeError(ValueError):
+    """A term returned a score outside [0, 1]: a bug in the term, not input."""
+
+
+class ScoringModel:
+    def __init__(self, terms: list[tuple[Term, float]], defaults: Defaults, max_metrics_age_s: float) -> None:
+        self.terms = terms
+        self.total_weight = sum(w for _, w in terms)
+        if self.total_weight <= 0:
+            raise ValueError("at least one term needs a positive weight")
+        self.defaults = defaults
+        self.max_metrics_age_s = max_metrics_age_s
+
+    @classmethod
+    def from_settings(cls, terms: dict[str, dict[str, Any]], default_queue_s: float, default_run_s: float,
+                      max_metrics_age_s: float) -> ScoringModel:
+        return cls(build_terms(terms), Defaults(queue_s=default_queue_s, run_s=default_run_s), max_metrics_age_s)
+
+    def score(self, x: TermInput) -> CandidateScore:
+        parts = []
+        for term, weight in self.terms:
+            r = term.score(x)
+            if not 0.0 <= r.score <= 1.0 or math.isnan(r.score):
+                raise TermRangeError(f"term {term.name} scored {r.score!r} for {x.candidate.id!r}, outside [0, 1]")
+            parts.append(TermBreakdown(term.name, weight, r.score, weight * r.score / self.total_weight,
+                                       r.level, r.raw, r.summary))
+        return CandidateScore(sum(p.contribution for p in parts), tuple(parts))

@@ -1,0 +1,288 @@
+"""Score terms: each a small pure unit behind one interface, shaped like the
+Kubernetes scheduler's score plugins.
+
+A term looks at one candidate (plain data in ``TermInput``) and returns a
+score in [0, 1], 1 best, with the raw figures it used. Terms do not know
+their weight: the combiner (``scoring.py``) owns weights and checks ranges.
+
+Costs (seconds, km) become scores on a log scale (``cost_score``): 1 at zero
+cost, 0 at ``cap`` and beyond, and every doubling of the cost loses the same
+amount in between. Ratios are what matter when comparing sites (a 2 h queue
+against a 4 h one is as real a difference as 2 min against 4 min), and a
+log scale keeps them apart where a hyperbola would squash every long queue
+to about zero. The score is per candidate: a destination's score never
+depends on the other candidates, and a better figure always scores better.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .geo import great_circle_km
+from .inputs import Candidate, DatasetInput, JobFacts
+from .models import DestinationFigures, ToolFigures
+from .tool_ids import DEFAULT, DESTINATION
+
+
+@dataclass(frozen=True)
+class Defaults:
+    queue_s: float
+    run_s: float
+
+
+@dataclass(frozen=True)
+class TermInput:
+    job: JobFacts
+    candidate: Candidate
+    figures: DestinationFigures
+    # This destination's figures for the job's tool, most specific level first.
+    tool_stats: Sequence[tuple[str, ToolFigures]]
+    location: tuple[float, float] | None
+    datasets: Sequence[DatasetInput]
+    defaults: Defaults
+
+
+@dataclass(frozen=True)
+class TermScore:
+    score: float
+    raw: dict[str, Any]
+    # Which fallback level the figure came from (tool, ..., default), if any.
+    level: str | None = None
+    # A few words for the explanation, e.g. "waits ~25 min".
+    summary: str = ""
+
+
+class TermParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    weight: float = Field(ge=0, allow_inf_nan=False)
+
+
+class Term(Protocol):
+    name: ClassVar[str]
+    Params: ClassVar[type[TermParams]]
+
+    def score(self, x: TermInput) -> TermScore: ...
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def cost_score(cost: float, scale: float, cap: float) -> float:
+    """``1 - ln(1 + cost/scale) / ln(1 + cap/scale)``, clipped to [0, 1].
+    ``scale`` is the resolution: costs well below it count as about zero."""
+    cost = max(0.0, cost)
+    return max(0.0, 1.0 - math.log1p(cost / scale) / math.log1p(cap / scale))
+
+
+def with_fallback(x: TermInput, attr: str, destination_value: float | None, default: float) -> tuple[float, str]:
+    """Exact tool id, id without version, short id, the destination's
+    all-tools figure, the configured default: the first that is known."""
+    for level, figures in x.tool_stats:
+        value = getattr(figures, attr)
+        if value is not None:
+            return value, level
+    if destination_value is not None:
+        return destination_value, DESTINATION
+    return default, DEFAULT
+
+
+class QueueWait:
+    """Expected wait before the job starts: the tool's median queue time on
+    this destination plus the time to drain the jobs queued now
+    (queued x typical run time / jobs running, Little's law)."""
+
+    name: ClassVar[str] = "queue_wait"
+
+    class Params(TermParams):
+        scale_s: float = Field(gt=0)
+        cap_s: float = Field(gt=0)
+
+    def __init__(self, params: Params) -> None:
+        self.scale_s, self.cap_s = params.scale_s, params.cap_s
+
+    def score(self, x: TermInput) -> TermScore:
+        d = x.figures
+        median_queue, level = with_fallback(x, "median_queue_s", d.median_queue_s, x.defaults.queue_s)
+        run = d.median_run_s if d.median_run_s is not None else x.defaults.run_s
+        queued = d.queued or 0.0
+        drain = queued * run / max(d.running or 0.0, 1.0)
+        wait = median_queue + drain
+        raw = {"expected_wait_s": round(wait, 1), "median_queue_s": median_queue, "queued": d.queued,
+               "running": d.running, "typical_run_s": run}
+        return TermScore(cost_score(wait, self.scale_s, self.cap_s), raw, level, f"waits ~{_duration(wait)} ({level})")
+
+
+class RunTime:
+    """The tool's median run time on this destination: a faster site wins."""
+
+    name: ClassVar[str] = "run_time"
+
+    class Params(TermParams):
+        scale_s: float = Field(gt=0)
+        cap_s: float = Field(gt=0)
+
+    def __init__(self, params: Params) -> None:
+        self.scale_s, self.cap_s = params.scale_s, params.cap_s
+
+    def score(self, x: TermInput) -> TermScore:
+        run, level = with_fallback(x, "median_run_s", x.figures.median_run_s, x.defaults.run_s)
+        return TermScore(cost_score(run, self.scale_s, self.cap_s), {"median_run_s": run}, level, f"runs ~{_duration(run)} ({level})")
+
+
+class FitNow:
+    """Does the job fit the destination's free capacity right now? 1 if it
+    does; otherwise at most 0.5, scaled by how much of the need is free, so
+    a site that cannot fit ranks lower but is never dropped."""
+
+    name: ClassVar[str] = "fit_now"
+
+    class Params(TermParams):
+        unknown_score: float = Field(ge=0, le=1)
+
+    def __init__(self, params: Params) -> None:
+        self.unknown_score = params.unknown_score
+
+    def score(self, x: TermInput) -> TermScore:
+        d, job = x.figures, x.job
+        checks = [("cores", job.cores, d.cpus_free), ("mem_gb", job.mem, d.mem_free_gb)]
+        if job.gpus > 0:
+            checks.append(("gpus", job.gpus, d.gpus_free))
+        raw: dict[str, Any] = {}
+        fractions = []
+        for what, need, free in checks:
+            raw[f"{what}_needed"], raw[f"{what}_free"] = need, free
+            if free is not None and need > 0:
+                fractions.append(min(1.0, max(0.0, free) / need))
+        if not fractions:
+            raw["fits"] = None
+            return TermScore(self.unknown_score, raw, summary="free capacity unknown")
+        worst = min(fractions)
+        raw["fits"] = worst >= 1.0
+        if worst >= 1.0:
+            return TermScore(1.0, raw, summary="fits now")
+        return TermScore(0.5 * worst, raw, summary=f"does not fit now ({worst:.0%} of the need is free)")
+
+
+class DataLocality:
+    """Size-weighted mean great-circle distance from the destination to the
+    object stores holding the job's inputs. No inputs with a known location:
+    neutral (1 for every candidate)."""
+
+    name: ClassVar[str] = "data_locality"
+
+    class Params(TermParams):
+        scale_km: float = Field(gt=0)
+        cap_km: float = Field(gt=0)
+        unknown_score: float = Field(ge=0, le=1)
+
+    def __init__(self, params: Params) -> None:
+        self.scale_km, self.cap_km = params.scale_km, params.cap_km
+        self.unknown_score = params.unknown_score
+
+    def score(self, x: TermInput) -> TermScore:
+        located = [ds for ds in x.datasets if ds.location is not None]
+        if not located:
+            return TermScore(1.0, {"datasets": len(x.datasets), "note": "no input with a known location: neutral"})
+        if x.location is None:
+            return TermScore(self.unknown_score, {"note": "destination location unknown"},
+                             summary="location unknown")
+        total = sum(ds.size for ds in located)
+        distances = [great_circle_km(*x.location, *ds.location) for ds in located]  # type: ignore[misc]
+        if total > 0:
+            km = sum(ds.size * dist for ds, dist in zip(located, distances)) / total
+        else:
+            km = sum(distances) / len(distances)
+        return TermScore(cost_score(km, self.scale_km, self.cap_km), {"mean_km": round(km, 1), "bytes": total},
+                         summary=f"data ~{km:.0f} km away")
+
+
+class TpvScore:
+    """TPV's own tag score (prefer/accept tags), so the broker never throws
+    the admin's preferences away: a logistic curve, 0.5 at a score of 0."""
+
+    name: ClassVar[str] = "tpv_score"
+
+    class Params(TermParams):
+        scale: float = Field(gt=0)
+
+    def __init__(self, params: Params) -> None:
+        self.scale = params.scale
+
+    def score(self, x: TermInput) -> TermScore:
+        s = x.candidate.tpv_score
+        if s is None:
+            return TermScore(0.5, {"tpv_score": None})
+        return TermScore(1.0 / (1.0 + math.exp(-s / self.scale)), {"tpv_score": s}, summary=f"TPV tag score {s:g}")
+
+
+REGISTRY: dict[str, Any] = {t.name: t for t in (QueueWait, RunTime, FitNow, DataLocality, TpvScore)}
+
+# Why these weights: turnaround is what users feel, and its two measured
+# parts (waiting, running) come first; "fits now" is the freshest signal
+# and as strong as the wait; data locality matters for large inputs only;
+# TPV's tags break near-ties the admin's way. Scales: a minute (or 100 km)
+# is the resolution, a week (or half the globe) scores 0.
+DEFAULT_TERMS: dict[str, dict[str, float]] = {
+    "queue_wait": {"weight": 3.0, "scale_s": 60.0, "cap_s": 604800.0},
+    "run_time": {"weight": 2.0, "scale_s": 60.0, "cap_s": 604800.0},
+    "fit_now": {"weight": 3.0, "unknown_score": 0.5},
+    "data_locality": {"weight": 1.0, "scale_km": 100.0, "cap_km": 20000.0, "unknown_score": 0.5},
+    "tpv_score": {"weight": 1.0, "scale": 1.0},
+}
+
+
+def check_terms(terms: dict[str, dict[str, Any]]) -> list[str]:
+    """Problems with a ``scoring.terms`` mapping, each naming the term and key."""
+    problems = []
+    for name, params in terms.items():
+        term = REGISTRY.get(name)
+        if term is None:
+            problems.append(f"{name}: unknown term (known: {', '.join(sorted(REGISTRY))})")
+            continue
+        if not isinstance(params, dict):
+            problems.append(f"{name}: must be a mapping with weight and parameters")
+            continue
+        try:
+            term.Params.model_validate(params)
+        except ValidationError as e:
+            for err in e.errors(include_url=False):
+                loc = ".".join(str(p) for p in err["loc"])
+                problems.append(f"{name}.{loc}: {err['msg']}")
+    if not problems and terms and not any(float(p["weight"]) > 0 for p in terms.values()):
+        problems.append("every weight is 0: at least one term needs a positive weight")
+    return problems
+
+
+def build_terms(terms: dict[str, dict[str, Any]]) -> list[tuple[Term, float]]:
+    """(term instance, weight) for each configured term, in config order."""
+    out = []
+    for name, params in terms.items():
+        cls = REGISTRY[name]
+        parsed = cls.Params.model_validate(params)
+        out.append((cls(parsed), parsed.weight))
+    return out
+
+
+def candidate_location(candidate: Candidate, configured: tuple[float, float] | None) -> tuple[float, float] | None:
+    """Config's coordinates win; else the TPV context's latitude/longitude."""
+    if configured is not None:
+        return configured
+    ctx = candidate.context
+    if isinstance(ctx, dict):
+        lat, lon = ctx.get("latitude"), ctx.get("longitude")
+        if _is_coord(lat, 90) and _is_coord(lon, 180):
+            return (float(lat), float(lon))
+    return None
+
+
+def _is_coord(value: Any, limit: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and abs(value) <= limit
