@@ -137,3 +137,35 @@ def test_a_measurement_with_garbage_does_not_discard_the_others(influx_server, i
     assert report.published, report.errors
     d = store.read_all().destinations["pulsar_de"]
     assert (d.queued, d.cpus_free, d.status) == (4, None, "unknown")
+
+
+def test_a_point_from_the_future_does_not_win(influx_server, influx_db, store):
+    now = int(time.time())
+    influx_server.write_lines(
+        influx_db,
+        [
+            # A Galaxy host whose clock runs an hour fast wrote this one.
+            f"queue_by_destination,destination_id=pulsar_de,state=queued count=99 {now + 3600}",
+            f"queue_by_destination,destination_id=pulsar_de,state=queued count=4 {now - 1}",
+        ],
+    )
+    config = _config(influx_server, influx_db)
+    assert collect_once(config, InfluxQLClient(config.influxdb), store, time.time).published
+    assert store.read_all().destinations["pulsar_de"].queued == 4
+
+
+def test_a_destination_without_jobs_has_zero_queued(influx_server, influx_db, store):
+    now = int(time.time())
+    influx_server.write_lines(
+        influx_db,
+        [
+            f"queue_by_destination,destination_id=pulsar_de,state=queued count=4 {now - 2}",
+            # pulsar_it is idle: gxadmin prints no queue line for it at all.
+            'htcondor_cluster_usage,classad=machine total_detected_cpus=16,unclaimed_cpus=16,'
+            f'total_memory=32768,unclaimed_memory=32768,destination_id="pulsar_it",destination_status="online" {now - 1}',
+        ],
+    )
+    config = _config(influx_server, influx_db)
+    assert collect_once(config, InfluxQLClient(config.influxdb), store, time.time).published
+    it = store.read_all().destinations["pulsar_it"]
+    assert (it.queued, it.running) == (0, 0)

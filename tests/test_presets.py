@@ -80,7 +80,8 @@ def test_condor_statement_reads_all_destinations_at_once() -> None:
     # destination_id is a string field in this format, so no GROUP BY is possible;
     # still one statement for every site, never a per-destination WHERE.
     stmt = PRESETS["htcondor_cluster_usage"].statement(S)
-    assert stmt == 'SELECT * FROM "htcondor_cluster_usage" WHERE time > now() - 900000ms'
+    assert stmt == ('SELECT * FROM "htcondor_cluster_usage" '
+                    "WHERE time > now() - 900000ms AND time <= now() + 300000ms")
 
 
 # -- strip_quotes / canonical ids ------------------------------------------------------

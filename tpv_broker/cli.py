@@ -66,6 +66,8 @@ def main(ctx: click.Context, config_path: str | None, log_level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # APScheduler logs three INFO lines per cycle; ours says what matters.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
     ctx.obj = _Context(config_path)
 
 
@@ -216,3 +218,7 @@ def rank_command(obj: _Context, destinations: tuple[str, ...], tool_id: str, cor
                    [("    ", t["term"], f"{t['score']:.3f}", f"{t['weight']:g}", f"{t['contribution']:.2f}",
                      t["level"] or "-", ", ".join(f"{k}={v}" for k, v in t["raw"].items()))
                     for t in e["terms"]])
+
+
+if __name__ == "__main__":
+    main()

@@ -20,7 +20,9 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         for key, value in self.options.items():
-            self.cfg.set(key, value)
+            # Options newer gunicorns added are skipped on older ones.
+            if key in self.cfg.settings:
+                self.cfg.set(key, value)
 
     def load(self) -> Flask:
         # Called in each worker after the fork (no preload), so every worker
@@ -42,5 +44,8 @@ def run_gunicorn(config: BrokerConfig, bind: str, workers: int) -> None:
             "accesslog": None,
             "errorlog": "-",
             "proc_name": "tpv-broker-api",
+            # gunicorn 24+ opens a control socket at one per-user path by
+            # default; a second instance would take it over from the first.
+            "control_socket_disable": True,
         },
     ).run()

@@ -57,8 +57,13 @@ def build_snapshot(data: CycleData, config: BrokerConfig, now: float, cycle_s: f
             d.mem_total_gb = settings.mem
         if d.gpus_total is None and settings.gpus is not None:
             d.gpus_total = settings.gpus
+    # gxadmin prints nothing for a destination without jobs: when the queue
+    # query worked, a destination it did not mention has none.
+    queue_known = "queue_by_destination" in data.read_ok
     newest: float | None = None
     for d in data.destinations.values():
+        if queue_known and d.queued is None:
+            d.queued, d.running = 0.0, 0.0
         d.metrics_at = max(d.sources.values()) if d.sources else None
         live = [at for source, at in d.sources.items() if source in LIVE_SOURCES]
         d.live_at = max(live) if live else None
@@ -101,6 +106,7 @@ def collect_once(
             continue
         try:
             preset.apply(result.series, data, config.collector)
+            data.read_ok.add(preset.name)
             ok += 1
         except (TypeError, ValueError, KeyError) as e:
             report.errors.append(f"{preset.name}: unexpected data ({type(e).__name__}: {e})")

@@ -42,6 +42,16 @@ def _ms(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms"
 
 
+MAX_CLOCK_SKEW_S = 300.0
+
+
+def _window(lookback_s: float) -> str:
+    # The upper bound matters: a point stamped in the future (a Galaxy host
+    # with a skewed clock, a wrong write precision) would otherwise win
+    # last() and hide every real update until its time came.
+    return f"time > now() - {_ms(lookback_s)} AND time <= now() + {_ms(MAX_CLOCK_SKEW_S)}"
+
+
 @dataclass
 class CycleData:
     """What one cycle has gathered so far, keyed by canonical destination id."""
@@ -50,6 +60,8 @@ class CycleData:
     destinations: dict[str, DestinationFigures] = field(default_factory=dict)
     tool_stats: dict[str, dict[str, ToolFigures]] = field(default_factory=dict)
     rows_read: int = 0
+    # Presets whose statement succeeded this cycle (even with no rows).
+    read_ok: set[str] = field(default_factory=set)
 
     def canonical(self, raw_id: str) -> str:
         clean = strip_quotes(raw_id)
@@ -79,7 +91,7 @@ QUEUE_MEASUREMENT = "queue_by_destination"
 def _queue_statement(s: CollectorSettings) -> str:
     return (
         f'SELECT last("count") AS "count" FROM {quote_ident(QUEUE_MEASUREMENT)} '
-        f"WHERE time > now() - {_ms(s.lookback_s)} GROUP BY \"destination_id\", \"state\""
+        f"WHERE {_window(s.lookback_s)} GROUP BY \"destination_id\", \"state\""
     )
 
 
@@ -124,7 +136,7 @@ def _runtime_statement(s: CollectorSettings) -> str:
     fields = ", ".join(quote_ident(f) for f in _RUNTIME_FIELDS)
     return (
         f"SELECT {fields} FROM {quote_ident(RUNTIME_MEASUREMENT)} "
-        f"WHERE time > now() - {_ms(s.stats_lookback_s)} "
+        f"WHERE {_window(s.stats_lookback_s)} "
         f'GROUP BY "destination_id", "tool_id" ORDER BY time DESC LIMIT 1'
     )
 
@@ -163,7 +175,7 @@ CONDOR_MEASUREMENT = "htcondor_cluster_usage"
 def _condor_statement(s: CollectorSettings) -> str:
     # destination_id is a string *field* in this format, so it cannot be
     # grouped by; the rows of the lookback window are few (sites x minutes).
-    return f"SELECT * FROM {quote_ident(CONDOR_MEASUREMENT)} WHERE time > now() - {_ms(s.lookback_s)}"
+    return f"SELECT * FROM {quote_ident(CONDOR_MEASUREMENT)} WHERE {_window(s.lookback_s)}"
 
 
 def _condor_apply(series: list[Series], data: CycleData, s: CollectorSettings) -> None:

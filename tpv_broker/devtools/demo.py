@@ -240,8 +240,11 @@ class DemoMetrics:
         st.running = running
         st.claimed_cpus = min(site.cores, sum(rng.choice(_JOB_SIZES) for _ in range(running)))
         total_mem = round(site.cores * site.mem_gb_per_core * 1024)
-        st.claimed_mem_mib = min(total_mem, round(st.claimed_cpus * site.mem_gb_per_core * 1024 * rng.uniform(0.4, 1.0)))
-        st.claimed_gpus = min(site.gpus, round(site.gpus * min(1.0, load) * rng.uniform(0.6, 1.0))) if site.gpus else 0
+        # Jobs rarely use all the memory per core they could claim.
+        mem_mib = st.claimed_cpus * site.mem_gb_per_core * 1024 * rng.uniform(0.4, 1.0)
+        st.claimed_mem_mib = min(total_mem, round(mem_mib))
+        gpus = site.gpus * min(1.0, load) * rng.uniform(0.6, 1.0)
+        st.claimed_gpus = min(site.gpus, round(gpus))
         st.offline = offline
 
     def _cluster_lines(self, ts: int) -> list[str]:
@@ -476,7 +479,8 @@ class Feeder:
         log_path: Path,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.metrics, self.write, self.interval_s, self.log_path, self.clock = metrics, write, interval_s, log_path, clock
+        self.metrics, self.write, self.interval_s = metrics, write, interval_s
+        self.log_path, self.clock = log_path, clock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-feeder", daemon=True)
 
@@ -518,11 +522,12 @@ def describe_step(metrics: DemoMetrics, n_lines: int) -> str:
 
 
 def _pretty(value: Any, indent: int = 0, used: int = 0, width: int = 110) -> str:
-    """JSON, indented, but any object or list that fits on its line stays on
-    one: eight candidates and their reasons fit on one screen. ``used`` is
-    what the line already holds before the value (indent and key)."""
+    """JSON, indented, but an object or list stays on one line when it fits
+    there, and always from the fourth level down (explain's score terms):
+    the answer then reads one candidate per screenful, one term per line.
+    ``used`` is what the line already holds before the value."""
     flat = json.dumps(value)
-    if not isinstance(value, (dict, list)) or not value or used + len(flat) <= width:
+    if not isinstance(value, (dict, list)) or not value or used + len(flat) <= width or indent >= 8:
         return flat
     pad = " " * (indent + 2)
     if isinstance(value, dict):
@@ -558,6 +563,11 @@ class Demo:
     def _say(self, text: str = "") -> None:
         print(text, flush=True)
 
+    def _say_component(self, name: str, pid: int | None, detail: str) -> None:
+        # tests/test_demo.py reads the pids from these lines.
+        where = "thread" if pid is None else f"pid {pid}"
+        self._say(f"  {name:<13} {where:<11} {detail}")
+
     def _check_stop(self) -> None:
         if self.stop_requested.is_set():
             raise _Stopped(self.received[0] if self.received else signal.SIGTERM)
@@ -576,7 +586,7 @@ class Demo:
         for leftover in _reap_leftovers(self.state_dir):
             self._say(f"stopped {leftover}, left behind by an earlier demo")
         shutil.rmtree(self.state_dir, ignore_errors=True)
-        self.state_dir.mkdir(parents=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self._say(f"TPV Broker demo; state and logs in {self.state_dir}")
         self._start_servers()
         self._check_stop()
@@ -598,23 +608,22 @@ class Demo:
         api_url = f"http://127.0.0.1:{api_port}"
         broker = _broker_command()
         config_args = ["--config", str(self.config_path)]
-        self._start_child("collector", [*broker, *config_args, "collect"], env)
-        self._say(f"  {'collector':<13} pid {self.children[-1].proc.pid:<7} every {COLLECTOR_INTERVAL_S} s, log {self.children[-1].log}")
+        collector = self._start_child("collector", [*broker, *config_args, "collect"], env)
+        self._say_component("collector", collector.proc.pid, f"every {COLLECTOR_INTERVAL_S} s, log {collector.log}")
         # gunicorn (25+) puts a control socket at $XDG_RUNTIME_DIR/gunicorn.ctl,
         # else ~/.gunicorn/gunicorn.ctl, taking it over from any other gunicorn
         # of the user: keep ours in the demo folder.
         api_env = {**env, "XDG_RUNTIME_DIR": str(self.state_dir)}
-        self._start_child(
-            "API", [*broker, *config_args, "serve", "--bind", f"127.0.0.1:{api_port}", "--workers", "2"], api_env
-        )
-        self._say(f"  {'API':<13} pid {self.children[-1].proc.pid:<7} {api_url}, log {self.children[-1].log}")
+        serve = ["serve", "--bind", f"127.0.0.1:{api_port}", "--workers", "2"]
+        api = self._start_child("API", [*broker, *config_args, *serve], api_env)
+        self._say_component("API", api.proc.pid, f"{api_url}, log {api.log}")
         # Started after the children: preexec_fn is only safe without other threads.
         self.feeder = Feeder(metrics, self._write, self.feed_interval_s, self.state_dir / "feeder.log")
         self.feeder.start()
-        self._say(f"  {'feeder':<13} {'thread':<11} new points every {self.feed_interval_s:g} s, log {self.feeder.log_path}")
+        self._say_component("feeder", None, f"new points every {self.feed_interval_s:g} s, log {self.feeder.log_path}")
 
-        self._wait_ready(api_url)
-        self._sample(api_url)
+        self._wait_ready(api_url, collector, api)
+        self._sample(api_url, api)
         if self.exit_after_sample:
             return
         self._print_commands(api_url, broker, env)
@@ -635,14 +644,14 @@ class Demo:
         self.redis.start()
         assert self.redis.proc is not None
         self._record("redis-server", self.redis.proc.pid)
-        self._say(f"  {'redis-server':<13} pid {self.redis.proc.pid:<7} {self.redis.url}")
+        self._say_component("redis-server", self.redis.proc.pid, self.redis.url)
         self._check_stop()
         self.influx = InfluxServer(self.state_dir / "influxdb")
         self.influx.start()
         assert self.influx.proc is not None
         self._record("influxd", self.influx.proc.pid)
         self.influx.create_database(DATABASE)
-        self._say(f"  {'influxd':<13} pid {self.influx.proc.pid:<7} {self.influx.url}, database {DATABASE}")
+        self._say_component("influxd", self.influx.proc.pid, f"{self.influx.url}, database {DATABASE}")
 
     def _write(self, lines: list[str]) -> None:
         assert self.influx is not None
@@ -650,6 +659,8 @@ class Demo:
             self.influx.write_lines(DATABASE, lines, precision="s")
 
     def _write_initial_metrics(self, config: BrokerConfig) -> DemoMetrics:
+        # pulsar-util reports the AMQP vhost, which the config lists as an
+        # alias: write that, so the demo shows the alias mapping at work.
         reported = {dest_id: d.aliases[0] for dest_id, d in config.destinations.items() if d.aliases}
         metrics = DemoMetrics(self.seed, reported_ids=reported)
         lines = metrics.step(time.time())
@@ -673,7 +684,7 @@ class Demo:
         self._say("  " + "; ".join(notes))
         return metrics
 
-    def _start_child(self, name: str, command: list[str], env: dict[str, str]) -> None:
+    def _start_child(self, name: str, command: list[str], env: dict[str, str]) -> _Child:
         log = self.state_dir / f"{name.lower()}.log"
         with open(log, "ab") as out:
             # A session of its own: Ctrl-C in the terminal reaches only the
@@ -688,8 +699,10 @@ class Demo:
                 start_new_session=True,
                 preexec_fn=_die_with_parent_hook(),
             )
-        self.children.append(_Child(name, proc, log))
+        child = _Child(name, proc, log)
+        self.children.append(child)
         self._record(name.lower(), proc.pid)
+        return child
 
     def _components(self) -> list[tuple[str, Callable[[], bool], Path]]:
         out: list[tuple[str, Callable[[], bool], Path]] = []
@@ -708,11 +721,10 @@ class Demo:
             if not alive():
                 raise DemoError(f"the {name} stopped unexpectedly\n{_log_tail(log)}")
 
-    def _wait_ready(self, api_url: str) -> None:
+    def _wait_ready(self, api_url: str, collector: _Child, api: _Child) -> None:
         self._say("Waiting for the first snapshot (GET /ready) ...")
         started = time.monotonic()
         deadline = started + self.ready_timeout_s
-        collector, api = self.children[0], self.children[1]
         while True:
             self._check_stop()
             self._check_alive()
@@ -742,7 +754,7 @@ class Demo:
                 )
             self.stop_requested.wait(0.25)
 
-    def _sample(self, api_url: str) -> None:
+    def _sample(self, api_url: str, api: _Child) -> None:
         body = sample_request()
         (self.state_dir / "sample-request.json").write_text(json.dumps(body, indent=2) + "\n")
         url = f"{api_url}/api/rank?explain=1"
@@ -752,7 +764,7 @@ class Demo:
         try:
             resp = requests.post(url, json=body, timeout=_HTTP_TIMEOUT_S)
         except requests.RequestException as e:
-            raise DemoError(f"POST {url} failed: {e}\n{_log_tail(self.children[1].log)}") from None
+            raise DemoError(f"POST {url} failed: {e}\n{_log_tail(api.log)}") from None
         elapsed_ms = (time.monotonic() - started) * 1000
         try:
             answer = resp.json()
@@ -760,7 +772,8 @@ class Demo:
             answer = None
         if resp.status_code != 200 or not isinstance(answer, dict):
             raise DemoError(
-                f"POST {url} answered HTTP {resp.status_code}: {resp.text[:500]}\n{_log_tail(self.children[1].log)}"
+                f"POST {url} answered HTTP {resp.status_code}: {resp.text[:500]}\n"
+                + _log_tail(api.log)
             )
         self._say(f"\nAnswer (HTTP {resp.status_code}, {elapsed_ms:.0f} ms):")
         self._say(_pretty(answer))
@@ -774,17 +787,18 @@ class Demo:
         cli = shlex.join([*broker, "--config", str(self.config_path)])
         request_file = shlex.quote(str(self.state_dir / "sample-request.json"))
         query = 'SELECT last("count") FROM "queue_by_destination" GROUP BY "destination_id", "state"'
+        commands = [
+            f"curl -s -H 'Content-Type: application/json' --data @{request_file} '{api_url}/api/rank?explain=1'",
+            f"export {exports}",
+            f"{cli} inspect",
+            f"watch -n {COLLECTOR_INTERVAL_S} {shlex.quote(cli + ' inspect')}  # queues move, sites go and come back",
+            f"{cli} collect --once",
+            f"curl -sG {self.influx.url}/query --data-urlencode db={DATABASE} "
+            f"--data-urlencode {shlex.quote('q=' + query)}",
+        ]
         self._say("\nTry, in another shell, while this runs:")
-        self._say(
-            f"  curl -s -H 'Content-Type: application/json' --data @{request_file} '{api_url}/api/rank?explain=1'"
-        )
-        self._say(f"  export {exports}")
-        self._say(f"  {cli} inspect")
-        self._say(f"  watch -n {COLLECTOR_INTERVAL_S} {shlex.quote(cli + ' inspect')}   # queues move, pulsar_be01 comes back")
-        self._say(f"  {cli} collect --once")
-        self._say(
-            f"  curl -sG {self.influx.url}/query --data-urlencode db={DATABASE} --data-urlencode {shlex.quote('q=' + query)}"
-        )
+        for command in commands:
+            self._say(f"  {command}")
 
     def stop_all(self) -> None:
         """Stops whatever was started, newest first; safe to call at any point."""
@@ -861,7 +875,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="give up if the API is not ready within this time (default: %(default)g)",
     )
     parser.add_argument(
-        "--exit-after-sample", action="store_true", help="stop everything after the sample answer (for tests and CI)"
+        "--exit-after-sample",
+        action="store_true",
+        help="stop everything right after the sample answer (for tests and CI)",
     )
     return parser.parse_args(argv)
 

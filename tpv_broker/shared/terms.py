@@ -221,7 +221,10 @@ class TpvScore:
         s = x.candidate.tpv_score
         if s is None:
             return TermScore(0.5, {"tpv_score": None})
-        return TermScore(1.0 / (1.0 + math.exp(-s / self.scale)), {"tpv_score": s}, summary=f"TPV tag score {s:g}")
+        z = s / self.scale
+        # The stable form of 1/(1+e^-z): e^-z overflows for very negative z.
+        logistic = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+        return TermScore(logistic, {"tpv_score": s}, summary=f"TPV tag score {s:g}")
 
 
 REGISTRY: dict[str, Any] = {t.name: t for t in (QueueWait, RunTime, FitNow, DataLocality, TpvScore)}
