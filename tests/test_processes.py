@@ -7,10 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import redis
 import requests
 
 from tpv_broker.devtools.servers import free_port
