@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import requests
 import redis
 
 from tpv_broker.collector.cycle import collect_once
@@ -169,3 +170,36 @@ def test_a_destination_without_jobs_has_zero_queued(influx_server, influx_db, st
     assert collect_once(config, InfluxQLClient(config.influxdb), store, time.time).published
     it = store.read_all().destinations["pulsar_it"]
     assert (it.queued, it.running) == (0, 0)
+
+
+class CountingSession(requests.Session):
+    def __init__(self) -> None:
+        super().__init__()
+        self.posts = 0
+
+    def post(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.posts += 1
+        return super().post(*args, **kwargs)
+
+
+@pytest.mark.parametrize("n_destinations", [3, 300])
+def test_one_request_per_cycle_whatever_the_size(influx_server, influx_db, store, n_destinations):
+    now = int(time.time())
+    lines = []
+    for i in range(n_destinations):
+        lines.append(f"queue_by_destination,destination_id=d{i},state=queued count={i % 7} {now - 5}")
+        lines.append(
+            f'htcondor_cluster_usage,classad=machine total_detected_cpus=32,unclaimed_cpus={i % 32},'
+            f'total_memory=65536,unclaimed_memory=1024,destination_id="d{i}",destination_status="online" {now - 5 - i % 60}'
+        )
+        for t in range(5):
+            lines.append(
+                f"destination-queue-run-time,destination_id=d{i},tool_id=tool{t} count=3,median_queue=10,median_run=100 {now - 60}"
+            )
+    influx_server.write_lines(influx_db, lines)
+    config = _config(influx_server, influx_db)
+    session = CountingSession()
+    report = collect_once(config, InfluxQLClient(config.influxdb, session=session), store, time.time)
+    assert report.published, report.errors
+    assert report.destinations == n_destinations
+    assert session.posts == 1
