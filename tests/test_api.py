@@ -35,11 +35,21 @@ def figures(dest_id: str, **kw: Any) -> DestinationFigures:
                               sources={"queue_by_destination": NOW - 20}, **kw)
 
 
-# The documented order for a 4-core 8 GB job over these candidates:
-#   pulsar_fr  fits (14 >= 4 cores, 27.3 >= 8 GB), 0 queued  -> 1st
-#   pulsar_de  fits, 5 queued                                -> 2nd
-#   pulsar_uk  fits, 10 queued                               -> 3rd
-#   pulsar_be  2 free cores < 4: does not fit (5 queued)     -> after every one that fits
+# The documented order for a 4-core 8 GB job over these candidates, with the
+# default model (no run-time figures: default queue 300 s and run 3600 s for all,
+# so run_time, data_locality and tpv_score are equal; queue score
+# 1 - ln(1 + wait/60) / ln(1 + 604800/60), ln 10081 = 9.21841).
+# free slots = min(floor(cores free / 4), floor(GB free / 8)); ahead = max(0, queued + 1 - slots);
+# wait = 300 + ahead x 3600 / running:
+#   pulsar_fr  slots min(3, 3) = 3, ahead max(0, 0 + 1 - 3) = 0: wait 300 -> 1 - ln 6/.. = 0.80564;
+#              fits (14 >= 4 cores, 27.3 >= 8 GB)                        -> 1st
+#   pulsar_de  slots min(6, 5) = 5, ahead 5 + 1 - 5 = 1: 300 + 3600/5 = 1020 -> 1 - ln 18/.. = 0.68646;
+#              fits                                                      -> 2nd
+#   pulsar_uk  slots min(4, 4) = 4, ahead 10 + 1 - 4 = 7: 300 + 7 x 3600/3 = 8700 -> 1 - ln 146/.. = 0.45939;
+#              fits                                                      -> 3rd
+#   pulsar_be  slots min(0, 0) = 0, ahead 6: 300 + 6 x 3600/5 = 4620 -> 1 - ln 78/.. = 0.52739; 2 free
+#              cores < 4, 1.9 GB < 8: does not fit, 0.5 x min(2/4, 1.9/8) = 0.11875: behind uk by
+#              3 x (1 - 0.11875) - 3 x (0.52739 - 0.45939) = 2.64 - 0.20 = 2.44 of 10 -> 4th
 #   pulsar_xx  not in the snapshot                           -> after every scored one
 #   condor_us  offline (even with 0 queued)                  -> last
 DESTS = [
@@ -223,10 +233,17 @@ def _assert_degraded(resp: Any, reason_part: str, age: float | None) -> None:
 def test_fresh_snapshot_is_not_tpv_order(client: FlaskClient) -> None:
     body = client.post("/api/rank", json=SCORED).get_json()
     assert body["degraded"] is False
-    # Not TPV's [uk, condor_us, fr, de]: fr has no queue; uk's tag score 5
-    # outweighs its longer drain (10 queued / 3 running vs de's 5 / 5);
-    # offline condor_us goes last whatever its tags.
-    assert body["destinations"] == ["pulsar_fr", "pulsar_uk", "pulsar_de", "condor_us"]
+    # Not TPV's [uk, condor_us, fr, de]. With the waits above (fr 300 s, de 1020 s,
+    # uk 8700 s), all three fitting and equal run times, total x 10 differs by
+    # 3 x queue + tpv (logistic: 5 -> 0.99331, 2 -> 0.88080, none -> 0.5):
+    #   fr  3 x 0.80564 + 0.88080 = 3.29772
+    #   de  3 x 0.68646 + 0.5     = 2.55938
+    #   uk  3 x 0.45939 + 0.99331 = 2.37148
+    # uk's tag score 5 no longer outweighs its longer drain: de's 5 free slots
+    # start all 5 of its queued jobs (ahead = 5 + 1 - 5 = 1, the job itself),
+    # uk's 4 only 4 of its 10 (ahead = 10 + 1 - 4 = 7).
+    # Offline condor_us goes last whatever its tags.
+    assert body["destinations"] == ["pulsar_fr", "pulsar_de", "pulsar_uk", "condor_us"]
 
 
 def test_degraded_without_snapshot(empty_client: FlaskClient) -> None:

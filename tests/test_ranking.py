@@ -1,312 +1,461 @@
-"""The pure rank core: rank(), fits_now(), tpv_order() on hand-built views.
-
-Figures are already in TPV's units (cores, GB, gpus): no MiB conversion here.
-"""
+"""The pure rank core (tpv_broker/shared/ranking.py): groups, reasons, TPV's
+order when degraded, deterministic ties, and properties over arbitrary
+candidates and figures. Figures are in TPV's units (cores, GB, gpus)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tpv_broker.shared.models import DestinationFigures, RankView, SnapshotMeta
-from tpv_broker.shared.ranking import Candidate, JobFacts, fits_now, rank, tpv_order
+from tpv_broker.shared.config import ScoringSettings
+from tpv_broker.shared.geo import great_circle_km
+from tpv_broker.shared.inputs import Candidate, DatasetInput, JobFacts
+from tpv_broker.shared.models import (
+    DestinationFigures,
+    RankView,
+    SnapshotMeta,
+    ToolFigures,
+)
+from tpv_broker.shared.ranking import (
+    NO_METRICS,
+    OFFLINE,
+    SCORED,
+    STALE,
+    TPV_ORDER,
+    RankResult,
+    rank,
+    tool_stats_for,
+    tpv_order,
+)
+from tpv_broker.shared.scoring import ScoringModel
+from tpv_broker.shared.terms import DEFAULT_TERMS
+from tpv_broker.shared.tool_ids import stats_field
 
 NOW = 1_700_000_000.0
-MAX_AGE = 300.0
-JOB = JobFacts(tool_id="tool", cores=4, mem=8, gpus=0)
+MAX_SNAPSHOT_AGE = 300.0
+MAX_METRICS_AGE = 900.0  # ScoringSettings' default
+JOB = JobFacts(tool_id="toolshed.g2.bx.psu.edu/repos/iuc/fastp/fastp/0.23.4", cores=4, mem=8)
+MODEL = ScoringSettings().model()
+LIVE = "queue_by_destination"
 
 
-def fig(dest_id: str, **kw: Any) -> DestinationFigures:
+def fig(dest_id: str, age: float = 10.0, **kw: Any) -> DestinationFigures:
+    """Figures as the collector publishes them: live figures ``age`` s old."""
     kw.setdefault("status", "online")
-    # Measured figures always name the preset they came from.
-    kw.setdefault("sources", {"htcondor_cluster_usage": NOW - 10})
+    kw.setdefault("sources", {LIVE: NOW - age})
+    kw.setdefault("live_at", NOW - age)
     return DestinationFigures(id=dest_id, **kw)
 
 
-def view(*figures: DestinationFigures, age: float = 10.0) -> RankView:
-    return RankView(
-        meta=SnapshotMeta(created_at=NOW - age, destinations=len(figures)),
-        destinations={f.id: f for f in figures},
+def view(*figures: DestinationFigures, age: float = 10.0,
+         tool_stats: dict[str, dict[str, ToolFigures]] | None = None) -> RankView:
+    return RankView(meta=SnapshotMeta(created_at=NOW - age, destinations=len(figures)),
+                    destinations={f.id: f for f in figures}, tool_stats=tool_stats or {})
+
+
+def cands(*ids: str, scores: Sequence[float | None] = ()) -> list[Candidate]:
+    scores = list(scores) or [None] * len(ids)
+    return [Candidate(i, s) for i, s in zip(ids, scores)]
+
+
+def run(candidates: Sequence[Candidate], v: RankView, job: JobFacts = JOB, model: ScoringModel = MODEL,
+        datasets: Sequence[DatasetInput] = (), locations: Mapping[str, tuple[float, float]] | None = None,
+        ) -> RankResult:
+    return rank(candidates, job, datasets, v, NOW, model, MAX_SNAPSHOT_AGE, locations or {})
+
+
+# -- groups and reasons ------------------------------------------------------------------
+def test_groups_scored_then_no_metrics_and_stale_then_offline() -> None:
+    v = view(
+        fig("slow", queued=40, running=2, median_run_s=3600, cpus_free=64, mem_free_gb=64),
+        fig("quick", queued=0, running=2, median_run_s=600, cpus_free=64, mem_free_gb=64),
+        fig("old", age=1000, queued=0, cpus_free=64, mem_free_gb=64),
+        fig("off", status="offline", queued=0, cpus_free=64, mem_free_gb=64),
+        # only daily run-time statistics, nothing live
+        fig("stats_only", sources={"destination-queue-run-time": NOW - 100}, live_at=None, median_run_s=60),
+        # only in config: published with no measured figures at all
+        DestinationFigures(id="config_only", in_config=True, cpus_total=64),
     )
+    candidates = cands("off", "unknown", "old", "config_only", "stats_only", "slow", "quick")
+    result = run(candidates, v)
+    assert not result.degraded and result.degraded_reason is None
+    assert result.snapshot_age_s == pytest.approx(10.0)
+    # scored by score; then the no-metrics and stale ones together in input order; offline last
+    assert result.ids == ["quick", "slow", "unknown", "old", "config_only", "stats_only", "off"]
+    by_id = {p.id: p for p in result.placements}
+    assert {i: (p.group, p.reason) for i, p in by_id.items() if p.group != SCORED} == {
+        "unknown": (NO_METRICS, "no metrics for this destination"),
+        "old": (STALE, "metrics 1000 s old (limit 900 s)"),
+        "config_only": (NO_METRICS, "no metrics for this destination"),
+        "stats_only": (NO_METRICS, "no live metrics (run-time statistics only)"),
+        "off": (OFFLINE, "reported offline"),
+    }
+    for i in ("quick", "slow"):
+        assert by_id[i].group == SCORED
+        assert by_id[i].total is not None and 0 < by_id[i].total <= 1
+        assert by_id[i].reason.startswith(f"score {by_id[i].total * 100:.1f}: ")
+        assert [t.term for t in by_id[i].terms] == ["queue_wait", "run_time", "fit_now", "data_locality", "tpv_score"]
+    assert by_id["quick"].total > by_id["slow"].total  # type: ignore[operator]
+    # unscored placements carry no total and no breakdown
+    assert all(p.total is None and p.terms == () for p in result.placements if p.group != SCORED)
 
 
-def cands(*ids: str) -> list[Candidate]:
-    return [Candidate(i) for i in ids]
+def test_offline_goes_last_even_when_its_figures_are_the_best() -> None:
+    v = view(fig("off", status="offline", queued=0, cpus_free=64, mem_free_gb=64),
+             fig("bad", queued=99, running=1, cpus_free=0, mem_free_gb=0))
+    assert run(cands("off", "bad"), v).ids == ["bad", "off"]
 
 
-def ranked(ids: list[str], v: RankView, job: JobFacts = JOB) -> list[str]:
-    result = rank(cands(*ids), job, v, NOW, MAX_AGE)
-    assert not result.degraded
-    return result.ids
+def test_offline_before_stale_is_still_offline() -> None:
+    # reported offline with old metrics: the offline reason wins
+    v = view(fig("off", age=5000, status="offline"))
+    (p,) = run(cands("off"), v).placements
+    assert (p.group, p.reason) == (OFFLINE, "reported offline")
 
 
-# -- fits_now --------------------------------------------------------------------
+def test_status_unknown_is_scored_not_offline() -> None:
+    v = view(fig("u", status="unknown", queued=3), fig("o", status="offline", queued=0))
+    assert [(p.id, p.group) for p in run(cands("o", "u"), v).placements] == [("u", SCORED), ("o", OFFLINE)]
+
+
 @pytest.mark.parametrize(
-    ("job", "figures", "expected"),
+    ("age", "group"),
     [
-        # nothing known about free capacity -> None (not a refusal)
-        (JobFacts("t", cores=4, mem=8), {}, None),
-        # 4 cores <= 4 free; 8 GB <= 8 GB free: boundaries fit
-        (JobFacts("t", cores=4, mem=8), {"cpus_free": 4, "mem_free_gb": 8}, True),
-        # 4 cores > 3 free
-        (JobFacts("t", cores=4, mem=8), {"cpus_free": 3, "mem_free_gb": 100}, False),
-        # 8 GB > 7.9 GB free
-        (JobFacts("t", cores=4, mem=8), {"cpus_free": 100, "mem_free_gb": 7.9}, False),
-        # only cores known: 4 <= 16
-        (JobFacts("t", cores=4, mem=8), {"cpus_free": 16}, True),
-        # only mem known: 8 > 2
-        (JobFacts("t", cores=4, mem=8), {"mem_free_gb": 2}, False),
-        # the job asks no gpus: 0 free gpus do not matter
-        (JobFacts("t", cores=1, mem=1, gpus=0), {"cpus_free": 8, "mem_free_gb": 8, "gpus_free": 0}, True),
-        # the job asks 1 gpu, 0 free -> does not fit
-        (JobFacts("t", cores=1, mem=1, gpus=1), {"cpus_free": 8, "mem_free_gb": 8, "gpus_free": 0}, False),
-        # 2 gpus <= 2 free
-        (JobFacts("t", cores=1, mem=1, gpus=2), {"cpus_free": 8, "mem_free_gb": 8, "gpus_free": 2}, True),
-        # gpus asked but free gpus unknown: only cores/mem decide
-        (JobFacts("t", cores=1, mem=1, gpus=2), {"cpus_free": 8, "mem_free_gb": 8}, True),
-        # gpus asked, only gpus known, enough
-        (JobFacts("t", cores=1, mem=1, gpus=1), {"gpus_free": 1}, True),
-        # no gpus asked, only gpus known -> nothing checked -> unknown
-        (JobFacts("t", cores=1, mem=1, gpus=0), {"gpus_free": 0}, None),
+        (MAX_METRICS_AGE, SCORED),  # exactly at the limit: still fresh
+        (MAX_METRICS_AGE + 1, STALE),
+        (0.0, SCORED),
+        (-60.0, SCORED),  # from the future (clock skew): fresh
     ],
 )
-def test_fits_now(job: JobFacts, figures: dict[str, float], expected: bool | None) -> None:
-    assert fits_now(job, fig("d", **figures)) is expected
+def test_metrics_age_limit(age: float, group: str) -> None:
+    assert run(cands("d"), view(fig("d", age=age, queued=1))).placements[0].group == group
 
 
-# -- tpv_order --------------------------------------------------------------------------
+def test_metrics_age_limit_comes_from_config() -> None:
+    model = ScoringSettings(max_metrics_age_s=60).model()
+    (p,) = run(cands("d"), view(fig("d", age=61, queued=1)), model=model).placements
+    assert (p.group, p.reason) == (STALE, "metrics 61 s old (limit 60 s)")
+
+
+def test_unscored_groups_keep_tpv_order() -> None:
+    # no metrics and stale share one group: tag score first (stale 'b' at 2 beats 'a' at 1),
+    # then input order ('c' and 'd' both None = 0); offline ones likewise among themselves
+    v = view(fig("b", age=2000), fig("o1", status="offline"), fig("o2", status="offline"), fig("s", queued=1))
+    candidates = cands("a", "o1", "c", "b", "o2", "d", "s", scores=[1, 0, None, 2, 3, None, -5])
+    assert run(candidates, v).ids == ["s", "b", "a", "c", "d", "o2", "o1"]
+
+
+# -- degraded: TPV's order ----------------------------------------------------------------
+DEGRADED_CANDIDATES = cands("a", "b", "c", "d", "e", scores=[1, 5, None, 5, -2])
+# tag score desc, input order on ties: b(5), d(5), a(1), c(None = 0), e(-2)
+DEGRADED_ORDER = ["b", "d", "a", "c", "e"]
+# what the metrics would say: e is by far the best
+METRICS = [fig("e", queued=0, cpus_free=64, mem_free_gb=64)] + [
+    fig(i, queued=50, running=1, cpus_free=0, mem_free_gb=0) for i in "abcd"
+]
+
+
+def test_no_snapshot_is_tpv_order_degraded() -> None:
+    result = run(DEGRADED_CANDIDATES, RankView(meta=None, destinations={f.id: f for f in METRICS}))
+    assert result.ids == DEGRADED_ORDER
+    assert (result.degraded, result.degraded_reason, result.snapshot_age_s) == (True, "no snapshot in Redis yet", None)
+    assert all((p.group, p.reason, p.total) == (TPV_ORDER, "TPV order: no snapshot", None) for p in result.placements)
+
+
+def test_stale_snapshot_is_tpv_order_degraded() -> None:
+    result = run(DEGRADED_CANDIDATES, view(*METRICS, age=MAX_SNAPSHOT_AGE + 1))
+    assert result.ids == DEGRADED_ORDER
+    assert result.degraded and result.snapshot_age_s == pytest.approx(301)
+    assert result.degraded_reason == "snapshot is 301 s old (limit 300 s)"
+    assert all(p.reason == "TPV order: snapshot is 301 s old (limit 300 s)" for p in result.placements)
+
+
+@pytest.mark.parametrize("age", [MAX_SNAPSHOT_AGE, 0.0, -50.0])
+def test_snapshot_within_the_limit_is_used(age: float) -> None:
+    result = run(DEGRADED_CANDIDATES, view(*METRICS, age=age))
+    assert not result.degraded
+    assert result.ids[0] == "e"
+    assert result.snapshot_age_s == pytest.approx(max(0.0, age))
+
+
 @pytest.mark.parametrize(
     ("scores", "expected"),
     [
         ([None, None, None], ["a", "b", "c"]),
         ([1, 3, 2], ["b", "c", "a"]),
-        # ties keep input order: a and c both 5
-        ([5, 1, 5], ["a", "c", "b"]),
-        # None counts as 0: -1 < None(0) < 2
-        ([-1, None, 2], ["c", "b", "a"]),
+        ([5, 1, 5], ["a", "c", "b"]),  # ties keep input order
+        ([-1, None, 2], ["c", "b", "a"]),  # None counts as 0
         ([0, None, 0.0], ["a", "b", "c"]),
     ],
 )
 def test_tpv_order(scores: list[float | None], expected: list[str]) -> None:
-    candidates = [Candidate(i, s) for i, s in zip("abc", scores)]
-    placements = tpv_order(candidates, "why")
-    assert [p.id for p in placements] == expected
-    assert all(p.reason == "why" and p.fits_now is None for p in placements)
+    assert [p.id for p in tpv_order(cands("a", "b", "c", scores=scores), "why")] == expected
 
 
-# -- rank: the documented order --------------------------------------------------------
-ORDER_CASES = [
-    # (id, figures, candidate order, expected)
-    ("fewest-queued-first",
-     [fig("a", queued=5), fig("b", queued=1), fig("c", queued=3)],
-     ["a", "b", "c"], ["b", "c", "a"]),
-    ("most-free-cores-breaks-queue-tie",
-     # all queued 2; free 8 > 16? no: 16 > 8 > 4 cores free
-     [fig("a", queued=2, cpus_free=8), fig("b", queued=2, cpus_free=4), fig("c", queued=2, cpus_free=16)],
-     ["a", "b", "c"], ["c", "a", "b"]),
-    ("fit-beats-fewer-queued",
-     # a: 0 queued but 2 free cores < 4 asked -> does not fit; b: 9 queued, fits
-     [fig("a", queued=0, cpus_free=2, mem_free_gb=64), fig("b", queued=9, cpus_free=8, mem_free_gb=64)],
-     ["a", "b"], ["b", "a"]),
-    ("unknown-capacity-counts-as-fitting",
-     # a: capacity unknown (fit None) 3 queued; b: does not fit (mem 4 < 8) 0 queued
-     [fig("a", queued=3), fig("b", queued=0, cpus_free=64, mem_free_gb=4)],
-     ["b", "a"], ["a", "b"]),
-    ("unknown-capacity-ranks-with-fitting-by-queue",
-     # a fits with 5 queued; b unknown with 1 queued -> b first (same fit class, fewer queued)
-     [fig("a", queued=5, cpus_free=64, mem_free_gb=64), fig("b", queued=1)],
-     ["a", "b"], ["b", "a"]),
-    ("unknown-queue-after-known-queue",
-     # queued None counts as infinitely many, even with more free cores (100 > 8)
-     [fig("a", cpus_free=100), fig("b", queued=50, cpus_free=8)],
-     ["a", "b"], ["b", "a"]),
-    ("offline-after-online",
-     # a is offline with 0 queued; b online with 99 queued and does not fit
-     [fig("a", status="offline", queued=0, cpus_free=64, mem_free_gb=64),
-      fig("b", queued=99, cpus_free=1, mem_free_gb=1)],
-     ["a", "b"], ["b", "a"]),
-    ("status-unknown-is-not-offline",
-     [fig("a", status="offline", queued=0), fig("b", status="unknown", queued=7)],
-     ["a", "b"], ["b", "a"]),
-    ("no-metrics-last-in-input-order",
-     # z and x have no figures at all; they keep their input order behind the offline one
-     [fig("a", queued=1), fig("o", status="offline")],
-     ["z", "o", "x", "a"], ["a", "o", "z", "x"]),
-    ("ties-keep-input-order",
-     [fig("a", queued=2, cpus_free=8), fig("b", queued=2, cpus_free=8), fig("c", queued=2, cpus_free=8)],
-     ["c", "a", "b"], ["c", "a", "b"]),
-    ("offline-ties-keep-input-order",
-     [fig("a", status="offline", queued=9), fig("b", status="offline", queued=0)],
-     ["a", "b"], ["a", "b"]),
-    ("gpu-job-skips-gpu-less-destination",
-     # the job asks 1 gpu: a has 0 free -> does not fit, even with fewer queued
-     [fig("a", queued=0, cpus_free=64, mem_free_gb=64, gpus_free=0),
-      fig("b", queued=5, cpus_free=64, mem_free_gb=64, gpus_free=2)],
-     ["a", "b"], ["b", "a"]),
-]
+# -- ties ----------------------------------------------------------------------------------------
+QUEUE_ONLY = ScoringSettings(terms={"queue_wait": {"weight": 1, "scale_s": 60, "cap_s": 604800}}).model()
 
 
-@pytest.mark.parametrize(("figures", "order", "expected"), [pytest.param(f, o, e, id=i) for i, f, o, e in ORDER_CASES])
-def test_rank_documented_order(figures: list[DestinationFigures], order: list[str], expected: list[str]) -> None:
-    job = JobFacts("tool", cores=4, mem=8, gpus=1) if any(f.gpus_free is not None for f in figures) else JOB
-    assert ranked(order, view(*figures), job) == expected
+def test_equal_scores_break_by_tpv_score_then_input_order() -> None:
+    # with queue_wait alone, identical figures give identical totals; tpv_score does not score here
+    v = view(*(fig(i, queued=2, running=1, median_run_s=600) for i in "abcd"))
+    result = run(cands("a", "b", "c", "d", scores=[None, 1, 3, 1]), v, model=QUEUE_ONLY)
+    assert len({p.total for p in result.placements}) == 1
+    assert result.ids == ["c", "b", "d", "a"]
+    # and with no tag scores at all: input order, whatever it is
+    for order in (["a", "b", "c", "d"], ["d", "b", "a", "c"]):
+        assert run(cands(*order), v, model=QUEUE_ONLY).ids == order
 
 
-def test_gpus_ignored_when_job_asks_none() -> None:
-    # same figures as the gpu case, but the job asks 0 gpus: fewest queued wins
-    v = view(fig("a", queued=0, cpus_free=64, mem_free_gb=64, gpus_free=0),
-             fig("b", queued=5, cpus_free=64, mem_free_gb=64, gpus_free=2))
-    assert ranked(["b", "a"], v, JobFacts("t", cores=4, mem=8, gpus=0)) == ["a", "b"]
+def test_the_same_request_always_gives_the_same_answer() -> None:
+    v = view(*(fig(i, queued=n, running=1) for i, n in zip("abcdef", [3, 1, 3, 0, 1, 3])))
+    candidates = cands(*"abcdef")
+    first = run(candidates, v)
+    assert all(run(candidates, v) == first for _ in range(5))
 
 
-def test_figures_are_gb_no_mib_conversion() -> None:
-    # 31.25 GB free: a 31 GB job fits, a 32 GB job does not (no /1024 or *1024 anywhere)
-    v = view(fig("a", queued=0, mem_free_gb=31.25), fig("b", queued=1, mem_free_gb=64))
-    assert ranked(["a", "b"], v, JobFacts("t", cores=1, mem=31)) == ["a", "b"]
-    assert ranked(["a", "b"], v, JobFacts("t", cores=1, mem=32)) == ["b", "a"]
+# -- nothing is ever dropped -----------------------------------------------------------------------
+def test_a_job_that_fits_nowhere_still_gets_every_destination() -> None:
+    # 1000 cores and 4 TB: nobody fits; each scores 0.5 x its free fraction, all are ranked
+    # a: min(64/1000, 256/4000) = 0.064; b: min(16/1000, 64/4000) = 0.016; c: 0 free
+    v = view(fig("b", queued=0, cpus_free=16, mem_free_gb=64), fig("a", queued=0, cpus_free=64, mem_free_gb=256),
+             fig("c", queued=0, cpus_free=0, mem_free_gb=0))
+    result = run(cands("c", "b", "a"), v, job=JobFacts("t", cores=1000, mem=4000))
+    assert result.ids == ["a", "b", "c"]
+    assert all(p.group == SCORED for p in result.placements)
+    fit = {p.id: next(t for t in p.terms if t.term == "fit_now") for p in result.placements}
+    assert {i: f.score for i, f in fit.items()} == pytest.approx({"a": 0.032, "b": 0.008, "c": 0.0})
+    assert all(f.raw["fits"] is False for f in fit.values())
 
 
-def test_reasons_and_fit_flags() -> None:
-    v = view(fig("fit", queued=2, cpus_free=8, mem_free_gb=64),
-             fig("nofit", queued=0, cpus_free=1, mem_free_gb=64),
-             fig("unk", queued=1),
-             fig("off", status="offline"))
-    result = rank(cands("none", "off", "nofit", "unk", "fit"), JOB, v, NOW, MAX_AGE)
-    by_id = {p.id: p for p in result.placements}
-    assert result.ids == ["unk", "fit", "nofit", "off", "none"]
-    assert by_id["fit"].fits_now is True and by_id["fit"].reason.startswith("fits now")
-    assert "2 queued" in by_id["fit"].reason and "8 cores free" in by_id["fit"].reason
-    assert by_id["nofit"].fits_now is False and by_id["nofit"].reason.startswith("does not fit now")
-    assert by_id["unk"].fits_now is None and "free capacity unknown" in by_id["unk"].reason
-    assert by_id["off"].reason == "reported offline"
-    assert by_id["none"].reason == "no metrics for this destination"
-    assert result.snapshot_age_s == pytest.approx(10.0)
+def test_fit_beats_a_shorter_queue_with_the_default_weights() -> None:
+    # The 4-core 8 GB job; default queue 300 s; both run 600 s (1 - ln 11 / 9.21841 = 0.73988).
+    # a: nothing queued, but 2 free cores hold no 4-core job: slots min(floor(2/4) = 0, 64/8 = 8) = 0,
+    #    ahead = 0 + 1 - 0 = 1, wait = 300 + 1 x 600/3 = 500 -> 1 - ln 9.3333 / 9.21841 = 0.75770;
+    #    does not fit: 0.5 x 2/4 = 0.25
+    # b: 9 queued; slots min(floor(8/4) = 2, 8) = 2, ahead = 9 + 1 - 2 = 8,
+    #    wait = 300 + 8 x 600/3 = 1900 -> 1 - ln 32.6667 / 9.21841 = 0.62180; fits: 1
+    # total x 10 (locality neutral 1, no tag score 0.5):
+    #    a = 3 x 0.75770 + 2 x 0.73988 + 3 x 0.25 + 1 + 0.5 = 6.00286
+    #    b = 3 x 0.62180 + 2 x 0.73988 + 3 x 1    + 1 + 0.5 = 7.84516
+    v = view(fig("a", queued=0, running=3, median_run_s=600, cpus_free=2, mem_free_gb=64),
+             fig("b", queued=9, running=3, median_run_s=600, cpus_free=8, mem_free_gb=64))
+    result = run(cands("a", "b"), v)
+    assert result.ids == ["b", "a"]
+    assert [p.total for p in result.placements] == pytest.approx([0.784516, 0.600286], abs=1e-5)
 
 
-def test_destination_with_empty_figures_counts_as_without_metrics() -> None:
-    # 'cfg' is only in config: no status, no numbers, no sources
-    v = view(fig("busy", queued=3, cpus_free=1, mem_free_gb=1),
-             DestinationFigures(id="cfg", in_config=True),
-             fig("off", status="offline", queued=0))
-    assert ranked(["cfg", "off", "busy"], v) == ["busy", "off", "cfg"]
+def test_empty_and_extra() -> None:
+    assert run([], view(*METRICS)).ids == []
+    assert run([], RankView()).ids == []
+    # destinations in the snapshot that are not candidates are never added
+    assert run(cands("zz", "a"), view(*METRICS)).ids == ["a", "zz"]
 
 
-# -- degraded: TPV order ------------------------------------------------------------
-SCORED = [Candidate("a", 1), Candidate("b", 5), Candidate("c", None), Candidate("d", 5)]
-# tag score desc, input order on ties: b(5), d(5), a(1), c(None=0)
-TPV_ORDER = ["b", "d", "a", "c"]
-# what the metrics say: a has the fewest queued
-METRICS = [fig("a", queued=0), fig("b", queued=9), fig("c", queued=5), fig("d", queued=7)]
+# -- tool stats lookup -----------------------------------------------------------------------------
+def test_tool_stats_for_most_specific_first_only_this_destination() -> None:
+    stats = {
+        stats_field("tool_short", "iuc/fastp/fastp"): {"d": ToolFigures(count=9), "other": ToolFigures(count=1)},
+        stats_field("tool", JOB.tool_id): {"other": ToolFigures(count=2)},
+        stats_field("tool_unversioned", "toolshed.g2.bx.psu.edu/repos/iuc/fastp/fastp"): {"d": ToolFigures(count=5)},
+    }
+    v = view(tool_stats=stats)
+    assert tool_stats_for(v, JOB.tool_id, "d") == [("tool_unversioned", ToolFigures(count=5)),
+                                                   ("tool_short", ToolFigures(count=9))]
+    assert tool_stats_for(v, JOB.tool_id, "nobody") == []
 
 
-def test_fresh_snapshot_uses_metrics_not_tag_score() -> None:
-    result = rank(SCORED, JOB, view(*METRICS, age=0), NOW, MAX_AGE)
-    assert not result.degraded and result.degraded_reason is None
-    assert result.ids == ["a", "c", "d", "b"]
+def test_levels_reach_the_breakdown() -> None:
+    # d has figures for the unversioned id; e only its destination medians; f nothing
+    stats = {stats_field("tool_unversioned", "toolshed.g2.bx.psu.edu/repos/iuc/fastp/fastp"):
+             {"d": ToolFigures(count=5, median_queue_s=30, median_run_s=300)}}
+    v = view(fig("d", queued=0), fig("e", queued=0, median_queue_s=60, median_run_s=600), fig("f", queued=0),
+             tool_stats=stats)
+    levels = {p.id: {t.term: t.level for t in p.terms} for p in run(cands("d", "e", "f"), v).placements}
+    assert {i: (lv["queue_wait"], lv["run_time"]) for i, lv in levels.items()} == {
+        "d": ("tool_unversioned", "tool_unversioned"),
+        "e": ("destination", "destination"),
+        "f": ("default", "default"),
+    }
 
 
-@pytest.mark.parametrize(
-    ("meta_age", "degraded", "expected_age"),
-    [
-        (None, True, None),  # no snapshot at all
-        (MAX_AGE + 0.5, True, MAX_AGE + 0.5),  # 300.5 s > 300 s limit
-        (10 * MAX_AGE, True, 10 * MAX_AGE),
-        (MAX_AGE, False, MAX_AGE),  # exactly at the limit is still usable
-        (-50.0, False, 0.0),  # a snapshot from the future (clock skew) is age 0
-    ],
-)
-def test_degraded_when_no_or_stale_snapshot(meta_age: float | None, degraded: bool, expected_age: float | None) -> None:
-    if meta_age is None:
-        v = RankView(meta=None, destinations={f.id: f for f in METRICS})
-    else:
-        v = view(*METRICS, age=meta_age)
-    result = rank(SCORED, JOB, v, NOW, MAX_AGE)
-    assert result.degraded is degraded
-    assert result.snapshot_age_s == (None if expected_age is None else pytest.approx(expected_age))
-    if degraded:
-        assert result.ids == TPV_ORDER
-        assert result.degraded_reason
-        assert all(p.reason.startswith("TPV order") for p in result.placements)
-    else:
-        assert result.ids == ["a", "c", "d", "b"]
+def test_config_coordinates_beat_the_request_context() -> None:
+    # the data is in Paris. 'near' says (context) it is in Paris, but config puts it in Sydney;
+    # 'far' says Sydney in its context, config puts it in London. Config wins: far first.
+    data = [DatasetInput("paris", 1e12, (48.8566, 2.3522))]
+    v = view(fig("near", queued=0), fig("far", queued=0))
+    candidates = [Candidate("near", None, {"latitude": 48.8566, "longitude": 2.3522}),
+                  Candidate("far", None, {"latitude": -33.8688, "longitude": 151.2093})]
+    locations = {"near": (-33.8688, 151.2093), "far": (51.5074, -0.1278)}
+    assert run(candidates, v, datasets=data, locations=locations).ids == ["far", "near"]
+    assert run(candidates, v, datasets=data).ids == ["near", "far"]
 
 
-def test_stale_reason_names_age_and_limit() -> None:
-    result = rank(SCORED, JOB, view(*METRICS, age=1000), NOW, MAX_AGE)
-    assert result.degraded_reason == "snapshot is 1000 s old (limit 300 s)"
+def test_a_very_negative_tag_score_still_ranks() -> None:
+    # e^1000 would overflow: the API accepts tag scores down to -1e12
+    v = view(fig("a", queued=0), fig("b", queued=0))
+    assert run(cands("a", "b", scores=[-1000, 0]), v).ids == ["b", "a"]
 
 
-def test_empty_candidates() -> None:
-    assert rank([], JOB, view(*METRICS), NOW, MAX_AGE).ids == []
-    assert rank([], JOB, RankView(), NOW, MAX_AGE).ids == []
+# -- properties ------------------------------------------------------------------------------------
+def _maybe(s: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.none() | s
 
 
-def test_snapshot_destinations_that_are_not_candidates_are_never_added() -> None:
-    assert ranked(["c"], view(*METRICS)) == ["c"]
-
-
-# -- properties --------------------------------------------------------------------------
-_ids = st.lists(st.text(alphabet="abcdefgh", min_size=1, max_size=3), min_size=0, max_size=12, unique=True)
-_maybe = lambda s: st.none() | s  # noqa: E731
-_figures = st.builds(
-    dict,
-    status=st.sampled_from(["online", "offline", "unknown"]),
-    queued=_maybe(st.integers(0, 50).map(float)),
-    cpus_free=_maybe(st.integers(0, 64).map(float)),
-    mem_free_gb=_maybe(st.integers(0, 256).map(float)),
-    gpus_free=_maybe(st.integers(0, 4).map(float)),
-)
-_jobs = st.builds(
-    JobFacts,
-    tool_id=st.just("t"),
-    cores=st.integers(1, 64).map(float),
-    mem=st.integers(0, 256).map(float),
-    gpus=st.integers(0, 4).map(float),
-)
+_count = st.integers(0, 200).map(float)
+_coord = st.tuples(st.floats(-90, 90), st.floats(-180, 180))
+_jobs = st.builds(JobFacts, tool_id=st.sampled_from(["upload1", JOB.tool_id]), cores=st.integers(1, 64).map(float),
+                  mem=st.integers(0, 256).map(float), gpus=st.integers(0, 2).map(float))
+_datasets = st.lists(st.builds(DatasetInput, object_store_id=st.just("s"), size=st.floats(0, 1e13),
+                               location=_maybe(_coord)), max_size=3)
+_UPLOAD = stats_field("tool", "upload1")
 
 
 @st.composite
-def _scenario(draw: st.DrawFn) -> tuple[list[Candidate], RankView, JobFacts]:
-    ids = draw(_ids)
-    candidates = [Candidate(i, draw(_maybe(st.integers(-5, 5).map(float)))) for i in ids]
-    figures = {}
-    for i in ids:
-        if draw(st.booleans()):
-            figures[i] = DestinationFigures(id=i, **draw(_figures))
-    # some destinations in the snapshot that are not candidates
-    for extra in draw(st.lists(st.sampled_from(["X1", "X2", "X3"]), unique=True)):
-        figures[extra] = DestinationFigures(id=extra, **draw(_figures))
-    age = draw(st.sampled_from([None, 0.0, 100.0, MAX_AGE + 1]))
-    meta = None if age is None else SnapshotMeta(created_at=NOW - age)
-    return candidates, RankView(meta=meta, destinations=figures), draw(_jobs)
+def _models(draw: st.DrawFn) -> ScoringModel:
+    """The default model, or any weights: the properties hold for every weighting,
+    and a term weighted alone makes a change in it decide the order; fit_now's
+    unknown_score varies over its whole range."""
+    if draw(st.booleans()):
+        return MODEL
+    weights = draw(st.lists(st.sampled_from([0.0, 1.0, 2.0, 5.0]), min_size=5, max_size=5)
+                   .filter(lambda ws: sum(ws) > 0))
+    terms = {name: {**params, "weight": w} for (name, params), w in zip(DEFAULT_TERMS.items(), weights)}
+    terms["fit_now"]["unknown_score"] = draw(st.sampled_from([0.0, 0.3, 0.5, 0.75, 1.0]))
+    return ScoringSettings(terms=terms).model()
 
 
-@settings(max_examples=300, deadline=None)
-@given(_scenario())
-def test_property_output_is_a_permutation_of_the_candidates(s: tuple[list[Candidate], RankView, JobFacts]) -> None:
-    candidates, v, job = s
-    result = rank(candidates, job, v, NOW, MAX_AGE)
-    # every candidate exactly once, nothing added
-    assert sorted(result.ids) == sorted(c.id for c in candidates)
-    assert len(result.placements) == len(candidates)
-
-
-@settings(max_examples=300, deadline=None)
-@given(_scenario(), st.data())
-def test_property_fewer_queued_never_moves_down(s: tuple[list[Candidate], RankView, JobFacts], data: st.DataObject) -> None:
-    candidates, v, job = s
-    with_queue = [c.id for c in candidates if c.id in v.destinations and v.destinations[c.id].queued]
-    if not with_queue:
-        return
-    target = data.draw(st.sampled_from(with_queue))
-    before = rank(candidates, job, v, NOW, MAX_AGE).ids.index(target)
-    old = v.destinations[target]
-    lower = data.draw(st.integers(0, int(old.queued) - 1).map(float))
-    lowered = v.model_copy(
-        update={"destinations": {**v.destinations, target: old.model_copy(update={"queued": lower})}}
+@st.composite
+def _figures(draw: st.DrawFn, dest_id: str, kinds: Sequence[str]) -> DestinationFigures:
+    kind = draw(st.sampled_from(kinds))
+    if kind == "config_only":
+        return DestinationFigures(id=dest_id, in_config=True)
+    age = draw(st.floats(0, 800)) if kind == "fresh" else draw(st.floats(901, 1e5))
+    sources = {"destination-queue-run-time": NOW - age} if kind == "stats_only" else {LIVE: NOW - age}
+    return DestinationFigures(
+        id=dest_id,
+        status=draw(st.sampled_from(["online", "unknown"] if kind == "fresh" and len(kinds) == 1
+                                    else ["online", "online", "offline", "unknown"])),
+        queued=draw(_maybe(_count)),
+        running=draw(_maybe(_count)),
+        cpus_free=draw(_maybe(st.integers(-4, 128).map(float))),
+        mem_free_gb=draw(_maybe(st.floats(0, 512))),
+        gpus_free=draw(_maybe(st.integers(0, 4).map(float))),
+        median_queue_s=draw(_maybe(st.floats(0, 1e5))),
+        median_run_s=draw(_maybe(st.floats(0, 1e5))),
+        sources=sources,
+        live_at=None if kind == "stats_only" else NOW - age,
     )
-    after = rank(candidates, job, lowered, NOW, MAX_AGE).ids.index(target)
-    assert after <= before
+
+
+@st.composite
+def _scenarios(draw: st.DrawFn, all_scored: bool = False) -> dict[str, Any]:
+    """Candidates, a snapshot and a request. With ``all_scored`` every candidate has
+    fresh figures in a usable snapshot (so a change in its figures can matter);
+    otherwise anything goes: unknown ids, offline, stale, config-only, no or old snapshot."""
+    pool = [f"d{i}" for i in range(10)]
+    ids = draw(st.lists(st.sampled_from(pool), min_size=2 if all_scored else 0, max_size=10, unique=True))
+    candidates = [Candidate(i, draw(_maybe(st.integers(-5, 5).map(float))),
+                            draw(_maybe(st.fixed_dictionaries({"latitude": st.floats(-90, 90),
+                                                               "longitude": st.floats(-180, 180)}))))
+                  for i in ids]
+    if all_scored:
+        known = ids
+        kinds: Sequence[str] = ["fresh"]
+        age: float | None = draw(st.sampled_from([0.0, 100.0]))
+    else:
+        # some candidates are unknown to the snapshot; the snapshot knows some non-candidates
+        known = draw(st.lists(st.sampled_from(pool + ["x1", "x2"]), unique=True))
+        kinds = ["fresh", "fresh", "fresh", "stale", "stats_only", "config_only"]
+        age = draw(st.sampled_from([None, 0.0, 100.0, MAX_SNAPSHOT_AGE + 1]))
+    destinations = {i: draw(_figures(i, kinds)) for i in known}
+    with_stats = draw(st.lists(st.sampled_from(known), unique=True)) if known else []
+    tool_stats = {_UPLOAD: {i: ToolFigures(count=1, median_queue_s=draw(st.floats(0, 1e4)),
+                                           median_run_s=draw(st.floats(0, 1e4))) for i in with_stats}}
+    return {
+        "candidates": candidates,
+        "view": RankView(meta=None if age is None else SnapshotMeta(created_at=NOW - age),
+                         destinations=destinations, tool_stats=tool_stats),
+        "job": draw(_jobs),
+        "datasets": draw(_datasets),
+        "locations": draw(st.dictionaries(st.sampled_from(ids), _coord) if ids else st.just({})),
+        "model": draw(_models()),
+    }
+
+
+_any_scenario = st.one_of(_scenarios(), _scenarios(all_scored=True))
+
+
+def _rank(s: dict[str, Any], v: RankView | None = None, locations: Mapping[str, tuple[float, float]] | None = None,
+          ) -> list[str]:
+    return run(s["candidates"], v or s["view"], job=s["job"], datasets=s["datasets"], model=s["model"],
+               locations=s["locations"] if locations is None else locations).ids
+
+
+@settings(max_examples=300, deadline=None)
+@given(_any_scenario)
+def test_property_output_is_a_permutation_of_the_candidates(s: dict[str, Any]) -> None:
+    ids = _rank(s)
+    assert sorted(ids) == sorted(c.id for c in s["candidates"])
+    assert len(ids) == len(s["candidates"])
+
+
+def _with(v: RankView, dest_id: str, **changes: Any) -> RankView:
+    d = v.destinations[dest_id]
+    return v.model_copy(update={"destinations": {**v.destinations, dest_id: d.model_copy(update=changes)}})
+
+
+def _target(s: dict[str, Any], data: st.DataObject, attr: str) -> str | None:
+    with_figure = [c.id for c in s["candidates"]
+                   if c.id in s["view"].destinations and getattr(s["view"].destinations[c.id], attr) is not None]
+    return data.draw(st.sampled_from(with_figure)) if with_figure else None
+
+
+@settings(max_examples=400, deadline=None)
+@given(_any_scenario, st.data())
+def test_property_fewer_queued_never_moves_down(s: dict[str, Any], data: st.DataObject) -> None:
+    target = _target(s, data, "queued")
+    if target is None:
+        return
+    lower = data.draw(st.floats(0, s["view"].destinations[target].queued))
+    before = _rank(s).index(target)
+    assert _rank(s, _with(s["view"], target, queued=lower)).index(target) <= before
+
+
+@settings(max_examples=400, deadline=None)
+@given(_any_scenario, st.data(), st.sampled_from(["cpus_free", "mem_free_gb"]))
+def test_property_more_free_capacity_never_moves_down(s: dict[str, Any], data: st.DataObject, attr: str) -> None:
+    target = _target(s, data, attr)
+    if target is None:
+        return
+    free = getattr(s["view"].destinations[target], attr)
+    higher = data.draw(st.floats(free, free + 1000))
+    before = _rank(s).index(target)
+    assert _rank(s, _with(s["view"], target, **{attr: higher})).index(target) <= before
+
+
+def _mean_km(location: tuple[float, float], datasets: Sequence[DatasetInput]) -> float:
+    located = [d for d in datasets if d.location is not None]
+    total = sum(d.size for d in located)
+    distances = [great_circle_km(*location, *d.location) for d in located]  # type: ignore[misc]
+    if total > 0:
+        return sum(d.size * km for d, km in zip(located, distances)) / total
+    return sum(distances) / len(distances)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_any_scenario, st.data(), _coord, _coord)
+def test_property_nearer_data_never_moves_down(s: dict[str, Any], data: st.DataObject,
+                                               a: tuple[float, float], b: tuple[float, float]) -> None:
+    if not s["candidates"] or not any(d.location is not None for d in s["datasets"]):
+        return
+    target = data.draw(st.sampled_from([c.id for c in s["candidates"]]))
+    # of two places, the one nearer the data (size-weighted mean great-circle distance)
+    near, far = sorted([a, b], key=lambda loc: _mean_km(loc, s["datasets"]))
+    at_far = _rank(s, locations={**s["locations"], target: far}).index(target)
+    at_near = _rank(s, locations={**s["locations"], target: near}).index(target)
+    assert at_near <= at_far

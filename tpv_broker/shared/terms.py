@@ -61,6 +61,13 @@ class TermParams(BaseModel):
     weight: float = Field(ge=0, allow_inf_nan=False)
 
 
+class SecondsParams(TermParams):
+    """Parameters of a cost in seconds (see ``cost_score``)."""
+
+    scale_s: float = Field(gt=0)
+    cap_s: float = Field(gt=0)
+
+
 class Term(Protocol):
     name: ClassVar[str]
     Params: ClassVar[type[TermParams]]
@@ -97,16 +104,15 @@ def with_fallback(x: TermInput, attr: str, destination_value: float | None, defa
 
 class QueueWait:
     """Expected wait before the job starts: the tool's median queue time on
-    this destination plus the time to drain the jobs queued now
-    (queued x typical run time / jobs running, Little's law)."""
+    this destination, plus the time to drain the part of today's queue that
+    the free capacity cannot start at once: (queued + 1 - free slots) x
+    typical run time / jobs running (Little's law). Free slots count jobs of
+    this job's size; unknown capacity counts as none."""
 
     name: ClassVar[str] = "queue_wait"
+    Params = SecondsParams
 
-    class Params(TermParams):
-        scale_s: float = Field(gt=0)
-        cap_s: float = Field(gt=0)
-
-    def __init__(self, params: Params) -> None:
+    def __init__(self, params: SecondsParams) -> None:
         self.scale_s, self.cap_s = params.scale_s, params.cap_s
 
     def score(self, x: TermInput) -> TermScore:
@@ -114,10 +120,14 @@ class QueueWait:
         median_queue, level = with_fallback(x, "median_queue_s", d.median_queue_s, x.defaults.queue_s)
         run = d.median_run_s if d.median_run_s is not None else x.defaults.run_s
         queued = d.queued or 0.0
-        drain = queued * run / max(d.running or 0.0, 1.0)
+        free_slots = free_slots_for(x.job, d)
+        # The jobs queued ahead take the free slots first; only the rest of
+        # the queue has to drain through the running jobs.
+        ahead = max(0.0, queued + 1 - free_slots)
+        drain = ahead * run / max(d.running or 0.0, 1.0) if ahead > 0 else 0.0
         wait = median_queue + drain
         raw = {"expected_wait_s": round(wait, 1), "median_queue_s": median_queue, "queued": d.queued,
-               "running": d.running, "typical_run_s": run}
+               "running": d.running, "free_slots": free_slots, "typical_run_s": run, "drain_s": round(drain, 1)}
         return TermScore(cost_score(wait, self.scale_s, self.cap_s), raw, level, f"waits ~{_duration(wait)} ({level})")
 
 
@@ -125,12 +135,9 @@ class RunTime:
     """The tool's median run time on this destination: a faster site wins."""
 
     name: ClassVar[str] = "run_time"
+    Params = SecondsParams
 
-    class Params(TermParams):
-        scale_s: float = Field(gt=0)
-        cap_s: float = Field(gt=0)
-
-    def __init__(self, params: Params) -> None:
+    def __init__(self, params: SecondsParams) -> None:
         self.scale_s, self.cap_s = params.scale_s, params.cap_s
 
     def score(self, x: TermInput) -> TermScore:
@@ -138,10 +145,56 @@ class RunTime:
         return TermScore(cost_score(run, self.scale_s, self.cap_s), {"median_run_s": run}, level, f"runs ~{_duration(run)} ({level})")
 
 
+# A tiny job size (the API accepts any cores > 0) must not overflow floor().
+_MAX_SLOTS = 1e9
+
+
+def free_slots_for(job: JobFacts, d: DestinationFigures) -> float:
+    """How many jobs of this size the free cores, memory and GPUs hold now.
+    An unreported resource sets no limit here (fit_now is the term that
+    treats it as unknown); nothing reported at all means no free slot."""
+    limits = [
+        math.floor(min(_MAX_SLOTS, max(0.0, free) / need))
+        for need, free in ((job.cores, d.cpus_free), (job.mem, d.mem_free_gb), (job.gpus, d.gpus_free))
+        if free is not None and need > 0
+    ]
+    return float(min(limits)) if limits else 0.0
+
+
+def fit_fraction(job: JobFacts, d: DestinationFigures) -> tuple[bool | None, float | None, dict[str, Any]]:
+    """(fits now?, the smallest free/needed fraction over known resources,
+    raw figures). Fits is None when a resource the job needs is unreported:
+    a GPU job on a site that reports no GPUs is not known to fit."""
+    checks = [("cores", job.cores, d.cpus_free), ("mem_gb", job.mem, d.mem_free_gb)]
+    if job.gpus > 0:
+        checks.append(("gpus", job.gpus, d.gpus_free))
+    raw: dict[str, Any] = {}
+    fractions = []
+    unknown = False
+    for what, need, free in checks:
+        raw[f"{what}_needed"], raw[f"{what}_free"] = need, free
+        if need <= 0:
+            continue
+        if free is None:
+            unknown = True
+        else:
+            fractions.append(min(1.0, max(0.0, free) / need))
+    worst = min(fractions) if fractions else None
+    if worst is not None and worst < 1.0:
+        fits: bool | None = False
+    elif unknown or worst is None:
+        fits = None
+    else:
+        fits = True
+    raw["fits"] = fits
+    return fits, worst, raw
+
+
 class FitNow:
     """Does the job fit the destination's free capacity right now? 1 if it
-    does; otherwise at most 0.5, scaled by how much of the need is free, so
-    a site that cannot fit ranks lower but is never dropped."""
+    does; ``unknown_score`` if a needed resource is not reported; otherwise
+    min(unknown_score, 0.5) x the fraction of the need that is free, so a
+    site that cannot fit ranks lower but is never dropped."""
 
     name: ClassVar[str] = "fit_now"
 
@@ -152,24 +205,16 @@ class FitNow:
         self.unknown_score = params.unknown_score
 
     def score(self, x: TermInput) -> TermScore:
-        d, job = x.figures, x.job
-        checks = [("cores", job.cores, d.cpus_free), ("mem_gb", job.mem, d.mem_free_gb)]
-        if job.gpus > 0:
-            checks.append(("gpus", job.gpus, d.gpus_free))
-        raw: dict[str, Any] = {}
-        fractions = []
-        for what, need, free in checks:
-            raw[f"{what}_needed"], raw[f"{what}_free"] = need, free
-            if free is not None and need > 0:
-                fractions.append(min(1.0, max(0.0, free) / need))
-        if not fractions:
-            raw["fits"] = None
+        fits, worst, raw = fit_fraction(x.job, x.figures)
+        if fits is None:
             return TermScore(self.unknown_score, raw, summary="free capacity unknown")
-        worst = min(fractions)
-        raw["fits"] = worst >= 1.0
-        if worst >= 1.0:
+        if fits:
             return TermScore(1.0, raw, summary="fits now")
-        return TermScore(0.5 * worst, raw, summary=f"does not fit now ({worst:.0%} of the need is free)")
+        assert worst is not None
+        # Below "unknown" (and at most 0.5): a known shortfall is worse news
+        # than no news, and more free capacity never scores lower.
+        score = min(self.unknown_score, 0.5) * worst
+        return TermScore(score, raw, summary=f"does not fit now ({worst:.0%} of the need is free)")
 
 
 class DataLocality:
@@ -260,8 +305,8 @@ def check_terms(terms: dict[str, dict[str, Any]]) -> list[str]:
             for err in e.errors(include_url=False):
                 loc = ".".join(str(p) for p in err["loc"])
                 problems.append(f"{name}.{loc}: {err['msg']}")
-    if not problems and terms and not any(float(p["weight"]) > 0 for p in terms.values()):
-        problems.append("every weight is 0: at least one term needs a positive weight")
+    if not problems and not any(float(p["weight"]) > 0 for p in terms.values()):
+        problems.append("no term has a positive weight: at least one needs one")
     return problems
 
 
