@@ -33,7 +33,7 @@ from tpv_broker.shared.ranking import (
 )
 from tpv_broker.shared.scoring import ScoringModel
 from tpv_broker.shared.terms import DEFAULT_TERMS
-from tpv_broker.shared.tool_ids import stats_field
+from tpv_broker.shared.tool_ids import stats_field, tool_id_forms
 
 NOW = 1_700_000_000.0
 MAX_SNAPSHOT_AGE = 300.0
@@ -264,9 +264,10 @@ def test_tool_stats_for_most_specific_first_only_this_destination() -> None:
         stats_field("tool_unversioned", "toolshed.g2.bx.psu.edu/repos/iuc/fastp/fastp"): {"d": ToolFigures(count=5)},
     }
     v = view(tool_stats=stats)
-    assert tool_stats_for(v, JOB.tool_id, "d") == [("tool_unversioned", ToolFigures(count=5)),
-                                                   ("tool_short", ToolFigures(count=9))]
-    assert tool_stats_for(v, JOB.tool_id, "nobody") == []
+    levels = [(level, stats_field(level, form)) for level, form in tool_id_forms(JOB.tool_id)]
+    assert tool_stats_for(v, levels, "d") == [("tool_unversioned", ToolFigures(count=5)),
+                                              ("tool_short", ToolFigures(count=9))]
+    assert tool_stats_for(v, levels, "nobody") == []
 
 
 def test_levels_reach_the_breakdown() -> None:

@@ -61,11 +61,14 @@ def tpv_order(candidates: Sequence[Candidate], reason: str) -> list[Placement]:
     return [Placement(candidates[i].id, TPV_ORDER, reason) for i in order]
 
 
-def tool_stats_for(view: RankView, tool_id: str, dest_id: str) -> list[tuple[str, ToolFigures]]:
-    """This destination's figures for the tool, most specific level first."""
+def tool_stats_for(
+    view: RankView, levels: Sequence[tuple[str, str]], dest_id: str
+) -> list[tuple[str, ToolFigures]]:
+    """This destination's figures for the tool, most specific level first.
+    ``levels``: (level, hash field) pairs from ``tool_id_forms``."""
     out = []
-    for level, form in tool_id_forms(tool_id):
-        per_dest = view.tool_stats.get(stats_field(level, form))
+    for level, field in levels:
+        per_dest = view.tool_stats.get(field)
         if per_dest and dest_id in per_dest:
             out.append((level, per_dest[dest_id]))
     return out
@@ -105,6 +108,7 @@ def rank(
         why = f"snapshot is {age:.0f} s old (limit {max_snapshot_age_s:.0f} s)"
         return RankResult(tpv_order(candidates, f"TPV order: {why}"), True, age, why)
 
+    levels = [(level, stats_field(level, form)) for level, form in tool_id_forms(job.tool_id)]
     keyed: list[tuple[tuple[float, ...], Placement]] = []
     for index, cand in enumerate(candidates):
         figures = view.destinations.get(cand.id)
@@ -118,7 +122,7 @@ def rank(
             job=job,
             candidate=cand,
             figures=figures,
-            tool_stats=tool_stats_for(view, job.tool_id, cand.id),
+            tool_stats=tool_stats_for(view, levels, cand.id),
             location=candidate_location(cand, locations.get(cand.id)),
             datasets=datasets,
             defaults=model.defaults,
