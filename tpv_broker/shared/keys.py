@@ -15,6 +15,11 @@ key                                type    value
                                            figures}; levels tool, tool_unversioned, tool_short
 ``<p>:staging:<token>:<name>``     hash    a snapshot being written; renamed onto the
                                            live keys in one MULTI/EXEC, expires by itself
+``<p>:inflight``                   zset    in-flight charges: member = JSON {d: destination,
+                                           c: cores, m: mem GB, t: charged at, j: job id,
+                                           n: nonce}, score = charged at (epoch s)
+``<p>:inflight:job:<job id>``      string  the member charged for that job, so a job ranked
+                                           again moves its charge; expires with it
 =================================  ======  ==============================================
 """
 
@@ -43,6 +48,15 @@ class KeySchema:
     @property
     def tool_stats(self) -> str:
         return f"{self.prefix}:tool_stats"
+
+    @property
+    def inflight(self) -> str:
+        return f"{self.prefix}:inflight"
+
+    def inflight_job(self, job_id: str) -> str:
+        # Job ids are validated against a safe pattern (api/schemas.py)
+        # before they get here: no spaces, colons or glob characters.
+        return f"{self.prefix}:inflight:job:{job_id}"
 
     def live_keys(self) -> tuple[str, str, str]:
         return (self.snapshot_meta, self.destinations, self.tool_stats)

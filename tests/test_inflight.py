@@ -1,0 +1,133 @@
+"""In-flight charges: the pure arithmetic, and the Redis side on a real
+redis-server (charge, expiry, one charge per job id, concurrent workers)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+
+import pytest
+import redis
+
+from tpv_broker.shared.inflight import Charge, live_charges, with_charges
+from tpv_broker.shared.inflight_store import InflightStore
+from tpv_broker.shared.keys import KeySchema
+from tpv_broker.shared.models import DestinationFigures
+
+T = 1_700_000_000.0
+
+
+def fig(**kw) -> DestinationFigures:  # type: ignore[no-untyped-def]
+    return DestinationFigures(id="d", **kw)
+
+
+@pytest.mark.parametrize(
+    ("figures", "charges", "expected"),
+    [
+        # 8 free cores, 32 GB: a 4-core 8 GB charge fits -> 4 cores, 24 GB free, queue unchanged
+        (fig(cpus_free=8, mem_free_gb=32, queued=2), [(4, 8)], (4, 24, 2)),
+        # two 4-core charges fit 8 cores exactly (32 - 8 - 8 = 16 GB left); the third joins the
+        # queue and takes nothing: 0 free, 16 GB, queued 2 + 1
+        (fig(cpus_free=8, mem_free_gb=32, queued=2), [(4, 8), (4, 8), (4, 8)], (0, 16, 3)),
+        # memory decides too: 16 GB free, a 20 GB charge queues
+        (fig(cpus_free=64, mem_free_gb=16, queued=0), [(1, 20)], (64, 16, 1)),
+        # capacity unknown: every charge queues
+        (fig(queued=5), [(1, 1), (1, 1)], (None, None, 7)),
+        # queued unknown counts as 0
+        (fig(cpus_free=0), [(1, 0)], (0, None, 1)),
+    ],
+)
+def test_with_charges(figures, charges, expected):
+    out = with_charges(figures, [Charge("d", c, m, T) for c, m in charges])
+    assert (out.cpus_free, out.mem_free_gb, out.queued) == expected
+
+
+def test_no_charges_leave_figures_alone():
+    d = fig(cpus_free=3)
+    assert with_charges(d, []) is d
+
+
+def test_a_charge_ends_when_the_figures_can_show_it():
+    figures = {"a": fig(live_at=T + 40).model_copy(update={"id": "a"}), "b": fig(live_at=T + 10).model_copy(update={"id": "b"})}
+    charges = [Charge("a", 1, 1, T), Charge("b", 1, 1, T), Charge("c", 1, 1, T)]
+    # reflect lag 30 s: a's newest point (T+40) is >= T+30 -> reflected, dropped;
+    # b's (T+10) is not yet; c has no figures at all -> kept.
+    live = live_charges(charges, figures, reflect_lag_s=30)
+    assert set(live) == {"b", "c"}
+
+
+@pytest.fixture
+def inflight(redis_client: redis.Redis) -> InflightStore:
+    return InflightStore(redis_client, KeySchema("if"), max_age_s=120)
+
+
+def test_charge_and_read(inflight):
+    inflight.charge(Charge("d1", 4, 8, T, "101"))
+    inflight.charge(Charge("d2", 1, 2, T + 1))
+    got = sorted(inflight.read(T + 2), key=lambda c: c.destination)
+    assert got == [Charge("d1", 4, 8, T, "101"), Charge("d2", 1, 2, T + 1)]
+
+
+def test_charges_older_than_max_age_are_not_read_and_get_cleaned(inflight, redis_client):
+    inflight.charge(Charge("d1", 4, 8, T))
+    assert inflight.read(T + 119) != []
+    assert inflight.read(T + 121) == []
+    # the next charge removes expired ones from Redis too
+    inflight.charge(Charge("d2", 1, 1, T + 200))
+    assert redis_client.zcard("if:inflight") == 1
+
+
+def test_the_same_job_moves_its_charge_never_adds(inflight, redis_client):
+    inflight.charge(Charge("d1", 4, 8, T, "7"))
+    inflight.charge(Charge("d1", 4, 8, T + 1, "7"))
+    inflight.charge(Charge("d2", 4, 8, T + 2, "7"))
+    assert [c.destination for c in inflight.read(T + 3)] == ["d2"]
+    # jobs without an id cannot be told apart: each call is a charge
+    inflight.charge(Charge("d3", 1, 1, T + 3))
+    inflight.charge(Charge("d3", 1, 1, T + 3))
+    assert len(inflight.read(T + 4)) == 3
+    assert redis_client.ttl("if:inflight:job:7") > 0
+
+
+def test_a_job_id_must_be_safe_before_it_names_a_key(inflight):
+    with pytest.raises(ValueError, match="job id"):
+        inflight.charge(Charge("d1", 1, 1, T, "x:* y"))
+
+
+def _worker(url: str, worker: int, jobs: int) -> None:
+    client = redis.Redis.from_url(url)
+    store = InflightStore(client, KeySchema("if"), max_age_s=120)
+    for j in range(jobs):
+        # every worker charges every job id: as if Galaxy ranked each job on all workers
+        store.charge(Charge(f"d{worker}", 1, 1, T + j, f"job{j}"))
+        store.charge(Charge(f"u{worker}", 1, 1, T + j))
+
+
+def test_concurrent_workers_stay_correct(inflight, redis_url):
+    procs = [multiprocessing.get_context("spawn").Process(target=_worker, args=(redis_url, w, 50)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    charges = inflight.read(T + 60)
+    with_id = [c for c in charges if c.job_id is not None]
+    # one charge per job id whoever wrote it last, and every anonymous charge kept
+    assert sorted(c.job_id for c in with_id) == sorted(f"job{j}" for j in range(50))
+    assert len(charges) - len(with_id) == 4 * 50
+
+
+def test_threads_charging_one_job_leave_one_charge(inflight):
+    barrier = threading.Barrier(8)
+
+    def go(i: int) -> None:
+        barrier.wait()
+        for _ in range(20):
+            inflight.charge(Charge(f"d{i}", 1, 1, T, "same"))
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(inflight.read(T)) == 1

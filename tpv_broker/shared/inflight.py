@@ -1,0 +1,77 @@
+"""In-flight charges, the pure part: placements the API has made that the
+metrics cannot show yet, and how they change a destination's figures.
+
+Without them every job ranked on one cached snapshot goes to the same "best"
+destination until the next refresh (the herd effect of stale load
+information). With them, each placement is "assumed" in the figures until a
+snapshot has had time to reflect it, as the Kubernetes scheduler assumes a
+pod and HTCondor's negotiator debits a match during a cycle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+from .models import DestinationFigures
+
+
+@dataclass(frozen=True)
+class Charge:
+    destination: str
+    cores: float
+    mem: float  # GB
+    charged_at: float  # epoch s
+    job_id: str | None = None
+
+    def to_member(self, nonce: str) -> str:
+        """The sorted-set member: readable JSON, unique by its nonce."""
+        return json.dumps(
+            {"d": self.destination, "c": self.cores, "m": self.mem, "t": self.charged_at, "j": self.job_id, "n": nonce},
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_member(cls, raw: bytes | str) -> Charge | None:
+        try:
+            v = json.loads(raw)
+            return cls(str(v["d"]), float(v["c"]), float(v["m"]), float(v["t"]), v.get("j"))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def live_charges(
+    charges: Iterable[Charge],
+    figures: Mapping[str, DestinationFigures],
+    reflect_lag_s: float,
+) -> dict[str, list[Charge]]:
+    """Charges per destination that its figures cannot reflect yet: made
+    less than ``reflect_lag_s`` before its newest live point (a dispatched
+    job takes that long to show up in the metrics)."""
+    out: dict[str, list[Charge]] = {}
+    for c in charges:
+        d = figures.get(c.destination)
+        seen_at = d.live_at if d is not None else None
+        if seen_at is not None and seen_at >= c.charged_at + reflect_lag_s:
+            continue
+        out.setdefault(c.destination, []).append(c)
+    for per_dest in out.values():
+        per_dest.sort(key=lambda c: c.charged_at)
+    return out
+
+
+def with_charges(d: DestinationFigures, charges: Sequence[Charge]) -> DestinationFigures:
+    """The figures as they will be once the charged jobs show: each takes
+    free cores and memory if it fits them, else it joins the queue."""
+    if not charges:
+        return d
+    cpus, mem, queued = d.cpus_free, d.mem_free_gb, d.queued or 0.0
+    for c in charges:
+        fits = (cpus is None or c.cores <= cpus) and (mem is None or c.mem <= mem)
+        if fits and (cpus is not None or mem is not None):
+            cpus = None if cpus is None else cpus - c.cores
+            mem = None if mem is None else mem - c.mem
+        else:
+            queued += 1
+    return d.model_copy(update={"cpus_free": cpus, "mem_free_gb": mem, "queued": queued})

@@ -1,0 +1,76 @@
+"""In-flight charges in Redis. One sorted set holds every live charge (score:
+when it was made; member: the charge as JSON), so reading them is one
+command whatever the number of candidates, inside the rank request's
+MULTI/EXEC. A charge is written by a Lua script, so several API workers
+charging at once, and a job ranked twice, stay correct."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import redis
+
+from .errors import StoreError
+from .inflight import Charge
+from .keys import KeySchema
+
+# KEYS[1]: the charges zset; KEYS[2] (optional): the job's key.
+# ARGV: member, charged_at, drop charges older than this, job key TTL (s).
+_CHARGE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+if #KEYS == 2 then
+  local old = redis.call('GET', KEYS[2])
+  if old then redis.call('ZREM', KEYS[1], old) end
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[4])
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+# The same pattern the API validates job ids with: the id becomes part of a key.
+_JOB_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+class InflightStore:
+    def __init__(self, client: redis.Redis, keys: KeySchema, max_age_s: float) -> None:
+        self.client = client
+        self.keys = keys
+        self.max_age_s = max_age_s
+        self._script = client.register_script(_CHARGE)
+
+    def charge(self, charge: Charge) -> int:
+        """Charge a placement; a job id already charged moves its charge (never
+        adds a second). Returns how many charges are live."""
+        keys = [self.keys.inflight]
+        if charge.job_id is not None:
+            if not _JOB_ID.fullmatch(charge.job_id):
+                raise ValueError(f"job id {charge.job_id[:40]!r} is not of the form [A-Za-z0-9_.-]{{1,128}}")
+            keys.append(self.keys.inflight_job(charge.job_id))
+        ttl = max(1, int(self.max_age_s) + 1)
+        try:
+            return int(
+                self._script(
+                    keys=keys,
+                    args=[charge.to_member(uuid.uuid4().hex[:12]), charge.charged_at,
+                          charge.charged_at - self.max_age_s, ttl],
+                )
+            )
+        except redis.RedisError as e:
+            raise StoreError(f"Redis failed while charging a placement: {e}") from None
+
+    def queue_read(self, pipe: redis.client.Pipeline, now: float) -> None:
+        """Add the read of live charges to a rank request's pipeline."""
+        pipe.zrangebyscore(self.keys.inflight, now - self.max_age_s, "+inf")
+
+    @staticmethod
+    def parse(members: list[bytes]) -> list[Charge]:
+        return [c for c in (Charge.from_member(m) for m in members) if c is not None]
+
+    def read(self, now: float) -> list[Charge]:
+        try:
+            return self.parse(self.client.zrangebyscore(self.keys.inflight, now - self.max_age_s, "+inf"))
+        except redis.RedisError as e:
+            raise StoreError(f"Redis failed while reading in-flight charges: {e}") from None
