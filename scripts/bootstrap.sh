@@ -49,9 +49,9 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 
 stamp=.venv/.installed-stamp
-if [[ ! -e $stamp || pyproject.toml -nt $stamp ]]; then
-    say "installing tpv-broker and test dependencies into .venv"
-    .venv/bin/python -m pip install -q -e '.[test]'
+if [[ ! -e $stamp || pyproject.toml -nt $stamp || client/pyproject.toml -nt $stamp ]]; then
+    say "installing tpv-broker, its TPV-side client and test dependencies into .venv"
+    .venv/bin/python -m pip install -q -e '.[test]' -e client
     touch "$stamp"
 else
     say ".venv up to date"

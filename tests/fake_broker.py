@@ -1,0 +1,127 @@
+"""A stand-in for the broker's API on loopback, for the client's tests: it
+answers ``POST /api/rank`` however a test tells it to (ranked, 500, garbage,
+hung, trickling) and records what it received.
+
+Standard library only: the TPV tests (tests_tpv/, in a venv without the
+service) use it too.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+# How long a hung or trickling answer goes on at most, so a broken test
+# cannot keep a thread alive for ever.
+_STALL_LIMIT_S = 30.0
+
+Behaviour = Callable[["_Handler", dict[str, Any]], None]
+
+
+def ranked(order: Callable[[list[str]], list[str]] = lambda ids: ids[::-1], degraded: bool = False) -> Behaviour:
+    """200 with the candidates' ids in ``order(ids)`` (default: reversed)."""
+
+    def behave(h: _Handler, body: dict[str, Any]) -> None:
+        ids = [d["id"] for d in body.get("destinations", [])]
+        h.reply(200, json.dumps({"destinations": order(ids), "snapshot_age_s": 1.0, "degraded": degraded}).encode())
+
+    return behave
+
+
+def status(code: int, text: bytes = b'{"error": "boom"}') -> Behaviour:
+    return lambda h, body: h.reply(code, text)
+
+
+def garbage(text: bytes = b"<html>502 Bad Gateway</html>") -> Behaviour:
+    return lambda h, body: h.reply(200, text)
+
+
+def hang(h: _Handler, body: dict[str, Any]) -> None:
+    """Read the request, then say nothing until the test ends."""
+    h.server.released.wait(_STALL_LIMIT_S)  # type: ignore[attr-defined]
+
+
+def trickle(every_s: float = 0.05, headers_too: bool = False) -> Behaviour:
+    """Send a valid answer one byte at a time, each byte well within any
+    read timeout; ``headers_too``: the status line and headers as well."""
+
+    def behave(h: _Handler, body: dict[str, Any]) -> None:
+        ids = [d["id"] for d in body.get("destinations", [])]
+        payload = json.dumps({"destinations": ids, "degraded": False}).encode()
+        head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\n\r\n").encode()
+        if not headers_too:
+            h.wfile.write(head)
+            h.wfile.flush()
+        end = time.monotonic() + _STALL_LIMIT_S
+        for byte in (head if headers_too else b"") + payload:
+            if h.server.released.is_set() or time.monotonic() > end:  # type: ignore[attr-defined]
+                break
+            h.wfile.write(bytes([byte]))
+            h.wfile.flush()
+            time.sleep(every_s)
+        h.close_connection = True
+
+    return behave
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as gunicorn behind nginx
+
+    def do_POST(self) -> None:
+        fake: FakeBroker = self.server.fake  # type: ignore[attr-defined]
+        raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.loads(raw)
+        with fake.lock:
+            fake.requests.append(body)
+            fake.connections.add(self.client_address)
+        fake.behaviour(self, body)
+
+    def reply(self, code: int, payload: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class FakeBroker:
+    def __init__(self, behaviour: Behaviour | None = None) -> None:
+        self.behaviour: Behaviour = behaviour or ranked()
+        self.requests: list[dict[str, Any]] = []
+        self.connections: set[tuple[str, int]] = set()
+        self.lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
+        # A client that hangs up mid-answer (as it should past its budget)
+        # is not an error worth a traceback.
+        self._server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+        self._server.fake = self  # type: ignore[attr-defined]
+        self._server.released = threading.Event()  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self._server.released.set()  # type: ignore[attr-defined]
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
