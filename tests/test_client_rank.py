@@ -337,4 +337,6 @@ def test_rank_with_bad_settings_falls_back_with_a_warning(caplog, settings):
 @pytest.mark.parametrize("bad", [None, 42, [None, 3]])
 def test_rank_never_raises_whatever_it_is_given(caplog, bad):
     rank(bad, {}, url=_closed_port_url())  # must not raise
+    rank(bad, None, url=_closed_port_url(), budget_s=0)  # type: ignore[arg-type]
+    assert ids(rank(candidates(), None, url=_closed_port_url())) == TPV_DEFAULT  # type: ignore[arg-type]
     rank(candidates(), {"tool": object(), "job": object(), "entity": None}, url=_closed_port_url())

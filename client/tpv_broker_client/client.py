@@ -89,10 +89,13 @@ class BrokerClient:
         facts come from ``namespace`` (the clause's ``globals()``): ``entity``,
         ``tool``, ``job``, ``helpers`` and, if set, ``cores``, ``mem``, ``gpus``."""
         deadline = time.monotonic() + self.budget_s
+        if not isinstance(namespace, Mapping):
+            namespace = {}
         try:
             ordered, scores = default_order(candidates, namespace.get("entity"))
         except Exception:
-            log.warning("tpv-broker: candidates are not a list of destinations: %r", candidates, exc_info=True)
+            # Only if candidates cannot even be listed; TPV never does that.
+            log.warning("tpv-broker: candidates are not a list: %r", candidates, exc_info=True)
             return candidates  # type: ignore[return-value]
         if not ordered:
             return ordered
@@ -228,8 +231,9 @@ def rank(
         client = client_for(url, budget_s, failures_to_open, cooldown_s, object_stores, verify)
     except Exception:
         log.warning("tpv-broker client settings rejected, TPV's order used", exc_info=True)
+        entity = namespace.get("entity") if isinstance(namespace, Mapping) else None
         try:
-            return default_order(candidate_destinations, namespace.get("entity"))[0]
-        except Exception:  # noqa: BLE001
+            return default_order(candidate_destinations, entity)[0]
+        except Exception:  # noqa: BLE001 - candidates that cannot even be listed
             return candidate_destinations  # type: ignore[return-value]
     return client.rank(candidate_destinations, namespace)
