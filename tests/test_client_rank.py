@@ -327,7 +327,8 @@ def test_rank_keeps_one_client_per_settings_in_a_process(broker):
     assert len(broker.connections) == 1
 
 
-@pytest.mark.parametrize("settings", [{"budget_s": 0}, {"failures_to_open": 0}, {"cooldown_s": -1}, {"url": None}])
+@pytest.mark.parametrize("settings", [{"budget_s": 0}, {"failures_to_open": 0}, {"cooldown_s": -1}, {"url": None},
+                                      {"budget": 0.5}])
 def test_rank_with_bad_settings_falls_back_with_a_warning(caplog, settings):
     out = rank(candidates(), names(), **{"url": _closed_port_url(), **settings})
     assert ids(out) == TPV_DEFAULT

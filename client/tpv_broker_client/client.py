@@ -27,6 +27,7 @@ from .transport import CallFailed, post_json, run_until
 
 log = logging.getLogger("tpv_broker_client")
 
+DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_BUDGET_S = 0.5
 DEFAULT_FAILURES_TO_OPEN = 5
 DEFAULT_COOLDOWN_S = 30.0
@@ -62,7 +63,7 @@ class BrokerClient:
 
     def __init__(
         self,
-        url: str,
+        url: str = DEFAULT_URL,
         budget_s: float = DEFAULT_BUDGET_S,
         failures_to_open: int = DEFAULT_FAILURES_TO_OPEN,
         cooldown_s: float = DEFAULT_COOLDOWN_S,
@@ -187,48 +188,33 @@ _clients: dict[tuple[Any, ...], BrokerClient] = {}
 _clients_lock = threading.Lock()
 
 
-def client_for(
-    url: str,
-    budget_s: float = DEFAULT_BUDGET_S,
-    failures_to_open: int = DEFAULT_FAILURES_TO_OPEN,
-    cooldown_s: float = DEFAULT_COOLDOWN_S,
-    object_stores: Mapping[str, Any] | None = None,
-    verify: bool | str = True,
-) -> BrokerClient:
-    """The process's client for these settings, made on first use, so every
-    job reuses its connections and its breaker. Keyed by process id too: a
-    forked child must not share its parent's sockets."""
-    stores = json.dumps(object_stores, sort_keys=True, default=repr) if object_stores else ""
-    key = (os.getpid(), url, budget_s, failures_to_open, cooldown_s, stores, verify)
+def client_for(**settings: Any) -> BrokerClient:
+    """The process's client for these ``BrokerClient`` settings, made on
+    first use, so every job reuses its connections and its breaker. Keyed by
+    process id too: a forked child must not share its parent's sockets."""
+    key = (os.getpid(), json.dumps(settings, sort_keys=True, default=repr))
     client = _clients.get(key)
     if client is None:
         with _clients_lock:
             client = _clients.get(key)
             if client is None:
-                client = BrokerClient(url, budget_s, failures_to_open, cooldown_s, object_stores, verify)
+                client = BrokerClient(**settings)
                 _clients[key] = client
     return client
 
 
-def rank(
-    candidate_destinations: Sequence[Any],
-    namespace: Mapping[str, Any],
-    url: str = "http://127.0.0.1:8000",
-    budget_s: float = DEFAULT_BUDGET_S,
-    failures_to_open: int = DEFAULT_FAILURES_TO_OPEN,
-    cooldown_s: float = DEFAULT_COOLDOWN_S,
-    object_stores: Mapping[str, Any] | None = None,
-    verify: bool | str = True,
-) -> list[Any]:
-    """For a TPV rank clause: ``rank(candidate_destinations, globals(), url=...)``.
+def rank(candidate_destinations: Sequence[Any], namespace: Mapping[str, Any], **settings: Any) -> list[Any]:
+    """For a TPV rank clause: ``rank(candidate_destinations, globals(), url=...)``;
+    ``settings`` are ``BrokerClient``'s (``url``, ``budget_s``,
+    ``failures_to_open``, ``cooldown_s``, ``object_stores``, ``verify``).
 
     Returns every candidate exactly once, in the broker's order, those it did
     not rank after them in TPV's default order; TPV's default order whenever
     the broker does not answer usefully within ``budget_s`` seconds. Never
-    raises, whatever the arguments.
+    raises, whatever the arguments (a misspelt setting included).
     """
     try:
-        client = client_for(url, budget_s, failures_to_open, cooldown_s, object_stores, verify)
+        client = client_for(**settings)
     except Exception:
         log.warning("tpv-broker client settings rejected, TPV's order used", exc_info=True)
         entity = namespace.get("entity") if isinstance(namespace, Mapping) else None
