@@ -34,6 +34,14 @@ def _bad_request(exc: BadRequest) -> tuple[Response, int]:
 def _parse(model: type[BaseModel]) -> Any:
     if not request.is_json:
         raise BadRequest([{"field": "body", "problem": "Content-Type must be application/json"}])
+    # Fast path: pydantic parses and validates the JSON bytes in one go,
+    # about twice as fast as json.loads + model_validate. Anything it
+    # rejects takes the path below, which names every problem exactly as
+    # before (bad JSON, not an object, nesting, each field).
+    try:
+        return model.model_validate_json(request.get_data(cache=True))
+    except ValidationError:
+        pass
     try:
         body = request.get_json(silent=True)
     except RecursionError:

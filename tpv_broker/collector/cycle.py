@@ -10,10 +10,10 @@ from typing import Callable
 
 from ..shared.config import BrokerConfig
 from ..shared.errors import MetricSourceError, StoreError
-from ..shared.models import DestinationFigures, Snapshot, SnapshotMeta
-from ..shared.store import SnapshotStore
+from ..shared.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
+from ..shared.store import SnapshotStore, encode_tool_stats
 from .influx import InfluxQLClient
-from .presets import LIVE_SOURCES, PRESETS, CycleData
+from .presets import LIVE_SOURCES, PRESETS, RUNTIME_MEASUREMENT, CycleData
 from .tool_levels import tool_levels
 
 log = logging.getLogger("tpv_broker.collector")
@@ -43,7 +43,103 @@ class CycleReport:
         return text
 
 
-def build_snapshot(data: CycleData, config: BrokerConfig, now: float, cycle_s: float) -> Snapshot:
+RUNTIME_PRESET = "destination_queue_run_time"
+
+
+@dataclass
+class RunTimeStats:
+    """What the run-time statistics preset gave, kept apart from the live
+    figures so that it can be reused by later cycles."""
+
+    read_at: float
+    tool_stats: dict[str, dict[str, ToolFigures]]  # exact tool id -> destination -> figures
+    # destination -> (count-weighted median queue s, median run s, newest point)
+    per_destination: dict[str, tuple[float | None, float | None, float | None]]
+    rows_read: int
+    # Built once from tool_stats (tool_levels), and their Redis payload.
+    levels: dict[str, dict[str, ToolFigures]] | None = None
+    payload: dict[str, str] | None = None
+    # The publication (store.publish) that wrote this payload, or a later
+    # one that kept it.
+    published_id: str | None = None
+
+    def prepare(self) -> None:
+        if self.levels is None:
+            self.levels = tool_levels(self.tool_stats)
+        if self.payload is None:
+            self.payload = encode_tool_stats(self.levels)
+
+    @classmethod
+    def from_data(cls, data: CycleData, read_at: float) -> RunTimeStats:
+        per_destination = {
+            d.id: (d.median_queue_s, d.median_run_s, d.sources.get(RUNTIME_MEASUREMENT))
+            for d in data.destinations.values()
+        }
+        return cls(read_at, data.tool_stats, per_destination, data.rows_read)
+
+    def merge_into(self, data: CycleData) -> None:
+        for dest_id, (median_queue, median_run, at) in self.per_destination.items():
+            d = data.destinations.get(dest_id)
+            if d is None:
+                d = data.destinations[dest_id] = DestinationFigures(id=dest_id)
+            d.median_queue_s, d.median_run_s = median_queue, median_run
+            if at is not None:
+                d.sources[RUNTIME_MEASUREMENT] = max(at, d.sources.get(RUNTIME_MEASUREMENT, at))
+        data.tool_stats = self.tool_stats
+
+
+class StatsCache:
+    """The daemon's memory of the run-time statistics between cycles:
+    gxadmin writes them once a day, so they are re-read every
+    ``collector.stats_refresh_s``, not every cycle, and the cycles in
+    between neither query them nor rewrite them in Redis.
+
+    With ``background`` (the daemon), ``refresh`` runs as a job of its own
+    and a cycle reads them itself only when there are none yet; otherwise a
+    cycle re-reads them when they are due."""
+
+    def __init__(self, refresh_s: float, background: bool = False) -> None:
+        self.refresh_s = refresh_s
+        self.background = background
+        # Replaced whole (never modified in place) by a refresh, so a cycle
+        # running meanwhile keeps a consistent set.
+        self.current: RunTimeStats | None = None
+
+    def due(self, now: float) -> bool:
+        return self.current is None or now - self.current.read_at >= self.refresh_s
+
+    def reuse(self, now: float) -> RunTimeStats | None:
+        """The statistics a cycle starting now should reuse, if any."""
+        current = self.current
+        if current is None or (not self.background and self.due(now)):
+            return None
+        return current
+
+    def refresh(self, config: BrokerConfig, source: InfluxQLClient, clock: Callable[[], float]) -> str | None:
+        """Read the run-time statistics alone and keep them, with their
+        fallback levels and Redis payload built here rather than in a cycle.
+        Returns what went wrong, or None; on failure the last ones stay."""
+        preset = PRESETS[RUNTIME_PRESET]
+        started = clock()
+        try:
+            (result,) = source.query([preset.statement(config.collector)])
+        except MetricSourceError as e:
+            return str(e)
+        if result.error is not None:
+            return f"{preset.name}: {result.error}"
+        data = CycleData(aliases=config.alias_map())
+        try:
+            preset.apply(result.series, data, config.collector)
+        except (TypeError, ValueError, KeyError) as e:
+            return f"{preset.name}: unexpected data ({type(e).__name__}: {e})"
+        fresh = RunTimeStats.from_data(data, started)
+        fresh.prepare()
+        self.current = fresh
+        return None
+
+
+def build_snapshot(data: CycleData, config: BrokerConfig, now: float, cycle_s: float,
+                   levels: dict[str, dict[str, ToolFigures]] | None = None) -> Snapshot:
     """Merge what the metrics said with what config says about destinations."""
     for dest_id, settings in config.destinations.items():
         d = data.destinations.get(dest_id)
@@ -77,7 +173,9 @@ def build_snapshot(data: CycleData, config: BrokerConfig, now: float, cycle_s: f
         cycle_s=cycle_s,
         collector=socket.gethostname(),
     )
-    return Snapshot(meta=meta, destinations=data.destinations, tool_stats=tool_levels(data.tool_stats))
+    if levels is None:
+        levels = tool_levels(data.tool_stats)
+    return Snapshot(meta=meta, destinations=data.destinations, tool_stats=levels)
 
 
 def collect_once(
@@ -85,15 +183,25 @@ def collect_once(
     source: InfluxQLClient,
     store: SnapshotStore,
     clock: Callable[[], float],
+    stats: StatsCache | None = None,
 ) -> CycleReport:
     """Never raises for InfluxDB or Redis trouble: the report says what went
-    wrong, and the last published snapshot stays in Redis untouched."""
+    wrong, and the last published snapshot stays in Redis untouched.
+
+    ``stats`` (the daemon's): reuse the run-time statistics read earlier
+    (see ``StatsCache``); without it, every cycle reads everything."""
     started = clock()
     presets = [PRESETS[name] for name in config.collector.presets]
+    cached = stats.reuse(started) if stats is not None else None
+    if cached is not None:
+        presets = [p for p in presets if p.name != RUNTIME_PRESET]
     report = CycleReport(published=False, queries=len(presets))
     data = CycleData(aliases=config.alias_map())
+    # The run-time statistics are gathered apart, so that they can be kept.
+    runtime_data = CycleData(aliases=data.aliases)
+    fresh: RunTimeStats | None = None
     try:
-        results = source.query([p.statement(config.collector) for p in presets])
+        results = source.query([p.statement(config.collector) for p in presets]) if presets else []
     except MetricSourceError as e:
         report.errors.append(str(e))
         report.duration_s = clock() - started
@@ -104,12 +212,28 @@ def collect_once(
             # "database not found" and friends: name the preset, keep the others.
             report.errors.append(f"{preset.name}: {result.error}")
             continue
+        target = runtime_data if preset.name == RUNTIME_PRESET else data
         try:
-            preset.apply(result.series, data, config.collector)
+            preset.apply(result.series, target, config.collector)
             data.read_ok.add(preset.name)
             ok += 1
         except (TypeError, ValueError, KeyError) as e:
             report.errors.append(f"{preset.name}: unexpected data ({type(e).__name__}: {e})")
+            continue
+        if preset.name == RUNTIME_PRESET:
+            fresh = RunTimeStats.from_data(runtime_data, started)
+            data.rows_read += fresh.rows_read
+    if fresh is None and cached is None and stats is not None and stats.current is not None \
+            and RUNTIME_PRESET in config.collector.presets:
+        # The refresh failed: the last figures are better than none.
+        cached = stats.current
+    if cached is not None:
+        cached.merge_into(data)
+        data.read_ok.add(RUNTIME_PRESET)
+    elif fresh is not None:
+        fresh.merge_into(data)
+        if stats is not None:
+            stats.current = fresh
     if presets and ok == 0:
         problem = source.database_problem()
         if problem is not None:
@@ -118,13 +242,22 @@ def collect_once(
         report.duration_s = clock() - started
         return report
     now = clock()
-    snapshot = build_snapshot(data, config, now, now - started)
+    kept = cached or (fresh if stats is not None else None)
+    if kept is not None:
+        kept.prepare()
+    snapshot = build_snapshot(data, config, now, now - started, kept.levels if kept is not None else None)
     try:
-        store.publish(snapshot)
+        published_id = store.publish(
+            snapshot,
+            reuse_tool_stats=cached.published_id if cached is not None else None,
+            tool_stats_payload=kept.payload if kept is not None else None,
+        )
     except StoreError as e:
         report.errors.append(str(e))
     else:
         report.published = True
+        if kept is not None:
+            kept.published_id = published_id
     report.destinations = snapshot.meta.destinations
     report.tools = snapshot.meta.tools
     report.rows_read = data.rows_read

@@ -15,7 +15,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from ..shared.config import BrokerConfig
 from ..shared.store import SnapshotStore
-from .cycle import CycleReport, collect_once
+from .cycle import CycleReport, StatsCache, collect_once
 from .influx import InfluxQLClient
 
 log = logging.getLogger("tpv_broker.collector")
@@ -33,11 +33,12 @@ class CycleRunner:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config, self.source, self.store, self.clock = config, source, store, clock
+        self.stats = StatsCache(config.collector.stats_refresh_s)
         self.last_report: CycleReport | None = None
         self.failures_in_a_row = 0
 
     def __call__(self) -> CycleReport:
-        report = collect_once(self.config, self.source, self.store, self.clock)
+        report = collect_once(self.config, self.source, self.store, self.clock, self.stats)
         self.last_report = report
         if report.published and not report.errors:
             if self.failures_in_a_row:
@@ -51,6 +52,19 @@ class CycleRunner:
             self.failures_in_a_row += 1
             log.error("cycle %s", report.summary())
         return report
+
+    def refresh_stats(self) -> None:
+        """Re-read the daily run-time statistics (a job of its own in the
+        daemon, so a long read never delays the live figures)."""
+        started = self.clock()
+        problem = self.stats.refresh(self.config, self.source, self.clock)
+        if problem is None:
+            current = self.stats.current
+            series = sum(len(v) for v in current.tool_stats.values()) if current is not None else 0
+            log.info("run-time statistics refreshed: %d (tool, destination) series in %.1f s",
+                     series, self.clock() - started)
+        else:
+            log.warning("run-time statistics NOT refreshed (the last ones stay): %s", problem)
 
 
 def run_daemon(runner: CycleRunner, interval_s: float, stop: threading.Event | None = None) -> None:
@@ -91,6 +105,20 @@ def run_daemon(runner: CycleRunner, interval_s: float, stop: threading.Event | N
                     time.sleep(0.05)
 
         threading.Thread(target=_watch_stop, name="collector-stop", daemon=True).start()
+    stats: StatsCache | None = getattr(runner, "stats", None)
+    if stats is not None:
+        # The first cycle reads the statistics itself; this job re-reads
+        # them every stats_refresh_s, beside the cycles.
+        stats.background = True
+        scheduler.add_job(
+            runner.refresh_stats,  # type: ignore[attr-defined]
+            "interval",
+            seconds=stats.refresh_s,
+            id="refresh-stats",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
     log.info("collector started: every %g s", interval_s)
     scheduler.start()
     log.info("collector stopped")

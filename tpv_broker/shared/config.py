@@ -74,6 +74,10 @@ class CollectorSettings(_Section):
     lookback_s: float = Field(900.0, gt=0)
     # gxadmin's destination-queue-run-time runs once a day.
     stats_lookback_s: float = Field(3 * 86400.0, gt=0)
+    # ... so the daemon re-reads it this often, not every cycle (at 100,000
+    # (tool, destination) series that read alone takes InfluxDB 1.x seconds).
+    # Cycles in between reuse the last figures and leave them untouched in Redis.
+    stats_refresh_s: float = Field(300.0, gt=0)
     # gxadmin prints only non-empty (destination, state) groups, so a series
     # missing from the newest batch means zero jobs. Points within this many
     # seconds of the newest one belong to the same batch.

@@ -18,11 +18,11 @@ answer is TPV's order, marked degraded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from .inputs import Candidate, DatasetInput, JobFacts
 from .models import DestinationFigures, RankView, ToolFigures
-from .scoring import ScoringModel, TermBreakdown
+from .scoring import CandidateScore, ScoringModel, TermBreakdown
 from .terms import TermInput, candidate_location
 from .tool_ids import stats_field, tool_id_forms
 
@@ -30,13 +30,49 @@ SCORED, NO_METRICS, STALE, OFFLINE, TPV_ORDER = "scored", "no_metrics", "stale",
 _GROUP_RANK = {SCORED: 0, NO_METRICS: 1, STALE: 1, OFFLINE: 2, TPV_ORDER: 0}
 
 
-@dataclass(frozen=True)
 class Placement:
-    id: str
-    group: str
-    reason: str
-    total: float | None = None
-    terms: tuple[TermBreakdown, ...] = ()
+    """One candidate's place: its group, total score and the reason. A
+    scored candidate's per-term breakdown and reason are built on first use
+    (explain, the CLI), not on every request: the answer needs the order only."""
+
+    __slots__ = ("id", "group", "total", "_reason", "_terms", "_explain")
+
+    def __init__(self, id: str, group: str, reason: str, total: float | None = None,
+                 terms: tuple[TermBreakdown, ...] = ()) -> None:
+        self.id, self.group, self.total = id, group, total
+        self._reason, self._terms = reason, terms
+        self._explain: Callable[[], tuple[CandidateScore, str]] | None = None
+
+    @classmethod
+    def scored(cls, id: str, total: float, explain: Callable[[], tuple[CandidateScore, str]]) -> Placement:
+        """``explain`` returns the breakdown and the reason, when first asked."""
+        p = cls(id, SCORED, "", total)
+        p._explain = explain
+        return p
+
+    def _build(self) -> None:
+        if self._explain is not None:
+            score, self._reason = self._explain()
+            self._terms, self._explain = score.terms, None
+
+    @property
+    def reason(self) -> str:
+        self._build()
+        return self._reason
+
+    @property
+    def terms(self) -> tuple[TermBreakdown, ...]:
+        self._build()
+        return self._terms
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Placement):
+            return NotImplemented
+        return (self.id, self.group, self.total, self.reason, self.terms) == (
+            other.id, other.group, other.total, other.reason, other.terms)
+
+    def __repr__(self) -> str:
+        return f"Placement(id={self.id!r}, group={self.group!r}, total={self.total!r})"
 
 
 @dataclass(frozen=True)
@@ -88,6 +124,14 @@ def _unscored_group(figures: DestinationFigures | None, now: float, max_age: flo
     return None
 
 
+def _explainer(model: ScoringModel, x: TermInput) -> Callable[[], tuple[CandidateScore, str]]:
+    def explain() -> tuple[CandidateScore, str]:
+        score = model.score(x)
+        return score, f"score {score.total * 100:.1f}: " + ", ".join(t.summary for t in score.terms if t.summary)
+
+    return explain
+
+
 def rank(
     candidates: Sequence[Candidate],
     job: JobFacts,
@@ -127,8 +171,7 @@ def rank(
             datasets=datasets,
             defaults=model.defaults,
         )
-        score = model.score(x)
-        reason = f"score {score.total * 100:.1f}: " + ", ".join(t.summary for t in score.terms if t.summary)
-        keyed.append(((0, -score.total, *_tpv_key(index, cand)), Placement(cand.id, SCORED, reason, score.total, score.terms)))
+        total = model.total(x)
+        keyed.append(((0, -total, *_tpv_key(index, cand)), Placement.scored(cand.id, total, _explainer(model, x))))
     keyed.sort(key=lambda kp: kp[0])
     return RankResult([p for _, p in keyed], False, age)

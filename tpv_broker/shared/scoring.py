@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from .terms import Defaults, Term, TermInput, build_terms
 
@@ -40,11 +40,29 @@ class ScoringModel:
             raise ValueError("at least one term needs a positive weight")
         self.defaults = defaults
         self.max_metrics_age_s = max_metrics_age_s
+        # The rank path needs only the totals: each term's score without its
+        # explanation (raw figures, summary), built only on demand (explain).
+        self._values: list[tuple[Callable[[TermInput], float], float, str]] = [
+            (getattr(term, "value", None) or _score_only(term), weight, term.name) for term, weight in terms
+        ]
 
     @classmethod
     def from_settings(cls, terms: dict[str, dict[str, Any]], default_queue_s: float, default_run_s: float,
                       max_metrics_age_s: float) -> ScoringModel:
         return cls(build_terms(terms), Defaults(queue_s=default_queue_s, run_s=default_run_s), max_metrics_age_s)
+
+    def total(self, x: TermInput) -> float:
+        """``score(x).total``, without building the breakdown: the same
+        arithmetic in the same order, so the very same float."""
+        tw = self.total_weight
+        parts = []
+        for value, weight, name in self._values:
+            v = value(x)
+            # NaN fails both comparisons, so this also rejects NaN.
+            if not 0.0 <= v <= 1.0:
+                raise TermRangeError(f"term {name} scored {v!r} for {x.candidate.id!r}, outside [0, 1]")
+            parts.append(weight * v / tw)
+        return sum(parts)
 
     def score(self, x: TermInput) -> CandidateScore:
         parts = []
@@ -55,3 +73,7 @@ class ScoringModel:
             parts.append(TermBreakdown(term.name, weight, r.score, weight * r.score / self.total_weight,
                                        r.level, r.raw, r.summary))
         return CandidateScore(sum(p.contribution for p in parts), tuple(parts))
+
+
+def _score_only(term: Term) -> Callable[[TermInput], float]:
+    return lambda x: term.score(x).score

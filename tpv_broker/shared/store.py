@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import redis
 
@@ -64,6 +64,40 @@ def _meta_from_hash(raw: dict[bytes, bytes]) -> SnapshotMeta | None:
     return SnapshotMeta.model_validate(fields)
 
 
+class _ParsedCache:
+    """Raw snapshot values (bytes from Redis) -> their parsed models, so a
+    worker parses each destination's and each tool's JSON once per snapshot,
+    not once per request. Keyed by the bytes themselves: a new snapshot
+    brings new bytes, so nothing stale can be served. The models are never
+    mutated by readers (whoever adjusts figures copies them). Bounded: cleared when
+    full, which a new snapshot every few seconds does anyway."""
+
+    def __init__(self, max_entries: int = 20_000) -> None:
+        self.max_entries = max_entries
+        self.entries: dict[bytes, Any] = {}
+
+    def get(self, raw: bytes, parse: Callable[[bytes], Any]) -> Any:
+        value = self.entries.get(raw)
+        if value is None:
+            value = parse(raw)
+            if len(self.entries) >= self.max_entries:
+                self.entries.clear()
+            self.entries[raw] = value
+        return value
+
+
+def _parse_tool_stats(raw: bytes) -> dict[str, ToolFigures]:
+    return {d: ToolFigures.model_validate(f) for d, f in json.loads(raw).items()}
+
+
+def encode_tool_stats(tool_stats: dict[str, dict[str, ToolFigures]]) -> dict[str, str]:
+    """The ``tool_stats`` hash's fields and values, as published."""
+    return {
+        field: json.dumps({dest: f.model_dump(exclude_none=True) for dest, f in per_dest.items()}, separators=(",", ":"))
+        for field, per_dest in tool_stats.items()
+    }
+
+
 def _chunks(mapping: dict[str, str]) -> Iterable[dict[str, str]]:
     items = list(mapping.items())
     for i in range(0, len(items), _HSET_CHUNK):
@@ -74,6 +108,7 @@ class SnapshotStore:
     def __init__(self, client: redis.Redis, keys: KeySchema) -> None:
         self.client = client
         self.keys = keys
+        self._parsed = _ParsedCache()
 
     def _fail(self, action: str, exc: redis.RedisError) -> StoreError:
         return StoreError(f"Redis at {_describe(self.client)} failed while {action}: {exc}")
@@ -85,21 +120,36 @@ class SnapshotStore:
             return False
 
     # -- writing ---------------------------------------------------------
-    def publish(self, snapshot: Snapshot) -> None:
-        meta = snapshot.meta.model_copy(update={"schema_version": SCHEMA_VERSION})
+    def publish(self, snapshot: Snapshot, reuse_tool_stats: str | None = None,
+                tool_stats_payload: dict[str, str] | None = None) -> str:
+        """Publish atomically; returns this publication's id (its
+        ``created_at`` as stored).
+
+        ``reuse_tool_stats``: the id the previous publish returned, when the
+        snapshot's tool statistics have not changed since. If that snapshot
+        is still the live one (nobody else published, Redis was not
+        flushed), the large tool statistics hash is left as it is and only
+        the rest is swapped in; otherwise everything is written.
+        ``tool_stats_payload``: ``encode_tool_stats(snapshot.tool_stats)``,
+        if the caller has it already."""
+        meta_hash = _meta_to_hash(snapshot.meta.model_copy(update={"schema_version": SCHEMA_VERSION}))
+        if reuse_tool_stats:
+            try:
+                if self._publish_reusing_tool_stats(snapshot, meta_hash, reuse_tool_stats):
+                    return meta_hash["created_at"]
+            except redis.WatchError:
+                pass  # another writer in between: write everything
+            except redis.RedisError as e:
+                raise self._fail("publishing a snapshot", e) from None
+        token = uuid.uuid4().hex
         payloads = {
             self.keys.destinations: {
                 dest_id: d.model_dump_json(exclude_none=True) for dest_id, d in snapshot.destinations.items()
             },
-            self.keys.tool_stats: {
-                field: json.dumps(
-                    {dest: f.model_dump(exclude_none=True) for dest, f in per_dest.items()},
-                    separators=(",", ":"),
-                )
-                for field, per_dest in snapshot.tool_stats.items()
-            },
+            self.keys.tool_stats: (
+                tool_stats_payload if tool_stats_payload is not None else encode_tool_stats(snapshot.tool_stats)
+            ),
         }
-        token = uuid.uuid4().hex
         try:
             # Staging writes may take several round trips; nobody reads them.
             stage = self.client.pipeline(transaction=False)
@@ -119,10 +169,40 @@ class SnapshotStore:
                 else:
                     swap.delete(live)
             swap.delete(self.keys.snapshot_meta)
-            swap.hset(self.keys.snapshot_meta, mapping=_meta_to_hash(meta))
+            swap.hset(self.keys.snapshot_meta, mapping=meta_hash)
             swap.execute()
         except redis.RedisError as e:
             raise self._fail("publishing a snapshot", e) from None
+        return meta_hash["created_at"]
+
+    def _publish_reusing_tool_stats(self, snapshot: Snapshot, meta_hash: dict[str, str], previous: str) -> bool:
+        mapping = {dest_id: d.model_dump_json(exclude_none=True) for dest_id, d in snapshot.destinations.items()}
+        staging = self.keys.staging(uuid.uuid4().hex, self.keys.destinations)
+        stage = self.client.pipeline(transaction=False)
+        for chunk in _chunks(mapping):
+            stage.hset(staging, mapping=chunk)
+        if mapping:
+            stage.expire(staging, STAGING_TTL_S)
+        stage.execute()
+        with self.client.pipeline(transaction=True) as swap:
+            # Still our previous snapshot, so still our tool statistics?
+            # WATCH fails the swap if anyone publishes between check and EXEC.
+            swap.watch(self.keys.snapshot_meta)
+            live = swap.hget(self.keys.snapshot_meta, "created_at")
+            if live is None or live.decode() != previous:
+                swap.unwatch()
+                self.client.delete(staging)
+                return False
+            swap.multi()
+            if mapping:
+                swap.rename(staging, self.keys.destinations)
+                swap.persist(self.keys.destinations)
+            else:
+                swap.delete(self.keys.destinations)
+            swap.delete(self.keys.snapshot_meta)
+            swap.hset(self.keys.snapshot_meta, mapping=meta_hash)
+            swap.execute()
+        return True
 
     # -- reading ---------------------------------------------------------
     def read_meta(self) -> SnapshotMeta | None:
@@ -152,15 +232,14 @@ class SnapshotStore:
         if dest_ids:
             for dest_id, raw in zip(dest_ids, results[i]):
                 if raw is not None:
-                    destinations[dest_id] = DestinationFigures.model_validate_json(raw)
+                    destinations[dest_id] = self._parsed.get(raw, DestinationFigures.model_validate_json)
             i += 1
         if tool_fields:
             for field, raw in zip(tool_fields, results[i]):
                 if raw is not None:
-                    tool_stats[field] = {
-                        d: ToolFigures.model_validate(f) for d, f in json.loads(raw).items()
-                    }
-        return RankView(meta=meta, destinations=destinations, tool_stats=tool_stats)
+                    tool_stats[field] = self._parsed.get(raw, _parse_tool_stats)
+        # Built from models validated above (or cached): no second validation.
+        return RankView.model_construct(meta=meta, destinations=destinations, tool_stats=tool_stats)
 
     def read_all(self) -> Snapshot | None:
         """The whole snapshot (for ``inspect`` and tests), read atomically."""

@@ -34,7 +34,9 @@ class Defaults:
     run_s: float
 
 
-@dataclass(frozen=True)
+# Not frozen: one is built per candidate per request, and a frozen
+# dataclass's __init__ costs twice as much. Terms never modify it.
+@dataclass(slots=True)
 class TermInput:
     job: JobFacts
     candidate: Candidate
@@ -69,6 +71,10 @@ class SecondsParams(TermParams):
 
 
 class Term(Protocol):
+    """``score`` returns the score with its explanation. A term may also
+    define ``value(x) -> float``, the same score without the explanation,
+    for the rank path (the combiner falls back to ``score(x).score``)."""
+
     name: ClassVar[str]
     Params: ClassVar[type[TermParams]]
 
@@ -115,7 +121,9 @@ class QueueWait:
     def __init__(self, params: SecondsParams) -> None:
         self.scale_s, self.cap_s = params.scale_s, params.cap_s
 
-    def score(self, x: TermInput) -> TermScore:
+    @staticmethod
+    def _wait(x: TermInput) -> tuple[float, str, float, float, float, float]:
+        """(expected wait, level, median queue, typical run, free slots, drain)"""
         d = x.figures
         median_queue, level = with_fallback(x, "median_queue_s", d.median_queue_s, x.defaults.queue_s)
         run = d.median_run_s if d.median_run_s is not None else x.defaults.run_s
@@ -125,7 +133,14 @@ class QueueWait:
         # the queue has to drain through the running jobs.
         ahead = max(0.0, queued + 1 - free_slots)
         drain = ahead * run / max(d.running or 0.0, 1.0) if ahead > 0 else 0.0
-        wait = median_queue + drain
+        return median_queue + drain, level, median_queue, run, free_slots, drain
+
+    def value(self, x: TermInput) -> float:
+        return cost_score(self._wait(x)[0], self.scale_s, self.cap_s)
+
+    def score(self, x: TermInput) -> TermScore:
+        d = x.figures
+        wait, level, median_queue, run, free_slots, drain = self._wait(x)
         raw = {"expected_wait_s": round(wait, 1), "median_queue_s": median_queue, "queued": d.queued,
                "running": d.running, "free_slots": free_slots, "typical_run_s": run, "drain_s": round(drain, 1)}
         return TermScore(cost_score(wait, self.scale_s, self.cap_s), raw, level, f"waits ~{_duration(wait)} ({level})")
@@ -140,6 +155,10 @@ class RunTime:
     def __init__(self, params: SecondsParams) -> None:
         self.scale_s, self.cap_s = params.scale_s, params.cap_s
 
+    def value(self, x: TermInput) -> float:
+        run, _ = with_fallback(x, "median_run_s", x.figures.median_run_s, x.defaults.run_s)
+        return cost_score(run, self.scale_s, self.cap_s)
+
     def score(self, x: TermInput) -> TermScore:
         run, level = with_fallback(x, "median_run_s", x.figures.median_run_s, x.defaults.run_s)
         return TermScore(cost_score(run, self.scale_s, self.cap_s), {"median_run_s": run}, level, f"runs ~{_duration(run)} ({level})")
@@ -153,12 +172,12 @@ def free_slots_for(job: JobFacts, d: DestinationFigures) -> float:
     """How many jobs of this size the free cores, memory and GPUs hold now.
     An unreported resource sets no limit here (fit_now is the term that
     treats it as unknown); nothing reported at all means no free slot."""
-    limits = [
-        math.floor(min(_MAX_SLOTS, max(0.0, free) / need))
-        for need, free in ((job.cores, d.cpus_free), (job.mem, d.mem_free_gb), (job.gpus, d.gpus_free))
-        if free is not None and need > 0
-    ]
-    return float(min(limits)) if limits else 0.0
+    slots: float | None = None
+    for need, free in ((job.cores, d.cpus_free), (job.mem, d.mem_free_gb), (job.gpus, d.gpus_free)):
+        if free is not None and need > 0:
+            n = math.floor(min(_MAX_SLOTS, max(0.0, free) / need))
+            slots = n if slots is None else min(slots, n)
+    return 0.0 if slots is None else float(slots)
 
 
 def fit_fraction(job: JobFacts, d: DestinationFigures) -> tuple[bool | None, float | None, dict[str, Any]]:
@@ -169,10 +188,17 @@ def fit_fraction(job: JobFacts, d: DestinationFigures) -> tuple[bool | None, flo
     if job.gpus > 0:
         checks.append(("gpus", job.gpus, d.gpus_free))
     raw: dict[str, Any] = {}
-    fractions = []
-    unknown = False
     for what, need, free in checks:
         raw[f"{what}_needed"], raw[f"{what}_free"] = need, free
+    fits, worst = _fits(checks)
+    raw["fits"] = fits
+    return fits, worst, raw
+
+
+def _fits(checks: Sequence[tuple[str, float, float | None]]) -> tuple[bool | None, float | None]:
+    fractions = []
+    unknown = False
+    for _, need, free in checks:
         if need <= 0:
             continue
         if free is None:
@@ -186,8 +212,7 @@ def fit_fraction(job: JobFacts, d: DestinationFigures) -> tuple[bool | None, flo
         fits = None
     else:
         fits = True
-    raw["fits"] = fits
-    return fits, worst, raw
+    return fits, worst
 
 
 class FitNow:
@@ -203,6 +228,19 @@ class FitNow:
 
     def __init__(self, params: Params) -> None:
         self.unknown_score = params.unknown_score
+
+    def value(self, x: TermInput) -> float:
+        job, d = x.job, x.figures
+        checks = [("cores", job.cores, d.cpus_free), ("mem_gb", job.mem, d.mem_free_gb)]
+        if job.gpus > 0:
+            checks.append(("gpus", job.gpus, d.gpus_free))
+        fits, worst = _fits(checks)
+        if fits is None:
+            return self.unknown_score
+        if fits:
+            return 1.0
+        assert worst is not None
+        return min(self.unknown_score, 0.5) * worst
 
     def score(self, x: TermInput) -> TermScore:
         fits, worst, raw = fit_fraction(x.job, x.figures)
@@ -233,19 +271,42 @@ class DataLocality:
         self.scale_km, self.cap_km = params.scale_km, params.cap_km
         self.unknown_score = params.unknown_score
 
+    @staticmethod
+    def _km(x: TermInput) -> tuple[float | None, float, int]:
+        """(size-weighted mean km or None, bytes, located inputs)"""
+        # One plain loop (this runs for every candidate of every request):
+        # the same sums, in the same order, as sum() over the located inputs.
+        here = x.location
+        located, total, weighted, plain = 0, 0.0, 0.0, 0.0
+        for ds in x.datasets:
+            there = ds.location
+            if there is None:
+                continue
+            located += 1
+            if here is not None:
+                dist = great_circle_km(here[0], here[1], there[0], there[1])
+                total += ds.size
+                weighted += ds.size * dist
+                plain += dist
+        if not located or here is None:
+            return None, 0.0, located
+        return (weighted / total if total > 0 else plain / located), total, located
+
+    def value(self, x: TermInput) -> float:
+        km, _, located = self._km(x)
+        if not located:
+            return 1.0
+        if km is None:
+            return self.unknown_score
+        return cost_score(km, self.scale_km, self.cap_km)
+
     def score(self, x: TermInput) -> TermScore:
-        located = [ds for ds in x.datasets if ds.location is not None]
+        km, total, located = self._km(x)
         if not located:
             return TermScore(1.0, {"datasets": len(x.datasets), "note": "no input with a known location: neutral"})
-        if x.location is None:
+        if km is None:
             return TermScore(self.unknown_score, {"note": "destination location unknown"},
                              summary="location unknown")
-        total = sum(ds.size for ds in located)
-        distances = [great_circle_km(*x.location, *ds.location) for ds in located]  # type: ignore[misc]
-        if total > 0:
-            km = sum(ds.size * dist for ds, dist in zip(located, distances)) / total
-        else:
-            km = sum(distances) / len(distances)
         return TermScore(cost_score(km, self.scale_km, self.cap_km), {"mean_km": round(km, 1), "bytes": total},
                          summary=f"data ~{km:.0f} km away")
 
@@ -262,13 +323,19 @@ class TpvScore:
     def __init__(self, params: Params) -> None:
         self.scale = params.scale
 
+    def value(self, x: TermInput) -> float:
+        s = x.candidate.tpv_score
+        if s is None:
+            return 0.5
+        z = s / self.scale
+        # The stable form of 1/(1+e^-z): e^-z overflows for very negative z.
+        return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
     def score(self, x: TermInput) -> TermScore:
         s = x.candidate.tpv_score
         if s is None:
             return TermScore(0.5, {"tpv_score": None})
-        z = s / self.scale
-        # The stable form of 1/(1+e^-z): e^-z overflows for very negative z.
-        logistic = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+        logistic = self.value(x)
         return TermScore(logistic, {"tpv_score": s}, summary=f"TPV tag score {s:g}")
 
 
