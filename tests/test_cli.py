@@ -55,7 +55,7 @@ def test_help_lists_commands() -> None:
     result = run(["--help"])
     assert result.exit_code == 0
     commands = re.findall(r"^\s{2}(\w+)\s", result.output.split("Commands:", 1)[1], re.M)
-    assert set(commands) == {"collect", "serve", "inspect", "rank"}
+    assert set(commands) == {"collect", "serve", "inspect", "rank", "simulate"}
 
 
 @pytest.mark.parametrize("command", ["collect", "serve", "inspect"])

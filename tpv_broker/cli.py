@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -218,6 +219,47 @@ def rank_command(obj: _Context, destinations: tuple[str, ...], tool_id: str, cor
                    [("    ", t["term"], f"{t['score']:.3f}", f"{t['weight']:g}", f"{t['contribution']:.2f}",
                      t["level"] or "-", ", ".join(f"{k}={v}" for k, v in t["raw"].items()))
                     for t in e["terms"]])
+
+
+@main.command()
+@click.option("--loads", default="0.5,0.8,0.95", show_default=True,
+              help="Offered loads, as fractions of the sites' capacity, comma-separated.")
+@click.option("--hours", type=float, default=4.0, show_default=True, help="Simulated hours of arrivals per load.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--refresh", "refresh_s", type=float, default=60.0, show_default=True, help="Metrics refresh, s.")
+@click.option("--lag", "lag_s", type=float, default=30.0, show_default=True, help="Exporter lag, s.")
+@click.option("--quick", is_flag=True, help="A small, fast run (one load, 20 simulated minutes) for tests.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also write a PNG plot here.")
+def simulate(loads: str, hours: float, seed: int, refresh_s: float, lag_s: float, quick: bool, as_json: bool,
+             plot_path: str | None) -> None:
+    """Compare placement policies in a discrete-event simulation that drives
+    the real ranking code and stores (fakeredis, simulated clock)."""
+    try:
+        from .simulator import compare, report
+    except ImportError as e:
+        raise click.ClickException(f"the simulator needs the 'sim' extra (pip install 'tpv-broker[sim]'): {e}")
+    try:
+        load_list = [float(x) for x in loads.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{loads!r}: expected numbers like 0.5,0.8", param_hint="--loads") from None
+    if not load_list or not all(0 < x <= 2 for x in load_list):
+        raise click.BadParameter("each load must be in (0, 2]", param_hint="--loads")
+    if quick:
+        load_list, hours = load_list[:1], 1 / 3
+    progress = (lambda _: None) if as_json else (lambda line: click.echo(line, err=True))
+    rows = compare.as_rows(compare.simulate(load_list, hours * 3600, seed, refresh_s, lag_s, progress=progress))
+    if plot_path:
+        report.plot(rows, Path(plot_path))
+    if as_json:
+        click.echo(json.dumps({"seed": seed, "hours": hours, "refresh_s": refresh_s, "lag_s": lag_s,
+                               "results": rows, "ratios": report.ratios(rows)}, indent=2))
+        return
+    click.echo(report.table(rows))
+    for r in report.ratios(rows):
+        click.echo(f"load {r['load']:.0%}: broker with accounting / oracle = {r['vs_oracle']}; "
+                   f"without accounting / with = {r['broker_without_vs_ours']}; "
+                   f"prototype / broker with accounting = {r['prototype_vs_ours']}")
 
 
 if __name__ == "__main__":

@@ -93,6 +93,18 @@ class ApiSettings(_Section):
     max_request_bytes: int = Field(1_048_576, ge=1024)
 
 
+class InflightSettings(_Section):
+    # Charge each placement to the destination ranked first, so jobs ranked
+    # before the next refresh see it (no herding on a stale snapshot).
+    enabled: bool = True
+    # How long a dispatched job takes to show in the figures (gxadmin and
+    # the exporters run every minute): a charge ends once the destination's
+    # newest live point is this much younger than the charge.
+    reflect_lag_s: float = Field(60.0, ge=0)
+    # A charge never outlives this, whatever the figures say.
+    max_age_s: float = Field(600.0, gt=0)
+
+
 class ScoringSettings(_Section):
     # Destinations whose live figures are older than this go last, with a reason.
     max_metrics_age_s: float = Field(900.0, gt=0)
@@ -138,6 +150,7 @@ class BrokerConfig(_Section):
     collector: CollectorSettings = Field(default_factory=CollectorSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    inflight: InflightSettings = Field(default_factory=InflightSettings)
     destinations: dict[str, DestinationSettings] = Field(default_factory=dict)
     object_stores: dict[str, Coordinates] = Field(default_factory=dict)
 
@@ -177,6 +190,7 @@ _ENV_SECTIONS: dict[str, type[_Section]] = {
     "redis": RedisSettings,
     "collector": CollectorSettings,
     "api": ApiSettings,
+    "inflight": InflightSettings,
 }
 
 

@@ -10,35 +10,11 @@ pod and HTCondor's negotiator debits a match during a cycle.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from .models import DestinationFigures
+from .models import Charge, DestinationFigures
 
-
-@dataclass(frozen=True)
-class Charge:
-    destination: str
-    cores: float
-    mem: float  # GB
-    charged_at: float  # epoch s
-    job_id: str | None = None
-
-    def to_member(self, nonce: str) -> str:
-        """The sorted-set member: readable JSON, unique by its nonce."""
-        return json.dumps(
-            {"d": self.destination, "c": self.cores, "m": self.mem, "t": self.charged_at, "j": self.job_id, "n": nonce},
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def from_member(cls, raw: bytes | str) -> Charge | None:
-        try:
-            v = json.loads(raw)
-            return cls(str(v["d"]), float(v["c"]), float(v["m"]), float(v["t"]), v.get("j"))
-        except (ValueError, KeyError, TypeError):
-            return None
+__all__ = ["Charge", "live_charges", "with_charges"]
 
 
 def live_charges(
@@ -46,14 +22,15 @@ def live_charges(
     figures: Mapping[str, DestinationFigures],
     reflect_lag_s: float,
 ) -> dict[str, list[Charge]]:
-    """Charges per destination that its figures cannot reflect yet: made
-    less than ``reflect_lag_s`` before its newest live point (a dispatched
-    job takes that long to show up in the metrics)."""
+    """Charges per destination that its figures cannot reflect yet: its
+    newest live point is not more than ``reflect_lag_s`` younger than the
+    charge (a dispatched job takes that long to show up in the metrics)."""
     out: dict[str, list[Charge]] = {}
     for c in charges:
         d = figures.get(c.destination)
         seen_at = d.live_at if d is not None else None
-        if seen_at is not None and seen_at >= c.charged_at + reflect_lag_s:
+        # Strictly later: a point taken the instant of the charge may not show it.
+        if seen_at is not None and seen_at > c.charged_at + reflect_lag_s:
             continue
         out.setdefault(c.destination, []).append(c)
     for per_dest in out.values():

@@ -12,7 +12,7 @@ import uuid
 import redis
 
 from .errors import StoreError
-from .inflight import Charge
+from .models import Charge
 from .keys import KeySchema
 
 # KEYS[1]: the charges zset; KEYS[2] (optional): the job's key.
@@ -61,16 +61,9 @@ class InflightStore:
         except redis.RedisError as e:
             raise StoreError(f"Redis failed while charging a placement: {e}") from None
 
-    def queue_read(self, pipe: redis.client.Pipeline, now: float) -> None:
-        """Add the read of live charges to a rank request's pipeline."""
-        pipe.zrangebyscore(self.keys.inflight, now - self.max_age_s, "+inf")
-
-    @staticmethod
-    def parse(members: list[bytes]) -> list[Charge]:
-        return [c for c in (Charge.from_member(m) for m in members) if c is not None]
-
     def read(self, now: float) -> list[Charge]:
         try:
-            return self.parse(self.client.zrangebyscore(self.keys.inflight, now - self.max_age_s, "+inf"))
+            members = self.client.zrangebyscore(self.keys.inflight, now - self.max_age_s, "+inf")
+            return [c for c in (Charge.from_member(m) for m in members) if c is not None]
         except redis.RedisError as e:
             raise StoreError(f"Redis failed while reading in-flight charges: {e}") from None

@@ -9,8 +9,10 @@ from typing import Callable, Mapping, Sequence
 
 from .config import BrokerConfig
 from .errors import StoreError
+from .inflight_store import InflightStore
 from .inputs import Candidate, DatasetInput, JobFacts
-from .ranking import RankResult, rank, tpv_order
+from .models import Charge
+from .ranking import SCORED, RankResult, rank, tpv_order
 from .store import SnapshotStore
 from .tool_ids import stats_field, tool_id_forms
 
@@ -25,6 +27,10 @@ class RankService:
         self.max_snapshot_age_s = config.api.max_snapshot_age_s
         self.locations = config.destination_locations()
         self.store_locations = config.object_store_locations()
+        self.reflect_lag_s = config.inflight.reflect_lag_s
+        self.inflight = (
+            InflightStore(store.client, store.keys, config.inflight.max_age_s) if config.inflight.enabled else None
+        )
 
     def datasets(
         self, datasets: Sequence[tuple[str, float]], request_locations: Mapping[str, tuple[float, float]]
@@ -36,12 +42,26 @@ class RankService:
             for store_id, size in datasets
         ]
 
-    def rank(self, candidates: Sequence[Candidate], job: JobFacts, datasets: Sequence[DatasetInput]) -> RankResult:
+    def rank(
+        self, candidates: Sequence[Candidate], job: JobFacts, datasets: Sequence[DatasetInput], charge: bool = True
+    ) -> RankResult:
+        """Rank, then (unless ``charge`` is false or in-flight accounting is
+        off) charge the job to the destination ranked first."""
         fields = [stats_field(level, form) for level, form in tool_id_forms(job.tool_id)]
+        now = self.clock()
+        since = now - self.inflight.max_age_s if self.inflight is not None else None
         try:
-            view = self.store.read_for_rank([c.id for c in candidates], fields)
+            view = self.store.read_for_rank([c.id for c in candidates], fields, charges_since=since)
         except StoreError as e:
             # Galaxy must keep dispatching: answer TPV's own order, and say so.
             log.warning("answering in TPV order: %s", e)
             return RankResult(tpv_order(candidates, "TPV order: Redis unavailable"), True, None, "Redis unavailable")
-        return rank(candidates, job, datasets, view, self.clock(), self.model, self.max_snapshot_age_s, self.locations)
+        result = rank(candidates, job, datasets, view, now, self.model, self.max_snapshot_age_s, self.locations,
+                      self.reflect_lag_s)
+        if charge and self.inflight is not None and result.placements and result.placements[0].group == SCORED:
+            try:
+                self.inflight.charge(Charge(result.placements[0].id, job.cores, job.mem, now, job.id))
+            except StoreError as e:
+                # The answer stands; only the next rankings lose this hint.
+                log.warning("could not charge the placement: %s", e)
+        return result

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+from .inflight import live_charges, with_charges
 from .inputs import Candidate, DatasetInput, JobFacts
 from .models import DestinationFigures, RankView, ToolFigures
 from .scoring import CandidateScore, ScoringModel, TermBreakdown
@@ -124,10 +125,13 @@ def _unscored_group(figures: DestinationFigures | None, now: float, max_age: flo
     return None
 
 
-def _explainer(model: ScoringModel, x: TermInput) -> Callable[[], tuple[CandidateScore, str]]:
+def _explainer(model: ScoringModel, x: TermInput, charges: int) -> Callable[[], tuple[CandidateScore, str]]:
     def explain() -> tuple[CandidateScore, str]:
         score = model.score(x)
-        return score, f"score {score.total * 100:.1f}: " + ", ".join(t.summary for t in score.terms if t.summary)
+        reason = f"score {score.total * 100:.1f}: " + ", ".join(t.summary for t in score.terms if t.summary)
+        if charges:
+            reason += f" ({charges} placed here since its figures)"
+        return score, reason
 
     return explain
 
@@ -141,9 +145,12 @@ def rank(
     model: ScoringModel,
     max_snapshot_age_s: float,
     locations: Mapping[str, tuple[float, float]],
+    reflect_lag_s: float = 0.0,
 ) -> RankResult:
     """``locations``: configured destination coordinates (id -> (lat, lon));
-    a candidate's TPV context fills the gaps."""
+    a candidate's TPV context fills the gaps. In-flight charges in the view
+    that a destination's figures cannot show yet (``reflect_lag_s``) are
+    added to its figures before scoring."""
     meta = view.meta
     if meta is None:
         return RankResult(tpv_order(candidates, "TPV order: no snapshot"), True, None, "no snapshot in Redis yet")
@@ -153,6 +160,7 @@ def rank(
         return RankResult(tpv_order(candidates, f"TPV order: {why}"), True, age, why)
 
     levels = [(level, stats_field(level, form)) for level, form in tool_id_forms(job.tool_id)]
+    in_flight = live_charges(view.charges, view.destinations, reflect_lag_s) if view.charges else {}
     keyed: list[tuple[tuple[float, ...], Placement]] = []
     for index, cand in enumerate(candidates):
         figures = view.destinations.get(cand.id)
@@ -162,6 +170,8 @@ def rank(
             keyed.append(((_GROUP_RANK[group], *_tpv_key(index, cand)), Placement(cand.id, group, reason)))
             continue
         assert figures is not None
+        charges = in_flight.get(cand.id, ())
+        figures = with_charges(figures, charges)
         x = TermInput(
             job=job,
             candidate=cand,
@@ -172,6 +182,6 @@ def rank(
             defaults=model.defaults,
         )
         total = model.total(x)
-        keyed.append(((0, -total, *_tpv_key(index, cand)), Placement.scored(cand.id, total, _explainer(model, x))))
+        keyed.append(((0, -total, *_tpv_key(index, cand)), Placement.scored(cand.id, total, _explainer(model, x, len(charges)))))
     keyed.sort(key=lambda kp: kp[0])
     return RankResult([p for _, p in keyed], False, age)

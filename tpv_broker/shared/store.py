@@ -16,7 +16,7 @@ import redis
 
 from .errors import StoreError
 from .keys import SCHEMA_VERSION, STAGING_TTL_S, KeySchema
-from .models import DestinationFigures, RankView, Snapshot, SnapshotMeta, ToolFigures
+from .models import Charge, DestinationFigures, RankView, Snapshot, SnapshotMeta, ToolFigures
 from .urls import redact_url
 
 _META_FLOATS = ("created_at", "newest_point_at", "cycle_s")
@@ -211,10 +211,13 @@ class SnapshotStore:
         except redis.RedisError as e:
             raise self._fail("reading the snapshot metadata", e) from None
 
-    def read_for_rank(self, dest_ids: Sequence[str], tool_fields: Sequence[str] = ()) -> RankView:
+    def read_for_rank(
+        self, dest_ids: Sequence[str], tool_fields: Sequence[str] = (), charges_since: float | None = None
+    ) -> RankView:
         """Everything one rank request needs, whatever the number of candidates,
         in one MULTI/EXEC round trip. ``tool_fields`` are ``tool_stats`` hash
-        fields (``tool_ids.stats_field``)."""
+        fields (``tool_ids.stats_field``); ``charges_since``: also read the
+        in-flight charges made since then."""
         try:
             pipe = self.client.pipeline(transaction=True)
             pipe.hgetall(self.keys.snapshot_meta)
@@ -222,6 +225,8 @@ class SnapshotStore:
                 pipe.hmget(self.keys.destinations, list(dest_ids))
             if tool_fields:
                 pipe.hmget(self.keys.tool_stats, list(tool_fields))
+            if charges_since is not None:
+                pipe.zrangebyscore(self.keys.inflight, charges_since, "+inf")
             results = pipe.execute()
         except redis.RedisError as e:
             raise self._fail("reading the snapshot", e) from None
@@ -238,8 +243,12 @@ class SnapshotStore:
             for field, raw in zip(tool_fields, results[i]):
                 if raw is not None:
                     tool_stats[field] = self._parsed.get(raw, _parse_tool_stats)
+            i += 1
+        charges: list[Charge] = []
+        if charges_since is not None:
+            charges = [c for c in (self._parsed.get(m, Charge.from_member) for m in results[i]) if c is not None]
         # Built from models validated above (or cached): no second validation.
-        return RankView.model_construct(meta=meta, destinations=destinations, tool_stats=tool_stats)
+        return RankView.model_construct(meta=meta, destinations=destinations, tool_stats=tool_stats, charges=charges)
 
     def read_all(self) -> Snapshot | None:
         """The whole snapshot (for ``inspect`` and tests), read atomically."""

@@ -1,0 +1,111 @@
+"""The placement policies compared: each chooses one destination per job.
+The broker policies call the real RankService on the real snapshot and
+in-flight stores; the others are written from their descriptions."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import TYPE_CHECKING, Protocol
+
+from ..shared.geo import great_circle_km
+from ..shared.inputs import Candidate, JobFacts
+from ..shared.rank_service import RankService
+from .workload import OBJECT_STORES, Job
+
+if TYPE_CHECKING:
+    from .engine import World
+
+
+class Policy(Protocol):
+    name: str
+
+    def choose(self, job: Job, world: World) -> str: ...
+
+
+class TpvDefault:
+    """TPV's own ranker: highest tag score first; the same site every time."""
+
+    name = "tpv_default"
+
+    def choose(self, job: Job, world: World) -> str:
+        return max(world.sites.values(), key=lambda d: d.site.tpv_score).site.id
+
+
+class WeightedRandom:
+    """What usegalaxy.eu runs today: random, weighted by capacity."""
+
+    name = "weighted_random"
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    def choose(self, job: Job, world: World) -> str:
+        sites = list(world.sites.values())
+        return self.rng.choices(sites, weights=[d.site.cores for d in sites])[0].site.id
+
+
+class Prototype:
+    """The first prototype, from its description: drop destinations that
+    cannot fit the job now (distance-only order if none can), then order by
+    distance to the inputs' object store, then by
+    1/(median_queue x queued) + 1/(median_run x running) with its queued and
+    running figures swapped, as its queries were."""
+
+    name = "prototype"
+
+    def choose(self, job: Job, world: World) -> str:
+        snap = world.published
+        store_at = OBJECT_STORES[job.input_store]
+        stats = world.tool_stats.get(job.tool.id, {})
+
+        def key(dest_id: str) -> tuple[float, float]:
+            d = snap.destinations[dest_id]
+            site = world.sites[dest_id].site
+            km = great_circle_km(site.latitude, site.longitude, *store_at)
+            f = stats.get(dest_id)
+            mq, mr = (f.median_queue_s or 0.0, f.median_run_s or 0.0) if f else (0.0, 0.0)
+            queued, running = d.running or 0.0, d.queued or 0.0  # the prototype's swap
+            score = (1 / (mq * queued) if mq * queued else math.inf) + (1 / (mr * running) if mr * running else math.inf)
+            return (km, -score)
+
+        fitting = [
+            i for i, d in snap.destinations.items()
+            if (d.cpus_free or 0) >= job.tool.cores and (d.mem_free_gb or 0) >= job.tool.mem_gb
+        ]
+        if not fitting:
+            return min(snap.destinations, key=lambda i: key(i)[0])
+        return min(fitting, key=key)
+
+
+class Broker:
+    """This broker: the real RankService, with or without in-flight charges."""
+
+    def __init__(self, ranker: RankService, charge: bool) -> None:
+        self.ranker = ranker
+        self.charge = charge
+        self.name = "broker_inflight" if charge else "broker"
+
+    def choose(self, job: Job, world: World) -> str:
+        candidates = [Candidate(d.site.id, d.site.tpv_score) for d in world.sites.values()]
+        facts = JobFacts(tool_id=job.tool.id, cores=job.tool.cores, mem=job.tool.mem_gb, id=job.id)
+        datasets = self.ranker.datasets([(job.input_store, job.input_bytes)], {})
+        result = self.ranker.rank(candidates, facts, datasets, charge=self.charge)
+        return result.ids[0]
+
+
+class Oracle:
+    """Sees the true state at every arrival: the destination where the job
+    would finish first (earliest start given the real queue and the real
+    remaining times of running jobs, plus staging and expected run time)."""
+
+    name = "oracle"
+
+    def choose(self, job: Job, world: World) -> str:
+        def finish(dest_id: str) -> float:
+            d = world.sites[dest_id]
+            staging = world.staging_s(job, dest_id)
+            start = d.expected_start(job, world.now + staging, world.expected_run)
+            return start + world.expected_run[job.tool.id] * d.site.speed
+
+        return min(world.sites, key=finish)
