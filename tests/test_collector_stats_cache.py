@@ -12,7 +12,12 @@ import requests
 
 from tpv_broker.collector.cycle import StatsCache, collect_once
 from tpv_broker.collector.influx import InfluxQLClient
-from tpv_broker.shared.config import BrokerConfig, CollectorSettings, InfluxDBSettings, RedisSettings
+from tpv_broker.shared.config import (
+    BrokerConfig,
+    CollectorSettings,
+    InfluxDBSettings,
+    RedisSettings,
+)
 from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.store import SnapshotStore
 

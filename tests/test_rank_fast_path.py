@@ -12,16 +12,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tpv_broker.shared.inputs import Candidate, DatasetInput, JobFacts
-from tpv_broker.shared.models import DestinationFigures, RankView, SnapshotMeta, ToolFigures
+from tpv_broker.shared.models import (
+    DestinationFigures,
+    RankView,
+    SnapshotMeta,
+    ToolFigures,
+)
 from tpv_broker.shared.ranking import SCORED, rank
 from tpv_broker.shared.scoring import ScoringModel
 from tpv_broker.shared.store import _ParsedCache
-from tpv_broker.shared.terms import DEFAULT_TERMS, Defaults, TermInput, TermParams, TermScore, build_terms
+from tpv_broker.shared.terms import (
+    DEFAULT_TERMS,
+    Defaults,
+    TermInput,
+    TermParams,
+    TermScore,
+    build_terms,
+)
 from tpv_broker.shared.tool_ids import TOOL, TOOL_SHORT
 
 MODEL = ScoringModel(build_terms(DEFAULT_TERMS), Defaults(queue_s=300, run_s=3600), 900)
 
-maybe = lambda s: st.none() | s  # noqa: E731
+maybe = lambda s: st.none() | s
 amount = st.floats(min_value=0, max_value=1e5, allow_nan=False)
 coord = st.tuples(st.floats(-90, 90), st.floats(-180, 180))
 figures = st.builds(

@@ -36,12 +36,13 @@ def gunicorn_options(bind: str, workers: int) -> dict[str, Any]:
     return {
         "bind": bind,
         "workers": workers,
+        # gthread keeps connections alive (sync closes them after every
+        # request, so each rank request paid a TCP connect). One thread per
+        # worker: a request is CPU-bound Python, and a second thread only
+        # queues behind the GIL after each Redis round trip. Measured in
+        # bench/: sync < gthread x 2 threads < gthread x 1 thread.
         "worker_class": "gthread",
-        # Two threads per worker: a request waiting on Redis does not hold the
-        # worker, and gthread keeps connections alive (sync closes after
-        # every request). Measured in bench/ against sync: lower latency and
-        # about 1.5x the throughput with 4 keep-alive clients.
-        "threads": 2,
+        "threads": 1,
         # Rank requests take about a millisecond; a request still running
         # after this long is stuck and its worker is replaced.
         "timeout": 30,

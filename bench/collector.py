@@ -1,0 +1,241 @@
+"""Collector cycle cost at 13, 100 and 500 destinations x 2,000 tools, on a
+real influxd and a real redis-server: wall time, InfluxDB HTTP requests and
+InfluxQL statements, Redis commands and round trips, peak memory.
+
+What the daemon runs:
+* ``steady``: the cycle, every ``collector.interval_s`` (15 s): the live
+  figures only; the run-time statistics from the last refresh are reused
+  and the tool statistics hash in Redis is left untouched;
+* ``refresh_job``: every ``collector.stats_refresh_s`` (300 s), a job of its
+  own beside the cycles: re-reads the daily run-time statistics and builds
+  their fallback levels and Redis payload;
+* ``after_refresh``: the first cycle after a refresh job, which writes the
+  new tool statistics to Redis;
+* ``cold``: the first cycle of a new collector process: everything read and
+  written by the cycle itself (imports and first connections included);
+and, for comparison, ``uncached``: a cycle that reads and writes
+everything, which is what every cycle did before the statistics were kept
+between cycles (and what ``tpv-broker collect --once`` still does).
+
+The synthetic metrics (``bench/data.py``: density and time layout) are
+written before anything is measured; loading time is reported apart. Each
+size is measured in a fresh subprocess, so its peak RSS is its own.
+
+    python -m bench.collector           # the full run (a few minutes)
+    python -m bench.collector --tiny    # seconds: checks that everything runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import resource
+import statistics
+import subprocess
+import tempfile
+import time
+import tracemalloc
+from typing import Any
+
+import redis as redis_lib
+import requests
+from redis.connection import AbstractConnection
+
+from tpv_broker.collector.cycle import StatsCache, collect_once
+from tpv_broker.collector.influx import InfluxQLClient
+from tpv_broker.devtools.servers import InfluxServer, RedisServer
+from tpv_broker.shared.config import BrokerConfig
+from tpv_broker.shared.store import store_from_config
+
+from . import common
+from .data import make_dataset
+from .report import collector_table, render_markdown
+
+KINDS = ("steady", "after_refresh", "refresh_job", "cold", "uncached")
+FULL = {"sizes": [13, 100, 500], "tools": 2000, "steady": 5, "refresh": 2}
+TINY = {"sizes": [5, 12], "tools": 30, "steady": 2, "refresh": 1}
+
+
+class CountingSession(requests.Session):
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = 0
+        self.statements = 0
+        self.seconds = 0.0
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        self.requests += 1
+        q = (kwargs.get("data") or {}).get("q", "") if isinstance(kwargs.get("data"), dict) else ""
+        self.statements += len([s for s in q.split(";\n") if s.strip()])
+        t = time.perf_counter()
+        try:
+            return super().request(method, url, *args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+
+class RedisCounter:
+    """Server-side command counts (INFO commandstats) and client-side round
+    trips (socket writes of packed commands)."""
+
+    def __init__(self, url: str) -> None:
+        self.admin = redis_lib.Redis.from_url(url)
+        self.writes = 0
+        original = AbstractConnection.send_packed_command
+        counter = self
+
+        def counting(conn: AbstractConnection, command: object, check_health: bool = True) -> None:
+            counter.writes += 1
+            original(conn, command, check_health)
+
+        AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+
+    def reset(self) -> None:
+        self.admin.config_resetstat()
+        self.writes = 0
+
+    def commands(self) -> int:
+        stats = self.admin.info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_config"))
+
+
+def _measure(cfg: dict[str, Any], steady: int, refresh: int) -> dict[str, Any]:
+    """Runs in the subprocess: cold, refresh and steady cycles."""
+    config = BrokerConfig.model_validate(cfg)
+    session = CountingSession()
+    source = InfluxQLClient(config.influxdb, session=session)
+    counter = RedisCounter(config.redis.url)
+    store = store_from_config(config.redis.url, config.redis.key_prefix, 60)
+    # As the daemon has it: refreshes run as a job of their own.
+    stats = StatsCache(config.collector.stats_refresh_s, background=True)
+
+    def cycle(kind: str) -> dict[str, Any]:
+        session.requests = session.statements = 0
+        session.seconds = 0.0
+        counter.reset()
+        t = time.perf_counter()
+        rows, dests, tools = 0, 0, 0
+        if kind == "refresh_job":
+            problem = stats.refresh(config, source, time.time)
+            if problem is not None or stats.current is None:
+                raise RuntimeError(f"refresh job: {problem}")
+            rows, tools = stats.current.rows_read, len(stats.current.tool_stats)
+        else:
+            report = collect_once(config, source, store, time.time, None if kind == "uncached" else stats)
+            if not report.published or report.errors:
+                raise RuntimeError(f"{kind} cycle: {report.summary()}")
+            rows, dests, tools = report.rows_read, report.destinations, report.tools
+        wall = time.perf_counter() - t
+        round_trips = counter.writes  # before INFO below adds one
+        return {"wall_s": wall, "influx_s": session.seconds, "influx_requests": session.requests,
+                "influx_statements": session.statements, "redis_commands": counter.commands(),
+                "redis_round_trips": round_trips, "rows": rows, "destinations": dests, "tools": tools}
+
+    def peak_rss() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    runs: dict[str, list[dict[str, Any]]] = {"cold": [cycle("cold")]}
+    rss = {"cold": peak_rss()}
+    runs["steady"] = [cycle("steady") for _ in range(steady)]
+    rss["steady"] = peak_rss()
+    runs["refresh_job"], runs["after_refresh"] = [], []
+    for _ in range(refresh):
+        runs["refresh_job"].append(cycle("refresh_job"))
+        runs["after_refresh"].append(cycle("after_refresh"))
+    rss["refresh_job"] = rss["after_refresh"] = peak_rss()
+    runs["uncached"] = [cycle("uncached") for _ in range(refresh)]
+    rss["uncached"] = peak_rss()
+    # Python allocations at their peak, per kind (tracemalloc slows things
+    # down, so these runs are not timed).
+    alloc = {}
+    for kind in ("steady", "refresh_job", "after_refresh", "uncached"):
+        tracemalloc.start()
+        tracemalloc.reset_peak()
+        cycle(kind)
+        alloc[kind] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    alloc["cold"] = alloc["uncached"]
+    out = {}
+    for kind, rs in runs.items():
+        walls = [r["wall_s"] for r in rs]
+        out[kind] = {
+            "cycles": len(rs),
+            "wall_s_median": round(statistics.median(walls), 3),
+            "wall_s_min": round(min(walls), 3),
+            "wall_s_max": round(max(walls), 3),
+            "influx_s_median": round(statistics.median(r["influx_s"] for r in rs), 3),
+            "influx_requests": rs[-1]["influx_requests"],
+            "influx_statements": rs[-1]["influx_statements"],
+            "redis_commands": rs[-1]["redis_commands"],
+            "redis_round_trips": rs[-1]["redis_round_trips"],
+            "rows_read": rs[-1]["rows"],
+            "destinations": rs[-1]["destinations"],
+            "tools": rs[-1]["tools"],
+            # Peak RSS of the collector process so far (monotonic: a steady
+            # cycle's own peak is at most this).
+            "peak_rss_mb": round(rss[kind], 1),
+            "peak_alloc_mb": round(alloc[kind], 1),
+        }
+    return out
+
+
+def run(params: dict[str, Any]) -> dict[str, Any]:
+    sizes = []
+    with tempfile.TemporaryDirectory(prefix="tpv-bench-collector-") as tmp_s:
+        tmp = pathlib.Path(tmp_s)
+        redis, influx = RedisServer(tmp / "redis").start(), InfluxServer(tmp / "influx").start()
+        try:
+            for n in params["sizes"]:
+                ds = make_dataset(n, params["tools"])
+                db = f"bench_{n}"
+                loaded = common.load_dataset(influx, db, ds, int(time.time()))
+                redis_lib.Redis.from_url(redis.url).flushall()
+                cfg = common.bench_config(redis, influx, db)
+                proc = subprocess.run(
+                    [common.python(), "-m", "bench.collector", "--measure", json.dumps(cfg),
+                     "--steady", str(params["steady"]), "--refresh", str(params["refresh"])],
+                    cwd=common.ROOT, env=common._child_env(), capture_output=True, text=True, timeout=1200,
+                    check=False)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"measuring {n} destinations failed:\n{proc.stderr[-3000:]}")
+                measured = json.loads(proc.stdout.strip().splitlines()[-1])
+                row = {"destinations": n, "tools": params["tools"], "series_run_time": loaded["series_run_time"],
+                       "points": loaded["points"], "load_s": loaded["load_s"], **measured}
+                sizes.append(row)
+                print(f"  {n:4d} x {params['tools']}: load {loaded['load_s']:.1f} s ({loaded['series_run_time']} "
+                      f"run-time series); " + ", ".join(f"{k} {measured[k]['wall_s_median']:.3f} s" for k in KINDS),
+                      flush=True)
+        finally:
+            influx.stop()
+            redis.stop()
+    return {
+        "params": params,
+        "note": ("Density: each tool ran on 2-18 % of the destinations (uniform, mean 10 %), three daily "
+                 "destination-queue-run-time runs in the 3-day lookback; 15 one-minute queue/cluster batches. "
+                 "InfluxDB 1.6, inmem index, data freshly written (not compacted). Load time is not part of any cycle."),
+        "sizes": sizes,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tiny", action="store_true", help="a few destinations and tools: checks it runs")
+    ap.add_argument("--out", type=pathlib.Path, default=common.RESULTS, help="where latest.json/.md go")
+    ap.add_argument("--measure", help=argparse.SUPPRESS)
+    ap.add_argument("--steady", type=int, default=5, help=argparse.SUPPRESS)
+    ap.add_argument("--refresh", type=int, default=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.measure:
+        print(json.dumps(_measure(json.loads(args.measure), args.steady, args.refresh)))
+        return
+    result = run(TINY if args.tiny else FULL) | {"tiny": args.tiny}
+    path = common.write_results("collector", result, args.out)
+    (args.out / "latest.md").write_text(render_markdown(json.loads(path.read_text())))
+    print()
+    print(collector_table(result))
+    print(f"\nwritten: {path} and {args.out / 'latest.md'}")
+
+
+if __name__ == "__main__":
+    main()

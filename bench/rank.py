@@ -1,0 +1,231 @@
+"""Rank latency and throughput, side by side, in one run on one machine:
+
+* ``ours``: ``tpv-broker serve`` (gunicorn, as deployed) on a real
+  redis-server holding a snapshot that the real collector built from
+  synthetic metrics in a real influxd;
+* ``ours_noinflight``: the same with ``inflight.enabled: false`` (no
+  in-flight charge written per request): what that feature costs;
+* ``prototype``: the prototype's design (7 InfluxQL ``last()`` queries per
+  candidate per request) against the same influxd (``bench/apps.py``);
+* ``limit``: bare Flask, one Redis HMGET, a sort (``bench/apps.py``).
+
+All three under the same gunicorn settings, sent the same request bytes by
+a load generator in other processes (``bench/loadgen.py``), at each
+candidate count, first sequentially (one client), then with several
+concurrent clients. Each measurement is split into rounds that alternate
+between the services, so that a burst of load from something else on a
+shared machine hits them alike.
+
+    python -m bench.rank            # the full run (a few minutes)
+    python -m bench.rank --tiny     # seconds: checks that everything runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import tempfile
+import time
+from typing import Any
+
+from tpv_broker.collector.cycle import collect_once
+from tpv_broker.collector.influx import InfluxQLClient
+from tpv_broker.devtools.servers import InfluxServer, RedisServer, influxql_inserts_to_lines
+from tpv_broker.shared.config import BrokerConfig
+from tpv_broker.shared.store import store_from_config
+
+from . import common, loadgen
+from .data import make_dataset, rank_bodies
+from .report import rank_table, render_markdown
+
+SERVICES = ("ours", "ours_noinflight", "limit", "prototype")
+
+FULL = {
+    "destinations": 250, "tools": 2000, "candidates": [5, 50, 200], "clients": 4, "bodies": 32, "rounds": 7,
+    # (max requests, max seconds) per round; warm-up requests per client first
+    "sequential": {"ours": (500, 1.5), "ours_noinflight": (500, 1.5), "limit": (500, 1.5),
+                   "prototype": (40, 2.5)},
+    "concurrent": {"ours": (100000, 1.5), "ours_noinflight": (100000, 1.5), "limit": (100000, 1.5),
+                   "prototype": (400, 2.5)},
+    "warmup": 20,
+    "calibration_requests": 30,
+}
+TINY = {
+    "destinations": 12, "tools": 40, "candidates": [2, 5], "clients": 2, "bodies": 4, "rounds": 1,
+    "sequential": {s: (5, 5.0) for s in SERVICES},
+    "concurrent": {s: (5, 5.0) for s in SERVICES},
+    "warmup": 1,
+    "calibration_requests": 3,
+}
+
+
+def _check(name: str, port: int, raw: bytes, n: int) -> None:
+    """Each service answers 200; ours ranks every candidate, not degraded."""
+    c = loadgen.Client("127.0.0.1", port)
+    status, body = c.request(raw)
+    c.close()
+    if status != 200:
+        raise RuntimeError(f"{name} answered HTTP {status}: {body[:300]!r}")
+    answer = json.loads(body)
+    if name.startswith("ours") and (answer.get("degraded") or len(answer["destinations"]) != n):
+        raise RuntimeError(f"ours answered degraded or incomplete: {answer}")
+
+
+# The original prototype's p50, as measured on this workplace's machines
+# against InfluxDB 1.6 with its own test data (shared/reference/README.md).
+REFERENCE_P50_MS = {"5": 24.0, "13": 85.0, "50": 235.0}
+PROTOTYPE_DATA = common.ROOT / "tests" / "data" / "prototype"
+
+
+def _calibrate(influx: InfluxServer, workers: int, tmp: pathlib.Path, requests: int) -> dict[str, Any]:
+    """The baseline on the prototype's own data (13 destinations), to set
+    beside the original's measured figures: is the reimplementation as fast
+    as the original was?"""
+    db = "prototype_data"
+    influx.create_database(db)
+    text = (PROTOTYPE_DATA / "test_data.influxql").read_text()
+    influx.write_lines(db, influxql_inserts_to_lines(text, start_ts=int(time.time()) - 200))
+    example = json.loads((PROTOTYPE_DATA / "example_request1.json").read_text())
+    ids = sorted({ln.split("destination_id=")[1].split(",")[0].split(" ")[0].strip('"')
+                  for ln in text.splitlines() if "destination_id=" in ln})
+    stores = example["objectstores"]
+    bodies = {}
+    for n in (5, 13):
+        bodies[n] = [{"job": {"tool_id": "trinity", "cores": 4, "mem": 16},
+                      "destinations": [{"id": d, "context": {"latitude": 50.0, "longitude": 8.0}} for d in ids[:n]],
+                      "datasets": [{"object_store_id": k, "size": v["size"]} for k, v in
+                                   ((d["object_store_id"], d) for d in example["datasets"].values())],
+                      "object_stores": stores}]
+    port = common.port()
+    argv = [common.python(), "-m", "bench.apps", "prototype", "--bind", f"127.0.0.1:{port}",
+            "--workers", str(workers), "--influx-url", influx.url, "--database", db]
+    raws = {n: loadgen.build_requests("127.0.0.1", "/api/rank", b) for n, b in bodies.items()}
+    srv = common.ServerProcess("prototype (its own data)", argv, port, raws[5][0], tmp / "calibration.log").start()
+    try:
+        out = {}
+        for n, raw in raws.items():
+            r = loadgen.summarize([loadgen.run(loadgen.RunSpec("127.0.0.1", port, raw, requests, 10.0, warmup=2), 1)])
+            out[str(n)] = r["p50_ms"]
+        return {"p50_ms": out, "reference_p50_ms": REFERENCE_P50_MS, "destinations": len(ids)}
+    finally:
+        srv.stop()
+
+
+def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="tpv-bench-rank-") as tmp_s:
+        tmp = pathlib.Path(tmp_s)
+        redis, influx = RedisServer(tmp / "redis").start(), InfluxServer(tmp / "influx").start()
+        servers: list[common.ServerProcess] = []
+        try:
+            ds = make_dataset(params["destinations"], params["tools"])
+            loaded = common.load_dataset(influx, "galaxy", ds, int(time.time()))
+            cfg_dict = common.bench_config(redis, influx, "galaxy")
+            cfg_path = common.write_config(tmp / "config.yaml", cfg_dict)
+            noinflight_path = common.write_config(tmp / "config-noinflight.yaml",
+                                                  cfg_dict | {"inflight": {"enabled": False}})
+            config = BrokerConfig.model_validate(cfg_dict)
+            store = store_from_config(config.redis.url, config.redis.key_prefix, 30)
+            report = collect_once(config, InfluxQLClient(config.influxdb), store, time.time)
+            if not report.published or report.errors:
+                raise RuntimeError(f"collector: {report.summary()}")
+
+            ports = {s: common.port() for s in SERVICES}
+            first = loadgen.build_requests("127.0.0.1", "/api/rank", rank_bodies(ds, 2, 1))[0]
+            py = common.python()
+            argv = {
+                "ours": [py, "-m", "tpv_broker", "--config", str(cfg_path), "--log-level", "WARNING", "serve",
+                         "--bind", f"127.0.0.1:{ports['ours']}", "--workers", str(workers)],
+                "ours_noinflight": [py, "-m", "tpv_broker", "--config", str(noinflight_path), "--log-level",
+                                    "WARNING", "serve", "--bind", f"127.0.0.1:{ports['ours_noinflight']}",
+                                    "--workers", str(workers)],
+                "limit": [py, "-m", "bench.apps", "limit", "--bind", f"127.0.0.1:{ports['limit']}",
+                          "--workers", str(workers), "--redis-url", redis.url],
+                "prototype": [py, "-m", "bench.apps", "prototype", "--bind", f"127.0.0.1:{ports['prototype']}",
+                              "--workers", str(workers), "--influx-url", influx.url, "--database", "galaxy"],
+            }
+            for s in params.get("services", SERVICES):
+                servers.append(common.ServerProcess(s, argv[s], ports[s], first, tmp / f"{s}.log").start())
+
+            runs = []
+            for n in params["candidates"]:
+                raws = loadgen.build_requests("127.0.0.1", "/api/rank", rank_bodies(ds, n, params["bodies"]))
+                for mode, clients in (("sequential", 1), ("concurrent", params["clients"])):
+                    services = params.get("services", SERVICES)
+                    rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in services}
+                    for s in services:
+                        _check(s, ports[s], raws[0], n)
+                    for k in range(params["rounds"]):
+                        for s in services:
+                            max_req, max_s = params[mode][s]
+                            spec = loadgen.RunSpec("127.0.0.1", ports[s], raws, max_req, max_s,
+                                                   warmup=params["warmup"] if s != "prototype" else 1)
+                            rounds[s].append(loadgen.run(spec, clients))
+                    for s in services:
+                        r = loadgen.summarize(rounds[s])
+                        # Each round's own p50 and throughput, for ratios of
+                        # rounds run side by side (see report.rank_ratios).
+                        per_round = [loadgen.summarize([one]) for one in rounds[s]]
+                        r["round_p50_ms"] = [x["p50_ms"] for x in per_round]
+                        r["round_rps"] = [x["throughput_rps"] for x in per_round]
+                        r.update(service=s, candidates=n, mode=mode)
+                        if r["errors"]:
+                            raise RuntimeError(f"{s} at {n} candidates: {r['errors']} errors, e.g. {r['first_error']}")
+                        runs.append(r)
+                        print(f"  {s:15s} n={n:<4d} {mode:10s} p50 {r['p50_ms']:9.3f} ms  p90 {r['p90_ms']:9.3f}"
+                              f"  p99 {r['p99_ms']:9.3f}  {r['throughput_rps']:8.1f} req/s  ({r['requests']} req)",
+                              flush=True)
+            calibration = _calibrate(influx, workers, tmp, params["calibration_requests"])
+            print(f"  calibration: prototype on its own data, p50 {calibration['p50_ms']} ms "
+                  f"(original, reference README: {REFERENCE_P50_MS})", flush=True)
+            result = {
+                "calibration": calibration,
+                "params": {k: v for k, v in params.items() if k not in ("sequential", "concurrent")}
+                | {"workers": workers, "limits": {m: params[m] for m in ("sequential", "concurrent")}},
+                "dataset": loaded | {"destinations": params["destinations"], "tools": params["tools"]},
+                "snapshot": report.summary(),
+                "gunicorn": _gunicorn_settings(workers),
+                "runs": runs,
+            }
+            return result
+        finally:
+            for srv in servers:
+                srv.stop()
+            influx.stop()
+            redis.stop()
+
+
+def _gunicorn_settings(workers: int) -> dict[str, Any]:
+    from tpv_broker.api.server import gunicorn_options
+
+    opts = gunicorn_options("127.0.0.1:0", workers)
+    return {k: opts[k] for k in ("workers", "worker_class") if k in opts} | (
+        {"threads": opts["threads"]} if "threads" in opts else {}
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tiny", action="store_true", help="a few requests on a dozen destinations: checks it runs")
+    ap.add_argument("--workers", type=int, default=BrokerConfig().api.workers,
+                    help="gunicorn workers for all three services (default: api.workers)")
+    ap.add_argument("--candidates", type=int, nargs="+", help="candidate counts (default: 5 50 200)")
+    ap.add_argument("--services", nargs="+", choices=SERVICES, help="a subset, for experiments")
+    ap.add_argument("--out", type=pathlib.Path, default=common.RESULTS, help="where latest.json/.md go")
+    args = ap.parse_args()
+    params = dict(TINY if args.tiny else FULL)
+    if args.candidates:
+        params["candidates"] = args.candidates
+    if args.services:
+        params["services"] = args.services
+    result = run(params, args.workers, args.out)
+    path = common.write_results("rank", result | {"tiny": args.tiny}, args.out)
+    md = render_markdown(json.loads(path.read_text()))
+    (args.out / "latest.md").write_text(md)
+    print()
+    print(rank_table(result))
+    print(f"\nwritten: {path} and {args.out / 'latest.md'}")
+
+
+if __name__ == "__main__":
+    main()

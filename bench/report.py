@@ -1,0 +1,181 @@
+"""Result tables (markdown) and the targets, from ``latest.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _get(runs: list[dict[str, Any]], service: str, n: int, mode: str) -> dict[str, Any] | None:
+    return next((r for r in runs if r["service"] == service and r["candidates"] == n and r["mode"] == mode), None)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def _paired(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str) -> float | None:
+    """Median over rounds of a's figure / b's figure in the same round: the
+    rounds alternate between services, so each pair ran moments apart and
+    a burst of load from something else on the machine mostly cancels out."""
+    if not a or not b or key not in a or key not in b:
+        return None
+    ratios = sorted(x / y for x, y in zip(a[key], b[key]) if x and y)
+    if not ratios:
+        return None
+    mid = len(ratios) // 2
+    return round(ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2, 2)
+
+
+def _p50_ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    v = _paired(a, b, "round_p50_ms")
+    return v if v is not None else _ratio(a and a["p50_ms"], b and b["p50_ms"])
+
+
+def _rps_ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    v = _paired(a, b, "round_rps")
+    return v if v is not None else _ratio(a and a["throughput_rps"], b and b["throughput_rps"])
+
+
+def rank_ratios(result: dict[str, Any]) -> dict[str, Any]:
+    runs, ns = result["runs"], result["params"]["candidates"]
+    out: dict[str, Any] = {}
+    for n in ns:
+        ours, lim, proto, lean = (_get(runs, s, n, "sequential") for s in ("ours", "limit", "prototype",
+                                                                           "ours_noinflight"))
+        c_ours, c_lim, c_proto, c_lean = (_get(runs, s, n, "concurrent") for s in ("ours", "limit", "prototype",
+                                                                                   "ours_noinflight"))
+        out[str(n)] = {
+            "p50_noinflight_over_limit": _p50_ratio(lean, lim),
+            "throughput_noinflight_over_limit": _rps_ratio(c_lean, c_lim),
+            "p50_prototype_over_ours": _p50_ratio(proto, ours),
+            "p50_ours_over_limit": _p50_ratio(ours, lim),
+            "throughput_ours_over_limit": _rps_ratio(c_ours, c_lim),
+            "throughput_ours_over_prototype": _rps_ratio(c_ours, c_proto),
+        }
+    lo, hi = min(ns), max(ns)
+    for s in ("ours", "limit"):
+        # Different candidate counts ran minutes apart: pooled p50s, not pairs.
+        a, b = _get(runs, s, hi, "sequential"), _get(runs, s, lo, "sequential")
+        out[f"{s}_p50_{hi}_over_{lo}"] = _ratio(a and a["p50_ms"], b and b["p50_ms"])
+    return out
+
+
+def rank_targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    r = rank_ratios(result)
+    ns = result["params"]["candidates"]
+    mid = "50" if 50 in ns else str(ns[len(ns) // 2])
+    lo, hi = min(ns), max(ns)
+    clients = result["params"]["clients"]
+    rows = []
+
+    def row(text: str, value: float | None, ok: bool | None, fmt: str) -> None:
+        rows.append((text, "-" if value is None else fmt.format(value), ok))
+
+    v = r[mid]["p50_prototype_over_ours"]
+    row(f"p50 at {mid} candidates, prototype / ours >= 200", v, None if v is None else v >= 200, "{:.0f}x")
+    v = r[mid]["p50_ours_over_limit"]
+    row(f"p50 at {mid} candidates, ours / limit <= 2", v, None if v is None else v <= 2, "{:.2f}x")
+    v = r[f"ours_p50_{hi}_over_{lo}"]
+    row(f"ours: p50 at {hi} / p50 at {lo} candidates <= 1.5", v, None if v is None else v <= 1.5, "{:.2f}x")
+    v = r[mid]["throughput_ours_over_limit"]
+    row(f"throughput at {mid} candidates, {clients} clients, ours / limit >= 0.6", v,
+        None if v is None else v >= 0.6, "{:.2f}")
+    return rows
+
+
+def _ok(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "NOT met")
+
+
+def rank_table(result: dict[str, Any]) -> str:
+    runs = result["runs"]
+    lines = ["| candidates | clients | service | p50 ms | p90 ms | p99 ms | req/s | requests |",
+             "|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for n in result["params"]["candidates"]:
+        for mode in ("sequential", "concurrent"):
+            for s in ("ours", "ours_noinflight", "limit", "prototype"):
+                r = _get(runs, s, n, mode)
+                if r:
+                    lines.append(f"| {n} | {r['clients']} | {s} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | "
+                                 f"{r['p99_ms']:.3f} | {r['throughput_rps']:.0f} | {r['requests']} |")
+    ratios = rank_ratios(result)
+    lines += ["", f"Ratios: median over the {result['params'].get('rounds', 1)} rounds of each measurement, each "
+              "round's figure against the other service's in the same round (the services take turns round by "
+              "round); the p50 at 200 against 5 candidates compares pooled p50s."]
+    lines += ["", "| candidates | p50 prototype/ours | p50 ours/limit | req/s ours/limit (concurrent) | "
+              "req/s ours/prototype (concurrent) | p50 ours_noinflight/limit | req/s ours_noinflight/limit |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
+    for n in result["params"]["candidates"]:
+        x = ratios[str(n)]
+        f = lambda v, suffix="x": "-" if v is None else f"{v:g}{suffix}"
+        lines.append(f"| {n} | {f(x['p50_prototype_over_ours'])} | {f(x['p50_ours_over_limit'])} | "
+                     f"{f(x['throughput_ours_over_limit'], '')} | {f(x['throughput_ours_over_prototype'])} | "
+                     f"{f(x['p50_noinflight_over_limit'])} | {f(x['throughput_noinflight_over_limit'], '')} |")
+    cal = result.get("calibration")
+    if cal:
+        ref = cal["reference_p50_ms"]
+        lines += ["", f"Calibration: this reimplementation of the prototype on the prototype's own data "
+                  f"({cal['destinations']} destinations): p50 {cal['p50_ms']['5']:.1f} ms at 5 and "
+                  f"{cal['p50_ms']['13']:.1f} ms at 13 candidates; the original measured {ref['5']:g} and "
+                  f"{ref['13']:g} ms there (and {ref['50']:g} ms at 50)."]
+        ours50 = _get(runs, "ours", 50, "sequential")
+        if ours50:
+            lines.append(f"Against the original's own {ref['50']:g} ms at 50 candidates, ours at 50 is "
+                         f"{ref['50'] / ours50['p50_ms']:.0f}x faster.")
+    lines += ["", "| target | measured | |", "|---|---:|---|"]
+    lines += [f"| {t} | {v} | {_ok(ok)} |" for t, v, ok in rank_targets(result)]
+    return "\n".join(lines)
+
+
+def collector_table(result: dict[str, Any]) -> str:
+    lines = ["| destinations x tools | run-time series | cycle | wall s (median) | InfluxDB HTTP requests | "
+             "InfluxQL statements | Redis commands | Redis round trips | peak RSS MB | peak Python alloc MB |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["sizes"]:
+        for kind in ("steady", "after_refresh", "refresh_job", "cold", "uncached"):
+            c = r.get(kind)
+            if not c:
+                continue
+            lines.append(
+                f"| {r['destinations']} x {r['tools']} | {r['series_run_time']} | {kind} | {c['wall_s_median']:.3f} | "
+                f"{c['influx_requests']} | {c['influx_statements']} | {c['redis_commands']} | "
+                f"{c['redis_round_trips']} | {c['peak_rss_mb']:.0f} | {c['peak_alloc_mb']:.1f} |")
+    lines += ["", "| target | measured | |", "|---|---:|---|"]
+    for t, v, ok in collector_targets(result):
+        lines.append(f"| {t} | {v} | {_ok(ok)} |")
+    return "\n".join(lines)
+
+
+def collector_targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    big = max(result["sizes"], key=lambda r: r["destinations"])
+    kinds = ("steady", "after_refresh", "refresh_job", "cold", "uncached")
+    rows: list[tuple[str, str, bool | None]] = []
+    for kind in kinds:
+        c = big.get(kind)
+        if c:
+            rows.append((f"{kind} at {big['destinations']} x {big['tools']} < 2 s", f"{c['wall_s_median']:.2f} s",
+                         c["wall_s_median"] < 2.0))
+    for what in ("influx_requests", "influx_statements"):
+        seen = {kind: sorted({r[kind][what] for r in result["sizes"] if r.get(kind)}) for kind in kinds}
+        const = all(len(v) <= 1 for v in seen.values())
+        rows.append((f"{what.replace('_', ' ')} per cycle or job, constant across sizes",
+                     ", ".join(f"{k}: {v[0]}" if len(v) == 1 else f"{k}: {v}" for k, v in seen.items() if v), const))
+    return rows
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    m = data.get("machine", {})
+    out = ["# Benchmark results (generated by bench/; do not edit)", "",
+           f"Machine: {m.get('cpus')} CPUs ({m.get('cpu_model')}), {m.get('memory_gb')} GB, Python {m.get('python')}, "
+           f"Redis {m.get('redis')}, {m.get('influxdb')}; {m.get('date_utc')}.", ""]
+    if "rank" in data:
+        r = data["rank"]
+        out += [f"## Rank path{' (TINY mode: not a measurement)' if r.get('tiny') else ''}", "",
+                f"Snapshot: {r['dataset']['destinations']} destinations x {r['dataset']['tools']} tools "
+                f"({r['dataset']['series_run_time']} run-time series); collector: {r['snapshot']}. "
+                f"gunicorn for all three services: {r['gunicorn']}.", "", rank_table(r), ""]
+    if "collector" in data:
+        c = data["collector"]
+        out += [f"## Collector cycle{' (TINY mode: not a measurement)' if c.get('tiny') else ''}", "",
+                c.get("note", ""), "", collector_table(c), ""]
+    return "\n".join(out)
