@@ -104,6 +104,9 @@ class RunSpec:
     max_requests: int
     max_seconds: float
     warmup: int = 0
+    # Idle time between one answer and the next request (not in any figure):
+    # TPV asks once per job, not back to back.
+    pace_s: float = 0.0
 
 
 def _client_loop(spec: RunSpec, offset: int, start_at: float | None = None) -> dict[str, Any]:
@@ -117,6 +120,7 @@ def _client_loop(spec: RunSpec, offset: int, start_at: float | None = None) -> d
         while time.time() < start_at:
             time.sleep(0.001)
     lat: list[float] = []
+    paused = 0.0
     t0 = time.perf_counter()
     deadline = t0 + spec.max_seconds
     i = 0
@@ -132,7 +136,10 @@ def _client_loop(spec: RunSpec, offset: int, start_at: float | None = None) -> d
         i += 1
         if e >= deadline:
             break
-    elapsed = time.perf_counter() - t0
+        if spec.pace_s:
+            time.sleep(spec.pace_s)
+            paused += time.perf_counter() - e
+    elapsed = time.perf_counter() - t0 - paused
     client.close()
     return {"latencies": lat, "elapsed": elapsed, "errors": errors, "first_error": first_error,
             "connects": client.connects}

@@ -46,6 +46,8 @@ FULL = {
     # (max requests, max seconds) per round; warm-up requests per client first
     "sequential": {"ours": (500, 1.5), "ours_noinflight": (500, 1.5), "limit": (500, 1.5),
                    "prototype": (40, 2.5)},
+    "paced": {"ours": (300, 1.5), "ours_noinflight": (300, 1.5), "limit": (300, 1.5)},
+    "pace_s": 0.002,
     "concurrent": {"ours": (100000, 1.5), "ours_noinflight": (100000, 1.5), "limit": (100000, 1.5),
                    "prototype": (400, 2.5)},
     "warmup": 20,
@@ -54,6 +56,8 @@ FULL = {
 TINY = {
     "destinations": 12, "tools": 40, "candidates": [2, 5], "clients": 2, "bodies": 4, "rounds": 1,
     "sequential": {s: (5, 5.0) for s in SERVICES},
+    "paced": {s: (5, 5.0) for s in SERVICES},
+    "pace_s": 0.002,
     "concurrent": {s: (5, 5.0) for s in SERVICES},
     "warmup": 1,
     "calibration_requests": 3,
@@ -150,8 +154,8 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
             runs = []
             for n in params["candidates"]:
                 raws = loadgen.build_requests("127.0.0.1", "/api/rank", rank_bodies(ds, n, params["bodies"]))
-                for mode, clients in (("sequential", 1), ("concurrent", params["clients"])):
-                    services = params.get("services", SERVICES)
+                for mode, clients in (("sequential", 1), ("paced", 1), ("concurrent", params["clients"])):
+                    services = [s for s in params.get("services", SERVICES) if s != "prototype" or mode != "paced"]
                     rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in services}
                     for s in services:
                         _check(s, ports[s], raws[0], n)
@@ -159,7 +163,8 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
                         for s in services:
                             max_req, max_s = params[mode][s]
                             spec = loadgen.RunSpec("127.0.0.1", ports[s], raws, max_req, max_s,
-                                                   warmup=params["warmup"] if s != "prototype" else 1)
+                                                   warmup=params["warmup"] if s != "prototype" else 1,
+                                                   pace_s=params["pace_s"] if mode == "paced" else 0.0)
                             rounds[s].append(loadgen.run(spec, clients))
                     for s in services:
                         r = loadgen.summarize(rounds[s])
@@ -180,8 +185,8 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
                   f"(original, reference README: {REFERENCE_P50_MS})", flush=True)
             result = {
                 "calibration": calibration,
-                "params": {k: v for k, v in params.items() if k not in ("sequential", "concurrent")}
-                | {"workers": workers, "limits": {m: params[m] for m in ("sequential", "concurrent")}},
+                "params": {k: v for k, v in params.items() if k not in ("sequential", "paced", "concurrent")}
+                | {"workers": workers, "limits": {m: params[m] for m in ("sequential", "paced", "concurrent")}},
                 "dataset": loaded | {"destinations": params["destinations"], "tools": params["tools"]},
                 "snapshot": report.summary(),
                 "gunicorn": _gunicorn_settings(workers),

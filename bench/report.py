@@ -44,7 +44,11 @@ def rank_ratios(result: dict[str, Any]) -> dict[str, Any]:
                                                                            "ours_noinflight"))
         c_ours, c_lim, c_proto, c_lean = (_get(runs, s, n, "concurrent") for s in ("ours", "limit", "prototype",
                                                                                    "ours_noinflight"))
+        p_ours, p_lim, p_lean = (_get(runs, s, n, "paced") for s in ("ours", "limit", "ours_noinflight"))
         out[str(n)] = {
+            "paced_p50_ours_over_limit": _p50_ratio(p_ours, p_lim),
+            "paced_p50_noinflight_over_limit": _p50_ratio(p_lean, p_lim),
+            "paced_p50_prototype_over_ours": _ratio(proto and proto["p50_ms"], p_ours and p_ours["p50_ms"]),
             "p50_noinflight_over_limit": _p50_ratio(lean, lim),
             "throughput_noinflight_over_limit": _rps_ratio(c_lean, c_lim),
             "p50_prototype_over_ours": _p50_ratio(proto, ours),
@@ -92,11 +96,12 @@ def rank_table(result: dict[str, Any]) -> str:
     lines = ["| candidates | clients | service | p50 ms | p90 ms | p99 ms | req/s | requests |",
              "|---:|---:|---|---:|---:|---:|---:|---:|"]
     for n in result["params"]["candidates"]:
-        for mode in ("sequential", "concurrent"):
+        for mode in ("sequential", "paced", "concurrent"):
             for s in ("ours", "ours_noinflight", "limit", "prototype"):
                 r = _get(runs, s, n, mode)
                 if r:
-                    lines.append(f"| {n} | {r['clients']} | {s} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | "
+                    clients = f"{r['clients']} paced" if mode == "paced" else str(r["clients"])
+                    lines.append(f"| {n} | {clients} | {s} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | "
                                  f"{r['p99_ms']:.3f} | {r['throughput_rps']:.0f} | {r['requests']} |")
     ratios = rank_ratios(result)
     lines += ["", f"Ratios: median over the {result['params'].get('rounds', 1)} rounds of each measurement, each "
@@ -111,6 +116,18 @@ def rank_table(result: dict[str, Any]) -> str:
         lines.append(f"| {n} | {f(x['p50_prototype_over_ours'])} | {f(x['p50_ours_over_limit'])} | "
                      f"{f(x['throughput_ours_over_limit'], '')} | {f(x['throughput_ours_over_prototype'])} | "
                      f"{f(x['p50_noinflight_over_limit'])} | {f(x['throughput_noinflight_over_limit'], '')} |")
+    pace = result["params"].get("pace_s")
+    if pace:
+        lines += ["", f"Paced (one client, {pace * 1000:g} ms idle between an answer and the next request, as TPV "
+                  "asks once per job rather than back to back; the in-flight charge is written after the answer "
+                  "is sent, so only a back-to-back client waits for it):", "",
+                  "| candidates | p50 ours/limit | p50 ours_noinflight/limit | p50 prototype (back to back) / ours |",
+                  "|---:|---:|---:|---:|"]
+        for n in result["params"]["candidates"]:
+            x = ratios[str(n)]
+            f = lambda v: "-" if v is None else f"{v:g}x"  # noqa: E731
+            lines.append(f"| {n} | {f(x['paced_p50_ours_over_limit'])} | {f(x['paced_p50_noinflight_over_limit'])} | "
+                         f"{f(x['paced_p50_prototype_over_ours'])} |")
     cal = result.get("calibration")
     if cal:
         ref = cal["reference_p50_ms"]

@@ -31,7 +31,7 @@ def test_rank_bench_tiny(tmp_path: pathlib.Path) -> None:
     services = {r["service"] for r in runs}
     assert services == {"ours", "ours_noinflight", "limit", "prototype"}
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in runs)
-    assert {r["mode"] for r in runs} == {"sequential", "concurrent"}
+    assert {r["mode"] for r in runs} == {"sequential", "paced", "concurrent"}
     assert data["rank"]["gunicorn"]["worker_class"]
     assert "## Rank path" in (tmp_path / "latest.md").read_text()
 

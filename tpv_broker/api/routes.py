@@ -4,7 +4,7 @@ pure rank core, answer JSON."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
@@ -56,14 +56,33 @@ def _parse(model: type[BaseModel]) -> Any:
         raise BadRequest(describe_errors(e)) from None
 
 
-def _rank(req: RankRequest) -> RankResult:
+def _rank(req: RankRequest) -> tuple[RankResult, Callable[[], None]]:
+    """The result, and the in-flight charge to make once it is answered."""
     state = get_state(current_app)
     limit = state.config.api.max_candidates
     if len(req.destinations) > limit:
         raise BadRequest([{"field": "destinations", "problem": f"at most {limit} candidates, got {len(req.destinations)}"}])
     ranker = state.ranker
     datasets = ranker.datasets([(d.object_store_id, d.size) for d in req.datasets], req.store_locations())
-    return ranker.rank([d.candidate() for d in req.destinations], req.job.facts(), datasets)
+    job = req.job.facts()
+    result = ranker.rank([d.candidate() for d in req.destinations], job, datasets, charge=False)
+    return result, lambda: ranker.charge_first(result, job)
+
+
+def _then(response: Response, after: Callable[[], None]) -> Response:
+    """Send ``response``, then run ``after``: the body goes out as the first
+    chunk (with its Content-Length, so the client has its whole answer),
+    and the server runs ``after`` before it finishes the response. The
+    in-flight charge is a Redis round trip Galaxy need not wait for."""
+    body = response.get_data()
+
+    def chunks() -> Iterator[bytes]:
+        yield body
+        after()
+
+    response.response = chunks()
+    response.headers["Content-Length"] = str(len(body))
+    return response
 
 
 def _answer(result: RankResult, with_explanation: bool) -> dict[str, Any]:
@@ -83,7 +102,8 @@ def _answer(result: RankResult, with_explanation: bool) -> dict[str, Any]:
 def rank_endpoint() -> Response:
     req: RankRequest = _parse(RankRequest)
     explain = request.args.get("explain", "0").lower() in ("1", "true", "yes")
-    return jsonify(_answer(_rank(req), explain))
+    result, charge = _rank(req)
+    return _then(jsonify(_answer(result, explain)), charge)
 
 
 @bp.post("/process_data")
@@ -91,7 +111,8 @@ def process_data() -> Response:
     """The prototype's endpoint, so existing TPV configs keep working. Unlike
     the prototype it never drops a candidate."""
     legacy: ProcessDataRequest = _parse(ProcessDataRequest)
-    return jsonify({"sorted_destinations": _rank(legacy.to_rank_request()).ids})
+    result, charge = _rank(legacy.to_rank_request())
+    return _then(jsonify({"sorted_destinations": result.ids}), charge)
 
 
 @bp.get("/health")

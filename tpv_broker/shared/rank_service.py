@@ -58,10 +58,19 @@ class RankService:
             return RankResult(tpv_order(candidates, "TPV order: Redis unavailable"), True, None, "Redis unavailable")
         result = rank(candidates, job, datasets, view, now, self.model, self.max_snapshot_age_s, self.locations,
                       self.reflect_lag_s)
-        if charge and self.inflight is not None and result.placements and result.placements[0].group == SCORED:
-            try:
-                self.inflight.charge(Charge(result.placements[0].id, job.cores, job.mem, now, job.id))
-            except StoreError as e:
-                # The answer stands; only the next rankings lose this hint.
-                log.warning("could not charge the placement: %s", e)
+        if charge:
+            self.charge_first(result, job, now)
         return result
+
+    def charge_first(self, result: RankResult, job: JobFacts, now: float | None = None) -> None:
+        """Charge the job to the destination ranked first (if in-flight
+        accounting is on and it was ranked on live figures). Never raises
+        for Redis trouble: the answer stands either way."""
+        if self.inflight is None or not result.placements or result.placements[0].group != SCORED:
+            return
+        try:
+            self.inflight.charge(Charge(result.placements[0].id, job.cores, job.mem,
+                                        self.clock() if now is None else now, job.id))
+        except StoreError as e:
+            # The answer stands; only the next rankings lose this hint.
+            log.warning("could not charge the placement: %s", e)
