@@ -46,9 +46,13 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["tpv_broker"] = ApiState(config, store, clock, RankService(config, store, clock))
 
+    from .metrics import init_metrics
     from .routes import bp
 
     app.register_blueprint(bp)
+    # Imported here, not at the top: prometheus_client must not be loaded
+    # before `serve` has set up its multiprocess directory.
+    init_metrics(app, store, config, clock)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]

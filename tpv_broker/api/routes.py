@@ -13,6 +13,7 @@ from ..shared.errors import StoreError
 from ..shared.explain import explain
 from ..shared.ranking import RankResult
 from .app import get_state
+from .metrics import note_rank_result
 from .schemas import ProcessDataRequest, RankRequest, describe_errors
 
 log = logging.getLogger("tpv_broker.api")
@@ -66,6 +67,7 @@ def _rank(req: RankRequest) -> tuple[RankResult, Callable[[], None]]:
     datasets = ranker.datasets([(d.object_store_id, d.size) for d in req.datasets], req.store_locations())
     job = req.job.facts()
     result = ranker.rank([d.candidate() for d in req.destinations], job, datasets, charge=False)
+    note_rank_result(result)
     return result, lambda: ranker.charge_first(result, job)
 
 
