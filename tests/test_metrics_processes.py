@@ -152,8 +152,9 @@ def test_serve_counts_add_up_across_two_workers(redis_url, redis_client, tmp_pat
         # A worker dies and is replaced: its counts stay, it no longer counts as alive.
         os.kill(first, signal.SIGKILL)
         wait_for(lambda: len(_worker_pids(log_path)) == 3, "gunicorn to replace the killed worker")
-        wait_for(lambda: up() and total(scrape(f"{base}/metrics"), "tpv_broker_api_workers") == 2,
-                 "the workers gauge to settle")
+        replacement = _worker_pids(log_path)[2]
+        # Its app (and so its "alive" gauge) exists once it has loaded.
+        wait_for(lambda: (metrics_dir / f"gauge_livesum_{replacement}.db").exists(), "the new worker's app")
         for _ in range(4):
             s = scrape(f"{base}/metrics")
             assert total(s, "tpv_broker_api_requests_total", endpoint="/api/rank") == 14
