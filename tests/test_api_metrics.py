@@ -4,6 +4,8 @@ test_metrics_processes.py)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from typing import Any
 
@@ -17,6 +19,7 @@ from tpv_broker.api.metrics import MULTIPROC_ENV, degraded_reason_label, outcome
 from tpv_broker.devtools.servers import RedisServer, free_port
 from tpv_broker.shared.config import BrokerConfig, load_config
 from tpv_broker.shared.keys import KeySchema
+from tpv_broker.shared.logging_setup import EventFormatter
 from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.shared.store import SnapshotStore, connect_redis
 
@@ -204,3 +207,15 @@ def test_outcome_of(status: int, degraded: bool, outcome: str) -> None:
 ])
 def test_degraded_reason_label(reason: str | None, label: str) -> None:
     assert degraded_reason_label(reason) == label
+
+
+def test_redis_trouble_is_logged_as_named_events(caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="tpv_broker")
+    store = SnapshotStore(connect_redis(f"redis://127.0.0.1:{free_port()}/0", 0.2), KEYS)
+    client = create_app(config(), store=store, clock=lambda: NOW).test_client()
+    assert client.post("/api/rank", json=RANK).json["degraded"] is True
+    assert client.get("/ready").status_code == 503
+    lines = [json.loads(EventFormatter("json").format(r)) for r in caplog.records]
+    assert [(x["event"], x.get("reason")) for x in lines] == [("rank_degraded", "redis_unavailable"),
+                                                             ("not_ready", "redis_unavailable")]
+    assert lines[0]["msg"].startswith("answering in TPV order: Redis at redis://127.0.0.1:")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..shared.errors import StoreError
 from ..shared.explain import explain
+from ..shared.logging_setup import event
 from ..shared.ranking import RankResult
 from .app import get_state
 from .metrics import note_rank_result
@@ -128,7 +129,7 @@ def ready() -> tuple[Response, int]:
     try:
         meta = state.store.read_meta()
     except StoreError as e:
-        log.warning("not ready: %s", e)
+        log.warning("not ready: %s", e, extra=event("not_ready", reason="redis_unavailable"))
         return jsonify({"ready": False, "reason": "Redis unavailable"}), 503
     if meta is None:
         return jsonify({"ready": False, "reason": "no snapshot in Redis yet"}), 503
