@@ -274,3 +274,14 @@ def test_collector_metrics_port_in_use_is_one_clear_error(redis_url, tmp_path) -
     assert result.returncode == 1
     assert f"error: collector.metrics_port: cannot serve metrics on 127.0.0.1:{port}: " in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_with_an_unusable_metrics_dir_is_one_clear_error(redis_url, tmp_path) -> None:
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("")
+    env = _env(TPV_BROKER_REDIS_URL=redis_url, TPV_BROKER_API_METRICS_DIR=str(not_a_dir))
+    result = subprocess.run([*CLI, "serve", "--bind", f"127.0.0.1:{free_port()}"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: api.metrics_dir: cannot create the metrics directory in {not_a_dir}: ")
+    assert "Traceback" not in result.stderr

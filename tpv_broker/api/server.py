@@ -15,6 +15,7 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from ..shared.config import BrokerConfig
+from ..shared.errors import BrokerError
 from .app import create_app
 
 
@@ -92,9 +93,14 @@ def metrics_directory(parent: str | None) -> Iterator[str]:
     multiprocess mode), in the environment the workers inherit; removed at
     exit. Fresh per run, so counts never carry over from an earlier run or
     mix with another instance's."""
-    if parent is not None:
-        os.makedirs(parent, exist_ok=True)
-    path = tempfile.mkdtemp(prefix="tpv-broker-metrics-", dir=parent)
+    try:
+        if parent is not None:
+            os.makedirs(parent, exist_ok=True)
+        path = tempfile.mkdtemp(prefix="tpv-broker-metrics-", dir=parent)
+    except OSError as e:
+        where = parent if parent is not None else tempfile.gettempdir()
+        raise BrokerError(f"api.metrics_dir: cannot create the metrics directory in {where}: "
+                          f"{e.strerror or e}") from None
     previous = os.environ.get(MULTIPROC_ENV)
     os.environ[MULTIPROC_ENV] = path
     try:
