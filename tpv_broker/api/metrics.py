@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -135,6 +135,7 @@ class ApiMetrics:
         self.workers = Gauge("tpv_broker_api_workers", "API worker processes alive", registry=self.own,
                              multiprocess_mode="livesum")
         self.workers.set(1)
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
         for endpoint in RANK_ENDPOINTS:
             for outcome in ("ok", "degraded", "bad_request"):
                 self.requests.labels(endpoint, outcome)
@@ -149,9 +150,15 @@ class ApiMetrics:
 
     def observe(self, endpoint: str, status: int, degraded_reason: str | None, seconds: float | None) -> None:
         outcome = outcome_of(status, degraded_reason is not None)
-        self.requests.labels(endpoint, outcome).inc()
+        key = (endpoint, outcome)
+        children = self._children.get(key)
+        if children is None:
+            # labels() takes a lock and builds a key each time: on the rank
+            # path the children are looked up once.
+            children = self._children[key] = (self.requests.labels(*key), self.latency.labels(*key))
+        children[0].inc()
         if seconds is not None:
-            self.latency.labels(endpoint, outcome).observe(seconds)
+            children[1].observe(seconds)
         if degraded_reason is not None and status < 400:
             self.degraded.labels(degraded_reason).inc()
 
