@@ -335,3 +335,31 @@ def test_help_lists_check_config() -> None:
     assert "check-config" in result.output
     result = run(["--help"])
     assert result.exit_code == 0 and "--no-connect" in result.output
+
+
+def test_an_http_server_that_is_not_influxdb(redis_url: str) -> None:
+    import http.server
+    import threading
+
+    class NotInflux(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotInflux)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = run([], TPV_BROKER_INFLUXDB_URL=url, TPV_BROKER_REDIS_URL=redis_url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    _clean(result)
+    assert result.exit_code == 1
+    assert lines(result)["influxdb"] == [
+        f"FAIL influxdb: {url} answered /ping with HTTP 404, not as InfluxDB does (hint: influxdb.url must be "
+        "InfluxDB's HTTP API (for 2.x/3.x: its v1-compatible endpoint))"]

@@ -57,9 +57,13 @@ def _replace_once(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-def site_config(api_port: int, nginx_port: int) -> str:
+def site_config(api: int | Path, nginx_port: int) -> str:
+    """The example, proxying to a port or (the alternative it names) a unix socket."""
     text = EXAMPLE.read_text()
-    text = _replace_once(text, "    server 127.0.0.1:8000;\n", f"    server 127.0.0.1:{api_port};\n")
+    upstream = f"127.0.0.1:{api}" if isinstance(api, int) else f"unix:{api}"
+    if not isinstance(api, int):
+        assert "#   server unix:/run/tpv-broker/api.sock;" in text
+    text = _replace_once(text, "    server 127.0.0.1:8000;\n", f"    server {upstream};\n")
     text = _replace_once(text, "    listen 8080;\n    listen [::]:8080;\n", f"    listen 127.0.0.1:{nginx_port};\n")
     return text
 
@@ -159,7 +163,7 @@ def _wait_ready_notification(sock: socket.socket, proc: subprocess.Popen[bytes])
 
 
 @contextlib.contextmanager
-def running_nginx(tmp: Path, api_port: int) -> Iterator[str]:
+def running_nginx(tmp: Path, api_port: int | Path) -> Iterator[str]:
     """nginx with the example, proxying to api_port; yields its base URL."""
     tmp.mkdir(exist_ok=True)
     nginx_port = free_port()
@@ -195,11 +199,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("nginx-stack")
-    client = redis.Redis.from_url(redis_url)
-    client.flushall()
+def _publish(client: redis.Redis) -> None:
     now = time.time()
     SnapshotStore(client, KeySchema("tpv_broker")).publish(Snapshot(
         meta=SnapshotMeta(created_at=now, destinations=2, collector="test"),
@@ -210,6 +210,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
             "condor_us": DestinationFigures(id="condor_us", status="offline", queued=0),
         },
     ))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("nginx-stack")
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    _publish(client)
     api_port = free_port()
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp / "notify.sock"))
@@ -313,6 +321,25 @@ def test_a_hung_api_gets_a_gateway_timeout(stack: Stack) -> None:
     # Within the requests timeout of 10 s, i.e. nginx's proxy_read_timeout
     # (1 s) ended it: nginx's default would wait 60 s.
     assert r.status_code == 504 and r.json()["error"] == "Gateway Timeout"
+
+
+def test_over_a_unix_socket(tmp_path: Path, redis_url: str, redis_client: redis.Redis) -> None:
+    # The socket the API unit's RuntimeDirectory is for, set as the unit
+    # would: api.bind in the config (here its environment override).
+    _publish(redis_client)
+    sock = tmp_path / "api.sock"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TPV_BROKER_")}
+    env.update(TPV_BROKER_REDIS_URL=redis_url, TPV_BROKER_API_BIND=f"unix:{sock}", TPV_BROKER_API_WORKERS="1")
+    with open(tmp_path / "api.log", "wb") as log:
+        api = subprocess.Popen([str(TPV_BROKER), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        wait_for(lambda: api.poll() is None and sock.exists(), "the API's unix socket")
+        with running_nginx(tmp_path / "nginx", sock) as base:
+            r = Stack(base, 0, api).post("/api/rank", RANK)
+    finally:
+        _stop(api)
+    assert r.status_code == 200 and r.json()["destinations"] == ["pulsar_de", "condor_us"], r.text
 
 
 def test_a_stopped_api_gets_a_bad_gateway(tmp_path: Path) -> None:

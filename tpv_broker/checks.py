@@ -142,10 +142,15 @@ def check_influxdb(config: BrokerConfig, session: requests.Session | None = None
     except requests.RequestException as e:
         return [Check("FAIL", "influxdb", f"{url} is unreachable: {_reason(e)}", url_hint)]
     version = ping.headers.get("X-Influxdb-Version")
-    if ping.status_code != 204 or version is None:
+    if ping.status_code in (200, 204):
+        answers = f"answers (InfluxDB {version})" if version else "answers /ping (no version reported)"
+    elif ping.status_code in (401, 403) and version:
+        # Some InfluxDB versions want credentials even for /ping.
+        answers = f"answers (InfluxDB {version}; /ping needs credentials)"
+    else:
         return [Check("FAIL", "influxdb", f"{url} answered /ping with HTTP {ping.status_code}, not as InfluxDB does",
                       "influxdb.url must be InfluxDB's HTTP API (for 2.x/3.x: its v1-compatible endpoint)")]
-    checks = [Check("OK", "influxdb", f"{url} answers (InfluxDB {version})")]
+    checks = [Check("OK", "influxdb", f"{url} {answers}")]
 
     who = ("token" if settings.token is not None else
            f"user {settings.username!r}" if settings.username is not None else "no credentials")
