@@ -302,16 +302,19 @@ def auth_influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServ
         ("reader", SECRET, "OK influxdb auth: user 'reader' accepted"),
         ("reader", "wrong", "FAIL influxdb auth: {url} refused user 'reader' (HTTP 401) (hint: check "
                             "influxdb.username / TPV_BROKER_INFLUXDB_PASSWORD, or TPV_BROKER_INFLUXDB_TOKEN)"),
-        (None, None, "FAIL influxdb auth: {url} refused no credentials (HTTP 401) (hint: set influxdb.username "
+        ("token", "not-the-token", "FAIL influxdb auth: {url} refused the token (HTTP 401) (hint: check "
+                                   "influxdb.username / TPV_BROKER_INFLUXDB_PASSWORD, or TPV_BROKER_INFLUXDB_TOKEN)"),
+        (None, None, "FAIL influxdb auth: {url} requires credentials (HTTP 401) (hint: set influxdb.username "
                      "and TPV_BROKER_INFLUXDB_PASSWORD (or TPV_BROKER_INFLUXDB_TOKEN))"),
     ],
 )
 def test_influxdb_credentials(auth_influx: InfluxServer, redis_url: str, user: str | None, password: str | None,
                               expected: str) -> None:
     env = {"TPV_BROKER_INFLUXDB_URL": auth_influx.url, "TPV_BROKER_REDIS_URL": redis_url}
-    if user:
+    if user == "token":
+        env["TPV_BROKER_INFLUXDB_TOKEN"] = password
+    elif user:
         env["TPV_BROKER_INFLUXDB_USERNAME"] = user
-    if password:
         env["TPV_BROKER_INFLUXDB_PASSWORD"] = password
     result = run([], **env)
     _clean(result)

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import requests
@@ -152,17 +153,18 @@ def check_influxdb(config: BrokerConfig, session: requests.Session | None = None
                       "influxdb.url must be InfluxDB's HTTP API (for 2.x/3.x: its v1-compatible endpoint)")]
     checks = [Check("OK", "influxdb", f"{url} {answers}")]
 
-    who = ("token" if settings.token is not None else
-           f"user {settings.username!r}" if settings.username is not None else "no credentials")
+    who = ("the token" if settings.token is not None else
+           f"user {settings.username!r}" if settings.username is not None else None)
     try:
         resp = client.session.post(f"{client.base}/query", data={"q": "SHOW DATABASES"}, timeout=settings.timeout_s)
     except requests.RequestException as e:
         return [*checks, Check("FAIL", "influxdb auth", f"SHOW DATABASES failed: {_reason(e)}", url_hint)]
     if resp.status_code in (401, 403):
         hint = ("set influxdb.username and TPV_BROKER_INFLUXDB_PASSWORD (or TPV_BROKER_INFLUXDB_TOKEN)"
-                if who == "no credentials" else
+                if who is None else
                 "check influxdb.username / TPV_BROKER_INFLUXDB_PASSWORD, or TPV_BROKER_INFLUXDB_TOKEN")
-        return [*checks, Check("FAIL", "influxdb auth", f"{url} refused {who} (HTTP {resp.status_code})", hint)]
+        refused = f"refused {who}" if who else "requires credentials"
+        return [*checks, Check("FAIL", "influxdb auth", f"{url} {refused} (HTTP {resp.status_code})", hint)]
     try:
         result = resp.json()["results"][0]
         if "error" in result:
@@ -176,19 +178,22 @@ def check_influxdb(config: BrokerConfig, session: requests.Session | None = None
     if settings.database not in names:
         return [*checks, Check("FAIL", "influxdb database",
                                f"database {settings.database!r} does not exist on {url} or is not readable "
-                               f"by {who} (databases there: {', '.join(names) or 'none'})",
+                               f"{'by ' + who if who else 'without credentials'} "
+                               f"(databases there: {', '.join(names) or 'none'})",
                                "set influxdb.database (TPV_BROKER_INFLUXDB_DATABASE)")]
     checks.append(Check("OK", "influxdb database", f"{settings.database!r} exists"))
     return [*checks, *check_measurements(client, measurement_probes(config))]
 
 
-def _auth_enforced(client: InfluxQLClient, who: str) -> Check:
+def _auth_enforced(client: InfluxQLClient, who: str | None) -> Check:
     """InfluxDB with authentication off accepts any credentials: say so
     rather than call them correct."""
-    if who == "no credentials":
+    if who is None:
         return Check("OK", "influxdb auth", "no credentials configured, none required")
+    parts = urlsplit(client.base)
+    bare_url = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
     try:
-        bare = requests.post(f"{client.base}/query", data={"q": "SHOW DATABASES"},
+        bare = requests.post(f"{bare_url}/query", data={"q": "SHOW DATABASES"},
                              timeout=client.settings.timeout_s, verify=client.settings.verify_tls)
     except requests.RequestException as e:
         return Check("FAIL", "influxdb auth", f"SHOW DATABASES without credentials failed: {_reason(e)}")
