@@ -366,3 +366,17 @@ def test_an_http_server_that_is_not_influxdb(redis_url: str) -> None:
     assert lines(result)["influxdb"] == [
         f"FAIL influxdb: {url} answered /ping with HTTP 404, not as InfluxDB does (hint: influxdb.url must be "
         "InfluxDB's HTTP API (for 2.x/3.x: its v1-compatible endpoint))"]
+
+
+def test_redis_user_without_info_still_passes(redis_server: RedisServer, redis_client: redis.Redis) -> None:
+    # The services never use INFO, so a user denied it is fine; the version is just unknown.
+    redis_client.execute_command("ACL", "SETUSER", "noinfo", "on", f">{SECRET}", "~tpv_broker:*", "+@all", "-info")
+    try:
+        result = run([], TPV_BROKER_REDIS_URL=f"redis://noinfo:{SECRET}@127.0.0.1:{redis_server.port}/0",
+                     TPV_BROKER_INFLUXDB_URL=f"http://127.0.0.1:{free_port()}")
+    finally:
+        redis_client.execute_command("ACL", "DELUSER", "noinfo")
+    _clean(result)
+    (line,) = lines(result)["redis"]
+    assert line.startswith(f"OK redis: redis://***@127.0.0.1:{redis_server.port}/0 answers (Redis unknown, INFO refused: ")
+    assert lines(result)["redis write"][0].startswith("OK")

@@ -31,9 +31,6 @@ Status = Literal["OK", "WARN", "FAIL"]
 
 # HSET with several field/value pairs (every snapshot write) came with 4.0.
 MIN_REDIS_VERSION = (4, 0)
-# The collector's queries accept points this far in the future (skewed
-# clocks); the check reads the same window.
-_MAX_CLOCK_SKEW_S = presets.MAX_CLOCK_SKEW_S
 
 
 @dataclass(frozen=True)
@@ -47,9 +44,12 @@ class Check:
     def failed(self) -> bool:
         return self.status == "FAIL"
 
-    def line(self) -> str:
+    def text(self) -> str:
         hint = f" (hint: {self.hint})" if self.hint else ""
-        return f"{self.status:<4} {self.name}: {self.message}{hint}"
+        return f"{self.name}: {self.message}{hint}"
+
+    def line(self) -> str:
+        return f"{self.status:<4} {self.text()}"
 
 
 # -- the measurements to look for ----------------------------------------------
@@ -203,8 +203,9 @@ def _auth_enforced(client: InfluxQLClient, who: str | None) -> Check:
 
 
 def _probe_statement(p: MeasurementProbe) -> str:
+    # The collector's window: it accepts points slightly in the future (skewed clocks).
     return (f"SELECT * FROM {quote_ident(p.measurement)} WHERE time > now() - {round(p.lookback_s * 1000)}ms "
-            f"AND time <= now() + {round(_MAX_CLOCK_SKEW_S * 1000)}ms ORDER BY time DESC LIMIT 1")
+            f"AND time <= now() + {round(presets.MAX_CLOCK_SKEW_S * 1000)}ms ORDER BY time DESC LIMIT 1")
 
 
 def check_measurements(client: InfluxQLClient, probes: list[MeasurementProbe],
@@ -270,11 +271,15 @@ def check_redis(config: BrokerConfig, now: float | None = None) -> list[Check]:
         # A server that wants a password answers NOAUTH here.
         return [Check("FAIL", "redis", f"{url} answered PING with an error: {e}",
                       "put the password into redis.url: redis://:PASSWORD@host:6379/0")]
+    except redis.RedisError as e:
+        return [Check("FAIL", "redis", f"{url}: PING failed: {e}", url_hint)]
     try:
         version = str(client.info("server").get("redis_version", "?"))
     except redis.ResponseError as e:
         # An ACL user may not be allowed INFO; the services never use it.
         version = f"unknown, INFO refused: {e}"
+    except redis.RedisError as e:
+        return [Check("FAIL", "redis", f"{url} answered PING, then failed: {e}", url_hint)]
     if _version(version) and _version(version) < MIN_REDIS_VERSION:
         checks = [Check("FAIL", "redis", f"{url} answers, but is Redis {version}",
                         f"TPV Broker needs Redis {'.'.join(map(str, MIN_REDIS_VERSION))} or newer")]

@@ -238,7 +238,7 @@ def check_config(obj: _Context, config_path: str | None, no_connect: bool) -> No
     colours = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
     checks = run_checks(config_path or obj.config_path, os.environ, connect=not no_connect)
     for c in checks:
-        click.echo(click.style(f"{c.status:<4}", fg=colours[c.status]) + c.line()[4:])
+        click.echo(f"{click.style(f'{c.status:<4}', fg=colours[c.status])} {c.text()}")
     failed = sum(c.failed for c in checks)
     untested = " (connections not tested: --no-connect)" if no_connect else ""
     click.echo((f"{len(checks)} checks, {failed} failed" if failed else f"{len(checks)} checks passed") + untested)
