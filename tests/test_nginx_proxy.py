@@ -323,10 +323,12 @@ def test_a_hung_api_gets_a_gateway_timeout(stack: Stack) -> None:
     assert r.status_code == 504 and r.json()["error"] == "Gateway Timeout"
 
 
-def test_over_a_unix_socket(tmp_path: Path, redis_url: str, redis_client: redis.Redis) -> None:
+def test_over_a_unix_socket(tmp_path: Path, redis_url: str) -> None:
     # The socket the API unit's RuntimeDirectory is for, set as the unit
     # would: api.bind in the config (here its environment override).
-    _publish(redis_client)
+    # (A fresh snapshot, without flushing the one the module's stack uses.)
+    with redis.Redis.from_url(redis_url) as client:
+        _publish(client)
     sock = tmp_path / "api.sock"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TPV_BROKER_")}
     env.update(TPV_BROKER_REDIS_URL=redis_url, TPV_BROKER_API_BIND=f"unix:{sock}", TPV_BROKER_API_WORKERS="1")
