@@ -37,11 +37,14 @@ ALL_PRESETS: tuple[str, ...] = DEFAULT_PRESETS
 
 
 def _known_preset(name: str, info: ValidationInfo) -> str:
-    # custom_presets is declared before presets, so it is validated by now.
-    custom = info.data.get("custom_presets") or {}
+    # custom_presets is declared before presets, so it is validated by now;
+    # when it failed, that error says enough.
+    if "custom_presets" not in info.data:
+        return name
+    custom = info.data["custom_presets"]
     if name not in BUILTIN_PRESETS and name not in custom:
         known = ", ".join([*BUILTIN_PRESETS, *custom])
-        raise ValueError(f"unknown preset {name!r} (known: {known}; define others in collector.custom_presets)")
+        raise ValueError(f"unknown preset {name!r} (known: {known}, or define it in collector.custom_presets)")
     return name
 
 
