@@ -39,9 +39,15 @@ class CycleData:
     # Presets whose statement succeeded this cycle (even with no rows).
     read_ok: set[str] = field(default_factory=set)
 
+    # raw id -> canonical id: every row names one, and most name the same few.
+    _canonical: dict[str, str] = field(default_factory=dict, repr=False)
+
     def canonical(self, raw_id: str) -> str:
-        clean = strip_quotes(raw_id)
-        return self.aliases.get(clean, clean)
+        known = self._canonical.get(raw_id)
+        if known is None:
+            clean = strip_quotes(raw_id)
+            known = self._canonical[raw_id] = self.aliases.get(clean, clean)
+        return known
 
     def destination(self, raw_id: str, source: str, at: float | None) -> DestinationFigures:
         dest_id = self.canonical(raw_id)

@@ -39,7 +39,8 @@ _RESOURCES = (("cpus_total", "cpus_used", "cpus_free"), ("mem_total", "mem_used"
 _STATUSES = ("online", "offline")
 
 
-@dataclass(frozen=True)
+# Not frozen, with slots: one is built per row, and there can be 100,000 rows.
+@dataclass(slots=True)
 class Entry:
     """One row that names a destination and a time, with its figures in
     snapshot units."""
@@ -51,38 +52,78 @@ class Entry:
     row: Row
 
 
-def _destinations(spec: PresetSpec, row: Row, data: CycleData) -> list[str]:
+@dataclass(frozen=True)
+class _Plan:
+    """A preset's description turned into what the per-row loop needs."""
+
+    keys: tuple[str, ...]
+    id_name: str
+    id_is_tag: bool
+    groups: tuple[tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]], ...]
+    # (field, field as InfluxQL names it beside a tag of the same name, figure, factor, text?, where)
+    fields: tuple[tuple[str, str, str, float, bool, tuple[tuple[str, frozenset[str]], ...]], ...]
+    require: tuple[str, ...]
+
+
+_PLANS: dict[int, tuple[PresetSpec, _Plan]] = {}
+
+
+def _plan(spec: PresetSpec) -> _Plan:
+    cached = _PLANS.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1]
     source = spec.destination
-    raw = row.tag(source.name) if source.tag is not None else row.tag_or_field(source.name)
+    plan = _Plan(
+        keys=tuple(spec.tags_used()),
+        id_name=source.name,
+        id_is_tag=source.tag is not None,
+        groups=tuple((dest, tuple(m.values), tuple(m.tags.items())) for dest, m in source.groups.items()),
+        fields=tuple(
+            (fm.field, f"{fm.field}_1", fm.figure, fm.factor(), fm.figure in TEXT_FIGURES,
+             tuple((tag, frozenset(values)) for tag, values in fm.where.items()))
+            for fm in spec.fields
+        ),
+        require=tuple(spec.require),
+    )
+    # The spec is kept with its plan, so a recycled id() never finds another's.
+    _PLANS[id(spec)] = (spec, plan)
+    return plan
+
+
+def _destinations(plan: _Plan, row: Row, data: CycleData) -> list[str]:
+    raw = row.tag(plan.id_name) if plan.id_is_tag else row.tag_or_field(plan.id_name)
     if not isinstance(raw, str):
         return []
-    if not source.groups:
+    if not plan.groups:
         dest = data.canonical(raw)
         return [dest] if dest else []
     value = strip_quotes(raw)
     out = []
-    for dest_id, match in source.groups.items():
-        if match.values and not any(fnmatch.fnmatchcase(value, pattern) for pattern in match.values):
+    for dest_id, patterns, tags in plan.groups:
+        if patterns and not any(fnmatch.fnmatchcase(value, pattern) for pattern in patterns):
             continue
-        if any(strip_quotes(str(row.tag(tag) or "")) != want for tag, want in match.tags.items()):
+        if any(strip_quotes(str(row.tag(tag) or "")) != want for tag, want in tags):
             continue
         out.append(data.canonical(dest_id))
     return out
 
 
-def _figures(spec: PresetSpec, row: Row) -> dict[str, Any]:
+def _figures(plan: _Plan, row: Row) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for fm in spec.fields:
-        if any(strip_quotes(str(row.tag(tag) or "")) not in accepted for tag, accepted in fm.where.items()):
+    values = row.values
+    for name, alt, figure, factor, text, where in plan.fields:
+        if where and any(strip_quotes(str(row.tag(tag) or "")) not in accepted for tag, accepted in where):
             continue
-        raw = row.field(fm.field)
-        if fm.figure in TEXT_FIGURES:
+        raw = values.get(alt)
+        if raw is None or raw == "":
+            raw = values.get(name)
+        if text:
             if isinstance(raw, str):
-                out[fm.figure] = strip_quotes(raw)
+                out[figure] = strip_quotes(raw)
             continue
-        value = num(raw)
+        value = raw if type(raw) is float else num(raw)
         if value is not None:
-            out[fm.figure] = value * fm.factor()
+            out[figure] = value * factor
     return out
 
 
@@ -91,29 +132,31 @@ def entries(spec: PresetSpec, rows: Iterable[Row], data: CycleData) -> list[Entr
     newest_per_group, only the newest row of each group (the InfluxQL
     statement already did that; the Flux query returns each series' newest
     point, and series of one group merge here)."""
+    plan = _plan(spec)
     if spec.read == "newest_per_group":
-        keys = spec.tags_used()
-        newest: dict[tuple[Any, ...], Row] = {}
+        keys = plan.keys
+        newest: dict[tuple[Any, ...], tuple[float, Row]] = {}
         for row in rows:
             at = num(row.at)
             if at is None:
                 continue
-            key = tuple(row.tag(t) for t in keys)
+            key = tuple([row.tag(t) for t in keys])
             kept = newest.get(key)
-            if kept is None or at > (num(kept.at) or 0.0):
-                newest[key] = row
-        rows = newest.values()
+            if kept is None or at > kept[0]:
+                newest[key] = (at, row)
+        rows = [row for _, row in newest.values()]
     out = []
     for row in rows:
         at = num(row.at)
         if at is None:
             continue
-        dests = _destinations(spec, row, data)
+        dests = _destinations(plan, row, data)
         if not dests:
             continue
-        figures = _figures(spec, row)
-        complete = all(row.field(name) is not None for name in spec.require)
-        out.extend(Entry(dest, at, figures, complete, row) for dest in dests)
+        figures = _figures(plan, row)
+        complete = all(row.field(name) is not None for name in plan.require) if plan.require else True
+        for dest in dests:
+            out.append(Entry(dest, at, figures, complete, row))
     return out
 
 
