@@ -380,3 +380,40 @@ def test_redis_user_without_info_still_passes(redis_server: RedisServer, redis_c
     (line,) = lines(result)["redis"]
     assert line.startswith(f"OK redis: redis://***@127.0.0.1:{redis_server.port}/0 answers (Redis unknown, INFO refused: ")
     assert lines(result)["redis write"][0].startswith("OK")
+
+
+# -- InfluxDB 2.x natively (influxdb.api: flux), through the recorded-answer stub --
+def _flux_env(url: str, redis_url: str) -> dict[str, str]:
+    from .test_collector_flux import ALL, TOKEN
+
+    return {
+        "TPV_BROKER_INFLUXDB_URL": url, "TPV_BROKER_INFLUXDB_API": "flux",
+        "TPV_BROKER_INFLUXDB_ORG": "galaxy-org", "TPV_BROKER_INFLUXDB_BUCKET": "galaxy",
+        "TPV_BROKER_INFLUXDB_TOKEN": TOKEN, "TPV_BROKER_REDIS_URL": redis_url,
+        "TPV_BROKER_COLLECTOR_PRESETS": ",".join(ALL),
+    }
+
+
+def test_flux_source_is_checked_with_the_collectors_own_query(redis_url: str, redis_client: redis.Redis) -> None:
+    from .flux_stub import FluxStub
+    from .test_collector_flux import ANCHOR, DATA, TOKEN
+
+    stub = FluxStub(body=(DATA / "flux_all_presets.csv").read_text(), shift_s=int(time.time()) - ANCHOR)
+    url = stub.start()
+    try:
+        result = run([], **_flux_env(url, redis_url))
+        # every preset has rows in the recorded answer: one OK line each
+        data = lines(result)["influxdb data"]
+        assert len(data) == 6 and all(line.startswith("OK") for line in data), result.output
+        assert lines(result)["influxdb"][0].startswith("OK") and "Flux" in lines(result)["influxdb"][0]
+        assert len(stub.requests) == 1 and "yield(" in stub.requests[0].body["query"]
+
+        # a refused token fails the check, never printing the token
+        stub.status, stub.body = 401, '{"code":"unauthorized","message":"unauthorized access"}'
+        stub.content_type = "application/json"
+        refused = run([], **_flux_env(url, redis_url))
+        assert refused.exit_code == 1
+        assert lines(refused)["influxdb"][0].startswith("FAIL") and "refused the token" in refused.output
+        assert TOKEN not in refused.output and "Traceback" not in refused.output
+    finally:
+        stub.stop()

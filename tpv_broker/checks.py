@@ -64,17 +64,17 @@ class MeasurementProbe:
     writer: str
 
 
-# Who writes each preset's measurement, for the hint when it has no data.
+# Who writes each built-in preset's measurement, for the hint when it has no
+# data; a site's own preset is named by its description.
 _WRITERS = {
     "queue_by_destination": "gxadmin's `iquery queue --by destination` (every minute)",
     "destination_queue_run_time": "gxadmin's `iquery destination-queue-run-time --seconds` (daily)",
     "htcondor_cluster_usage": "pulsar-util's HTCondor exporter (every minute)",
+    "htcondor_slot_shapes": "pulsar-util's HTCondor exporter, one line per free slot shape (every minute)",
+    "slurm_nodes": "Telegraf's slurm input (every minute)",
+    "queue_overview": "gxadmin's `iquery queue-overview` (every minute)",
 }
-_MEASUREMENTS = {
-    "queue_by_destination": (presets.QUEUE_MEASUREMENT, "lookback_s"),
-    "destination_queue_run_time": (presets.RUNTIME_MEASUREMENT, "stats_lookback_s"),
-    "htcondor_cluster_usage": (presets.CONDOR_MEASUREMENT, "lookback_s"),
-}
+_WINDOW_KEYS = {"live": "lookback_s", "stats": "stats_lookback_s"}
 
 
 def measurement_probes(config: BrokerConfig) -> list[MeasurementProbe]:
@@ -82,14 +82,14 @@ def measurement_probes(config: BrokerConfig) -> list[MeasurementProbe]:
     is read over. The one place that knows how presets map to measurements
     for this check."""
     out = []
-    for name in config.collector.presets:
-        measurement, lookback_key = _MEASUREMENTS[name]
+    for name, spec in config.collector.preset_specs().items():
+        lookback_key = _WINDOW_KEYS[spec.window]
         out.append(MeasurementProbe(
             preset=name,
-            measurement=measurement,
+            measurement=spec.measurement,
             lookback_s=getattr(config.collector, lookback_key),
             lookback_key=f"collector.{lookback_key}",
-            writer=_WRITERS[name],
+            writer=_WRITERS.get(name) or spec.description or f"the writer of {spec.measurement!r}",
         ))
     return out
 
@@ -130,8 +130,39 @@ def _reason(exc: Exception) -> str:
     return type(exc).__name__
 
 
+def check_flux(config: BrokerConfig) -> list[Check]:
+    """InfluxDB 2.x natively (``influxdb.api: flux``): the collector's own
+    read, one Flux query for every configured preset, through the same
+    client and error messages as the daemon's."""
+    from .collector.presets import presets_for
+    from .collector.source import metric_source
+
+    hint = "check influxdb.url, influxdb.org, influxdb.bucket and TPV_BROKER_INFLUXDB_TOKEN"
+    presets = presets_for(config.collector)
+    try:
+        source = metric_source(config.influxdb)
+        results = source.read(presets, config.collector)
+    except MetricSourceError as e:
+        return [Check("FAIL", "influxdb", str(e), hint)]
+    checks = [Check("OK", "influxdb", f"{source.where} answered the collector's query")]
+    for preset, result in zip(presets, results):
+        probe = next(p for p in measurement_probes(config) if p.preset == preset.name)
+        if result.error:
+            checks.append(Check("FAIL", "influxdb data", f"{preset.name}: {result.error}"))
+        elif not result.rows:
+            checks.append(Check("FAIL", "influxdb data",
+                                f"{preset.name}: no point of {probe.measurement!r} in the last "
+                                f"{probe.lookback_s:g} s ({probe.lookback_key})",
+                                f"is {probe.writer} writing to this bucket? Or drop {preset.name} from collector.presets"))
+        else:
+            checks.append(Check("OK", "influxdb data", f"{preset.name}: {len(result.rows)} rows"))
+    return checks
+
+
 def check_influxdb(config: BrokerConfig, session: requests.Session | None = None) -> list[Check]:
     settings = config.influxdb
+    if settings.api == "flux":
+        return check_flux(config)
     client = InfluxQLClient(settings, session)
     url = redact_url(client.base)
     url_hint = "check influxdb.url (TPV_BROKER_INFLUXDB_URL) and that InfluxDB runs there"

@@ -78,14 +78,14 @@ def main(ctx: click.Context, config_path: str | None, log_level: str | None) -> 
 def collect(obj: _Context, once: bool) -> None:
     """Read metrics from InfluxDB and publish snapshots to Redis."""
     from .collector.daemon import CycleRunner, run_daemon
-    from .collector.influx import InfluxQLClient
     from .collector.metrics import CollectorMetrics, MetricsServer
+    from .collector.source import metric_source
 
     config = obj.config
     store = store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s)
     port = None if once else config.collector.metrics_port
     metrics = CollectorMetrics(time.time) if port is not None else None
-    runner = CycleRunner(config, InfluxQLClient(config.influxdb), store, time.time, metrics)
+    runner = CycleRunner(config, metric_source(config.influxdb), store, time.time, metrics)
     if once:
         report = runner()
         click.echo(report.summary())
