@@ -79,12 +79,20 @@ def collect(obj: _Context, once: bool) -> None:
     """Read metrics from InfluxDB and publish snapshots to Redis."""
     from .collector.daemon import CycleRunner, run_daemon
     from .collector.influx import InfluxQLClient
+    from .shared.leader_lock import LeaderLease, default_instance_id
 
     config = obj.config
-    store = store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s)
-    runner = CycleRunner(config, InfluxQLClient(config.influxdb), store, time.time)
+    store = _store(config)
+    lease = LeaderLease(store.client, store.keys.collector_lease, config.collector.instance_id or default_instance_id(),
+                        config.collector.effective_lease_s)
+    runner = CycleRunner(config, InfluxQLClient(config.influxdb), store, time.time, leader=lease)
     if once:
-        report = runner()
+        # Even a one-off run publishes only if no daemon holds the lease.
+        lease.hold()
+        try:
+            report = runner()
+        finally:
+            lease.release()
         click.echo(report.summary())
         if not report.published:
             sys.exit(1)
@@ -115,7 +123,8 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 def _store(config: BrokerConfig) -> Any:
-    return store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s)
+    return store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s,
+                             config.redis.connect_timeout_s)
 
 
 @main.command()

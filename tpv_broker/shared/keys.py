@@ -20,6 +20,9 @@ key                                type    value
                                            n: nonce}, score = charged at (epoch s)
 ``<p>:inflight:job:<job id>``      string  the member charged for that job, so a job ranked
                                            again moves its charge; expires with it
+``<p>:collector:lease``            string  the publishing collector's lease: "<instance id>/<nonce>"
+                                           (instance id: host:pid unless configured);
+                                           expires unless renewed (collector.lease_s)
 =================================  ======  ==============================================
 """
 
@@ -57,6 +60,10 @@ class KeySchema:
         # Job ids are validated against a safe pattern (api/schemas.py)
         # before they get here: no spaces, colons or glob characters.
         return f"{self.prefix}:inflight:job:{job_id}"
+
+    @property
+    def collector_lease(self) -> str:
+        return f"{self.prefix}:collector:lease"
 
     def live_keys(self) -> tuple[str, str, str]:
         return (self.snapshot_meta, self.destinations, self.tool_stats)
