@@ -54,7 +54,6 @@ def connect_redis(url: str, socket_timeout_s: float, connect_timeout_s: float | 
         socket_timeout=socket_timeout_s,
         socket_connect_timeout=connect_timeout_s if connect_timeout_s is not None else socket_timeout_s,
         retry=_retry_policy(),
-        retry_on_timeout=False,
         # A connection idle this long is PINGed before use (a half-open one
         # fails there, within the timeouts, and is replaced).
         health_check_interval=30,
