@@ -110,3 +110,22 @@ def test_a_cycle_of_a_paused_holder_is_refused_with_a_clear_line(redis_client: r
     assert any("no longer holds the lease (holder now: b/" in e for e in report.errors), report.errors
     assert store.read_meta().created_at == 2.0
     assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_collect_once_while_a_daemon_holds_the_lease_publishes_nothing(redis_client: redis.Redis,
+                                                                       redis_url: str) -> None:
+    from click.testing import CliRunner
+
+    from tpv_broker.cli import main
+
+    from tpv_broker.shared.keys import KeySchema
+
+    key = KeySchema("tpv_broker").collector_lease
+    other = LeaderLease(redis_client, key, "collector-1", 30)
+    assert other.hold()
+    result = CliRunner().invoke(main, ["collect", "--once"], env={"TPV_BROKER_REDIS_URL": redis_url})
+    assert result.exit_code == 1
+    assert result.output.startswith("NOT published")
+    assert f"standing by: the collector lease is held by {other.token}" in result.output
+    assert redis_client.keys("*") == [key.encode()], "nothing published, the daemon's lease untouched"
+    assert redis_client.get(key).decode() == other.token

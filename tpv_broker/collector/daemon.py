@@ -44,7 +44,11 @@ class CycleRunner:
     def __call__(self) -> CycleReport:
         if self.leader is not None and not self.leader.is_leader():
             # A standby: the lease job logs who holds it, once.
-            report = CycleReport(published=False, errors=["standing by: another collector holds the lease"])
+            if self.leader.last_error is not None:
+                why = f"the collector lease cannot be checked, Redis at {self.store.where}: {self.leader.last_error}"
+            else:
+                why = f"standing by: the collector lease is held by {self.leader.last_holder or 'another collector'}"
+            report = CycleReport(published=False, errors=[why])
             self.last_report = report
             return report
         report = collect_once(self.config, self.source, self.store, self.clock, self.stats,

@@ -66,6 +66,8 @@ class LeaderLease:
         self._release = client.register_script(_RELEASE)
         self._valid_until = float("-inf")
         self._state = "starting"  # what was last logged: leader, standby, redis-down
+        self.last_holder: str | None = None  # who held it at the last hold() we did not win
+        self.last_error: str | None = None  # why the last hold() could not ask Redis
 
     @property
     def fence(self) -> Fence:
@@ -86,7 +88,9 @@ class LeaderLease:
                 # (also after a Redis restart wiped it).
                 held = bool(self.client.set(self.key, self.token, nx=True, px=ms))
             holder = None if held else self.holder()
+            self.last_holder, self.last_error = holder, None
         except redis.RedisError as e:
+            self.last_error = str(e)
             if self._state != "redis-down":
                 log.warning("collector lease: Redis unreachable (%s); %s", e,
                             "publishing stops when the lease lapses" if self.is_leader() else "standing by")
