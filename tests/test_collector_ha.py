@@ -22,7 +22,7 @@ from .helpers import load_prototype_data
 from .test_collector_faults import wait_for
 from .test_processes import CLI, _env
 
-INTERVAL_S = 1.0
+INTERVAL_S = 1.5
 # Process noise on a shared 2-core machine.
 SLACK_S = 1.0
 KEYS = KeySchema("tpv_broker")
