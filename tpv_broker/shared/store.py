@@ -20,8 +20,8 @@ from redis.sentinel import MasterNotFoundError, Sentinel
 from .errors import StoreError
 from .keys import SCHEMA_VERSION, STAGING_TTL_S, KeySchema
 from .leader_lock import Fence, LeaseLost
-from .redis_urls import SENTINEL_SCHEME, parse_sentinel_url
 from .models import Charge, DestinationFigures, RankView, Snapshot, SnapshotMeta, ToolFigures
+from .redis_urls import SENTINEL_SCHEME, parse_sentinel_url
 from .urls import redact_url
 
 _META_FLOATS = ("created_at", "newest_point_at", "cycle_s")
@@ -35,8 +35,9 @@ _FENCE_ATTEMPTS = 5
 
 def _retry_policy() -> Retry:
     """Pinned rather than left to redis-py, whose defaults differ between
-    ``Redis(...)`` (10 retries with exponential backoff, about 7 s against
-    a dead server) and ``Redis.from_url`` (none), and between versions.
+    versions (5.x: none; 6 and later: ``Redis(...)`` retries with backoff,
+    timeouts included, which costs seconds per command against a dead or
+    hung server) and between ``Redis(...)`` and ``Redis.from_url`` (none).
     One immediate retry after a dropped connection, so the first command on
     a pooled connection that a restarted Redis or a Sentinel failover cut
     reconnects instead of failing; never after a timeout, so a hung Redis
