@@ -283,7 +283,7 @@ def check_redis(config: BrokerConfig, now: float | None = None) -> list[Check]:
     url = redact_url(settings.url)
     url_hint = "check redis.url (TPV_BROKER_REDIS_URL) and that redis-server runs there"
     try:
-        client = connect_redis(settings.url, settings.socket_timeout_s)
+        client = connect_redis(settings.url, settings.socket_timeout_s, settings.connect_timeout_s)
     except BrokerError as e:
         return [Check("FAIL", "redis", str(e), "redis.url must be redis://, rediss:// or unix://")]
     try:

@@ -80,14 +80,22 @@ def collect(obj: _Context, once: bool) -> None:
     from .collector.daemon import CycleRunner, run_daemon
     from .collector.metrics import CollectorMetrics, MetricsServer
     from .collector.source import metric_source
+    from .shared.leader_lock import LeaderLease, default_instance_id
 
     config = obj.config
-    store = store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s)
+    store = _store(config)
+    lease = LeaderLease(store.client, store.keys.collector_lease, config.collector.instance_id or default_instance_id(),
+                        config.collector.effective_lease_s)
     port = None if once else config.collector.metrics_port
     metrics = CollectorMetrics(time.time) if port is not None else None
-    runner = CycleRunner(config, metric_source(config.influxdb), store, time.time, metrics)
+    runner = CycleRunner(config, metric_source(config.influxdb), store, time.time, metrics, leader=lease)
     if once:
-        report = runner()
+        # Even a one-off run publishes only if no daemon holds the lease.
+        lease.hold()
+        try:
+            report = runner()
+        finally:
+            lease.release()
         click.echo(report.summary())
         if not report.published:
             sys.exit(1)
@@ -127,7 +135,8 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 def _store(config: BrokerConfig) -> Any:
-    return store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s)
+    return store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s,
+                             config.redis.connect_timeout_s)
 
 
 @main.command()

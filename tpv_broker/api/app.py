@@ -41,7 +41,8 @@ def create_app(
     plus environment overrides), which is what gunicorn workers use."""
     config = config or load_config()
     if store is None:
-        store = store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s)
+        store = store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s,
+                                  config.redis.connect_timeout_s)
     app = Flask("tpv_broker")
     app.config["MAX_CONTENT_LENGTH"] = config.api.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -88,6 +88,14 @@ def _then(response: Response, after: Callable[[], None]) -> Response:
     return response
 
 
+def _status(response: Response, result: RankResult) -> Response:
+    """A degraded answer (TPV's order) is a 200 unless ``api.degraded_status``
+    says 503; its body is the same either way."""
+    if result.degraded:
+        response.status_code = get_state(current_app).config.api.degraded_status
+    return response
+
+
 def _answer(result: RankResult, with_explanation: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
         "destinations": result.ids,
@@ -106,7 +114,7 @@ def rank_endpoint() -> Response:
     req: RankRequest = _parse(RankRequest)
     explain = request.args.get("explain", "0").lower() in ("1", "true", "yes")
     result, charge = _rank(req)
-    return _then(jsonify(_answer(result, explain)), charge)
+    return _then(_status(jsonify(_answer(result, explain)), result), charge)
 
 
 @bp.post("/process_data")
@@ -115,7 +123,7 @@ def process_data() -> Response:
     the prototype it never drops a candidate."""
     legacy: ProcessDataRequest = _parse(ProcessDataRequest)
     result, charge = _rank(legacy.to_rank_request())
-    return _then(jsonify({"sorted_destinations": result.ids}), charge)
+    return _then(_status(jsonify({"sorted_destinations": result.ids}), result), charge)
 
 
 @bp.get("/health")

@@ -10,6 +10,7 @@ from typing import Callable
 
 from ..shared.config import BrokerConfig
 from ..shared.errors import MetricSourceError, StoreError
+from ..shared.leader_lock import Fence
 from ..shared.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
 from ..shared.store import SnapshotStore, encode_tool_stats
 from .presets import PRESETS, RUNTIME_MEASUREMENT, CycleData, live_sources, presets_for
@@ -139,7 +140,8 @@ class StatsCache:
 
 
 def build_snapshot(data: CycleData, config: BrokerConfig, now: float, cycle_s: float,
-                   levels: dict[str, dict[str, ToolFigures]] | None = None) -> Snapshot:
+                   levels: dict[str, dict[str, ToolFigures]] | None = None,
+                   collector: str | None = None) -> Snapshot:
     """Merge what the metrics said with what config says about destinations."""
     for dest_id, settings in config.destinations.items():
         d = data.destinations.get(dest_id)
@@ -173,7 +175,7 @@ def build_snapshot(data: CycleData, config: BrokerConfig, now: float, cycle_s: f
         destinations=len(data.destinations),
         tools=len(data.tool_stats),
         cycle_s=cycle_s,
-        collector=socket.gethostname(),
+        collector=collector or socket.gethostname(),
     )
     if levels is None:
         levels = tool_levels(data.tool_stats)
@@ -186,12 +188,16 @@ def collect_once(
     store: SnapshotStore,
     clock: Callable[[], float],
     stats: StatsCache | None = None,
+    fence: Fence | None = None,
+    collector_id: str | None = None,
 ) -> CycleReport:
     """Never raises for InfluxDB or Redis trouble: the report says what went
     wrong, and the last published snapshot stays in Redis untouched.
 
     ``stats`` (the daemon's): reuse the run-time statistics read earlier
-    (see ``StatsCache``); without it, every cycle reads everything."""
+    (see ``StatsCache``); without it, every cycle reads everything.
+    ``fence``: publish only while holding the collector lease (``leader_lock``);
+    ``collector_id``: the snapshot's ``collector`` (default: the host name)."""
     started = clock()
     presets = presets_for(config.collector)
     cached = stats.reuse(started) if stats is not None else None
@@ -247,12 +253,14 @@ def collect_once(
     kept = cached or (fresh if stats is not None else None)
     if kept is not None:
         kept.prepare()
-    snapshot = build_snapshot(data, config, now, now - started, kept.levels if kept is not None else None)
+    snapshot = build_snapshot(data, config, now, now - started, kept.levels if kept is not None else None,
+                              collector_id)
     try:
         published_id = store.publish(
             snapshot,
             reuse_tool_stats=cached.published_id if cached is not None else None,
             tool_stats_payload=kept.payload if kept is not None else None,
+            fence=fence,
         )
     except StoreError as e:
         report.errors.append(str(e))

@@ -15,9 +15,10 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from ..shared.config import BrokerConfig
 from ..shared.logging_setup import event
+from ..shared.leader_lock import LeaderLease
 from ..shared.store import SnapshotStore
 from .cycle import CycleReport, StatsCache, collect_once
-from .influx import InfluxQLClient
+from .source import MetricSource
 from .metrics import CollectorMetrics, cycle_outcome
 
 log = logging.getLogger("tpv_broker.collector")
@@ -30,19 +31,33 @@ class CycleRunner:
     def __init__(
         self,
         config: BrokerConfig,
-        source: InfluxQLClient,
+        source: MetricSource,
         store: SnapshotStore,
         clock: Callable[[], float] = time.time,
         metrics: CollectorMetrics | None = None,
+        leader: LeaderLease | None = None,
     ) -> None:
         self.config, self.source, self.store, self.clock = config, source, store, clock
         self.metrics = metrics
+        # With several collectors, only the lease holder publishes.
+        self.leader = leader
         self.stats = StatsCache(config.collector.stats_refresh_s)
         self.last_report: CycleReport | None = None
         self.failures_in_a_row = 0
 
     def __call__(self) -> CycleReport:
-        report = collect_once(self.config, self.source, self.store, self.clock, self.stats)
+        if self.leader is not None and not self.leader.is_leader():
+            # A standby: the lease job logs who holds it, once.
+            if self.leader.last_error is not None:
+                why = f"the collector lease cannot be checked, Redis at {self.store.where}: {self.leader.last_error}"
+            else:
+                why = f"standing by: the collector lease is held by {self.leader.last_holder or 'another collector'}"
+            report = CycleReport(published=False, errors=[why])
+            self.last_report = report
+            return report
+        report = collect_once(self.config, self.source, self.store, self.clock, self.stats,
+                              fence=self.leader.fence if self.leader is not None else None,
+                              collector_id=self.leader.instance_id if self.leader is not None else None)
         self.last_report = report
         fields = _cycle_fields(report)
         if report.published and not report.errors:
@@ -146,6 +161,22 @@ def run_daemon(runner: CycleRunner, interval_s: float, stop: threading.Event | N
             coalesce=True,
             misfire_grace_time=None,
         )
+    leader: LeaderLease | None = getattr(runner, "leader", None)
+    if leader is not None:
+        leader.hold()
+
+        def _hold_lease() -> None:
+            was_leader = leader.is_leader()
+            if leader.hold() and not was_leader:
+                # Just took over: publish now rather than at the next tick.
+                scheduler.modify_job("collect", next_run_time=datetime.now(timezone.utc))
+
+        scheduler.add_job(_hold_lease, "interval", seconds=leader.lease_s / 3, id="lease", max_instances=1,
+                          coalesce=True, misfire_grace_time=None)
     log.info("collector started: every %g s", interval_s, extra=event("collector_started", interval_s=interval_s))
-    scheduler.start()
+    try:
+        scheduler.start()
+    finally:
+        if leader is not None:
+            leader.release()
     log.info("collector stopped", extra=event("collector_stopped"))

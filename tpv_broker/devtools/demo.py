@@ -492,7 +492,7 @@ class Demo:
             f"export {exports}",
             f"{cli} inspect",
             f"watch -n {COLLECTOR_INTERVAL_S} {shlex.quote(cli + ' inspect')}  # queues move, sites go and come back",
-            f"{cli} collect --once",
+            f"{cli} collect --once  # one cycle; publishes only if no collector holds the lease (the demo's does)",
             f"curl -s {api_url}/metrics | grep ^tpv_broker_  # Prometheus metrics",
             f"curl -sG {self.influx.url}/query --data-urlencode db={DATABASE} "
             f"--data-urlencode {shlex.quote('q=' + query)}",

@@ -27,6 +27,7 @@ from .errors import ConfigError
 from .preset_spec import BUILTIN_PRESETS, DEFAULT_PRESETS, PresetSpec
 from .scoring import ScoringModel
 from .terms import DEFAULT_TERMS, check_terms
+from .redis_urls import SENTINEL_SCHEME, parse_sentinel_url
 from .urls import redact_url
 
 ENV_PREFIX = "TPV_BROKER_"
@@ -89,17 +90,26 @@ class InfluxDBSettings(_Section):
 
 
 class RedisSettings(_Section):
+    # redis://, rediss://, unix://, or redis+sentinel://[:password@]host:26379[,host:26379...]/master_name[/db]
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = Field("tpv_broker", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     # Short on purpose: the rank path must answer (degraded if need be)
-    # long before TPV's caller gives up.
+    # long before TPV's caller gives up. A command is tried at most twice
+    # (once more only after a dropped connection, never after a timeout), so
+    # a dead or hung Redis costs a request at most about
+    # 2 x (connect_timeout_s + socket_timeout_s).
     socket_timeout_s: float = Field(0.5, gt=0, le=60)
+    connect_timeout_s: float = Field(0.5, gt=0, le=60)
 
     @field_validator("url")
     @classmethod
     def _url_scheme(cls, url: str) -> str:
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"must start with redis://, rediss:// or unix://, got {redact_url(url)!r}")
+        if url.startswith(SENTINEL_SCHEME):
+            parse_sentinel_url(url)  # names what is wrong, password redacted
+        elif not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"must start with redis://, rediss://, unix:// or {SENTINEL_SCHEME}, got {redact_url(url)!r}"
+            )
         return url
 
 
@@ -139,6 +149,20 @@ class CollectorSettings(_Section):
         """The presets to read, by name, in the configured order."""
         return {name: self.custom_presets.get(name) or BUILTIN_PRESETS[name] for name in self.presets}
 
+    # Several collectors may run for high availability: the one holding a
+    # lease in Redis publishes, the others stand by. The holder renews it
+    # every lease_s / 3 s; a standby checks as often and takes over (and
+    # publishes at once) within lease_s + lease_s / 3 of the holder's last
+    # renewal. Unset: interval_s, so a dead collector is replaced within two
+    # intervals.
+    lease_s: float | None = Field(None, gt=0, le=3600)
+    # Shown as the lease holder and as the snapshot's collector; unset: host:pid.
+    instance_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:\-]{1,100}$")
+
+    @property
+    def effective_lease_s(self) -> float:
+        return self.lease_s if self.lease_s is not None else self.interval_s
+
 
 class ApiSettings(_Section):
     bind: str = "127.0.0.1:8000"
@@ -151,6 +175,17 @@ class ApiSettings(_Section):
     # own under this one (default: the system's temporary directory),
     # created at start and removed at exit.
     metrics_dir: str | None = None
+
+    # Status of a degraded answer (TPV's order, degraded: true): 200 keeps
+    # Galaxy dispatching on TPV's order; 503 makes callers treat it as a failure.
+    degraded_status: int = 200
+
+    @field_validator("degraded_status")
+    @classmethod
+    def _degraded_status(cls, status: int) -> int:
+        if status not in (200, 503):
+            raise ValueError(f"must be 200 or 503, got {status}")
+        return status
 
 
 class LoggingSettings(_Section):

@@ -22,6 +22,9 @@ key                                type    value
                                            again moves its charge; expires with it
 ``<p>:check:<token>``              string  written, read back and deleted by
                                            ``tpv-broker check-config``; expires in 10 s
+``<p>:collector:lease``            string  the publishing collector's lease: "<instance id>/<nonce>"
+                                           (instance id: host:pid unless configured);
+                                           expires unless renewed (collector.lease_s)
 =================================  ======  ==============================================
 """
 
@@ -63,6 +66,9 @@ class KeySchema:
     def check_probe(self, token: str) -> str:
         # check-config proves it may write under the prefix with this key.
         return f"{self.prefix}:check:{token}"
+    @property
+    def collector_lease(self) -> str:
+        return f"{self.prefix}:collector:lease"
 
     def live_keys(self) -> tuple[str, str, str]:
         return (self.snapshot_meta, self.destinations, self.tool_stats)

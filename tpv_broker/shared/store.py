@@ -13,27 +13,59 @@ import uuid
 from typing import Any, Callable, Iterable, Sequence
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from .errors import StoreError
 from .keys import SCHEMA_VERSION, STAGING_TTL_S, KeySchema
+from .leader_lock import Fence, LeaseLost
 from .models import Charge, DestinationFigures, RankView, Snapshot, SnapshotMeta, ToolFigures
+from .redis_urls import SENTINEL_SCHEME, parse_sentinel_url
 from .urls import redact_url
 
 _META_FLOATS = ("created_at", "newest_point_at", "cycle_s")
 _META_INTS = ("destinations", "tools", "schema_version")
 # Bounds the size of one HSET so a huge snapshot does not block Redis for long.
 _HSET_CHUNK = 1000
+# A fenced swap is retried when the lease key changed under its WATCH (the
+# holder's own renewal does that); a lost lease stops it at once.
+_FENCE_ATTEMPTS = 5
 
 
-def connect_redis(url: str, socket_timeout_s: float) -> redis.Redis:
-    """A client that fails fast: the rank path must never hang on Redis."""
+def _retry_policy() -> Retry:
+    """Pinned rather than left to redis-py, whose defaults differ between
+    versions (5.x: none; 6 and later: ``Redis(...)`` retries with backoff,
+    timeouts included, which costs seconds per command against a dead or
+    hung server) and between ``Redis(...)`` and ``Redis.from_url`` (none).
+    One immediate retry after a dropped connection, so the first command on
+    a pooled connection that a restarted Redis or a Sentinel failover cut
+    reconnects instead of failing; never after a timeout, so a hung Redis
+    costs a request at most one socket timeout per attempt."""
+    return Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+
+
+def connect_redis(url: str, socket_timeout_s: float, connect_timeout_s: float | None = None) -> redis.Redis:
+    """The one place a Redis client is built (API, collector, CLI): a
+    client that fails fast, since the rank path must never hang on Redis,
+    and reconnects by itself (connections are opened lazily, per command).
+    ``redis+sentinel://`` URLs name a Sentinel-managed master
+    (``redis_urls``)."""
+    options: dict[str, Any] = dict(
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=connect_timeout_s if connect_timeout_s is not None else socket_timeout_s,
+        retry=_retry_policy(),
+        # A connection idle this long is PINGed before use (a half-open one
+        # fails there, within the timeouts, and is replaced).
+        health_check_interval=30,
+    )
     try:
-        return redis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout_s,
-            socket_connect_timeout=socket_timeout_s,
-            health_check_interval=30,
-        )
+        if url.startswith(SENTINEL_SCHEME):
+            target = parse_sentinel_url(url)
+            sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=dict(options), **options)
+            return sentinel.master_for(target.master, db=target.db, username=target.username,
+                                       password=target.password, **options)
+        return redis.Redis.from_url(url, **options)
     except ValueError as e:
         raise StoreError(f"invalid Redis URL {redact_url(url)}: {e}") from None
 
@@ -43,6 +75,13 @@ def _describe(client: redis.Redis) -> str:
     if "path" in kw:
         return f"unix://{kw['path']}"
     return f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+
+
+def _reason(exc: redis.RedisError) -> str:
+    if isinstance(exc, MasterNotFoundError):
+        # redis-py appends the whole client's repr; the first part says it.
+        return str(exc).split(" : ", 1)[0] + " (no sentinel reachable, or none knows it)"
+    return str(exc)
 
 
 def _meta_to_hash(meta: SnapshotMeta) -> dict[str, str]:
@@ -105,13 +144,15 @@ def _chunks(mapping: dict[str, str]) -> Iterable[dict[str, str]]:
 
 
 class SnapshotStore:
-    def __init__(self, client: redis.Redis, keys: KeySchema) -> None:
+    def __init__(self, client: redis.Redis, keys: KeySchema, where: str | None = None) -> None:
         self.client = client
         self.keys = keys
+        # How messages name this Redis (never with credentials).
+        self.where = where or _describe(client)
         self._parsed = _ParsedCache()
 
     def _fail(self, action: str, exc: redis.RedisError) -> StoreError:
-        return StoreError(f"Redis at {_describe(self.client)} failed while {action}: {exc}")
+        return StoreError(f"Redis at {self.where} failed while {action}: {_reason(exc)}")
 
     def ping(self) -> bool:
         try:
@@ -121,21 +162,24 @@ class SnapshotStore:
 
     # -- writing ---------------------------------------------------------
     def publish(self, snapshot: Snapshot, reuse_tool_stats: str | None = None,
-                tool_stats_payload: dict[str, str] | None = None) -> str:
+                tool_stats_payload: dict[str, str] | None = None, fence: Fence | None = None) -> str:
         """Publish atomically; returns this publication's id (its
         ``created_at`` as stored).
 
         ``reuse_tool_stats``: the id the previous publish returned, when the
         snapshot's tool statistics have not changed since. If that snapshot
         is still the live one (nobody else published, Redis was not
-        flushed), the large tool statistics hash is left as it is and only
-        the rest is swapped in; otherwise everything is written.
+        flushed or restarted empty), the large tool statistics hash is left
+        as it is and only the rest is swapped in; otherwise everything is
+        written.
         ``tool_stats_payload``: ``encode_tool_stats(snapshot.tool_stats)``,
-        if the caller has it already."""
+        if the caller has it already.
+        ``fence``: publish only while the collector lease holds this token,
+        checked inside the swap's transaction; raises ``LeaseLost`` if not."""
         meta_hash = _meta_to_hash(snapshot.meta.model_copy(update={"schema_version": SCHEMA_VERSION}))
         if reuse_tool_stats:
             try:
-                if self._publish_reusing_tool_stats(snapshot, meta_hash, reuse_tool_stats):
+                if self._publish_reusing_tool_stats(snapshot, meta_hash, reuse_tool_stats, fence):
                     return meta_hash["created_at"]
             except redis.WatchError:
                 pass  # another writer in between: write everything
@@ -161,21 +205,43 @@ class SnapshotStore:
                     stage.expire(staging, STAGING_TTL_S)
             stage.execute()
             # The swap: all live keys change together or not at all.
-            swap = self.client.pipeline(transaction=True)
-            for live, mapping in payloads.items():
-                if mapping:
-                    swap.rename(self.keys.staging(token, live), live)
-                    swap.persist(live)
-                else:
-                    swap.delete(live)
-            swap.delete(self.keys.snapshot_meta)
-            swap.hset(self.keys.snapshot_meta, mapping=meta_hash)
-            swap.execute()
+            for _ in range(_FENCE_ATTEMPTS):
+                with self.client.pipeline(transaction=True) as swap:
+                    if fence is not None:
+                        self._check_fence(swap, fence, [self.keys.staging(token, live) for live in payloads])
+                    for live, mapping in payloads.items():
+                        if mapping:
+                            swap.rename(self.keys.staging(token, live), live)
+                            swap.persist(live)
+                        else:
+                            swap.delete(live)
+                    swap.delete(self.keys.snapshot_meta)
+                    swap.hset(self.keys.snapshot_meta, mapping=meta_hash)
+                    try:
+                        swap.execute()
+                        break
+                    except redis.WatchError:
+                        continue  # the lease key was touched (our own renewal?): check again
+            else:
+                raise self._fail("publishing a snapshot", redis.WatchError("the collector lease kept changing"))
         except redis.RedisError as e:
             raise self._fail("publishing a snapshot", e) from None
         return meta_hash["created_at"]
 
-    def _publish_reusing_tool_stats(self, snapshot: Snapshot, meta_hash: dict[str, str], previous: str) -> bool:
+    def _check_fence(self, pipe: Any, fence: Fence, staging: list[str]) -> None:
+        """WATCH the lease key and check it holds our token; the EXEC that
+        follows fails if anyone changes it in between. Leaves ``pipe`` in
+        MULTI mode."""
+        pipe.watch(fence.key)
+        holder = pipe.get(fence.key)
+        if holder is None or holder.decode(errors="replace") != fence.token:
+            pipe.unwatch()
+            self.client.delete(*staging)
+            raise LeaseLost(None if holder is None else holder.decode(errors="replace"))
+        pipe.multi()
+
+    def _publish_reusing_tool_stats(self, snapshot: Snapshot, meta_hash: dict[str, str], previous: str,
+                                    fence: Fence | None) -> bool:
         mapping = {dest_id: d.model_dump_json(exclude_none=True) for dest_id, d in snapshot.destinations.items()}
         staging = self.keys.staging(uuid.uuid4().hex, self.keys.destinations)
         stage = self.client.pipeline(transaction=False)
@@ -193,7 +259,10 @@ class SnapshotStore:
                 swap.unwatch()
                 self.client.delete(staging)
                 return False
-            swap.multi()
+            if fence is not None:
+                self._check_fence(swap, fence, [staging])
+            else:
+                swap.multi()
             if mapping:
                 swap.rename(staging, self.keys.destinations)
                 swap.persist(self.keys.destinations)
@@ -275,5 +344,8 @@ class SnapshotStore:
         )
 
 
-def store_from_config(url: str, key_prefix: str, socket_timeout_s: float) -> SnapshotStore:
-    return SnapshotStore(connect_redis(url, socket_timeout_s), KeySchema(key_prefix))
+def store_from_config(url: str, key_prefix: str, socket_timeout_s: float,
+                      connect_timeout_s: float | None = None) -> SnapshotStore:
+    client = connect_redis(url, socket_timeout_s, connect_timeout_s)
+    where = redact_url(url) if url.startswith(SENTINEL_SCHEME) else None
+    return SnapshotStore(client, KeySchema(key_prefix), where)

@@ -1,0 +1,134 @@
+"""Several collector daemons (real ``tpv-broker collect`` processes) on one
+real Redis and InfluxDB: exactly one publishes; when it is killed with
+SIGKILL (no release) a standby publishes within two intervals; a leader
+paused with SIGSTOP that wakes after losing the lease does not publish over
+the new one."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tpv_broker.shared.keys import KeySchema
+from tpv_broker.shared.store import SnapshotStore
+
+from .helpers import load_prototype_data
+from .test_collector_faults import wait_for
+from .test_processes import CLI, _env
+
+INTERVAL_S = 1.5
+# Process noise on a shared 2-core machine.
+SLACK_S = 1.0
+KEYS = KeySchema("tpv_broker")
+
+
+class Collectors:
+    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
+        self.tmp_path, self.env = tmp_path, env
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str) -> subprocess.Popen:
+        with open(self.tmp_path / f"{name}.log", "w") as err:
+            proc = subprocess.Popen([*CLI, "collect"], env={**self.env, "TPV_BROKER_COLLECTOR_INSTANCE_ID": name},
+                                    stdout=subprocess.DEVNULL, stderr=err)
+        self.procs[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.tmp_path / f"{name}.log").read_text()
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def collectors(influx_server, influx_db, redis_url, redis_client, tmp_path) -> Iterator[Collectors]:
+    load_prototype_data(influx_server, influx_db)
+    env = _env(TPV_BROKER_REDIS_URL=redis_url, TPV_BROKER_INFLUXDB_URL=influx_server.url,
+               TPV_BROKER_INFLUXDB_DATABASE=influx_db, TPV_BROKER_COLLECTOR_INTERVAL_S=str(INTERVAL_S))
+    c = Collectors(tmp_path, env)
+    try:
+        yield c
+    finally:
+        c.stop_all()
+    for name in c.procs:
+        assert "Traceback" not in c.log(name), c.log(name)
+
+
+def _publishers(store: SnapshotStore, seconds: float) -> list[tuple[float, str]]:
+    """Every distinct snapshot seen while watching for ``seconds``: (created_at, collector)."""
+    seen: dict[float, str] = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        meta = store.read_meta()
+        if meta is not None:
+            seen[meta.created_at] = meta.collector
+        time.sleep(0.02)
+    return sorted(seen.items())
+
+
+def _holder(client: redis.Redis) -> str:
+    raw = client.get(KEYS.collector_lease)
+    return "" if raw is None else raw.decode()
+
+
+def test_one_publishes_and_a_standby_takes_over_when_it_is_killed(collectors: Collectors,
+                                                                   redis_client: redis.Redis) -> None:
+    store = SnapshotStore(redis_client, KEYS)
+    collectors.start("collector-a")
+    wait_for(lambda: (store.read_meta() or None) is not None, "collector-a's first snapshot")
+    collectors.start("collector-b")
+    wait_for(lambda: "standing by" in collectors.log("collector-b"), "collector-b to stand by")
+
+    seen = _publishers(store, 5 * INTERVAL_S)
+    assert len(seen) >= 3, seen
+    assert {c for _, c in seen} == {"collector-a"}, seen
+    assert _holder(redis_client).startswith("collector-a/")
+    assert "cycle published" not in collectors.log("collector-b")
+    assert "collector lease held by collector-a/" in collectors.log("collector-b")
+
+    killed_at = time.time()
+    collectors.procs["collector-a"].kill()  # SIGKILL: no release, the lease must expire
+    collectors.procs["collector-a"].wait()
+    wait_for(lambda: (store.read_meta().collector == "collector-b"), "collector-b to take over")
+    took_over_s = store.read_meta().created_at - killed_at
+    assert took_over_s <= 2 * INTERVAL_S + SLACK_S, f"took over {took_over_s:.2f} s after the kill"
+    assert _holder(redis_client).startswith("collector-b/")
+    later = _publishers(store, 3 * INTERVAL_S)
+    assert len(later) >= 2 and {c for _, c in later} == {"collector-b"}, later
+
+
+def test_a_leader_that_wakes_after_losing_the_lease_does_not_publish(collectors: Collectors,
+                                                                      redis_client: redis.Redis) -> None:
+    store = SnapshotStore(redis_client, KEYS)
+    old = collectors.start("collector-old")
+    wait_for(lambda: (store.read_meta() or None) is not None, "collector-old's first snapshot")
+    collectors.start("collector-new")
+    wait_for(lambda: "standing by" in collectors.log("collector-new"), "collector-new to stand by")
+
+    old.send_signal(signal.SIGSTOP)
+    wait_for(lambda: store.read_meta().collector == "collector-new", "collector-new to take over")
+    old.send_signal(signal.SIGCONT)
+    woke_at = time.time()
+    seen = _publishers(store, 4 * INTERVAL_S)
+    assert old.poll() is None, "the old leader died"
+    assert len(seen) >= 3, seen
+    assert {c for t, c in seen if t >= woke_at} == {"collector-new"}, seen
+    assert _holder(redis_client).startswith("collector-new/")
+    log = collectors.log("collector-old")
+    assert "collector lease held by collector-new/" in log, log

@@ -1,0 +1,131 @@
+"""The collector lease on a real redis-server: one holder at a time, renewal
+and release only by the holder's token, takeover once it expires, and the
+fence: a holder that still believes it leads (paused, its clock frozen here)
+cannot publish over the new holder's snapshot."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+
+import pytest
+import redis
+
+from tpv_broker.collector.daemon import CycleRunner
+from tpv_broker.shared.config import BrokerConfig
+from tpv_broker.shared.leader_lock import LeaderLease, LeaseLost
+from tpv_broker.shared.store import SnapshotStore
+
+from .test_collector_faults import wait_for
+from .test_store import KEYS, TOOLS, make_snapshot
+
+
+class FrozenClock:
+    """A paused process's view of time: nothing has passed."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def lease(client: redis.Redis, name: str, lease_s: float = 30.0, clock=None) -> LeaderLease:
+    kw = {"clock": clock} if clock is not None else {}
+    return LeaderLease(client, KEYS.collector_lease, name, lease_s, **kw)
+
+
+def test_one_holder_at_a_time_and_its_identity_is_readable(redis_client: redis.Redis, redis_server) -> None:
+    a, b = lease(redis_client, "host-a:11"), lease(redis_client, "host-b:22")
+    assert a.hold() and a.is_leader()
+    assert not b.hold() and not b.is_leader()
+    assert a.hold(), "renewal by the holder"
+    assert not b.hold()
+    # What an admin sees with redis-cli.
+    shown = subprocess.run(["redis-cli", "-p", str(redis_server.port), "GET", KEYS.collector_lease],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert shown == a.token and shown.startswith("host-a:11/")
+    ttl_ms = redis_client.pttl(KEYS.collector_lease)
+    assert 0 < ttl_ms <= 30_000
+    a.release()
+    assert redis_client.get(KEYS.collector_lease) is None
+    assert b.hold(), "free once released"
+
+
+def test_expired_lease_is_taken_and_the_old_holder_cannot_renew_or_release_it(redis_client: redis.Redis) -> None:
+    # a paused: it still believes it holds the lease, so it tries to renew it.
+    a, b = lease(redis_client, "a", lease_s=0.2, clock=FrozenClock()), lease(redis_client, "b", lease_s=30)
+    assert a.hold()
+    wait_for(lambda: redis_client.get(KEYS.collector_lease) is None, "the lease to expire")
+    assert b.hold()
+    assert not a.hold(), "a's renewal must not take b's lease"
+    a.release()
+    assert redis_client.get(KEYS.collector_lease).decode() == b.token, "a's release must not free b's lease"
+
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["full-publish", "publish-reusing-tool-stats"])
+def test_a_paused_holder_cannot_publish_over_the_new_one(redis_client: redis.Redis, reuse: bool) -> None:
+    store = SnapshotStore(redis_client, KEYS)
+    clock = FrozenClock()
+    a = lease(redis_client, "a", lease_s=0.2, clock=clock)
+    assert a.hold()
+    first = store.publish(make_snapshot(["d1"], TOOLS, created_at=1.0), fence=a.fence)
+    # a "pauses": its clock stands still, its lease expires in Redis, b takes over.
+    wait_for(lambda: redis_client.get(KEYS.collector_lease) is None, "a's lease to expire")
+    b = lease(redis_client, "b")
+    assert b.hold()
+    store.publish(make_snapshot(["d2"], TOOLS, created_at=2.0), fence=b.fence)
+    assert a.is_leader(), "a still believes it leads (nothing told it otherwise)"
+    with pytest.raises(LeaseLost, match="holder now: b/"):
+        store.publish(make_snapshot(["d3"], {}, created_at=3.0), fence=a.fence,
+                      reuse_tool_stats=first if reuse else None)
+    live = store.read_all()
+    assert live is not None and live.meta.created_at == 2.0 and list(live.destinations) == ["d2"]
+    assert live.tool_stats == TOOLS
+    assert not [k for k in redis_client.keys("*") if b":staging:" in k], "a's staging keys are cleaned up"
+
+
+def test_a_cycle_of_a_paused_holder_is_refused_with_a_clear_line(redis_client: redis.Redis, influx_server,
+                                                                 influx_db, caplog) -> None:
+    from tpv_broker.collector.influx import InfluxQLClient
+    from tpv_broker.shared.config import InfluxDBSettings
+
+    from .helpers import load_prototype_data
+
+    load_prototype_data(influx_server, influx_db)
+    caplog.set_level(logging.INFO, logger="tpv_broker")
+    config = BrokerConfig(influxdb=InfluxDBSettings(url=influx_server.url, database=influx_db))
+    store = SnapshotStore(redis_client, KEYS)
+    a = lease(redis_client, "a", lease_s=0.2, clock=FrozenClock())
+    runner = CycleRunner(config, InfluxQLClient(config.influxdb), store, leader=a)
+    assert a.hold()
+    assert runner().published
+    assert store.read_meta().collector == "a"
+    wait_for(lambda: redis_client.get(KEYS.collector_lease) is None, "a's lease to expire")
+    b = lease(redis_client, "b")
+    assert b.hold()
+    store.publish(make_snapshot(["d2"], created_at=2.0), fence=b.fence)
+    report = runner()
+    assert not report.published
+    assert any("no longer holds the lease (holder now: b/" in e for e in report.errors), report.errors
+    assert store.read_meta().created_at == 2.0
+    assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_collect_once_while_a_daemon_holds_the_lease_publishes_nothing(redis_client: redis.Redis,
+                                                                       redis_url: str) -> None:
+    from click.testing import CliRunner
+
+    from tpv_broker.cli import main
+
+    from tpv_broker.shared.keys import KeySchema
+
+    key = KeySchema("tpv_broker").collector_lease
+    other = LeaderLease(redis_client, key, "collector-1", 30)
+    assert other.hold()
+    result = CliRunner().invoke(main, ["collect", "--once"], env={"TPV_BROKER_REDIS_URL": redis_url})
+    assert result.exit_code == 1
+    assert result.output.startswith("NOT published")
+    assert f"standing by: the collector lease is held by {other.token}" in result.output
+    assert redis_client.keys("*") == [key.encode()], "nothing published, the daemon's lease untouched"
+    assert redis_client.get(key).decode() == other.token

@@ -1,0 +1,64 @@
+"""Redis URLs naming a Sentinel-managed master:
+
+    redis+sentinel://[[username]:password@]host[:port][,host[:port]...]/master_name[/db]
+
+The sentinels are asked where ``master_name`` is (port 26379 unless given);
+the credentials are the master's (and its replicas'), never sent to the
+sentinels. Anything shown to people goes through ``redact_url``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from .urls import redact_url
+
+SENTINEL_SCHEME = "redis+sentinel://"
+DEFAULT_SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """Raises ValueError naming the problem (with the password redacted)."""
+    shown = redact_url(url)
+    rest = url[len(SENTINEL_SCHEME):]
+    netloc, _, path = rest.partition("/")
+    netloc = netloc.split("?", 1)[0]
+    username = password = None
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+        user, sep, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if sep else None
+    sentinels = []
+    for part in netloc.split(","):
+        host, sep, port = part.strip().rpartition(":") if ":" in part else (part.strip(), "", "")
+        if not host:
+            raise ValueError(f"{shown!r}: a sentinel address is empty (expected host[:port],...)")
+        try:
+            port_no = int(port) if sep else DEFAULT_SENTINEL_PORT
+        except ValueError:
+            raise ValueError(f"{shown!r}: sentinel port {port!r} is not a number") from None
+        if not 0 < port_no < 65536:
+            raise ValueError(f"{shown!r}: sentinel port {port_no} is out of range")
+        sentinels.append((host.strip("[]"), port_no))
+    segments = [s for s in path.split("?", 1)[0].split("/") if s]
+    if not segments:
+        raise ValueError(f"{shown!r}: no master name (expected {SENTINEL_SCHEME}host:26379/master_name[/db])")
+    if len(segments) > 2:
+        raise ValueError(f"{shown!r}: expected /master_name[/db] after the sentinels")
+    db = 0
+    if len(segments) == 2:
+        try:
+            db = int(segments[1])
+        except ValueError:
+            raise ValueError(f"{shown!r}: database {segments[1]!r} is not a number") from None
+    return SentinelTarget(tuple(sentinels), unquote(segments[0]), db, username, password)
