@@ -46,9 +46,13 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["tpv_broker"] = ApiState(config, store, clock, RankService(config, store, clock))
 
+    from .openapi import bp as docs_bp
     from .routes import bp
+    from .status_page import bp as status_bp
 
     app.register_blueprint(bp)
+    app.register_blueprint(docs_bp)
+    app.register_blueprint(status_bp)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
