@@ -326,3 +326,15 @@ def test_docs_render_the_operations_in_chromium(api: str, spec: dict[str, Any], 
     assert sorted(shown) == sorted((m, p) for p, m, _ in _operations(spec))
     assert "TPV Broker" in dom and "OAS 3.1" in dom
     assert "Rank candidate destinations for a job" in dom
+
+
+def test_every_get_answers_a_documented_status_and_media_type(api: str, spec: dict[str, Any]) -> None:
+    for path, method, op in _operations(spec):
+        if method != "get":
+            continue
+        resp = requests.get(f"{api}{path}", timeout=10)
+        answer = _resolve(spec, op["responses"][str(resp.status_code)])
+        media = resp.headers["Content-Type"].split(";")[0]
+        assert media in answer["content"], (path, media)
+        if media == "application/json":
+            OAS31Validator(_schema(spec, answer["content"])).validate(resp.json())

@@ -13,6 +13,7 @@ import click
 
 from .shared.config import BrokerConfig, load_config
 from .shared.errors import BrokerError
+from .shared.logging_setup import configure_logging, event
 from .shared.store import store_from_config
 from .shared.urls import redact_url
 
@@ -23,14 +24,18 @@ def _fail(message: str) -> None:
 
 
 class _Context:
-    def __init__(self, config_path: str | None) -> None:
+    def __init__(self, config_path: str | None, log_level: str | None) -> None:
         self.config_path = config_path
+        self.log_level = log_level
         self._config: BrokerConfig | None = None
 
     @property
     def config(self) -> BrokerConfig:
         if self._config is None:
             self._config = load_config(self.config_path)
+            # Now the format, the level and the secrets to keep out of logs are known.
+            configure_logging(self.log_level or self._config.logging.level, self._config.logging.format,
+                              self._config.secrets())
         return self._config
 
 
@@ -54,22 +59,17 @@ class _Group(click.Group):
 )
 @click.option(
     "--log-level",
-    default="INFO",
-    show_default=True,
+    default=None,
+    help="Overrides logging.level from config (default INFO).",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
 @click.version_option(package_name="tpv-broker")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, log_level: str) -> None:
+def main(ctx: click.Context, config_path: str | None, log_level: str | None) -> None:
     """TPV Broker: metrics-informed ranking of TPV destinations."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # APScheduler logs three INFO lines per cycle; ours says what matters.
-    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
-    ctx.obj = _Context(config_path)
+    # Until the config is read (it may set logging.format and logging.level).
+    configure_logging(log_level or "INFO")
+    ctx.obj = _Context(config_path, log_level)
 
 
 @main.command()
@@ -79,17 +79,29 @@ def collect(obj: _Context, once: bool) -> None:
     """Read metrics from InfluxDB and publish snapshots to Redis."""
     from .collector.daemon import CycleRunner, run_daemon
     from .collector.influx import InfluxQLClient
+    from .collector.metrics import CollectorMetrics, MetricsServer
 
     config = obj.config
     store = store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s)
-    runner = CycleRunner(config, InfluxQLClient(config.influxdb), store, time.time)
+    port = None if once else config.collector.metrics_port
+    metrics = CollectorMetrics(time.time) if port is not None else None
+    runner = CycleRunner(config, InfluxQLClient(config.influxdb), store, time.time, metrics)
     if once:
         report = runner()
         click.echo(report.summary())
         if not report.published:
             sys.exit(1)
         return
-    run_daemon(runner, config.collector.interval_s)
+    server = MetricsServer(metrics.registry, config.collector.metrics_host, port) if metrics and port else None
+    if server is not None:
+        logging.getLogger("tpv_broker.collector").info(
+            "metrics at http://%s:%d/metrics", server.host, server.port,
+            extra=event("metrics_served", host=server.host, port=server.port))
+    try:
+        run_daemon(runner, config.collector.interval_s)
+    finally:
+        if server is not None:
+            server.close()
 
 
 @main.command()

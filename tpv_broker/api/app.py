@@ -11,6 +11,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from ..shared.config import BrokerConfig, load_config
+from ..shared.logging_setup import event
 from ..shared.rank_service import RankService
 from ..shared.store import SnapshotStore, store_from_config
 
@@ -46,6 +47,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["tpv_broker"] = ApiState(config, store, clock, RankService(config, store, clock))
 
+    from .metrics import init_metrics
     from .openapi import bp as docs_bp
     from .routes import bp
     from .status_page import bp as status_bp
@@ -53,6 +55,9 @@ def create_app(
     app.register_blueprint(bp)
     app.register_blueprint(docs_bp)
     app.register_blueprint(status_bp)
+    # Imported here, not at the top: prometheus_client must not be loaded
+    # before `serve` has set up its multiprocess directory.
+    init_metrics(app, store, config, clock)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
@@ -69,7 +74,7 @@ def create_app(
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):  # type: ignore[no-untyped-def]
         # A bug, never user input: log it here, never send a traceback out.
-        log.exception("unexpected error while handling a request")
+        log.exception("unexpected error while handling a request", extra=event("unhandled_error"))
         return jsonify({"error": "internal error", "message": "internal error; see the API log"}), 500
 
     return app

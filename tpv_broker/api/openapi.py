@@ -186,6 +186,12 @@ def build_spec(config: BrokerConfig) -> dict[str, Any]:
                     "200": _answer("Ready", "ReadyResponse", ex.READY_ANSWERS_200),
                     "503": _answer("Not ready: rank answers would be degraded (TPV's order)", "ReadyResponse",
                                    ex.READY_ANSWERS_503)}}},
+            "/metrics": {"get": {
+                "tags": ["health"], "summary": "Prometheus metrics",
+                "description": "Requests and latency by endpoint and outcome, degraded answers by reason, and the "
+                               "snapshot's age, size and in-flight charges read from Redis at scrape time.",
+                "responses": {"200": {"description": "Prometheus text exposition format",
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
             "/": _html("Status page",
                        "Each destination's state, free capacity, queue and score (for a 1-core job of a tool "
                        "with no history), the last collector cycle and the snapshot age. Renders without Redis "

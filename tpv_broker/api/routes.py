@@ -11,8 +11,10 @@ from pydantic import BaseModel, ValidationError
 
 from ..shared.errors import StoreError
 from ..shared.explain import explain
+from ..shared.logging_setup import event
 from ..shared.ranking import RankResult
 from .app import get_state
+from .metrics import note_rank_result
 from .schemas import ProcessDataRequest, RankRequest, describe_errors
 
 log = logging.getLogger("tpv_broker.api")
@@ -66,6 +68,7 @@ def _rank(req: RankRequest) -> tuple[RankResult, Callable[[], None]]:
     datasets = ranker.datasets([(d.object_store_id, d.size) for d in req.datasets], req.store_locations())
     job = req.job.facts()
     result = ranker.rank([d.candidate() for d in req.destinations], job, datasets, charge=False)
+    note_rank_result(result)
     return result, lambda: ranker.charge_first(result, job)
 
 
@@ -126,7 +129,7 @@ def ready() -> tuple[Response, int]:
     try:
         meta = state.store.read_meta()
     except StoreError as e:
-        log.warning("not ready: %s", e)
+        log.warning("not ready: %s", e, extra=event("not_ready", reason="redis_unavailable"))
         return jsonify({"ready": False, "reason": "Redis unavailable"}), 503
     if meta is None:
         return jsonify({"ready": False, "reason": "no snapshot in Redis yet"}), 503

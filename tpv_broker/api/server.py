@@ -3,12 +3,19 @@ than a gunicorn.conf.py, so ``tpv-broker serve`` needs nothing else."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import logging
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from flask import Flask
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from ..shared.config import BrokerConfig
+from ..shared.errors import BrokerError
 from .app import create_app
 
 
@@ -61,5 +68,64 @@ def serve_app(factory: Callable[[], Flask], bind: str, workers: int) -> None:
     _Gunicorn(factory, gunicorn_options(bind, workers)).run()
 
 
+class StructuredGunicornLogger(glogging.Logger):  # type: ignore[misc]
+    """gunicorn's own lines (booting, worker timeouts, errors) through the
+    root logger, so they come out in the configured format (text or JSON)
+    like ours, instead of gunicorn's own."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        if not logging.getLogger().handlers:
+            return  # nobody configured logging: keep gunicorn's handlers
+        for log in (self.error_log, self.access_log):
+            for handler in list(log.handlers):
+                if getattr(handler, "_gunicorn", False):
+                    log.removeHandler(handler)
+            log.propagate = True
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's name, read by api/metrics.py
+
+
+@contextmanager
+def metrics_directory(parent: str | None) -> Iterator[str]:
+    """A fresh directory for this run's worker metrics (prometheus_client
+    multiprocess mode), in the environment the workers inherit; removed at
+    exit. Fresh per run, so counts never carry over from an earlier run or
+    mix with another instance's."""
+    try:
+        if parent is not None:
+            os.makedirs(parent, exist_ok=True)
+        path = tempfile.mkdtemp(prefix="tpv-broker-metrics-", dir=parent)
+    except OSError as e:
+        where = parent if parent is not None else tempfile.gettempdir()
+        raise BrokerError(f"api.metrics_dir: cannot create the metrics directory in {where}: "
+                          f"{e.strerror or e}") from None
+    previous = os.environ.get(MULTIPROC_ENV)
+    os.environ[MULTIPROC_ENV] = path
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = previous
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _worker_gone(metrics_dir: str) -> Callable[[Any, Any], None]:
+    def child_exit(_server: Any, worker: Any) -> None:
+        # A dead worker's counters stay (its requests happened); its
+        # "alive" gauge must go, or tpv_broker_api_workers counts it.
+        from prometheus_client.multiprocess import mark_process_dead
+
+        mark_process_dead(worker.pid, metrics_dir)
+
+    return child_exit
+
+
 def run_gunicorn(config: BrokerConfig, bind: str, workers: int) -> None:
-    serve_app(lambda: create_app(config), bind, workers)
+    with metrics_directory(config.api.metrics_dir) as metrics_dir:
+        options = gunicorn_options(bind, workers)
+        options.update(logger_class=StructuredGunicornLogger, child_exit=_worker_gone(metrics_dir))
+        _Gunicorn(lambda: create_app(config), options).run()

@@ -14,9 +14,11 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from ..shared.config import BrokerConfig
+from ..shared.logging_setup import event
 from ..shared.store import SnapshotStore
 from .cycle import CycleReport, StatsCache, collect_once
 from .influx import InfluxQLClient
+from .metrics import CollectorMetrics, cycle_outcome
 
 log = logging.getLogger("tpv_broker.collector")
 
@@ -31,8 +33,10 @@ class CycleRunner:
         source: InfluxQLClient,
         store: SnapshotStore,
         clock: Callable[[], float] = time.time,
+        metrics: CollectorMetrics | None = None,
     ) -> None:
         self.config, self.source, self.store, self.clock = config, source, store, clock
+        self.metrics = metrics
         self.stats = StatsCache(config.collector.stats_refresh_s)
         self.last_report: CycleReport | None = None
         self.failures_in_a_row = 0
@@ -40,17 +44,22 @@ class CycleRunner:
     def __call__(self) -> CycleReport:
         report = collect_once(self.config, self.source, self.store, self.clock, self.stats)
         self.last_report = report
+        fields = _cycle_fields(report)
         if report.published and not report.errors:
             if self.failures_in_a_row:
-                log.info("collector recovered after %d failed cycle(s)", self.failures_in_a_row)
+                log.info("collector recovered after %d failed cycle(s)", self.failures_in_a_row,
+                         extra=event("collector_recovered", failed_cycles=self.failures_in_a_row))
             self.failures_in_a_row = 0
-            log.info("cycle %s", report.summary())
+            log.info("cycle %s", report.summary(), extra=event("cycle_done", **fields))
         elif report.published:
             self.failures_in_a_row = 0
-            log.warning("cycle %s", report.summary())
+            log.warning("cycle %s", report.summary(), extra=event("cycle_done", **fields))
         else:
             self.failures_in_a_row += 1
-            log.error("cycle %s", report.summary())
+            log.error("cycle %s", report.summary(),
+                      extra=event("cycle_failed", failures_in_a_row=self.failures_in_a_row, **fields))
+        if self.metrics is not None:
+            self.metrics.observe_cycle(report, self.failures_in_a_row)
         return report
 
     def refresh_stats(self) -> None:
@@ -61,10 +70,27 @@ class CycleRunner:
         if problem is None:
             current = self.stats.current
             series = sum(len(v) for v in current.tool_stats.values()) if current is not None else 0
-            log.info("run-time statistics refreshed: %d (tool, destination) series in %.1f s",
-                     series, self.clock() - started)
+            took = self.clock() - started
+            log.info("run-time statistics refreshed: %d (tool, destination) series in %.1f s", series, took,
+                     extra=event("stats_refreshed", series=series, duration_ms=round(took * 1000, 1)))
         else:
-            log.warning("run-time statistics NOT refreshed (the last ones stay): %s", problem)
+            log.warning("run-time statistics NOT refreshed (the last ones stay): %s", problem,
+                        extra=event("stats_refresh_failed", problem=problem))
+        if self.metrics is not None:
+            self.metrics.observe_stats_refresh(problem is None)
+
+
+def _cycle_fields(report: CycleReport) -> dict[str, object]:
+    return {
+        "outcome": cycle_outcome(report),
+        "destinations": report.destinations,
+        "tools": report.tools,
+        "rows": report.rows_read,
+        "queries": report.queries,
+        "newest_point_age_s": None if report.newest_point_age_s is None else round(report.newest_point_age_s, 1),
+        "duration_ms": round(report.duration_s * 1000, 1),
+        "problems": len(report.errors),
+    }
 
 
 def run_daemon(runner: CycleRunner, interval_s: float, stop: threading.Event | None = None) -> None:
@@ -83,7 +109,8 @@ def run_daemon(runner: CycleRunner, interval_s: float, stop: threading.Event | N
     )
 
     def _shutdown(signum: int, _frame: object) -> None:
-        log.info("collector stopping (%s)", signal.Signals(signum).name)
+        log.info("collector stopping (%s)", signal.Signals(signum).name,
+                 extra=event("collector_stopping", signal=signal.Signals(signum).name))
         # Not wait=True: that would block the signal handler on a running
         # cycle. The interpreter joins the worker thread before exiting, so a
         # cycle in progress still finishes its (atomic) publish.
@@ -119,6 +146,6 @@ def run_daemon(runner: CycleRunner, interval_s: float, stop: threading.Event | N
             coalesce=True,
             misfire_grace_time=None,
         )
-    log.info("collector started: every %g s", interval_s)
+    log.info("collector started: every %g s", interval_s, extra=event("collector_started", interval_s=interval_s))
     scheduler.start()
-    log.info("collector stopped")
+    log.info("collector stopped", extra=event("collector_stopped"))

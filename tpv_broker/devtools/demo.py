@@ -493,6 +493,7 @@ class Demo:
             f"{cli} inspect",
             f"watch -n {COLLECTOR_INTERVAL_S} {shlex.quote(cli + ' inspect')}  # queues move, sites go and come back",
             f"{cli} collect --once",
+            f"curl -s {api_url}/metrics | grep ^tpv_broker_  # Prometheus metrics",
             f"curl -sG {self.influx.url}/query --data-urlencode db={DATABASE} "
             f"--data-urlencode {shlex.quote('q=' + query)}",
         ]

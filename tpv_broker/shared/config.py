@@ -8,6 +8,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal, Mapping
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -82,6 +83,10 @@ class CollectorSettings(_Section):
     # missing from the newest batch means zero jobs. Points within this many
     # seconds of the newest one belong to the same batch.
     batch_window_s: float = Field(30.0, ge=0)
+    # Prometheus metrics of the daemon on http://<metrics_host>:<metrics_port>/metrics;
+    # no port: not served.
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
 
 
 class ApiSettings(_Section):
@@ -91,6 +96,24 @@ class ApiSettings(_Section):
     max_snapshot_age_s: float = Field(300.0, gt=0)
     max_candidates: int = Field(1000, ge=1, le=100_000)
     max_request_bytes: int = Field(1_048_576, ge=1024)
+    # `serve` keeps the workers' Prometheus metrics in a directory of its
+    # own under this one (default: the system's temporary directory),
+    # created at start and removed at exit.
+    metrics_dir: str | None = None
+
+
+class LoggingSettings(_Section):
+    # `--log-level` on the command line wins over this.
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # text: key=value pairs (logfmt); json: one JSON object per line.
+    format: Literal["text", "json"] = "text"
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _case(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, str):
+            return value.upper() if info.field_name == "level" else value.lower()
+        return value
 
 
 class InflightSettings(_Section):
@@ -151,6 +174,7 @@ class BrokerConfig(_Section):
     api: ApiSettings = Field(default_factory=ApiSettings)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     inflight: InflightSettings = Field(default_factory=InflightSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
     destinations: dict[str, DestinationSettings] = Field(default_factory=dict)
     object_stores: dict[str, Coordinates] = Field(default_factory=dict)
 
@@ -181,6 +205,20 @@ class BrokerConfig(_Section):
             if d.latitude is not None and d.longitude is not None
         }
 
+    def secrets(self) -> list[str]:
+        """Credential values that must never be logged (the log formatter
+        replaces them with ``***``)."""
+        values = [s.get_secret_value() for s in (self.influxdb.password, self.influxdb.token) if s is not None]
+        for url in (self.redis.url, self.influxdb.url):
+            try:
+                password = urlsplit(url).password
+            except ValueError:
+                password = None
+            if password:
+                values.append(unquote(password))
+                values.append(password)
+        return values
+
     def object_store_locations(self) -> dict[str, tuple[float, float]]:
         return {store_id: (c.latitude, c.longitude) for store_id, c in self.object_stores.items()}
 
@@ -191,11 +229,12 @@ _ENV_SECTIONS: dict[str, type[_Section]] = {
     "collector": CollectorSettings,
     "api": ApiSettings,
     "inflight": InflightSettings,
+    "logging": LoggingSettings,
 }
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """``TPV_BROKER_<SECTION>_<FIELD>`` for every scalar setting of the four
+    """``TPV_BROKER_<SECTION>_<FIELD>`` for every scalar setting of the
     service sections, e.g. ``TPV_BROKER_REDIS_URL``; lists are comma-separated."""
     out: dict[str, dict[str, Any]] = {}
     for section, model in _ENV_SECTIONS.items():

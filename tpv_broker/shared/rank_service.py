@@ -11,6 +11,7 @@ from .config import BrokerConfig
 from .errors import StoreError
 from .inflight_store import InflightStore
 from .inputs import Candidate, DatasetInput, JobFacts
+from .logging_setup import event
 from .models import Charge
 from .ranking import SCORED, RankResult, rank, tpv_order
 from .store import SnapshotStore
@@ -54,7 +55,7 @@ class RankService:
             view = self.store.read_for_rank([c.id for c in candidates], fields, charges_since=since)
         except StoreError as e:
             # Galaxy must keep dispatching: answer TPV's own order, and say so.
-            log.warning("answering in TPV order: %s", e)
+            log.warning("answering in TPV order: %s", e, extra=event("rank_degraded", reason="redis_unavailable"))
             return RankResult(tpv_order(candidates, "TPV order: Redis unavailable"), True, None, "Redis unavailable")
         result = rank(candidates, job, datasets, view, now, self.model, self.max_snapshot_age_s, self.locations,
                       self.reflect_lag_s)
@@ -73,4 +74,4 @@ class RankService:
                                         self.clock() if now is None else now, job.id))
         except StoreError as e:
             # The answer stands; only the next rankings lose this hint.
-            log.warning("could not charge the placement: %s", e)
+            log.warning("could not charge the placement: %s", e, extra=event("charge_failed"))
