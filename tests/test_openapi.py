@@ -134,9 +134,8 @@ def test_limits_in_the_document_come_from_config() -> None:
 
 
 def test_rank_endpoints_accept_an_optional_bearer_token(spec: dict[str, Any]) -> None:
-    assert spec["components"]["securitySchemes"]["bearerAuth"] == {
-        "type": "http", "scheme": "bearer", "description": spec["components"]["securitySchemes"]["bearerAuth"]
-        ["description"]}
+    scheme = spec["components"]["securitySchemes"]["bearerAuth"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
     for path in ("/api/rank", "/process_data"):
         assert spec["paths"][path]["post"]["security"] == [{}, {"bearerAuth": []}]
     assert "security" not in spec["paths"]["/health"]["get"]

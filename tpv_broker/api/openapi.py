@@ -14,7 +14,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, abort, Response, current_app, jsonify, make_response, render_template, send_from_directory
+from flask import Blueprint, Response, abort, current_app, jsonify, make_response, render_template, send_from_directory
 from pydantic.json_schema import models_json_schema
 
 from ..shared.config import BrokerConfig
