@@ -56,6 +56,33 @@ else
     have influxd || die "influxd still not found after installing"
 fi
 
+# nginx and systemd's tools, for the tests of deploy/ (tests/test_nginx_proxy.py
+# runs the nginx example, tests/test_deployment_files.py runs systemd-analyze
+# and systemd-sysusers on the units). Nothing is started: the tests run nginx
+# on free loopback ports. On a machine running systemd, Debian's nginx package
+# starts its default site on port 80 (`systemctl disable --now nginx` stops it).
+deploy_packages=()
+have nginx || deploy_packages+=(nginx)
+have systemd-analyze && have systemd-sysusers || deploy_packages+=(systemd)
+if ((${#deploy_packages[@]})); then
+    sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null 2>&1 \
+            || die "${deploy_packages[*]} missing and not root, and sudo is not available: run as root: apt-get install ${deploy_packages[*]}"
+        sudo=(sudo)
+    fi
+    say "installing Debian packages ${deploy_packages[*]}"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends "${deploy_packages[@]}" \
+        || { "${sudo[@]}" apt-get update -q && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y -q --no-install-recommends "${deploy_packages[@]}"; } \
+        || die "apt-get install ${deploy_packages[*]} failed"
+    have nginx || die "nginx still not found after installing"
+    have systemd-analyze || die "systemd-analyze still not found after installing"
+else
+    say "nginx and systemd-analyze present"
+fi
+
 if (( with_tests )); then
     if have chromium || have chromium-browser; then
         say "chromium present"

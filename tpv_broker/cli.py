@@ -1,4 +1,4 @@
-"""The ``tpv-broker`` command line: serve, collect, inspect."""
+"""The ``tpv-broker`` command line: serve, collect, inspect, rank, check-config."""
 
 from __future__ import annotations
 
@@ -78,14 +78,14 @@ def main(ctx: click.Context, config_path: str | None, log_level: str | None) -> 
 def collect(obj: _Context, once: bool) -> None:
     """Read metrics from InfluxDB and publish snapshots to Redis."""
     from .collector.daemon import CycleRunner, run_daemon
-    from .collector.influx import InfluxQLClient
     from .collector.metrics import CollectorMetrics, MetricsServer
+    from .collector.source import metric_source
 
     config = obj.config
     store = store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s)
     port = None if once else config.collector.metrics_port
     metrics = CollectorMetrics(time.time) if port is not None else None
-    runner = CycleRunner(config, InfluxQLClient(config.influxdb), store, time.time, metrics)
+    runner = CycleRunner(config, metric_source(config.influxdb), store, time.time, metrics)
     if once:
         report = runner()
         click.echo(report.summary())
@@ -231,6 +231,31 @@ def rank_command(obj: _Context, destinations: tuple[str, ...], tool_id: str, cor
                    [("    ", t["term"], f"{t['score']:.3f}", f"{t['weight']:g}", f"{t['contribution']:.2f}",
                      t["level"] or "-", ", ".join(f"{k}={v}" for k, v in t["raw"].items()))
                     for t in e["terms"]])
+
+
+@main.command("check-config")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="config.yaml to check (default: the one given to tpv-broker, or TPV_BROKER_CONFIG).")
+@click.option("--no-connect", is_flag=True, help="Only validate the config; do not contact InfluxDB or Redis.")
+@click.pass_obj
+def check_config(obj: _Context, config_path: str | None, no_connect: bool) -> None:
+    """Validate the config and test the connections to InfluxDB and Redis.
+
+    One line per check (OK, WARN or FAIL with the reason and a hint); exit
+    status 0 only if no check failed. Credentials are never printed."""
+    import os
+
+    from .checks import run_checks
+
+    colours = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
+    checks = run_checks(config_path or obj.config_path, os.environ, connect=not no_connect)
+    for c in checks:
+        click.echo(f"{click.style(f'{c.status:<4}', fg=colours[c.status])} {c.text()}")
+    failed = sum(c.failed for c in checks)
+    untested = " (connections not tested: --no-connect)" if no_connect else ""
+    click.echo((f"{len(checks)} checks, {failed} failed" if failed else f"{len(checks)} checks passed") + untested)
+    if failed:
+        sys.exit(1)
 
 
 @main.command()

@@ -12,8 +12,8 @@ from ..shared.config import BrokerConfig
 from ..shared.errors import MetricSourceError, StoreError
 from ..shared.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
 from ..shared.store import SnapshotStore, encode_tool_stats
-from .influx import InfluxQLClient
-from .presets import LIVE_SOURCES, PRESETS, RUNTIME_MEASUREMENT, CycleData
+from .presets import PRESETS, RUNTIME_MEASUREMENT, CycleData, live_sources, presets_for
+from .source import MetricSource
 from .tool_levels import tool_levels
 
 log = logging.getLogger("tpv_broker.collector")
@@ -115,21 +115,21 @@ class StatsCache:
             return None
         return current
 
-    def refresh(self, config: BrokerConfig, source: InfluxQLClient, clock: Callable[[], float]) -> str | None:
+    def refresh(self, config: BrokerConfig, source: MetricSource, clock: Callable[[], float]) -> str | None:
         """Read the run-time statistics alone and keep them, with their
         fallback levels and Redis payload built here rather than in a cycle.
         Returns what went wrong, or None; on failure the last ones stay."""
         preset = PRESETS[RUNTIME_PRESET]
         started = clock()
         try:
-            (result,) = source.query([preset.statement(config.collector)])
+            (result,) = source.read([preset], config.collector)
         except MetricSourceError as e:
             return str(e)
         if result.error is not None:
             return f"{preset.name}: {result.error}"
         data = CycleData(aliases=config.alias_map())
         try:
-            preset.apply(result.series, data, config.collector)
+            preset.apply_rows(result.rows, data, config.collector)
         except (TypeError, ValueError, KeyError) as e:
             return f"{preset.name}: unexpected data ({type(e).__name__}: {e})"
         fresh = RunTimeStats.from_data(data, started)
@@ -155,14 +155,16 @@ def build_snapshot(data: CycleData, config: BrokerConfig, now: float, cycle_s: f
             d.gpus_total = settings.gpus
     # gxadmin prints nothing for a destination without jobs: when the queue
     # query worked, a destination it did not mention has none.
-    queue_known = "queue_by_destination" in data.read_ok
+    configured = presets_for(config.collector)
+    queue_known = any(p.feeds_queue and p.name in data.read_ok for p in configured)
+    live = live_sources(configured)
     newest: float | None = None
     for d in data.destinations.values():
         if queue_known and d.queued is None:
             d.queued, d.running = 0.0, 0.0
         d.metrics_at = max(d.sources.values()) if d.sources else None
-        live = [at for source, at in d.sources.items() if source in LIVE_SOURCES]
-        d.live_at = max(live) if live else None
+        live_at = [at for source, at in d.sources.items() if source in live]
+        d.live_at = max(live_at) if live_at else None
         if d.metrics_at is not None:
             newest = d.metrics_at if newest is None else max(newest, d.metrics_at)
     meta = SnapshotMeta(
@@ -180,7 +182,7 @@ def build_snapshot(data: CycleData, config: BrokerConfig, now: float, cycle_s: f
 
 def collect_once(
     config: BrokerConfig,
-    source: InfluxQLClient,
+    source: MetricSource,
     store: SnapshotStore,
     clock: Callable[[], float],
     stats: StatsCache | None = None,
@@ -191,7 +193,7 @@ def collect_once(
     ``stats`` (the daemon's): reuse the run-time statistics read earlier
     (see ``StatsCache``); without it, every cycle reads everything."""
     started = clock()
-    presets = [PRESETS[name] for name in config.collector.presets]
+    presets = presets_for(config.collector)
     cached = stats.reuse(started) if stats is not None else None
     if cached is not None:
         presets = [p for p in presets if p.name != RUNTIME_PRESET]
@@ -201,7 +203,7 @@ def collect_once(
     runtime_data = CycleData(aliases=data.aliases)
     fresh: RunTimeStats | None = None
     try:
-        results = source.query([p.statement(config.collector) for p in presets]) if presets else []
+        results = source.read(presets, config.collector) if presets else []
     except MetricSourceError as e:
         report.errors.append(str(e))
         report.duration_s = clock() - started
@@ -214,7 +216,7 @@ def collect_once(
             continue
         target = runtime_data if preset.name == RUNTIME_PRESET else data
         try:
-            preset.apply(result.series, target, config.collector)
+            preset.apply_rows(result.rows, target, config.collector)
             data.read_ok.add(preset.name)
             ok += 1
         except (TypeError, ValueError, KeyError) as e:

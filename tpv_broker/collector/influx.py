@@ -8,13 +8,18 @@ trip whatever the number of destinations and tools.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import requests
 
-from ..shared.config import InfluxDBSettings
+from ..shared.config import CollectorSettings, InfluxDBSettings
 from ..shared.errors import MetricSourceError
+from ..shared.preset_spec import PresetSpec
 from ..shared.urls import redact_url
+from .rows import ReadResult, Row
+
+if TYPE_CHECKING:
+    from .presets import Preset
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,51 @@ def quote_ident(name: str) -> str:
     """Measurement, tag and field names come from our presets, never from a
     request; quoting still keeps names like ``destination-queue-run-time`` valid."""
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _ms(seconds: float) -> str:
+    """An InfluxQL duration literal; milliseconds keep sub-second settings."""
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+MAX_CLOCK_SKEW_S = 300.0
+
+
+def _window(lookback_s: float) -> str:
+    # The upper bound matters: a point stamped in the future (a Galaxy host
+    # with a skewed clock, a wrong write precision) would otherwise win
+    # last() and hide every real update until its time came.
+    return f"time > now() - {_ms(lookback_s)} AND time <= now() + {_ms(MAX_CLOCK_SKEW_S)}"
+
+
+def influxql_statement(spec: PresetSpec, s: CollectorSettings) -> str:
+    """One statement for every destination: GROUP BY the preset's tags, the
+    newest point of each group; or, for an id held in a field (which cannot
+    be grouped by), every row of the window (sites x minutes: few)."""
+    where = _window(spec.window_s(s.lookback_s, s.stats_lookback_s))
+    measurement = quote_ident(spec.measurement)
+    if spec.read == "all_rows":
+        return f"SELECT * FROM {measurement} WHERE {where}"
+    fields = spec.field_names()
+    group_by = ", ".join(quote_ident(t) for t in spec.tags_used())
+    if len(fields) == 1:
+        # last() skips points without the field; its time is the point's.
+        f = quote_ident(fields[0])
+        return f"SELECT last({f}) AS {f} FROM {measurement} WHERE {where} GROUP BY {group_by}"
+    # Several selectors in one statement would lose the points' times.
+    selected = ", ".join(quote_ident(f) for f in fields)
+    return f"SELECT {selected} FROM {measurement} WHERE {where} GROUP BY {group_by} ORDER BY time DESC LIMIT 1"
+
+
+def series_rows(series: Sequence[Series], spec: PresetSpec) -> list[Row]:
+    """InfluxQL series (asked with epoch=s) as rows: one per value row."""
+    out = []
+    for ser in series:
+        for row in ser.rows():
+            at = row.pop("time", None)
+            out.append(Row(at=at if isinstance(at, (int, float)) and not isinstance(at, bool) else None,
+                           tags=ser.tags, values=row))
+    return out
 
 
 class InfluxQLClient:
@@ -112,6 +162,14 @@ class InfluxQLClient:
                 results[idx] = StatementResult(error=f"malformed series in the answer: {e}")
         return results
 
+
+    def read(self, presets: Sequence[Preset], s: CollectorSettings) -> list[ReadResult]:
+        """Every preset in one request; a preset whose statement failed carries the error."""
+        results = self.query([p.statement(s) for p in presets])
+        return [
+            ReadResult(error=r.error) if r.error is not None else ReadResult(rows=series_rows(r.series, p.spec))
+            for p, r in zip(presets, results)
+        ]
 
     def database_problem(self) -> str | None:
         """Why every statement failed, when it is the database itself: InfluxDB

@@ -7,13 +7,24 @@ import copy
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 from urllib.parse import unquote, urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
+from .preset_spec import BUILTIN_PRESETS, DEFAULT_PRESETS, PresetSpec
 from .scoring import ScoringModel
 from .terms import DEFAULT_TERMS, check_terms
 from .urls import redact_url
@@ -21,12 +32,24 @@ from .urls import redact_url
 ENV_PREFIX = "TPV_BROKER_"
 CONFIG_ENV = "TPV_BROKER_CONFIG"
 
-PresetName = Literal["queue_by_destination", "destination_queue_run_time", "htcondor_cluster_usage"]
-ALL_PRESETS: tuple[PresetName, ...] = (
-    "queue_by_destination",
-    "destination_queue_run_time",
-    "htcondor_cluster_usage",
-)
+# The presets read when collector.presets is not set (the built-in ones are
+# in preset_spec.BUILTIN_PRESETS; sites add theirs in collector.custom_presets).
+ALL_PRESETS: tuple[str, ...] = DEFAULT_PRESETS
+
+
+def _known_preset(name: str, info: ValidationInfo) -> str:
+    # custom_presets is declared before presets, so it is validated by now;
+    # when it failed, that error says enough.
+    if "custom_presets" not in info.data:
+        return name
+    custom = info.data["custom_presets"]
+    if name not in BUILTIN_PRESETS and name not in custom:
+        known = ", ".join([*BUILTIN_PRESETS, *custom])
+        raise ValueError(f"unknown preset {name!r} (known: {known}, or define it in collector.custom_presets)")
+    return name
+
+
+PresetName = Annotated[str, AfterValidator(_known_preset)]
 
 
 class _Section(BaseModel):
@@ -43,6 +66,11 @@ class InfluxDBSettings(_Section):
     token: SecretStr | None = None
     verify_tls: bool = True
     timeout_s: float = Field(10.0, gt=0, le=300)
+    # influxql: InfluxDB 1.x (or the v1-compatible endpoint of 2.x/3.x);
+    # flux: InfluxDB 2.x natively, with org, bucket and token.
+    api: Literal["influxql", "flux"] = "influxql"
+    org: str | None = Field(None, min_length=1)
+    bucket: str | None = Field(None, min_length=1)
 
     @field_validator("url")
     @classmethod
@@ -50,6 +78,14 @@ class InfluxDBSettings(_Section):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"must start with http:// or https://, got {redact_url(url)!r}")
         return url
+
+    @model_validator(mode="after")
+    def _flux_needs(self) -> InfluxDBSettings:
+        if self.api == "flux":
+            missing = [name for name in ("org", "bucket", "token") if getattr(self, name) is None]
+            if missing:
+                raise ValueError("; ".join(f"{name}: required when api is flux" for name in missing))
+        return self
 
 
 class RedisSettings(_Section):
@@ -69,6 +105,9 @@ class RedisSettings(_Section):
 
 class CollectorSettings(_Section):
     interval_s: float = Field(15.0, gt=0, le=3600)
+    # A site's own presets (name -> description, see preset_spec.PresetSpec);
+    # listed before presets, which may name them.
+    custom_presets: dict[str, PresetSpec] = Field(default_factory=dict)
     presets: list[PresetName] = Field(default_factory=lambda: list(ALL_PRESETS))
     # Queue and cluster figures arrive every minute; anything older than this
     # is not "current" any more.
@@ -87,6 +126,18 @@ class CollectorSettings(_Section):
     # no port: not served.
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
+
+    @field_validator("custom_presets")
+    @classmethod
+    def _no_builtin_names(cls, custom: dict[str, PresetSpec]) -> dict[str, PresetSpec]:
+        for name in custom:
+            if name in BUILTIN_PRESETS:
+                raise ValueError(f"{name}: is a built-in preset; give yours another name")
+        return custom
+
+    def preset_specs(self) -> dict[str, PresetSpec]:
+        """The presets to read, by name, in the configured order."""
+        return {name: self.custom_presets.get(name) or BUILTIN_PRESETS[name] for name in self.presets}
 
 
 class ApiSettings(_Section):

@@ -20,6 +20,8 @@ key                                type    value
                                            n: nonce}, score = charged at (epoch s)
 ``<p>:inflight:job:<job id>``      string  the member charged for that job, so a job ranked
                                            again moves its charge; expires with it
+``<p>:check:<token>``              string  written, read back and deleted by
+                                           ``tpv-broker check-config``; expires in 10 s
 =================================  ======  ==============================================
 """
 
@@ -57,6 +59,10 @@ class KeySchema:
         # Job ids are validated against a safe pattern (api/schemas.py)
         # before they get here: no spaces, colons or glob characters.
         return f"{self.prefix}:inflight:job:{job_id}"
+
+    def check_probe(self, token: str) -> str:
+        # check-config proves it may write under the prefix with this key.
+        return f"{self.prefix}:check:{token}"
 
     def live_keys(self) -> tuple[str, str, str]:
         return (self.snapshot_meta, self.destinations, self.tool_stats)

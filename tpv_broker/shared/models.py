@@ -22,6 +22,16 @@ class _Payload(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class SlotShape(_Payload):
+    """``count`` free slots of this size (HTCondor partitionable slots as
+    pulsar-util reports them). ``None``: that resource is not reported."""
+
+    count: float
+    cpus: float | None = None
+    mem_gb: float | None = None
+    gpus: float | None = None
+
+
 class DestinationFigures(_Payload):
     """What the collector knows about one destination. ``None`` = not reported."""
 
@@ -35,6 +45,10 @@ class DestinationFigures(_Payload):
     mem_free_gb: float | None = None
     gpus_total: float | None = None
     gpus_free: float | None = None
+    # The free slot shapes, when the source reports them (None: not
+    # reported; []: no free slot). A job fits now only if one shape holds it,
+    # whatever the free totals above say.
+    slot_shapes: list[SlotShape] | None = None
     # All tools together: count-weighted mean of the per-tool medians.
     median_queue_s: float | None = None
     median_run_s: float | None = None

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .geo import great_circle_km
 from .inputs import Candidate, DatasetInput, JobFacts
-from .models import DestinationFigures, ToolFigures
+from .models import DestinationFigures, SlotShape, ToolFigures
 from .tool_ids import DEFAULT, DESTINATION
 
 
@@ -180,14 +180,52 @@ def free_slots_for(job: JobFacts, d: DestinationFigures) -> float:
     return 0.0 if slots is None else float(slots)
 
 
+def shape_fit(job: JobFacts, shapes: Sequence[SlotShape]) -> tuple[bool | None, float, SlotShape | None]:
+    """Free slot shapes: the job fits now only if one free slot holds all of
+    it (16 free cores in four 4-core slots do not run an 8-core job).
+    (fits?, the best shape's smallest free/needed fraction, that shape).
+    Fits is None when the best shape holds every reported resource but one
+    the job needs is unreported (a GPU job, shapes without GPUs)."""
+    best, best_shape, best_unknown = 0.0, None, False
+    for shape in shapes:
+        if shape.count <= 0:
+            continue
+        fractions, unknown = [], False
+        for need, have in ((job.cores, shape.cpus), (job.mem, shape.mem_gb), (job.gpus, shape.gpus)):
+            if need <= 0:
+                continue
+            if have is None:
+                unknown = True
+            else:
+                fractions.append(min(1.0, max(0.0, have) / need))
+        fraction = min(fractions) if fractions else 1.0
+        # A shape known to hold the job beats one that might.
+        if (fraction, not unknown) > (best, not best_unknown) or best_shape is None:
+            best, best_shape, best_unknown = fraction, shape, unknown
+    if best_shape is None:
+        return False, 0.0, None
+    if best < 1.0:
+        return False, best, best_shape
+    return (None if best_unknown else True), best, best_shape
+
+
 def fit_fraction(job: JobFacts, d: DestinationFigures) -> tuple[bool | None, float | None, dict[str, Any]]:
     """(fits now?, the smallest free/needed fraction over known resources,
     raw figures). Fits is None when a resource the job needs is unreported:
-    a GPU job on a site that reports no GPUs is not known to fit."""
+    a GPU job on a site that reports no GPUs is not known to fit. With free
+    slot shapes, the fraction is the best single slot's."""
+    if d.slot_shapes is not None:
+        fits, best, shape = shape_fit(job, d.slot_shapes)
+        raw: dict[str, Any] = {"cores_needed": job.cores, "mem_gb_needed": job.mem, "free_slot_shapes": len(d.slot_shapes),
+                               "best_shape": shape.model_dump(exclude_none=True) if shape is not None else None,
+                               "fits": fits}
+        if job.gpus > 0:
+            raw["gpus_needed"] = job.gpus
+        return fits, best, raw
     checks = [("cores", job.cores, d.cpus_free), ("mem_gb", job.mem, d.mem_free_gb)]
     if job.gpus > 0:
         checks.append(("gpus", job.gpus, d.gpus_free))
-    raw: dict[str, Any] = {}
+    raw = {}
     for what, need, free in checks:
         raw[f"{what}_needed"], raw[f"{what}_free"] = need, free
     fits, worst = _fits(checks)
@@ -216,7 +254,8 @@ def _fits(checks: Sequence[tuple[str, float, float | None]]) -> tuple[bool | Non
 
 
 class FitNow:
-    """Does the job fit the destination's free capacity right now? 1 if it
+    """Does the job fit the destination's free capacity right now (into one
+    free slot, when the source reports free slot shapes)? 1 if it
     does; ``unknown_score`` if a needed resource is not reported; otherwise
     min(unknown_score, 0.5) x the fraction of the need that is free, so a
     site that cannot fit ranks lower but is never dropped."""
@@ -231,10 +270,14 @@ class FitNow:
 
     def value(self, x: TermInput) -> float:
         job, d = x.job, x.figures
-        checks = [("cores", job.cores, d.cpus_free), ("mem_gb", job.mem, d.mem_free_gb)]
-        if job.gpus > 0:
-            checks.append(("gpus", job.gpus, d.gpus_free))
-        fits, worst = _fits(checks)
+        worst: float | None
+        if d.slot_shapes is not None:
+            fits, worst, _ = shape_fit(job, d.slot_shapes)
+        else:
+            checks = [("cores", job.cores, d.cpus_free), ("mem_gb", job.mem, d.mem_free_gb)]
+            if job.gpus > 0:
+                checks.append(("gpus", job.gpus, d.gpus_free))
+            fits, worst = _fits(checks)
         if fits is None:
             return self.unknown_score
         if fits:

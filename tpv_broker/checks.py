@@ -1,0 +1,359 @@
+"""``tpv-broker check-config``: is this config valid, and can the services
+reach what it names? Each check gives one line an admin can act on.
+
+It sits beside the CLI, above ``api/``, ``collector/`` and ``shared/``: it
+uses the collector's InfluxQL client (the same one the daemon uses) and the
+shared Redis connection and key schema. Credentials never reach a message:
+URLs are redacted and only the names of environment variables are shown.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import requests
+
+from .collector import presets
+from .collector.influx import InfluxQLClient, quote_ident
+from .shared.config import CONFIG_ENV, BrokerConfig, env_overrides, load_config
+from .shared.errors import BrokerError, ConfigError, MetricSourceError
+from .shared.keys import KeySchema
+from .shared.store import SnapshotStore, connect_redis
+from .shared.urls import redact_url
+
+Status = Literal["OK", "WARN", "FAIL"]
+
+# HSET with several field/value pairs (every snapshot write) came with 4.0.
+MIN_REDIS_VERSION = (4, 0)
+
+
+@dataclass(frozen=True)
+class Check:
+    status: Status
+    name: str
+    message: str
+    hint: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "FAIL"
+
+    def text(self) -> str:
+        hint = f" (hint: {self.hint})" if self.hint else ""
+        return f"{self.name}: {self.message}{hint}"
+
+    def line(self) -> str:
+        return f"{self.status:<4} {self.text()}"
+
+
+# -- the measurements to look for ----------------------------------------------
+@dataclass(frozen=True)
+class MeasurementProbe:
+    """One measurement a configured preset reads, and over which window."""
+
+    preset: str
+    measurement: str
+    lookback_s: float
+    lookback_key: str
+    writer: str
+
+
+# Who writes each built-in preset's measurement, for the hint when it has no
+# data; a site's own preset is named by its description.
+_WRITERS = {
+    "queue_by_destination": "gxadmin's `iquery queue --by destination` (every minute)",
+    "destination_queue_run_time": "gxadmin's `iquery destination-queue-run-time --seconds` (daily)",
+    "htcondor_cluster_usage": "pulsar-util's HTCondor exporter (every minute)",
+    "htcondor_slot_shapes": "pulsar-util's HTCondor exporter, one line per free slot shape (every minute)",
+    "slurm_nodes": "Telegraf's slurm input (every minute)",
+    "queue_overview": "gxadmin's `iquery queue-overview` (every minute)",
+}
+_WINDOW_KEYS = {"live": "lookback_s", "stats": "stats_lookback_s"}
+
+
+def measurement_probes(config: BrokerConfig) -> list[MeasurementProbe]:
+    """The measurements the configured presets read, with the window each
+    is read over. The one place that knows how presets map to measurements
+    for this check."""
+    out = []
+    for name, spec in config.collector.preset_specs().items():
+        lookback_key = _WINDOW_KEYS[spec.window]
+        out.append(MeasurementProbe(
+            preset=name,
+            measurement=spec.measurement,
+            lookback_s=getattr(config.collector, lookback_key),
+            lookback_key=f"collector.{lookback_key}",
+            writer=_WRITERS.get(name) or spec.description or f"the writer of {spec.measurement!r}",
+        ))
+    return out
+
+
+# -- config ---------------------------------------------------------------------
+def check_config(path: str | Path | None, environ: Mapping[str, str]) -> tuple[Check, BrokerConfig | None]:
+    """Load the config exactly as the services do (file + environment)."""
+    if path is None:
+        path = environ.get(CONFIG_ENV) or None
+    overridden = sorted(
+        f"TPV_BROKER_{section}_{key}".upper()
+        for section, values in env_overrides(environ).items()
+        for key in values
+    )
+    try:
+        config = load_config(path, environ)
+        config.scoring.model()
+    except ConfigError as e:
+        return Check("FAIL", "config", str(e)), None
+    source = f"{path}: valid" if path is not None else f"no file (no --config, {CONFIG_ENV} unset): the built-in defaults"
+    extra = f"; overridden from the environment: {', '.join(overridden)}" if overridden else ""
+    return Check("OK", "config", f"{source}{extra}"), config
+
+
+# -- InfluxDB --------------------------------------------------------------------
+def _reason(exc: Exception) -> str:
+    # requests nests urllib3's reason several levels deep; the innermost
+    # words are what an admin needs (and they never hold credentials).
+    text = str(exc)
+    for marker, said in (("Connection refused", "connection refused"),
+                         ("Name or service not known", "name or service not known"),
+                         ("Temporary failure in name resolution", "name lookup failed"),
+                         ("No route to host", "no route to host"),
+                         ("CERTIFICATE_VERIFY_FAILED", "TLS certificate verification failed"),
+                         ("timed out", "timed out")):
+        if marker in text:
+            return said
+    return type(exc).__name__
+
+
+def check_flux(config: BrokerConfig) -> list[Check]:
+    """InfluxDB 2.x natively (``influxdb.api: flux``): the collector's own
+    read, one Flux query for every configured preset, through the same
+    client and error messages as the daemon's."""
+    from .collector.presets import presets_for
+    from .collector.source import metric_source
+
+    hint = "check influxdb.url, influxdb.org, influxdb.bucket and TPV_BROKER_INFLUXDB_TOKEN"
+    presets = presets_for(config.collector)
+    try:
+        source = metric_source(config.influxdb)
+        results = source.read(presets, config.collector)
+    except MetricSourceError as e:
+        return [Check("FAIL", "influxdb", str(e), hint)]
+    checks = [Check("OK", "influxdb", f"{source.where} answered the collector's query")]
+    for preset, result in zip(presets, results):
+        probe = next(p for p in measurement_probes(config) if p.preset == preset.name)
+        if result.error:
+            checks.append(Check("FAIL", "influxdb data", f"{preset.name}: {result.error}"))
+        elif not result.rows:
+            checks.append(Check("FAIL", "influxdb data",
+                                f"{preset.name}: no point of {probe.measurement!r} in the last "
+                                f"{probe.lookback_s:g} s ({probe.lookback_key})",
+                                f"is {probe.writer} writing to this bucket? Or drop {preset.name} from collector.presets"))
+        else:
+            checks.append(Check("OK", "influxdb data", f"{preset.name}: {len(result.rows)} rows"))
+    return checks
+
+
+def check_influxdb(config: BrokerConfig, session: requests.Session | None = None) -> list[Check]:
+    settings = config.influxdb
+    if settings.api == "flux":
+        return check_flux(config)
+    client = InfluxQLClient(settings, session)
+    url = redact_url(client.base)
+    url_hint = "check influxdb.url (TPV_BROKER_INFLUXDB_URL) and that InfluxDB runs there"
+    try:
+        ping = client.session.get(f"{client.base}/ping", timeout=settings.timeout_s)
+    except requests.Timeout:
+        return [Check("FAIL", "influxdb", f"{url} did not answer within {settings.timeout_s:g} s "
+                      "(influxdb.timeout_s)", url_hint)]
+    except requests.RequestException as e:
+        return [Check("FAIL", "influxdb", f"{url} is unreachable: {_reason(e)}", url_hint)]
+    version = ping.headers.get("X-Influxdb-Version")
+    if ping.status_code in (200, 204):
+        answers = f"answers (InfluxDB {version})" if version else "answers /ping (no version reported)"
+    elif ping.status_code in (401, 403) and version:
+        # Some InfluxDB versions want credentials even for /ping.
+        answers = f"answers (InfluxDB {version}; /ping needs credentials)"
+    else:
+        return [Check("FAIL", "influxdb", f"{url} answered /ping with HTTP {ping.status_code}, not as InfluxDB does",
+                      "influxdb.url must be InfluxDB's HTTP API (for 2.x/3.x: its v1-compatible endpoint)")]
+    checks = [Check("OK", "influxdb", f"{url} {answers}")]
+
+    who = ("the token" if settings.token is not None else
+           f"user {settings.username!r}" if settings.username is not None else None)
+    try:
+        resp = client.session.post(f"{client.base}/query", data={"q": "SHOW DATABASES"}, timeout=settings.timeout_s)
+    except requests.RequestException as e:
+        return [*checks, Check("FAIL", "influxdb auth", f"SHOW DATABASES failed: {_reason(e)}", url_hint)]
+    if resp.status_code in (401, 403):
+        hint = ("set influxdb.username and TPV_BROKER_INFLUXDB_PASSWORD (or TPV_BROKER_INFLUXDB_TOKEN)"
+                if who is None else
+                "check influxdb.username / TPV_BROKER_INFLUXDB_PASSWORD, or TPV_BROKER_INFLUXDB_TOKEN")
+        refused = f"refused {who}" if who else "requires credentials"
+        return [*checks, Check("FAIL", "influxdb auth", f"{url} {refused} (HTTP {resp.status_code})", hint)]
+    try:
+        result = resp.json()["results"][0]
+        if "error" in result:
+            raise ValueError(result["error"])
+        names = sorted({row[0] for s in result.get("series") or [] for row in s.get("values") or []})
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        return [*checks, Check("FAIL", "influxdb auth", f"SHOW DATABASES answered HTTP {resp.status_code}: {e}",
+                               "the user needs to be able to list the database it reads")]
+    checks.append(_auth_enforced(client, who))
+
+    if settings.database not in names:
+        return [*checks, Check("FAIL", "influxdb database",
+                               f"database {settings.database!r} does not exist on {url} or is not readable "
+                               f"{'by ' + who if who else 'without credentials'} "
+                               f"(databases there: {', '.join(names) or 'none'})",
+                               "set influxdb.database (TPV_BROKER_INFLUXDB_DATABASE)")]
+    checks.append(Check("OK", "influxdb database", f"{settings.database!r} exists"))
+    return [*checks, *check_measurements(client, measurement_probes(config))]
+
+
+def _auth_enforced(client: InfluxQLClient, who: str | None) -> Check:
+    """InfluxDB with authentication off accepts any credentials: say so
+    rather than call them correct."""
+    if who is None:
+        return Check("OK", "influxdb auth", "no credentials configured, none required")
+    parts = urlsplit(client.base)
+    bare_url = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
+    try:
+        bare = requests.post(f"{bare_url}/query", data={"q": "SHOW DATABASES"},
+                             timeout=client.settings.timeout_s, verify=client.settings.verify_tls)
+    except requests.RequestException as e:
+        return Check("FAIL", "influxdb auth", f"SHOW DATABASES without credentials failed: {_reason(e)}")
+    if bare.status_code in (401, 403):
+        return Check("OK", "influxdb auth", f"{who} accepted")
+    return Check("OK", "influxdb auth", f"authentication is off on the server: {who} not checked")
+
+
+def _probe_statement(p: MeasurementProbe) -> str:
+    # The collector's window: it accepts points slightly in the future (skewed clocks).
+    return (f"SELECT * FROM {quote_ident(p.measurement)} WHERE time > now() - {round(p.lookback_s * 1000)}ms "
+            f"AND time <= now() + {round(presets.MAX_CLOCK_SKEW_S * 1000)}ms ORDER BY time DESC LIMIT 1")
+
+
+def check_measurements(client: InfluxQLClient, probes: list[MeasurementProbe],
+                       now: float | None = None) -> list[Check]:
+    """Which probed measurements have a point in their window: one request."""
+    if not probes:
+        return [Check("WARN", "influxdb data", "collector.presets is empty: the collector reads nothing")]
+    try:
+        results = client.query(["SHOW MEASUREMENTS", *(_probe_statement(p) for p in probes)])
+    except MetricSourceError as e:
+        return [Check("FAIL", "influxdb data", str(e))]
+    now = time.time() if now is None else now
+    existing = {row[0] for s in results[0].series for row in s.values}
+    checks = []
+    for p, res in zip(probes, results[1:]):
+        name = "influxdb data"
+        what = p.measurement if p.measurement == p.preset else f"{p.measurement} (preset {p.preset})"
+        if res.error:
+            checks.append(Check("FAIL", name, f"reading {what} failed: {res.error}"))
+        elif res.series and res.series[0].values:
+            at = res.series[0].values[0][0]
+            age = f"newest point {max(0.0, now - float(at)):.0f} s old" if isinstance(at, (int, float)) else "has points"
+            checks.append(Check("OK", name, f"{what}: {age}"))
+        elif p.measurement not in existing:
+            checks.append(Check("FAIL", name, f"{what}: no such measurement in database "
+                                f"{client.settings.database!r}",
+                                f"is {p.writer} writing to this database? Or drop {p.preset} from collector.presets"))
+        else:
+            checks.append(Check("FAIL", name, f"{what}: no point in the last {p.lookback_s:g} s "
+                                f"({p.lookback_key})", f"has {p.writer} stopped?"))
+    return checks
+
+
+# -- Redis -----------------------------------------------------------------------
+def _version(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(".")[:2])
+    except ValueError:
+        return ()
+
+
+def check_redis(config: BrokerConfig, now: float | None = None) -> list[Check]:
+    settings = config.redis
+    url = redact_url(settings.url)
+    url_hint = "check redis.url (TPV_BROKER_REDIS_URL) and that redis-server runs there"
+    try:
+        client = connect_redis(settings.url, settings.socket_timeout_s)
+    except BrokerError as e:
+        return [Check("FAIL", "redis", str(e), "redis.url must be redis://, rediss:// or unix://")]
+    try:
+        client.ping()
+    except redis.AuthenticationError as e:
+        return [Check("FAIL", "redis", f"{url} refused the credentials: {e}",
+                      "put the user and password into redis.url: redis://USER:PASSWORD@host:6379/0")]
+    except redis.TimeoutError:
+        return [Check("FAIL", "redis", f"{url} did not answer within {settings.socket_timeout_s:g} s "
+                      "(redis.socket_timeout_s)", url_hint)]
+    except redis.ConnectionError as e:
+        text = str(e)
+        reason = "connection refused" if "refused" in text.lower() else text.splitlines()[0][:200]
+        return [Check("FAIL", "redis", f"{url} is unreachable: {reason}", url_hint)]
+    except redis.ResponseError as e:
+        # A server that wants a password answers NOAUTH here.
+        return [Check("FAIL", "redis", f"{url} answered PING with an error: {e}",
+                      "put the password into redis.url: redis://:PASSWORD@host:6379/0")]
+    except redis.RedisError as e:
+        return [Check("FAIL", "redis", f"{url}: PING failed: {e}", url_hint)]
+    try:
+        version = str(client.info("server").get("redis_version", "?"))
+    except redis.ResponseError as e:
+        # An ACL user may not be allowed INFO; the services never use it.
+        version = f"unknown, INFO refused: {e}"
+    except redis.RedisError as e:
+        return [Check("FAIL", "redis", f"{url} answered PING, then failed: {e}", url_hint)]
+    if _version(version) and _version(version) < MIN_REDIS_VERSION:
+        checks = [Check("FAIL", "redis", f"{url} answers, but is Redis {version}",
+                        f"TPV Broker needs Redis {'.'.join(map(str, MIN_REDIS_VERSION))} or newer")]
+    else:
+        checks = [Check("OK", "redis", f"{url} answers (Redis {version})")]
+
+    keys = KeySchema(settings.key_prefix)
+    probe_key = keys.check_probe(uuid.uuid4().hex)
+    token = uuid.uuid4().hex
+    try:
+        client.set(probe_key, token, px=10_000)
+        read_back = client.get(probe_key)
+        client.delete(probe_key)
+    except redis.RedisError as e:
+        return [*checks, Check("FAIL", "redis write", f"cannot write under {settings.key_prefix + ':'!r}: {e}",
+                               "the Redis user needs read and write on ~" + settings.key_prefix + ":* "
+                               "(or change redis.key_prefix); a replica is read-only")]
+    if read_back != token.encode():
+        return [*checks, Check("FAIL", "redis write", f"a key written under {settings.key_prefix + ':'!r} "
+                               "did not read back the same")]
+    checks.append(Check("OK", "redis write", f"can write under {settings.key_prefix + ':'!r}"))
+
+    try:
+        meta = SnapshotStore(client, keys).read_meta()
+    except BrokerError as e:
+        return [*checks, Check("FAIL", "redis snapshot", str(e))]
+    if meta is None:
+        checks.append(Check("WARN", "redis snapshot", f"none under {settings.key_prefix + ':'!r} yet",
+                            "start the collector (tpv-broker collect); rank answers are degraded until then"))
+    else:
+        age = meta.age_s(time.time() if now is None else now)
+        limit = config.api.max_snapshot_age_s
+        status: Status = "OK" if age <= limit else "WARN"
+        stale = "" if status == "OK" else f", older than api.max_snapshot_age_s ({limit:g} s): rank answers are degraded"
+        checks.append(Check(status, "redis snapshot",
+                            f"{age:.0f} s old, {meta.destinations} destinations, by {meta.collector or '?'}{stale}",
+                            "" if status == "OK" else "is the collector running and publishing?"))
+    return checks
+
+
+def run_checks(path: str | Path | None, environ: Mapping[str, str], connect: bool = True) -> list[Check]:
+    """Every check, in order; connection checks only for a valid config."""
+    config_check, config = check_config(path, environ)
+    if config is None or not connect:
+        return [config_check]
+    return [config_check, *check_influxdb(config), *check_redis(config)]
