@@ -2,6 +2,9 @@
 # Idempotent set-up of a development machine (Debian/Ubuntu, Python 3.11+):
 # the redis-server and influxd binaries the test fixtures launch, and .venv.
 # Safe to re-run; does nothing that is already done.
+#   --tests  also what only the test suite needs: Debian's chromium, which
+#            the status page and /docs tests drive headless (scripts/test.sh
+#            passes it; scripts/run-local.sh does not need a browser).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -12,23 +15,37 @@ die() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }
 # Debian installs some daemons under sbin, which is not on every user's PATH.
 have() { PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }
 
-install_servers() {
+with_tests=0
+for arg in "$@"; do
+    case $arg in
+        --tests) with_tests=1 ;;
+        *) die "unknown option: $arg (known: --tests)" ;;
+    esac
+done
+
+# apt_install WHAT PACKAGE...: WHAT says what is missing, for the messages.
+apt_install() {
+    local what=$1; shift
     local sudo=()
     if [[ $(id -u) -ne 0 ]]; then
         command -v sudo >/dev/null 2>&1 \
-            || die "redis-server/influxd missing and not root, and sudo is not available: run as root: apt-get install redis-server influxdb"
+            || die "$what missing and not root, and sudo is not available: run as root: apt-get install $*"
         sudo=(sudo)
     fi
     command -v apt-get >/dev/null 2>&1 \
-        || die "apt-get not found: install redis-server (7.x) and influxd (InfluxDB 1.x) by hand"
-    say "installing Debian packages redis-server influxdb"
+        || die "apt-get not found: install $what by hand"
+    say "installing Debian packages $*"
     "${sudo[@]}" apt-get update -q \
         || die "apt-get update failed"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends "$@" \
+        || die "apt-get install $* failed"
+}
+
+install_servers() {
     # The test fixtures never use the system services, only the binaries; if
     # the packages start services on systemd machines they sit on other ports.
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends redis-server influxdb \
-        || die "apt-get install redis-server influxdb failed"
+    apt_install "redis-server (7.x) and influxd (InfluxDB 1.x)" redis-server influxdb
 }
 
 if have redis-server && have influxd; then
@@ -64,6 +81,15 @@ if ((${#deploy_packages[@]})); then
     have systemd-analyze || die "systemd-analyze still not found after installing"
 else
     say "nginx and systemd-analyze present"
+fi
+
+if (( with_tests )); then
+    if have chromium || have chromium-browser; then
+        say "chromium present"
+    else
+        apt_install "chromium (for the browser tests)" chromium
+        have chromium || die "chromium still not found after installing"
+    fi
 fi
 
 if [[ ! -x .venv/bin/python ]]; then

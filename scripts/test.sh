@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command: set-up on a fresh machine (Debian packages
-# redis-server and influxdb, the .venv, the .venv-tpv), then both groups:
+# redis-server, influxdb and chromium, the .venv, the .venv-tpv), then both groups:
 #   1. the main suite (tests/), in .venv; extra arguments go to its pytest,
 #      e.g. scripts/test.sh -k rank -x
 #   2. the TPV group (tests_tpv/): the client inside the real TPV, in
@@ -10,7 +10,7 @@
 # else the TPV group's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh
+bash scripts/bootstrap.sh --tests
 main=0
 .venv/bin/python -m pytest "$@" || main=$?
 tpv=0

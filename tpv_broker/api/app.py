@@ -49,9 +49,13 @@ def create_app(
     app.extensions["tpv_broker"] = ApiState(config, store, clock, RankService(config, store, clock))
 
     from .metrics import init_metrics
+    from .openapi import bp as docs_bp
     from .routes import bp
+    from .status_page import bp as status_bp
 
     app.register_blueprint(bp)
+    app.register_blueprint(docs_bp)
+    app.register_blueprint(status_bp)
     # Imported here, not at the top: prometheus_client must not be loaded
     # before `serve` has set up its multiprocess directory.
     init_metrics(app, store, config, clock)

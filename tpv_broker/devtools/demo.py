@@ -497,6 +497,7 @@ class Demo:
             f"curl -sG {self.influx.url}/query --data-urlencode db={DATABASE} "
             f"--data-urlencode {shlex.quote('q=' + query)}",
         ]
+        self._say(f"\nIn a browser: {api_url}/ (status page), {api_url}/docs (API docs)")
         self._say("\nTry, in another shell, while this runs:")
         for command in commands:
             self._say(f"  {command}")

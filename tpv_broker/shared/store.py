@@ -319,6 +319,28 @@ class SnapshotStore:
         # Built from models validated above (or cached): no second validation.
         return RankView.model_construct(meta=meta, destinations=destinations, tool_stats=tool_stats, charges=charges)
 
+    def read_overview(self, charges_since: float | None = None) -> RankView:
+        """Every destination's figures (no tool statistics, which can be
+        megabytes) and, if asked, the in-flight charges since then: what the
+        status page shows, in one MULTI/EXEC."""
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hgetall(self.keys.snapshot_meta)
+            pipe.hgetall(self.keys.destinations)
+            if charges_since is not None:
+                pipe.zrangebyscore(self.keys.inflight, charges_since, "+inf")
+            results = pipe.execute()
+        except redis.RedisError as e:
+            raise self._fail("reading the snapshot", e) from None
+        destinations = {
+            k.decode(): self._parsed.get(v, DestinationFigures.model_validate_json) for k, v in results[1].items()
+        }
+        charges: list[Charge] = []
+        if charges_since is not None:
+            charges = [c for c in (Charge.from_member(m) for m in results[2]) if c is not None]
+        return RankView.model_construct(meta=_meta_from_hash(results[0]), destinations=destinations, tool_stats={},
+                                        charges=charges)
+
     def read_all(self) -> Snapshot | None:
         """The whole snapshot (for ``inspect`` and tests), read atomically."""
         try:

@@ -1,0 +1,87 @@
+"""The answers the API sends, as pydantic models: the source of the response
+schemas in ``/openapi.json``. The handlers build their JSON directly (the
+rank path is hot); tests check every real answer against these schemas, so
+a handler that changes its answer fails them until the model follows."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    # A key that is left out of the answer, not sent as null.
+    schema.pop("default", None)
+
+
+def _absent(description: str) -> Any:
+    return Field(default=None, description=description, json_schema_extra=_no_default)
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TermExplanation(_Answer):
+    term: str = Field(description="score term: queue_wait, run_time, fit_now, data_locality, tpv_score")
+    raw: dict[str, Any] = Field(description="the figures the term was computed from")
+    score: float = Field(ge=0, le=1, description="the term's score, 1 best")
+    weight: float = Field(ge=0, description="its weight from scoring.terms")
+    contribution: float = Field(description="weight x score / sum of weights, in points of the 0-100 total")
+    level: str | None = Field(description="the fallback level its figure came from (tool, tool_unversioned, "
+                                          "tool_short, destination, default), null if not a per-tool figure")
+
+
+class ExplainedPlacement(_Answer):
+    position: int = Field(ge=1, description="1 = best")
+    id: str
+    group: Literal["scored", "no_metrics", "stale", "offline", "tpv_order"] = Field(
+        description="scored: ranked by score; no_metrics/stale: after the scored ones; offline: last; "
+                    "tpv_order: degraded answer in TPV's order")
+    reason: str = Field(description="why it is at this place, in words")
+    score: float | SkipJsonSchema[None] = _absent("the total, 0-100 (scored candidates only)")
+    terms: list[TermExplanation] | SkipJsonSchema[None] = _absent("per-term breakdown (scored candidates only)")
+
+
+class RankResponse(_Answer):
+    destinations: list[str] = Field(description="every candidate exactly once, best first; nothing added")
+    snapshot_age_s: float | None = Field(description="age of the snapshot ranked on; null without a snapshot")
+    degraded: bool = Field(description="true: no usable snapshot or no Redis, the order is TPV's own "
+                                       "(tag score, then input order)")
+    degraded_reason: str | SkipJsonSchema[None] = _absent("why the answer is degraded (only when it is)")
+    explain: list[ExplainedPlacement] | SkipJsonSchema[None] = _absent("with ?explain=1: per candidate its "
+                                                                       "place, group, score and reason")
+
+
+class ProcessDataResponse(_Answer):
+    sorted_destinations: list[str] = Field(description="every candidate exactly once, best first")
+
+
+class HealthResponse(_Answer):
+    status: Literal["ok"]
+
+
+class ReadyResponse(_Answer):
+    ready: bool
+    reason: str | SkipJsonSchema[None] = _absent("why not ready (only when not)")
+    snapshot_age_s: float | SkipJsonSchema[None] = _absent("age of the snapshot in Redis, if there is one")
+    max_snapshot_age_s: float | SkipJsonSchema[None] = _absent("api.max_snapshot_age_s")
+    destinations: int | SkipJsonSchema[None] = _absent("destinations in the snapshot")
+
+
+class Problem(_Answer):
+    field: str = Field(description="the offending field, as a path: job.cores, destinations[2].id, body, url")
+    problem: str
+
+
+class ErrorResponse(_Answer):
+    error: str = Field(description="short class of error: invalid request, Request Entity Too Large, ...")
+    message: str = Field(description="every problem in one line, field first")
+    errors: list[Problem] | SkipJsonSchema[None] = _absent("one entry per problem (absent on a 500)")
+
+
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    RankResponse, ProcessDataResponse, HealthResponse, ReadyResponse, ErrorResponse,
+)

@@ -1,0 +1,68 @@
+"""``GET /``: the status page for admins. Server-rendered from one Redis read
+(``SnapshotStore.read_overview``); a small script reloads its content every
+collector interval. It always renders: no snapshot, a stale one or no Redis
+is shown as such, never as an error page."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Blueprint, Response, current_app, make_response, render_template
+
+from ..shared.errors import StoreError
+from .app import get_state
+from .status_view import build_status
+
+log = logging.getLogger("tpv_broker.api")
+
+bp = Blueprint("status_page", __name__, template_folder="web/templates", static_folder="web/static",
+               static_url_path="/status/static")
+
+# Everything the page loads comes from this server; no inline script, so a
+# destination id that slipped past escaping still could not run.
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+# Refresh no faster than this, whatever collector.interval_s is.
+MIN_REFRESH_S = 5.0
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _utc(epoch: float | None) -> str:
+    if epoch is None:
+        return "–"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
+@bp.get("/")
+def status_page() -> Response:
+    state = get_state(current_app)
+    config = state.config
+    now = state.clock()
+    since = now - config.inflight.max_age_s if config.inflight.enabled else None
+    view, error = None, None
+    try:
+        view = state.store.read_overview(since)
+    except StoreError as e:
+        log.warning("status page: %s", e)
+        error = str(e)
+    status = build_status(view, error, now, config)
+    html = render_template("status.html", s=status, now=now, fmt=_fmt, age=_age, utc=_utc,
+                           refresh_s=max(MIN_REFRESH_S, config.collector.interval_s))
+    resp = make_response(html)
+    resp.headers["Content-Security-Policy"] = PAGE_CSP
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
