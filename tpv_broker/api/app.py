@@ -68,4 +68,8 @@ def create_app(
         log.exception("unexpected error while handling a request")
         return jsonify({"error": "internal error", "message": "internal error; see the API log"}), 500
 
+    from .auth import install as install_auth
+
+    # Last: it checks that every path in api.auth_protected is a route.
+    install_auth(app, config.api)
     return app

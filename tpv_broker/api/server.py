@@ -3,13 +3,17 @@ than a gunicorn.conf.py, so ``tpv-broker serve`` needs nothing else."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from ..shared.config import BrokerConfig
+from . import auth
 from .app import create_app
+
+log = logging.getLogger("tpv_broker.api")
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -62,4 +66,12 @@ def serve_app(factory: Callable[[], Flask], bind: str, workers: int) -> None:
 
 
 def run_gunicorn(config: BrokerConfig, bind: str, workers: int) -> None:
+    # Built once here, in the master, so that a bad tokens file, protected
+    # path or Redis URL is one clear line and exit 1 (BrokerError), not a
+    # traceback from every worker. It opens no connection.
+    create_app(config)
+    log.info(auth.describe(config.api, auth.load_tokens(config.api)))
+    warning = auth.file_warning(config.api)
+    if warning:
+        log.warning(warning)
     serve_app(lambda: create_app(config), bind, workers)

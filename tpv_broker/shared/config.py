@@ -91,6 +91,52 @@ class ApiSettings(_Section):
     max_snapshot_age_s: float = Field(300.0, gt=0)
     max_candidates: int = Field(1000, ge=1, le=100_000)
     max_request_bytes: int = Field(1_048_576, ge=1024)
+    # Bearer tokens the protected endpoints accept (several, so a new one can
+    # be rolled out before the old one is retired). With none here and no
+    # file, the API is open: deploy it on loopback or behind a proxy then.
+    auth_tokens: list[SecretStr] = Field(default_factory=list)
+    # One token per line (# comments); re-read when workers start (kill -HUP).
+    auth_tokens_file: Path | None = None
+    # Routes that need a token when auth is on. /health never does.
+    auth_protected: list[str] = Field(default_factory=lambda: ["/api/rank", "/process_data"])
+
+    @field_validator("auth_tokens")
+    @classmethod
+    def _token_shape(cls, tokens: list[SecretStr]) -> list[SecretStr]:
+        # Never echo a token: the message names its position only.
+        problems = [f"token #{i + 1} {p}" for i, t in enumerate(tokens) if (p := token_problem(t.get_secret_value()))]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return tokens
+
+    @field_validator("auth_protected")
+    @classmethod
+    def _protected_paths(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r} is not a path (must start with /)")
+            if path == "/health":
+                raise ValueError("/health stays open: liveness probes carry no token")
+        return paths
+
+    @property
+    def auth_configured(self) -> bool:
+        return bool(self.auth_tokens) or self.auth_tokens_file is not None
+
+
+# RFC 6750's token68 alphabet (what fits in "Authorization: Bearer <token>"
+# unquoted), and a length that makes guessing hopeless.
+TOKEN_CHARS = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+MIN_TOKEN_CHARS = 16
+
+
+def token_problem(token: str) -> str | None:
+    """What is wrong with an API token, in words that never include it."""
+    if len(token) < MIN_TOKEN_CHARS:
+        return f"is too short ({len(token)} characters, at least {MIN_TOKEN_CHARS})"
+    if not TOKEN_CHARS.fullmatch(token):
+        return "holds a character other than A-Z a-z 0-9 - . _ ~ + / (and = at the end)"
+    return None
 
 
 class InflightSettings(_Section):
