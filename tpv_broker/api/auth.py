@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,9 @@ from ..shared.errors import ConfigError
 log = logging.getLogger("tpv_broker.api")
 
 REALM = "tpv-broker"
-# An auth scheme as RFC 9110 spells a token; anything else is not echoed.
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]{0,30}$")
+# Schemes named back to a client that used one; anything else could be a
+# token sent without "Bearer " and is not echoed.
+_KNOWN_SCHEMES = {s.lower(): s for s in ("Basic", "Digest", "Token", "Negotiate", "NTLM", "DPoP", "ApiKey")}
 
 
 def _digest(token: str) -> bytes:
@@ -120,8 +120,9 @@ def check_header(header: str | None, tokens: TokenSet) -> tuple[str, str] | None
         return "", "missing: this endpoint needs 'Authorization: Bearer <token>'"
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "bearer":
-        shown = f" {scheme!r}" if _SCHEME.fullmatch(scheme) else ""
-        return "invalid_request", f"malformed: expected 'Bearer <token>', got the scheme{shown or ' (not shown)'}"
+        known = _KNOWN_SCHEMES.get(scheme.lower()) if token else None
+        got = f"the scheme {known!r}" if known else "something else (not shown)"
+        return "invalid_request", f"malformed: expected 'Bearer <token>', got {got}"
     token = token.strip()
     if not token:
         return "invalid_request", "malformed: 'Bearer' without a token"
