@@ -17,7 +17,7 @@ import redis
 from .errors import StoreError
 from .keys import SCHEMA_VERSION, STAGING_TTL_S, KeySchema
 from .models import Charge, DestinationFigures, RankView, Snapshot, SnapshotMeta, ToolFigures
-from .urls import redact_url
+from .urls import redact_url, scrub, url_secrets
 
 _META_FLOATS = ("created_at", "newest_point_at", "cycle_s")
 _META_INTS = ("destinations", "tools", "schema_version")
@@ -35,7 +35,10 @@ def connect_redis(url: str, socket_timeout_s: float) -> redis.Redis:
             health_check_interval=30,
         )
     except ValueError as e:
-        raise StoreError(f"invalid Redis URL {redact_url(url)}: {e}") from None
+        # The parser's message can quote a piece of a password that holds
+        # an unescaped / # ? or @ (it took the piece for a port or a db).
+        detail = "cannot be parsed (%-encode / # ? @ and % in a password)" if url_secrets(url) else str(e)
+        raise StoreError(f"invalid Redis URL {redact_url(url)}: {detail}") from None
 
 
 def _describe(client: redis.Redis) -> str:
@@ -111,7 +114,8 @@ class SnapshotStore:
         self._parsed = _ParsedCache()
 
     def _fail(self, action: str, exc: redis.RedisError) -> StoreError:
-        return StoreError(f"Redis at {_describe(self.client)} failed while {action}: {exc}")
+        secret = self.client.connection_pool.connection_kwargs.get("password")
+        return StoreError(f"Redis at {_describe(self.client)} failed while {action}: {scrub(str(exc), [secret])}")
 
     def ping(self) -> bool:
         try:
