@@ -42,6 +42,8 @@ def create_app(
     if store is None:
         store = store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s)
     app = Flask("tpv_broker")
+    # /api//rank is a 404 like any unknown path, not an HTML redirect.
+    app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = config.api.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["tpv_broker"] = ApiState(config, store, clock, RankService(config, store, clock))

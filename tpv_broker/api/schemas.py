@@ -3,6 +3,8 @@ told to the client: every problem names its field."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -176,13 +178,22 @@ class ProcessDataRequest(_Lenient):
         )
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
+    """``job.cores``, ``destinations[2].id``; a key that is no plain name (an
+    unknown field " ", an object store "my store") is quoted:
+    ``object_stores["my store"].latitude``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
+        elif _NAME.fullmatch(str(part)):
             out += ("." if out else "") + str(part)
+        else:
+            text = str(part)
+            out += "[" + json.dumps(text[:60] + ("..." if len(text) > 60 else "")) + "]"
     return out or "body"
 
 
