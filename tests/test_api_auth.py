@@ -179,6 +179,11 @@ def test_another_route_opts_in_by_being_listed() -> None:
     assert client.post("/process_data", json=LEGACY).status_code == 200  # no longer listed
 
 
+def test_empty_token_variables_leave_auth_off() -> None:
+    client = make_app({"TPV_BROKER_API_AUTH_TOKENS": "", "TPV_BROKER_API_AUTH_TOKENS_FILE": ""}).test_client()
+    assert client.post("/api/rank", json=GOOD).status_code == 200
+
+
 def test_health_cannot_be_protected() -> None:
     with pytest.raises(ConfigError, match="api.auth_protected.*/health stays open"):
         load_config(environ={"TPV_BROKER_API_AUTH_PROTECTED": "/api/rank,/health"})

@@ -109,6 +109,12 @@ class ApiSettings(_Section):
             raise ValueError("; ".join(problems))
         return tokens
 
+    @field_validator("auth_tokens_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # TPV_BROKER_API_AUTH_TOKENS_FILE= (set but empty, as compose files do) means no file.
+        return None if value == "" else value
+
     @field_validator("auth_protected")
     @classmethod
     def _protected_paths(cls, paths: list[str]) -> list[str]:
