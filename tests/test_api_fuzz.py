@@ -364,6 +364,7 @@ def test_after_all_of_it_the_snapshot_is_byte_for_byte_unchanged(fuzz_redis: red
                                                                   published: dict[bytes, bytes]) -> None:
     """Runs last in this module (pytest keeps file order)."""
     assert SENT["requests"] >= 10_000, SENT["requests"]
+    print(f"fuzz: {SENT['requests']} requests, {len(SENT['accepted_job_ids'])} accepted job ids")
     after = _dump(fuzz_redis)
     for key, dumped in published.items():
         assert after.get(key) == dumped, key
