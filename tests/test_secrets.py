@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 import redis
@@ -29,6 +29,7 @@ from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.store import SnapshotStore
 from tpv_broker.shared.urls import redact_url, scrub, url_secrets
 
+from .helpers import load_prototype_data
 from .test_api import GOOD, snapshot
 from .test_collector_faults import wait_for
 
@@ -153,13 +154,18 @@ def test_inspect_with_the_right_password_shows_no_password(locked_redis: LockedR
     client.flushall()
 
 
-@pytest.mark.parametrize("command", [["inspect"], ["collect", "--once"], ["rank", "--tool", "bwa", "pulsar_de"]])
-def test_unreachable_redis_with_a_password(command: list[str], caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(("command", "action"), [(["inspect"], "reading the snapshot"),
+                                                 (["collect", "--once"], "publishing a snapshot"),
+                                                 (["rank", "--tool", "bwa", "pulsar_de"], "reading the snapshot")])
+def test_unreachable_redis_with_a_password(command: list[str], action: str, influx_server: InfluxServer,
+                                           influx_db: str, caplog: pytest.LogCaptureFixture) -> None:
+    load_prototype_data(influx_server, influx_db)  # so that collect gets as far as Redis
     port = free_port()
     env = {"TPV_BROKER_REDIS_URL": f"redis://user:{REDIS_PASSWORD}@127.0.0.1:{port}/0",
-           "TPV_BROKER_REDIS_SOCKET_TIMEOUT_S": "0.3", "TPV_BROKER_INFLUXDB_URL": f"http://127.0.0.1:{free_port()}"}
+           "TPV_BROKER_REDIS_SOCKET_TIMEOUT_S": "0.3", "TPV_BROKER_INFLUXDB_URL": influx_server.url,
+           "TPV_BROKER_INFLUXDB_DATABASE": influx_db}
     result, out = run(command, env, caplog)
-    assert f"127.0.0.1:{port}" in out or "InfluxDB" in out
+    assert f"Redis at redis://127.0.0.1:{port}/0 failed while {action}" in out
 
 
 @pytest.mark.parametrize("command", [["inspect"], ["collect", "--once"], ["serve", "--bind", "127.0.0.1:1"]])
