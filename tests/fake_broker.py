@@ -78,6 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(raw)
         with fake.lock:
             fake.requests.append(body)
+            fake.authorizations.append(self.headers.get("Authorization"))
             fake.connections.add(self.client_address)
         fake.behaviour(self, body)
 
@@ -96,6 +97,8 @@ class FakeBroker:
     def __init__(self, behaviour: Behaviour | None = None) -> None:
         self.behaviour: Behaviour = behaviour or ranked()
         self.requests: list[dict[str, Any]] = []
+        # Each request's Authorization header (None when it had none).
+        self.authorizations: list[str | None] = []
         self.connections: set[tuple[str, int]] = set()
         self.lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)

@@ -295,7 +295,10 @@ BAD_REQUESTS = [
     ("missing-destinations", "/api/rank", {"job": {"tool_id": "t"}}, J, "destinations"),
     ("job-not-object", "/api/rank", {"job": "t", "destinations": []}, J, "job"),
     ("missing-tool-id", "/api/rank", {"job": {"cores": 1}, "destinations": [{"id": "a"}]}, J, "job.tool_id"),
-    ("tool-id-with-space", "/api/rank", {"job": {"tool_id": "a b"}, "destinations": []}, J, "job.tool_id"),
+    # Single spaces are allowed (stock tools: "Show beginning1"); these are not.
+    ("tool-id-double-space", "/api/rank", {"job": {"tool_id": "a  b"}, "destinations": []}, J, "job.tool_id"),
+    ("tool-id-leading-space", "/api/rank", {"job": {"tool_id": " ab"}, "destinations": []}, J, "job.tool_id"),
+    ("tool-id-tab", "/api/rank", {"job": {"tool_id": "a\tb"}, "destinations": []}, J, "job.tool_id"),
     ("cores-zero", "/api/rank", _job(cores=0), J, "job.cores"),
     ("cores-negative", "/api/rank", _job(cores=-4), J, "job.cores"),
     ("cores-string", "/api/rank", _job(cores="4"), J, "job.cores"),

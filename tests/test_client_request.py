@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from tpv_broker_client import request as rq
 
-from tpv_broker.api.schemas import DEST_ID_PATTERN, TOOL_ID_PATTERN, RankRequest
+from tpv_broker.api.schemas import DEST_ID_PATTERN, JOB_ID_PATTERN, TOOL_ID_PATTERN, RankRequest
+from tpv_broker.shared.ids import TOOL_ID_MAX_CHARS
 
 from .test_client_rank import Dest, Helpers, Job, Tool
 
@@ -32,7 +33,8 @@ def base(**job: Any) -> dict[str, Any]:
 
 
 def test_the_id_patterns_are_the_apis():
-    assert (rq.DEST_ID_PATTERN, rq.TOOL_ID_PATTERN) == (DEST_ID_PATTERN, TOOL_ID_PATTERN)
+    assert (rq.DEST_ID_PATTERN, rq.TOOL_ID_PATTERN, rq.JOB_ID_PATTERN, rq.TOOL_ID_MAX_CHARS) == (
+        DEST_ID_PATTERN, TOOL_ID_PATTERN, JOB_ID_PATTERN, TOOL_ID_MAX_CHARS)
 
 
 odd_text = st.one_of(
@@ -40,7 +42,8 @@ odd_text = st.one_of(
     st.text(alphabet=st.characters(codec="ascii"), max_size=12),
     st.from_regex(DEST_ID_PATTERN, fullmatch=True),
     st.from_regex(TOOL_ID_PATTERN, fullmatch=True),
-    st.sampled_from(["a\n", "\na", "a b", "", "x" * 255, "x" * 256, "x" * 512, "x" * 513, "a\ud800", "é"]),
+    st.sampled_from(["a\n", "\na", "a b", "a  b", " a", "a ", "Show beginning1", "", "x" * 255, "x" * 256,
+                     "x" * 512, "x" * 513, "x " * 256, "x " * 255 + "xx", "x " * 300 + "x", "a\ud800", "é"]),
 )
 odd_number = st.one_of(
     st.floats(),

@@ -80,6 +80,26 @@ def test_what_the_clause_sends(fake, tpv_configs, map_job):
     assert body["datasets"] == [{"object_store_id": "object_store_germany", "size": 3e9}]
 
 
+def test_the_token_in_galaxys_environment_is_sent(fake, tpv_configs, map_job, monkeypatch, tmp_path):
+    """The example clause passes no token: the client takes it from Galaxy's
+    environment (TPV_BROKER_TOKEN, or the file TPV_BROKER_TOKEN_FILE names)."""
+    configs = tpv_configs(fake.url)
+    monkeypatch.delenv("TPV_BROKER_TOKEN", raising=False)
+    monkeypatch.delenv("TPV_BROKER_TOKEN_FILE", raising=False)
+    map_job(configs)
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file-0123456789abcdef\n")
+    monkeypatch.setenv("TPV_BROKER_TOKEN_FILE", str(token_file))
+    import tpv_broker_client.client
+
+    tpv_broker_client.client._clients.clear()  # as a Galaxy restarted with the new environment
+    map_job(configs)
+    monkeypatch.setenv("TPV_BROKER_TOKEN", "from-the-env-0123456789abcdef")
+    tpv_broker_client.client._clients.clear()
+    map_job(configs)
+    assert fake.authorizations == [None, "Bearer from-a-file-0123456789abcdef", "Bearer from-the-env-0123456789abcdef"]
+
+
 @pytest.mark.parametrize("how", ["stopped", "hung", "500", "garbage", "trickling", "degraded"])
 def test_a_broken_broker_leaves_the_job_with_tpvs_default_within_the_budget(how, live_broker, fake, tpv_configs, map_job, caplog):
     if how == "stopped":

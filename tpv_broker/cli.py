@@ -218,6 +218,18 @@ def rank_command(obj: _Context, destinations: tuple[str, ...], tool_id: str, cor
 
     if len(set(destinations)) != len(destinations):
         raise click.BadParameter("each destination once", param_hint="DESTINATIONS")
+    from .shared.ids import check_destination_id, check_tool_id
+
+    # The API's id rules: nothing odd reaches Redis from here either.
+    try:
+        check_tool_id(tool_id)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--tool") from None
+    for dest_id in destinations:
+        try:
+            check_destination_id(dest_id)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="DESTINATIONS") from None
     config = obj.config
     service = RankService(config, _store(config), time.time)
     job = JobFacts(tool_id=tool_id, cores=cores, mem=mem, gpus=gpus)

@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -33,6 +35,38 @@ DEFAULT_FAILURES_TO_OPEN = 5
 DEFAULT_COOLDOWN_S = 30.0
 # The API's answer for its largest request (1000 candidates) is far smaller.
 MAX_ANSWER_BYTES = 1 << 20
+# Where the token comes from when the clause does not pass one (Galaxy's
+# environment, e.g. its systemd unit), so it need not sit in a TPV config.
+TOKEN_ENV = "TPV_BROKER_TOKEN"
+TOKEN_FILE_ENV = "TPV_BROKER_TOKEN_FILE"
+# What the API accepts after "Bearer " (RFC 6750's token68).
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def _read_token(token: str | None, token_file: str | None) -> str | None:
+    """The API token: ``token``, else the first line of ``token_file``, else
+    $TPV_BROKER_TOKEN, else $TPV_BROKER_TOKEN_FILE's file; None for none.
+    Errors name where the token came from, never the token."""
+    source = "token"
+    if token is None and token_file is None:
+        token, token_file = os.environ.get(TOKEN_ENV) or None, os.environ.get(TOKEN_FILE_ENV) or None
+        source = TOKEN_ENV
+    if token is None and token_file is not None:
+        source = f"token file {token_file}"
+        try:
+            with open(token_file, encoding="utf-8") as f:
+                lines = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read the {source}: {getattr(exc, 'strerror', None) or type(exc).__name__}") from None
+        if not lines:
+            raise ValueError(f"the {source} holds no token")
+        token = lines[0]
+    if token is None:
+        return None
+    if not isinstance(token, str) or not _TOKEN_CHARS.fullmatch(token):
+        raise ValueError(f"the {source} is not a bearer token (A-Z a-z 0-9 - . _ ~ + / and = at the end)")
+    return token
 
 
 def _answer_ids(status: int, body: bytes) -> list[str]:
@@ -69,9 +103,12 @@ class BrokerClient:
         cooldown_s: float = DEFAULT_COOLDOWN_S,
         object_stores: Mapping[str, Any] | None = None,
         verify: bool | str = True,
+        token: str | None = None,
+        token_file: str | None = None,
     ) -> None:
         if not budget_s > 0:
             raise ValueError(f"budget_s must be positive, got {budget_s}")
+        bearer = _read_token(token, token_file)
         self.url = url.rstrip("/") + "/api/rank"
         self.budget_s = float(budget_s)
         self.breaker = Breaker(failures_to_open, cooldown_s)
@@ -83,6 +120,11 @@ class BrokerClient:
         self.session.verify = verify
         self._warned: set[str] = set()
         self._warned_lock = threading.Lock()
+        if bearer is not None:
+            self.session.headers["Authorization"] = f"Bearer {bearer}"
+            host = urlsplit(self.url).hostname or ""
+            if self.url.startswith("http://") and host not in _LOOPBACK:
+                self._warn_once(f"the API token goes to {host} over plain http: anyone on the path can read it; use https")
 
     # -- the call -------------------------------------------------------
     def rank(self, candidates: Sequence[Any], namespace: Mapping[str, Any]) -> list[Any]:
@@ -206,7 +248,9 @@ def client_for(**settings: Any) -> BrokerClient:
 def rank(candidate_destinations: Sequence[Any], namespace: Mapping[str, Any], **settings: Any) -> list[Any]:
     """For a TPV rank clause: ``rank(candidate_destinations, globals(), url=...)``;
     ``settings`` are ``BrokerClient``'s (``url``, ``budget_s``,
-    ``failures_to_open``, ``cooldown_s``, ``object_stores``, ``verify``).
+    ``failures_to_open``, ``cooldown_s``, ``object_stores``, ``verify``,
+    ``token`` or ``token_file``: the API's bearer token, if it requires one;
+    without them, $TPV_BROKER_TOKEN or the file $TPV_BROKER_TOKEN_FILE names).
 
     Returns every candidate exactly once, in the broker's order, those it did
     not rank after them in TPV's default order; TPV's default order whenever

@@ -21,7 +21,8 @@ from typing import Any
 # distribution must not import the service; tests/test_client_request.py
 # checks that they agree and that every request built here validates.
 DEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-/]{0,254}$"
-TOOL_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:@+\-/~]{0,511}$"
+TOOL_ID_PATTERN = r"^[A-Za-z0-9_](?: ?[A-Za-z0-9_.:@+\-/~]){0,511}$"
+TOOL_ID_MAX_CHARS = 512
 JOB_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
 MAX_CORES = 100_000.0
 MAX_MEM_GB = 1_000_000.0
@@ -70,7 +71,7 @@ def job_section(namespace: Mapping[str, Any]) -> Json:
     """The ``job`` object from the clause's names. ``cores``/``mem``/``gpus``
     exist only if some TPV entity set them (``gpus`` rarely is)."""
     tool_id = getattr(namespace.get("tool"), "id", None)
-    if not _matches(TOOL_ID_PATTERN, tool_id):
+    if not _matches(TOOL_ID_PATTERN, tool_id) or len(tool_id) > TOOL_ID_MAX_CHARS:
         raise Unsendable(f"tool id {tool_id!r} is not one the broker accepts")
     job: Json = {"tool_id": tool_id}
     job_id = getattr(namespace.get("job"), "id", None)

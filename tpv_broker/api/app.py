@@ -44,6 +44,8 @@ def create_app(
         store = store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s,
                                   config.redis.connect_timeout_s)
     app = Flask("tpv_broker")
+    # /api//rank is a 404 like any unknown path, not an HTML redirect.
+    app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = config.api.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["tpv_broker"] = ApiState(config, store, clock, RankService(config, store, clock))
@@ -78,4 +80,8 @@ def create_app(
         log.exception("unexpected error while handling a request", extra=event("unhandled_error"))
         return jsonify({"error": "internal error", "message": "internal error; see the API log"}), 500
 
+    from .auth import install as install_auth
+
+    # Last: it checks that every path in api.auth_protected is a route.
+    install_auth(app, config.api)
     return app

@@ -3,11 +3,13 @@ pure rank core, answer JSON."""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Callable, Iterator
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..shared.errors import StoreError
 from ..shared.explain import explain
@@ -33,21 +35,40 @@ def _bad_request(exc: BadRequest) -> tuple[Response, int]:
     return jsonify({"error": "invalid request", "message": message, "errors": exc.problems}), 400
 
 
+def _read_body() -> bytes:
+    """The body, at most api.max_request_bytes of it, or a 413. Flask checks
+    a declared Content-Length; a chunked body has none, and werkzeug's
+    stream for it stops quietly at the limit (a body cut there that happens
+    to be valid JSON was served) or refuses one exactly at it."""
+    limit: int = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and request.environ.get("wsgi.input_terminated"):
+        # Chunked: the server's own stream ends where the body does.
+        data: bytes = request.environ["wsgi.input"].read(limit + 1)
+    else:
+        data = request.stream.read(limit + 1)  # 413 here if the declared length is over
+    if len(data) > limit:
+        raise RequestEntityTooLarge()
+    return data
+
+
 def _parse(model: type[BaseModel]) -> Any:
     if not request.is_json:
         raise BadRequest([{"field": "body", "problem": "Content-Type must be application/json"}])
+    raw = _read_body()
     # Fast path: pydantic parses and validates the JSON bytes in one go,
     # about twice as fast as json.loads + model_validate. Anything it
     # rejects takes the path below, which names every problem exactly as
     # before (bad JSON, not an object, nesting, each field).
     try:
-        return model.model_validate_json(request.get_data(cache=True))
+        return model.model_validate_json(raw)
     except ValidationError:
         pass
     try:
-        body = request.get_json(silent=True)
+        body = json.loads(raw)
     except RecursionError:
         raise BadRequest([{"field": "body", "problem": "JSON nested too deeply"}]) from None
+    except ValueError:  # not JSON, or not UTF-8/16/32
+        body = None
     if body is None:
         raise BadRequest([{"field": "body", "problem": "not valid JSON"}])
     if not isinstance(body, dict):

@@ -3,16 +3,25 @@ told to the client: every problem names its field."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..shared.ids import (
+    DEST_ID_PATTERN,
+    DEST_ID_RULE,
+    JOB_ID_PATTERN,
+    JOB_ID_RULE,
+    TOOL_ID_MAX_CHARS,
+    TOOL_ID_PATTERN,
+    TOOL_ID_RULE,
+)
 from ..shared.inputs import Candidate, JobFacts
 
-# Destination and tool ids are only ever Redis hash fields, never key names;
-# the pattern still keeps control characters, spaces and huge strings out.
-DEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-/]{0,254}$"
-TOOL_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:@+\-/~]{0,511}$"
+__all__ = ["DEST_ID_PATTERN", "TOOL_ID_PATTERN", "JOB_ID_PATTERN", "RankRequest", "ProcessDataRequest",
+           "describe_errors"]
 
 # Strict numbers: JSON true or "4" is a client bug, not a number of cores.
 Cores = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=100_000)]
@@ -23,7 +32,8 @@ Score = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-1e12, le=1e
 Latitude = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-90, le=90)]
 Longitude = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-180, le=180)]
 DestId = Annotated[str, Field(pattern=DEST_ID_PATTERN)]
-ToolId = Annotated[str, Field(pattern=TOOL_ID_PATTERN)]
+ToolId = Annotated[str, Field(pattern=TOOL_ID_PATTERN, max_length=TOOL_ID_MAX_CHARS)]
+JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN)]
 StoreId = Annotated[str, Field(min_length=1, max_length=255)]
 
 
@@ -33,7 +43,7 @@ class _Strict(BaseModel):
 
 
 class JobIn(_Strict):
-    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,128}$")] | None = None
+    id: JobId | None = None
     tool_id: ToolId
     cores: Cores = 1.0
     mem: MemGB = 0.0
@@ -168,14 +178,27 @@ class ProcessDataRequest(_Lenient):
         )
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
+    """``job.cores``, ``destinations[2].id``; a key that is no plain name (an
+    unknown field " ", an object store "my store") is quoted:
+    ``object_stores["my store"].latitude``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
+        elif _NAME.fullmatch(str(part)):
             out += ("." if out else "") + str(part)
+        else:
+            text = str(part)
+            out += "[" + json.dumps(text[:60] + ("..." if len(text) > 60 else "")) + "]"
     return out or "body"
+
+
+# An id that fails its pattern is described in words, not as a regex.
+_PATTERN_RULES = {DEST_ID_PATTERN: DEST_ID_RULE, TOOL_ID_PATTERN: TOOL_ID_RULE, JOB_ID_PATTERN: JOB_ID_RULE}
 
 
 def describe_errors(exc: ValidationError) -> list[dict[str, str]]:
@@ -183,6 +206,8 @@ def describe_errors(exc: ValidationError) -> list[dict[str, str]]:
     problems = []
     for err in exc.errors(include_url=False):
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "string_pattern_mismatch":
+            msg = _PATTERN_RULES.get(str((err.get("ctx") or {}).get("pattern")), msg)
         field = _field_path(tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))))
         # Model validators report the path inside their message.
         if msg.startswith(("destinations[",)) and ": " in msg:

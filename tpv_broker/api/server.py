@@ -16,7 +16,10 @@ from gunicorn.app.base import BaseApplication
 
 from ..shared.config import BrokerConfig
 from ..shared.errors import BrokerError
+from . import auth
 from .app import create_app
+
+log = logging.getLogger("tpv_broker.api")
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -126,6 +129,21 @@ def _worker_gone(metrics_dir: str) -> Callable[[Any, Any], None]:
 
 def run_gunicorn(config: BrokerConfig, bind: str, workers: int) -> None:
     with metrics_directory(config.api.metrics_dir) as metrics_dir:
+        # Built once here, in the master, so that a bad tokens file, protected
+        # path or Redis URL is one clear line and exit 1 (BrokerError), not a
+        # traceback from every worker. It opens no connection. The master is
+        # no worker: its "alive" gauge files go at once.
+        create_app(config)
+        _worker_gone(metrics_dir)(None, _Pid(os.getpid()))
+        log.info(auth.describe(config.api, auth.load_tokens(config.api)))
+        warning = auth.file_warning(config.api)
+        if warning:
+            log.warning(warning)
         options = gunicorn_options(bind, workers)
         options.update(logger_class=StructuredGunicornLogger, child_exit=_worker_gone(metrics_dir))
         _Gunicorn(lambda: create_app(config), options).run()
+
+
+class _Pid:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid

@@ -15,7 +15,7 @@ import requests
 from ..shared.config import CollectorSettings, InfluxDBSettings
 from ..shared.errors import MetricSourceError
 from ..shared.preset_spec import PresetSpec
-from ..shared.urls import redact_url
+from ..shared.urls import redact_url, scrub, url_secrets
 from .rows import ReadResult, Row
 
 if TYPE_CHECKING:
@@ -102,6 +102,13 @@ class InfluxQLClient:
             password = settings.password.get_secret_value() if settings.password else ""
             self.session.auth = (settings.username, password)
 
+    def _clean(self, text: str) -> str:
+        # requests quotes URLs and header values it rejects in its messages.
+        s = self.settings
+        secrets = [s.password.get_secret_value() if s.password else None,
+                   s.token.get_secret_value() if s.token else None, *url_secrets(s.url)]
+        return scrub(text, secrets)
+
     @property
     def where(self) -> str:
         return f"InfluxDB at {redact_url(self.base)} (database {self.settings.database!r})"
@@ -117,10 +124,16 @@ class InfluxQLClient:
             )
         except requests.Timeout:
             raise MetricSourceError(f"{self.where} did not answer within {self.settings.timeout_s:g} s") from None
+        except requests.exceptions.InvalidURL:
+            # Its message quotes whatever it took for the host, which can be
+            # a piece of a password with an unescaped / # or ? in it.
+            raise MetricSourceError(f"{self.where}: the URL cannot be parsed "
+                                    "(%-encode / # ? @ and % in a user name or password)") from None
         except requests.ConnectionError as e:
-            raise MetricSourceError(f"{self.where} is unreachable: {_short(e)}") from None
-        except requests.RequestException as e:
-            raise MetricSourceError(f"{self.where}: request failed: {_short(e)}") from None
+            raise MetricSourceError(f"{self.where} is unreachable: {self._clean(_short(e))}") from None
+        except (requests.RequestException, ValueError) as e:
+            # ValueError: an unusable header value (a token with a newline in it).
+            raise MetricSourceError(f"{self.where}: request failed: {self._clean(_short(e))}") from None
         if resp.status_code in (401, 403):
             raise MetricSourceError(f"{self.where} refused the credentials (HTTP {resp.status_code})")
         try:
@@ -132,7 +145,7 @@ class InfluxQLClient:
         if not isinstance(body, dict):
             raise MetricSourceError(f"{self.where} answered with unexpected JSON")
         if "error" in body:
-            raise MetricSourceError(f"{self.where} answered an error: {body['error']}")
+            raise MetricSourceError(f"{self.where} answered an error: {self._clean(str(body['error']))}")
         if resp.status_code != 200:
             raise MetricSourceError(f"{self.where} answered HTTP {resp.status_code}")
         results: list[StatementResult] = [StatementResult(error="no result") for _ in statements]

@@ -200,6 +200,58 @@ class LoggingSettings(_Section):
         if isinstance(value, str):
             return value.upper() if info.field_name == "level" else value.lower()
         return value
+    # Bearer tokens the protected endpoints accept (several, so a new one can
+    # be rolled out before the old one is retired). With none here and no
+    # file, the API is open: deploy it on loopback or behind a proxy then.
+    auth_tokens: list[SecretStr] = Field(default_factory=list)
+    # One token per line (# comments); re-read when workers start (kill -HUP).
+    auth_tokens_file: Path | None = None
+    # Routes that need a token when auth is on. /health never does.
+    auth_protected: list[str] = Field(default_factory=lambda: ["/api/rank", "/process_data"])
+
+    @field_validator("auth_tokens")
+    @classmethod
+    def _token_shape(cls, tokens: list[SecretStr]) -> list[SecretStr]:
+        # Never echo a token: the message names its position only.
+        problems = [f"token #{i + 1} {p}" for i, t in enumerate(tokens) if (p := token_problem(t.get_secret_value()))]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return tokens
+
+    @field_validator("auth_tokens_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # TPV_BROKER_API_AUTH_TOKENS_FILE= (set but empty, as compose files do) means no file.
+        return None if value == "" else value
+
+    @field_validator("auth_protected")
+    @classmethod
+    def _protected_paths(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r} is not a path (must start with /)")
+            if path == "/health":
+                raise ValueError("/health stays open: liveness probes carry no token")
+        return paths
+
+    @property
+    def auth_configured(self) -> bool:
+        return bool(self.auth_tokens) or self.auth_tokens_file is not None
+
+
+# RFC 6750's token68 alphabet (what fits in "Authorization: Bearer <token>"
+# unquoted), and a length that makes guessing hopeless.
+TOKEN_CHARS = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+MIN_TOKEN_CHARS = 16
+
+
+def token_problem(token: str) -> str | None:
+    """What is wrong with an API token, in words that never include it."""
+    if len(token) < MIN_TOKEN_CHARS:
+        return f"is too short ({len(token)} characters, at least {MIN_TOKEN_CHARS})"
+    if not TOKEN_CHARS.fullmatch(token):
+        return "holds a character other than A-Z a-z 0-9 - . _ ~ + / (and = at the end)"
+    return None
 
 
 class InflightSettings(_Section):

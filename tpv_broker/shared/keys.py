@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .ids import check_job_id
+
 SCHEMA_VERSION = 1
 # A collector that dies between writing and swapping leaves staging keys
 # behind; they must not accumulate.
@@ -59,9 +61,10 @@ class KeySchema:
         return f"{self.prefix}:inflight"
 
     def inflight_job(self, job_id: str) -> str:
-        # Job ids are validated against a safe pattern (api/schemas.py)
-        # before they get here: no spaces, colons or glob characters.
-        return f"{self.prefix}:inflight:job:{job_id}"
+        # The one key that holds request data. The API has checked the id
+        # already; checked again here so no other caller can build a key
+        # with spaces, colons, glob characters or newlines in it.
+        return f"{self.prefix}:inflight:job:{check_job_id(job_id)}"
 
     def check_probe(self, token: str) -> str:
         # check-config proves it may write under the prefix with this key.

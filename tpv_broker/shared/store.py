@@ -22,7 +22,7 @@ from .keys import SCHEMA_VERSION, STAGING_TTL_S, KeySchema
 from .leader_lock import Fence, LeaseLost
 from .models import Charge, DestinationFigures, RankView, Snapshot, SnapshotMeta, ToolFigures
 from .redis_urls import SENTINEL_SCHEME, parse_sentinel_url
-from .urls import redact_url
+from .urls import redact_url, scrub, url_secrets
 
 _META_FLOATS = ("created_at", "newest_point_at", "cycle_s")
 _META_INTS = ("destinations", "tools", "schema_version")
@@ -67,7 +67,10 @@ def connect_redis(url: str, socket_timeout_s: float, connect_timeout_s: float | 
                                        password=target.password, **options)
         return redis.Redis.from_url(url, **options)
     except ValueError as e:
-        raise StoreError(f"invalid Redis URL {redact_url(url)}: {e}") from None
+        # The parser's message can quote a piece of a password that holds
+        # an unescaped / # ? or @ (it took the piece for a port or a db).
+        detail = "cannot be parsed (%-encode / # ? @ and % in a password)" if url_secrets(url) else str(e)
+        raise StoreError(f"invalid Redis URL {redact_url(url)}: {detail}") from None
 
 
 def _describe(client: redis.Redis) -> str:
@@ -152,7 +155,8 @@ class SnapshotStore:
         self._parsed = _ParsedCache()
 
     def _fail(self, action: str, exc: redis.RedisError) -> StoreError:
-        return StoreError(f"Redis at {self.where} failed while {action}: {_reason(exc)}")
+        secret = self.client.connection_pool.connection_kwargs.get("password")
+        return StoreError(f"Redis at {self.where} failed while {action}: {scrub(_reason(exc), [secret])}")
 
     def ping(self) -> bool:
         try:

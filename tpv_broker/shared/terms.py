@@ -443,4 +443,6 @@ def candidate_location(candidate: Candidate, configured: tuple[float, float] | N
 
 
 def _is_coord(value: Any, limit: float) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and abs(value) <= limit
+    # The bound first: math.isfinite(10**400) raises OverflowError (a request
+    # context may hold any JSON number); NaN and infinities fail the bound too.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= limit
