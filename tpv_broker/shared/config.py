@@ -175,7 +175,6 @@ class ApiSettings(_Section):
     # own under this one (default: the system's temporary directory),
     # created at start and removed at exit.
     metrics_dir: str | None = None
-
     # Status of a degraded answer (TPV's order, degraded: true): 200 keeps
     # Galaxy dispatching on TPV's order; 503 makes callers treat it as a failure.
     degraded_status: int = 200
@@ -187,19 +186,6 @@ class ApiSettings(_Section):
             raise ValueError(f"must be 200 or 503, got {status}")
         return status
 
-
-class LoggingSettings(_Section):
-    # `--log-level` on the command line wins over this.
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # text: key=value pairs (logfmt); json: one JSON object per line.
-    format: Literal["text", "json"] = "text"
-
-    @field_validator("level", "format", mode="before")
-    @classmethod
-    def _case(cls, value: Any, info: Any) -> Any:
-        if isinstance(value, str):
-            return value.upper() if info.field_name == "level" else value.lower()
-        return value
     # Bearer tokens the protected endpoints accept (several, so a new one can
     # be rolled out before the old one is retired). With none here and no
     # file, the API is open: deploy it on loopback or behind a proxy then.
@@ -237,6 +223,20 @@ class LoggingSettings(_Section):
     @property
     def auth_configured(self) -> bool:
         return bool(self.auth_tokens) or self.auth_tokens_file is not None
+
+
+class LoggingSettings(_Section):
+    # `--log-level` on the command line wins over this.
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # text: key=value pairs (logfmt); json: one JSON object per line.
+    format: Literal["text", "json"] = "text"
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _case(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, str):
+            return value.upper() if info.field_name == "level" else value.lower()
+        return value
 
 
 # RFC 6750's token68 alphabet (what fits in "Authorization: Bearer <token>"
