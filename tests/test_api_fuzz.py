@@ -105,6 +105,12 @@ def send(api: FlaskClient, method: str, path: str, body: bytes | None = None, co
     assert not 300 <= resp.status_code < 400, (method, path, resp.status_code)  # no redirects to follow
     if method == "HEAD" or (method == "OPTIONS" and resp.status_code == 200):
         return resp  # no body by definition
+    if resp.status_code < 300 and not resp.is_json:
+        # The status page, /docs (and its assets) and /metrics answer HTML,
+        # scripts or Prometheus text when they succeed; every error is JSON.
+        page = path.split("?", 1)[0]
+        assert page in ("/", "/docs", "/metrics") or page.startswith(("/docs/", "/static/")), (method, path)
+        return resp
     payload = json.loads(raw)
     assert isinstance(payload, dict), raw[:300]
     if resp.status_code >= 400:

@@ -154,9 +154,10 @@ def test_inspect_with_the_right_password_shows_no_password(locked_redis: LockedR
     client.flushall()
 
 
-@pytest.mark.parametrize(("command", "action"), [(["inspect"], "reading the snapshot"),
-                                                 (["collect", "--once"], "publishing a snapshot"),
-                                                 (["rank", "--tool", "bwa", "pulsar_de"], "reading the snapshot")])
+@pytest.mark.parametrize(("command", "action"), [(["inspect"], "failed while reading the snapshot"),
+                                                 # collect takes the collector lease before anything else
+                                                 (["collect", "--once"], "the collector lease cannot be checked"),
+                                                 (["rank", "--tool", "bwa", "pulsar_de"], "failed while reading the snapshot")])
 def test_unreachable_redis_with_a_password(command: list[str], action: str, influx_server: InfluxServer,
                                            influx_db: str, caplog: pytest.LogCaptureFixture) -> None:
     load_prototype_data(influx_server, influx_db)  # so that collect gets as far as Redis
@@ -165,7 +166,10 @@ def test_unreachable_redis_with_a_password(command: list[str], action: str, infl
            "TPV_BROKER_REDIS_SOCKET_TIMEOUT_S": "0.3", "TPV_BROKER_INFLUXDB_URL": influx_server.url,
            "TPV_BROKER_INFLUXDB_DATABASE": influx_db}
     result, out = run(command, env, caplog)
-    assert f"Redis at redis://127.0.0.1:{port}/0 failed while {action}" in out
+    if command[0] == "collect":
+        assert f"{action}, Redis at redis://127.0.0.1:{port}/0" in out, out
+    else:
+        assert f"Redis at redis://127.0.0.1:{port}/0 {action}" in out, out
 
 
 @pytest.mark.parametrize("command", [["inspect"], ["collect", "--once"], ["serve", "--bind", "127.0.0.1:1"]])

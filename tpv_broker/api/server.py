@@ -128,6 +128,8 @@ def _worker_gone(metrics_dir: str) -> Callable[[Any, Any], None]:
 
 
 def run_gunicorn(config: BrokerConfig, bind: str, workers: int) -> None:
+    # A bad tokens file is one clear line and exit 1, before anything else.
+    tokens = auth.load_tokens(config.api)
     with metrics_directory(config.api.metrics_dir) as metrics_dir:
         # Built once here, in the master, so that a bad tokens file, protected
         # path or Redis URL is one clear line and exit 1 (BrokerError), not a
@@ -135,7 +137,7 @@ def run_gunicorn(config: BrokerConfig, bind: str, workers: int) -> None:
         # no worker: its "alive" gauge files go at once.
         create_app(config)
         _worker_gone(metrics_dir)(None, _Pid(os.getpid()))
-        log.info(auth.describe(config.api, auth.load_tokens(config.api)))
+        log.info(auth.describe(config.api, tokens))
         warning = auth.file_warning(config.api)
         if warning:
             log.warning(warning)
