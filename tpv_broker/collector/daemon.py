@@ -14,16 +14,20 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from ..shared.config import BrokerConfig
+from ..shared.errors import StoreError
 from ..shared.store import SnapshotStore
-from .cycle import CycleReport, StatsCache, collect_once
+from .backoff import retry_delay
+from .cycle import CycleReport, LastAnswers, StatsCache, collect_once
 from .influx import InfluxQLClient
 
 log = logging.getLogger("tpv_broker.collector")
 
 
 class CycleRunner:
-    """Runs cycles and logs one line each; a failure logs one clear line,
-    not a traceback per cycle, and the previous snapshot stays."""
+    """Runs cycles and logs one line each while all is well. Trouble is
+    logged once when it starts or changes (not a line, let alone a
+    traceback, per cycle), its end once; while InfluxDB fails, cycles back
+    off (``backoff.retry_delay``) and the live snapshot is marked stale."""
 
     def __init__(
         self,
@@ -34,24 +38,76 @@ class CycleRunner:
     ) -> None:
         self.config, self.source, self.store, self.clock = config, source, store, clock
         self.stats = StatsCache(config.collector.stats_refresh_s)
+        self.answers = LastAnswers()
+        # The schedule's interval (run_daemon sets it): what backoff doubles.
+        self.interval_s = config.collector.interval_s
         self.last_report: CycleReport | None = None
         self.failures_in_a_row = 0
+        self.failing_since: float | None = None
+        # When the next attempt is due while backing off, else None.
+        self.retry_at: float | None = None
+        self.skipped = 0
+        # The problems last logged: the same ones again are not.
+        self._logged: tuple[str, ...] = ()
 
-    def __call__(self) -> CycleReport:
-        report = collect_once(self.config, self.source, self.store, self.clock, self.stats)
+    def __call__(self) -> CycleReport | None:
+        started = self.clock()
+        interval = self.interval_s
+        # Half an interval of slack: scheduled cycles start a little late or early.
+        if self.retry_at is not None and started < self.retry_at - interval / 2:
+            self.skipped += 1
+            return None
+        try:
+            report = collect_once(self.config, self.source, self.store, self.clock, self.stats, self.answers)
+        except Exception as e:  # noqa: BLE001 - the loop's edge: a bug must not stop collection
+            report = CycleReport(published=False, errors=[f"cycle failed: {type(e).__name__}: {e}"])
+            report.source_failed = True
+            if (report.errors[0],) != self._logged:
+                log.exception("cycle failed unexpectedly (logged once; the last snapshot stays)")
+                self._logged = (report.errors[0],)
         self.last_report = report
-        if report.published and not report.errors:
-            if self.failures_in_a_row:
-                log.info("collector recovered after %d failed cycle(s)", self.failures_in_a_row)
-            self.failures_in_a_row = 0
-            log.info("cycle %s", report.summary())
-        elif report.published:
-            self.failures_in_a_row = 0
-            log.warning("cycle %s", report.summary())
+        if report.published:
+            self._published(report, started)
         else:
-            self.failures_in_a_row += 1
-            log.error("cycle %s", report.summary())
+            self._failed(report, started)
         return report
+
+    def _published(self, report: CycleReport, started: float) -> None:
+        if self.failures_in_a_row:
+            down = started - self.failing_since if self.failing_since is not None else 0.0
+            log.info("collector recovered after %d failed cycle(s) over %.0f s", self.failures_in_a_row, down)
+        self.failures_in_a_row, self.failing_since, self.retry_at, self.skipped = 0, None, None, 0
+        problems = tuple(report.errors)
+        if problems and problems != self._logged:
+            log.warning("cycle %s", report.summary())
+        elif not problems and self._logged:
+            log.info("cycle %s (every preset read again)", report.summary())
+        else:
+            log.info("cycle %s", report.summary())
+        self._logged = problems
+
+    def _failed(self, report: CycleReport, started: float) -> None:
+        self.failures_in_a_row += 1
+        if self.failing_since is None:
+            self.failing_since = started
+        collector = self.config.collector
+        delay = 0.0
+        if report.source_failed:
+            delay = retry_delay(self.failures_in_a_row, self.interval_s, collector.backoff_max_s)
+            self.retry_at = started + delay
+        problems = tuple(report.errors)
+        if problems != self._logged:
+            then = f"; next attempt in {delay:g} s" if delay else ""
+            log.error("cycle %s; keeping the last snapshot%s (this is logged again only when it changes "
+                      "or ends)", report.summary(), then)
+            self._logged = problems
+        else:
+            log.debug("cycle %s (failure %d in a row)", report.summary(), self.failures_in_a_row)
+        try:
+            self.store.mark_stale(self.failing_since, self.failures_in_a_row, "; ".join(problems),
+                                  self.retry_at if report.source_failed else None)
+        except StoreError as e:
+            log.debug("could not mark the snapshot stale: %s", e)
 
     def refresh_stats(self) -> None:
         """Re-read the daily run-time statistics (a job of its own in the
@@ -105,6 +161,8 @@ def run_daemon(runner: CycleRunner, interval_s: float, stop: threading.Event | N
                     time.sleep(0.05)
 
         threading.Thread(target=_watch_stop, name="collector-stop", daemon=True).start()
+    if isinstance(runner, CycleRunner):
+        runner.interval_s = interval_s
     stats: StatsCache | None = getattr(runner, "stats", None)
     if stats is not None:
         # The first cycle reads the statistics itself; this job re-reads

@@ -82,6 +82,10 @@ class CollectorSettings(_Section):
     # missing from the newest batch means zero jobs. Points within this many
     # seconds of the newest one belong to the same batch.
     batch_window_s: float = Field(30.0, ge=0)
+    # After failed cycles (InfluxDB down, hung, garbled) the next attempt
+    # waits interval x 2^(failures - 1), at most this long: a returning
+    # InfluxDB is noticed within it.
+    backoff_max_s: float = Field(60.0, gt=0, le=3600)
 
 
 class ApiSettings(_Section):
