@@ -97,7 +97,7 @@ class InfluxQLClient:
         for body in documents:
             if not isinstance(body, dict):
                 raise MetricSourceError(
-                    f"{self.where} answered with unexpected JSON: a {_kind(body)}, not an object"
+                    f"{self.where} answered with unexpected JSON: {_kind(body)}, not an object"
                 )
             if "error" in body:
                 raise MetricSourceError(f"{self.where} answered an error: {_clean(str(body['error']), 300)}")
@@ -124,7 +124,9 @@ class InfluxQLClient:
             except (urllib3.exceptions.HTTPError, OSError) as e:
                 raise requests.ConnectionError(e) from None
             if not chunk:
-                return b"".join(chunks), False
+                # read1 does not check the announced length: a connection
+                # closed early looks like the end of the body.
+                return b"".join(chunks), bool(getattr(resp.raw, "length_remaining", None))
             chunks.append(chunk)
             if time.monotonic() > deadline:
                 raise MetricSourceError(
@@ -140,7 +142,7 @@ class InfluxQLClient:
             resp = self.session.post(f"{self.base}/query", data={"q": "SHOW DATABASES"}, timeout=self.settings.timeout_s)
             series = resp.json()["results"][0].get("series") or []
             names = {row[0] for s in series for row in s.get("values") or []}
-        except (requests.RequestException, ValueError, KeyError, IndexError, TypeError):
+        except (requests.RequestException, ValueError, KeyError, IndexError, TypeError, AttributeError):
             return None
         if self.settings.database in names:
             return None
@@ -162,8 +164,8 @@ _READ_CHUNK = 1 << 16
 
 
 def _kind(value: Any) -> str:
-    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), "number")
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
 
 
 def _excerpt(raw: bytes | str, limit: int = 120) -> str:
@@ -196,7 +198,7 @@ def _json_documents(raw: bytes) -> tuple[list[Any], str | None]:
         try:
             document, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            ends_early = e.pos >= len(text.rstrip())
+            ends_early = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated")
             return documents, "it ends early: cut off?" if ends_early else f"{e.msg} at byte {e.pos}"
         documents.append(document)
 
@@ -213,7 +215,7 @@ def _statement_results(documents: list[Any], count: int, missing: str) -> list[S
     for document in documents:
         items = document.get("results", [])
         if not isinstance(items, list):
-            return [StatementResult(error=f"malformed answer: 'results' is a {_kind(items)}, not a list")] * count
+            return [StatementResult(error=f"malformed answer: 'results' is {_kind(items)}, not a list")] * count
         for item in items:
             if not isinstance(item, dict):
                 continue
@@ -258,30 +260,30 @@ def _parse_series(raw: Any) -> tuple[list[Series], list[str]]:
     if raw is None:
         return [], []
     if not isinstance(raw, list):
-        raise _Malformed(f"'series' is a {_kind(raw)}, not a list")
+        raise _Malformed(f"'series' is {_kind(raw)}, not a list")
     out, notes = [], []
     non_finite = 0
     for i, s in enumerate(raw):
         if not isinstance(s, dict):
-            raise _Malformed(f"series[{i}] is a {_kind(s)}, not an object")
+            raise _Malformed(f"series[{i}] is {_kind(s)}, not an object")
         name, tags, columns, values = s.get("name", ""), s.get("tags") or {}, s.get("columns"), s.get("values") or []
         if not isinstance(name, str):
-            raise _Malformed(f"series[{i}].name is a {_kind(name)}, not a string")
+            raise _Malformed(f"series[{i}].name is {_kind(name)}, not a string")
         if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
             raise _Malformed(f"series[{i}].tags is not an object of strings")
         if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
             raise _Malformed(f"series[{i}].columns is not a list of strings")
         if not isinstance(values, list):
-            raise _Malformed(f"series[{i}].values is a {_kind(values)}, not a list")
+            raise _Malformed(f"series[{i}].values is {_kind(values)}, not a list")
         rows = []
         for j, row in enumerate(values):
             if not isinstance(row, list) or len(row) != len(columns):
-                what = f"{len(row)} values" if isinstance(row, list) else f"a {_kind(row)}"
+                what = f"{len(row)} values" if isinstance(row, list) else f"{_kind(row)}"
                 raise _Malformed(f"series[{i}].values[{j}] has {what} for {len(columns)} columns")
             clean = []
             for value in row:
                 if isinstance(value, (list, dict)):
-                    raise _Malformed(f"series[{i}].values[{j}] holds a {_kind(value)}")
+                    raise _Malformed(f"series[{i}].values[{j}] holds {_kind(value)}")
                 if isinstance(value, float) and not math.isfinite(value):
                     non_finite += 1
                     value = None
