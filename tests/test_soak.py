@@ -58,17 +58,20 @@ TOOLS = ["bwa", "toolshed.g2.bx.psu.edu/repos/iuc/fastp/fastp/0.23.4+galaxy0", "
 JOB_IDS = 64
 
 # RSS bounds, from /proc/<pid>/status VmRSS. A worker is Python with Flask,
-# pydantic and redis-py (about 60 MB after import) plus its parse cache; the
-# collector about 70 MB at this size (README, Benchmarks: 70 MB peak at 13
-# destinations x 2,000 tools). 200 MB per process is twice the largest seen
-# in development, so a real leak (a few KB a request, i.e. tens of MB a
-# minute at this rate) or runaway growth crosses it, and noise does not.
+# pydantic and redis-py (about 50 MB after import) plus its parse cache
+# (at most 20,000 entries, under 45 MB even if all were destinations); the
+# collector about 50 MB at this size (70 MB at 13 destinations x 2,000
+# tools, README Benchmarks). Measured peaks here: about 60 MB. 200 MB per
+# process leaves room for all of that and still fails runaway growth.
 RSS_LIMIT_MB = 200.0
 # From the mean of the first 10 s to the mean of the last 10 s, per
-# process. The worker's parse cache grows with every snapshot by design
-# (cleared at 20,000 entries): about 20 destinations a second, a few MB a
-# minute; a leak per request would be 15,000+ requests x its size.
-RSS_GROWTH_LIMIT_MB = 12.0
+# process. A worker's parse cache (store._ParsedCache) grows by design until
+# it holds 20,000 entries: here, per worker and minute, about 9,000 in-flight
+# charge members (~0.5 KB each, one per rank answer) and 1,200 destination
+# entries (20 a snapshot, ~2.2 KB each), about 7 MB; measured +11 MB of RSS.
+# 25 MB leaves room for that, and a leak of 3 KB a request (checked: 7,500
+# requests per worker between the two windows) crosses it.
+RSS_GROWTH_LIMIT_MB = 25.0
 
 
 def _env(**extra: str) -> dict[str, str]:
