@@ -177,3 +177,33 @@ def test_retry_delay_doubles_up_to_the_cap(failures, delay):
 
 def test_retry_delay_with_a_cap_below_the_interval_keeps_the_schedule():
     assert retry_delay(5, 15.0, 5.0) == 15.0
+
+
+def test_influxdb_slower_than_the_cycle(own_influx, redis_client: redis.Redis, caplog):
+    # influxd paused for a second: cycles take longer than the 0.2 s
+    # interval but answer within influxdb.timeout_s, so nothing fails; the
+    # slowness is said once (not once per skipped tick), and so is its end.
+    caplog.set_level(logging.INFO)
+    config = BrokerConfig(influxdb=InfluxDBSettings(url=own_influx.url, database="galaxy", timeout_s=5))
+    store = SnapshotStore(redis_client, KeySchema(config.redis.key_prefix))
+    runner = CycleRunner(config, InfluxQLClient(config.influxdb), store)
+    stop = threading.Event()
+    daemon = threading.Thread(target=run_daemon, args=(runner, 0.2, stop))
+    daemon.start()
+    try:
+        wait_for(lambda: store.read_meta() is not None, "a first snapshot")
+        own_influx.pause()
+        time.sleep(1.0)
+        paused_at = store.read_meta().created_at
+        own_influx.resume()
+        wait_for(lambda: store.read_meta().created_at > paused_at, "a snapshot after the pause")
+        wait_for(lambda: any("fit the 0.2 s interval again" in r.getMessage() for r in caplog.records),
+                 "the end of the slowness")
+    finally:
+        own_influx.resume()
+        stop.set()
+        daemon.join(timeout=30)
+    messages = [r.getMessage() for r in caplog.records]
+    assert runner.failures_in_a_row == 0 and not any("NOT published" in m for m in messages), messages
+    assert sum("longer than the 0.2 s interval" in m for m in messages) == 1, messages
+    assert not any("maximum number of running instances" in m for m in messages), messages

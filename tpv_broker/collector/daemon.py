@@ -49,6 +49,8 @@ class CycleRunner:
         self.skipped = 0
         # The problems last logged: the same ones again are not.
         self._logged: tuple[str, ...] = ()
+        # Whether the last cycle took longer than the interval (said once).
+        self._slow = False
 
     def __call__(self) -> CycleReport | None:
         started = self.clock()
@@ -66,6 +68,7 @@ class CycleRunner:
                 log.exception("cycle failed unexpectedly (logged once; the last snapshot stays)")
                 self._logged = (report.errors[0],)
         self.last_report = report
+        self._note_duration(report.duration_s)
         if report.published:
             self._published(report, started)
         else:
@@ -76,6 +79,7 @@ class CycleRunner:
         if self.failures_in_a_row:
             down = started - self.failing_since if self.failing_since is not None else 0.0
             log.info("collector recovered after %d failed cycle(s) over %.0f s", self.failures_in_a_row, down)
+            self._logged = ()
         self.failures_in_a_row, self.failing_since, self.retry_at, self.skipped = 0, None, None, 0
         problems = tuple(report.errors)
         if problems and problems != self._logged:
@@ -85,6 +89,15 @@ class CycleRunner:
         else:
             log.info("cycle %s", report.summary())
         self._logged = problems
+
+    def _note_duration(self, took: float) -> None:
+        if took > self.interval_s and not self._slow:
+            log.warning("a cycle took %.1f s, longer than the %g s interval: cycles run back to back, the "
+                        "ticks in between are skipped (InfluxDB slow?); logged again when they fit", took,
+                        self.interval_s)
+        elif took <= self.interval_s and self._slow:
+            log.info("cycles fit the %g s interval again (the last took %.1f s)", self.interval_s, took)
+        self._slow = took > self.interval_s
 
     def _failed(self, report: CycleReport, started: float) -> None:
         self.failures_in_a_row += 1
@@ -123,8 +136,20 @@ class CycleRunner:
             log.warning("run-time statistics NOT refreshed (the last ones stay): %s", problem)
 
 
+class _SkippedTickFilter(logging.Filter):
+    """APScheduler warns at every tick that finds the last cycle still
+    running: with a slow InfluxDB, a line per tick. The runner says it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+_SKIPPED_TICKS = _SkippedTickFilter()
+
+
 def run_daemon(runner: CycleRunner, interval_s: float, stop: threading.Event | None = None) -> None:
     """Blocks until SIGTERM/SIGINT (or ``stop`` is set, for tests)."""
+    logging.getLogger("apscheduler.scheduler").addFilter(_SKIPPED_TICKS)  # the same filter twice: once
     scheduler = BlockingScheduler(timezone=timezone.utc)
     scheduler.add_job(
         runner,
