@@ -41,6 +41,9 @@ class CycleRunner:
         self.answers = LastAnswers()
         # The schedule's interval (run_daemon sets it): what backoff doubles.
         self.interval_s = config.collector.interval_s
+        # Only the daemon marks the live snapshot stale: a one-off
+        # ``collect --once`` that fails says nothing about the running one.
+        self.marks_stale = False
         self.last_report: CycleReport | None = None
         self.failures_in_a_row = 0
         self.failing_since: float | None = None
@@ -116,6 +119,8 @@ class CycleRunner:
             self._logged = problems
         else:
             log.debug("cycle %s (failure %d in a row)", report.summary(), self.failures_in_a_row)
+        if not self.marks_stale:
+            return
         try:
             self.store.mark_stale(self.failing_since, self.failures_in_a_row, "; ".join(problems),
                                   self.retry_at if report.source_failed else None)
@@ -187,7 +192,7 @@ def run_daemon(runner: CycleRunner, interval_s: float, stop: threading.Event | N
 
         threading.Thread(target=_watch_stop, name="collector-stop", daemon=True).start()
     if isinstance(runner, CycleRunner):
-        runner.interval_s = interval_s
+        runner.interval_s, runner.marks_stale = interval_s, True
     stats: StatsCache | None = getattr(runner, "stats", None)
     if stats is not None:
         # The first cycle reads the statistics itself; this job re-reads
