@@ -18,7 +18,7 @@ What it proves:
   and grows by less than a few MB from the first 10 s to the last 10 s.
 
 The request rate is a target, not a claim: the achieved rate is printed
-(``-s`` shows it) and nothing asserts on it. ``-m "not soak"`` deselects it.
+(always, past pytest's capture) and nothing asserts on it. ``-m "not soak"`` deselects it.
 """
 
 from __future__ import annotations
@@ -257,7 +257,8 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def test_soak_rank_under_load_while_collector_publishes(influx_server, influx_db, redis_url, redis_client, tmp_path):
+def test_soak_rank_under_load_while_collector_publishes(influx_server, influx_db, redis_url, redis_client, tmp_path,
+                                                        capsys):
     now_s = int(time.time())
     influx_server.write_lines(influx_db, _static_lines(now_s) + _queue_lines(1, now_s * 1000), precision="ms")
     env = _env(
@@ -281,7 +282,7 @@ def test_soak_rank_under_load_while_collector_publishes(influx_server, influx_db
 
     def sample_rss() -> None:
         while not sampling.wait(1.0):
-            row = {f"api[{pid}]": _rss_mb(pid) for pid in _pids_of(api.pid)}
+            row = {("api master" if pid == api.pid else f"api worker {pid}"): _rss_mb(pid) for pid in _pids_of(api.pid)}
             row["collector"] = _rss_mb(collector.pid)
             samples.append((time.monotonic(), {k: v for k, v in row.items() if v is not None}))
 
@@ -338,14 +339,17 @@ def test_soak_rank_under_load_while_collector_publishes(influx_server, influx_db
         last = [mb for at, mb in series if at >= t1 - 10]
         growth[name] = (sum(last) / len(last) - sum(first) / len(first)) if first and last else 0.0
     peak = {name: max(mb for _, mb in series) for name, series in by_process.items()}
-    print(
-        f"\nsoak: {sent} requests in {elapsed:.1f} s ({sent / elapsed:.0f}/s, target {TARGET_RPS}/s), "
+    lines = [
+        f"soak: {sent} requests in {elapsed:.1f} s ({sent / elapsed:.0f}/s, target {TARGET_RPS}/s), "
         f"{ok} answered correctly, {consistent} checked for one snapshot per answer, "
         f"{len(generations)} snapshot generations seen ({min(generations, default=0)}..{max(generations, default=0)}), "
-        f"writer at generation {writer.generation if writer else '?'}"
-    )
-    for name in sorted(by_process):
-        print(f"soak: RSS {name}: peak {peak[name]:.1f} MB, first->last 10 s {growth[name]:+.1f} MB")
+        f"writer at generation {writer.generation if writer else '?'}",
+        *(f"soak: RSS {name}: peak {peak[name]:.1f} MB, first->last 10 s {growth[name]:+.1f} MB"
+          for name in sorted(by_process)),
+    ]
+    # Shown whatever pytest's capture setting: the figures are the point.
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
 
     assert writer is not None and writer.error is None, writer.error if writer else "no writer"
     assert not problems, f"{sent - ok} of {sent} requests failed; first problems:\n" + "\n".join(problems)
