@@ -361,3 +361,22 @@ def test_a_chunked_answer_cut_between_chunks_keeps_what_arrived(replay, recorded
     assert report.errors == ["htcondor_cluster_usage: its answer was cut off before this statement "
                              "(its last good figures kept)"]
     assert store.read_all().destinations == _expected(replay, redis_client, newer)
+
+
+def test_a_queue_answer_with_no_usable_row_is_not_read_as_zero_jobs(replay, recorded, redis_client):
+    store = _store(redis_client)
+    answers = LastAnswers()
+    replay.answer(recorded)
+    assert _cycle(replay.url, store, answers).published
+    before = store.read_all().destinations
+    garbled = copy.deepcopy(recorded)
+    for s in garbled["results"][QUEUE]["series"]:
+        for row in s["values"]:
+            row[1] = "many"
+    replay.answer(garbled)
+    report = _cycle(replay.url, store, answers)
+    assert report.published and report.kept.keys() == {"queue_by_destination"}
+    rows = sum(len(s["values"]) for s in garbled["results"][QUEUE]["series"])
+    assert f"queue_by_destination: {rows} row(s), none usable (values of the wrong type?) " \
+           "(its last good figures kept)" in report.errors, report.errors
+    assert {d: f.queued for d, f in store.read_all().destinations.items()} == {d: f.queued for d, f in before.items()}

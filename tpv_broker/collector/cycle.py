@@ -175,6 +175,11 @@ def _apply(preset: Preset, series: list[Series], part: CycleData, config: Broker
     # problem, reported, never the cycle's end.
     except Exception as e:  # noqa: BLE001
         return f"unexpected data ({type(e).__name__}: {e})"
+    rows = sum(len(s.values) for s in series)
+    if rows and not part.rows_read:
+        # Rows, none of them usable (every count text, say): read as "no
+        # rows", that would say "no jobs anywhere".
+        return f"{rows} row(s), none usable (values of the wrong type?)"
     return None
 
 
