@@ -224,3 +224,9 @@ def test_influxdb_slower_than_the_cycle(own_influx, redis_client: redis.Redis, c
     assert runner.failures_in_a_row == 0 and not any("NOT published" in m for m in messages), messages
     assert sum("longer than the 0.2 s interval" in m for m in messages) == 1, messages
     assert not any("maximum number of running instances" in m for m in messages), messages
+
+
+def test_the_stale_mark_never_creates_a_snapshot(redis_client: redis.Redis):
+    store = SnapshotStore(redis_client, KeySchema("tpv_broker"))
+    assert store.mark_stale(1.0, 3, "InfluxDB down", 2.0) is False
+    assert redis_client.keys("*") == []
