@@ -96,6 +96,7 @@ def collect(obj: _Context, once: bool) -> None:
             report = runner()
         finally:
             lease.release()
+        assert report is not None  # only a failing daemon skips cycles
         click.echo(report.summary())
         if not report.published:
             sys.exit(1)
@@ -172,6 +173,12 @@ def inspect(obj: _Context, as_json: bool) -> None:
         f"snapshot age {meta.age_s(now):.1f} s (by {meta.collector or '?'}, cycle {meta.cycle_s * 1000:.0f} ms), "
         f"{meta.destinations} destinations, {meta.tools} tools"
     )
+    if meta.stale_since is not None:
+        retry = "" if meta.retry_at is None else f"; next attempt in {max(0.0, meta.retry_at - now):.0f} s"
+        click.echo(f"STALE: the collector has failed {meta.failed_cycles} cycle(s) in a row since "
+                   f"{now - meta.stale_since:.0f} s ago{retry}: {meta.stale_reason}")
+    if meta.problems:
+        click.echo(f"problems in the cycle that built it: {meta.problems}")
     view = RankView(meta=meta, destinations=snapshot.destinations)
     probe = JobFacts(tool_id="", cores=1, mem=0)
     result = rank([Candidate(d) for d in sorted(snapshot.destinations)], probe, [], view, now,

@@ -164,8 +164,14 @@ def ready() -> tuple[Response, int]:
         return jsonify({"ready": False, "reason": "no snapshot in Redis yet"}), 503
     age = meta.age_s(state.clock())
     limit = state.config.api.max_snapshot_age_s
-    body = {"ready": age <= limit, "snapshot_age_s": round(age, 3), "max_snapshot_age_s": limit,
-            "destinations": meta.destinations}
+    body: dict[str, Any] = {"ready": age <= limit, "snapshot_age_s": round(age, 3), "max_snapshot_age_s": limit,
+                            "destinations": meta.destinations}
+    if meta.stale_since is not None:
+        # Still served while younger than the limit; the collector says why it is not replaced.
+        body["stale"] = {"since_s": round(max(0.0, state.clock() - meta.stale_since), 3),
+                         "failed_cycles": meta.failed_cycles, "reason": meta.stale_reason}
+    if meta.problems:
+        body["problems"] = meta.problems
     if age > limit:
         body["reason"] = f"snapshot is {age:.0f} s old (limit {limit:.0f} s)"
         return jsonify(body), 503

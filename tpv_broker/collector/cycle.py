@@ -13,7 +13,8 @@ from ..shared.errors import MetricSourceError, StoreError
 from ..shared.leader_lock import Fence
 from ..shared.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
 from ..shared.store import SnapshotStore, encode_tool_stats
-from .presets import PRESETS, RUNTIME_MEASUREMENT, CycleData, live_sources, presets_for
+from .presets import PRESETS, RUNTIME_MEASUREMENT, CycleData, Preset, live_sources, presets_for
+from .rows import ReadResult, Row
 from .source import MetricSource
 from .tool_levels import tool_levels
 
@@ -30,6 +31,12 @@ class CycleReport:
     newest_point_age_s: float | None = None
     duration_s: float = 0.0
     errors: list[str] = field(default_factory=list)
+    # InfluxDB as a whole failed (down, hung, garbled, nothing readable), as
+    # opposed to Redis: what the daemon backs off on.
+    source_failed: bool = False
+    # Presets whose statement failed but whose last good figures went into
+    # this snapshot -> how old that answer is (s).
+    kept: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         age = "n/a" if self.newest_point_age_s is None else f"{self.newest_point_age_s:.0f} s"
@@ -41,6 +48,8 @@ class CycleReport:
         )
         if self.errors:
             text += "; problems: " + "; ".join(self.errors)
+        if self.kept:
+            text += "; kept: " + ", ".join(f"{name} (read {age:.0f} s ago)" for name, age in sorted(self.kept.items()))
         return text
 
 
@@ -139,6 +148,60 @@ class StatsCache:
         return None
 
 
+class LastAnswers:
+    """The last good answer of each live preset (queue, capacity), so that
+    when its statement fails, is cut off or garbled, the snapshot keeps the
+    figures it gave while the other presets update. Their points keep their
+    own times, so freshness (``live_at``, ``sources``) stays honest; and an
+    answer older than ``collector.lookback_s`` is never reused, since
+    InfluxDB itself would not return points that old."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, tuple[float, ReadResult]] = {}
+
+    def keep(self, preset: str, result: ReadResult, read_at: float) -> None:
+        self.answers[preset] = (read_at, result)
+
+    def recall(self, preset: str, now: float, max_age_s: float) -> tuple[float, ReadResult] | None:
+        earlier = self.answers.get(preset)
+        if earlier is None or now - earlier[0] > max_age_s:
+            return None
+        return earlier
+
+
+def _apply(preset: Preset, rows: list[Row], part: CycleData, config: BrokerConfig) -> str | None:
+    """What went wrong turning the preset's rows into figures, or None."""
+    try:
+        preset.apply_rows(rows, part, config.collector)
+    # The rows come from outside: whatever they break is this preset's
+    # problem, reported, never the cycle's end.
+    except Exception as e:  # noqa: BLE001
+        return f"unexpected data ({type(e).__name__}: {e})"
+    if rows and not part.rows_read:
+        # Rows, none of them usable (every count text, say): read as "no
+        # rows", that would say "no jobs anywhere".
+        return f"{len(rows)} row(s), none usable (values of the wrong type?)"
+    return None
+
+
+def _merge(part: CycleData, data: CycleData) -> None:
+    """Add one preset's figures to the cycle's: each preset sets its own
+    fields of a destination (queue counts, capacity, medians)."""
+    for dest_id, figures in part.destinations.items():
+        target = data.destinations.get(dest_id)
+        if target is None:
+            data.destinations[dest_id] = figures
+            continue
+        for name in figures.model_fields_set - {"id", "sources"}:
+            setattr(target, name, getattr(figures, name))
+        for source, at in figures.sources.items():
+            target.sources[source] = max(at, target.sources.get(source, at))
+    for tool_id, per_destination in part.tool_stats.items():
+        data.tool_stats.setdefault(tool_id, {}).update(per_destination)
+    data.rows_read += part.rows_read
+    data.read_ok |= part.read_ok
+
+
 def build_snapshot(data: CycleData, config: BrokerConfig, now: float, cycle_s: float,
                    levels: dict[str, dict[str, ToolFigures]] | None = None,
                    collector: str | None = None) -> Snapshot:
@@ -190,9 +253,13 @@ def collect_once(
     stats: StatsCache | None = None,
     fence: Fence | None = None,
     collector_id: str | None = None,
+    answers: LastAnswers | None = None,
 ) -> CycleReport:
     """Never raises for InfluxDB or Redis trouble: the report says what went
     wrong, and the last published snapshot stays in Redis untouched.
+
+    ``answers`` (the daemon's): a preset whose statement fails this cycle
+    gets the figures of its last good answer (see ``LastAnswers``).
 
     ``stats`` (the daemon's): reuse the run-time statistics read earlier
     (see ``StatsCache``); without it, every cycle reads everything.
@@ -205,32 +272,47 @@ def collect_once(
         presets = [p for p in presets if p.name != RUNTIME_PRESET]
     report = CycleReport(published=False, queries=len(presets))
     data = CycleData(aliases=config.alias_map())
-    # The run-time statistics are gathered apart, so that they can be kept.
-    runtime_data = CycleData(aliases=data.aliases)
     fresh: RunTimeStats | None = None
     try:
         results = source.read(presets, config.collector) if presets else []
     except MetricSourceError as e:
         report.errors.append(str(e))
+        report.source_failed = True
         report.duration_s = clock() - started
         return report
     ok = 0
+    failed: list[tuple[str, str]] = []
     for preset, result in zip(presets, results):
-        if result.error is not None:
-            # "database not found" and friends: name the preset, keep the others.
-            report.errors.append(f"{preset.name}: {result.error}")
-            continue
-        target = runtime_data if preset.name == RUNTIME_PRESET else data
-        try:
-            preset.apply_rows(result.rows, target, config.collector)
-            data.read_ok.add(preset.name)
+        # Each preset is applied on its own, so one that fails halfway
+        # leaves nothing half-done in the others' figures.
+        part = CycleData(aliases=data.aliases)
+        problem = result.error if result.error is not None else _apply(preset, result.rows, part, config)
+        if problem is None:
             ok += 1
-        except (TypeError, ValueError, KeyError) as e:
-            report.errors.append(f"{preset.name}: unexpected data ({type(e).__name__}: {e})")
+            report.errors.extend(f"{preset.name}: {w}" for w in result.warnings)
+            if preset.name == RUNTIME_PRESET:
+                # The run-time statistics are gathered apart, so that they can be kept.
+                fresh = RunTimeStats.from_data(part, started)
+                data.rows_read += fresh.rows_read
+                data.read_ok.add(preset.name)
+            else:
+                part.read_ok.add(preset.name)
+                _merge(part, data)
+                if answers is not None:
+                    answers.keep(preset.name, result, started)
             continue
-        if preset.name == RUNTIME_PRESET:
-            fresh = RunTimeStats.from_data(runtime_data, started)
-            data.rows_read += fresh.rows_read
+        # "database not found", a statement error, a partial or garbled
+        # answer: name the preset, keep the others.
+        earlier = answers.recall(preset.name, started, config.collector.lookback_s) \
+            if answers is not None and preset.name != RUNTIME_PRESET else None
+        if earlier is not None:
+            read_at, previous = earlier
+            part = CycleData(aliases=data.aliases)
+            if _apply(preset, previous.rows, part, config) is None:
+                part.read_ok.add(preset.name)
+                _merge(part, data)
+                report.kept[preset.name] = started - read_at
+        failed.append((preset.name, problem))
     if fresh is None and cached is None and stats is not None and stats.current is not None \
             and RUNTIME_PRESET in config.collector.presets:
         # The refresh failed: the last figures are better than none.
@@ -243,6 +325,16 @@ def collect_once(
         if stats is not None:
             stats.current = fresh
     if presets and ok == 0:
+        # Kept figures alone never make a new snapshot: it would look fresh.
+        report.kept.clear()
+    for name, problem in failed:
+        if name in report.kept:
+            problem += " (its last good figures kept)"
+        elif ok and name != RUNTIME_PRESET:
+            problem += " (its figures are missing from this snapshot)"
+        report.errors.append(f"{name}: {problem}")
+    if presets and ok == 0:
+        report.source_failed = True
         problem = source.database_problem()
         if problem is not None:
             report.errors = [problem]
@@ -255,6 +347,7 @@ def collect_once(
         kept.prepare()
     snapshot = build_snapshot(data, config, now, now - started, kept.levels if kept is not None else None,
                               collector_id)
+    snapshot.meta.problems = "; ".join(report.errors)
     try:
         published_id = store.publish(
             snapshot,

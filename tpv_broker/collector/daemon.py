@@ -14,19 +14,23 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from ..shared.config import BrokerConfig
-from ..shared.logging_setup import event
+from ..shared.errors import StoreError
 from ..shared.leader_lock import LeaderLease
+from ..shared.logging_setup import event
 from ..shared.store import SnapshotStore
-from .cycle import CycleReport, StatsCache, collect_once
-from .source import MetricSource
+from .backoff import retry_delay
+from .cycle import CycleReport, LastAnswers, StatsCache, collect_once
 from .metrics import CollectorMetrics, cycle_outcome
+from .source import MetricSource
 
 log = logging.getLogger("tpv_broker.collector")
 
 
 class CycleRunner:
-    """Runs cycles and logs one line each; a failure logs one clear line,
-    not a traceback per cycle, and the previous snapshot stays."""
+    """Runs cycles and logs one line each while all is well. Trouble is
+    logged once when it starts or changes (not a line, let alone a
+    traceback, per cycle), its end once; while InfluxDB fails, cycles back
+    off (``backoff.retry_delay``) and the live snapshot is marked stale."""
 
     def __init__(
         self,
@@ -42,10 +46,26 @@ class CycleRunner:
         # With several collectors, only the lease holder publishes.
         self.leader = leader
         self.stats = StatsCache(config.collector.stats_refresh_s)
+        self.answers = LastAnswers()
+        # The schedule's interval (run_daemon sets it): what backoff doubles.
+        self.interval_s = config.collector.interval_s
+        # Only the daemon marks the live snapshot stale: a one-off
+        # ``collect --once`` that fails says nothing about the running one.
+        self.marks_stale = False
         self.last_report: CycleReport | None = None
         self.failures_in_a_row = 0
+        self.failing_since: float | None = None
+        # When the next attempt is due while backing off, else None.
+        self.retry_at: float | None = None
+        self.skipped = 0
+        # The problems last logged: the same ones again are not.
+        self._logged: tuple[str, ...] = ()
+        # Whether the last cycle took longer than the interval (said once).
+        self._slow = False
 
-    def __call__(self) -> CycleReport:
+    def __call__(self) -> CycleReport | None:
+        started = self.clock()
+        interval = self.interval_s
         if self.leader is not None and not self.leader.is_leader():
             # A standby: the lease job logs who holds it, once.
             if self.leader.last_error is not None:
@@ -55,27 +75,83 @@ class CycleRunner:
             report = CycleReport(published=False, errors=[why])
             self.last_report = report
             return report
-        report = collect_once(self.config, self.source, self.store, self.clock, self.stats,
-                              fence=self.leader.fence if self.leader is not None else None,
-                              collector_id=self.leader.instance_id if self.leader is not None else None)
+        # Half an interval of slack: scheduled cycles start a little late or early.
+        if self.retry_at is not None and started < self.retry_at - interval / 2:
+            self.skipped += 1
+            return None
+        try:
+            report = collect_once(self.config, self.source, self.store, self.clock, self.stats,
+                                  answers=self.answers,
+                                  fence=self.leader.fence if self.leader is not None else None,
+                                  collector_id=self.leader.instance_id if self.leader is not None else None)
+        except Exception as e:  # noqa: BLE001 - the loop's edge: a bug must not stop collection
+            report = CycleReport(published=False, errors=[f"cycle failed: {type(e).__name__}: {e}"])
+            report.source_failed = True
+            if (report.errors[0],) != self._logged:
+                log.exception("cycle failed unexpectedly (logged once; the last snapshot stays)",
+                              extra=event("cycle_crashed"))
+                self._logged = (report.errors[0],)
         self.last_report = report
-        fields = _cycle_fields(report)
-        if report.published and not report.errors:
-            if self.failures_in_a_row:
-                log.info("collector recovered after %d failed cycle(s)", self.failures_in_a_row,
-                         extra=event("collector_recovered", failed_cycles=self.failures_in_a_row))
-            self.failures_in_a_row = 0
-            log.info("cycle %s", report.summary(), extra=event("cycle_done", **fields))
-        elif report.published:
-            self.failures_in_a_row = 0
-            log.warning("cycle %s", report.summary(), extra=event("cycle_done", **fields))
+        self._note_duration(report.duration_s)
+        if report.published:
+            self._published(report, started)
         else:
-            self.failures_in_a_row += 1
-            log.error("cycle %s", report.summary(),
-                      extra=event("cycle_failed", failures_in_a_row=self.failures_in_a_row, **fields))
+            self._failed(report, started)
         if self.metrics is not None:
             self.metrics.observe_cycle(report, self.failures_in_a_row)
         return report
+
+    def _published(self, report: CycleReport, started: float) -> None:
+        if self.failures_in_a_row:
+            down = started - self.failing_since if self.failing_since is not None else 0.0
+            log.info("collector recovered after %d failed cycle(s) over %.0f s", self.failures_in_a_row, down,
+                     extra=event("collector_recovered", failed_cycles=self.failures_in_a_row, down_s=round(down)))
+            self._logged = ()
+        self.failures_in_a_row, self.failing_since, self.retry_at, self.skipped = 0, None, None, 0
+        problems = tuple(report.errors)
+        done = event("cycle_done", **_cycle_fields(report))
+        if problems and problems != self._logged:
+            log.warning("cycle %s", report.summary(), extra=done)
+        elif not problems and self._logged:
+            log.info("cycle %s (every preset read again)", report.summary(), extra=done)
+        else:
+            log.info("cycle %s", report.summary(), extra=done)
+        self._logged = problems
+
+    def _note_duration(self, took: float) -> None:
+        if took > self.interval_s and not self._slow:
+            log.warning("a cycle took %.1f s, longer than the %g s interval: cycles run back to back, the "
+                        "ticks in between are skipped (InfluxDB slow?); logged again when they fit", took,
+                        self.interval_s)
+        elif took <= self.interval_s and self._slow:
+            log.info("cycles fit the %g s interval again (the last took %.1f s)", self.interval_s, took)
+        self._slow = took > self.interval_s
+
+    def _failed(self, report: CycleReport, started: float) -> None:
+        self.failures_in_a_row += 1
+        if self.failing_since is None:
+            self.failing_since = started
+        collector = self.config.collector
+        delay = 0.0
+        if report.source_failed:
+            delay = retry_delay(self.failures_in_a_row, self.interval_s, collector.backoff_max_s)
+            self.retry_at = started + delay
+        problems = tuple(report.errors)
+        if problems != self._logged:
+            then = f"; next attempt in {delay:g} s" if delay else ""
+            log.error("cycle %s; keeping the last snapshot%s (this is logged again only when it changes "
+                      "or ends)", report.summary(), then,
+                      extra=event("cycle_failed", failures_in_a_row=self.failures_in_a_row, **_cycle_fields(report)))
+            self._logged = problems
+        else:
+            log.debug("cycle %s (failure %d in a row)", report.summary(), self.failures_in_a_row)
+        if not self.marks_stale:
+            return
+        try:
+            self.store.mark_stale(self.failing_since, self.failures_in_a_row, "; ".join(problems),
+                                  self.retry_at if report.source_failed else None)
+        except StoreError as e:
+            log.debug("could not mark the snapshot stale: %s", e)
 
     def refresh_stats(self) -> None:
         """Re-read the daily run-time statistics (a job of its own in the
@@ -108,8 +184,20 @@ def _cycle_fields(report: CycleReport) -> dict[str, object]:
     }
 
 
+class _SkippedTickFilter(logging.Filter):
+    """APScheduler warns at every tick that finds the last cycle still
+    running: with a slow InfluxDB, a line per tick. The runner says it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+_SKIPPED_TICKS = _SkippedTickFilter()
+
+
 def run_daemon(runner: CycleRunner, interval_s: float, stop: threading.Event | None = None) -> None:
     """Blocks until SIGTERM/SIGINT (or ``stop`` is set, for tests)."""
+    logging.getLogger("apscheduler.scheduler").addFilter(_SKIPPED_TICKS)  # the same filter twice: once
     scheduler = BlockingScheduler(timezone=timezone.utc)
     scheduler.add_job(
         runner,
@@ -147,6 +235,8 @@ def run_daemon(runner: CycleRunner, interval_s: float, stop: threading.Event | N
                     time.sleep(0.05)
 
         threading.Thread(target=_watch_stop, name="collector-stop", daemon=True).start()
+    if isinstance(runner, CycleRunner):
+        runner.interval_s, runner.marks_stale = interval_s, True
     stats: StatsCache | None = getattr(runner, "stats", None)
     if stats is not None:
         # The first cycle reads the statistics itself; this job re-reads

@@ -7,10 +7,14 @@ trip whatever the number of destinations and tools.
 
 from __future__ import annotations
 
+import json
+import math
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 import requests
+import urllib3
 
 from ..shared.config import CollectorSettings, InfluxDBSettings
 from ..shared.errors import MetricSourceError
@@ -37,6 +41,8 @@ class Series:
 class StatementResult:
     series: list[Series] = field(default_factory=list)
     error: str | None = None
+    # Oddities that did not make the result unusable (values read as missing).
+    warnings: tuple[str, ...] = ()
 
 
 def quote_ident(name: str) -> str:
@@ -114,14 +120,20 @@ class InfluxQLClient:
         return f"InfluxDB at {redact_url(self.base)} (database {self.settings.database!r})"
 
     def query(self, statements: Sequence[str]) -> list[StatementResult]:
-        """Run the statements in one request. A failing statement does not
-        discard the others: its result carries the error."""
+        """Run the statements in one request. A failing, cut-off or garbled
+        statement does not discard the others: its result carries the error.
+        Raises MetricSourceError only when the answer as a whole is unusable."""
         try:
             resp = self.session.post(
                 f"{self.base}/query",
                 data={"db": self.settings.database, "q": ";\n".join(statements), "epoch": "s"},
                 timeout=self.settings.timeout_s,
+                stream=True,
             )
+            try:
+                raw, cut_off = self._read_body(resp)
+            finally:
+                resp.close()
         except requests.Timeout:
             raise MetricSourceError(f"{self.where} did not answer within {self.settings.timeout_s:g} s") from None
         except requests.exceptions.InvalidURL:
@@ -136,51 +148,59 @@ class InfluxQLClient:
             raise MetricSourceError(f"{self.where}: request failed: {self._clean(_short(e))}") from None
         if resp.status_code in (401, 403):
             raise MetricSourceError(f"{self.where} refused the credentials (HTTP {resp.status_code})")
-        try:
-            body = resp.json()
-        except ValueError:
+        documents, problem = _json_documents(raw)
+        if not documents:
+            what = f"HTTP {resp.status_code} ({resp.headers.get('Content-Type') or 'no content type'})"
+            if cut_off:
+                raise MetricSourceError(f"{self.where} closed the connection after {len(raw)} bytes, "
+                                        f"before its answer ({what}) was complete")
             raise MetricSourceError(
-                f"{self.where} answered HTTP {resp.status_code} with a body that is not JSON"
-            ) from None
-        if not isinstance(body, dict):
-            raise MetricSourceError(f"{self.where} answered with unexpected JSON")
-        if "error" in body:
-            raise MetricSourceError(f"{self.where} answered an error: {self._clean(str(body['error']))}")
+                f"{self.where} answered {what} with a body that is not JSON ({problem}): {_excerpt(raw)}"
+            )
+        for body in documents:
+            if not isinstance(body, dict):
+                raise MetricSourceError(
+                    f"{self.where} answered with unexpected JSON: {_kind(body)}, not an object"
+                )
+            if "error" in body:
+                raise MetricSourceError(f"{self.where} answered an error: {self._clean(_clean(str(body['error']), 300))}")
         if resp.status_code != 200:
             raise MetricSourceError(f"{self.where} answered HTTP {resp.status_code}")
-        results: list[StatementResult] = [StatementResult(error="no result") for _ in statements]
-        for item in body.get("results") or []:
-            try:
-                idx = int(item.get("statement_id", -1))
-            except (TypeError, ValueError):
-                continue
-            if not 0 <= idx < len(statements):
-                continue
-            if item.get("error"):
-                results[idx] = StatementResult(error=str(item["error"]))
-                continue
-            try:
-                results[idx] = StatementResult(
-                    series=[
-                        Series(
-                            name=str(s.get("name", "")),
-                            tags=dict(s.get("tags") or {}),
-                            columns=list(s["columns"]),
-                            values=list(s.get("values") or []),
-                        )
-                        for s in item.get("series") or []
-                    ]
-                )
-            except (KeyError, TypeError) as e:
-                results[idx] = StatementResult(error=f"malformed series in the answer: {e}")
-        return results
+        missing = "its answer was cut off before this statement" if (cut_off or problem) else "no result in the answer"
+        return _statement_results(documents, len(statements), missing)
 
+    def _read_body(self, resp: requests.Response) -> tuple[bytes, bool]:
+        """The body, read within the time limit as a whole: a server that
+        trickles bytes must not hold a cycle longer than one read timeout past
+        it. Also says whether the connection closed before the body was complete."""
+        limit = self.settings.timeout_s
+        deadline = time.monotonic() + limit
+        chunks: list[bytes] = []
+        while True:
+            try:
+                # read1: whatever has arrived, so the deadline is checked between reads.
+                chunk = resp.raw.read1(_READ_CHUNK, decode_content=True)
+            except urllib3.exceptions.ReadTimeoutError:
+                raise requests.Timeout() from None
+            except urllib3.exceptions.ProtocolError:
+                return b"".join(chunks), True
+            except (urllib3.exceptions.HTTPError, OSError) as e:
+                raise requests.ConnectionError(e) from None
+            if not chunk:
+                # read1 does not check the announced length: a connection
+                # closed early looks like the end of the body.
+                return b"".join(chunks), bool(getattr(resp.raw, "length_remaining", None))
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                # No byte count: the same trouble must read the same, to be logged once.
+                raise MetricSourceError(f"{self.where} did not finish its answer within {limit:g} s")
 
     def read(self, presets: Sequence[Preset], s: CollectorSettings) -> list[ReadResult]:
         """Every preset in one request; a preset whose statement failed carries the error."""
         results = self.query([p.statement(s) for p in presets])
         return [
-            ReadResult(error=r.error) if r.error is not None else ReadResult(rows=series_rows(r.series, p.spec))
+            ReadResult(error=r.error) if r.error is not None
+            else ReadResult(rows=series_rows(r.series, p.spec), warnings=r.warnings)
             for p, r in zip(presets, results)
         ]
 
@@ -192,7 +212,7 @@ class InfluxQLClient:
             resp = self.session.post(f"{self.base}/query", data={"q": "SHOW DATABASES"}, timeout=self.settings.timeout_s)
             series = resp.json()["results"][0].get("series") or []
             names = {row[0] for s in series for row in s.get("values") or []}
-        except (requests.RequestException, ValueError, KeyError, IndexError, TypeError):
+        except (requests.RequestException, ValueError, KeyError, IndexError, TypeError, AttributeError):
             return None
         if self.settings.database in names:
             return None
@@ -208,3 +228,165 @@ def _short(exc: Exception) -> str:
         if marker in text:
             return marker.lower()
     return text.splitlines()[0][:200]
+
+
+_READ_CHUNK = 1 << 16
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def _excerpt(raw: bytes | str, limit: int = 120) -> str:
+    """The start of a body, printable and short: enough to recognise a
+    proxy's error page, never a whole document in a log line."""
+    text = _clean(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw, limit)
+    return repr(text) if text else "(empty)"
+
+
+def _clean(text: str, limit: int) -> str:
+    text = "".join(c if c.isprintable() else "?" for c in " ".join(text.split()))
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def _json_documents(raw: bytes) -> tuple[list[Any], str | None]:
+    """The JSON documents in a body (one, or several when InfluxDB answers
+    in chunks), and what is wrong with the rest of it, if anything."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return [], f"not UTF-8 at byte {e.start}"
+    decoder = json.JSONDecoder()
+    documents: list[Any] = []
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            return documents, None if documents else "empty body"
+        try:
+            document, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            ends_early = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated")
+            return documents, "it ends early: cut off?" if ends_early else f"{e.msg} at byte {e.pos}"
+        documents.append(document)
+
+
+def _statement_results(documents: list[Any], count: int, missing: str) -> list[StatementResult]:
+    """One result per statement. Chunks of one statement are joined; a
+    statement whose last chunk still says ``"partial": true`` is incomplete
+    (InfluxDB's max-row-limit, or an answer that ended early) and is
+    reported as such, never used: missing rows would read as zero jobs."""
+    series: dict[int, list[Series]] = {}
+    errors: dict[int, str] = {}
+    warnings: dict[int, list[str]] = {}
+    partial: dict[int, bool] = {}
+    for document in documents:
+        items = document.get("results", [])
+        if not isinstance(items, list):
+            return [StatementResult(error=f"malformed answer: 'results' is {_kind(items)}, not a list")] * count
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            idx = item.get("statement_id")
+            if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < count or idx in errors:
+                continue
+            if item.get("error"):
+                errors[idx] = _clean(str(item["error"]), 300)
+                continue
+            try:
+                parsed, notes = _parse_series(item.get("series"))
+            except _Malformed as e:
+                errors[idx] = f"malformed answer: {e}"
+                continue
+            series.setdefault(idx, []).extend(parsed)
+            warnings.setdefault(idx, []).extend(notes)
+            partial[idx] = item.get("partial") is True or any(s.get("partial") is True
+                                                               for s in item.get("series") or [])
+    results = []
+    for idx in range(count):
+        if idx in errors:
+            results.append(StatementResult(error=errors[idx]))
+        elif idx not in partial:
+            results.append(StatementResult(error=missing))
+        elif partial[idx]:
+            results.append(StatementResult(error='InfluxDB sent only part of the answer ("partial": true, '
+                                                 "e.g. cut by its max-row-limit): not used"))
+        else:
+            results.append(StatementResult(series=_join_chunks(series[idx]), warnings=tuple(warnings[idx])))
+    return results
+
+
+class _Malformed(ValueError):
+    pass
+
+
+def _parse_series(raw: Any) -> tuple[list[Series], list[str]]:
+    """Series checked for the shape InfluxDB gives them, so the presets get
+    plain data: names and tag values are strings, each row has one value per
+    column, and no value is a list or an object. NaN and infinities (which
+    InfluxDB never stores) are read as missing, and said so."""
+    if raw is None:
+        return [], []
+    if not isinstance(raw, list):
+        raise _Malformed(f"'series' is {_kind(raw)}, not a list")
+    out, notes = [], []
+    non_finite = 0
+    for i, s in enumerate(raw):
+        if not isinstance(s, dict):
+            raise _Malformed(f"series[{i}] is {_kind(s)}, not an object")
+        name, tags, columns, values = s.get("name", ""), s.get("tags") or {}, s.get("columns"), s.get("values") or []
+        if not isinstance(name, str):
+            raise _Malformed(f"series[{i}].name is {_kind(name)}, not a string")
+        if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+            raise _Malformed(f"series[{i}].tags is not an object of strings")
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise _Malformed(f"series[{i}].columns is not a list of strings")
+        if not isinstance(values, list):
+            raise _Malformed(f"series[{i}].values is {_kind(values)}, not a list")
+        rows = []
+        for j, row in enumerate(values):
+            if not isinstance(row, list) or len(row) != len(columns):
+                what = f"{len(row)} values" if isinstance(row, list) else f"{_kind(row)}"
+                raise _Malformed(f"series[{i}].values[{j}] has {what} for {len(columns)} columns")
+            clean = []
+            for value in row:
+                if isinstance(value, (list, dict)):
+                    raise _Malformed(f"series[{i}].values[{j}] holds {_kind(value)}")
+                if isinstance(value, float) and not math.isfinite(value):
+                    non_finite += 1
+                    value = None
+                clean.append(value)
+            rows.append(clean)
+        out.append(Series(name=name, tags=dict(tags), columns=list(columns), values=rows))
+    if non_finite:
+        notes.append(f"{non_finite} value(s) NaN or infinite, read as missing")
+    notes.extend(_mixed_columns(out))
+    return out, notes
+
+
+def _mixed_columns(series: list[Series]) -> list[str]:
+    """Columns holding numbers in some rows and text in others: a field type
+    conflict between shards, or a garbled answer. The presets read such text
+    as missing (or as the number it spells)."""
+    kinds: dict[str, set[str]] = {}
+    for s in series:
+        for row in s.values:
+            for column, value in zip(s.columns, row):
+                if isinstance(value, bool) or value is None:
+                    continue
+                kinds.setdefault(column, set()).add("text" if isinstance(value, str) else "number")
+    return [f"column {c!r} mixes numbers and text" for c, k in sorted(kinds.items()) if len(k) > 1]
+
+
+def _join_chunks(series: list[Series]) -> list[Series]:
+    """Chunked answers split one series over several chunks: join them."""
+    joined: dict[tuple[str, tuple[tuple[str, str], ...], tuple[str, ...]], Series] = {}
+    for s in series:
+        key = (s.name, tuple(sorted(s.tags.items())), tuple(s.columns))
+        if key in joined:
+            joined[key].values.extend(s.values)
+        else:
+            joined[key] = Series(s.name, s.tags, s.columns, list(s.values))
+    return list(joined.values())

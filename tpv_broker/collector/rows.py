@@ -41,3 +41,5 @@ class ReadResult:
 
     rows: list[Row] = field(default_factory=list)
     error: str | None = None
+    # Oddities that did not make the answer unusable (values read as missing).
+    warnings: tuple[str, ...] = ()

@@ -162,6 +162,10 @@ class CollectorSettings(_Section):
     @property
     def effective_lease_s(self) -> float:
         return self.lease_s if self.lease_s is not None else self.interval_s
+    # After failed cycles (InfluxDB down, hung, garbled) the next attempt
+    # waits interval x 2^(failures - 1), at most this long: a returning
+    # InfluxDB is noticed within it.
+    backoff_max_s: float = Field(60.0, gt=0, le=3600)
 
 
 class ApiSettings(_Section):

@@ -80,6 +80,16 @@ class SnapshotMeta(_Payload):
     cycle_s: float = 0.0
     collector: str = ""
     schema_version: int = 1
+    # What the cycle that built this snapshot could not read ("": nothing).
+    problems: str = ""
+    # Set on the live snapshot by a collector that cannot publish a newer
+    # one (InfluxDB down, hung, garbled): since when, how many cycles in a
+    # row failed, the last problem, and when it tries again. A publish
+    # replaces the whole hash, so they go with the next good snapshot.
+    stale_since: float | None = None
+    failed_cycles: int = 0
+    stale_reason: str = ""
+    retry_at: float | None = None
 
     def age_s(self, now: float) -> float:
         return max(0.0, now - self.created_at)

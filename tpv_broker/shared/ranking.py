@@ -157,6 +157,8 @@ def rank(
     age = meta.age_s(now)
     if age > max_snapshot_age_s:
         why = f"snapshot is {age:.0f} s old (limit {max_snapshot_age_s:.0f} s)"
+        if meta.stale_reason:
+            why += f"; collector: {meta.stale_reason}"
         return RankResult(tpv_order(candidates, f"TPV order: {why}"), True, age, why)
 
     levels = [(level, stats_field(level, form)) for level, form in tool_id_forms(job.tool_id)]

@@ -24,8 +24,15 @@ from .models import Charge, DestinationFigures, RankView, Snapshot, SnapshotMeta
 from .redis_urls import SENTINEL_SCHEME, parse_sentinel_url
 from .urls import redact_url, scrub, url_secrets
 
-_META_FLOATS = ("created_at", "newest_point_at", "cycle_s")
-_META_INTS = ("destinations", "tools", "schema_version")
+_META_FLOATS = ("created_at", "newest_point_at", "cycle_s", "stale_since", "retry_at")
+_META_INTS = ("destinations", "tools", "schema_version", "failed_cycles")
+# Marks the live snapshot, never creates one: a meta hash with only these
+# fields would be a snapshot without figures.
+_MARK_STALE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
 # Bounds the size of one HSET so a huge snapshot does not block Redis for long.
 _HSET_CHUNK = 1000
 # A fenced swap is retried when the lease key changed under its WATCH (the
@@ -85,10 +92,13 @@ def _reason(exc: redis.RedisError) -> str:
         # redis-py appends the whole client's repr; the first part says it.
         return str(exc).split(" : ", 1)[0] + " (no sentinel reachable, or none knows it)"
     return str(exc)
+# Written only when set: a healthy snapshot's hash stays as it was.
+_META_OPTIONAL = ("problems", "stale_since", "failed_cycles", "stale_reason", "retry_at")
 
 
 def _meta_to_hash(meta: SnapshotMeta) -> dict[str, str]:
-    return {k: "" if v is None else str(v) for k, v in meta.model_dump().items()}
+    return {k: "" if v is None else str(v) for k, v in meta.model_dump().items()
+            if not (k in _META_OPTIONAL and v in (None, "", 0))}
 
 
 def _meta_from_hash(raw: dict[bytes, bytes]) -> SnapshotMeta | None:
@@ -278,6 +288,17 @@ class SnapshotStore:
         return True
 
     # -- reading ---------------------------------------------------------
+    def mark_stale(self, since: float, failed_cycles: int, reason: str, retry_at: float | None) -> bool:
+        """Say on the live snapshot that the collector cannot replace it.
+        False if there is no snapshot to mark."""
+        fields = {"stale_since": str(since), "failed_cycles": str(failed_cycles), "stale_reason": reason,
+                  "retry_at": "" if retry_at is None else str(retry_at)}
+        args = [v for kv in fields.items() for v in kv]
+        try:
+            return bool(self.client.eval(_MARK_STALE, 1, self.keys.snapshot_meta, *args))
+        except redis.RedisError as e:
+            raise self._fail("marking the snapshot stale", e) from None
+
     def read_meta(self) -> SnapshotMeta | None:
         try:
             return _meta_from_hash(self.client.hgetall(self.keys.snapshot_meta))
