@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,6 @@ from typing import Any
 
 import pytest
 import redis
-import requests
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 
@@ -29,7 +27,7 @@ from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
 from tpv_broker.shared.store import SnapshotStore
 
-from .test_collector_faults import wait_for
+from .processes import stop, wait_until_serving
 
 NOW = 1_700_000_000.0
 MAX = 5
@@ -151,25 +149,13 @@ def test_a_chunked_body_over_the_limit_is_refused_by_the_served_api(real_redis: 
     with open(tmp_path / "err.log", "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "tpv_broker", "serve", "--bind", f"127.0.0.1:{port}",
                                  "--workers", "1"], env=env, stdout=err, stderr=subprocess.STDOUT)
-
-    def up() -> bool:
-        assert proc.poll() is None, (tmp_path / "err.log").read_text()
-        try:
-            return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
+    base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(up, "tpv-broker serve")
+        wait_until_serving(proc, base, tmp_path / "err.log")
         small = _chunked(port, _padded(LIMIT_BYTES))
         big = _chunked(port, _padded(LIMIT_BYTES * 4))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        stop(proc)
     assert small.startswith(b"HTTP/1.1 200"), small[:300]
     assert big.startswith(b"HTTP/1.1 413"), big[:300]
     assert f"request body larger than {LIMIT_BYTES} bytes".encode() in big

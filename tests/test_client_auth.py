@@ -6,14 +6,12 @@ one warning naming the problem; the token never reaches a log line."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from tpv_broker_client import BrokerClient, rank
-from werkzeug.serving import make_server
 
 from tpv_broker.api import create_app
 from tpv_broker.shared.config import load_config
@@ -22,6 +20,7 @@ from tpv_broker.shared.store import SnapshotStore
 
 from .test_api import CANDIDATES, EXPECTED, NOW, snapshot
 from .test_client_rank import Dest, names, warnings_of
+from .web_helpers import serving
 
 TOKEN = "client-token-0123456789abcdef"
 OTHER = "other-token-0123456789abcdef"
@@ -32,14 +31,8 @@ def api(redis_client: redis.Redis) -> Iterator[str]:
     store = SnapshotStore(redis_client, KeySchema("t"))
     store.publish(snapshot())
     config = load_config(environ={"TPV_BROKER_API_AUTH_TOKENS": f"{OTHER},{TOKEN}"})
-    server = make_server("127.0.0.1", 0, create_app(config, store=store, clock=lambda: NOW), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with serving(create_app(config, store=store, clock=lambda: NOW)) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -26,15 +26,7 @@ from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.store import SnapshotStore
 
 from .helpers import load_prototype_data
-
-
-def wait_for(condition: Callable[[], bool], what: str, limit_s: float = 20.0) -> None:
-    # A bound on waiting, not an assertion on speed.
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
+from .processes import wait_for
 
 
 @pytest.fixture

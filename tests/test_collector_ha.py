@@ -19,7 +19,7 @@ from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.store import SnapshotStore
 
 from .helpers import load_prototype_data
-from .test_collector_faults import wait_for
+from .processes import wait_for
 from .test_processes import CLI, _env
 
 INTERVAL_S = 1.5

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.shared.store import SnapshotStore
 
-from .test_collector_faults import wait_for
+from .processes import stop, wait_until_serving
 
 NOW = 1_700_000_000.0
 PREFIX = "ifapi"
@@ -101,27 +100,19 @@ def test_several_gunicorn_workers_charge_correctly(redis_url, redis_client, tmp_
                                  "--workers", "3"], env=env, stdout=subprocess.DEVNULL, stderr=err)
     base = f"http://127.0.0.1:{port}"
 
-    def up() -> bool:
-        assert proc.poll() is None
-        try:
-            return requests.get(f"{base}/health", timeout=1).ok
-        except requests.ConnectionError:
-            return False
-
     def post(job_id: int | None) -> int:
         job = {"tool_id": "bwa", "cores": 1, "mem": 1, **({"id": job_id} if job_id is not None else {})}
         return requests.post(f"{base}/api/rank", json={"job": job, "destinations": [{"id": "a"}, {"id": "b"}]},
                              timeout=5).status_code
 
     try:
-        wait_for(up, "gunicorn")
+        wait_until_serving(proc, base, tmp_path / "err.log")
         # 60 distinct jobs, 40 anonymous ones, and one job ranked 40 times, all at once
         calls = list(range(60)) + [None] * 40 + [1000] * 40
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             assert set(pool.map(post, calls)) == {200}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        stop(proc)
     members = redis_client.zrange(f"{PREFIX}:inflight", 0, -1)
     # one charge per job id (60 + job 1000), one per anonymous call
     assert len(members) == 60 + 1 + 40

@@ -16,7 +16,7 @@ from tpv_broker.shared.config import BrokerConfig
 from tpv_broker.shared.leader_lock import LeaderLease, LeaseLost
 from tpv_broker.shared.store import SnapshotStore
 
-from .test_collector_faults import wait_for
+from .processes import wait_for
 from .test_store import KEYS, TOOLS, make_snapshot
 
 

@@ -35,7 +35,7 @@ from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.shared.store import SnapshotStore
 
-from .test_collector_faults import wait_for
+from .processes import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "deploy" / "nginx" / "tpv-broker.conf"

@@ -4,7 +4,6 @@ collect`` (the APScheduler daemon) as real processes, stopped by SIGTERM."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +14,8 @@ from tpv_broker.devtools.servers import free_port
 from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.store import SnapshotStore
 
+from .processes import stop, wait_for, wait_until_serving
 from .helpers import load_prototype_data
-from .test_collector_faults import wait_for
 
 CLI = [sys.executable, "-m", "tpv_broker"]
 
@@ -28,12 +27,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _stop(proc: subprocess.Popen, tmp: Path) -> str:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    stop(proc)
     return (tmp / "err.log").read_text()
 
 
@@ -71,15 +65,8 @@ def test_serve_answers_rank_requests_and_stops_on_sigterm(influx_server, influx_
                                 env=env, stdout=subprocess.DEVNULL, stderr=err)
     base = f"http://127.0.0.1:{port}"
 
-    def up() -> bool:
-        assert proc.poll() is None, "tpv-broker serve exited early"
-        try:
-            return requests.get(f"{base}/health", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
     try:
-        wait_for(up, "gunicorn to answer /health")
+        wait_until_serving(proc, base, tmp_path / "err.log")
         assert requests.get(f"{base}/ready", timeout=2).json()["ready"] is True
         r = requests.post(
             f"{base}/api/rank",

@@ -25,7 +25,7 @@ from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.shared.store import SnapshotStore
 
-from .test_collector_faults import wait_for
+from .processes import wait_for, wait_until_serving
 from .test_processes import CLI, _env, _stop
 
 WORKERS = 3
@@ -143,15 +143,8 @@ def api(own_redis: RedisServer, tmp_path: Path, request: pytest.FixtureRequest) 
                                 env=env, stdout=subprocess.DEVNULL, stderr=err)
     base = f"http://127.0.0.1:{port}"
 
-    def up() -> bool:
-        assert proc.poll() is None, "tpv-broker serve exited early"
-        try:
-            return requests.get(f"{base}/health", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
     try:
-        wait_for(up, "gunicorn to answer /health")
+        wait_until_serving(proc, base, tmp_path / "err.log")
         yield base
         # No API restart: the same master ran throughout, no worker was replaced.
         assert proc.poll() is None, "the API died"

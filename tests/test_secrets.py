@@ -10,7 +10,6 @@ import dataclasses
 import logging
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from tpv_broker.shared.urls import redact_url, scrub, url_secrets
 
 from .helpers import load_prototype_data
 from .test_api import GOOD, snapshot
-from .test_collector_faults import wait_for
+from .processes import stop, wait_until_serving
 
 REDIS_PASSWORD = "redis-Pw-7f3a9c2e51"
 INFLUX_USER = "admin"
@@ -215,15 +214,8 @@ def test_serve_logs_no_password(locked_redis: LockedRedis, tmp_path: pathlib.Pat
                                  f"127.0.0.1:{port}", "--workers", "1"], env=env, stdout=err, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
 
-    def up() -> bool:
-        assert proc.poll() is None, (tmp_path / "err.log").read_text()
-        try:
-            return requests.get(f"{base}/health", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
     try:
-        wait_for(up, "tpv-broker serve")
+        wait_until_serving(proc, base, tmp_path / "err.log")
         answers = [
             requests.post(f"{base}/api/rank", json=GOOD, timeout=5,
                           headers={"Authorization": f"Bearer api-token-{REDIS_PASSWORD}"}),
@@ -231,12 +223,7 @@ def test_serve_logs_no_password(locked_redis: LockedRedis, tmp_path: pathlib.Pat
             requests.get(f"{base}/ready", timeout=5),
         ]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        stop(proc)
     log = (tmp_path / "err.log").read_text()
     assert [a.status_code for a in answers] == [200, 401, 503]
     assert answers[0].json()["degraded"] is True

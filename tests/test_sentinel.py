@@ -23,7 +23,7 @@ from tpv_broker.shared.store import SnapshotStore, store_from_config
 
 from .helpers import load_prototype_data
 from .sentinel_servers import MASTER_NAME, DataNode, SentinelNode
-from .test_collector_faults import wait_for
+from .processes import wait_for
 from .test_processes import CLI, _env, _stop
 
 PASSWORD = "s3cret-pw"

@@ -27,7 +27,6 @@ import http.client
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -42,7 +41,8 @@ from tpv_broker.devtools.servers import free_port
 from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.store import SnapshotStore
 
-from .test_collector_faults import wait_for
+from .processes import stop as _stop, wait_for
+
 
 pytestmark = pytest.mark.soak
 
@@ -247,14 +247,6 @@ class MetricsWriter(threading.Thread):
             self.error = e
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_soak_rank_under_load_while_collector_publishes(influx_server, influx_db, redis_url, redis_client, tmp_path,

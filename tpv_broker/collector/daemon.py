@@ -211,13 +211,21 @@ def run_daemon(runner: CycleRunner, interval_s: float, stop: threading.Event | N
         next_run_time=datetime.now(timezone.utc),
     )
 
+    def _stop_scheduler() -> None:
+        try:
+            scheduler.shutdown(wait=False)
+        except SchedulerNotRunningError:
+            pass  # a second signal, or a stop already under way
+
     def _shutdown(signum: int, _frame: object) -> None:
         log.info("collector stopping (%s)", signal.Signals(signum).name,
                  extra=event("collector_stopping", signal=signal.Signals(signum).name))
-        # Not wait=True: that would block the signal handler on a running
-        # cycle. The interpreter joins the worker thread before exiting, so a
-        # cycle in progress still finishes its (atomic) publish.
-        scheduler.shutdown(wait=False)
+        # From another thread: the handler runs inside the scheduler's own
+        # loop, which holds the (re-entrant) job store lock, and a shutdown
+        # there empties the job store under the loop's feet. Not wait=True:
+        # the interpreter joins the worker thread before exiting, so a cycle
+        # in progress still finishes its (atomic) publish.
+        threading.Thread(target=_stop_scheduler, name="collector-shutdown").start()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _shutdown)

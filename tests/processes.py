@@ -1,0 +1,47 @@
+"""Real ``tpv-broker`` processes in tests: wait until one serves, stop one
+as systemd would (SIGTERM, then SIGKILL after a grace period)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import requests
+
+
+def wait_for(condition: Callable[[], bool], what: str, limit_s: float = 20.0) -> None:
+    # A bound on waiting, not an assertion on speed.
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def wait_until_serving(proc: subprocess.Popen, base: str, log: Path | None = None) -> None:
+    """Until ``base``/health answers 200; fails at once (with the log) if the
+    process exits first."""
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"tpv-broker serve exited early: {log.read_text() if log else ''}")
+        try:
+            return requests.get(f"{base}/health", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_for(up, f"tpv-broker serve to answer {base}/health")
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
