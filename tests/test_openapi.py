@@ -337,3 +337,17 @@ def test_every_get_answers_a_documented_status_and_media_type(api: str, spec: di
         assert media in answer["content"], (path, media)
         if media == "application/json":
             OAS31Validator(_schema(spec, answer["content"])).validate(resp.json())
+
+
+def test_401_example(store: SnapshotStore) -> None:
+    """With token auth on, a request without one gets the documented 401."""
+    config = _config(TPV_BROKER_API_AUTH_TOKENS="an-api-token-0123456789")
+    doc = build_spec(config)
+    with serving(_app(store, config)) as url:
+        refused = requests.post(f"{url}/api/rank", json={"job": {"tool_id": "t"}, "destinations": [{"id": "a"}]},
+                                timeout=10)
+    answer_401 = doc["paths"]["/api/rank"]["post"]["responses"]["401"]
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer ")
+    _check(doc, answer_401["content"], refused.json())
+    assert refused.json() == answer_401["content"]["application/json"]["examples"]["missing"]["value"]

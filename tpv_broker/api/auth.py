@@ -27,6 +27,7 @@ from ..shared.errors import ConfigError
 log = logging.getLogger("tpv_broker.api")
 
 REALM = "tpv-broker"
+MISSING = "missing: this endpoint needs 'Authorization: Bearer <token>'"
 # Schemes named back to a client that used one; anything else could be a
 # token sent without "Bearer " and is not echoed.
 _KNOWN_SCHEMES = {s.lower(): s for s in ("Basic", "Digest", "Token", "Negotiate", "NTLM", "DPoP", "ApiKey")}
@@ -117,7 +118,7 @@ def check_header(header: str | None, tokens: TokenSet) -> tuple[str, str] | None
     """None if ``header`` (the Authorization header) carries an accepted
     token, else (RFC 6750 error code or "", what is wrong)."""
     if header is None or not header.strip():
-        return "", "missing: this endpoint needs 'Authorization: Bearer <token>'"
+        return "", MISSING
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "bearer":
         known = _KNOWN_SCHEMES.get(scheme.lower()) if token else None
@@ -133,10 +134,14 @@ def check_header(header: str | None, tokens: TokenSet) -> tuple[str, str] | None
     return None
 
 
-def _unauthorized(code: str, problem: str) -> tuple[Response, int]:
-    body = {"error": "unauthorized", "message": f"Authorization: {problem}",
+def refusal(problem: str) -> dict[str, object]:
+    """The body of a 401 (also the OpenAPI document's example)."""
+    return {"error": "unauthorized", "message": f"Authorization: {problem}",
             "errors": [{"field": "Authorization", "problem": problem}]}
-    response = jsonify(body)
+
+
+def _unauthorized(code: str, problem: str) -> tuple[Response, int]:
+    response = jsonify(refusal(problem))
     challenge = f'Bearer realm="{REALM}"'
     if code:
         challenge += f', error="{code}"'

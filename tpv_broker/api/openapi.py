@@ -18,6 +18,7 @@ from flask import Blueprint, Response, abort, current_app, jsonify, make_respons
 from pydantic.json_schema import models_json_schema
 
 from ..shared.config import BrokerConfig
+from . import auth
 from . import examples as ex
 from .app import get_state
 from .responses import RESPONSE_MODELS
@@ -119,7 +120,12 @@ def _post(summary: str, description: str, request_schema: str, requests: dict[st
                            answer_schema, answers_200),
             "400": _answer("Bad input: each problem names its field. Never a 500 for user input.",
                            "ErrorResponse", answers_400),
-            "401": {"description": "Missing or wrong bearer token (only when the API is configured to require one)."},
+            "401": {"description": "Missing, malformed or wrong bearer token (only when the API is configured to "
+                                   "require one: api.auth_tokens / api.auth_tokens_file).",
+                    "headers": {"WWW-Authenticate": {"description": 'Bearer realm="tpv-broker", with error="..." '
+                                                     "when a token was sent", "schema": {"type": "string"}}},
+                    "content": _json("ErrorResponse", {"missing": {"summary": "No Authorization header",
+                                                                 "value": auth.refusal(auth.MISSING)}})},
             "413": _answer(f"Body over api.max_request_bytes ({config.api.max_request_bytes} bytes).",
                            "ErrorResponse", {"too_large": ex.answer_413(config.api.max_request_bytes)}),
             "500": {"$ref": "#/components/responses/InternalError"},
