@@ -133,6 +133,8 @@ def test_the_variants_configure_the_real_broker():
     notags = make_policy("broker_notags", world, store, 1)
     assert isinstance(notags, Broker) and not notags.charge and not notags.ranker.charge_by_work
     assert dict((t.name, w) for t, w in notags.ranker.model.terms)["tpv_score"] == 0
+    ties = make_policy("broker_inflight_ties", world, store, 1)
+    assert isinstance(ties, Broker) and ties.near_tie == 0.02 and ties.charge
     with pytest.raises(ValueError, match="greedy"):
         make_policy("greedy", world, store, 1)
 
@@ -184,3 +186,35 @@ def test_sites_are_a_dozen_and_heterogeneous():
     assert len(SITES) == 12
     assert len({s.cores for s in SITES}) > 5 and len({s.speed for s in SITES}) > 3
     assert simulate  # the comparison entry point the CLI uses
+
+
+def test_the_two_oracles_differ_on_purpose():
+    # Two sites in one place (same staging): "fast" runs at half the time but its one core is busy
+    # for 100 s more; "slow" is idle. A job of 1,000 s: finishes at fast at 100 + 500 = 600 s,
+    # at slow at 0 + 1,000 = 1,000 s; starts at fast at 100 s, at slow at once.
+    from tpv_broker.simulator.workload import TOOLS, Job, Site
+    fast = Site("fast", 1, 64, 0.5, 50.0, 8.0, 0)
+    slow = Site("slow", 1, 64, 1.0, 50.0, 8.0, 0)
+    world = new_world((fast, slow))
+    tool = TOOLS[0]
+    world.expected_run[tool.id] = 1000.0
+    busy = Job("busy", 0.0, tool, 200.0, "object_store_germany", 0.0)
+    world.sites["fast"].place(busy)
+    world.sites["fast"].enqueue(busy, 0.0)  # runs 200 x 0.5 = 100 s
+    job = Job("j", 0.0, tool, 1000.0, "object_store_germany", 0.0)
+    assert Oracle().choose(job, world) == "fast"
+    assert Oracle(by_start=True).choose(job, world) == "slow"
+
+
+def test_near_ties_spread_a_burst_even_without_charges():
+    first = arrivals(0.8, 3600, seed=5)[0]
+    same_instant = [dataclasses.replace(first, id=f"burst{i}") for i in range(60)]
+    used = {}
+    for near_tie in (0.0, 0.05):
+        world = new_world()
+        store = SnapshotStore(fakeredis.FakeRedis(), KeySchema("t"))
+        ranker = RankService(broker_config(0.0), store, clock=lambda w=world: w.now)
+        result = run(same_instant, Broker(ranker, charge=False, near_tie=near_tie, seed=1).choose, "b", store, world)
+        used[near_tie] = {r.destination for r in result.records}
+    # one snapshot, no charges: the best site takes all 60; a random pick among the near-best spreads them
+    assert len(used[0.0]) == 1 and len(used[0.05]) > 1, used
