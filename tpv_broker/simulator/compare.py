@@ -2,7 +2,7 @@
 seeds and summarises each run: mean and p95 queue wait and turnaround,
 utilisation per site, and the load the arrivals really offered (one tool
 carries most of the work and comes in bursts, so a 4 h window offers from
-0.6x to 1.5x the nominal load, depending on the seed)."""
+0.8x to 1.7x the nominal load, depending on the seed)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ FINISH_TERMS: dict[str, dict[str, float]] = {
     "finish_time": {"weight": 5.0, "scale_s": 60.0, "cap_s": 604800.0},
     **{k: v for k, v in DEFAULT_TERMS.items() if k not in ("queue_wait", "run_time")},
 }
-# Variants for the experiments on what limits the broker (levers.py); not
+# Variants for the experiments on what limits the broker (--policies); not
 # in the default comparison.
 VARIANTS = ("broker_inflight_work", "broker_finish", "broker_inflight_finish", "broker_inflight_finish_work",
             "broker_inflight_ties", "broker_notags", "broker_inflight_notags")
