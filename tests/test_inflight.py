@@ -9,10 +9,14 @@ import threading
 import pytest
 import redis
 
-from tpv_broker.shared.inflight import Charge, live_charges, with_charges
+from tpv_broker.shared.config import ApiSettings, BrokerConfig, InflightSettings
+from tpv_broker.shared.inflight import Charge, live_charges, queued_weight, with_charges
 from tpv_broker.shared.inflight_store import InflightStore
+from tpv_broker.shared.inputs import Candidate, JobFacts
 from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.models import DestinationFigures
+from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.shared.rank_service import RankService
+from tpv_broker.shared.store import SnapshotStore
 
 T = 1_700_000_000.0
 
@@ -42,6 +46,46 @@ def test_with_charges(figures, charges, expected):
     assert (out.cpus_free, out.mem_free_gb, out.queued) == expected
 
 
+# 64 cores, 16 free, 12 running: a typical running job holds (64 - 16) / 12 = 4 cores
+# for the median 600 s = 2,400 core-seconds.
+BUSY = {"cpus_total": 64, "cpus_free": 16, "running": 12, "median_run_s": 600}
+
+
+@pytest.mark.parametrize(
+    ("figures", "cores", "run_s", "weight"),
+    [
+        # a 16-core 2 h assembly: 16 x 7,200 / 2,400 = 48 typical jobs
+        (BUSY, 16, 7200.0, 48.0),
+        # a 1-core 60 s QC job: 60 / 2,400 = 0.025 of one
+        (BUSY, 1, 60.0, 0.025),
+        # a typical job weighs one: 4 x 600 / 2,400
+        (BUSY, 4, 600.0, 1.0),
+        # run time unknown (an old charge, or none known): one slot
+        (BUSY, 16, None, 1.0),
+        # nothing running, so no typical job: one slot
+        ({**BUSY, "running": 0}, 16, 7200.0, 1.0),
+        # total cores or the median run time unreported: one slot
+        ({**BUSY, "cpus_total": None}, 16, 7200.0, 1.0),
+        ({**BUSY, "median_run_s": None}, 16, 7200.0, 1.0),
+        # figures that contradict themselves (all cores free, 12 running): one slot, not a division by 0
+        ({**BUSY, "cpus_free": 64}, 16, 7200.0, 1.0),
+    ],
+)
+def test_queued_weight(figures, cores, run_s, weight):
+    assert queued_weight(fig(**figures), Charge("d", cores, 1, T, run_s=run_s)) == pytest.approx(weight)
+
+
+def test_with_charges_by_work():
+    d = fig(**BUSY, mem_free_gb=256, queued=2)
+    charges = [Charge("d", 8, 16, T, run_s=600.0), Charge("d", 16, 64, T, run_s=7200.0), Charge("d", 1, 2, T, run_s=60.0)]
+    # the 8-core job fits the 16 free cores (8 left, 256 - 16 = 240 GB); the 16-core one does not
+    # and queues as 48 jobs, taking nothing; the 1-core one fits (7 left, 238 GB).
+    # Queue: 2 + 48 = 50; by slot: 2 + 1 = 3
+    out = with_charges(d, charges, by_work=True)
+    assert (out.cpus_free, out.mem_free_gb, out.queued) == (7, 238, 50)
+    assert with_charges(d, charges).queued == 3
+
+
 def test_no_charges_leave_figures_alone():
     d = fig(cpus_free=3)
     assert with_charges(d, []) is d
@@ -66,6 +110,40 @@ def test_charge_and_read(inflight):
     inflight.charge(Charge("d2", 1, 2, T + 1))
     got = sorted(inflight.read(T + 2), key=lambda c: c.destination)
     assert got == [Charge("d1", 4, 8, T, "101"), Charge("d2", 1, 2, T + 1)]
+
+
+def test_a_charge_keeps_its_run_time(inflight, redis_client):
+    inflight.charge(Charge("d1", 4, 8, T, "5", run_s=1234.5))
+    assert inflight.read(T + 1) == [Charge("d1", 4, 8, T, "5", 1234.5)]
+    # members written before run times were charged read as "unknown"
+    redis_client.zadd("if:inflight", {'{"d":"d2","c":1,"m":2,"t":%r,"j":null,"n":"x"}' % (T + 1): T + 1})
+    assert inflight.read(T + 2)[1] == Charge("d2", 1, 2, T + 1, None, None)
+
+
+@pytest.mark.parametrize(("charge_by", "queued"), [
+    # Site a: 16 cores, 8 free, 4 running: a typical job holds (16 - 8) / 4 = 2 cores for the median
+    # 600 s (1,200 core-s). Three 4-core jobs: two take the 8 free cores, the third queues, as one
+    # job ("slot") or as 4 cores x 600 s (its run time there: no tool figure, so a's median) / 1,200
+    # = 2 typical jobs ("work").
+    ("slot", 1.0),
+    ("work", 2.0),
+])
+def test_the_rank_service_charges_by_work(redis_client, charge_by, queued):
+    store = SnapshotStore(redis_client, KeySchema("ifw"))
+    a = DestinationFigures(id="a", status="online", queued=0, running=4, cpus_total=16, cpus_free=8, mem_total_gb=64,
+                           mem_free_gb=32, median_queue_s=30, median_run_s=600, live_at=T, metrics_at=T,
+                           sources={"queue_by_destination": T})
+    store.publish(Snapshot(meta=SnapshotMeta(created_at=T, destinations=1), destinations={"a": a}))
+    config = BrokerConfig(api=ApiSettings(max_snapshot_age_s=3600),
+                          inflight=InflightSettings(reflect_lag_s=0, max_age_s=600, charge_by=charge_by))
+    ranker = RankService(config, store, clock=lambda: T + 10)
+    job = JobFacts("bwa", cores=4, mem=8)
+    for _ in range(3):
+        assert ranker.rank([Candidate("a")], job, []).first_run_s == 600
+    assert [c.run_s for c in InflightStore(redis_client, KeySchema("ifw"), 600).read(T + 10)] == [600] * 3
+    top = ranker.rank([Candidate("a")], job, [], charge=False).placements[0]
+    raw = next(t.raw for t in top.terms if t.term == "queue_wait")
+    assert raw["queued"] == queued
 
 
 def test_charges_older_than_max_age_are_not_read_and_get_cleaned(inflight, redis_client):

@@ -197,7 +197,7 @@ def test_listing_terms_replaces_the_defaults(tmp_path: pathlib.Path) -> None:
          "scoring.terms.run_time.weight: Input should be greater than or equal to 0"),
         # an unknown term lists the known ones
         ({"queue_time": {"weight": 1}},
-         "scoring.terms.queue_time: unknown term (known: data_locality, fit_now, queue_wait, run_time, tpv_score)"),
+         "scoring.terms.queue_time: unknown term (known: data_locality, finish_time, fit_now, queue_wait, run_time, tpv_score)"),
         # a misspelt parameter
         ({"tpv_score": {"weight": 1, "scale": 1, "scael": 2}},
          "scoring.terms.tpv_score.scael: Extra inputs are not permitted"),

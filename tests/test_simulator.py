@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import fakeredis
@@ -15,7 +16,8 @@ from tpv_broker.cli import main
 from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.rank_service import RankService
 from tpv_broker.shared.store import SnapshotStore
-from tpv_broker.simulator.compare import POLICIES, broker_config, simulate
+from tpv_broker.simulator import report
+from tpv_broker.simulator.compare import POLICIES, VARIANTS, broker_config, make_policy, offered, simulate
 from tpv_broker.simulator.engine import new_world, run
 from tpv_broker.simulator.policies import Broker, Oracle, Prototype, WeightedRandom
 from tpv_broker.simulator.workload import SITES, arrivals, capacity_core_seconds_per_s, mean_core_seconds
@@ -34,7 +36,8 @@ def test_arrivals_are_seeded_and_offer_the_load():
 
 
 @pytest.mark.parametrize("make", [lambda r: WeightedRandom(1), lambda r: Prototype(), lambda r: Oracle(),
-                                  lambda r: Broker(r, charge=False), lambda r: Broker(r, charge=True)])
+                                  lambda r: Oracle(by_start=True), lambda r: Broker(r, charge=False),
+                                  lambda r: Broker(r, charge=True), lambda r: Broker(r, charge=True, near_tie=0.02)])
 def test_every_job_is_placed_once_and_finishes(make):
     world = new_world()
     store = SnapshotStore(fakeredis.FakeRedis(), KeySchema("sim"))
@@ -75,19 +78,143 @@ def test_simulate_cli_quick_json(tmp_path: Path):
     assert result.exit_code == 0, result.output
     body = json.loads(result.output)
     assert {r["policy"] for r in body["results"]} == set(POLICIES)
-    assert all(r["jobs"] == body["results"][0]["jobs"] > 0 for r in body["results"])
-    assert body["ratios"] and png.stat().st_size > 1000
+    # quick: two seeds, each policy on the same arrivals within a seed
+    assert {r["seed"] for r in body["results"]} == {1, 2} and body["seeds"] == 2
+    for seed in (1, 2):
+        runs = [r for r in body["results"] if r["seed"] == seed]
+        assert len(runs) == len(POLICIES) and len({(r["jobs"], r["offered_load"]) for r in runs}) == 1
+        assert runs[0]["jobs"] > 0
+    assert [s["seeds"] for s in body["summary"]] == [2] * len(POLICIES)
+    ratio = body["ratios"][0]["broker_without_vs_ours"]
+    assert set(ratio["per_seed"]) == {"1", "2"} and ratio["target"] == ">= 3"
+    assert png.stat().st_size > 1000
     # same seed, same numbers
-    again = json.loads(CliRunner().invoke(main, ["simulate", "--quick", "--json"]).output)
-    assert again["results"] == body["results"]
+    again = json.loads(CliRunner().invoke(main, ["simulate", "--quick", "--json", "--seeds", "1"]).output)
+    assert again["results"] == [r for r in body["results"] if r["seed"] == 1]
 
 
-def test_simulate_rejects_bad_loads():
-    result = CliRunner().invoke(main, ["simulate", "--loads", "x"])
-    assert result.exit_code == 2 and "--loads" in result.output
+@pytest.mark.parametrize(("args", "names"), [
+    (["--loads", "x"], ["--loads"]),
+    (["--bursts", "40-10"], ["--bursts", "40-10"]),
+    (["--bursts", "many"], ["--bursts", "MIN-MAX"]),
+    (["--policies", "broker,greedy"], ["--policies", "greedy"]),
+    (["--seeds", "0"], ["--seeds"]),
+])
+def test_simulate_rejects_bad_options(args, names):
+    result = CliRunner().invoke(main, ["simulate", "--quick", *args])
+    assert result.exit_code == 2 and all(n in result.output for n in names), result.output
+
+
+def test_simulate_cli_runs_variants_and_prints_the_spread():
+    result = CliRunner().invoke(main, ["simulate", "--quick", "--seeds", "1", "--bursts", "5-5",
+                                       "--policies", "broker_inflight,broker_inflight_work,oracle_start"])
+    assert result.exit_code == 0, result.output
+    assert "broker_inflight_work" in result.output and " ± " in result.output
+    assert re.search(r"ours_vs_oracle_start: mean .*; target <= 1.3: [01]/1 seeds", result.output), result.output
+
+
+@pytest.mark.parametrize("name", POLICIES + VARIANTS)
+def test_every_policy_and_variant_builds_and_places(name):
+    world = new_world()
+    store = SnapshotStore(fakeredis.FakeRedis(), KeySchema("v"))
+    policy = make_policy(name, world, store, seed=1)
+    result = run(JOBS[:40], policy.choose, name, store, world)
+    assert len(result.records) == 40
+    # the variants that charge do charge (the broker with charges: one per job ranked on live figures)
+    charges = store.client.zcard("v:inflight")
+    assert (charges > 0) is ("inflight" in name), charges
+
+
+def test_the_variants_configure_the_real_broker():
+    world, store = new_world(), SnapshotStore(fakeredis.FakeRedis(), KeySchema("v"))
+    work = make_policy("broker_inflight_finish_work", world, store, 1)
+    assert isinstance(work, Broker) and work.ranker.charge_by_work and work.charge
+    assert [t.name for t, _ in work.ranker.model.terms] == ["finish_time", "fit_now", "data_locality", "tpv_score"]
+    notags = make_policy("broker_notags", world, store, 1)
+    assert isinstance(notags, Broker) and not notags.charge and not notags.ranker.charge_by_work
+    assert dict((t.name, w) for t, w in notags.ranker.model.terms)["tpv_score"] == 0
+    ties = make_policy("broker_inflight_ties", world, store, 1)
+    assert isinstance(ties, Broker) and ties.near_tie == 0.02 and ties.charge
+    with pytest.raises(ValueError, match="greedy"):
+        make_policy("greedy", world, store, 1)
+
+
+def test_offered_load_is_core_seconds_over_capacity():
+    jobs = JOBS[:10]
+    # core-seconds brought per second of a 100 s window, over the sites' speed-1.0 core-seconds per second
+    expected = sum(j.tool.cores * j.run_s for j in jobs) / 100 / capacity_core_seconds_per_s()
+    assert offered(jobs, 100) == pytest.approx(expected)
+
+
+def _row(seed, policy, wait, offered_load=0.9):
+    return {"load": 0.8, "seed": seed, "policy": policy, "jobs": 10, "offered_load": offered_load,
+            "mean_wait_s": wait, "p95_wait_s": 2 * wait, "mean_turnaround_s": wait + 100,
+            "p95_turnaround_s": wait + 200, "utilisation": {"a": 0.5, "b": 0.9}}
+
+
+def test_ratios_per_seed_spread_and_target():
+    rows = [_row(1, "broker", 600), _row(1, "broker_inflight", 100), _row(1, "oracle_start", 80),
+            _row(2, "broker", 200, 1.2), _row(2, "broker_inflight", 200, 1.2), _row(2, "oracle_start", 100, 1.2)]
+    (r,) = report.ratios(rows)
+    assert r["offered_load"] == {1: 0.9, 2: 1.2}
+    b = r["broker_without_vs_ours"]
+    # seed 1: 600 / 100 = 6; seed 2: 200 / 200 = 1; mean 3.5, sd sqrt(((6-3.5)^2 + (1-3.5)^2) / 1) = 3.54
+    # pooled: (600 + 200) / (100 + 200) = 2.67; only seed 1 reaches 3x
+    assert b["per_seed"] == {1: 6.0, 2: 1.0}
+    assert (b["mean"], b["sd"], b["min"], b["median"], b["max"], b["pooled"]) == (3.5, 3.54, 1.0, 3.5, 6.0, 2.67)
+    assert b["seeds_meeting_target"] == 1
+    # ours / start-time oracle: 100 / 80 = 1.25 (meets <= 1.3), 200 / 100 = 2 (does not)
+    o = r["ours_vs_oracle_start"]
+    assert o["per_seed"] == {1: 1.25, 2: 2.0} and o["seeds_meeting_target"] == 1
+    # the ceiling has no target: broker / oracle_start = 7.5 and 2
+    assert r["broker_without_vs_oracle_start"]["per_seed"] == {1: 7.5, 2: 2.0}
+    assert "target" not in r["broker_without_vs_oracle_start"]
+    # policies not run: no ratio
+    assert "prototype_vs_ours" not in r and "ours_vs_oracle" not in r
+
+
+def test_summary_is_over_seeds():
+    rows = [_row(1, "broker", 600), _row(2, "broker", 200)]
+    (s,) = report.summary(rows)
+    # mean (600 + 200) / 2 = 400, sd sqrt(2 x 200^2) = 282.84
+    assert s["seeds"] == 2 and s["mean_wait_s"]["mean"] == 400 and s["mean_wait_s"]["sd"] == 282.84
+    assert (s["utilisation_min"], s["utilisation_max"]) == (0.5, 0.9)
+    assert "400 ± 283" in report.table(rows)
 
 
 def test_sites_are_a_dozen_and_heterogeneous():
     assert len(SITES) == 12
     assert len({s.cores for s in SITES}) > 5 and len({s.speed for s in SITES}) > 3
     assert simulate  # the comparison entry point the CLI uses
+
+
+def test_the_two_oracles_differ_on_purpose():
+    # Two sites in one place (same staging): "fast" runs at half the time but its one core is busy
+    # for 100 s more; "slow" is idle. A job of 1,000 s: finishes at fast at 100 + 500 = 600 s,
+    # at slow at 0 + 1,000 = 1,000 s; starts at fast at 100 s, at slow at once.
+    from tpv_broker.simulator.workload import TOOLS, Job, Site
+    fast = Site("fast", 1, 64, 0.5, 50.0, 8.0, 0)
+    slow = Site("slow", 1, 64, 1.0, 50.0, 8.0, 0)
+    world = new_world((fast, slow))
+    tool = TOOLS[0]
+    world.expected_run[tool.id] = 1000.0
+    busy = Job("busy", 0.0, tool, 200.0, "object_store_germany", 0.0)
+    world.sites["fast"].place(busy)
+    world.sites["fast"].enqueue(busy, 0.0)  # runs 200 x 0.5 = 100 s
+    job = Job("j", 0.0, tool, 1000.0, "object_store_germany", 0.0)
+    assert Oracle().choose(job, world) == "fast"
+    assert Oracle(by_start=True).choose(job, world) == "slow"
+
+
+def test_near_ties_spread_a_burst_even_without_charges():
+    first = arrivals(0.8, 3600, seed=5)[0]
+    same_instant = [dataclasses.replace(first, id=f"burst{i}") for i in range(60)]
+    used = {}
+    for near_tie in (0.0, 0.05):
+        world = new_world()
+        store = SnapshotStore(fakeredis.FakeRedis(), KeySchema("t"))
+        ranker = RankService(broker_config(0.0), store, clock=lambda w=world: w.now)
+        result = run(same_instant, Broker(ranker, charge=False, near_tie=near_tie, seed=1).choose, "b", store, world)
+        used[near_tie] = {r.destination for r in result.records}
+    # one snapshot, no charges: the best site takes all 60; a random pick among the near-best spreads them
+    assert len(used[0.0]) == 1 and len(used[0.05]) > 1, used

@@ -730,8 +730,8 @@ def test_property_more_free_capacity_or_fewer_queued_never_lowers_wait_or_fit(
         assert qw.score(fewer_queued).score >= qw.score(ti).score
 
 
-def test_registry_holds_the_five_terms() -> None:
-    assert sorted(REGISTRY) == ["data_locality", "fit_now", "queue_wait", "run_time", "tpv_score"]
+def test_registry_holds_the_terms() -> None:
+    assert sorted(REGISTRY) == ["data_locality", "finish_time", "fit_now", "queue_wait", "run_time", "tpv_score"]
     assert list(DEFAULT_TERMS) == ["queue_wait", "run_time", "fit_now", "data_locality", "tpv_score"]
 
 

@@ -290,14 +290,20 @@ def check_config(obj: _Context, config_path: str | None, no_connect: bool) -> No
 @click.option("--loads", default="0.5,0.8,0.95", show_default=True,
               help="Offered loads, as fractions of the sites' capacity, comma-separated.")
 @click.option("--hours", type=float, default=4.0, show_default=True, help="Simulated hours of arrivals per load.")
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True, help="The first seed.")
+@click.option("--seeds", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="Seeds per load (seed, seed+1, ...): every ratio is reported per seed and over them.")
 @click.option("--refresh", "refresh_s", type=float, default=60.0, show_default=True, help="Metrics refresh, s.")
 @click.option("--lag", "lag_s", type=float, default=30.0, show_default=True, help="Exporter lag, s.")
-@click.option("--quick", is_flag=True, help="A small, fast run (one load, 20 simulated minutes) for tests.")
+@click.option("--bursts", default="10-40", show_default=True, help="Workflow burst sizes, MIN-MAX jobs.")
+@click.option("--policies", "policy_list", default=None,
+              help="Comma-separated policies (default: the comparison's; also the experiments' variants).")
+@click.option("--quick", is_flag=True, help="A small, fast run (one load, 20 simulated minutes, at most 2 seeds) "
+              "for tests.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also write a PNG plot here.")
-def simulate(loads: str, hours: float, seed: int, refresh_s: float, lag_s: float, quick: bool, as_json: bool,
-             plot_path: str | None) -> None:
+def simulate(loads: str, hours: float, seed: int, seeds: int, refresh_s: float, lag_s: float, bursts: str,
+             policy_list: str | None, quick: bool, as_json: bool, plot_path: str | None) -> None:
     """Compare placement policies in a discrete-event simulation that drives
     the real ranking code and stores (fakeredis, simulated clock)."""
     try:
@@ -310,21 +316,33 @@ def simulate(loads: str, hours: float, seed: int, refresh_s: float, lag_s: float
         raise click.BadParameter(f"{loads!r}: expected numbers like 0.5,0.8", param_hint="--loads") from None
     if not load_list or not all(0 < x <= 2 for x in load_list):
         raise click.BadParameter("each load must be in (0, 2]", param_hint="--loads")
+    try:
+        low, high = (int(x) for x in bursts.split("-"))
+    except ValueError:
+        raise click.BadParameter(f"{bursts!r}: expected MIN-MAX, like 10-40", param_hint="--bursts") from None
+    if not 1 <= low <= high:
+        raise click.BadParameter(f"{bursts!r}: need 1 <= MIN <= MAX", param_hint="--bursts")
+    known = compare.POLICIES + compare.VARIANTS
+    policies = compare.POLICIES if policy_list is None else tuple(p.strip() for p in policy_list.split(",") if p.strip())
+    unknown = [p for p in policies if p not in known]
+    if unknown or not policies:
+        raise click.BadParameter(f"unknown policy {', '.join(unknown) or '(none given)'} (known: {', '.join(known)})",
+                                 param_hint="--policies")
     if quick:
-        load_list, hours = load_list[:1], 1 / 3
+        load_list, hours, seeds = load_list[:1], 1 / 3, min(seeds, 2)
     progress = (lambda _: None) if as_json else (lambda line: click.echo(line, err=True))
-    rows = compare.as_rows(compare.simulate(load_list, hours * 3600, seed, refresh_s, lag_s, progress=progress))
+    rows = compare.as_rows(compare.simulate(load_list, hours * 3600, seed, refresh_s, lag_s, policies,
+                                            progress=progress, seeds=seeds, burst_size=(low, high)))
     if plot_path:
         report.plot(rows, Path(plot_path))
     if as_json:
-        click.echo(json.dumps({"seed": seed, "hours": hours, "refresh_s": refresh_s, "lag_s": lag_s,
-                               "results": rows, "ratios": report.ratios(rows)}, indent=2))
+        click.echo(json.dumps({"seed": seed, "seeds": seeds, "hours": hours, "refresh_s": refresh_s, "lag_s": lag_s,
+                               "bursts": [low, high], "results": rows, "summary": report.summary(rows),
+                               "ratios": report.ratios(rows)}, indent=2))
         return
     click.echo(report.table(rows))
-    for r in report.ratios(rows):
-        click.echo(f"load {r['load']:.0%}: broker with accounting / oracle = {r['vs_oracle']}; "
-                   f"without accounting / with = {r['broker_without_vs_ours']}; "
-                   f"prototype / broker with accounting = {r['prototype_vs_ours']}")
+    for line in report.ratio_lines(rows):
+        click.echo(line)
 
 
 if __name__ == "__main__":

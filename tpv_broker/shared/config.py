@@ -268,6 +268,9 @@ class InflightSettings(_Section):
     reflect_lag_s: float = Field(60.0, ge=0)
     # A charge never outlives this, whatever the figures say.
     max_age_s: float = Field(600.0, gt=0)
+    # What a charged job that does not fit adds to the destination's queue:
+    # one job ("slot"), or its expected core-seconds in typical jobs ("work").
+    charge_by: Literal["slot", "work"] = "slot"
 
 
 class ScoringSettings(_Section):

@@ -14,7 +14,7 @@ from typing import Iterable, Mapping, Sequence
 
 from .models import Charge, DestinationFigures
 
-__all__ = ["Charge", "live_charges", "with_charges"]
+__all__ = ["Charge", "live_charges", "queued_weight", "with_charges"]
 
 
 def live_charges(
@@ -38,9 +38,22 @@ def live_charges(
     return out
 
 
-def with_charges(d: DestinationFigures, charges: Sequence[Charge]) -> DestinationFigures:
+def queued_weight(d: DestinationFigures, c: Charge) -> float:
+    """How many of this destination's typical jobs a charged job weighs in
+    its queue: its core-seconds over a typical running job's (busy cores /
+    jobs running x median run time). 1 (one slot) when a figure is missing."""
+    if c.run_s is None or not d.running or d.median_run_s is None or d.cpus_total is None or d.cpus_free is None:
+        return 1.0
+    typical = (d.cpus_total - d.cpus_free) / d.running * d.median_run_s
+    return c.cores * c.run_s / typical if typical > 0 else 1.0
+
+
+def with_charges(d: DestinationFigures, charges: Sequence[Charge], by_work: bool = False) -> DestinationFigures:
     """The figures as they will be once the charged jobs show: each takes
-    free cores and memory if it fits them, else it joins the queue."""
+    free cores and memory if it fits them, else it joins the queue, as one
+    job or (``by_work``) as ``queued_weight`` typical jobs: the queue's
+    drain time is what the wait estimate reads, and a queued 2 h, 16-core
+    assembly delays the jobs behind it far more than a 40 s QC job."""
     if not charges:
         return d
     cpus, mem, queued = d.cpus_free, d.mem_free_gb, d.queued or 0.0
@@ -50,5 +63,5 @@ def with_charges(d: DestinationFigures, charges: Sequence[Charge]) -> Destinatio
             cpus = None if cpus is None else cpus - c.cores
             mem = None if mem is None else mem - c.mem
         else:
-            queued += 1
+            queued += queued_weight(d, c) if by_work else 1.0
     return d.model_copy(update={"cpus_free": cpus, "mem_free_gb": mem, "queued": queued})

@@ -111,11 +111,15 @@ class Charge:
     mem: float  # GB
     charged_at: float  # epoch s
     job_id: str | None = None
+    # Expected run time on that destination (s), when known: what a charge
+    # by work (inflight.charge_by: work) weighs the queued job by.
+    run_s: float | None = None
 
     def to_member(self, nonce: str) -> str:
         """The sorted-set member: readable JSON, unique by its nonce."""
         return json.dumps(
-            {"d": self.destination, "c": self.cores, "m": self.mem, "t": self.charged_at, "j": self.job_id, "n": nonce},
+            {"d": self.destination, "c": self.cores, "m": self.mem, "t": self.charged_at, "j": self.job_id, "n": nonce,
+             **({"r": self.run_s} if self.run_s is not None else {})},
             separators=(",", ":"),
         )
 
@@ -123,7 +127,9 @@ class Charge:
     def from_member(cls, raw: bytes | str) -> Charge | None:
         try:
             v = json.loads(raw)
-            return cls(str(v["d"]), float(v["c"]), float(v["m"]), float(v["t"]), v.get("j"))
+            run = v.get("r")
+            return cls(str(v["d"]), float(v["c"]), float(v["m"]), float(v["t"]), v.get("j"),
+                       None if run is None else float(run))
         except (ValueError, KeyError, TypeError):
             return None
 

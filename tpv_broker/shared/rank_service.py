@@ -29,6 +29,7 @@ class RankService:
         self.locations = config.destination_locations()
         self.store_locations = config.object_store_locations()
         self.reflect_lag_s = config.inflight.reflect_lag_s
+        self.charge_by_work = config.inflight.charge_by == "work"
         self.inflight = (
             InflightStore(store.client, store.keys, config.inflight.max_age_s) if config.inflight.enabled else None
         )
@@ -58,7 +59,7 @@ class RankService:
             log.warning("answering in TPV order: %s", e, extra=event("rank_degraded", reason="redis_unavailable"))
             return RankResult(tpv_order(candidates, "TPV order: Redis unavailable"), True, None, "Redis unavailable")
         result = rank(candidates, job, datasets, view, now, self.model, self.max_snapshot_age_s, self.locations,
-                      self.reflect_lag_s)
+                      self.reflect_lag_s, self.charge_by_work)
         if charge:
             self.charge_first(result, job, now)
         return result
@@ -71,7 +72,7 @@ class RankService:
             return
         try:
             self.inflight.charge(Charge(result.placements[0].id, job.cores, job.mem,
-                                        self.clock() if now is None else now, job.id))
+                                        self.clock() if now is None else now, job.id, result.first_run_s))
         except StoreError as e:
             # The answer stands; only the next rankings lose this hint.
             log.warning("could not charge the placement: %s", e, extra=event("charge_failed"))

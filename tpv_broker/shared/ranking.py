@@ -24,7 +24,7 @@ from .inflight import live_charges, with_charges
 from .inputs import Candidate, DatasetInput, JobFacts
 from .models import DestinationFigures, RankView, ToolFigures
 from .scoring import CandidateScore, ScoringModel, TermBreakdown
-from .terms import TermInput, candidate_location
+from .terms import TermInput, candidate_location, with_fallback
 from .tool_ids import stats_field, tool_id_forms
 
 SCORED, NO_METRICS, STALE, OFFLINE, TPV_ORDER = "scored", "no_metrics", "stale", "offline", "tpv_order"
@@ -82,6 +82,9 @@ class RankResult:
     degraded: bool
     snapshot_age_s: float | None
     degraded_reason: str | None = None
+    # The job's expected run time on the destination ranked first (its
+    # tool's median there, with fallbacks), for an in-flight charge by work.
+    first_run_s: float | None = None
 
     @property
     def ids(self) -> list[str]:
@@ -146,11 +149,13 @@ def rank(
     max_snapshot_age_s: float,
     locations: Mapping[str, tuple[float, float]],
     reflect_lag_s: float = 0.0,
+    charge_by_work: bool = False,
 ) -> RankResult:
     """``locations``: configured destination coordinates (id -> (lat, lon));
     a candidate's TPV context fills the gaps. In-flight charges in the view
     that a destination's figures cannot show yet (``reflect_lag_s``) are
-    added to its figures before scoring."""
+    added to its figures before scoring (``charge_by_work``: see
+    ``inflight.with_charges``)."""
     meta = view.meta
     if meta is None:
         return RankResult(tpv_order(candidates, "TPV order: no snapshot"), True, None, "no snapshot in Redis yet")
@@ -164,6 +169,7 @@ def rank(
     levels = [(level, stats_field(level, form)) for level, form in tool_id_forms(job.tool_id)]
     in_flight = live_charges(view.charges, view.destinations, reflect_lag_s) if view.charges else {}
     keyed: list[tuple[tuple[float, ...], Placement]] = []
+    inputs: dict[str, TermInput] = {}
     for index, cand in enumerate(candidates):
         figures = view.destinations.get(cand.id)
         unscored = _unscored_group(figures, now, model.max_metrics_age_s)
@@ -173,7 +179,7 @@ def rank(
             continue
         assert figures is not None
         charges = in_flight.get(cand.id, ())
-        figures = with_charges(figures, charges)
+        figures = with_charges(figures, charges, charge_by_work)
         x = TermInput(
             job=job,
             candidate=cand,
@@ -183,7 +189,12 @@ def rank(
             datasets=datasets,
             defaults=model.defaults,
         )
+        inputs[cand.id] = x
         total = model.total(x)
         keyed.append(((0, -total, *_tpv_key(index, cand)), Placement.scored(cand.id, total, _explainer(model, x, len(charges)))))
     keyed.sort(key=lambda kp: kp[0])
-    return RankResult([p for _, p in keyed], False, age)
+    placements = [p for _, p in keyed]
+    first = inputs.get(placements[0].id) if placements and placements[0].group == SCORED else None
+    run_s = (with_fallback(first, "median_run_s", first.figures.median_run_s, first.defaults.run_s)[0]
+             if first is not None else None)
+    return RankResult(placements, False, age, first_run_s=run_s)

@@ -4,6 +4,7 @@ in-flight stores; the others are written from their descriptions."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from typing import TYPE_CHECKING, Protocol
@@ -79,33 +80,54 @@ class Prototype:
 
 
 class Broker:
-    """This broker: the real RankService, with or without in-flight charges."""
+    """This broker: the real RankService, with or without in-flight charges.
+    ``near_tie`` (an experiment, not the broker's behaviour): choose at
+    random among the scored candidates within this much of the best total,
+    and charge the one chosen."""
 
-    def __init__(self, ranker: RankService, charge: bool) -> None:
+    def __init__(self, ranker: RankService, charge: bool, near_tie: float = 0.0, seed: int = 0) -> None:
         self.ranker = ranker
         self.charge = charge
         self.name = "broker_inflight" if charge else "broker"
+        self.near_tie = near_tie
+        self.rng = random.Random(seed)
 
     def choose(self, job: Job, world: World) -> str:
         candidates = [Candidate(d.site.id, d.site.tpv_score) for d in world.sites.values()]
         facts = JobFacts(tool_id=job.tool.id, cores=job.tool.cores, mem=job.tool.mem_gb, id=job.id)
         datasets = self.ranker.datasets([(job.input_store, job.input_bytes)], {})
-        result = self.ranker.rank(candidates, facts, datasets, charge=self.charge)
-        return result.ids[0]
+        if not self.near_tie:
+            return self.ranker.rank(candidates, facts, datasets, charge=self.charge).ids[0]
+        result = self.ranker.rank(candidates, facts, datasets, charge=False)
+        best = result.placements[0].total
+        if best is None:
+            return result.ids[0]
+        close = [p for p in result.placements if p.total is not None and p.total >= best - self.near_tie]
+        chosen = self.rng.choice(close)
+        if self.charge:
+            result.placements.remove(chosen)
+            result.placements.insert(0, chosen)
+            # Its own expected run time is not known here: charge one slot.
+            self.ranker.charge_first(dataclasses.replace(result, first_run_s=None), facts, world.now)
+        return chosen.id
 
 
 class Oracle:
     """Sees the true state at every arrival: the destination where the job
     would finish first (earliest start given the real queue and the real
-    remaining times of running jobs, plus staging and expected run time)."""
+    remaining times of running jobs, plus staging and expected run time).
+    ``by_start``: the one where it would start first instead (a reference
+    for queue wait alone, which the finish-time oracle trades for speed)."""
 
-    name = "oracle"
+    def __init__(self, by_start: bool = False) -> None:
+        self.by_start = by_start
+        self.name = "oracle_start" if by_start else "oracle"
 
     def choose(self, job: Job, world: World) -> str:
         def finish(dest_id: str) -> float:
             d = world.sites[dest_id]
             staging = world.staging_s(job, dest_id)
             start = d.expected_start(job, world.now + staging, world.expected_run)
-            return start + world.expected_run[job.tool.id] * d.site.speed
+            return start if self.by_start else start + world.expected_run[job.tool.id] * d.site.speed
 
         return min(world.sites, key=finish)
