@@ -2,9 +2,10 @@
 # Idempotent set-up of a development machine (Debian/Ubuntu, Python 3.11+):
 # the redis-server and influxd binaries the test fixtures launch, and .venv.
 # Safe to re-run; does nothing that is already done.
-#   --tests  also what only the test suite needs: Debian's chromium, which
-#            the status page and /docs tests drive headless (scripts/test.sh
-#            passes it; scripts/run-local.sh does not need a browser).
+#   --tests  also what only the test suite needs (scripts/test.sh passes it;
+#            scripts/run-local.sh needs none of it): Debian's chromium, which
+#            the status page and /docs tests drive headless, nginx and
+#            systemd's tools for the tests of the deploy/ files.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -56,39 +57,25 @@ else
     have influxd || die "influxd still not found after installing"
 fi
 
-# nginx and systemd's tools, for the tests of deploy/ (tests/test_nginx_proxy.py
-# runs the nginx example, tests/test_deployment_files.py runs systemd-analyze
-# and systemd-sysusers on the units). Nothing is started: the tests run nginx
-# on free loopback ports. On a machine running systemd, Debian's nginx package
-# starts its default site on port 80 (`systemctl disable --now nginx` stops it).
-deploy_packages=()
-have nginx || deploy_packages+=(nginx)
-have systemd-analyze && have systemd-sysusers || deploy_packages+=(systemd)
-if ((${#deploy_packages[@]})); then
-    sudo=()
-    if [[ $(id -u) -ne 0 ]]; then
-        command -v sudo >/dev/null 2>&1 \
-            || die "${deploy_packages[*]} missing and not root, and sudo is not available: run as root: apt-get install ${deploy_packages[*]}"
-        sudo=(sudo)
-    fi
-    say "installing Debian packages ${deploy_packages[*]}"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends "${deploy_packages[@]}" \
-        || { "${sudo[@]}" apt-get update -q && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-                apt-get install -y -q --no-install-recommends "${deploy_packages[@]}"; } \
-        || die "apt-get install ${deploy_packages[*]} failed"
-    have nginx || die "nginx still not found after installing"
-    have systemd-analyze || die "systemd-analyze still not found after installing"
-else
-    say "nginx and systemd-analyze present"
-fi
-
 if (( with_tests )); then
-    if have chromium || have chromium-browser; then
-        say "chromium present"
+    # What only the tests need, one apt run for all that is missing:
+    # chromium drives the status page and /docs; nginx and systemd's tools
+    # check the deploy/ files (tests/test_nginx_proxy.py runs the nginx
+    # example on free loopback ports, tests/test_deployment_files.py runs
+    # systemd-analyze and systemd-sysusers on the units). Nothing is started
+    # here. On a machine running systemd, Debian's nginx package starts its
+    # default site on port 80 (`systemctl disable --now nginx` stops it).
+    test_packages=()
+    have chromium || have chromium-browser || test_packages+=(chromium)
+    have nginx || test_packages+=(nginx)
+    { have systemd-analyze && have systemd-sysusers; } || test_packages+=(systemd)
+    if ((${#test_packages[@]})); then
+        apt_install "${test_packages[*]} (for the tests)" "${test_packages[@]}"
+        { have chromium || have chromium-browser; } || die "chromium still not found after installing"
+        have nginx || die "nginx still not found after installing"
+        have systemd-analyze || die "systemd-analyze still not found after installing"
     else
-        apt_install "chromium (for the browser tests)" chromium
-        have chromium || die "chromium still not found after installing"
+        say "chromium, nginx and systemd-analyze present"
     fi
 fi
 
