@@ -127,7 +127,7 @@ def systemd_tool(name: str) -> str:
 
     found = shutil.which(name, path=f"{os.environ.get('PATH', '')}:{SBIN_PATH}")
     if found is None:
-        pytest.fail(f"{name} not found: install the Debian package systemd (scripts/bootstrap.sh does)",
+        pytest.fail(f"{name} not found: install the Debian package systemd (scripts/bootstrap.sh --tests does)",
                     pytrace=False)
     return found
 

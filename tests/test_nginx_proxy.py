@@ -46,7 +46,7 @@ OUTSIDER = "127.0.0.2"
 def nginx_binary() -> str:
     found = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/local/sbin")
     if found is None:
-        pytest.fail("nginx not found: install the Debian package nginx (scripts/bootstrap.sh does)", pytrace=False)
+        pytest.fail("nginx not found: install the Debian package nginx (scripts/bootstrap.sh --tests does)", pytrace=False)
     return found
 
 
