@@ -85,6 +85,24 @@ def test_a_paused_holder_cannot_publish_over_the_new_one(redis_client: redis.Red
     assert not [k for k in redis_client.keys("*") if b":staging:" in k], "a's staging keys are cleaned up"
 
 
+def test_a_paused_holder_cannot_mark_the_new_holders_snapshot_stale(redis_client: redis.Redis) -> None:
+    store = SnapshotStore(redis_client, KEYS)
+    a = lease(redis_client, "a", lease_s=0.2, clock=FrozenClock())
+    assert a.hold()
+    wait_for(lambda: redis_client.get(KEYS.collector_lease) is None, "a's lease to expire")
+    b = lease(redis_client, "b")
+    assert b.hold()
+    store.publish(make_snapshot(["d2"], TOOLS, created_at=2.0), fence=b.fence)
+    # a wakes, its cycle fails: its stale mark must not land on b's fresh snapshot
+    assert store.mark_stale(1.0, 3, "InfluxDB down", None, fence=a.fence) is False
+    assert redis_client.hget(KEYS.snapshot_meta, "stale_since") is None
+    # the holder's own mark does land
+    assert store.mark_stale(5.0, 1, "InfluxDB down", 9.0, fence=b.fence) is True
+    meta = store.read_meta()
+    assert meta is not None and meta.stale_since == 5.0 and meta.failed_cycles == 1 and meta.retry_at == 9.0
+    assert meta.stale_reason == "InfluxDB down" and meta.created_at == 2.0
+
+
 def test_a_cycle_of_a_paused_holder_is_refused_with_a_clear_line(redis_client: redis.Redis, influx_server,
                                                                  influx_db, caplog) -> None:
     from tpv_broker.collector.influx import InfluxQLClient

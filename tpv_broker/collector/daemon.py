@@ -149,7 +149,8 @@ class CycleRunner:
             return
         try:
             self.store.mark_stale(self.failing_since, self.failures_in_a_row, "; ".join(problems),
-                                  self.retry_at if report.source_failed else None)
+                                  self.retry_at if report.source_failed else None,
+                                  fence=self.leader.fence if self.leader is not None else None)
         except StoreError as e:
             log.debug("could not mark the snapshot stale: %s", e)
 

@@ -28,9 +28,16 @@ _META_FLOATS = ("created_at", "newest_point_at", "cycle_s", "stale_since", "retr
 _META_INTS = ("destinations", "tools", "schema_version", "failed_cycles")
 # Marks the live snapshot, never creates one: a meta hash with only these
 # fields would be a snapshot without figures.
+# KEYS[2] (optional): the collector lease, which must hold ARGV[1] (a
+# collector that lost it says nothing about the new holder's snapshot).
 _MARK_STALE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
+local fields = 1
+if #KEYS == 2 then
+  if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+  fields = 2
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, fields))
 return 1
 """
 # Bounds the size of one HSET so a huge snapshot does not block Redis for long.
@@ -288,14 +295,20 @@ class SnapshotStore:
         return True
 
     # -- reading ---------------------------------------------------------
-    def mark_stale(self, since: float, failed_cycles: int, reason: str, retry_at: float | None) -> bool:
+    def mark_stale(self, since: float, failed_cycles: int, reason: str, retry_at: float | None,
+                   fence: Fence | None = None) -> bool:
         """Say on the live snapshot that the collector cannot replace it.
-        False if there is no snapshot to mark."""
+        False if there is no snapshot to mark, or ``fence`` says this
+        collector no longer holds the lease."""
         fields = {"stale_since": str(since), "failed_cycles": str(failed_cycles), "stale_reason": reason,
                   "retry_at": "" if retry_at is None else str(retry_at)}
         args = [v for kv in fields.items() for v in kv]
+        keys = [self.keys.snapshot_meta]
+        if fence is not None:
+            keys.append(fence.key)
+            args.insert(0, fence.token)
         try:
-            return bool(self.client.eval(_MARK_STALE, 1, self.keys.snapshot_meta, *args))
+            return bool(self.client.eval(_MARK_STALE, len(keys), *keys, *args))
         except redis.RedisError as e:
             raise self._fail("marking the snapshot stale", e) from None
 
