@@ -19,8 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import requests
 
-from .collector import presets
-from .collector.influx import InfluxQLClient, quote_ident
+from .collector.influx import InfluxQLClient, quote_ident, time_window
 from .shared.config import CONFIG_ENV, BrokerConfig, env_overrides, load_config
 from .shared.errors import BrokerError, ConfigError, MetricSourceError
 from .shared.keys import KeySchema
@@ -234,9 +233,8 @@ def _auth_enforced(client: InfluxQLClient, who: str | None) -> Check:
 
 
 def _probe_statement(p: MeasurementProbe) -> str:
-    # The collector's window: it accepts points slightly in the future (skewed clocks).
-    return (f"SELECT * FROM {quote_ident(p.measurement)} WHERE time > now() - {round(p.lookback_s * 1000)}ms "
-            f"AND time <= now() + {round(presets.MAX_CLOCK_SKEW_S * 1000)}ms ORDER BY time DESC LIMIT 1")
+    # The collector's own window (it accepts points slightly in the future: skewed clocks).
+    return f"SELECT * FROM {quote_ident(p.measurement)} WHERE {time_window(p.lookback_s)} ORDER BY time DESC LIMIT 1"
 
 
 def check_measurements(client: InfluxQLClient, probes: list[MeasurementProbe],

@@ -138,10 +138,10 @@ class StatsCache:
         if result.error is not None:
             return f"{preset.name}: {result.error}"
         data = CycleData(aliases=config.alias_map())
-        try:
-            preset.apply_rows(result.rows, data, config.collector)
-        except (TypeError, ValueError, KeyError) as e:
-            return f"{preset.name}: unexpected data ({type(e).__name__}: {e})"
+        # The same guard as a cycle's: odd rows are this preset's problem.
+        problem = _apply(preset, result.rows, data, config)
+        if problem is not None:
+            return f"{preset.name}: {problem}"
         fresh = RunTimeStats.from_data(data, started)
         fresh.prepare()
         self.current = fresh

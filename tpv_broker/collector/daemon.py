@@ -52,7 +52,6 @@ class CycleRunner:
         # Only the daemon marks the live snapshot stale: a one-off
         # ``collect --once`` that fails says nothing about the running one.
         self.marks_stale = False
-        self.last_report: CycleReport | None = None
         self.failures_in_a_row = 0
         self.failing_since: float | None = None
         # When the next attempt is due while backing off, else None.
@@ -73,7 +72,6 @@ class CycleRunner:
             else:
                 why = f"standing by: the collector lease is held by {self.leader.last_holder or 'another collector'}"
             report = CycleReport(published=False, errors=[why])
-            self.last_report = report
             return report
         # Half an interval of slack: scheduled cycles start a little late or early.
         if self.retry_at is not None and started < self.retry_at - interval / 2:
@@ -91,7 +89,6 @@ class CycleRunner:
                 log.exception("cycle failed unexpectedly (logged once; the last snapshot stays)",
                               extra=event("cycle_crashed"))
                 self._logged = (report.errors[0],)
-        self.last_report = report
         self._note_duration(report.duration_s)
         if report.published:
             self._published(report, started)

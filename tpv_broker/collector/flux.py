@@ -25,7 +25,7 @@ from ..shared.config import CollectorSettings, InfluxDBSettings
 from ..shared.errors import MetricSourceError
 from ..shared.preset_spec import PresetSpec
 from ..shared.urls import redact_url
-from .influx import MAX_CLOCK_SKEW_S
+from .influx import MAX_CLOCK_SKEW_S, _ms, _short
 from .rows import ReadResult, Row
 
 if TYPE_CHECKING:
@@ -40,9 +40,6 @@ def flux_string(value: str) -> str:
     interpolation (``${``) escaped."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${") + '"'
 
-
-def _ms(seconds: float) -> str:
-    return f"{max(1, round(seconds * 1000))}ms"
 
 
 def yield_name(index: int) -> str:
@@ -157,10 +154,3 @@ class FluxSource:
     def close(self) -> None:
         self.client.close()
 
-
-def _short(exc: Exception) -> str:
-    text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host"):
-        if marker in text:
-            return marker.lower()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -59,7 +59,7 @@ def _ms(seconds: float) -> str:
 MAX_CLOCK_SKEW_S = 300.0
 
 
-def _window(lookback_s: float) -> str:
+def time_window(lookback_s: float) -> str:
     # The upper bound matters: a point stamped in the future (a Galaxy host
     # with a skewed clock, a wrong write precision) would otherwise win
     # last() and hide every real update until its time came.
@@ -70,7 +70,7 @@ def influxql_statement(spec: PresetSpec, s: CollectorSettings) -> str:
     """One statement for every destination: GROUP BY the preset's tags, the
     newest point of each group; or, for an id held in a field (which cannot
     be grouped by), every row of the window (sites x minutes: few)."""
-    where = _window(spec.window_s(s.lookback_s, s.stats_lookback_s))
+    where = time_window(spec.window_s(s.lookback_s, s.stats_lookback_s))
     measurement = quote_ident(spec.measurement)
     if spec.read == "all_rows":
         return f"SELECT * FROM {measurement} WHERE {where}"
@@ -85,7 +85,7 @@ def influxql_statement(spec: PresetSpec, s: CollectorSettings) -> str:
     return f"SELECT {selected} FROM {measurement} WHERE {where} GROUP BY {group_by} ORDER BY time DESC LIMIT 1"
 
 
-def series_rows(series: Sequence[Series], spec: PresetSpec) -> list[Row]:
+def series_rows(series: Sequence[Series]) -> list[Row]:
     """InfluxQL series (asked with epoch=s) as rows: one per value row."""
     out = []
     for ser in series:
@@ -200,7 +200,7 @@ class InfluxQLClient:
         results = self.query([p.statement(s) for p in presets])
         return [
             ReadResult(error=r.error) if r.error is not None
-            else ReadResult(rows=series_rows(r.series, p.spec), warnings=r.warnings)
+            else ReadResult(rows=series_rows(r.series), warnings=r.warnings)
             for p, r in zip(presets, results)
         ]
 
@@ -227,7 +227,7 @@ def _short(exc: Exception) -> str:
     for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host"):
         if marker in text:
             return marker.lower()
-    return text.splitlines()[0][:200]
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 _READ_CHUNK = 1 << 16

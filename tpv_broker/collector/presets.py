@@ -20,7 +20,7 @@ from .reducers import apply_rows
 from .rows import Row
 
 __all__ = [
-    "CycleData", "LIVE_SOURCES", "MAX_CLOCK_SKEW_S", "PRESETS", "Preset", "live_sources", "num",
+    "CycleData", "MAX_CLOCK_SKEW_S", "PRESETS", "Preset", "live_sources", "num",
     "presets_for", "strip_quotes",
 ]
 
@@ -40,7 +40,7 @@ class Preset:
 
     def apply(self, series: list[Series], data: CycleData, s: CollectorSettings) -> None:
         """Apply the answer to ``statement``."""
-        self.apply_rows(series_rows(series, self.spec), data, s)
+        self.apply_rows(series_rows(series), data, s)
 
     def apply_rows(self, rows: Iterable[Row], data: CycleData, s: CollectorSettings) -> None:
         apply_rows(self.spec, rows, data, s)
@@ -64,4 +64,3 @@ def live_sources(presets: Iterable[Preset]) -> frozenset[str]:
     return frozenset(p.spec.measurement for p in presets if p.spec.window == "live")
 
 
-LIVE_SOURCES = live_sources(PRESETS.values())
