@@ -219,6 +219,7 @@ def _parse_dataset(value: str) -> tuple[str, float]:
 def rank_command(obj: _Context, destinations: tuple[str, ...], tool_id: str, cores: float, mem: float,
                  gpus: float, datasets: tuple[str, ...], explain: bool, as_json: bool) -> None:
     """Rank DESTINATIONS for a job, from the snapshot in Redis, as the API would."""
+    from .shared.explain import answer as answer_body
     from .shared.explain import explain as explain_result
     from .shared.inputs import Candidate, JobFacts
     from .shared.rank_service import RankService
@@ -241,15 +242,10 @@ def rank_command(obj: _Context, destinations: tuple[str, ...], tool_id: str, cor
     service = RankService(config, _store(config), time.time)
     job = JobFacts(tool_id=tool_id, cores=cores, mem=mem, gpus=gpus)
     result = service.rank([Candidate(d) for d in destinations], job, service.datasets([_parse_dataset(v) for v in datasets], {}))
-    explained = explain_result(result)
     if as_json:
-        body: dict[str, Any] = {"destinations": result.ids, "snapshot_age_s": result.snapshot_age_s, "degraded": result.degraded}
-        if result.degraded_reason:
-            body["degraded_reason"] = result.degraded_reason
-        if explain:
-            body["explain"] = explained
-        click.echo(json.dumps(body, indent=2))
+        click.echo(json.dumps(answer_body(result, explain), indent=2))
         return
+    explained = explain_result(result)
     age = "no snapshot" if result.snapshot_age_s is None else f"snapshot age {result.snapshot_age_s:.1f} s"
     click.echo(f"{age}{'; DEGRADED: ' + result.degraded_reason if result.degraded else ''}")
     for e in explained:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..shared.errors import StoreError
-from ..shared.explain import explain
+from ..shared.explain import answer
 from ..shared.logging_setup import event
 from ..shared.ranking import RankResult
 from .app import get_state
@@ -117,25 +117,12 @@ def _status(response: Response, result: RankResult) -> Response:
     return response
 
 
-def _answer(result: RankResult, with_explanation: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "destinations": result.ids,
-        "snapshot_age_s": None if result.snapshot_age_s is None else round(result.snapshot_age_s, 3),
-        "degraded": result.degraded,
-    }
-    if result.degraded_reason:
-        body["degraded_reason"] = result.degraded_reason
-    if with_explanation:
-        body["explain"] = explain(result)
-    return body
-
-
 @bp.post("/api/rank")
 def rank_endpoint() -> Response:
     req: RankRequest = _parse(RankRequest)
     explain = request.args.get("explain", "0").lower() in ("1", "true", "yes")
     result, charge = _rank(req)
-    return _then(_status(jsonify(_answer(result, explain)), result), charge)
+    return _then(_status(jsonify(answer(result, explain)), result), charge)
 
 
 @bp.post("/process_data")

@@ -59,7 +59,7 @@ def status_page() -> Response:
     except StoreError as e:
         log.warning("status page: %s", e)
         error = str(e)
-    status = build_status(view, error, now, config)
+    status = build_status(view, error, now, config, state.ranker.model)
     html = render_template("status.html", s=status, now=now, fmt=_fmt, age=_age, utc=_utc,
                            refresh_s=max(MIN_REFRESH_S, config.collector.interval_s))
     resp = make_response(html)

@@ -17,6 +17,7 @@ from ..shared.inflight import live_charges
 from ..shared.inputs import Candidate, JobFacts
 from ..shared.models import DestinationFigures, RankView, SnapshotMeta
 from ..shared.ranking import rank
+from ..shared.scoring import ScoringModel
 
 PROBE_JOB = JobFacts(tool_id="", cores=1, mem=0)
 PROBE_DESCRIPTION = "a 1-core job of a tool with no history, no inputs and no TPV tags"
@@ -113,9 +114,11 @@ def _age(now: float, at: float | None) -> float | None:
     return None if at is None else max(0.0, now - at)
 
 
-def build_status(view: RankView | None, redis_error: str | None, now: float, config: BrokerConfig) -> StatusView:
+def build_status(view: RankView | None, redis_error: str | None, now: float, config: BrokerConfig,
+                 model: ScoringModel | None = None) -> StatusView:
     """``view``: the snapshot's meta, every destination and the in-flight
-    charges (``SnapshotStore.read_overview``); ``redis_error`` if that read failed."""
+    charges (``SnapshotStore.read_overview``); ``redis_error`` if that read failed.
+    ``model``: the API's own, built once at start-up (else built from ``config``)."""
     meta = None if view is None else view.meta
     state = _snapshot_state(meta, redis_error, now, config)
     rows: list[DestinationRow] = []
@@ -123,7 +126,7 @@ def build_status(view: RankView | None, redis_error: str | None, now: float, con
     if view is not None and meta is not None:
         dests = view.destinations
         # Age limit off: a stale snapshot still shows what the scores were.
-        result = rank([Candidate(d) for d in sorted(dests)], PROBE_JOB, [], view, now, config.scoring.model(),
+        result = rank([Candidate(d) for d in sorted(dests)], PROBE_JOB, [], view, now, model or config.scoring.model(),
                       float("inf"), config.destination_locations(), config.inflight.reflect_lag_s)
         charges = live_charges(view.charges, dests, config.inflight.reflect_lag_s) if view.charges else {}
         for position, p in enumerate(result.placements, start=1):

@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import yaml
 from pydantic import (
@@ -28,7 +28,7 @@ from .preset_spec import BUILTIN_PRESETS, DEFAULT_PRESETS, PresetSpec
 from .scoring import ScoringModel
 from .terms import DEFAULT_TERMS, check_terms
 from .redis_urls import SENTINEL_SCHEME, parse_sentinel_url
-from .urls import redact_url
+from .urls import redact_url, url_password
 
 ENV_PREFIX = "TPV_BROKER_"
 CONFIG_ENV = "TPV_BROKER_CONFIG"
@@ -355,10 +355,7 @@ class BrokerConfig(_Section):
         replaces them with ``***``)."""
         values = [s.get_secret_value() for s in (self.influxdb.password, self.influxdb.token) if s is not None]
         for url in (self.redis.url, self.influxdb.url):
-            try:
-                password = urlsplit(url).password
-            except ValueError:
-                password = None
+            password = url_password(url)
             if password:
                 values.append(unquote(password))
                 values.append(password)

@@ -32,3 +32,17 @@ def explain(result: RankResult) -> list[dict[str, Any]]:
             ]
         out.append(entry)
     return out
+
+
+def answer(result: RankResult, with_explanation: bool) -> dict[str, Any]:
+    """The body of a rank answer, as the API sends it (and ``tpv-broker rank --json`` prints it)."""
+    body: dict[str, Any] = {
+        "destinations": result.ids,
+        "snapshot_age_s": None if result.snapshot_age_s is None else round(result.snapshot_age_s, 3),
+        "degraded": result.degraded,
+    }
+    if result.degraded_reason:
+        body["degraded_reason"] = result.degraded_reason
+    if with_explanation:
+        body["explain"] = explain(result)
+    return body

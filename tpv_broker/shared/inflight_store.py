@@ -7,6 +7,7 @@ charging at once, and a job ranked twice, stay correct."""
 from __future__ import annotations
 
 import uuid
+from typing import Callable
 
 import redis
 
@@ -29,11 +30,19 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
+def _plain_failure(action: str, exc: redis.RedisError) -> StoreError:
+    return StoreError(f"Redis failed while {action}: {exc}")
+
+
 class InflightStore:
-    def __init__(self, client: redis.Redis, keys: KeySchema, max_age_s: float) -> None:
+    def __init__(self, client: redis.Redis, keys: KeySchema, max_age_s: float,
+                 failure: Callable[[str, redis.RedisError], StoreError] | None = None) -> None:
         self.client = client
         self.keys = keys
         self.max_age_s = max_age_s
+        # How a Redis error is told: the snapshot store's (Redis named, password
+        # scrubbed) when it shares the client.
+        self.failure = failure or _plain_failure
         self._script = client.register_script(_CHARGE)
 
     def charge(self, charge: Charge) -> int:
@@ -53,11 +62,11 @@ class InflightStore:
                 )
             )
         except redis.RedisError as e:
-            raise StoreError(f"Redis failed while charging a placement: {e}") from None
+            raise self.failure("charging a placement", e) from None
 
     def read(self, now: float) -> list[Charge]:
         try:
             members = self.client.zrangebyscore(self.keys.inflight, now - self.max_age_s, "+inf")
             return [c for c in (Charge.from_member(m) for m in members) if c is not None]
         except redis.RedisError as e:
-            raise StoreError(f"Redis failed while reading in-flight charges: {e}") from None
+            raise self.failure("reading in-flight charges", e) from None

@@ -31,7 +31,8 @@ class RankService:
         self.reflect_lag_s = config.inflight.reflect_lag_s
         self.charge_by_work = config.inflight.charge_by == "work"
         self.inflight = (
-            InflightStore(store.client, store.keys, config.inflight.max_age_s) if config.inflight.enabled else None
+            InflightStore(store.client, store.keys, config.inflight.max_age_s, store.failure)
+            if config.inflight.enabled else None
         )
 
     def datasets(

@@ -171,7 +171,7 @@ class SnapshotStore:
         self.where = where or _describe(client)
         self._parsed = _ParsedCache()
 
-    def _fail(self, action: str, exc: redis.RedisError) -> StoreError:
+    def failure(self, action: str, exc: redis.RedisError) -> StoreError:
         secret = self.client.connection_pool.connection_kwargs.get("password")
         return StoreError(f"Redis at {self.where} failed while {action}: {scrub(_reason(exc), [secret])}")
 
@@ -205,7 +205,7 @@ class SnapshotStore:
             except redis.WatchError:
                 pass  # another writer in between: write everything
             except redis.RedisError as e:
-                raise self._fail("publishing a snapshot", e) from None
+                raise self.failure("publishing a snapshot", e) from None
         token = uuid.uuid4().hex
         payloads = {
             self.keys.destinations: {
@@ -244,9 +244,9 @@ class SnapshotStore:
                     except redis.WatchError:
                         continue  # the lease key was touched (our own renewal?): check again
             else:
-                raise self._fail("publishing a snapshot", redis.WatchError("the collector lease kept changing"))
+                raise self.failure("publishing a snapshot", redis.WatchError("the collector lease kept changing"))
         except redis.RedisError as e:
-            raise self._fail("publishing a snapshot", e) from None
+            raise self.failure("publishing a snapshot", e) from None
         return meta_hash["created_at"]
 
     def _check_fence(self, pipe: Any, fence: Fence, staging: list[str]) -> None:
@@ -310,13 +310,13 @@ class SnapshotStore:
         try:
             return bool(self.client.eval(_MARK_STALE, len(keys), *keys, *args))
         except redis.RedisError as e:
-            raise self._fail("marking the snapshot stale", e) from None
+            raise self.failure("marking the snapshot stale", e) from None
 
     def read_meta(self) -> SnapshotMeta | None:
         try:
             return _meta_from_hash(self.client.hgetall(self.keys.snapshot_meta))
         except redis.RedisError as e:
-            raise self._fail("reading the snapshot metadata", e) from None
+            raise self.failure("reading the snapshot metadata", e) from None
 
     def read_for_rank(
         self, dest_ids: Sequence[str], tool_fields: Sequence[str] = (), charges_since: float | None = None
@@ -336,7 +336,7 @@ class SnapshotStore:
                 pipe.zrangebyscore(self.keys.inflight, charges_since, "+inf")
             results = pipe.execute()
         except redis.RedisError as e:
-            raise self._fail("reading the snapshot", e) from None
+            raise self.failure("reading the snapshot", e) from None
         meta = _meta_from_hash(results[0])
         destinations: dict[str, DestinationFigures] = {}
         tool_stats: dict[str, dict[str, ToolFigures]] = {}
@@ -351,11 +351,12 @@ class SnapshotStore:
                 if raw is not None:
                     tool_stats[field] = self._parsed.get(raw, _parse_tool_stats)
             i += 1
-        charges: list[Charge] = []
-        if charges_since is not None:
-            charges = [c for c in (self._parsed.get(m, Charge.from_member) for m in results[i]) if c is not None]
+        charges = self._charges(results[i]) if charges_since is not None else []
         # Built from models validated above (or cached): no second validation.
         return RankView.model_construct(meta=meta, destinations=destinations, tool_stats=tool_stats, charges=charges)
+
+    def _charges(self, members: list[bytes]) -> list[Charge]:
+        return [c for c in (self._parsed.get(m, Charge.from_member) for m in members) if c is not None]
 
     def read_overview(self, charges_since: float | None = None) -> RankView:
         """Every destination's figures (no tool statistics, which can be
@@ -369,13 +370,11 @@ class SnapshotStore:
                 pipe.zrangebyscore(self.keys.inflight, charges_since, "+inf")
             results = pipe.execute()
         except redis.RedisError as e:
-            raise self._fail("reading the snapshot", e) from None
+            raise self.failure("reading the snapshot", e) from None
         destinations = {
             k.decode(): self._parsed.get(v, DestinationFigures.model_validate_json) for k, v in results[1].items()
         }
-        charges: list[Charge] = []
-        if charges_since is not None:
-            charges = [c for c in (Charge.from_member(m) for m in results[2]) if c is not None]
+        charges = self._charges(results[2]) if charges_since is not None else []
         return RankView.model_construct(meta=_meta_from_hash(results[0]), destinations=destinations, tool_stats={},
                                         charges=charges)
 
@@ -388,7 +387,7 @@ class SnapshotStore:
             pipe.hgetall(self.keys.tool_stats)
             raw_meta, raw_dests, raw_tools = pipe.execute()
         except redis.RedisError as e:
-            raise self._fail("reading the snapshot", e) from None
+            raise self.failure("reading the snapshot", e) from None
         meta = _meta_from_hash(raw_meta)
         if meta is None:
             return None
@@ -398,8 +397,7 @@ class SnapshotStore:
                 k.decode(): DestinationFigures.model_validate_json(v) for k, v in raw_dests.items()
             },
             tool_stats={
-                k.decode(): {d: ToolFigures.model_validate(f) for d, f in json.loads(v).items()}
-                for k, v in raw_tools.items()
+                k.decode(): _parse_tool_stats(v) for k, v in raw_tools.items()
             },
         )
 

@@ -41,6 +41,17 @@ def url_secrets(url: str) -> list[str]:
     return [s for s in found if s]
 
 
+def url_password(url: str) -> str | None:
+    """The password in ``url``'s user info, as written. Split at the last
+    ``@`` like ``url_secrets``: urlsplit gives none for a password holding
+    an unescaped / # or ?."""
+    _, sep, rest = url.partition("://")
+    userinfo, at, _ = (rest if sep else url).rpartition("@")
+    if not at or ":" not in userinfo:
+        return None
+    return userinfo.split(":", 1)[1] or None
+
+
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
     """``text`` with every secret (and its %-encoded and decoded forms)
     replaced by ``***``: for messages built from third-party exceptions,
