@@ -3,13 +3,26 @@ as systemd would (SIGTERM, then SIGKILL after a grace period)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import requests
+
+CLI = [sys.executable, "-m", "tpv_broker"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without the developer's own TPV_BROKER_* settings
+    (nothing from the shell may change the config under test) or a
+    Prometheus multiprocess directory, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TPV_BROKER_", "PROMETHEUS_"))}
+    env.update(extra)
+    return env
 
 
 def wait_for(condition: Callable[[], bool], what: str, limit_s: float = 20.0) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.store import SnapshotStore
 
 from .test_api import GOOD, NOW, _closed_port_store, snapshot
+from .processes import clean_env
 
 TOKEN_A = "tok-A-0123456789abcdef"
 TOKEN_B = "tok/B+0123456789abcdef=="
@@ -269,7 +269,7 @@ def test_describe_says_whether_auth_is_on_and_never_shows_a_token(tmp_path: Path
 def test_serve_refuses_to_start_with_a_bad_tokens_file(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
     path.write_text(f"{TOKEN_A}\nsecret-short\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TPV_BROKER_")}
+    env = clean_env()
     env["TPV_BROKER_API_AUTH_TOKENS_FILE"] = str(path)
     result = CliRunner().invoke(main, ["serve", "--bind", "127.0.0.1:1"], env=env)
     assert result.exit_code == 1

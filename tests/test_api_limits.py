@@ -6,10 +6,8 @@ ids with key-injection characters are refused naming field and index."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
 from tpv_broker.shared.store import SnapshotStore
 
-from .processes import stop, wait_until_serving
+from .processes import CLI, clean_env, stop, wait_until_serving
 
 NOW = 1_700_000_000.0
 MAX = 5
@@ -143,11 +141,11 @@ def test_a_chunked_body_over_the_limit_is_refused_by_the_served_api(real_redis: 
     It used to be cut at the limit, and the padded body below, valid JSON up
     to there, was served."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TPV_BROKER_")}
+    env = clean_env()
     env.update(TPV_BROKER_REDIS_URL=redis_url, TPV_BROKER_REDIS_KEY_PREFIX="lim",
                TPV_BROKER_API_MAX_REQUEST_BYTES=str(LIMIT_BYTES))
     with open(tmp_path / "err.log", "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "tpv_broker", "serve", "--bind", f"127.0.0.1:{port}",
+        proc = subprocess.Popen([*CLI, "serve", "--bind", f"127.0.0.1:{port}",
                                  "--workers", "1"], env=env, stdout=err, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:

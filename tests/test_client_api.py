@@ -4,13 +4,11 @@ real redis-server): its requests are understood and the answer is applied."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 
 import pytest
 import redis
 from tpv_broker_client import BrokerClient
-from werkzeug.serving import make_server
 
 from tpv_broker.api import create_app
 from tpv_broker.shared.keys import KeySchema
@@ -18,19 +16,14 @@ from tpv_broker.shared.store import SnapshotStore
 
 from .test_api import CANDIDATES, EXPECTED, NOW, config, snapshot
 from .test_client_rank import Dest, Tool, names, warnings_of
+from .web_helpers import serving
 
 
 @pytest.fixture
 def api(redis_client: redis.Redis) -> Iterator[tuple[str, SnapshotStore]]:
     store = SnapshotStore(redis_client, KeySchema("t"))
-    server = make_server("127.0.0.1", 0, create_app(config(), store=store, clock=lambda: NOW), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", store
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with serving(create_app(config(), store=store, clock=lambda: NOW)) as url:
+        yield url, store
 
 
 def test_the_apis_order_is_applied(api, caplog):

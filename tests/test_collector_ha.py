@@ -20,7 +20,7 @@ from tpv_broker.shared.store import SnapshotStore
 
 from .helpers import load_prototype_data
 from .processes import wait_for
-from .test_processes import CLI, _env
+from .processes import CLI, clean_env as _env
 
 INTERVAL_S = 1.5
 # Process noise on a shared 2-core machine.

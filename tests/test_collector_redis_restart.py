@@ -19,7 +19,8 @@ from tpv_broker.shared.store import SnapshotStore
 
 from .helpers import load_prototype_data
 from .processes import wait_for
-from .test_processes import CLI, _env, _stop
+from .processes import CLI, clean_env as _env
+from .test_processes import _stop
 from .test_redis_outage_api import own_redis  # noqa: F401 - fixture
 
 INTERVAL_S = 0.3

@@ -6,9 +6,7 @@ them; several gunicorn workers charging at once stay correct."""
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import subprocess
-import sys
 import time
 
 import redis
@@ -21,7 +19,7 @@ from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.shared.store import SnapshotStore
 
-from .processes import stop, wait_until_serving
+from .processes import CLI, clean_env, stop, wait_until_serving
 
 NOW = 1_700_000_000.0
 PREFIX = "ifapi"
@@ -93,10 +91,10 @@ def test_several_gunicorn_workers_charge_correctly(redis_url, redis_client, tmp_
     store = SnapshotStore(redis_client, KeySchema(PREFIX))
     store.publish(_snapshot(time.time()))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TPV_BROKER_")}
+    env = clean_env()
     env.update(TPV_BROKER_REDIS_URL=redis_url, TPV_BROKER_REDIS_KEY_PREFIX=PREFIX)
     with open(tmp_path / "err.log", "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "tpv_broker", "serve", "--bind", f"127.0.0.1:{port}",
+        proc = subprocess.Popen([*CLI, "serve", "--bind", f"127.0.0.1:{port}",
                                  "--workers", "3"], env=env, stdout=subprocess.DEVNULL, stderr=err)
     base = f"http://127.0.0.1:{port}"
 

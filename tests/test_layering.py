@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from .processes import clean_env
+
 PACKAGE = Path(__file__).resolve().parents[1] / "tpv_broker"
 
 
@@ -74,11 +76,10 @@ def test_serving_rank_requests_loads_no_influxdb_or_http_client_code(redis_url: 
     requests (some carrying InfluxQL in their ids), no collector module and
     no HTTP client library has been loaded, so no request can reach InfluxDB."""
     import json
-    import os
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TPV_BROKER_")}
+    env = clean_env()
     env["TPV_BROKER_REDIS_URL"] = redis_url
     out = subprocess.run([sys.executable, "-c", _SERVE_AND_LIST_MODULES], env=env, capture_output=True, text=True,
                          check=True, timeout=120)

@@ -10,7 +10,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,19 +23,13 @@ from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.shared.store import SnapshotStore
 
-from .processes import wait_for, stop as _stop
+from .processes import CLI, clean_env as _env, stop as _stop, wait_for
 from .helpers import load_prototype_data
 
-CLI = [sys.executable, "-m", "tpv_broker"]
 RANK = {"job": {"tool_id": "bwa", "cores": 1, "mem": 1}, "destinations": [{"id": "pulsar_de"}, {"id": "pulsar_uk"}]}
 # A fresh connection per request, so whichever worker is free accepts it.
 CLOSE = {"Connection": "close"}
 
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TPV_BROKER_", "PROMETHEUS_"))}
-    env.update(extra)
-    return env
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

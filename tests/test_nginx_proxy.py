@@ -35,7 +35,7 @@ from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.shared.store import SnapshotStore
 
-from .processes import wait_for
+from .processes import clean_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "deploy" / "nginx" / "tpv-broker.conf"
@@ -221,7 +221,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
     api_port = free_port()
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp / "notify.sock"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TPV_BROKER_")}
+    env = clean_env()
     env.update(TPV_BROKER_REDIS_URL=redis_url, NOTIFY_SOCKET=str(tmp / "notify.sock"))
     with open(tmp / "api.log", "wb") as log:
         api = subprocess.Popen([str(TPV_BROKER), "serve", "--bind", f"127.0.0.1:{api_port}", "--workers", "1"],
@@ -330,7 +330,7 @@ def test_over_a_unix_socket(tmp_path: Path, redis_url: str) -> None:
     with redis.Redis.from_url(redis_url) as client:
         _publish(client)
     sock = tmp_path / "api.sock"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TPV_BROKER_")}
+    env = clean_env()
     env.update(TPV_BROKER_REDIS_URL=redis_url, TPV_BROKER_API_BIND=f"unix:{sock}", TPV_BROKER_API_WORKERS="1")
     with open(tmp_path / "api.log", "wb") as log:
         api = subprocess.Popen([str(TPV_BROKER), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT,

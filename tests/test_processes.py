@@ -3,9 +3,7 @@ collect`` (the APScheduler daemon) as real processes, stopped by SIGTERM."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import requests
@@ -14,16 +12,9 @@ from tpv_broker.devtools.servers import free_port
 from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.store import SnapshotStore
 
-from .processes import stop, wait_for, wait_until_serving
+from .processes import CLI, clean_env as _env, stop, wait_for, wait_until_serving
 from .helpers import load_prototype_data
 
-CLI = [sys.executable, "-m", "tpv_broker"]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TPV_BROKER_")}
-    env.update(extra)
-    return env
 
 
 def _stop(proc: subprocess.Popen, tmp: Path) -> str:

@@ -26,7 +26,8 @@ from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.shared.store import SnapshotStore
 
 from .processes import wait_for, wait_until_serving
-from .test_processes import CLI, _env, _stop
+from .processes import CLI, clean_env as _env
+from .test_processes import _stop
 
 WORKERS = 3
 CLIENTS = 6

@@ -11,7 +11,6 @@ import logging
 import os
 import pathlib
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import ClassVar
 
@@ -30,7 +29,7 @@ from tpv_broker.shared.urls import redact_url, scrub, url_secrets
 
 from .helpers import load_prototype_data
 from .test_api import GOOD, snapshot
-from .processes import stop, wait_until_serving
+from .processes import CLI, clean_env, stop, wait_until_serving
 
 REDIS_PASSWORD = "redis-Pw-7f3a9c2e51"
 INFLUX_USER = "admin"
@@ -206,11 +205,11 @@ def test_the_api_with_a_wrong_redis_password(locked_redis: LockedRedis, caplog: 
 def test_serve_logs_no_password(locked_redis: LockedRedis, tmp_path: pathlib.Path) -> None:
     """The deployed process (gunicorn workers) with a wrong Redis password."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TPV_BROKER_")}
+    env = clean_env()
     env.update(TPV_BROKER_REDIS_URL=locked_redis.url_with(WRONG), TPV_BROKER_INFLUXDB_PASSWORD=INFLUX_PASSWORD,
                TPV_BROKER_API_AUTH_TOKENS=f"api-token-{REDIS_PASSWORD}")
     with open(tmp_path / "err.log", "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "tpv_broker", "--log-level", "DEBUG", "serve", "--bind",
+        proc = subprocess.Popen([*CLI, "--log-level", "DEBUG", "serve", "--bind",
                                  f"127.0.0.1:{port}", "--workers", "1"], env=env, stdout=err, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
 

@@ -24,7 +24,8 @@ from tpv_broker.shared.store import SnapshotStore, store_from_config
 from .helpers import load_prototype_data
 from .sentinel_servers import MASTER_NAME, DataNode, SentinelNode
 from .processes import wait_for
-from .test_processes import CLI, _env, _stop
+from .processes import CLI, clean_env as _env
+from .test_processes import _stop
 
 PASSWORD = "s3cret-pw"
 KEYS = KeySchema("tpv_broker")

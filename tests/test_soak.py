@@ -28,7 +28,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,12 +40,11 @@ from tpv_broker.devtools.servers import free_port
 from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.store import SnapshotStore
 
-from .processes import stop as _stop, wait_for
+from .processes import CLI, clean_env as _env, stop as _stop, wait_for
 
 
 pytestmark = pytest.mark.soak
 
-CLI = [sys.executable, "-m", "tpv_broker"]
 SOAK_S = float(os.environ.get("TPV_BROKER_TEST_SOAK_S", "60"))
 TARGET_RPS = 300
 CLIENT_THREADS = 4
@@ -73,11 +71,6 @@ RSS_LIMIT_MB = 200.0
 # requests per worker between the two windows) crosses it.
 RSS_GROWTH_LIMIT_MB = 25.0
 
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TPV_BROKER_")}
-    env.update(extra)
-    return env
 
 
 def _queue_lines(generation: int, ts_ms: int) -> list[str]:
