@@ -18,6 +18,9 @@ from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.shared.rank_service import RankService
 from tpv_broker.shared.store import SnapshotStore
 
+# Every test here on both ways of scoring (see the fixture).
+pytestmark = pytest.mark.usefixtures("scoring_path")
+
 T = 1_700_000_000.0
 
 

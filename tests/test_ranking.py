@@ -35,6 +35,9 @@ from tpv_broker.shared.scoring import ScoringModel
 from tpv_broker.shared.terms import DEFAULT_TERMS
 from tpv_broker.shared.tool_ids import stats_field, tool_id_forms
 
+# Every test here on both ways of scoring (see the fixture).
+pytestmark = pytest.mark.usefixtures("scoring_path")
+
 NOW = 1_700_000_000.0
 MAX_SNAPSHOT_AGE = 300.0
 MAX_METRICS_AGE = 900.0  # ScoringSettings' default

@@ -26,6 +26,9 @@ from tpv_broker.shared.terms import (
     check_terms,
 )
 
+# Every test here on both ways of scoring (see the fixture).
+pytestmark = pytest.mark.usefixtures("scoring_path")
+
 NOW = 1_700_000_000.0
 DEFAULTS = Defaults(queue_s=300, run_s=3600)
 

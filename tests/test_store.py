@@ -219,6 +219,40 @@ def test_read_for_rank_is_one_round_trip(store: SnapshotStore, redis_client: red
     assert after - before == 5 + 1
 
 
+def test_a_kept_snapshot_is_not_read_again(store: SnapshotStore, redis_client: redis.Redis,
+                                          network_writes: list[int]) -> None:
+    """Once a reader holds the live snapshot's destinations, a rank read is
+    the metadata and the tool's fields only (one round trip, no candidate
+    in it); a new snapshot is read whole once, and its figures are the ones
+    served from then on."""
+    store.publish(make_snapshot([f"d{i}" for i in range(300)], TOOLS))
+    ids = [f"d{i}" for i in range(200)]
+    store.read_for_rank(ids, ["cat1"])
+    redis_client.ping()
+    before = _commands_processed(redis_client)
+    network_writes.clear()
+    view = store.read_for_rank(ids, ["cat1"])
+    assert len(network_writes) == 1
+    # MULTI + HGETALL(meta) + HMGET(tools) + EXEC, plus the first INFO
+    assert _commands_processed(redis_client) - before == 4 + 1
+    assert len(view.destinations) == 200 and view.columns is not None and "cat1" in view.tool_columns
+
+    newer = make_snapshot(["d1", "d2"], TOOLS, created_at=NOW + 10)
+    newer.destinations["d1"].queued = 123.0
+    store.publish(newer)
+    network_writes.clear()
+    view = store.read_for_rank(ids, ["cat1"])
+    # the metadata names a new snapshot: it is read again, whole, with the tool's fields
+    assert len(network_writes) == 2
+    assert view.meta is not None and view.meta.created_at == NOW + 10
+    assert sorted(view.destinations) == ["d1", "d2"] and view.destinations["d1"].queued == 123.0
+    assert view.columns.row.keys() == {"d1", "d2"}
+    assert view.columns.columns["queued"][view.columns.row["d1"]] == 123.0
+    network_writes.clear()
+    store.read_for_rank(ids, ["cat1"])
+    assert len(network_writes) == 1
+
+
 def test_read_all_is_one_round_trip(store: SnapshotStore, redis_client: redis.Redis, network_writes: list[int]) -> None:
     store.publish(make_snapshot([f"d{i}" for i in range(50)], TOOLS))
     redis_client.ping()

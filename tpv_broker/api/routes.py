@@ -88,7 +88,8 @@ def _rank(req: RankRequest) -> tuple[RankResult, Callable[[], None]]:
     ranker = state.ranker
     datasets = ranker.datasets([(d.object_store_id, d.size) for d in req.datasets], req.store_locations())
     job = req.job.facts()
-    result = ranker.rank([d.candidate() for d in req.destinations], job, datasets, charge=False)
+    # The validated entries are candidates as they are (id, tpv_score, context).
+    result = ranker.rank(req.destinations, job, datasets, charge=False)
     note_rank_result(result)
     return result, lambda: ranker.charge_first(result, job)
 

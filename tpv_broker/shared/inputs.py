@@ -5,7 +5,7 @@ ranking code."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,20 @@ class Candidate:
     tpv_score: float | None = None
     # The destination's TPV context, as the client sent it.
     context: Any = None
+
+
+class CandidateLike(Protocol):
+    """What the rank core reads of a candidate: a ``Candidate``, or the
+    API's validated request entry as it is (no copy per candidate)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def tpv_score(self) -> float | None: ...
+
+    @property
+    def context(self) -> Any: ...
 
 
 @dataclass(frozen=True)

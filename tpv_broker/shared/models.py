@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -143,3 +143,8 @@ class RankView(_Payload):
     tool_stats: dict[str, dict[str, ToolFigures]] = Field(default_factory=dict)
     # In-flight charges on any destination, when the request asked for them.
     charges: list[Charge] = Field(default_factory=list)
+    # The snapshot's figures as columns (columns.DestinationColumns) and the
+    # asked tool_stats fields on their rows (columns.ToolColumns), when the
+    # reader keeps them per snapshot; the rank core builds them otherwise.
+    columns: Any = None
+    tool_columns: dict[str, Any] = Field(default_factory=dict)

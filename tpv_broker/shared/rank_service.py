@@ -10,10 +10,10 @@ from typing import Callable, Mapping, Sequence
 from .config import BrokerConfig
 from .errors import StoreError
 from .inflight_store import InflightStore
-from .inputs import Candidate, DatasetInput, JobFacts
+from .inputs import CandidateLike, DatasetInput, JobFacts
 from .logging_setup import event
 from .models import Charge
-from .ranking import SCORED, RankResult, rank, tpv_order
+from .ranking import RankResult, rank, tpv_order
 from .store import SnapshotStore
 from .tool_ids import stats_field, tool_id_forms
 
@@ -46,7 +46,7 @@ class RankService:
         ]
 
     def rank(
-        self, candidates: Sequence[Candidate], job: JobFacts, datasets: Sequence[DatasetInput], charge: bool = True
+        self, candidates: Sequence[CandidateLike], job: JobFacts, datasets: Sequence[DatasetInput], charge: bool = True
     ) -> RankResult:
         """Rank, then (unless ``charge`` is false or in-flight accounting is
         off) charge the job to the destination ranked first."""
@@ -69,10 +69,11 @@ class RankService:
         """Charge the job to the destination ranked first (if in-flight
         accounting is on and it was ranked on live figures). Never raises
         for Redis trouble: the answer stands either way."""
-        if self.inflight is None or not result.placements or result.placements[0].group != SCORED:
+        first = result.first_scored_id
+        if self.inflight is None or first is None:
             return
         try:
-            self.inflight.charge(Charge(result.placements[0].id, job.cores, job.mem,
+            self.inflight.charge(Charge(first, job.cores, job.mem,
                                         self.clock() if now is None else now, job.id, result.first_run_s))
         except StoreError as e:
             # The answer stands; only the next rankings lose this hint.

@@ -17,12 +17,16 @@ answer is TPV's order, marked degraded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
+
+from .batch import Batch
+from .columns import FIGURES, FRESH as _FRESH, OFFLINE as _OFFLINE, DestinationColumns, ToolColumns
 from .inflight import live_charges, with_charges
-from .inputs import Candidate, DatasetInput, JobFacts
-from .models import DestinationFigures, RankView, ToolFigures
+from .inputs import CandidateLike, DatasetInput, JobFacts
+from .models import Charge, DestinationFigures, RankView, ToolFigures
 from .scoring import CandidateScore, ScoringModel, TermBreakdown
 from .terms import TermInput, candidate_location, with_fallback
 from .tool_ids import stats_field, tool_id_forms
@@ -76,26 +80,78 @@ class Placement:
         return f"Placement(id={self.id!r}, group={self.group!r}, total={self.total!r})"
 
 
-@dataclass(frozen=True)
 class RankResult:
-    placements: list[Placement]
-    degraded: bool
-    snapshot_age_s: float | None
-    degraded_reason: str | None = None
-    # The job's expected run time on the destination ranked first (its
-    # tool's median there, with fallbacks), for an in-flight charge by work.
-    first_run_s: float | None = None
+    """The order, and each candidate's place in it. ``placements`` (each
+    with its group, score, reason and, on demand, breakdown) are built on
+    first use: an answer needs only ``ids``."""
+
+    def __init__(self, placements: list[Placement] | Callable[[], list[Placement]], degraded: bool,
+                 snapshot_age_s: float | None, degraded_reason: str | None = None,
+                 first_run_s: float | None = None, ids: list[str] | None = None,
+                 first_scored: bool | None = None) -> None:
+        """``placements``: the list, or a function that builds it, with
+        ``ids`` (their order) and ``first_scored`` (is the first one
+        scored?) given, so neither needs it built."""
+        self.degraded = degraded
+        self.snapshot_age_s = snapshot_age_s
+        self.degraded_reason = degraded_reason
+        # The job's expected run time on the destination ranked first (its
+        # tool's median there, with fallbacks), for an in-flight charge by work.
+        self.first_run_s = first_run_s
+        if callable(placements):
+            assert ids is not None and first_scored is not None
+            self._placements: list[Placement] | None = None
+            self._build = placements
+            self._ids, self._first_scored = ids, first_scored
+        else:
+            self._placements = placements
+
+    @property
+    def placements(self) -> list[Placement]:
+        if self._placements is None:
+            self._placements = self._build()
+        return self._placements
 
     @property
     def ids(self) -> list[str]:
-        return [p.id for p in self.placements]
+        # Built placements may have been reordered (the simulator's policies do).
+        return self._ids if self._placements is None else [p.id for p in self._placements]
+
+    @property
+    def first_scored_id(self) -> str | None:
+        """The id ranked first if it was ranked on live figures, else None."""
+        if self._placements is None:
+            return self._ids[0] if self._first_scored else None
+        first = self._placements[0] if self._placements else None
+        return first.id if first is not None and first.group == SCORED else None
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.placements, self.degraded, self.snapshot_age_s, self.degraded_reason, self.first_run_s)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RankResult):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"RankResult(ids={self.ids!r}, degraded={self.degraded!r}, snapshot_age_s={self.snapshot_age_s!r}, "
+                f"degraded_reason={self.degraded_reason!r}, first_run_s={self.first_run_s!r})")
+
+    def replace(self, **changes: object) -> RankResult:
+        """A copy with some of the constructor's arguments changed."""
+        args: dict[str, object] = dict(placements=self.placements, degraded=self.degraded,
+                                       snapshot_age_s=self.snapshot_age_s, degraded_reason=self.degraded_reason,
+                                       first_run_s=self.first_run_s)
+        return RankResult(**(args | changes))  # type: ignore[arg-type]
 
 
-def _tpv_key(index: int, candidate: Candidate) -> tuple[float, int]:
+def _tpv_key(index: int, candidate: CandidateLike) -> tuple[float, int]:
     return (-(candidate.tpv_score or 0.0), index)
 
 
-def tpv_order(candidates: Sequence[Candidate], reason: str) -> list[Placement]:
+def tpv_order(candidates: Sequence[CandidateLike], reason: str) -> list[Placement]:
     """TPV's default ranking: highest tag score first, input order on ties."""
     order = sorted(range(len(candidates)), key=lambda i: _tpv_key(i, candidates[i]))
     return [Placement(candidates[i].id, TPV_ORDER, reason) for i in order]
@@ -139,8 +195,42 @@ def _explainer(model: ScoringModel, x: TermInput, charges: int) -> Callable[[], 
     return explain
 
 
+def _coordinates(candidates: Sequence[CandidateLike], positions: np.ndarray,
+                 locations: Mapping[str, tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Each candidate's (latitude, longitude) as ``candidate_location`` says,
+    NaN if unknown. The common case, a JSON context with two numbers in
+    range, is checked here inline: this runs for every candidate."""
+    nan = math.nan
+    lat, lon = [], []
+    for i in positions.tolist():
+        c = candidates[i]
+        where = locations.get(c.id) if locations else None
+        if where is None:
+            ctx = c.context
+            la = ctx.get("latitude") if type(ctx) is dict else None
+            lo = ctx.get("longitude") if type(ctx) is dict else None
+            if (type(la) is float or type(la) is int) and (type(lo) is float or type(lo) is int):
+                where = (la, lo) if -90 <= la <= 90 and -180 <= lo <= 180 else None
+            elif ctx is not None:
+                where = candidate_location(c, None)
+        if where is None:
+            lat.append(nan)
+            lon.append(nan)
+        else:
+            lat.append(where[0])
+            lon.append(where[1])
+    return np.array(lat, dtype=np.float64), np.array(lon, dtype=np.float64)
+
+
+# From this many candidates on, scoring them all at once is cheaper than one
+# at a time: numpy's fixed cost per call (about 100 us a request) against
+# about 9 us a candidate (bench/profile_rank.py --core).
+BATCH_FROM = 16
+_LIVE_AT = FIGURES.index("live_at")
+
+
 def rank(
-    candidates: Sequence[Candidate],
+    candidates: Sequence[CandidateLike],
     job: JobFacts,
     datasets: Sequence[DatasetInput],
     view: RankView,
@@ -150,12 +240,19 @@ def rank(
     locations: Mapping[str, tuple[float, float]],
     reflect_lag_s: float = 0.0,
     charge_by_work: bool = False,
+    batch_from: int | None = None,
 ) -> RankResult:
     """``locations``: configured destination coordinates (id -> (lat, lon));
     a candidate's TPV context fills the gaps. In-flight charges in the view
     that a destination's figures cannot show yet (``reflect_lag_s``) are
     added to its figures before scoring (``charge_by_work``: see
-    ``inflight.with_charges``)."""
+    ``inflight.with_charges``).
+
+    A few candidates are scored one at a time; from ``batch_from``
+    (default ``BATCH_FROM``) on, all
+    at once (``batch.py``), their figures rows of the snapshot's columns
+    (``view.columns``, built here if the view has none). The two agree
+    (tests/test_rank_batch.py)."""
     meta = view.meta
     if meta is None:
         return RankResult(tpv_order(candidates, "TPV order: no snapshot"), True, None, "no snapshot in Redis yet")
@@ -165,9 +262,18 @@ def rank(
         if meta.stale_reason:
             why += f"; collector: {meta.stale_reason}"
         return RankResult(tpv_order(candidates, f"TPV order: {why}"), True, age, why)
-
     levels = [(level, stats_field(level, form)) for level, form in tool_id_forms(job.tool_id)]
     in_flight = live_charges(view.charges, view.destinations, reflect_lag_s) if view.charges else {}
+    batch_from = BATCH_FROM if batch_from is None else batch_from
+    score = _score_all_at_once if len(candidates) >= batch_from else _score_one_at_a_time
+    return score(candidates, job, datasets, view, now, model, locations, levels, in_flight, charge_by_work, age)
+
+
+def _score_one_at_a_time(
+    candidates: Sequence[CandidateLike], job: JobFacts, datasets: Sequence[DatasetInput], view: RankView, now: float,
+    model: ScoringModel, locations: Mapping[str, tuple[float, float]], levels: list[tuple[str, str]],
+    in_flight: Mapping[str, list[Charge]], charge_by_work: bool, age: float,
+) -> RankResult:
     keyed: list[tuple[tuple[float, ...], Placement]] = []
     inputs: dict[str, TermInput] = {}
     for index, cand in enumerate(candidates):
@@ -191,10 +297,106 @@ def rank(
         )
         inputs[cand.id] = x
         total = model.total(x)
-        keyed.append(((0, -total, *_tpv_key(index, cand)), Placement.scored(cand.id, total, _explainer(model, x, len(charges)))))
+        keyed.append(((0, -total, *_tpv_key(index, cand)),
+                      Placement.scored(cand.id, total, _explainer(model, x, len(charges)))))
     keyed.sort(key=lambda kp: kp[0])
     placements = [p for _, p in keyed]
     first = inputs.get(placements[0].id) if placements and placements[0].group == SCORED else None
     run_s = (with_fallback(first, "median_run_s", first.figures.median_run_s, first.defaults.run_s)[0]
              if first is not None else None)
     return RankResult(placements, False, age, first_run_s=run_s)
+
+
+def _score_all_at_once(
+    candidates: Sequence[CandidateLike], job: JobFacts, datasets: Sequence[DatasetInput], view: RankView, now: float,
+    model: ScoringModel, locations: Mapping[str, tuple[float, float]], levels: list[tuple[str, str]],
+    in_flight: Mapping[str, list[Charge]], charge_by_work: bool, age: float,
+) -> RankResult:
+    n = len(candidates)
+    cols = view.columns if view.columns is not None else DestinationColumns.build(view.destinations)
+    ids = [c.id for c in candidates]
+    rows = cols.rows(ids)
+    # The groups, as _unscored_group tells them one candidate at a time;
+    # only staleness depends on the request (its time).
+    base = cols.group[rows]
+    live_at = cols.matrix[_LIVE_AT][rows]
+    scored = (base == _FRESH) & ~(now - live_at > model.max_metrics_age_s)
+    positions = scored.nonzero()[0]
+    srows = rows[positions]
+
+    tool_levels = []
+    for _, field in levels:
+        per_dest = view.tool_stats.get(field)
+        if per_dest:
+            tc = view.tool_columns.get(field) or ToolColumns.build(per_dest, cols)
+            tool_levels.append((tc.median_queue_s[srows], tc.median_run_s[srows]))
+    figure = dict(zip(FIGURES, cols.matrix[:, srows]))
+
+    # In-flight charges change the charged destinations' figures (a few rows).
+    charged: dict[int, tuple[DestinationFigures, int]] = {}
+    if in_flight:
+        at = {ids[p]: k for k, p in enumerate(positions.tolist())}
+        for dest_id, charges in in_flight.items():
+            k = at.get(dest_id)
+            if k is None:
+                continue
+            f = with_charges(cols.figures[srows[k]], charges, charge_by_work)
+            charged[k] = (f, len(charges))
+            for name in ("cpus_free", "mem_free_gb", "queued"):
+                value = getattr(f, name)
+                figure[name][k] = math.nan if value is None else value
+
+    inputs: dict[int, TermInput] = {}
+
+    def term_input(k: int) -> TermInput:
+        """The one-candidate input of the k-th scored candidate (explain, and
+        what a batch cannot hold)."""
+        x = inputs.get(k)
+        if x is None:
+            cand = candidates[positions[k]]
+            figures = charged[k][0] if k in charged else cols.figures[srows[k]]
+            x = inputs[k] = TermInput(job=job, candidate=cand, figures=figures,
+                                      tool_stats=tool_stats_for(view, levels, cand.id),
+                                      location=candidate_location(cand, locations.get(cand.id)),
+                                      datasets=datasets, defaults=model.defaults)
+        return x
+
+    located = any(ds.location is not None for ds in datasets)
+    lat, lon = _coordinates(candidates, positions, locations) if located else (np.full(len(positions), math.nan),) * 2
+    tpv = np.array([0.0 if c.tpv_score is None else c.tpv_score for c in candidates], dtype=np.float64)
+    tpv_given = np.array([c.tpv_score is not None for c in candidates], dtype=bool)
+    batch = Batch(job=job, size=len(positions), cpus_free=figure["cpus_free"], mem_free_gb=figure["mem_free_gb"],
+                  gpus_free=figure["gpus_free"], queued=figure["queued"], running=figure["running"],
+                  median_queue_s=figure["median_queue_s"], median_run_s=figure["median_run_s"],
+                  tool_levels=tool_levels, tpv_score=np.where(tpv_given, tpv, math.nan)[positions],
+                  latitude=lat, longitude=lon, datasets=datasets, default_queue_s=model.defaults.queue_s,
+                  default_run_s=model.defaults.run_s, shaped=cols.shaped[srows], input=term_input)
+    totals = model.totals(batch) if len(positions) else np.zeros(0)
+
+    # TPV's order within a group and on equal scores: tag score, then input order.
+    group_rank = np.where(scored, 0, np.where(base == _OFFLINE, _GROUP_RANK[OFFLINE], _GROUP_RANK[NO_METRICS]))
+    by_total = np.zeros(n)
+    by_total[positions] = -totals
+    order = np.lexsort((np.arange(n), -tpv, by_total, group_rank)).tolist()
+    batch_index = {p: k for k, p in enumerate(positions.tolist())}
+    first_k = batch_index.get(order[0]) if n else None
+    run_s = None
+    if first_k is not None:
+        x = term_input(first_k)
+        run_s = with_fallback(x, "median_run_s", x.figures.median_run_s, model.defaults.run_s)[0]
+
+    def placements() -> list[Placement]:
+        out = []
+        for i in order:
+            k = batch_index.get(i)
+            if k is not None:
+                out.append(Placement.scored(ids[i], float(totals[k]),
+                                            _explainer(model, term_input(k), charged[k][1] if k in charged else 0)))
+                continue
+            f = cols.figures[rows[i]] if rows[i] != cols.absent else None
+            group, reason = _unscored_group(f, now, model.max_metrics_age_s) or (NO_METRICS, "")
+            out.append(Placement(ids[i], group, reason))
+        return out
+
+    return RankResult(placements, False, age, first_run_s=run_s, ids=[ids[i] for i in order],
+                      first_scored=first_k is not None)

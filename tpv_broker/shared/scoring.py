@@ -7,6 +7,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
+
+from .batch import Batch
 from .terms import Defaults, Term, TermInput, build_terms
 
 
@@ -45,6 +48,10 @@ class ScoringModel:
         self._values: list[tuple[Callable[[TermInput], float], float, str]] = [
             (getattr(term, "value", None) or _score_only(term), weight, term.name) for term, weight in terms
         ]
+        self._batch_values: list[tuple[Callable[[Batch], np.ndarray], float, str]] = [
+            (getattr(term, "values", None) or _one_at_a_time(value), weight, name)
+            for (term, _), (value, weight, name) in zip(terms, self._values)
+        ]
 
     @classmethod
     def from_settings(cls, terms: dict[str, dict[str, Any]], default_queue_s: float, default_run_s: float,
@@ -64,6 +71,26 @@ class ScoringModel:
             parts.append(weight * v / tw)
         return sum(parts)
 
+    def totals(self, b: Batch) -> np.ndarray:
+        """``total`` for every candidate of a batch: the same arithmetic in
+        the same order, each term over all candidates at once."""
+        tw = self.total_weight
+        out: np.ndarray | None = None
+        for values, weight, name in self._batch_values:
+            # Python's floats overflow to inf without a word (a job of 1e-300
+            # GB); numpy's warn.
+            with np.errstate(over="ignore"):
+                v = values(b)
+            # NaN fails both comparisons (min and max of an array with one are NaN).
+            if not (v.min() >= 0.0 and v.max() <= 1.0):
+                i = int((~((v >= 0.0) & (v <= 1.0))).nonzero()[0][0])
+                raise TermRangeError(f"term {name} scored {float(v[i])!r} for {b.input(i).candidate.id!r}, "
+                                     "outside [0, 1]")
+            part = weight * v / tw
+            out = part if out is None else out + part
+        assert out is not None  # at least one term: checked in __init__
+        return out
+
     def score(self, x: TermInput) -> CandidateScore:
         parts = []
         for term, weight in self.terms:
@@ -77,3 +104,10 @@ class ScoringModel:
 
 def _score_only(term: Term) -> Callable[[TermInput], float]:
     return lambda x: term.score(x).score
+
+
+def _one_at_a_time(value: Callable[[TermInput], float]) -> Callable[[Batch], np.ndarray]:
+    def values(b: Batch) -> np.ndarray:
+        return np.array([value(b.input(i)) for i in range(b.size)], dtype=np.float64)
+
+    return values

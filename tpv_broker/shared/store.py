@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
 
+from .columns import DestinationColumns, ToolColumns
 from .errors import StoreError
 from .keys import SCHEMA_VERSION, STAGING_TTL_S, KeySchema
 from .leader_lock import Fence, LeaseLost
@@ -145,6 +146,41 @@ class _ParsedCache:
         return value
 
 
+class _LiveSnapshot:
+    """What a worker keeps of the live snapshot between requests: every
+    destination's figures, parsed once, and as columns (``columns.py``);
+    each asked tool field's columns on them. A request reads only the
+    metadata, the tool's fields and the charges while ``created_at`` (a
+    snapshot's id: every publish sets a new one) stays the same."""
+
+    def __init__(self, created_at: bytes, destinations: dict[str, DestinationFigures]) -> None:
+        self.created_at = created_at
+        self.destinations = destinations
+        self.columns = DestinationColumns.build(destinations)
+        self.tool_columns: dict[bytes, ToolColumns] = {}
+
+    def tool_columns_for(self, raw: bytes, per_destination: dict[str, ToolFigures]) -> ToolColumns:
+        tc = self.tool_columns.get(raw)
+        if tc is None:
+            if len(self.tool_columns) >= _TOOL_COLUMNS_KEPT:
+                self.tool_columns.clear()
+            tc = self.tool_columns[raw] = ToolColumns.build(per_destination, self.columns)
+        return tc
+
+
+# Tool fields whose columns a worker keeps for the live snapshot (each a few KB).
+_TOOL_COLUMNS_KEPT = 5000
+
+
+class _RawRankView(NamedTuple):
+    """One rank read's replies, as Redis gave them (None: not asked)."""
+
+    meta: dict[bytes, bytes]
+    destinations: dict[bytes, bytes] | None
+    tools: list[bytes | None] | None
+    charges: list[bytes] | None
+
+
 def _parse_tool_stats(raw: bytes) -> dict[str, ToolFigures]:
     return {d: ToolFigures.model_validate(f) for d, f in json.loads(raw).items()}
 
@@ -170,6 +206,7 @@ class SnapshotStore:
         # How messages name this Redis (never with credentials).
         self.where = where or _describe(client)
         self._parsed = _ParsedCache()
+        self._live: _LiveSnapshot | None = None
 
     def failure(self, action: str, exc: redis.RedisError) -> StoreError:
         secret = self.client.connection_pool.connection_kwargs.get("password")
@@ -321,39 +358,63 @@ class SnapshotStore:
     def read_for_rank(
         self, dest_ids: Sequence[str], tool_fields: Sequence[str] = (), charges_since: float | None = None
     ) -> RankView:
-        """Everything one rank request needs, whatever the number of candidates,
-        in one MULTI/EXEC round trip. ``tool_fields`` are ``tool_stats`` hash
-        fields (``tool_ids.stats_field``); ``charges_since``: also read the
-        in-flight charges made since then."""
+        """Everything one rank request needs, whatever the number of
+        candidates, read in one MULTI/EXEC: the metadata, the tool's
+        ``tool_stats`` fields (``tool_ids.stats_field``) and, with
+        ``charges_since``, the in-flight charges made since then. The
+        destinations' figures come from what this reader kept of the live
+        snapshot; once per new snapshot they are read again, with the
+        metadata and the tool's fields, in a second MULTI/EXEC (so all three
+        still come from one snapshot). The view holds the asked ids' figures
+        and, as columns, every destination's."""
+        live = self._live
         try:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.hgetall(self.keys.snapshot_meta)
-            if dest_ids:
-                pipe.hmget(self.keys.destinations, list(dest_ids))
-            if tool_fields:
-                pipe.hmget(self.keys.tool_stats, list(tool_fields))
-            if charges_since is not None:
-                pipe.zrangebyscore(self.keys.inflight, charges_since, "+inf")
-            results = pipe.execute()
+            raw = self._read_rank_view(tool_fields, charges_since, with_destinations=live is None)
+            if live is not None and raw.meta.get(b"created_at") not in (None, live.created_at):
+                fresh = self._read_rank_view(tool_fields, None, with_destinations=True)
+                raw = fresh._replace(charges=raw.charges)
         except redis.RedisError as e:
             raise self.failure("reading the snapshot", e) from None
-        meta = _meta_from_hash(results[0])
-        destinations: dict[str, DestinationFigures] = {}
+        meta = _meta_from_hash(raw.meta)
+        if meta is None:
+            live = None
+        elif raw.destinations is not None:
+            live = self._keep_live(raw.meta[b"created_at"], raw.destinations)
         tool_stats: dict[str, dict[str, ToolFigures]] = {}
-        i = 1
-        if dest_ids:
-            for dest_id, raw in zip(dest_ids, results[i]):
-                if raw is not None:
-                    destinations[dest_id] = self._parsed.get(raw, DestinationFigures.model_validate_json)
-            i += 1
+        tool_columns: dict[str, ToolColumns] = {}
+        for field, value in zip(tool_fields, raw.tools or ()):
+            if value is not None:
+                per_dest = tool_stats[field] = self._parsed.get(value, _parse_tool_stats)
+                if live is not None:
+                    tool_columns[field] = live.tool_columns_for(value, per_dest)
+        charges = self._charges(raw.charges) if raw.charges is not None else []
+        known = live.destinations if live is not None else {}
+        destinations = {d: known[d] for d in dest_ids if d in known}
+        # Built from models validated above (or kept): no second validation.
+        return RankView.model_construct(meta=meta, destinations=destinations, tool_stats=tool_stats, charges=charges,
+                                        columns=live.columns if live is not None else None,
+                                        tool_columns=tool_columns)
+
+    def _read_rank_view(self, tool_fields: Sequence[str], charges_since: float | None,
+                        with_destinations: bool) -> _RawRankView:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hgetall(self.keys.snapshot_meta)
+        if with_destinations:
+            pipe.hgetall(self.keys.destinations)
         if tool_fields:
-            for field, raw in zip(tool_fields, results[i]):
-                if raw is not None:
-                    tool_stats[field] = self._parsed.get(raw, _parse_tool_stats)
-            i += 1
-        charges = self._charges(results[i]) if charges_since is not None else []
-        # Built from models validated above (or cached): no second validation.
-        return RankView.model_construct(meta=meta, destinations=destinations, tool_stats=tool_stats, charges=charges)
+            pipe.hmget(self.keys.tool_stats, list(tool_fields))
+        if charges_since is not None:
+            pipe.zrangebyscore(self.keys.inflight, charges_since, "+inf")
+        results = iter(pipe.execute())
+        return _RawRankView(next(results), next(results) if with_destinations else None,
+                            next(results) if tool_fields else None,
+                            next(results) if charges_since is not None else None)
+
+    def _keep_live(self, created_at: bytes, raw: dict[bytes, bytes]) -> _LiveSnapshot:
+        live = _LiveSnapshot(created_at, {
+            k.decode(): self._parsed.get(v, DestinationFigures.model_validate_json) for k, v in raw.items()})
+        self._live = live
+        return live
 
     def _charges(self, members: list[bytes]) -> list[Charge]:
         return [c for c in (self._parsed.get(m, Charge.from_member) for m in members) if c is not None]

@@ -20,10 +20,12 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Sequence
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .batch import Batch, cost_scores, great_circle_kms, or_zero, with_fallbacks
 from .geo import great_circle_km
-from .inputs import Candidate, DatasetInput, JobFacts
+from .inputs import CandidateLike, DatasetInput, JobFacts
 from .models import DestinationFigures, SlotShape, ToolFigures
 from .tool_ids import DEFAULT, DESTINATION
 
@@ -39,7 +41,7 @@ class Defaults:
 @dataclass(slots=True)
 class TermInput:
     job: JobFacts
-    candidate: Candidate
+    candidate: CandidateLike
     figures: DestinationFigures
     # This destination's figures for the job's tool, most specific level first.
     tool_stats: Sequence[tuple[str, ToolFigures]]
@@ -73,7 +75,9 @@ class SecondsParams(TermParams):
 class Term(Protocol):
     """``score`` returns the score with its explanation. A term may also
     define ``value(x) -> float``, the same score without the explanation,
-    for the rank path (the combiner falls back to ``score(x).score``)."""
+    and ``values(batch) -> array``, ``value`` for many candidates at once
+    (``batch.py``), for the rank path; the combiner falls back to
+    ``value``, then to ``score(x).score``, one candidate at a time."""
 
     name: ClassVar[str]
     Params: ClassVar[type[TermParams]]
@@ -135,8 +139,20 @@ class QueueWait:
         drain = ahead * run / max(d.running or 0.0, 1.0) if ahead > 0 else 0.0
         return median_queue + drain, level, median_queue, run, free_slots, drain
 
+    @staticmethod
+    def _waits(b: Batch) -> np.ndarray:
+        median_queue = with_fallbacks([q for q, _ in b.tool_levels], b.median_queue_s, b.default_queue_s)
+        run = np.where(np.isnan(b.median_run_s), b.default_run_s, b.median_run_s)
+        queued = or_zero(b.queued)
+        ahead = np.maximum(0.0, queued + 1 - free_slots_of(b))
+        drain = np.where(ahead > 0, ahead * run / np.maximum(or_zero(b.running), 1.0), 0.0)
+        return median_queue + drain
+
     def value(self, x: TermInput) -> float:
         return cost_score(self._wait(x)[0], self.scale_s, self.cap_s)
+
+    def values(self, b: Batch) -> np.ndarray:
+        return cost_scores(self._waits(b), self.scale_s, self.cap_s)
 
     def score(self, x: TermInput) -> TermScore:
         d = x.figures
@@ -159,6 +175,9 @@ class RunTime:
         run, _ = with_fallback(x, "median_run_s", x.figures.median_run_s, x.defaults.run_s)
         return cost_score(run, self.scale_s, self.cap_s)
 
+    def values(self, b: Batch) -> np.ndarray:
+        return cost_scores(run_times(b), self.scale_s, self.cap_s)
+
     def score(self, x: TermInput) -> TermScore:
         run, level = with_fallback(x, "median_run_s", x.figures.median_run_s, x.defaults.run_s)
         return TermScore(cost_score(run, self.scale_s, self.cap_s), {"median_run_s": run}, level, f"runs ~{_duration(run)} ({level})")
@@ -178,6 +197,21 @@ def free_slots_for(job: JobFacts, d: DestinationFigures) -> float:
             n = math.floor(min(_MAX_SLOTS, max(0.0, free) / need))
             slots = n if slots is None else min(slots, n)
     return 0.0 if slots is None else float(slots)
+
+
+def free_slots_of(b: Batch) -> np.ndarray:
+    """``free_slots_for`` for each candidate of a batch."""
+    slots = np.full(b.size, np.nan)
+    for need, free in ((b.job.cores, b.cpus_free), (b.job.mem, b.mem_free_gb), (b.job.gpus, b.gpus_free)):
+        if need > 0:
+            # NaN (unreported) stays NaN through these, and fmin skips it.
+            slots = np.fmin(slots, np.floor(np.minimum(_MAX_SLOTS, np.maximum(0.0, free) / need)))
+    return or_zero(slots)
+
+
+def run_times(b: Batch) -> np.ndarray:
+    """The tool's median run time per candidate, with ``with_fallback``'s levels."""
+    return with_fallbacks([r for _, r in b.tool_levels], b.median_run_s, b.default_run_s)
 
 
 def shape_fit(job: JobFacts, shapes: Sequence[SlotShape]) -> tuple[bool | None, float, SlotShape | None]:
@@ -285,6 +319,25 @@ class FitNow:
         assert worst is not None
         return min(self.unknown_score, 0.5) * worst
 
+    def values(self, b: Batch) -> np.ndarray:
+        job = b.job
+        checks = [(job.cores, b.cpus_free), (job.mem, b.mem_free_gb)]
+        if job.gpus > 0:
+            checks.append((job.gpus, b.gpus_free))
+        worst = np.full(b.size, np.nan)
+        unknown = np.zeros(b.size, dtype=bool)
+        for need, free in checks:
+            if need <= 0:
+                continue
+            unknown |= np.isnan(free)
+            worst = np.fmin(worst, np.minimum(1.0, np.maximum(0.0, free) / need))
+        out = np.where(worst < 1.0, min(self.unknown_score, 0.5) * worst,
+                       np.where(unknown | np.isnan(worst), self.unknown_score, 1.0))
+        # Free slot shapes are lists, one per destination: one at a time.
+        for i in b.shaped.nonzero()[0]:
+            out[i] = self.value(b.input(int(i)))
+        return out
+
     def score(self, x: TermInput) -> TermScore:
         fits, worst, raw = fit_fraction(x.job, x.figures)
         if fits is None:
@@ -343,6 +396,21 @@ class DataLocality:
             return self.unknown_score
         return cost_score(km, self.scale_km, self.cap_km)
 
+    def values(self, b: Batch) -> np.ndarray:
+        located = [ds for ds in b.datasets if ds.location is not None]
+        if not located:
+            return np.ones(b.size)
+        total, weighted, plain = 0.0, np.zeros(b.size), np.zeros(b.size)
+        for ds in located:
+            assert ds.location is not None
+            dist = great_circle_kms(b.latitude, b.longitude, ds.location[0], ds.location[1])
+            total += ds.size
+            weighted = weighted + ds.size * dist
+            plain = plain + dist
+        km = weighted / total if total > 0 else plain / len(located)
+        # No location: NaN distances, replaced here.
+        return np.where(np.isnan(b.latitude), self.unknown_score, cost_scores(km, self.scale_km, self.cap_km))
+
     def score(self, x: TermInput) -> TermScore:
         km, total, located = self._km(x)
         if not located:
@@ -374,6 +442,12 @@ class TpvScore:
         # The stable form of 1/(1+e^-z): e^-z overflows for very negative z.
         return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
+    def values(self, b: Batch) -> np.ndarray:
+        z = b.tpv_score / self.scale
+        # exp(-|z|) is value()'s exp(-z) for z >= 0 and its exp(z) below 0.
+        e = np.exp(-np.abs(z))
+        return np.where(np.isnan(z), 0.5, np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)))
+
     def score(self, x: TermInput) -> TermScore:
         s = x.candidate.tpv_score
         if s is None:
@@ -404,6 +478,9 @@ class FinishTime:
 
     def value(self, x: TermInput) -> float:
         return cost_score(self._finish(x)[0], self.scale_s, self.cap_s)
+
+    def values(self, b: Batch) -> np.ndarray:
+        return cost_scores(QueueWait._waits(b) + run_times(b), self.scale_s, self.cap_s)
 
     def score(self, x: TermInput) -> TermScore:
         finish, wait, run, level = self._finish(x)
@@ -460,7 +537,7 @@ def build_terms(terms: dict[str, dict[str, Any]]) -> list[tuple[Term, float]]:
     return out
 
 
-def candidate_location(candidate: Candidate, configured: tuple[float, float] | None) -> tuple[float, float] | None:
+def candidate_location(candidate: CandidateLike, configured: tuple[float, float] | None) -> tuple[float, float] | None:
     """Config's coordinates win; else the TPV context's latitude/longitude."""
     if configured is not None:
         return configured
@@ -473,6 +550,10 @@ def candidate_location(candidate: Candidate, configured: tuple[float, float] | N
 
 
 def _is_coord(value: Any, limit: float) -> bool:
-    # The bound first: math.isfinite(10**400) raises OverflowError (a request
-    # context may hold any JSON number); NaN and infinities fail the bound too.
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= limit
+    # The bound only: math.isfinite(10**400) raises OverflowError (a request
+    # context may hold any JSON number); NaN and infinities fail the bound
+    # too. The exact types first: this runs for every candidate.
+    t = type(value)
+    if t is not float and t is not int and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        return False
+    return -limit <= value <= limit

@@ -4,7 +4,6 @@ in-flight stores; the others are written from their descriptions."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 from typing import TYPE_CHECKING, Protocol
@@ -108,7 +107,7 @@ class Broker:
             result.placements.remove(chosen)
             result.placements.insert(0, chosen)
             # Its own expected run time is not known here: charge one slot.
-            self.ranker.charge_first(dataclasses.replace(result, first_run_s=None), facts, world.now)
+            self.ranker.charge_first(result.replace(first_run_s=None), facts, world.now)
         return chosen.id
 
 

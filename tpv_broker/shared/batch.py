@@ -1,0 +1,73 @@
+"""The score terms' input for many candidates at once: the job, and each
+figure as an array with one entry per candidate (NaN: not reported).
+
+Each term's ``values(batch)`` is its ``value(x)`` over these arrays, the
+same arithmetic in the same order (``tests/test_rank_batch.py`` holds them
+to it); what no array can say (free slot shapes) a term asks of
+``batch.input(i)``, the one-candidate ``TermInput``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+
+from .geo import EARTH_RADIUS_KM
+from .inputs import DatasetInput, JobFacts
+
+if TYPE_CHECKING:
+    from .terms import TermInput
+
+
+@dataclass(eq=False)
+class Batch:
+    job: JobFacts
+    size: int
+    cpus_free: np.ndarray
+    mem_free_gb: np.ndarray
+    gpus_free: np.ndarray
+    queued: np.ndarray
+    running: np.ndarray
+    median_queue_s: np.ndarray
+    median_run_s: np.ndarray
+    # The tool's (median queue, median run) per fallback level, most specific first.
+    tool_levels: Sequence[tuple[np.ndarray, np.ndarray]]
+    tpv_score: np.ndarray
+    latitude: np.ndarray
+    longitude: np.ndarray
+    datasets: Sequence[DatasetInput]
+    default_queue_s: float
+    default_run_s: float
+    # Positions whose destination reports free slot shapes.
+    shaped: np.ndarray
+    input: Callable[[int], TermInput]
+
+
+def or_zero(values: np.ndarray) -> np.ndarray:
+    """``value or 0.0`` for each: unreported (NaN) becomes 0."""
+    return np.where(np.isnan(values), 0.0, values)
+
+
+def cost_scores(cost: np.ndarray, scale: float, cap: float) -> np.ndarray:
+    """``terms.cost_score`` on an array."""
+    out = 1.0 - np.log1p(np.maximum(cost, 0.0) / scale) / math.log1p(cap / scale)
+    return np.maximum(out, 0.0)
+
+
+def with_fallbacks(levels: Sequence[np.ndarray], destination_value: np.ndarray, default: float) -> np.ndarray:
+    """``terms.with_fallback`` on arrays: per candidate, the most specific
+    level that knows the figure, else the destination's, else the default."""
+    out = np.where(np.isnan(destination_value), default, destination_value)
+    for level in reversed(levels):
+        out = np.where(np.isnan(level), out, level)
+    return out
+
+
+def great_circle_kms(lat: np.ndarray, lon: np.ndarray, lat2: float, lon2: float) -> np.ndarray:
+    """``geo.great_circle_km`` from each (lat, lon) to one point; NaN in, NaN out."""
+    p1, p2 = np.radians(lat), math.radians(lat2)
+    dp, dl = p2 - p1, np.radians(lon2 - lon)
+    a = np.sin(dp / 2) ** 2 + np.cos(p1) * math.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(a)))
