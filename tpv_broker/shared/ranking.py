@@ -223,9 +223,10 @@ def _coordinates(candidates: Sequence[CandidateLike], positions: np.ndarray,
 
 
 # From this many candidates on, scoring them all at once is cheaper than one
-# at a time: numpy's fixed cost per call (about 100 us a request) against
-# about 9 us a candidate (bench/profile_rank.py --core).
-BATCH_FROM = 16
+# at a time: about 140 us a request (numpy's fixed cost per call, times a
+# hundred calls) plus 1 us a candidate, against 9 us a candidate one at a
+# time (bench/profile_rank.py --core --candidates N, both ways).
+BATCH_FROM = 20
 _LIVE_AT = FIGURES.index("live_at")
 
 

@@ -48,6 +48,7 @@ class ScoringModel:
         self._values: list[tuple[Callable[[TermInput], float], float, str]] = [
             (getattr(term, "value", None) or _score_only(term), weight, term.name) for term, weight in terms
         ]
+        self._weights = np.array([[w] for _, w in terms], dtype=np.float64)
         self._batch_values: list[tuple[Callable[[Batch], np.ndarray], float, str]] = [
             (getattr(term, "values", None) or _one_at_a_time(value), weight, name)
             for (term, _), (value, weight, name) in zip(terms, self._values)
@@ -72,24 +73,22 @@ class ScoringModel:
         return sum(parts)
 
     def totals(self, b: Batch) -> np.ndarray:
-        """``total`` for every candidate of a batch: the same arithmetic in
-        the same order, each term over all candidates at once."""
-        tw = self.total_weight
-        out: np.ndarray | None = None
-        for values, weight, name in self._batch_values:
-            # Python's floats overflow to inf without a word (a job of 1e-300
-            # GB); numpy's warn.
-            with np.errstate(over="ignore"):
-                v = values(b)
-            # NaN fails both comparisons (min and max of an array with one are NaN).
-            if not (v.min() >= 0.0 and v.max() <= 1.0):
-                i = int((~((v >= 0.0) & (v <= 1.0))).nonzero()[0][0])
-                raise TermRangeError(f"term {name} scored {float(v[i])!r} for {b.input(i).candidate.id!r}, "
-                                     "outside [0, 1]")
-            part = weight * v / tw
-            out = part if out is None else out + part
-        assert out is not None  # at least one term: checked in __init__
-        return out
+        """``total`` for every candidate of a batch, each term over all
+        candidates at once. The same weighted mean; only the order of the
+        additions may differ (a few units in the last place)."""
+        # Python's floats overflow to inf without a word (a job of 1e-300
+        # GB); numpy's would warn.
+        with np.errstate(over="ignore"):
+            scores = np.array([values(b) for values, _, _ in self._batch_values], dtype=np.float64)
+        # NaN fails both comparisons (the min and max of an array holding one are NaN).
+        if not (scores.min() >= 0.0 and scores.max() <= 1.0):
+            for (_, _, name), v in zip(self._batch_values, scores):
+                bad = (~((v >= 0.0) & (v <= 1.0))).nonzero()[0]
+                if bad.size:
+                    i = int(bad[0])
+                    raise TermRangeError(f"term {name} scored {float(v[i])!r} for {b.input(i).candidate.id!r}, "
+                                         "outside [0, 1]")
+        return (self._weights * scores).sum(axis=0) / self.total_weight
 
     def score(self, x: TermInput) -> CandidateScore:
         parts = []
