@@ -207,6 +207,7 @@ class SnapshotStore:
         self.where = where or _describe(client)
         self._parsed = _ParsedCache()
         self._live: _LiveSnapshot | None = None
+        self._last_meta: tuple[dict[bytes, bytes], SnapshotMeta | None] | None = None
 
     def failure(self, action: str, exc: redis.RedisError) -> StoreError:
         secret = self.client.connection_pool.connection_kwargs.get("password")
@@ -375,7 +376,7 @@ class SnapshotStore:
                 raw = fresh._replace(charges=raw.charges)
         except redis.RedisError as e:
             raise self.failure("reading the snapshot", e) from None
-        meta = _meta_from_hash(raw.meta)
+        meta = self._rank_meta(raw.meta)
         if meta is None:
             live = None
         elif raw.destinations is not None:
@@ -394,6 +395,16 @@ class SnapshotStore:
         return RankView.model_construct(meta=meta, destinations=destinations, tool_stats=tool_stats, charges=charges,
                                         columns=live.columns if live is not None else None,
                                         tool_columns=tool_columns)
+
+    def _rank_meta(self, raw: dict[bytes, bytes]) -> SnapshotMeta | None:
+        """The metadata, parsed again only when it changed (a publish, a
+        stale mark): readers never modify it."""
+        last = self._last_meta
+        if last is not None and last[0] == raw:
+            return last[1]
+        meta = _meta_from_hash(raw)
+        self._last_meta = (raw, meta)
+        return meta
 
     def _read_rank_view(self, tool_fields: Sequence[str], charges_since: float | None,
                         with_destinations: bool) -> _RawRankView:
