@@ -364,12 +364,11 @@ def _score_all_at_once(
 
     located = any(ds.location is not None for ds in datasets)
     lat, lon = _coordinates(candidates, positions, locations) if located else (np.full(len(positions), math.nan),) * 2
-    tpv = np.array([0.0 if c.tpv_score is None else c.tpv_score for c in candidates], dtype=np.float64)
-    tpv_given = np.array([c.tpv_score is not None for c in candidates], dtype=bool)
+    tpv = np.fromiter((math.nan if c.tpv_score is None else c.tpv_score for c in candidates), np.float64, n)
     batch = Batch(job=job, size=len(positions), cpus_free=figure["cpus_free"], mem_free_gb=figure["mem_free_gb"],
                   gpus_free=figure["gpus_free"], queued=figure["queued"], running=figure["running"],
                   median_queue_s=figure["median_queue_s"], median_run_s=figure["median_run_s"],
-                  tool_levels=tool_levels, tpv_score=np.where(tpv_given, tpv, math.nan)[positions],
+                  tool_levels=tool_levels, tpv_score=tpv[positions],
                   latitude=lat, longitude=lon, datasets=datasets, default_queue_s=model.defaults.queue_s,
                   default_run_s=model.defaults.run_s, shaped=cols.shaped[srows], input=term_input)
     totals = model.totals(batch) if len(positions) else np.zeros(0)
@@ -378,9 +377,11 @@ def _score_all_at_once(
     group_rank = np.where(scored, 0, np.where(base == _OFFLINE, _GROUP_RANK[OFFLINE], _GROUP_RANK[NO_METRICS]))
     by_total = np.zeros(n)
     by_total[positions] = -totals
-    order = np.lexsort((np.arange(n), -tpv, by_total, group_rank)).tolist()
-    batch_index = {p: k for k, p in enumerate(positions.tolist())}
-    first_k = batch_index.get(order[0]) if n else None
+    order = np.lexsort((np.arange(n), -np.where(np.isnan(tpv), 0.0, tpv), by_total, group_rank)).tolist()
+    # Candidate index -> its index in the batch (-1: not scored).
+    in_batch = np.full(n, -1)
+    in_batch[positions] = np.arange(len(positions))
+    first_k = int(in_batch[order[0]]) if n and in_batch[order[0]] >= 0 else None
     run_s = None
     if first_k is not None:
         x = term_input(first_k)
@@ -388,9 +389,10 @@ def _score_all_at_once(
 
     def placements() -> list[Placement]:
         out = []
+        batch_index = in_batch.tolist()
         for i in order:
-            k = batch_index.get(i)
-            if k is not None:
+            k = batch_index[i]
+            if k >= 0:
                 out.append(Placement.scored(ids[i], float(totals[k]),
                                             _explainer(model, term_input(k), charged[k][1] if k in charged else 0)))
                 continue
