@@ -9,6 +9,7 @@ from typing import Callable, Mapping, Sequence
 
 from .config import BrokerConfig
 from .errors import StoreError
+from .charge_pipe import ChargePipe
 from .inflight_store import InflightStore
 from .inputs import Candidate, DatasetInput, JobFacts
 from .logging_setup import event
@@ -21,7 +22,11 @@ log = logging.getLogger("tpv_broker.rank")
 
 
 class RankService:
-    def __init__(self, config: BrokerConfig, store: SnapshotStore, clock: Callable[[], float]) -> None:
+    def __init__(self, config: BrokerConfig, store: SnapshotStore, clock: Callable[[], float],
+                 pipelined_charges: bool = False) -> None:
+        """``pipelined_charges``: send charges without waiting for Redis's
+        reply (``charge_pipe``; the API). Without it each charge waits for
+        its reply (the simulator and ``tpv-broker rank``)."""
         self.store = store
         self.clock = clock
         self.model = config.scoring.model()
@@ -34,6 +39,7 @@ class RankService:
             InflightStore(store.client, store.keys, config.inflight.max_age_s, store.failure)
             if config.inflight.enabled else None
         )
+        self.pipe = ChargePipe(self.inflight) if self.inflight is not None and pipelined_charges else None
 
     def datasets(
         self, datasets: Sequence[tuple[str, float]], request_locations: Mapping[str, tuple[float, float]]
@@ -71,9 +77,13 @@ class RankService:
         for Redis trouble: the answer stands either way."""
         if self.inflight is None or not result.placements or result.placements[0].group != SCORED:
             return
+        charge = Charge(result.placements[0].id, job.cores, job.mem, self.clock() if now is None else now, job.id,
+                        result.first_run_s)
+        if self.pipe is not None:
+            self.pipe.charge(charge)  # logs its own trouble, once per outage
+            return
         try:
-            self.inflight.charge(Charge(result.placements[0].id, job.cores, job.mem,
-                                        self.clock() if now is None else now, job.id, result.first_run_s))
+            self.inflight.charge(charge)
         except StoreError as e:
             # The answer stands; only the next rankings lose this hint.
             log.warning("could not charge the placement: %s", e, extra=event("charge_failed"))
