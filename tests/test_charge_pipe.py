@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,3 +207,23 @@ def test_a_sentinel_failover(tmp_path: Path, caplog):
         sentinel.stop()
         replica.stop()
         master.stop()
+
+
+def test_a_hung_redis_is_logged_once_and_charges_resume(own_redis, caplog):
+    caplog.set_level(logging.INFO, "tpv_broker.rank")
+    p, inflight = _pipe(f"redis://:{PASSWORD}@127.0.0.1:{own_redis.port}/0", timeout_s=0.3)
+    p.charge(Charge("d1", 1, 1, T, "1"))
+    own_redis.pause()
+    try:
+        p.charge(Charge("d2", 1, 1, T, "2"))  # sent; no reply comes
+        time.sleep(0.5)  # past the socket timeout
+        p.charge(Charge("d3", 1, 1, T, "3"))  # sees the silence; reconnecting times out
+    finally:
+        own_redis.resume()
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1 and "no reply from Redis to a charge for over 0.3 s" in warnings[0], warnings
+    p.charge(Charge("d4", 1, 1, T, "4"))
+    p.flush()
+    assert "d4" in {c.destination for c in inflight.read(T)}
+    assert len(_recoveries(caplog)) == 1 and len(_warnings(caplog)) == 1
+    p.close()
