@@ -161,6 +161,21 @@ def test_a_redis_that_is_down_from_the_start_is_logged_not_raised(caplog):
     assert len(warnings) == 1 and "Connection refused" in warnings[0], warnings
 
 
+def test_a_replica_refuses_charges_logged_once_never_resent_forever(own_redis, tmp_path, caplog):
+    replica = DataNode(tmp_path / "replica", password=PASSWORD, master_port=own_redis.port).start()
+    try:
+        p, _ = _pipe(f"redis://:{PASSWORD}@127.0.0.1:{replica.port}/0")
+        for i in range(3):
+            p.charge(Charge("d1", 1, 1, T, str(i)))  # READONLY: resent once on a new connection
+        p.flush()
+        warnings = _warnings(caplog)
+        assert len(warnings) == 1 and "read only replica" in warnings[0], warnings
+        assert own_redis.client().zcard("cp:inflight") == 0
+        p.close()
+    finally:
+        replica.stop()
+
+
 def test_an_acl_user(redis_url, redis_client, caplog):
     redis_client.acl_setuser("charger", enabled=True, passwords=["+" + PASSWORD], keys=["cpacl:*"],
                              commands=["+@all"])

@@ -13,7 +13,7 @@ with an empty script cache); a ``NOSCRIPT`` reply (``SCRIPT FLUSH``) loads
 it again and resends that charge, and so does ``READONLY`` (a Sentinel
 failover demoted the master we were talking to) after reconnecting, since
 Redis applied neither. Charges whose reply never came (connection lost,
-Redis hung past the socket timeout) are counted as lost: as with the
+Redis hung past the socket timeout) are counted as unconfirmed: as with the
 waiting client, Galaxy's answer stands and only later rankings miss them.
 Trouble is logged once when it starts and once when charges get through
 again. The simulator and ``tpv-broker rank`` keep the waiting client."""
@@ -195,8 +195,13 @@ class ChargePipe:
         """The master became a replica (failover): Redis refused the
         pending charges; reconnect (Sentinel names the new master) and
         resend them."""
-        self._resend.extend(s for s in self._pending if s.keys is not None and not s.resent)
+        refused = [s for s in self._pending if s.keys is not None]
+        self._resend.extend(s for s in refused if not s.resent)
         self._disconnect()
+        if any(s.resent for s in refused):
+            # Refused again after reconnecting: not a failover, a replica.
+            self._trouble(ReadOnlyError("You can't write against a read only replica."),
+                          lost=sum(1 for s in refused if s.resent))
 
     def _broken(self, e: redis.RedisError, lost: int = 0) -> None:
         lost += sum(1 for s in self._pending if s.keys is not None) + len(self._resend)
