@@ -48,7 +48,9 @@ def create_app(
     app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = config.api.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["tpv_broker"] = ApiState(config, store, clock, RankService(config, store, clock))
+    # The API sends charges without waiting for Redis's reply (charge_pipe).
+    ranker = RankService(config, store, clock, pipelined_charges=True)
+    app.extensions["tpv_broker"] = ApiState(config, store, clock, ranker)
 
     from .metrics import init_metrics
     from .openapi import bp as docs_bp

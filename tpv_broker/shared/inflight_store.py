@@ -17,6 +17,7 @@ from .keys import KeySchema
 
 # KEYS[1]: the charges zset; KEYS[2] (optional): the job's key.
 # ARGV: member, charged_at, drop charges older than this, job key TTL (s).
+# Returns nothing: nobody waits for it (``charge_pipe``).
 _CHARGE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
 if #KEYS == 2 then
@@ -26,7 +27,6 @@ if #KEYS == 2 then
 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-return redis.call('ZCARD', KEYS[1])
 """
 
 
@@ -45,22 +45,30 @@ class InflightStore:
         self.failure = failure or _plain_failure
         self._script = client.register_script(_CHARGE)
 
-    def charge(self, charge: Charge) -> int:
-        """Charge a placement; a job id already charged moves its charge (never
-        adds a second). Returns how many charges are live."""
+    @property
+    def script(self) -> str:
+        return _CHARGE
+
+    @property
+    def sha(self) -> str:
+        return str(self._script.sha)
+
+    def command(self, charge: Charge) -> tuple[list[str], list[str | float | int]]:
+        """The script's keys and arguments for ``charge``. Raises ValueError
+        for a job id that must not become part of a key."""
         keys = [self.keys.inflight]
         if charge.job_id is not None:
-            # Raises ValueError for an id that must not become part of a key.
             keys.append(self.keys.inflight_job(charge.job_id))
         ttl = max(1, int(self.max_age_s) + 1)
+        return keys, [charge.to_member(uuid.uuid4().hex[:12]), charge.charged_at,
+                      charge.charged_at - self.max_age_s, ttl]
+
+    def charge(self, charge: Charge) -> None:
+        """Charge a placement and wait for Redis to confirm it; a job id
+        already charged moves its charge (never adds a second)."""
+        keys, args = self.command(charge)
         try:
-            return int(
-                self._script(
-                    keys=keys,
-                    args=[charge.to_member(uuid.uuid4().hex[:12]), charge.charged_at,
-                          charge.charged_at - self.max_age_s, ttl],
-                )
-            )
+            self._script(keys=keys, args=args)
         except redis.RedisError as e:
             raise self.failure("charging a placement", e) from None
 

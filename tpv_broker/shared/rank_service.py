@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Mapping, Sequence
 
+from .charge_pipe import ChargePipe
 from .config import BrokerConfig
 from .errors import StoreError
 from .inflight_store import InflightStore
@@ -21,7 +22,11 @@ log = logging.getLogger("tpv_broker.rank")
 
 
 class RankService:
-    def __init__(self, config: BrokerConfig, store: SnapshotStore, clock: Callable[[], float]) -> None:
+    def __init__(self, config: BrokerConfig, store: SnapshotStore, clock: Callable[[], float],
+                 pipelined_charges: bool = False) -> None:
+        """``pipelined_charges``: send charges without waiting for Redis's
+        reply (``charge_pipe``; the API). Without it each charge waits for
+        its reply (the simulator and ``tpv-broker rank``)."""
         self.store = store
         self.clock = clock
         self.model = config.scoring.model()
@@ -34,6 +39,7 @@ class RankService:
             InflightStore(store.client, store.keys, config.inflight.max_age_s, store.failure)
             if config.inflight.enabled else None
         )
+        self.pipe = ChargePipe(self.inflight) if self.inflight is not None and pipelined_charges else None
 
     def datasets(
         self, datasets: Sequence[tuple[str, float]], request_locations: Mapping[str, tuple[float, float]]
@@ -72,9 +78,12 @@ class RankService:
         first = result.first_scored_id
         if self.inflight is None or first is None:
             return
+        charge = Charge(first, job.cores, job.mem, self.clock() if now is None else now, job.id, result.first_run_s)
+        if self.pipe is not None:
+            self.pipe.charge(charge)  # logs its own trouble, once per outage
+            return
         try:
-            self.inflight.charge(Charge(first, job.cores, job.mem,
-                                        self.clock() if now is None else now, job.id, result.first_run_s))
+            self.inflight.charge(charge)
         except StoreError as e:
             # The answer stands; only the next rankings lose this hint.
             log.warning("could not charge the placement: %s", e, extra=event("charge_failed"))
