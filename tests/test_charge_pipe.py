@@ -55,8 +55,10 @@ def test_another_client_sees_a_charge_as_soon_as_it_is_sent(pipe, redis_client, 
     p, inflight = pipe
     for i in range(20):
         p.charge(Charge(f"d{i}", 1, 1, T, f"job{i}"))
-        # no flush, no wait: the next request may land on another worker
-        assert len(inflight.read(T)) == i + 1
+        # No flush, no further charge: the next request may land on another
+        # worker. (Polled: Redis need not run one connection's command
+        # before another's that arrived a microsecond later.)
+        wait_for(lambda: len(inflight.read(T)) == i + 1, f"charge {i} to be visible", limit_s=2.0)
         assert redis_client.exists(f"cp:inflight:job:job{i}") == 1
     assert _warnings(caplog) == []
 
@@ -66,6 +68,7 @@ def test_a_job_charged_twice_keeps_one_charge(pipe):
     p.charge(Charge("d1", 4, 8, T, "7"))
     p.charge(Charge("d2", 4, 8, T + 1, "7"))
     p.charge(Charge("d3", 1, 1, T + 1))
+    p.flush()
     assert sorted(c.destination for c in inflight.read(T + 2)) == ["d2", "d3"]
 
 
@@ -134,7 +137,7 @@ def test_redis_stopped_and_restarted_empty(own_redis, caplog):
     url = f"redis://:{PASSWORD}@127.0.0.1:{own_redis.port}/0"
     p, inflight = _pipe(url)
     p.charge(Charge("d1", 1, 1, T, "1"))
-    assert [c.destination for c in inflight.read(T)] == ["d1"]
+    wait_for(lambda: [c.destination for c in inflight.read(T)] == ["d1"], "the first charge", 2.0)
     own_redis.stop()
     for i in range(3):
         p.charge(Charge("d2", 1, 1, T, f"down{i}"))  # no exception
@@ -144,9 +147,9 @@ def test_redis_stopped_and_restarted_empty(own_redis, caplog):
     assert PASSWORD not in warnings[0]
     own_redis.start()  # empty: no data, no script cache
     p.charge(Charge("d3", 1, 1, T, "3"))
-    assert [c.destination for c in inflight.read(T)] == ["d3"]
+    wait_for(lambda: [c.destination for c in inflight.read(T)] == ["d3"], "the charge after the restart", 2.0)
     p.charge(Charge("d4", 1, 1, T, "3"))
-    assert [c.destination for c in inflight.read(T)] == ["d4"]
+    wait_for(lambda: [c.destination for c in inflight.read(T)] == ["d4"], "the job's charge to move", 2.0)
     p.flush()
     assert len(_warnings(caplog)) == 1
     assert len(_recoveries(caplog)) == 1
@@ -185,6 +188,7 @@ def test_an_acl_user(redis_url, redis_client, caplog):
         url = redis_url.replace("redis://", f"redis://charger:{PASSWORD}@")
         p, inflight = _pipe(url, prefix="cpacl")
         p.charge(Charge("d1", 1, 1, T, "1"))
+        p.flush()
         assert [c.destination for c in inflight.read(T)] == ["d1"]
         p.close()
         assert _warnings(caplog) == []
