@@ -96,7 +96,7 @@ def _time_core(config: BrokerConfig, store: Any, bodies: list[dict[str, Any]], n
         cands = req.destinations
         job = req.job.facts()
         fields = [stats_field(level, form) for level, form in tool_id_forms(job.tool_id)]
-        view = store.read_for_rank([c.id for c in cands], fields)
+        view = store.read_for_rank(fields)
         cases.append((cands, job, svc.datasets([(d.object_store_id, d.size) for d in req.datasets],
                                                 req.store_locations()), view))
     now = time.time()

@@ -55,7 +55,7 @@ def test_store_reads_are_never_a_mix(redis_client: redis.Redis) -> None:
     thread.start()
     reads, generations = 0, set()
     while not done.is_set():
-        view = store.read_for_rank(IDS, ["bwa"])
+        view = store.read_for_rank(["bwa"])
         assert view.meta is not None
         gen = view.meta.created_at - 1_000_000.0
         # Every figure must come from the generation the metadata names.

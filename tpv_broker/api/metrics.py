@@ -88,7 +88,7 @@ class SnapshotFigures(Collector):
         try:
             since = now - self.charges_window_s if self.charges_window_s is not None else None
             # The rank path's own read, with no candidates: metadata and charges, one round trip.
-            view = self.store.read_for_rank([], (), charges_since=since)
+            view = self.store.read_for_rank((), charges_since=since)
         except StoreError:
             up.add_metric([], 0)
             yield up

@@ -98,7 +98,7 @@ def _then(response: Response, after: Callable[[], None]) -> Response:
     """Send ``response``, then run ``after``: the body goes out as the first
     chunk (with its Content-Length, so the client has its whole answer),
     and the server runs ``after`` before it finishes the response. The
-    in-flight charge is a Redis round trip Galaxy need not wait for."""
+    in-flight charge (one send to Redis) need not delay the answer."""
     body = response.get_data()
 
     def chunks() -> Iterator[bytes]:

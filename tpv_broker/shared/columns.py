@@ -56,7 +56,7 @@ class DestinationColumns:
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
         get, absent = self.row.get, len(self.figures)
-        return np.fromiter((get(i, absent) for i in ids), dtype=np.intp, count=len(ids))
+        return np.array([get(i, absent) for i in ids], dtype=np.intp)
 
     @classmethod
     def build(cls, destinations: Mapping[str, DestinationFigures]) -> DestinationColumns:

@@ -14,7 +14,7 @@ from typing import Iterable, Mapping, Sequence
 
 from .models import Charge, DestinationFigures
 
-__all__ = ["Charge", "live_charges", "queued_weight", "with_charges"]
+__all__ = ["Charge", "charged_figures", "live_charges", "queued_weight", "with_charges"]
 
 
 def live_charges(
@@ -56,6 +56,14 @@ def with_charges(d: DestinationFigures, charges: Sequence[Charge], by_work: bool
     assembly delays the jobs behind it far more than a 40 s QC job."""
     if not charges:
         return d
+    cpus, mem, queued = charged_figures(d, charges, by_work)
+    return d.model_copy(update={"cpus_free": cpus, "mem_free_gb": mem, "queued": queued})
+
+
+def charged_figures(d: DestinationFigures, charges: Sequence[Charge],
+                    by_work: bool = False) -> tuple[float | None, float | None, float]:
+    """(free cores, free memory, queued) once the charged jobs show: what
+    ``with_charges`` changes, without copying the figures."""
     cpus, mem, queued = d.cpus_free, d.mem_free_gb, d.queued or 0.0
     for c in charges:
         fits = (cpus is None or c.cores <= cpus) and (mem is None or c.mem <= mem)
@@ -64,4 +72,4 @@ def with_charges(d: DestinationFigures, charges: Sequence[Charge], by_work: bool
             mem = None if mem is None else mem - c.mem
         else:
             queued += queued_weight(d, c) if by_work else 1.0
-    return d.model_copy(update={"cpus_free": cpus, "mem_free_gb": mem, "queued": queued})
+    return cpus, mem, queued

@@ -60,7 +60,7 @@ class RankService:
         now = self.clock()
         since = now - self.inflight.max_age_s if self.inflight is not None else None
         try:
-            view = self.store.read_for_rank([c.id for c in candidates], fields, charges_since=since)
+            view = self.store.read_for_rank(fields, charges_since=since)
         except StoreError as e:
             # Galaxy must keep dispatching: answer TPV's own order, and say so.
             log.warning("answering in TPV order: %s", e, extra=event("rank_degraded", reason="redis_unavailable"))

@@ -24,7 +24,7 @@ import numpy as np
 
 from .batch import Batch
 from .columns import FIGURES, FRESH as _FRESH, OFFLINE as _OFFLINE, DestinationColumns, ToolColumns
-from .inflight import live_charges, with_charges
+from .inflight import charged_figures, live_charges, with_charges
 from .inputs import CandidateLike, DatasetInput, JobFacts
 from .models import Charge, DestinationFigures, RankView, ToolFigures
 from .scoring import CandidateScore, ScoringModel, TermBreakdown
@@ -195,31 +195,38 @@ def _explainer(model: ScoringModel, x: TermInput, charges: int) -> Callable[[], 
     return explain
 
 
+_NUMBER = (float, int)
+
+
 def _coordinates(candidates: Sequence[CandidateLike], positions: np.ndarray,
                  locations: Mapping[str, tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
     """Each candidate's (latitude, longitude) as ``candidate_location`` says,
-    NaN if unknown. The common case, a JSON context with two numbers in
-    range, is checked here inline: this runs for every candidate."""
-    nan = math.nan
-    lat, lon = [], []
-    for i in positions.tolist():
-        c = candidates[i]
-        where = locations.get(c.id) if locations else None
-        if where is None:
-            ctx = c.context
-            la = ctx.get("latitude") if type(ctx) is dict else None
-            lo = ctx.get("longitude") if type(ctx) is dict else None
-            if (type(la) is float or type(la) is int) and (type(lo) is float or type(lo) is int):
-                where = (la, lo) if -90 <= la <= 90 and -180 <= lo <= 180 else None
-            elif ctx is not None:
-                where = candidate_location(c, None)
-        if where is None:
-            lat.append(nan)
-            lon.append(nan)
-        else:
-            lat.append(where[0])
-            lon.append(where[1])
-    return np.array(lat, dtype=np.float64), np.array(lon, dtype=np.float64)
+    NaN if unknown. This runs for every candidate: when every context is a
+    JSON object with two plain numbers (what TPV sends), they are read and
+    range-checked as arrays; anything else one candidate at a time."""
+    chosen = [candidates[i] for i in positions.tolist()]
+    contexts = [c.context for c in chosen]
+    if all(type(x) is dict for x in contexts):
+        lats = [x.get("latitude") for x in contexts]
+        lons = [x.get("longitude") for x in contexts]
+        if all(type(v) in _NUMBER for v in lats) and all(type(v) in _NUMBER for v in lons):
+            try:
+                lat, lon = np.array(lats, dtype=np.float64), np.array(lons, dtype=np.float64)
+            except OverflowError:  # an integer beyond any float: out of range anyway
+                pass
+            else:
+                # NaN and infinities fail the bounds too.
+                unknown = ~((np.abs(lat) <= 90) & (np.abs(lon) <= 180))
+                lat[unknown] = lon[unknown] = math.nan
+                if locations:
+                    for k, c in enumerate(chosen):
+                        where = locations.get(c.id)
+                        if where is not None:
+                            lat[k], lon[k] = where
+                return lat, lon
+    nan = (math.nan, math.nan)
+    where = [candidate_location(c, locations.get(c.id) if locations else None) or nan for c in chosen]
+    return (np.array([w[0] for w in where], dtype=np.float64), np.array([w[1] for w in where], dtype=np.float64))
 
 
 # From this many candidates on, scoring them all at once is cheaper than one
@@ -334,17 +341,16 @@ def _score_all_at_once(
     figure = dict(zip(FIGURES, cols.matrix[:, srows]))
 
     # In-flight charges change the charged destinations' figures (a few rows).
-    charged: dict[int, tuple[DestinationFigures, int]] = {}
+    charged: dict[int, list[Charge]] = {}
     if in_flight:
-        at = {ids[p]: k for k, p in enumerate(positions.tolist())}
+        at = dict(zip(map(ids.__getitem__, positions.tolist()), range(len(positions))))
         for dest_id, charges in in_flight.items():
             k = at.get(dest_id)
             if k is None:
                 continue
-            f = with_charges(cols.figures[srows[k]], charges, charge_by_work)
-            charged[k] = (f, len(charges))
-            for name in ("cpus_free", "mem_free_gb", "queued"):
-                value = getattr(f, name)
+            charged[k] = charges
+            values = charged_figures(cols.figures[srows[k]], charges, charge_by_work)
+            for name, value in zip(("cpus_free", "mem_free_gb", "queued"), values):
                 figure[name][k] = math.nan if value is None else value
 
     inputs: dict[int, TermInput] = {}
@@ -355,7 +361,7 @@ def _score_all_at_once(
         x = inputs.get(k)
         if x is None:
             cand = candidates[positions[k]]
-            figures = charged[k][0] if k in charged else cols.figures[srows[k]]
+            figures = with_charges(cols.figures[srows[k]], charged.get(k, ()), charge_by_work)
             x = inputs[k] = TermInput(job=job, candidate=cand, figures=figures,
                                       tool_stats=tool_stats_for(view, levels, cand.id),
                                       location=candidate_location(cand, locations.get(cand.id)),
@@ -364,7 +370,7 @@ def _score_all_at_once(
 
     located = any(ds.location is not None for ds in datasets)
     lat, lon = _coordinates(candidates, positions, locations) if located else (np.full(len(positions), math.nan),) * 2
-    tpv = np.fromiter((math.nan if c.tpv_score is None else c.tpv_score for c in candidates), np.float64, n)
+    tpv = np.array([math.nan if c.tpv_score is None else c.tpv_score for c in candidates], dtype=np.float64)
     batch = Batch(job=job, size=len(positions), cpus_free=figure["cpus_free"], mem_free_gb=figure["mem_free_gb"],
                   gpus_free=figure["gpus_free"], queued=figure["queued"], running=figure["running"],
                   median_queue_s=figure["median_queue_s"], median_run_s=figure["median_run_s"],
@@ -394,7 +400,7 @@ def _score_all_at_once(
             k = batch_index[i]
             if k >= 0:
                 out.append(Placement.scored(ids[i], float(totals[k]),
-                                            _explainer(model, term_input(k), charged[k][1] if k in charged else 0)))
+                                            _explainer(model, term_input(k), len(charged.get(k, ())))))
                 continue
             f = cols.figures[rows[i]] if rows[i] != cols.absent else None
             group, reason = _unscored_group(f, now, model.max_metrics_age_s) or (NO_METRICS, "")

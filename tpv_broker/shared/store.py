@@ -356,9 +356,7 @@ class SnapshotStore:
         except redis.RedisError as e:
             raise self.failure("reading the snapshot metadata", e) from None
 
-    def read_for_rank(
-        self, dest_ids: Sequence[str], tool_fields: Sequence[str] = (), charges_since: float | None = None
-    ) -> RankView:
+    def read_for_rank(self, tool_fields: Sequence[str] = (), charges_since: float | None = None) -> RankView:
         """Everything one rank request needs, whatever the number of
         candidates, read in one MULTI/EXEC: the metadata, the tool's
         ``tool_stats`` fields (``tool_ids.stats_field``) and, with
@@ -366,8 +364,9 @@ class SnapshotStore:
         destinations' figures come from what this reader kept of the live
         snapshot; once per new snapshot they are read again, with the
         metadata and the tool's fields, in a second MULTI/EXEC (so all three
-        still come from one snapshot). The view holds the asked ids' figures
-        and, as columns, every destination's."""
+        still come from one snapshot). The view holds every destination's
+        figures, as models and as columns (the rank core looks up its
+        candidates); never modify them."""
         live = self._live
         try:
             raw = self._read_rank_view(tool_fields, charges_since, with_destinations=live is None)
@@ -389,8 +388,9 @@ class SnapshotStore:
                 if live is not None:
                     tool_columns[field] = live.tool_columns_for(value, per_dest)
         charges = self._charges(raw.charges) if raw.charges is not None else []
-        known = live.destinations if live is not None else {}
-        destinations = {d: known[d] for d in dest_ids if d in known}
+        # Every destination of the snapshot (the rank core looks up its
+        # candidates), shared by this reader's requests: no copy per request.
+        destinations = live.destinations if live is not None else {}
         # Built from models validated above (or kept): no second validation.
         return RankView.model_construct(meta=meta, destinations=destinations, tool_stats=tool_stats, charges=charges,
                                         columns=live.columns if live is not None else None,
