@@ -135,14 +135,16 @@ def port() -> int:
 
 
 def write_results(part: str, data: dict[str, Any], out_dir: pathlib.Path) -> pathlib.Path:
-    """Merge ``data`` under ``part`` into ``latest.json`` in ``out_dir``."""
+    """Merge ``data`` under ``part`` into ``latest.json`` in ``out_dir``,
+    with the machine and date it was measured on (the other parts keep
+    theirs: they may be from another day or machine)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "latest.json"
     try:
         current = json.loads(path.read_text())
     except (OSError, ValueError):
         current = {}
-    current[part] = data
-    current["machine"] = machine()
+    current[part] = {**data, "machine": machine()}
+    current.pop("machine", None)  # written by older versions, for all parts at once
     path.write_text(json.dumps(current, indent=2) + "\n")
     return path
