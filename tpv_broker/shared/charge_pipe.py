@@ -20,8 +20,8 @@ again. The simulator and ``tpv-broker rank`` keep the waiting client."""
 
 from __future__ import annotations
 
-import logging
 import atexit
+import logging
 import os
 import threading
 import time
