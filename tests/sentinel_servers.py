@@ -4,7 +4,9 @@ their own directory (built on devtools.servers)."""
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -13,6 +15,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tpv_broker.devtools.servers import RedisServer, _find_binary, _ManagedServer, _quote
+
+from .processes import wait_for
 
 MASTER_NAME = "mymaster"
 
@@ -103,3 +107,23 @@ class SentinelNode(_ManagedServer):
             replicas = c.sentinel_slaves(MASTER_NAME)
         return any(int(r["port"]) == port and not r.get("is_sdown") and not r.get("is_odown")
                    and r.get("master-link-status", "ok") == "ok" for r in replicas)
+
+
+@contextlib.contextmanager
+def sentinel_group(base: pathlib.Path, password: str) -> Iterator[tuple[DataNode, DataNode, SentinelNode]]:
+    """A master, its replica in sync, and a sentinel that knows both;
+    stopped on leaving."""
+    master = DataNode(base / "master", password=password).start()
+    replica = DataNode(base / "replica", password=password, master_port=master.port)
+    sentinel = SentinelNode(base / "sentinel", password=password)
+    try:
+        replica.start()
+        wait_for(lambda: replica.client().info("replication")["master_link_status"] == "up", "the replica to sync")
+        sentinel.master_port = master.port
+        sentinel.start()
+        wait_for(lambda: sentinel.knows_replica(replica.port), "the sentinel to know the replica")
+        yield master, replica, sentinel
+    finally:
+        sentinel.stop()
+        replica.stop()
+        master.stop()

@@ -24,7 +24,7 @@ from tpv_broker.shared.models import Charge
 from tpv_broker.shared.store import SnapshotStore, store_from_config
 
 from .processes import wait_for
-from .sentinel_servers import MASTER_NAME, DataNode, SentinelNode
+from .sentinel_servers import MASTER_NAME, DataNode, sentinel_group
 
 T = 1_700_000_000.0
 PASSWORD = "pipe-s3cret"
@@ -197,15 +197,7 @@ def test_an_acl_user(redis_url, redis_client, caplog):
 
 
 def test_a_sentinel_failover(tmp_path: Path, caplog):
-    master = DataNode(tmp_path / "master", password=PASSWORD).start()
-    replica = DataNode(tmp_path / "replica", password=PASSWORD, master_port=master.port)
-    sentinel = SentinelNode(tmp_path / "sentinel", password=PASSWORD)
-    try:
-        replica.start()
-        wait_for(lambda: replica.client().info("replication")["master_link_status"] == "up", "the replica to sync")
-        sentinel.master_port = master.port
-        sentinel.start()
-        wait_for(lambda: sentinel.knows_replica(replica.port), "the sentinel to know the replica")
+    with sentinel_group(tmp_path, PASSWORD) as (master, replica, sentinel):
         url = f"redis+sentinel://:{PASSWORD}@127.0.0.1:{sentinel.port}/{MASTER_NAME}/0"
         p, _ = _pipe(url)
         p.charge(Charge("d1", 1, 1, T, "1"))
@@ -226,10 +218,6 @@ def test_a_sentinel_failover(tmp_path: Path, caplog):
         assert sorted(c.destination for c in new.read(T)) == ["d1", "d2", "d3"]
         assert PASSWORD not in caplog.text
         p.close()
-    finally:
-        sentinel.stop()
-        replica.stop()
-        master.stop()
 
 
 def test_a_hung_redis_is_logged_once_and_charges_resume(own_redis, caplog):

@@ -22,7 +22,7 @@ from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.store import SnapshotStore, store_from_config
 
 from .helpers import load_prototype_data
-from .sentinel_servers import MASTER_NAME, DataNode, SentinelNode
+from .sentinel_servers import MASTER_NAME, DataNode, SentinelNode, sentinel_group
 from .processes import wait_for
 from .processes import CLI, clean_env as _env
 from .test_processes import _stop
@@ -37,20 +37,8 @@ RANKED = ["condor_tpv", "pulsar_be01", "unknown_site"]
 
 @pytest.fixture
 def sentinel_setup(tmp_path: Path) -> Iterator[tuple[DataNode, DataNode, SentinelNode]]:
-    master = DataNode(tmp_path / "master", password=PASSWORD).start()
-    replica = DataNode(tmp_path / "replica", password=PASSWORD, master_port=master.port)
-    sentinel = SentinelNode(tmp_path / "sentinel", password=PASSWORD)
-    try:
-        replica.start()
-        wait_for(lambda: replica.client().info("replication")["master_link_status"] == "up", "the replica to sync")
-        sentinel.master_port = master.port
-        sentinel.start()
-        wait_for(lambda: sentinel.knows_replica(replica.port), "the sentinel to know the replica")
-        yield master, replica, sentinel
-    finally:
-        sentinel.stop()
-        replica.stop()
-        master.stop()
+    with sentinel_group(tmp_path, PASSWORD) as nodes:
+        yield nodes
 
 
 def test_api_and_collector_follow_a_sentinel_failover(sentinel_setup, influx_server, influx_db,
