@@ -36,6 +36,9 @@ def main() -> None:
     ap.add_argument("--tools", type=int, default=500)
     ap.add_argument("--core", action="store_true", help="time the pure rank core alone (no HTTP, no Redis)")
     ap.add_argument("--no-inflight", action="store_true", help="with inflight.enabled false")
+    ap.add_argument("--charges", type=int, default=0,
+                    help="in-flight charges in Redis first, as a busy Galaxy leaves them: distinct jobs, spread "
+                         "over inflight.max_age_s, on random destinations")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="tpv-bench-prof-") as tmp_s:
         tmp = pathlib.Path(tmp_s)
@@ -47,6 +50,8 @@ def main() -> None:
             config = BrokerConfig.model_validate(common.bench_config(redis, influx, "galaxy", **extra))
             store = store_from_config(config.redis.url, config.redis.key_prefix, 30)
             collect_once(config, InfluxQLClient(config.influxdb), store, time.time)
+            if args.charges:
+                _charge(config, store, [s.id for s in ds.sites], args.charges)
             client = create_app(config).test_client()
             bodies = [json.dumps(b).encode() for b in rank_bodies(ds, args.candidates, 32)]
             if args.core:
@@ -81,6 +86,25 @@ def main() -> None:
         finally:
             influx.stop()
             redis.stop()
+
+
+def _charge(config: BrokerConfig, store: Any, destinations: list[str], n: int) -> None:
+    import random
+
+    from tpv_broker.shared.inflight_store import InflightStore
+    from tpv_broker.shared.models import Charge
+
+    inflight = InflightStore(store.client, store.keys, config.inflight.max_age_s)
+    rng, now, window = random.Random(5), time.time(), config.inflight.max_age_s
+    store.client.script_load(inflight.script)
+    pipe = store.client.pipeline(transaction=False)
+    for k in range(n):
+        keys, argv = inflight.command(Charge(rng.choice(destinations), 1, 4, now - window * k / n, f"busy{k}"))
+        pipe.evalsha(inflight.sha, len(keys), *keys, *argv)
+        if k % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+    print(f"{store.client.zcard(store.keys.inflight)} in-flight charges in Redis")
 
 
 def _time_core(config: BrokerConfig, store: Any, bodies: list[dict[str, Any]], n: int) -> None:

@@ -8,9 +8,11 @@ import threading
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tpv_broker.shared.config import ApiSettings, BrokerConfig, InflightSettings
-from tpv_broker.shared.inflight import Charge, live_charges, queued_weight, with_charges
+from tpv_broker.shared.inflight import Charge, live_charges, oldest_countable, queued_weight, with_charges
 from tpv_broker.shared.inflight_store import InflightStore
 from tpv_broker.shared.inputs import Candidate, JobFacts
 from tpv_broker.shared.keys import KeySchema
@@ -212,3 +214,65 @@ def test_threads_charging_one_job_leave_one_charge(inflight):
     for t in threads:
         t.join()
     assert len(inflight.read(T)) == 1
+
+
+def test_oldest_countable():
+    points = [T - 800, T - 100, T - 30]
+    # the oldest point still scored (at most max_metrics_age_s old), less the lag
+    assert oldest_countable(points, T, 900, 60) == T - 800 - 60
+    assert oldest_countable(points, T, 500, 60) == T - 100 - 60
+    # a point exactly max_metrics_age_s old is still scored
+    assert oldest_countable(points, T, 100, 0) == T - 100
+    # none scored: nothing to bound by
+    assert oldest_countable(points, T, 10, 60) is None
+    assert oldest_countable([], T, 900, 60) is None
+
+
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    live_ages=st.lists(st.one_of(st.none(), st.floats(0, 2000)), min_size=1, max_size=6),
+    charges=st.lists(st.tuples(st.integers(0, 5), st.floats(0, 700)), max_size=30),
+    max_metrics_age_s=st.floats(1, 1500),
+    reflect_lag_s=st.floats(0, 200),
+)
+def test_charges_older_than_oldest_countable_never_count(live_ages, charges, max_metrics_age_s, reflect_lag_s):
+    """Reading only the charges from ``oldest_countable`` on leaves every
+    scored destination's live charges as they are with all of them."""
+    figures = {f"d{i}": fig(live_at=None if age is None else T - age) for i, age in enumerate(live_ages)}
+    everything = [Charge(f"d{i % len(live_ages)}", 1, 1, T - age, f"j{k}")
+                  for k, (i, age) in enumerate(charges)]
+    points = sorted(f.live_at for f in figures.values() if f.live_at is not None)
+    floor = oldest_countable(points, T, max_metrics_age_s, reflect_lag_s)
+    read = everything if floor is None else [c for c in everything if c.charged_at >= floor]
+    scored = {d for d, f in figures.items() if f.live_at is not None and not T - f.live_at > max_metrics_age_s}
+    want = {d: cs for d, cs in live_charges(everything, figures, reflect_lag_s).items() if d in scored}
+    got = {d: cs for d, cs in live_charges(read, figures, reflect_lag_s).items() if d in scored}
+    assert got == want
+
+
+def test_the_rank_service_reads_only_the_charges_that_can_count(redis_client):
+    """Charges the figures already show are not even read back (a busy
+    Galaxy has thousands within ``inflight.max_age_s``), and the answer is
+    the one all charges give."""
+    store = SnapshotStore(redis_client, KeySchema("ifr"))
+    a = DestinationFigures(id="a", status="online", queued=0, running=4, cpus_total=16, cpus_free=8, mem_total_gb=64,
+                           mem_free_gb=32, live_at=T - 100, metrics_at=T - 100, sources={"queue_by_destination": T})
+    store.publish(Snapshot(meta=SnapshotMeta(created_at=T, destinations=1), destinations={"a": a}))
+    inflight = InflightStore(redis_client, KeySchema("ifr"), 600)
+    for k, age in enumerate((500, 300, 170, 150, 20)):
+        inflight.charge(Charge("a", 4, 8, T - age, f"j{k}"))
+    config = BrokerConfig(api=ApiSettings(max_snapshot_age_s=3600),
+                          inflight=InflightSettings(reflect_lag_s=60, max_age_s=600))
+    ranker = RankService(config, store, clock=lambda: T)
+    views = []
+    read = store.read_for_rank
+    store.read_for_rank = lambda *a, **kw: views.append(read(*a, **kw)) or views[-1]  # type: ignore[method-assign]
+    first = ranker.rank([Candidate("a")], JobFacts("bwa", cores=1), [], charge=False).placements[0]
+    second = ranker.rank([Candidate("a")], JobFacts("bwa", cores=1), [], charge=False).placements[0]
+    # the worker's first read keeps the snapshot; from then on, from a's live point less the lag
+    assert sorted(T - c.charged_at for c in views[0].charges) == [20, 150, 170, 300, 500]
+    assert sorted(T - c.charged_at for c in views[1].charges) == [20, 150]
+    assert first.total == second.total and first.reason == second.reason
+    assert "2 placed here since its figures" in second.reason

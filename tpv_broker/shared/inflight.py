@@ -10,32 +10,61 @@ pod and HTCondor's negotiator debits a match during a cycle.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from bisect import bisect_left
+from operator import attrgetter
+from typing import Container, Iterable, Mapping, Sequence
 
 from .models import Charge, DestinationFigures
 
-__all__ = ["Charge", "charged_figures", "live_charges", "queued_weight", "with_charges"]
+__all__ = ["Charge", "charged_figures", "live_charges", "oldest_countable", "queued_weight", "with_charges"]
 
 
 def live_charges(
     charges: Iterable[Charge],
     figures: Mapping[str, DestinationFigures],
     reflect_lag_s: float,
+    only: Container[str] | None = None,
 ) -> dict[str, list[Charge]]:
     """Charges per destination that its figures cannot reflect yet: its
     newest live point is not more than ``reflect_lag_s`` younger than the
-    charge (a dispatched job takes that long to show up in the metrics)."""
+    charge (a dispatched job takes that long to show up in the metrics).
+    ``only``: the destinations asked about (a request's candidates), when
+    not all of them."""
     out: dict[str, list[Charge]] = {}
     for c in charges:
-        d = figures.get(c.destination)
+        dest = c.destination
+        if only is not None and dest not in only:
+            continue
+        d = figures.get(dest)
         seen_at = d.live_at if d is not None else None
         # Strictly later: a point taken the instant of the charge may not show it.
         if seen_at is not None and seen_at > c.charged_at + reflect_lag_s:
             continue
-        out.setdefault(c.destination, []).append(c)
+        per_dest = out.get(dest)
+        if per_dest is None:
+            out[dest] = [c]
+        else:
+            per_dest.append(c)
     for per_dest in out.values():
-        per_dest.sort(key=lambda c: c.charged_at)
+        # (Redis gives them in this order already: then sorting is one pass.)
+        per_dest.sort(key=_CHARGED_AT)
     return out
+
+
+_CHARGED_AT = attrgetter("charged_at")
+
+
+def oldest_countable(live_points: Sequence[float], now: float, max_metrics_age_s: float,
+                     reflect_lag_s: float) -> float | None:
+    """The oldest charge a ranking at ``now`` can still count, given the
+    snapshot's live points (``live_at``, sorted): only a destination whose
+    point is at most ``max_metrics_age_s`` old is scored, and it counts a
+    charge until its point is more than ``reflect_lag_s`` younger
+    (``live_charges``). So a busy Galaxy's charges are read back only for
+    the minutes the figures cannot show yet, not for all of
+    ``inflight.max_age_s``. None: no destination would be scored."""
+    i = bisect_left(live_points, now - max_metrics_age_s)
+    return live_points[i] - reflect_lag_s if i < len(live_points) else None
 
 
 def queued_weight(d: DestinationFigures, c: Charge) -> float:

@@ -5,11 +5,13 @@ becomes a degraded answer in TPV's order, never an exception."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Callable, Mapping, Sequence
 
 from .charge_pipe import ChargePipe
 from .config import BrokerConfig
 from .errors import StoreError
+from .inflight import oldest_countable
 from .inflight_store import InflightStore
 from .inputs import CandidateLike, DatasetInput, JobFacts
 from .logging_setup import event
@@ -60,7 +62,9 @@ class RankService:
         now = self.clock()
         since = now - self.inflight.max_age_s if self.inflight is not None else None
         try:
-            view = self.store.read_for_rank(fields, charges_since=since)
+            view = self.store.read_for_rank(fields, charges_since=since, charges_floor=partial(
+                oldest_countable, now=now, max_metrics_age_s=self.model.max_metrics_age_s,
+                reflect_lag_s=self.reflect_lag_s))
         except StoreError as e:
             # Galaxy must keep dispatching: answer TPV's own order, and say so.
             log.warning("answering in TPV order: %s", e, extra=event("rank_degraded", reason="redis_unavailable"))

@@ -271,7 +271,8 @@ def rank(
             why += f"; collector: {meta.stale_reason}"
         return RankResult(tpv_order(candidates, f"TPV order: {why}"), True, age, why)
     levels = [(level, stats_field(level, form)) for level, form in tool_id_forms(job.tool_id)]
-    in_flight = live_charges(view.charges, view.destinations, reflect_lag_s) if view.charges else {}
+    in_flight = (live_charges(view.charges, view.destinations, reflect_lag_s, {c.id for c in candidates})
+                 if view.charges else {})
     batch_from = BATCH_FROM if batch_from is None else batch_from
     score = _score_all_at_once if len(candidates) >= batch_from else _score_one_at_a_time
     return score(candidates, job, datasets, view, now, model, locations, levels, in_flight, charge_by_work, age)

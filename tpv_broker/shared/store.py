@@ -158,6 +158,7 @@ class _LiveSnapshot:
         self.destinations = destinations
         self.columns = DestinationColumns.build(destinations)
         self.tool_columns: dict[bytes, ToolColumns] = {}
+        self.live_points = sorted(f.live_at for f in destinations.values() if f.live_at is not None)
 
     def tool_columns_for(self, raw: bytes, per_destination: dict[str, ToolFigures]) -> ToolColumns:
         tc = self.tool_columns.get(raw)
@@ -207,6 +208,9 @@ class SnapshotStore:
         self.where = where or _describe(client)
         self._parsed = _ParsedCache()
         self._live: _LiveSnapshot | None = None
+        # The charges of the last read, parsed: the next read parses only
+        # the new ones, and the cache never holds more than one read's worth.
+        self._charges_parsed: dict[bytes, Charge | None] = {}
         self._last_meta: tuple[dict[bytes, bytes], SnapshotMeta | None] | None = None
 
     def failure(self, action: str, exc: redis.RedisError) -> StoreError:
@@ -356,11 +360,14 @@ class SnapshotStore:
         except redis.RedisError as e:
             raise self.failure("reading the snapshot metadata", e) from None
 
-    def read_for_rank(self, tool_fields: Sequence[str] = (), charges_since: float | None = None) -> RankView:
+    def read_for_rank(self, tool_fields: Sequence[str] = (), charges_since: float | None = None,
+                      charges_floor: Callable[[list[float]], float | None] | None = None) -> RankView:
         """Everything one rank request needs, whatever the number of
         candidates, read in one MULTI/EXEC: the metadata, the tool's
         ``tool_stats`` fields (``tool_ids.stats_field``) and, with
-        ``charges_since``, the in-flight charges made since then. The
+        ``charges_since``, the in-flight charges made since then, or since
+        ``charges_floor(live points of the kept snapshot)`` if that is later
+        (``inflight.oldest_countable``: older ones cannot count). The
         destinations' figures come from what this reader kept of the live
         snapshot; once per new snapshot they are read again, with the
         metadata and the tool's fields, in a second MULTI/EXEC (so all three
@@ -368,11 +375,17 @@ class SnapshotStore:
         figures, as models and as columns (the rank core looks up its
         candidates); never modify them."""
         live = self._live
+        since = charges_since
+        if since is not None and charges_floor is not None and live is not None:
+            floor = charges_floor(live.live_points)
+            if floor is not None and floor > since:
+                since = floor
         try:
-            raw = self._read_rank_view(tool_fields, charges_since, with_destinations=live is None)
+            raw = self._read_rank_view(tool_fields, since, with_destinations=live is None)
             if live is not None and raw.meta.get(b"created_at") not in (None, live.created_at):
-                fresh = self._read_rank_view(tool_fields, None, with_destinations=True)
-                raw = fresh._replace(charges=raw.charges)
+                # The floor came from the kept snapshot; the new one may hold
+                # older points (a destination back in it): all charges again.
+                raw = self._read_rank_view(tool_fields, charges_since, with_destinations=True)
         except redis.RedisError as e:
             raise self.failure("reading the snapshot", e) from None
         meta = self._rank_meta(raw.meta)
@@ -428,7 +441,10 @@ class SnapshotStore:
         return live
 
     def _charges(self, members: list[bytes]) -> list[Charge]:
-        return [c for c in (self._parsed.get(m, Charge.from_member) for m in members) if c is not None]
+        last = self._charges_parsed
+        parsed = {m: last[m] if m in last else Charge.from_member(m) for m in members}
+        self._charges_parsed = parsed
+        return [c for c in parsed.values() if c is not None]
 
     def read_overview(self, charges_since: float | None = None) -> RankView:
         """Every destination's figures (no tool statistics, which can be
