@@ -180,6 +180,7 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
                         print(f"  {s:15s} n={n:<4d} {mode:10s} p50 {r['p50_ms']:9.3f} ms  p90 {r['p90_ms']:9.3f}"
                               f"  p99 {r['p99_ms']:9.3f}  {r['throughput_rps']:8.1f} req/s  ({r['requests']} req)",
                               flush=True)
+            scaling = _scaling(params, ports, ds, [s for s in ("ours", "limit") if s in params.get("services", SERVICES)])
             calibration = _calibrate(influx, workers, tmp, params["calibration_requests"])
             print(f"  calibration: prototype on its own data, p50 {calibration['p50_ms']} ms "
                   f"(original, reference README: {REFERENCE_P50_MS})", flush=True)
@@ -191,6 +192,7 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
                 "snapshot": report.summary(),
                 "gunicorn": _gunicorn_settings(workers),
                 "runs": runs,
+                "scaling": scaling,
             }
             return result
         finally:
@@ -198,6 +200,31 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
                 srv.stop()
             influx.stop()
             redis.stop()
+
+
+def _scaling(params: dict[str, Any], ports: dict[str, int], ds: Any, services: list[str]) -> dict[str, Any]:
+    """p50 at the most candidates against the fewest, per service, in rounds
+    that alternate the two counts (one client, back to back): the main runs
+    measure each count minutes apart, and a machine whose speed drifts in
+    between would move that ratio more than the code does."""
+    lo, hi = min(params["candidates"]), max(params["candidates"])
+    if lo == hi or not services:
+        return {}
+    raws = {n: loadgen.build_requests("127.0.0.1", "/api/rank", rank_bodies(ds, n, params["bodies"])) for n in (lo, hi)}
+    out: dict[str, Any] = {}
+    for s in services:
+        out[s] = {"candidates": [lo, hi], "round_p50_ms": {str(lo): [], str(hi): []}}
+    for _ in range(params["rounds"]):
+        for s in services:
+            max_req, max_s = params["sequential"][s]
+            for n in (lo, hi):
+                spec = loadgen.RunSpec("127.0.0.1", ports[s], raws[n], max_req, max_s, warmup=params["warmup"])
+                out[s]["round_p50_ms"][str(n)].append(loadgen.summarize([loadgen.run(spec, 1)])["p50_ms"])
+    for s in services:
+        r = out[s]["round_p50_ms"]
+        print(f"  {s:15s} p50 at {hi} / at {lo} candidates, per round: "
+              + " ".join(f"{a / b:.2f}" for a, b in zip(r[str(hi)], r[str(lo)])), flush=True)
+    return out
 
 
 def _gunicorn_settings(workers: int) -> dict[str, Any]:

@@ -58,9 +58,15 @@ def rank_ratios(result: dict[str, Any]) -> dict[str, Any]:
         }
     lo, hi = min(ns), max(ns)
     for s in ("ours", "limit"):
-        # Different candidate counts ran minutes apart: pooled p50s, not pairs.
-        a, b = _get(runs, s, hi, "sequential"), _get(runs, s, lo, "sequential")
-        out[f"{s}_p50_{hi}_over_{lo}"] = _ratio(a and a["p50_ms"], b and b["p50_ms"])
+        paired = result.get("scaling", {}).get(s)
+        if paired:
+            # Rounds that alternate the two counts (bench.rank._scaling).
+            rounds = paired["round_p50_ms"]
+            out[f"{s}_p50_{hi}_over_{lo}"] = _paired({"r": rounds[str(hi)]}, {"r": rounds[str(lo)]}, "r")
+        else:
+            # Results from before: the counts ran minutes apart, pooled p50s.
+            a, b = _get(runs, s, hi, "sequential"), _get(runs, s, lo, "sequential")
+            out[f"{s}_p50_{hi}_over_{lo}"] = _ratio(a and a["p50_ms"], b and b["p50_ms"])
     return out
 
 
@@ -106,7 +112,15 @@ def rank_table(result: dict[str, Any]) -> str:
     ratios = rank_ratios(result)
     lines += ["", f"Ratios: median over the {result['params'].get('rounds', 1)} rounds of each measurement, each "
               "round's figure against the other service's in the same round (the services take turns round by "
-              "round); the p50 at 200 against 5 candidates compares pooled p50s."]
+              "round)."]
+    ns = result["params"]["candidates"]
+    lo, hi = min(ns), max(ns)
+    if result.get("scaling"):
+        lines.append(f"p50 at {hi} against {lo} candidates (one client, back to back), in rounds that alternate the "
+                     f"two counts, median of the per-round ratios: ours {ratios[f'ours_p50_{hi}_over_{lo}']}x, "
+                     f"limit {ratios.get(f'limit_p50_{hi}_over_{lo}')}x.")
+    elif lo != hi:
+        lines.append(f"p50 at {hi} against {lo} candidates: pooled p50s of the runs above, minutes apart.")
     lines += ["", "| candidates | p50 prototype/ours | p50 ours/limit | req/s ours/limit (concurrent) | "
               "req/s ours/prototype (concurrent) | p50 ours_noinflight/limit | req/s ours_noinflight/limit |",
               "|---:|---:|---:|---:|---:|---:|---:|"]

@@ -33,6 +33,11 @@ def test_rank_bench_tiny(tmp_path: pathlib.Path) -> None:
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in runs)
     assert {r["mode"] for r in runs} == {"sequential", "paced", "concurrent"}
     assert data["rank"]["gunicorn"]["worker_class"]
+    # 200 against 5 candidates, in rounds that alternate them (tiny: 2 and 5)
+    for s in ("ours", "limit"):
+        rounds = data["rank"]["scaling"][s]["round_p50_ms"]
+        assert sorted(rounds) == ["2", "5"] and all(len(v) == 1 and v[0] > 0 for v in rounds.values())
+    assert data["rank"]["machine"]["date_utc"]
     assert "## Rank path" in (tmp_path / "latest.md").read_text()
 
 
@@ -50,5 +55,7 @@ def test_collector_bench_tiny(tmp_path: pathlib.Path) -> None:
 
 
 def test_rank_profile_runs(tmp_path: pathlib.Path) -> None:
-    proc = _run("bench.profile_rank", "--candidates", "3", "--requests", "5", "--destinations", "6", "--tools", "10")
+    proc = _run("bench.profile_rank", "--candidates", "3", "--requests", "5", "--destinations", "6", "--tools", "10",
+                "--charges", "50")
     assert "ms per request" in proc.stdout
+    assert "50 in-flight charges in Redis" in proc.stdout
