@@ -228,8 +228,6 @@ def test_oldest_countable():
     assert oldest_countable([], T, 900, 60) is None
 
 
-
-
 @settings(max_examples=300, deadline=None)
 @given(
     live_ages=st.lists(st.one_of(st.none(), st.floats(0, 2000)), min_size=1, max_size=6),
