@@ -80,6 +80,8 @@ class DatasetIn(_Strict):
 
 
 def _no_duplicate_ids(ids: list[str], field: str) -> None:
+    if len(set(ids)) == len(ids):  # the usual case, in one C-level pass
+        return
     first: dict[str, int] = {}
     for i, dest_id in enumerate(ids):
         if dest_id in first:

@@ -9,6 +9,7 @@ request then hardly grows with its number of candidates."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -55,8 +56,7 @@ class DestinationColumns:
         return len(self.figures)
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
-        get, absent = self.row.get, len(self.figures)
-        return np.array([get(i, absent) for i in ids], dtype=np.intp)
+        return np.fromiter(map(self.row.get, ids, repeat(len(self.figures))), dtype=np.intp, count=len(ids))
 
     @classmethod
     def build(cls, destinations: Mapping[str, DestinationFigures]) -> DestinationColumns:

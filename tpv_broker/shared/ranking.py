@@ -18,6 +18,7 @@ answer is TPV's order, marked degraded.
 from __future__ import annotations
 
 import math
+from itertools import repeat
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -195,7 +196,8 @@ def _explainer(model: ScoringModel, x: TermInput, charges: int) -> Callable[[], 
     return explain
 
 
-_NUMBER = (float, int)
+_NUMBER_TYPES = frozenset((float, int))
+_DICT = frozenset((dict,))
 
 
 def _coordinates(candidates: Sequence[CandidateLike], positions: np.ndarray,
@@ -204,12 +206,14 @@ def _coordinates(candidates: Sequence[CandidateLike], positions: np.ndarray,
     NaN if unknown. This runs for every candidate: when every context is a
     JSON object with two plain numbers (what TPV sends), they are read and
     range-checked as arrays; anything else one candidate at a time."""
-    chosen = [candidates[i] for i in positions.tolist()]
+    chosen = candidates if len(positions) == len(candidates) else [candidates[i] for i in positions.tolist()]
     contexts = [c.context for c in chosen]
-    if all(type(x) is dict for x in contexts):
-        lats = [x.get("latitude") for x in contexts]
-        lons = [x.get("longitude") for x in contexts]
-        if all(type(v) in _NUMBER for v in lats) and all(type(v) in _NUMBER for v in lons):
+    # Exact types (a bool is an int; a dict subclass may read differently),
+    # checked a whole column at a time: map() and set() loop in C.
+    if set(map(type, contexts)) <= _DICT:
+        lats = list(map(dict.get, contexts, repeat("latitude")))
+        lons = list(map(dict.get, contexts, repeat("longitude")))
+        if {*map(type, lats), *map(type, lons)} <= _NUMBER_TYPES:
             try:
                 lat, lon = np.array(lats, dtype=np.float64), np.array(lons, dtype=np.float64)
             except OverflowError:  # an integer beyond any float: out of range anyway
@@ -271,11 +275,16 @@ def rank(
             why += f"; collector: {meta.stale_reason}"
         return RankResult(tpv_order(candidates, f"TPV order: {why}"), True, age, why)
     levels = [(level, stats_field(level, form)) for level, form in tool_id_forms(job.tool_id)]
-    in_flight = (live_charges(view.charges, view.destinations, reflect_lag_s, {c.id for c in candidates})
-                 if view.charges else {})
     batch_from = BATCH_FROM if batch_from is None else batch_from
-    score = _score_all_at_once if len(candidates) >= batch_from else _score_one_at_a_time
-    return score(candidates, job, datasets, view, now, model, locations, levels, in_flight, charge_by_work, age)
+    if len(candidates) < batch_from:
+        in_flight = (live_charges(view.charges, view.destinations, reflect_lag_s, {c.id for c in candidates})
+                     if view.charges else {})
+        return _score_one_at_a_time(candidates, job, datasets, view, now, model, locations, levels, in_flight,
+                                    charge_by_work, age)
+    ids = [c.id for c in candidates]
+    in_flight = live_charges(view.charges, view.destinations, reflect_lag_s, set(ids)) if view.charges else {}
+    return _score_all_at_once(candidates, ids, job, datasets, view, now, model, locations, levels, in_flight,
+                              charge_by_work, age)
 
 
 def _score_one_at_a_time(
@@ -317,13 +326,13 @@ def _score_one_at_a_time(
 
 
 def _score_all_at_once(
-    candidates: Sequence[CandidateLike], job: JobFacts, datasets: Sequence[DatasetInput], view: RankView, now: float,
-    model: ScoringModel, locations: Mapping[str, tuple[float, float]], levels: list[tuple[str, str]],
-    in_flight: Mapping[str, list[Charge]], charge_by_work: bool, age: float,
+    candidates: Sequence[CandidateLike], ids: list[str], job: JobFacts, datasets: Sequence[DatasetInput],
+    view: RankView, now: float, model: ScoringModel, locations: Mapping[str, tuple[float, float]],
+    levels: list[tuple[str, str]], in_flight: Mapping[str, list[Charge]], charge_by_work: bool, age: float,
 ) -> RankResult:
+    """``ids``: the candidates' ids, in their order."""
     n = len(candidates)
     cols = view.columns if view.columns is not None else DestinationColumns.build(view.destinations)
-    ids = [c.id for c in candidates]
     rows = cols.rows(ids)
     # The groups, as _unscored_group tells them one candidate at a time;
     # only staleness depends on the request (its time).
@@ -371,7 +380,8 @@ def _score_all_at_once(
 
     located = any(ds.location is not None for ds in datasets)
     lat, lon = _coordinates(candidates, positions, locations) if located else (np.full(len(positions), math.nan),) * 2
-    tpv = np.array([math.nan if c.tpv_score is None else c.tpv_score for c in candidates], dtype=np.float64)
+    # None (no tag score) becomes NaN.
+    tpv = np.array([c.tpv_score for c in candidates], dtype=np.float64)
     batch = Batch(job=job, size=len(positions), cpus_free=figure["cpus_free"], mem_free_gb=figure["mem_free_gb"],
                   gpus_free=figure["gpus_free"], queued=figure["queued"], running=figure["running"],
                   median_queue_s=figure["median_queue_s"], median_run_s=figure["median_run_s"],
