@@ -275,16 +275,13 @@ def rank(
             why += f"; collector: {meta.stale_reason}"
         return RankResult(tpv_order(candidates, f"TPV order: {why}"), True, age, why)
     levels = [(level, stats_field(level, form)) for level, form in tool_id_forms(job.tool_id)]
-    batch_from = BATCH_FROM if batch_from is None else batch_from
-    if len(candidates) < batch_from:
-        in_flight = (live_charges(view.charges, view.destinations, reflect_lag_s, {c.id for c in candidates})
-                     if view.charges else {})
-        return _score_one_at_a_time(candidates, job, datasets, view, now, model, locations, levels, in_flight,
-                                    charge_by_work, age)
     ids = [c.id for c in candidates]
     in_flight = live_charges(view.charges, view.destinations, reflect_lag_s, set(ids)) if view.charges else {}
-    return _score_all_at_once(candidates, ids, job, datasets, view, now, model, locations, levels, in_flight,
-                              charge_by_work, age)
+    if len(candidates) >= (BATCH_FROM if batch_from is None else batch_from):
+        return _score_all_at_once(candidates, ids, job, datasets, view, now, model, locations, levels, in_flight,
+                                  charge_by_work, age)
+    return _score_one_at_a_time(candidates, job, datasets, view, now, model, locations, levels, in_flight,
+                                charge_by_work, age)
 
 
 def _score_one_at_a_time(
