@@ -117,7 +117,7 @@ def _time_core(config: BrokerConfig, store: Any, bodies: list[dict[str, Any]], n
     cases = []
     for b in bodies:
         req = RankRequest.model_validate(b)
-        cands = req.destinations
+        cands = req.candidates()
         job = req.job.facts()
         fields = [stats_field(level, form) for level, form in tool_id_forms(job.tool_id)]
         view = store.read_for_rank(fields)

@@ -21,7 +21,7 @@ from tpv_broker.shared.batch import great_circle_kms, with_fallbacks
 from tpv_broker.shared.columns import DestinationColumns, ToolColumns
 from tpv_broker.shared.geo import great_circle_km
 from tpv_broker.shared.inflight import live_charges, with_charges
-from tpv_broker.shared.inputs import Candidate, DatasetInput, JobFacts
+from tpv_broker.shared.inputs import Candidate, CandidateRows, DatasetInput, JobFacts
 from tpv_broker.shared.models import Charge, DestinationFigures, RankView, SlotShape, SnapshotMeta, ToolFigures
 from tpv_broker.shared.ranking import (
     _GROUP_RANK,
@@ -177,6 +177,29 @@ def test_columns_kept_by_the_reader_rank_as_columns_built_per_request(s: dict[st
     kept = v.model_copy(update={"columns": cols, "tool_columns": {
         f: ToolColumns.build(per_dest, cols) for f, per_dest in v.tool_stats.items()}})
     check_same(s, model_of(ALL_TERMS), kept)
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenario(), st.booleans(), st.data())
+def test_request_rows_rank_as_candidate_objects(s: dict[str, Any], all_at_once: bool, data: Any) -> None:
+    """The API hands the rank core its validated JSON objects as they are
+    (``CandidateRows``, read a column at a time): the very same answer as
+    the same candidates as objects, an absent key as its null."""
+    rows = []
+    for c in s["candidates"]:
+        row: dict[str, Any] = {"id": c.id}
+        for key, value in (("tpv_score", c.tpv_score), ("context", c.context)):
+            if value is not None or data.draw(st.booleans()):
+                row[key] = value
+        rows.append(row)
+    args = (s["job"], s["datasets"], s["view"], NOW, model_of(ALL_TERMS), 300, s["locations"], 30.0, s["by_work"])
+    batch_from = 0 if all_at_once else 10**9
+    want = rank(s["candidates"], *args, batch_from=batch_from)
+    got = rank(CandidateRows(rows), *args, batch_from=batch_from)
+    assert got.ids == want.ids
+    assert (got.first_run_s, got.first_scored_id) == (want.first_run_s, want.first_scored_id)
+    assert [(p.id, p.group, p.total, p.reason) for p in got.placements] == \
+        [(p.id, p.group, p.total, p.reason) for p in want.placements]
 
 
 def test_the_answer_needs_no_placement_built() -> None:

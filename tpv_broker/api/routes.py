@@ -88,8 +88,7 @@ def _rank(req: RankRequest) -> tuple[RankResult, Callable[[], None]]:
     ranker = state.ranker
     datasets = ranker.datasets([(d.object_store_id, d.size) for d in req.datasets], req.store_locations())
     job = req.job.facts()
-    # The validated entries are candidates as they are (id, tpv_score, context).
-    result = ranker.rank(req.destinations, job, datasets, charge=False)
+    result = ranker.rank(req.candidates(), job, datasets, charge=False)
     note_rank_result(result)
     return result, lambda: ranker.charge_first(result, job)
 

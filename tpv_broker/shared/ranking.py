@@ -26,7 +26,7 @@ import numpy as np
 from .batch import Batch
 from .columns import FIGURES, FRESH as _FRESH, OFFLINE as _OFFLINE, DestinationColumns, ToolColumns
 from .inflight import charged_figures, live_charges, with_charges
-from .inputs import CandidateLike, DatasetInput, JobFacts
+from .inputs import CandidateLike, DatasetInput, JobFacts, candidate_ids, contexts, tpv_scores
 from .models import Charge, DestinationFigures, RankView, ToolFigures
 from .scoring import CandidateScore, ScoringModel, TermBreakdown
 from .terms import TermInput, candidate_location, with_fallback
@@ -200,19 +200,21 @@ _NUMBER_TYPES = frozenset((float, int))
 _DICT = frozenset((dict,))
 
 
-def _coordinates(candidates: Sequence[CandidateLike], positions: np.ndarray,
+def _coordinates(candidates: Sequence[CandidateLike], ids: list[str], positions: np.ndarray,
                  locations: Mapping[str, tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
     """Each candidate's (latitude, longitude) as ``candidate_location`` says,
     NaN if unknown. This runs for every candidate: when every context is a
     JSON object with two plain numbers (what TPV sends), they are read and
     range-checked as arrays; anything else one candidate at a time."""
-    chosen = candidates if len(positions) == len(candidates) else [candidates[i] for i in positions.tolist()]
-    contexts = [c.context for c in chosen]
+    every = len(positions) == len(candidates)
+    chosen = positions.tolist()
+    column = contexts(candidates)
+    chosen_contexts = column if every else [column[i] for i in chosen]
     # Exact types (a bool is an int; a dict subclass may read differently),
     # checked a whole column at a time: map() and set() loop in C.
-    if set(map(type, contexts)) <= _DICT:
-        lats = list(map(dict.get, contexts, repeat("latitude")))
-        lons = list(map(dict.get, contexts, repeat("longitude")))
+    if set(map(type, chosen_contexts)) <= _DICT:
+        lats = list(map(dict.get, chosen_contexts, repeat("latitude")))
+        lons = list(map(dict.get, chosen_contexts, repeat("longitude")))
         if {*map(type, lats), *map(type, lons)} <= _NUMBER_TYPES:
             try:
                 lat, lon = np.array(lats, dtype=np.float64), np.array(lons, dtype=np.float64)
@@ -223,13 +225,13 @@ def _coordinates(candidates: Sequence[CandidateLike], positions: np.ndarray,
                 unknown = ~((np.abs(lat) <= 90) & (np.abs(lon) <= 180))
                 lat[unknown] = lon[unknown] = math.nan
                 if locations:
-                    for k, c in enumerate(chosen):
-                        where = locations.get(c.id)
+                    for k, i in enumerate(chosen):
+                        where = locations.get(ids[i])
                         if where is not None:
                             lat[k], lon[k] = where
                 return lat, lon
     nan = (math.nan, math.nan)
-    where = [candidate_location(c, locations.get(c.id) if locations else None) or nan for c in chosen]
+    where = [candidate_location(candidates[i], locations.get(ids[i]) if locations else None) or nan for i in chosen]
     return (np.array([w[0] for w in where], dtype=np.float64), np.array([w[1] for w in where], dtype=np.float64))
 
 
@@ -275,7 +277,7 @@ def rank(
             why += f"; collector: {meta.stale_reason}"
         return RankResult(tpv_order(candidates, f"TPV order: {why}"), True, age, why)
     levels = [(level, stats_field(level, form)) for level, form in tool_id_forms(job.tool_id)]
-    ids = [c.id for c in candidates]
+    ids = candidate_ids(candidates)
     in_flight = live_charges(view.charges, view.destinations, reflect_lag_s, set(ids)) if view.charges else {}
     if len(candidates) >= (BATCH_FROM if batch_from is None else batch_from):
         return _score_all_at_once(candidates, ids, job, datasets, view, now, model, locations, levels, in_flight,
@@ -376,9 +378,10 @@ def _score_all_at_once(
         return x
 
     located = any(ds.location is not None for ds in datasets)
-    lat, lon = _coordinates(candidates, positions, locations) if located else (np.full(len(positions), math.nan),) * 2
+    lat, lon = (_coordinates(candidates, ids, positions, locations) if located
+                else (np.full(len(positions), math.nan),) * 2)
     # None (no tag score) becomes NaN.
-    tpv = np.array([c.tpv_score for c in candidates], dtype=np.float64)
+    tpv = np.array(tpv_scores(candidates), dtype=np.float64)
     batch = Batch(job=job, size=len(positions), cpus_free=figure["cpus_free"], mem_free_gb=figure["mem_free_gb"],
                   gpus_free=figure["gpus_free"], queued=figure["queued"], running=figure["running"],
                   median_queue_s=figure["median_queue_s"], median_run_s=figure["median_run_s"],
