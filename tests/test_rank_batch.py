@@ -59,7 +59,8 @@ def reference_rank(candidates: Sequence[Candidate], job: JobFacts, datasets: Seq
         figures = view.destinations.get(cand.id)
         unscored = _unscored_group(figures, NOW, model.max_metrics_age_s)
         if unscored is not None:
-            keyed.append(((_GROUP_RANK[unscored[0]], *_tpv_key(index, cand)), (cand.id, unscored[0], None, None)))
+            keyed.append(((_GROUP_RANK[unscored[0]], *_tpv_key(index, cand.tpv_score)),
+                          (cand.id, unscored[0], None, None)))
             continue
         assert figures is not None
         x = TermInput(job, cand, with_charges(figures, in_flight.get(cand.id, ()), by_work),
@@ -67,7 +68,7 @@ def reference_rank(candidates: Sequence[Candidate], job: JobFacts, datasets: Seq
                       datasets, model.defaults)
         total = model.total(x)
         run = with_fallback(x, "median_run_s", x.figures.median_run_s, x.defaults.run_s)[0]
-        keyed.append(((0, -total, *_tpv_key(index, cand)), (cand.id, SCORED, total, run)))
+        keyed.append(((0, -total, *_tpv_key(index, cand.tpv_score)), (cand.id, SCORED, total, run)))
     keyed.sort(key=lambda kp: kp[0])
     return [p for _, p in keyed]
 

@@ -35,7 +35,7 @@ class CandidateLike(Protocol):
 class CandidateRows(Sequence[Candidate]):
     """The API's validated candidates as they came: JSON objects with an
     ``id`` and optional ``tpv_score`` and ``context``. Many candidates are
-    scored all at once, from columns (``candidate_ids`` and the two below);
+    scored all at once, from columns (``candidate_column``);
     a ``Candidate`` is built only for one asked for (the first placement,
     explain) or when they are walked one at a time. Validating 200 of them
     as a model each took 1.7x as long as validating them as they are."""
@@ -71,28 +71,16 @@ class CandidateRows(Sequence[Candidate]):
         return iter(self._all)
 
     def column(self, name: str) -> list[Any]:
+        if name == "id":
+            return self.ids
         return list(map(dict.get, self.rows, repeat(name)))
 
 
-_ID, _TPV_SCORE, _CONTEXT = attrgetter("id"), attrgetter("tpv_score"), attrgetter("context")
-
-
-def candidate_ids(candidates: Sequence[CandidateLike]) -> list[str]:
+def candidate_column(candidates: Sequence[CandidateLike], name: str) -> list[Any]:
+    """One field ("id", "tpv_score" or "context") of every candidate, in order."""
     if isinstance(candidates, CandidateRows):
-        return candidates.ids
-    return list(map(_ID, candidates))
-
-
-def tpv_scores(candidates: Sequence[CandidateLike]) -> list[float | None]:
-    if isinstance(candidates, CandidateRows):
-        return candidates.column("tpv_score")
-    return list(map(_TPV_SCORE, candidates))
-
-
-def contexts(candidates: Sequence[CandidateLike]) -> list[Any]:
-    if isinstance(candidates, CandidateRows):
-        return candidates.column("context")
-    return list(map(_CONTEXT, candidates))
+        return candidates.column(name)
+    return list(map(attrgetter(name), candidates))
 
 
 @dataclass(frozen=True)

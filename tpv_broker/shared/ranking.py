@@ -26,7 +26,7 @@ import numpy as np
 from .batch import Batch
 from .columns import FIGURES, FRESH as _FRESH, OFFLINE as _OFFLINE, DestinationColumns, ToolColumns
 from .inflight import charged_figures, live_charges, with_charges
-from .inputs import CandidateLike, DatasetInput, JobFacts, candidate_ids, contexts, tpv_scores
+from .inputs import CandidateLike, DatasetInput, JobFacts, candidate_column
 from .models import Charge, DestinationFigures, RankView, ToolFigures
 from .scoring import CandidateScore, ScoringModel, TermBreakdown
 from .terms import TermInput, candidate_location, with_fallback
@@ -148,14 +148,15 @@ class RankResult:
         return RankResult(**(args | changes))  # type: ignore[arg-type]
 
 
-def _tpv_key(index: int, candidate: CandidateLike) -> tuple[float, int]:
-    return (-(candidate.tpv_score or 0.0), index)
+def _tpv_key(index: int, tpv_score: float | None) -> tuple[float, int]:
+    return (-(tpv_score or 0.0), index)
 
 
 def tpv_order(candidates: Sequence[CandidateLike], reason: str) -> list[Placement]:
     """TPV's default ranking: highest tag score first, input order on ties."""
-    order = sorted(range(len(candidates)), key=lambda i: _tpv_key(i, candidates[i]))
-    return [Placement(candidates[i].id, TPV_ORDER, reason) for i in order]
+    ids, scores = candidate_column(candidates, "id"), candidate_column(candidates, "tpv_score")
+    order = sorted(range(len(ids)), key=lambda i: _tpv_key(i, scores[i]))
+    return [Placement(ids[i], TPV_ORDER, reason) for i in order]
 
 
 def tool_stats_for(
@@ -208,7 +209,7 @@ def _coordinates(candidates: Sequence[CandidateLike], ids: list[str], positions:
     range-checked as arrays; anything else one candidate at a time."""
     every = len(positions) == len(candidates)
     chosen = positions.tolist()
-    column = contexts(candidates)
+    column = candidate_column(candidates, "context")
     chosen_contexts = column if every else [column[i] for i in chosen]
     # Exact types (a bool is an int; a dict subclass may read differently),
     # checked a whole column at a time: map() and set() loop in C.
@@ -277,7 +278,7 @@ def rank(
             why += f"; collector: {meta.stale_reason}"
         return RankResult(tpv_order(candidates, f"TPV order: {why}"), True, age, why)
     levels = [(level, stats_field(level, form)) for level, form in tool_id_forms(job.tool_id)]
-    ids = candidate_ids(candidates)
+    ids = candidate_column(candidates, "id")
     in_flight = live_charges(view.charges, view.destinations, reflect_lag_s, set(ids)) if view.charges else {}
     if len(candidates) >= (BATCH_FROM if batch_from is None else batch_from):
         return _score_all_at_once(candidates, ids, job, datasets, view, now, model, locations, levels, in_flight,
@@ -298,7 +299,7 @@ def _score_one_at_a_time(
         unscored = _unscored_group(figures, now, model.max_metrics_age_s)
         if unscored is not None:
             group, reason = unscored
-            keyed.append(((_GROUP_RANK[group], *_tpv_key(index, cand)), Placement(cand.id, group, reason)))
+            keyed.append(((_GROUP_RANK[group], *_tpv_key(index, cand.tpv_score)), Placement(cand.id, group, reason)))
             continue
         assert figures is not None
         charges = in_flight.get(cand.id, ())
@@ -314,7 +315,7 @@ def _score_one_at_a_time(
         )
         inputs[cand.id] = x
         total = model.total(x)
-        keyed.append(((0, -total, *_tpv_key(index, cand)),
+        keyed.append(((0, -total, *_tpv_key(index, cand.tpv_score)),
                       Placement.scored(cand.id, total, _explainer(model, x, len(charges)))))
     keyed.sort(key=lambda kp: kp[0])
     placements = [p for _, p in keyed]
@@ -381,7 +382,7 @@ def _score_all_at_once(
     lat, lon = (_coordinates(candidates, ids, positions, locations) if located
                 else (np.full(len(positions), math.nan),) * 2)
     # None (no tag score) becomes NaN.
-    tpv = np.array(tpv_scores(candidates), dtype=np.float64)
+    tpv = np.array(candidate_column(candidates, "tpv_score"), dtype=np.float64)
     batch = Batch(job=job, size=len(positions), cpus_free=figure["cpus_free"], mem_free_gb=figure["mem_free_gb"],
                   gpus_free=figure["gpus_free"], queued=figure["queued"], running=figure["running"],
                   median_queue_s=figure["median_queue_s"], median_run_s=figure["median_run_s"],
