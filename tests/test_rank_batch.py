@@ -9,6 +9,7 @@ was, one candidate at a time."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Sequence
 
@@ -38,6 +39,7 @@ from tpv_broker.shared.tool_ids import stats_field, tool_id_forms
 NOW = 1_700_000_000.0
 TOOL_ID = "toolshed.g2.bx.psu.edu/repos/iuc/fastp/fastp/0.23.4"
 FIELDS = [stats_field(level, form) for level, form in tool_id_forms(TOOL_ID)]
+OTHER_TOOL_ID = "toolshed.g2.bx.psu.edu/repos/iuc/bwa/bwa/0.7.17"
 ALL_TERMS = DEFAULT_TERMS | {"finish_time": {"weight": 2.0, "scale_s": 60.0, "cap_s": 604800.0}}
 DEFAULTS = Defaults(queue_s=300, run_s=3600)
 # Relative: a few units in the last place of a total in [0, 1].
@@ -178,6 +180,29 @@ def test_columns_kept_by_the_reader_rank_as_columns_built_per_request(s: dict[st
     kept = v.model_copy(update={"columns": cols, "tool_columns": {
         f: ToolColumns.build(per_dest, cols) for f, per_dest in v.tool_stats.items()}})
     check_same(s, model_of(ALL_TERMS), kept)
+
+
+@settings(max_examples=150, deadline=None)
+@given(scenario(), st.data())
+def test_kept_columns_give_each_tool_its_own_times(s: dict[str, Any], data: Any) -> None:
+    """A worker's kept columns serve every request until the next snapshot,
+    and keep each tool's times, fallbacks applied
+    (``DestinationColumns.tool_times``): requests for two tools in turn,
+    on the same columns, each rank as that tool alone."""
+    v: RankView = s["view"]
+    ids = list(v.destinations)
+    other = {stats_field(level, form): {
+        d: ToolFigures(count=1, median_queue_s=data.draw(maybe(amount)), median_run_s=data.draw(maybe(amount)))
+        for d in (data.draw(st.lists(st.sampled_from(ids), unique=True)) if ids else [])}
+        for level, form in tool_id_forms(OTHER_TOOL_ID)}
+    both = v.model_copy(update={"tool_stats": v.tool_stats | other})
+    cols = DestinationColumns.build(both.destinations)
+    kept = both.model_copy(update={"columns": cols, "tool_columns": {
+        f: ToolColumns.build(per_dest, cols) for f, per_dest in both.tool_stats.items()}})
+    fastp = s | {"view": both}
+    bwa = fastp | {"job": dataclasses.replace(s["job"], tool_id=OTHER_TOOL_ID)}
+    for case in (fastp, bwa, fastp):
+        check_same(case, model_of(ALL_TERMS), kept)
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,5 +1,6 @@
 """The score terms' input for many candidates at once: the job, and each
-figure as an array with one entry per candidate (NaN: not reported).
+figure as an array with one entry per candidate (NaN: not reported, except
+for the times, whose fallbacks are applied).
 
 Each term's ``values(batch)`` is its ``value(x)`` over these arrays, the
 same arithmetic in the same order (``tests/test_rank_batch.py`` holds them
@@ -9,7 +10,7 @@ to it); what no array can say (free slot shapes) a term asks of
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
@@ -30,19 +31,29 @@ class Batch:
     gpus_free: np.ndarray
     queued: np.ndarray
     running: np.ndarray
+    # The tool's median queue and run times, and the destination's own run
+    # time, fallbacks applied (columns.ToolTimes): never NaN.
     median_queue_s: np.ndarray
     median_run_s: np.ndarray
-    # The tool's (median queue, median run) per fallback level, most specific first.
-    tool_levels: Sequence[tuple[np.ndarray, np.ndarray]]
+    destination_run_s: np.ndarray
     tpv_score: np.ndarray
     latitude: np.ndarray
     longitude: np.ndarray
     datasets: Sequence[DatasetInput]
-    default_queue_s: float
-    default_run_s: float
     # Positions whose destination reports free slot shapes.
     shaped: np.ndarray
     input: Callable[[int], TermInput]
+    _derived: dict[Callable[[Batch], np.ndarray], np.ndarray] = field(default_factory=dict, init=False, repr=False)
+
+    def derived(self, compute: Callable[[Batch], np.ndarray]) -> np.ndarray:
+        """``compute(self)``, once per batch: terms share figures derived
+        from the batch (finish_time adds run times to queue_wait's waits),
+        and at a few candidates numpy's cost per call, not per candidate, is
+        what counts. The arrays are shared: never modify one in place."""
+        value = self._derived.get(compute)
+        if value is None:
+            value = self._derived[compute] = compute(self)
+        return value
 
 
 def or_zero(values: np.ndarray) -> np.ndarray:

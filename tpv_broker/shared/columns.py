@@ -8,12 +8,13 @@ request then hardly grows with its number of candidates."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from .batch import with_fallbacks
 from .models import DestinationFigures, ToolFigures
 
 NAN = float("nan")
@@ -46,6 +47,9 @@ class DestinationColumns:
     group: np.ndarray
     # Reports free slot shapes: fit_now reads those, one destination at a time.
     shaped: np.ndarray
+    # tool_times' answers, kept as long as these columns are: the few tools
+    # a Galaxy runs most ask again and again.
+    _tool_times: dict[tuple[object, ...], ToolTimes] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def columns(self) -> dict[str, np.ndarray]:
@@ -57,6 +61,29 @@ class DestinationColumns:
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
         return np.fromiter(map(self.row.get, ids, repeat(len(self.figures))), dtype=np.intp, count=len(ids))
+
+    def tool_times(self, levels: Sequence[ToolColumns | None], default_queue_s: float,
+                   default_run_s: float) -> ToolTimes:
+        """A tool's median queue and run time on every row, each from its most
+        specific level that knows it (``levels``: the tool id's forms, most
+        specific first; None where the snapshot has no figures for a form),
+        else the destination's own, else the default: ``terms.with_fallback``
+        for all destinations at once, once per tool and snapshot instead of
+        once per request."""
+        key = (*levels, default_queue_s, default_run_s)
+        times = self._tool_times.get(key)
+        if times is None:
+            known = [tc for tc in levels if tc is not None]
+            queue, run = self.matrix[_MEDIAN_QUEUE], self.matrix[_MEDIAN_RUN]
+            times = ToolTimes(
+                median_queue_s=with_fallbacks([tc.median_queue_s for tc in known], queue, default_queue_s),
+                median_run_s=with_fallbacks([tc.median_run_s for tc in known], run, default_run_s),
+                destination_run_s=np.where(np.isnan(run), default_run_s, run),
+            )
+            if len(self._tool_times) >= _TOOL_TIMES_KEPT:
+                self._tool_times.clear()
+            self._tool_times[key] = times
+        return times
 
     @classmethod
     def build(cls, destinations: Mapping[str, DestinationFigures]) -> DestinationColumns:
@@ -70,6 +97,23 @@ class DestinationColumns:
             group=np.array([_group(f) for f in figs] + [NO_METRICS], dtype=np.int8),
             shaped=np.array([f.slot_shapes is not None for f in figs] + [False], dtype=bool),
         )
+
+
+_MEDIAN_QUEUE, _MEDIAN_RUN = FIGURES.index("median_queue_s"), FIGURES.index("median_run_s")
+# Tools whose times one DestinationColumns keeps (each 3 x 8 bytes a row).
+_TOOL_TIMES_KEPT = 2000
+
+
+@dataclass(frozen=True, eq=False)
+class ToolTimes:
+    """One tool's times on the rows of a ``DestinationColumns``, fallbacks
+    applied (``DestinationColumns.tool_times``). Never modified."""
+
+    median_queue_s: np.ndarray
+    median_run_s: np.ndarray
+    # The destination's own median run time, else the default: what drains
+    # its queue (queue_wait), whatever tool is asking.
+    destination_run_s: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)

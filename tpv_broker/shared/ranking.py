@@ -237,10 +237,10 @@ def _coordinates(candidates: Sequence[CandidateLike], ids: list[str], positions:
 
 
 # From this many candidates on, scoring them all at once is cheaper than one
-# at a time: about 140 us a request (numpy's fixed cost per call, times a
-# hundred calls) plus 1 us a candidate, against 9 us a candidate one at a
-# time (bench/profile_rank.py --core --candidates N, both ways).
-BATCH_FROM = 20
+# at a time: about 120 us a request (numpy's fixed cost per call, times
+# some eighty calls) plus 0.7 us a candidate, against 9 us a candidate one
+# at a time (bench/profile_rank.py --core --candidates N, both ways).
+BATCH_FROM = 15
 _LIVE_AT = FIGURES.index("live_at")
 
 
@@ -345,9 +345,8 @@ def _score_all_at_once(
     tool_levels = []
     for _, field in levels:
         per_dest = view.tool_stats.get(field)
-        if per_dest:
-            tc = view.tool_columns.get(field) or ToolColumns.build(per_dest, cols)
-            tool_levels.append((tc.median_queue_s[srows], tc.median_run_s[srows]))
+        tool_levels.append((view.tool_columns.get(field) or ToolColumns.build(per_dest, cols)) if per_dest else None)
+    times = cols.tool_times(tool_levels, model.defaults.queue_s, model.defaults.run_s)
     figure = dict(zip(FIGURES, cols.matrix[:, srows]))
 
     # In-flight charges change the charged destinations' figures (a few rows).
@@ -385,10 +384,9 @@ def _score_all_at_once(
     tpv = np.array(candidate_column(candidates, "tpv_score"), dtype=np.float64)
     batch = Batch(job=job, size=len(positions), cpus_free=figure["cpus_free"], mem_free_gb=figure["mem_free_gb"],
                   gpus_free=figure["gpus_free"], queued=figure["queued"], running=figure["running"],
-                  median_queue_s=figure["median_queue_s"], median_run_s=figure["median_run_s"],
-                  tool_levels=tool_levels, tpv_score=tpv[positions],
-                  latitude=lat, longitude=lon, datasets=datasets, default_queue_s=model.defaults.queue_s,
-                  default_run_s=model.defaults.run_s, shaped=cols.shaped[srows], input=term_input)
+                  median_queue_s=times.median_queue_s[srows], median_run_s=times.median_run_s[srows],
+                  destination_run_s=times.destination_run_s[srows], tpv_score=tpv[positions],
+                  latitude=lat, longitude=lon, datasets=datasets, shaped=cols.shaped[srows], input=term_input)
     totals = model.totals(batch) if len(positions) else np.zeros(0)
 
     # TPV's order within a group and on equal scores: tag score, then input order.
@@ -400,10 +398,9 @@ def _score_all_at_once(
     in_batch = np.full(n, -1)
     in_batch[positions] = np.arange(len(positions))
     first_k = int(in_batch[order[0]]) if n and in_batch[order[0]] >= 0 else None
-    run_s = None
-    if first_k is not None:
-        x = term_input(first_k)
-        run_s = with_fallback(x, "median_run_s", x.figures.median_run_s, model.defaults.run_s)[0]
+    # The first's run time as with_fallback gives it (the same floats),
+    # without building its one-candidate input.
+    run_s = float(batch.median_run_s[first_k]) if first_k is not None else None
 
     def placements() -> list[Placement]:
         out = []

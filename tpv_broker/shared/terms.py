@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Protocol, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .batch import Batch, cost_scores, great_circle_kms, or_zero, with_fallbacks
+from .batch import Batch, cost_scores, great_circle_kms, or_zero
 from .geo import great_circle_km
 from .inputs import CandidateLike, DatasetInput, JobFacts
 from .models import DestinationFigures, SlotShape, ToolFigures
@@ -139,20 +139,11 @@ class QueueWait:
         drain = ahead * run / max(d.running or 0.0, 1.0) if ahead > 0 else 0.0
         return median_queue + drain, level, median_queue, run, free_slots, drain
 
-    @staticmethod
-    def _waits(b: Batch) -> np.ndarray:
-        median_queue = with_fallbacks([q for q, _ in b.tool_levels], b.median_queue_s, b.default_queue_s)
-        run = np.where(np.isnan(b.median_run_s), b.default_run_s, b.median_run_s)
-        queued = or_zero(b.queued)
-        ahead = np.maximum(0.0, queued + 1 - free_slots_of(b))
-        drain = np.where(ahead > 0, ahead * run / np.maximum(or_zero(b.running), 1.0), 0.0)
-        return median_queue + drain
-
     def value(self, x: TermInput) -> float:
         return cost_score(self._wait(x)[0], self.scale_s, self.cap_s)
 
     def values(self, b: Batch) -> np.ndarray:
-        return cost_scores(self._waits(b), self.scale_s, self.cap_s)
+        return cost_scores(b.derived(expected_waits), self.scale_s, self.cap_s)
 
     def score(self, x: TermInput) -> TermScore:
         d = x.figures
@@ -176,7 +167,7 @@ class RunTime:
         return cost_score(run, self.scale_s, self.cap_s)
 
     def values(self, b: Batch) -> np.ndarray:
-        return cost_scores(run_times(b), self.scale_s, self.cap_s)
+        return cost_scores(b.median_run_s, self.scale_s, self.cap_s)
 
     def score(self, x: TermInput) -> TermScore:
         run, level = with_fallback(x, "median_run_s", x.figures.median_run_s, x.defaults.run_s)
@@ -209,9 +200,12 @@ def free_slots_of(b: Batch) -> np.ndarray:
     return or_zero(slots)
 
 
-def run_times(b: Batch) -> np.ndarray:
-    """The tool's median run time per candidate, with ``with_fallback``'s levels."""
-    return with_fallbacks([r for _, r in b.tool_levels], b.median_run_s, b.default_run_s)
+def expected_waits(b: Batch) -> np.ndarray:
+    """``QueueWait._wait``'s expected wait for each candidate of a batch."""
+    queued = or_zero(b.queued)
+    ahead = np.maximum(0.0, queued + 1 - free_slots_of(b))
+    drain = np.where(ahead > 0, ahead * b.destination_run_s / np.maximum(or_zero(b.running), 1.0), 0.0)
+    return b.median_queue_s + drain
 
 
 def shape_fit(job: JobFacts, shapes: Sequence[SlotShape]) -> tuple[bool | None, float, SlotShape | None]:
@@ -480,7 +474,7 @@ class FinishTime:
         return cost_score(self._finish(x)[0], self.scale_s, self.cap_s)
 
     def values(self, b: Batch) -> np.ndarray:
-        return cost_scores(QueueWait._waits(b) + run_times(b), self.scale_s, self.cap_s)
+        return cost_scores(b.derived(expected_waits) + b.median_run_s, self.scale_s, self.cap_s)
 
     def score(self, x: TermInput) -> TermScore:
         finish, wait, run, level = self._finish(x)
