@@ -342,11 +342,11 @@ def _score_all_at_once(
     positions = scored.nonzero()[0]
     srows = rows[positions]
 
-    tool_levels = []
+    tool_columns = []
     for _, field in levels:
         per_dest = view.tool_stats.get(field)
-        tool_levels.append((view.tool_columns.get(field) or ToolColumns.build(per_dest, cols)) if per_dest else None)
-    times = cols.tool_times(tool_levels, model.defaults.queue_s, model.defaults.run_s)
+        tool_columns.append((view.tool_columns.get(field) or ToolColumns.build(per_dest, cols)) if per_dest else None)
+    times = cols.tool_times(tool_columns, model.defaults.queue_s, model.defaults.run_s)
     figure = dict(zip(FIGURES, cols.matrix[:, srows]))
 
     # In-flight charges change the charged destinations' figures (a few rows).
