@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tpv_broker.shared.batch import great_circle_kms, with_fallbacks
+from tpv_broker.shared.batch import Distances, with_fallbacks
 from tpv_broker.shared.columns import DestinationColumns, ToolColumns
 from tpv_broker.shared.geo import great_circle_km
 from tpv_broker.shared.inflight import live_charges, with_charges
@@ -253,8 +253,12 @@ def test_fallbacks_pick_the_most_specific_known_figure(rows: list[tuple[Any, ...
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(coord, min_size=1, max_size=8), coord)
-def test_distances_as_one_at_a_time(here: list[tuple[float, float]], there: tuple[float, float]) -> None:
-    got = great_circle_kms(np.array([h[0] for h in here]), np.array([h[1] for h in here]), *there)
-    for i, h in enumerate(here):
-        assert got[i] == pytest.approx(great_circle_km(h[0], h[1], *there), rel=1e-9, abs=1e-6)
+@given(st.lists(coord, min_size=1, max_size=8), st.lists(coord, min_size=1, max_size=4))
+def test_distances_as_one_at_a_time(here: list[tuple[float, float]], points: list[tuple[float, float]]) -> None:
+    """From the same candidates to several points, each point again after
+    the others (inputs in one object store share their distances)."""
+    distances = Distances(np.array([h[0] for h in here]), np.array([h[1] for h in here]))
+    for there in [*points, *points]:
+        got = distances.to(*there)
+        for i, h in enumerate(here):
+            assert got[i] == pytest.approx(great_circle_km(h[0], h[1], *there), rel=1e-9, abs=1e-6)

@@ -76,9 +76,22 @@ def with_fallbacks(levels: Sequence[np.ndarray], destination_value: np.ndarray, 
     return out
 
 
-def great_circle_kms(lat: np.ndarray, lon: np.ndarray, lat2: float, lon2: float) -> np.ndarray:
-    """``geo.great_circle_km`` from each (lat, lon) to one point; NaN in, NaN out."""
-    p1, p2 = np.radians(lat), math.radians(lat2)
-    dp, dl = p2 - p1, np.radians(lon2 - lon)
-    a = np.sin(dp / 2) ** 2 + np.cos(p1) * math.cos(p2) * np.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(a)))
+class Distances:
+    """``geo.great_circle_km`` from each (lat, lon) to a point; NaN in, NaN
+    out. What depends only on the candidates is worked out once, and each
+    point's distances once: a job's inputs often share an object store."""
+
+    def __init__(self, lat: np.ndarray, lon: np.ndarray) -> None:
+        self.lon = lon
+        self.p1 = np.radians(lat)
+        self.cos_p1 = np.cos(self.p1)
+        self._km: dict[tuple[float, float], np.ndarray] = {}
+
+    def to(self, lat2: float, lon2: float) -> np.ndarray:
+        km = self._km.get((lat2, lon2))
+        if km is None:
+            p2 = math.radians(lat2)
+            dp, dl = p2 - self.p1, np.radians(lon2 - self.lon)
+            a = np.sin(dp / 2) ** 2 + self.cos_p1 * math.cos(p2) * np.sin(dl / 2) ** 2
+            km = self._km[(lat2, lon2)] = 2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(a)))
+        return km

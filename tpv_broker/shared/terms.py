@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Protocol, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .batch import Batch, cost_scores, great_circle_kms, or_zero
+from .batch import Batch, Distances, cost_scores, or_zero
 from .geo import great_circle_km
 from .inputs import CandidateLike, DatasetInput, JobFacts
 from .models import DestinationFigures, SlotShape, ToolFigures
@@ -395,9 +395,10 @@ class DataLocality:
         if not located:
             return np.ones(b.size)
         total, weighted, plain = 0.0, np.zeros(b.size), np.zeros(b.size)
+        distances = Distances(b.latitude, b.longitude)
         for ds in located:
             assert ds.location is not None
-            dist = great_circle_kms(b.latitude, b.longitude, ds.location[0], ds.location[1])
+            dist = distances.to(ds.location[0], ds.location[1])
             total += ds.size
             weighted = weighted + ds.size * dist
             plain = plain + dist
