@@ -39,7 +39,12 @@ def main() -> None:
     ap.add_argument("--charges", type=int, default=0,
                     help="in-flight charges in Redis first, as a busy Galaxy leaves them: distinct jobs, spread "
                          "over inflight.max_age_s, on random destinations")
+    ap.add_argument("--slot-shapes", type=int, default=0,
+                    help="with --core: every destination reports this many free slot shapes (HTCondor "
+                         "partitionable slots, random sizes); the synthetic metrics have none")
     args = ap.parse_args()
+    if args.slot_shapes and not args.core:
+        ap.error("--slot-shapes needs --core")
     with tempfile.TemporaryDirectory(prefix="tpv-bench-prof-") as tmp_s:
         tmp = pathlib.Path(tmp_s)
         redis, influx = RedisServer(tmp / "redis").start(), InfluxServer(tmp / "influx").start()
@@ -55,7 +60,7 @@ def main() -> None:
             client = create_app(config).test_client()
             bodies = [json.dumps(b).encode() for b in rank_bodies(ds, args.candidates, 32)]
             if args.core:
-                _time_core(config, store, rank_bodies(ds, args.candidates, 32), args.requests)
+                _time_core(config, store, rank_bodies(ds, args.candidates, 32), args.requests, args.slot_shapes)
                 return
 
             def loop() -> float:
@@ -107,7 +112,21 @@ def _charge(config: BrokerConfig, store: Any, destinations: list[str], n: int) -
     print(f"{store.client.zcard(store.keys.inflight)} in-flight charges in Redis")
 
 
-def _time_core(config: BrokerConfig, store: Any, bodies: list[dict[str, Any]], n: int) -> None:
+def _with_slot_shapes(view: Any, k: int) -> Any:
+    """The view with every destination reporting ``k`` random free slot shapes."""
+    import random
+
+    from tpv_broker.shared.columns import DestinationColumns
+    from tpv_broker.shared.models import SlotShape
+
+    rng = random.Random(7)
+    dests = {d: f.model_copy(update={"slot_shapes": [
+        SlotShape(count=rng.randint(0, 4), cpus=rng.choice([1, 4, 8, 16]), mem_gb=rng.choice([4, 16, 64, 256]))
+        for _ in range(k)]}) for d, f in view.destinations.items()}
+    return view.model_copy(update={"destinations": dests, "columns": DestinationColumns.build(dests)})
+
+
+def _time_core(config: BrokerConfig, store: Any, bodies: list[dict[str, Any]], n: int, slot_shapes: int = 0) -> None:
     from tpv_broker.api.schemas import RankRequest
     from tpv_broker.shared.rank_service import RankService
     from tpv_broker.shared.ranking import rank
@@ -115,12 +134,19 @@ def _time_core(config: BrokerConfig, store: Any, bodies: list[dict[str, Any]], n
 
     svc = RankService(config, store, time.time)
     cases = []
+    shaped: dict[int, Any] = {}  # the store's live snapshot, with shapes: built once
     for b in bodies:
         req = RankRequest.model_validate(b)
         cands = req.candidates()
         job = req.job.facts()
         fields = [stats_field(level, form) for level, form in tool_id_forms(job.tool_id)]
         view = store.read_for_rank(fields)
+        if slot_shapes:
+            with_shapes = shaped.get(id(view.destinations))
+            if with_shapes is None:
+                with_shapes = shaped[id(view.destinations)] = _with_slot_shapes(view, slot_shapes)
+            view = view.model_copy(update={"destinations": with_shapes.destinations,
+                                           "columns": with_shapes.columns})
         cases.append((cands, job, svc.datasets([(d.object_store_id, d.size) for d in req.datasets],
                                                 req.store_locations()), view))
     now = time.time()

@@ -59,3 +59,9 @@ def test_rank_profile_runs(tmp_path: pathlib.Path) -> None:
                 "--charges", "50")
     assert "ms per request" in proc.stdout
     assert "50 in-flight charges in Redis" in proc.stdout
+
+
+def test_rank_core_profile_with_slot_shapes_runs(tmp_path: pathlib.Path) -> None:
+    proc = _run("bench.profile_rank", "--core", "--candidates", "3", "--requests", "5", "--destinations", "6",
+                "--tools", "10", "--slot-shapes", "2")
+    assert "rank core, one at a time" in proc.stdout and "rank core, all at once" in proc.stdout

@@ -4,8 +4,9 @@ for the times, whose fallbacks are applied).
 
 Each term's ``values(batch)`` is its ``value(x)`` over these arrays, the
 same arithmetic in the same order (``tests/test_rank_batch.py`` holds them
-to it); what no array can say (free slot shapes) a term asks of
-``batch.input(i)``, the one-candidate ``TermInput``."""
+to it). Free slot shapes, a list per destination, come flattened
+(``ShapeRows``); ``batch.input(i)`` builds the one-candidate ``TermInput``
+(for a term with no ``values``, an error message)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,22 @@ from .inputs import DatasetInput, JobFacts
 
 if TYPE_CHECKING:
     from .terms import TermInput
+
+
+@dataclass(frozen=True, eq=False)
+class ShapeRows:
+    """Free slot shapes of a batch's candidates, one entry per shape: whose
+    it is (the candidate's position in the batch), and its count, cores,
+    memory and GPUs (NaN: not reported)."""
+
+    owner: np.ndarray
+    count: np.ndarray
+    cpus: np.ndarray
+    mem_gb: np.ndarray
+    gpus: np.ndarray
+
+
+NO_SHAPES = ShapeRows(*(np.zeros(0, dtype=np.intp),), *(np.zeros(0),) * 4)
 
 
 @dataclass(eq=False)
@@ -40,8 +57,10 @@ class Batch:
     latitude: np.ndarray
     longitude: np.ndarray
     datasets: Sequence[DatasetInput]
-    # Positions whose destination reports free slot shapes.
+    # Positions whose destination reports free slot shapes (maybe none),
+    # and those shapes (no in-flight charge changes them).
     shaped: np.ndarray
+    slot_shapes: ShapeRows
     input: Callable[[int], TermInput]
     _derived: dict[Callable[[Batch], np.ndarray], np.ndarray] = field(default_factory=dict, init=False, repr=False)
 

@@ -14,8 +14,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .batch import with_fallbacks
-from .models import DestinationFigures, ToolFigures
+from .batch import NO_SHAPES, ShapeRows, with_fallbacks
+from .models import DestinationFigures, SlotShape, ToolFigures
 
 NAN = float("nan")
 # The figures the score terms read, in DestinationFigures' own names.
@@ -46,8 +46,9 @@ class DestinationColumns:
     # One row per figure (FIGURES' order), one column per destination.
     matrix: np.ndarray
     group: np.ndarray
-    # Reports free slot shapes: fit_now reads those, one destination at a time.
+    # Reports free slot shapes (maybe none), and every row's shapes.
     shaped: np.ndarray
+    shapes: SlotShapeColumns
     # tool_times' answers, kept as long as these columns are: the few tools
     # a Galaxy runs most ask again and again.
     _tool_times: dict[tuple[object, ...], ToolTimes] = field(default_factory=dict, init=False, repr=False)
@@ -97,7 +98,38 @@ class DestinationColumns:
                              for name in FIGURES], dtype=np.float64).reshape(len(FIGURES), len(figs) + 1),
             group=np.array([_group(f) for f in figs] + [NO_METRICS], dtype=np.int8),
             shaped=np.array([f.slot_shapes is not None for f in figs] + [False], dtype=bool),
+            shapes=SlotShapeColumns.build([f.slot_shapes or () for f in figs]),
         )
+
+
+@dataclass(frozen=True, eq=False)
+class SlotShapeColumns:
+    """Every row's free slot shapes, flattened: row r's are entries
+    ``start[r]`` to ``start[r + 1]`` (the absent row has none)."""
+
+    start: np.ndarray
+    # count, cpus, mem_gb, gpus (NaN: not reported), one column per shape.
+    matrix: np.ndarray
+
+    @classmethod
+    def build(cls, per_row: Sequence[Sequence[SlotShape]]) -> SlotShapeColumns:
+        lengths = [len(shapes) for shapes in per_row] + [0]
+        flat = [s for shapes in per_row for s in shapes]
+        matrix = np.array([[NAN if v is None else v for v in (s.count, s.cpus, s.mem_gb, s.gpus)] for s in flat],
+                          dtype=np.float64).reshape(len(flat), 4).T
+        return cls(start=np.concatenate(([0], np.cumsum(lengths))).astype(np.intp), matrix=matrix)
+
+    def of_rows(self, rows: np.ndarray) -> ShapeRows:
+        """The shapes of these rows, each owned by its row's position in ``rows``."""
+        if not self.matrix.shape[1]:
+            return NO_SHAPES
+        first = self.start[rows]
+        lengths = self.start[rows + 1] - first
+        owner = np.repeat(np.arange(len(rows)), lengths)
+        # Each shape's index: its row's first, plus its place among the row's.
+        index = np.repeat(first - (np.cumsum(lengths) - lengths), lengths) + np.arange(len(owner))
+        count, cpus, mem_gb, gpus = self.matrix[:, index]
+        return ShapeRows(owner, count, cpus, mem_gb, gpus)
 
 
 _MEDIAN_QUEUE, _MEDIAN_RUN = FIGURES.index("median_queue_s"), FIGURES.index("median_run_s")

@@ -386,7 +386,8 @@ def _score_all_at_once(
                   gpus_free=figure["gpus_free"], queued=figure["queued"], running=figure["running"],
                   median_queue_s=times.median_queue_s[srows], median_run_s=times.median_run_s[srows],
                   destination_run_s=times.destination_run_s[srows], tpv_score=tpv[positions],
-                  latitude=lat, longitude=lon, datasets=datasets, shaped=cols.shaped[srows], input=term_input)
+                  latitude=lat, longitude=lon, datasets=datasets, input=term_input,
+                  shaped=cols.shaped[srows], slot_shapes=cols.shapes.of_rows(srows))
     totals = model.totals(batch) if len(positions) else np.zeros(0)
 
     # TPV's order within a group and on equal scores: tag score, then input order.

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Protocol, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .batch import Batch, Distances, cost_scores, or_zero
+from .batch import Batch, Distances, ShapeRows, cost_scores, or_zero
 from .geo import great_circle_km
 from .inputs import CandidateLike, DatasetInput, JobFacts
 from .models import DestinationFigures, SlotShape, ToolFigures
@@ -298,14 +298,14 @@ class FitNow:
 
     def value(self, x: TermInput) -> float:
         job, d = x.job, x.figures
-        worst: float | None
         if d.slot_shapes is not None:
-            fits, worst, _ = shape_fit(job, d.slot_shapes)
-        else:
-            checks = [("cores", job.cores, d.cpus_free), ("mem_gb", job.mem, d.mem_free_gb)]
-            if job.gpus > 0:
-                checks.append(("gpus", job.gpus, d.gpus_free))
-            fits, worst = _fits(checks)
+            return self._value_of(*shape_fit(job, d.slot_shapes)[:2])
+        checks = [("cores", job.cores, d.cpus_free), ("mem_gb", job.mem, d.mem_free_gb)]
+        if job.gpus > 0:
+            checks.append(("gpus", job.gpus, d.gpus_free))
+        return self._value_of(*_fits(checks))
+
+    def _value_of(self, fits: bool | None, worst: float | None) -> float:
         if fits is None:
             return self.unknown_score
         if fits:
@@ -327,10 +327,34 @@ class FitNow:
             worst = np.fmin(worst, np.minimum(1.0, np.maximum(0.0, free) / need))
         out = np.where(worst < 1.0, min(self.unknown_score, 0.5) * worst,
                        np.where(unknown | np.isnan(worst), self.unknown_score, 1.0))
-        # Free slot shapes are lists, one per destination: one at a time.
-        for i in b.shaped.nonzero()[0]:
-            out[i] = self.value(b.input(int(i)))
+        if b.shaped.any():
+            out = np.where(b.shaped, self._shaped_values(job, b.slot_shapes, b.size), out)
         return out
+
+    def _shaped_values(self, job: JobFacts, s: ShapeRows, size: int) -> np.ndarray:
+        """``value`` from ``shape_fit`` for each candidate, all their shapes
+        at once. It depends only on the best (fraction, known) among a
+        candidate's shapes, so which of equal shapes shape_fit picks does
+        not matter."""
+        valid = ~(s.count <= 0)
+        owner = s.owner[valid]
+        fraction = np.full(owner.size, np.nan)
+        unknown = np.zeros(owner.size, dtype=bool)
+        for need, have in ((job.cores, s.cpus), (job.mem, s.mem_gb), (job.gpus, s.gpus)):
+            if need <= 0:
+                continue
+            have = have[valid]
+            unknown |= np.isnan(have)
+            # NaN (not reported) stays NaN through these, and fmin skips it.
+            fraction = np.fmin(fraction, np.minimum(1.0, np.maximum(0.0, have) / need))
+        fraction = np.where(np.isnan(fraction), 1.0, fraction)  # nothing known to compare: 1
+        best = np.full(size, -np.inf)
+        np.maximum.at(best, owner, fraction)
+        known = np.zeros(size, dtype=bool)
+        np.logical_or.at(known, owner, ~unknown & (fraction == best[owner]))
+        # No usable shape: shape_fit's (False, 0.0).
+        best = np.where(best == -np.inf, 0.0, best)
+        return np.where(best < 1.0, min(self.unknown_score, 0.5) * best, np.where(known, 1.0, self.unknown_score))
 
     def score(self, x: TermInput) -> TermScore:
         fits, worst, raw = fit_fraction(x.job, x.figures)
