@@ -21,7 +21,7 @@ from tpv_broker.shared.charge_pipe import ChargePipe
 from tpv_broker.shared.inflight_store import InflightStore
 from tpv_broker.shared.keys import KeySchema
 from tpv_broker.shared.models import Charge
-from tpv_broker.shared.store import SnapshotStore, store_from_config
+from tpv_broker.shared.store import store_from_config
 
 from .processes import wait_for
 from .sentinel_servers import MASTER_NAME, DataNode, sentinel_group

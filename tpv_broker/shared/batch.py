@@ -36,7 +36,7 @@ class ShapeRows:
     gpus: np.ndarray
 
 
-NO_SHAPES = ShapeRows(*(np.zeros(0, dtype=np.intp),), *(np.zeros(0),) * 4)
+NO_SHAPES = ShapeRows(np.zeros(0, dtype=np.intp), *(np.zeros(0),) * 4)
 
 
 @dataclass(eq=False)
