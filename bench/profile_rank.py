@@ -112,8 +112,9 @@ def _charge(config: BrokerConfig, store: Any, destinations: list[str], n: int) -
     print(f"{store.client.zcard(store.keys.inflight)} in-flight charges in Redis")
 
 
-def _with_slot_shapes(view: Any, k: int) -> Any:
-    """The view with every destination reporting ``k`` random free slot shapes."""
+def _with_slot_shapes(destinations: dict[str, Any], k: int) -> dict[str, Any]:
+    """The view's update: every destination reporting ``k`` random free slot
+    shapes, and their columns."""
     import random
 
     from tpv_broker.shared.columns import DestinationColumns
@@ -122,8 +123,8 @@ def _with_slot_shapes(view: Any, k: int) -> Any:
     rng = random.Random(7)
     dests = {d: f.model_copy(update={"slot_shapes": [
         SlotShape(count=rng.randint(0, 4), cpus=rng.choice([1, 4, 8, 16]), mem_gb=rng.choice([4, 16, 64, 256]))
-        for _ in range(k)]}) for d, f in view.destinations.items()}
-    return view.model_copy(update={"destinations": dests, "columns": DestinationColumns.build(dests)})
+        for _ in range(k)]}) for d, f in destinations.items()}
+    return {"destinations": dests, "columns": DestinationColumns.build(dests)}
 
 
 def _time_core(config: BrokerConfig, store: Any, bodies: list[dict[str, Any]], n: int, slot_shapes: int = 0) -> None:
@@ -133,20 +134,17 @@ def _time_core(config: BrokerConfig, store: Any, bodies: list[dict[str, Any]], n
     from tpv_broker.shared.tool_ids import stats_field, tool_id_forms
 
     svc = RankService(config, store, time.time)
+    # The snapshot does not change during the loop: shapes added once.
+    shaped = _with_slot_shapes(store.read_for_rank(()).destinations, slot_shapes) if slot_shapes else None
     cases = []
-    shaped: dict[int, Any] = {}  # the store's live snapshot, with shapes: built once
     for b in bodies:
         req = RankRequest.model_validate(b)
         cands = req.candidates()
         job = req.job.facts()
         fields = [stats_field(level, form) for level, form in tool_id_forms(job.tool_id)]
         view = store.read_for_rank(fields)
-        if slot_shapes:
-            with_shapes = shaped.get(id(view.destinations))
-            if with_shapes is None:
-                with_shapes = shaped[id(view.destinations)] = _with_slot_shapes(view, slot_shapes)
-            view = view.model_copy(update={"destinations": with_shapes.destinations,
-                                           "columns": with_shapes.columns})
+        if shaped is not None:
+            view = view.model_copy(update=shaped)
         cases.append((cands, job, svc.datasets([(d.object_store_id, d.size) for d in req.datasets],
                                                 req.store_locations()), view))
     now = time.time()

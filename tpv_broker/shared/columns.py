@@ -38,8 +38,8 @@ def _group(f: DestinationFigures) -> int:
 class DestinationColumns:
     """Its figures are never modified once built (requests share them; only
     the tool times it keeps grow). Every column has one row more than there
-    are destinations: ``absent``, the row of an id the
-    snapshot does not hold (no figures: NO_METRICS)."""
+    are destinations: ``absent``, the row of an id the snapshot does not
+    hold (no figures: NO_METRICS)."""
 
     row: dict[str, int]
     figures: tuple[DestinationFigures, ...]
