@@ -1,7 +1,7 @@
-"""The two comparison services, served under exactly the gunicorn settings
-of ``tpv-broker serve`` (``tpv_broker.api.server.serve_app``: same worker
-count, same worker class). Both take the same ``POST /api/rank`` body as
-ours, so the load generator sends identical bytes to all three.
+"""The comparison services, served under exactly the gunicorn settings of
+``tpv-broker serve`` (``tpv_broker.api.server.serve_app``: same worker
+count, same worker class). All take the same ``POST /api/rank`` body as
+ours, so the load generator sends identical bytes to each.
 
 * ``prototype``: the first prototype's design (shared/reference/README.md),
   written from its description: per request, per candidate, seven
@@ -18,8 +18,12 @@ ours, so the load generator sends identical bytes to all three.
 * ``limit``: the least a Redis-backed ranker can do: bare Flask, parse the
   JSON, one Redis HMGET of the candidates' snapshot entries, a sort by free
   cores, the ids back as JSON. No validation, no scoring, no explanation.
+* ``validate_only``: the least a service that checks its input can do:
+  bare Flask, our own request model (``RankRequest``) over the body, the
+  ids back in the order they came. No Redis, no ranking. It shows what
+  reading and validating more candidates costs by itself.
 
-Run: ``python -m bench.apps {prototype,limit} --bind H:P --workers N ...``
+Run: ``python -m bench.apps {prototype,limit,validate_only} --bind H:P --workers N ...``
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import redis
 import requests
 from flask import Flask, jsonify, request
 
+from tpv_broker.api.schemas import RankRequest
 from tpv_broker.api.server import serve_app
 from tpv_broker.shared.keys import KeySchema
 
@@ -107,9 +112,20 @@ def limit_app(redis_url: str, key_prefix: str) -> Flask:
     return app
 
 
+def validate_only_app() -> Flask:
+    app = Flask("validate_only")
+
+    @app.post("/api/rank")
+    def rank() -> Any:
+        req = RankRequest.model_validate_json(request.get_data())
+        return jsonify({"destinations": req.candidates().column("id")})
+
+    return app
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("app", choices=("prototype", "limit"))
+    ap.add_argument("app", choices=("prototype", "limit", "validate_only"))
     ap.add_argument("--bind", required=True)
     ap.add_argument("--workers", type=int, required=True)
     ap.add_argument("--influx-url")
@@ -119,8 +135,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.app == "prototype":
         serve_app(lambda: prototype_app(args.influx_url, args.database), args.bind, args.workers)
-    else:
+    elif args.app == "limit":
         serve_app(lambda: limit_app(args.redis_url, args.key_prefix), args.bind, args.workers)
+    else:
+        serve_app(validate_only_app, args.bind, args.workers)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@
 * ``prototype``: the prototype's design (7 InfluxQL ``last()`` queries per
   candidate per request) against the same influxd (``bench/apps.py``);
 * ``limit``: bare Flask, one Redis HMGET, a sort (``bench/apps.py``).
+* ``validate_only``: bare Flask, our request model, the ids back as they
+  came (``bench/apps.py``); only in the rounds that set the most candidates
+  against the fewest: what validating more candidates costs by itself.
 
 All three under the same gunicorn settings, sent the same request bytes by
 a load generator in other processes (``bench/loadgen.py``), at each
@@ -40,6 +43,9 @@ from .data import make_dataset, rank_bodies
 from .report import rank_table, render_markdown
 
 SERVICES = ("ours", "ours_noinflight", "limit", "prototype")
+# Only in the rounds of _scaling: a floor for p50 at the most against the
+# fewest candidates, not a service anyone would deploy.
+FLOOR = "validate_only"
 
 FULL = {
     "destinations": 250, "tools": 2000, "candidates": [5, 50, 200], "clients": 4, "bodies": 32, "rounds": 7,
@@ -134,7 +140,7 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
             if not report.published or report.errors:
                 raise RuntimeError(f"collector: {report.summary()}")
 
-            ports = {s: common.port() for s in SERVICES}
+            ports = {s: common.port() for s in (*SERVICES, FLOOR)}
             first = loadgen.build_requests("127.0.0.1", "/api/rank", rank_bodies(ds, 2, 1))[0]
             py = common.python()
             argv = {
@@ -147,6 +153,7 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
                           "--workers", str(workers), "--redis-url", redis.url],
                 "prototype": [py, "-m", "bench.apps", "prototype", "--bind", f"127.0.0.1:{ports['prototype']}",
                               "--workers", str(workers), "--influx-url", influx.url, "--database", "galaxy"],
+                FLOOR: [py, "-m", "bench.apps", FLOOR, "--bind", f"127.0.0.1:{ports[FLOOR]}", "--workers", str(workers)],
             }
             for s in params.get("services", SERVICES):
                 servers.append(common.ServerProcess(s, argv[s], ports[s], first, tmp / f"{s}.log").start())
@@ -180,7 +187,12 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
                         print(f"  {s:15s} n={n:<4d} {mode:10s} p50 {r['p50_ms']:9.3f} ms  p90 {r['p90_ms']:9.3f}"
                               f"  p99 {r['p99_ms']:9.3f}  {r['throughput_rps']:8.1f} req/s  ({r['requests']} req)",
                               flush=True)
-            scaling = _scaling(params, ports, ds, [s for s in ("ours", "limit") if s in params.get("services", SERVICES)])
+            scaled = [s for s in ("ours", "limit") if s in params.get("services", SERVICES)]
+            if scaled and min(params["candidates"]) != max(params["candidates"]):
+                servers.append(common.ServerProcess(FLOOR, argv[FLOOR], ports[FLOOR], first, tmp / f"{FLOOR}.log")
+                               .start())
+                scaled.append(FLOOR)
+            scaling = _scaling(params, ports, ds, scaled)
             calibration = _calibrate(influx, workers, tmp, params["calibration_requests"])
             print(f"  calibration: prototype on its own data, p50 {calibration['p50_ms']} ms "
                   f"(original, reference README: {REFERENCE_P50_MS})", flush=True)
@@ -216,10 +228,14 @@ def _scaling(params: dict[str, Any], ports: dict[str, int], ds: Any, services: l
         out[s] = {"candidates": [lo, hi], "round_p50_ms": {str(lo): [], str(hi): []}}
     for _ in range(params["rounds"]):
         for s in services:
-            max_req, max_s = params["sequential"][s]
+            # The floor gets as many requests as the limit.
+            max_req, max_s = params["sequential"][s if s != FLOOR else "limit"]
             for n in (lo, hi):
                 spec = loadgen.RunSpec("127.0.0.1", ports[s], raws[n], max_req, max_s, warmup=params["warmup"])
-                out[s]["round_p50_ms"][str(n)].append(loadgen.summarize([loadgen.run(spec, 1)])["p50_ms"])
+                r = loadgen.summarize([loadgen.run(spec, 1)])
+                if r["errors"]:
+                    raise RuntimeError(f"{s} at {n} candidates: {r['errors']} errors, e.g. {r['first_error']}")
+                out[s]["round_p50_ms"][str(n)].append(r["p50_ms"])
     for s in services:
         r = out[s]["round_p50_ms"]
         print(f"  {s:15s} p50 at {hi} / at {lo} candidates, per round: "

@@ -31,6 +31,16 @@ def _median_ratio(xs: list[float], ys: list[float]) -> float | None:
     return round(ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2, 2)
 
 
+def _median_extra_us(his: list[float], los: list[float], extra: int) -> float | None:
+    """Median over rounds of what one extra candidate adds, in us: (p50 at
+    the most - p50 at the fewest, in ms) / the extra candidates."""
+    per = sorted((h - lo) * 1000 / extra for h, lo in zip(his, los))
+    if not per:
+        return None
+    mid = len(per) // 2
+    return round(per[mid] if len(per) % 2 else (per[mid - 1] + per[mid]) / 2, 1)
+
+
 def _p50_ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
     v = _paired(a, b, "round_p50_ms")
     return v if v is not None else _ratio(a and a["p50_ms"], b and b["p50_ms"])
@@ -62,13 +72,14 @@ def rank_ratios(result: dict[str, Any]) -> dict[str, Any]:
             "throughput_ours_over_prototype": _rps_ratio(c_ours, c_proto),
         }
     lo, hi = min(ns), max(ns)
-    for s in ("ours", "limit"):
+    for s in ("ours", "limit", "validate_only"):
         paired = result.get("scaling", {}).get(s)
         if paired:
             # Rounds that alternate the two counts (bench.rank._scaling).
             rounds = paired["round_p50_ms"]
             out[f"{s}_p50_{hi}_over_{lo}"] = _median_ratio(rounds[str(hi)], rounds[str(lo)])
-        else:
+            out[f"{s}_us_per_extra_candidate"] = _median_extra_us(rounds[str(hi)], rounds[str(lo)], hi - lo)
+        elif s != "validate_only":  # measured only in those rounds
             # Results from before: the counts ran minutes apart, pooled p50s.
             a, b = _get(runs, s, hi, "sequential"), _get(runs, s, lo, "sequential")
             out[f"{s}_p50_{hi}_over_{lo}"] = _ratio(a and a["p50_ms"], b and b["p50_ms"])
@@ -121,9 +132,14 @@ def rank_table(result: dict[str, Any]) -> str:
     ns = result["params"]["candidates"]
     lo, hi = min(ns), max(ns)
     if result.get("scaling"):
+        floor = ratios.get(f"validate_only_p50_{hi}_over_{lo}")
         lines.append(f"p50 at {hi} against {lo} candidates (one client, back to back), in rounds that alternate the "
                      f"two counts, median of the per-round ratios: ours {ratios[f'ours_p50_{hi}_over_{lo}']}x, "
-                     f"limit {ratios.get(f'limit_p50_{hi}_over_{lo}')}x.")
+                     f"limit {ratios.get(f'limit_p50_{hi}_over_{lo}')}x"
+                     + (f", validate_only (our request model, nothing else) {floor}x." if floor else "."))
+        extra = {s: ratios.get(f"{s}_us_per_extra_candidate") for s in ("ours", "limit", "validate_only")}
+        lines.append("Each extra candidate, median over those rounds of (p50 at the most - p50 at the fewest) / "
+                     f"{hi - lo}: " + ", ".join(f"{s} {v} us" for s, v in extra.items() if v is not None) + ".")
     elif lo != hi:
         lines.append(f"p50 at {hi} against {lo} candidates: pooled p50s of the runs above, minutes apart.")
     lines += ["", "| candidates | p50 prototype/ours | p50 ours/limit | req/s ours/limit (concurrent) | "

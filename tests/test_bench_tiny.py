@@ -34,11 +34,15 @@ def test_rank_bench_tiny(tmp_path: pathlib.Path) -> None:
     assert {r["mode"] for r in runs} == {"sequential", "paced", "concurrent"}
     assert data["rank"]["gunicorn"]["worker_class"]
     # 200 against 5 candidates, in rounds that alternate them (tiny: 2 and 5)
-    for s in ("ours", "limit"):
+    # and the floor (our request model alone) in those rounds only
+    assert "validate_only" not in services
+    for s in ("ours", "limit", "validate_only"):
         rounds = data["rank"]["scaling"][s]["round_p50_ms"]
         assert sorted(rounds) == ["2", "5"] and all(len(v) == 1 and v[0] > 0 for v in rounds.values())
     assert data["rank"]["machine"]["date_utc"]
-    assert "## Rank path" in (tmp_path / "latest.md").read_text()
+    md = (tmp_path / "latest.md").read_text()
+    assert "## Rank path" in md
+    assert "validate_only (our request model, nothing else)" in md and "Each extra candidate" in md
 
 
 def test_collector_bench_tiny(tmp_path: pathlib.Path) -> None:
