@@ -12,7 +12,7 @@
   came (``bench/apps.py``); only in the rounds that set the most candidates
   against the fewest: what validating more candidates costs by itself.
 
-All three under the same gunicorn settings, sent the same request bytes by
+All of them under the same gunicorn settings, sent the same request bytes by
 a load generator in other processes (``bench/loadgen.py``), at each
 candidate count, first sequentially (one client), then with several
 concurrent clients. Each measurement is split into rounds that alternate
@@ -40,12 +40,9 @@ from tpv_broker.shared.store import store_from_config
 
 from . import common, loadgen
 from .data import make_dataset, rank_bodies
-from .report import rank_table, render_markdown
+from .report import FLOOR, rank_table, render_markdown
 
 SERVICES = ("ours", "ours_noinflight", "limit", "prototype")
-# Only in the rounds of _scaling: a floor for p50 at the most against the
-# fewest candidates, not a service anyone would deploy.
-FLOOR = "validate_only"
 
 FULL = {
     "destinations": 250, "tools": 2000, "candidates": [5, 50, 200], "clients": 4, "bodies": 32, "rounds": 7,

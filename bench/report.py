@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
+
+# The service that only validates the request (bench/apps.py), measured only
+# in the rounds that set the most candidates against the fewest.
+FLOOR = "validate_only"
 
 
 def _get(runs: list[dict[str, Any]], service: str, n: int, mode: str) -> dict[str, Any] | None:
@@ -22,23 +27,21 @@ def _paired(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str) -> flo
     return _median_ratio(a[key], b[key])
 
 
+def _median(values: list[float], digits: int) -> float | None:
+    if not values:
+        return None
+    return round(statistics.median(values), digits)
+
+
 def _median_ratio(xs: list[float], ys: list[float]) -> float | None:
     """Median of x / y over pairs taken side by side."""
-    ratios = sorted(x / y for x, y in zip(xs, ys) if x and y)
-    if not ratios:
-        return None
-    mid = len(ratios) // 2
-    return round(ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2, 2)
+    return _median([x / y for x, y in zip(xs, ys) if x and y], 2)
 
 
 def _median_extra_us(his: list[float], los: list[float], extra: int) -> float | None:
     """Median over rounds of what one extra candidate adds, in us: (p50 at
     the most - p50 at the fewest, in ms) / the extra candidates."""
-    per = sorted((h - lo) * 1000 / extra for h, lo in zip(his, los))
-    if not per:
-        return None
-    mid = len(per) // 2
-    return round(per[mid] if len(per) % 2 else (per[mid - 1] + per[mid]) / 2, 1)
+    return _median([(h - lo) * 1000 / extra for h, lo in zip(his, los)], 1)
 
 
 def _p50_ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
@@ -72,14 +75,14 @@ def rank_ratios(result: dict[str, Any]) -> dict[str, Any]:
             "throughput_ours_over_prototype": _rps_ratio(c_ours, c_proto),
         }
     lo, hi = min(ns), max(ns)
-    for s in ("ours", "limit", "validate_only"):
+    for s in ("ours", "limit", FLOOR):
         paired = result.get("scaling", {}).get(s)
         if paired:
             # Rounds that alternate the two counts (bench.rank._scaling).
             rounds = paired["round_p50_ms"]
             out[f"{s}_p50_{hi}_over_{lo}"] = _median_ratio(rounds[str(hi)], rounds[str(lo)])
             out[f"{s}_us_per_extra_candidate"] = _median_extra_us(rounds[str(hi)], rounds[str(lo)], hi - lo)
-        elif s != "validate_only":  # measured only in those rounds
+        elif s != FLOOR:  # measured only in those rounds
             # Results from before: the counts ran minutes apart, pooled p50s.
             a, b = _get(runs, s, hi, "sequential"), _get(runs, s, lo, "sequential")
             out[f"{s}_p50_{hi}_over_{lo}"] = _ratio(a and a["p50_ms"], b and b["p50_ms"])
@@ -132,12 +135,12 @@ def rank_table(result: dict[str, Any]) -> str:
     ns = result["params"]["candidates"]
     lo, hi = min(ns), max(ns)
     if result.get("scaling"):
-        floor = ratios.get(f"validate_only_p50_{hi}_over_{lo}")
+        floor = ratios.get(f"{FLOOR}_p50_{hi}_over_{lo}")
         lines.append(f"p50 at {hi} against {lo} candidates (one client, back to back), in rounds that alternate the "
                      f"two counts, median of the per-round ratios: ours {ratios[f'ours_p50_{hi}_over_{lo}']}x, "
                      f"limit {ratios.get(f'limit_p50_{hi}_over_{lo}')}x"
-                     + (f", validate_only (our request model, nothing else) {floor}x." if floor else "."))
-        extra = {s: ratios.get(f"{s}_us_per_extra_candidate") for s in ("ours", "limit", "validate_only")}
+                     + (f", {FLOOR} (our request model, nothing else) {floor}x." if floor else "."))
+        extra = {s: ratios.get(f"{s}_us_per_extra_candidate") for s in ("ours", "limit", FLOOR)}
         lines.append("Each extra candidate, median over those rounds of (p50 at the most - p50 at the fewest) / "
                      f"{hi - lo}: " + ", ".join(f"{s} {v} us" for s, v in extra.items() if v is not None) + ".")
     elif lo != hi:
