@@ -61,19 +61,22 @@ class CandidateRows(Sequence[Candidate]):
             return CandidateRows(self.rows[i])
         if self._all is not None:
             return self._all[i]
-        row = self.rows[i]
-        return Candidate(row["id"], row.get("tpv_score"), row.get("context"))
+        return _candidate(self.rows[i])
 
     def __iter__(self) -> Iterator[Candidate]:
         # Whoever walks them all (a few candidates, one at a time) may ask again.
         if self._all is None:
-            self._all = [Candidate(r["id"], r.get("tpv_score"), r.get("context")) for r in self.rows]
+            self._all = list(map(_candidate, self.rows))
         return iter(self._all)
 
     def column(self, name: str) -> list[Any]:
         if name == "id":
             return self.ids
         return list(map(dict.get, self.rows, repeat(name)))
+
+
+def _candidate(row: dict[str, Any]) -> Candidate:
+    return Candidate(row["id"], row.get("tpv_score"), row.get("context"))
 
 
 def candidate_column(candidates: Sequence[CandidateLike], name: str) -> list[Any]:
