@@ -39,7 +39,7 @@ from flask import Flask, jsonify, request
 
 from tpv_broker.api.schemas import RankRequest
 from tpv_broker.api.server import serve_app
-from tpv_broker.shared.keys import KeySchema
+from tpv_broker.store.keys import KeySchema
 
 
 def _quote(value: str) -> str:

@@ -45,8 +45,8 @@ from redis.connection import AbstractConnection
 from tpv_broker.collector.cycle import StatsCache, collect_once
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.devtools.servers import InfluxServer, RedisServer
-from tpv_broker.shared.config import BrokerConfig
-from tpv_broker.shared.store import store_from_config
+from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.store.snapshots import store_from_config
 
 from . import common
 from .data import make_dataset

@@ -21,8 +21,8 @@ from tpv_broker.api import create_app
 from tpv_broker.collector.cycle import collect_once
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.devtools.servers import InfluxServer, RedisServer
-from tpv_broker.shared.config import BrokerConfig
-from tpv_broker.shared.store import store_from_config
+from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.store.snapshots import store_from_config
 
 from . import common
 from .data import make_dataset, rank_bodies
@@ -96,8 +96,8 @@ def main() -> None:
 def _charge(config: BrokerConfig, store: Any, destinations: list[str], n: int) -> None:
     import random
 
-    from tpv_broker.shared.inflight_store import InflightStore
-    from tpv_broker.shared.models import Charge
+    from tpv_broker.store.inflight import InflightStore
+    from tpv_broker.core.models import Charge
 
     inflight = InflightStore(store.client, store.keys, config.inflight.max_age_s)
     rng, now, window = random.Random(5), time.time(), config.inflight.max_age_s
@@ -117,8 +117,8 @@ def _with_slot_shapes(destinations: dict[str, Any], k: int) -> dict[str, Any]:
     shapes, and their columns."""
     import random
 
-    from tpv_broker.shared.columns import DestinationColumns
-    from tpv_broker.shared.models import SlotShape
+    from tpv_broker.core.columns import DestinationColumns
+    from tpv_broker.core.models import SlotShape
 
     rng = random.Random(7)
     dests = {d: f.model_copy(update={"slot_shapes": [
@@ -129,9 +129,9 @@ def _with_slot_shapes(destinations: dict[str, Any], k: int) -> dict[str, Any]:
 
 def _time_core(config: BrokerConfig, store: Any, bodies: list[dict[str, Any]], n: int, slot_shapes: int = 0) -> None:
     from tpv_broker.api.schemas import RankRequest
-    from tpv_broker.shared.rank_service import RankService
-    from tpv_broker.shared.ranking import rank
-    from tpv_broker.shared.tool_ids import stats_field, tool_id_forms
+    from tpv_broker.api.rank_service import RankService
+    from tpv_broker.core.ranking import rank
+    from tpv_broker.core.tool_ids import stats_field, tool_id_forms
 
     svc = RankService(config, store, time.time)
     # The snapshot does not change during the loop: shapes added once.

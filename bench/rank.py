@@ -35,8 +35,8 @@ from typing import Any
 from tpv_broker.collector.cycle import collect_once
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.devtools.servers import InfluxServer, RedisServer, influxql_inserts_to_lines
-from tpv_broker.shared.config import BrokerConfig
-from tpv_broker.shared.store import store_from_config
+from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.store.snapshots import store_from_config
 
 from . import common, loadgen
 from .data import make_dataset, rank_bodies

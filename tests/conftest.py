@@ -95,7 +95,7 @@ def influx_db(influx_server: InfluxServer) -> Iterator[str]:
 def scoring_path(request: pytest.FixtureRequest) -> Iterator[str]:
     """Runs a rank-core test on both ways of scoring (ranking.BATCH_FROM):
     the tests' few candidates would otherwise only ever take the first."""
-    from tpv_broker.shared import ranking
+    from tpv_broker.core import ranking
 
     saved = ranking.BATCH_FROM
     ranking.BATCH_FROM = 0 if request.param == "all_at_once" else 10**9

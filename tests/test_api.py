@@ -14,10 +14,10 @@ from flask.testing import FlaskClient
 
 from tpv_broker.api import create_app
 from tpv_broker.devtools.servers import free_port
-from tpv_broker.shared.config import BrokerConfig, load_config
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
-from tpv_broker.shared.store import SnapshotStore, connect_redis
+from tpv_broker.config.settings import BrokerConfig, load_config
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.store.snapshots import SnapshotStore, connect_redis
 
 NOW = 1_700_000_000.0
 EXAMPLE_REQUEST = pathlib.Path(__file__).parent / "data" / "prototype" / "example_request1.json"

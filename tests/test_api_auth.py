@@ -16,10 +16,10 @@ from flask import Flask
 
 from tpv_broker.api import auth, create_app
 from tpv_broker.cli import main
-from tpv_broker.shared.config import load_config
-from tpv_broker.shared.errors import ConfigError
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.config.settings import load_config
+from tpv_broker.errors import ConfigError
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.store.snapshots import SnapshotStore
 
 from .test_api import GOOD, NOW, _closed_port_store, snapshot
 from .processes import clean_env

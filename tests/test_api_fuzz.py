@@ -27,10 +27,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tpv_broker.api import create_app
-from tpv_broker.shared.config import load_config
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.config.settings import load_config
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
+from tpv_broker.store.snapshots import SnapshotStore
 
 NOW = 1_700_000_000.0
 PREFIX = "fuzz"
@@ -149,7 +149,7 @@ id_text = st.one_of(
     st.text(max_size=12),
 )
 
-# Independent statements of the id rules (shared/ids.py), to judge each answer by.
+# Independent statements of the id rules (core/ids.py), to judge each answer by.
 _ASCII_ALNUM = set(string.ascii_letters + string.digits)
 _DEST_CHARS = _ASCII_ALNUM | set("_.:@+-/")
 _TOOL_CHARS = _ASCII_ALNUM | set("_.:@+-/~")

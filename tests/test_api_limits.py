@@ -19,11 +19,11 @@ from flask.testing import FlaskClient
 from tpv_broker.api import create_app
 from tpv_broker.cli import main
 from tpv_broker.devtools.servers import free_port
-from tpv_broker.shared.config import load_config
-from tpv_broker.shared.ids import check_destination_id, check_job_id, check_tool_id
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.config.settings import load_config
+from tpv_broker.core.ids import check_destination_id, check_job_id, check_tool_id
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
+from tpv_broker.store.snapshots import SnapshotStore
 
 from .processes import CLI, clean_env, stop, wait_until_serving
 

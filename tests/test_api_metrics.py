@@ -17,11 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from tpv_broker.api import create_app
 from tpv_broker.api.metrics import MULTIPROC_ENV, degraded_reason_label, outcome_of
 from tpv_broker.devtools.servers import RedisServer, free_port
-from tpv_broker.shared.config import BrokerConfig, load_config
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.logging_setup import EventFormatter
-from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
-from tpv_broker.shared.store import SnapshotStore, connect_redis
+from tpv_broker.config.settings import BrokerConfig, load_config
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.logging_setup import EventFormatter
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.store.snapshots import SnapshotStore, connect_redis
 
 NOW = 1_700_000_000.0
 KEYS = KeySchema("m")

@@ -17,11 +17,11 @@ import pytest
 import redis
 
 from tpv_broker.devtools.servers import free_port
-from tpv_broker.shared.charge_pipe import ChargePipe
-from tpv_broker.shared.inflight_store import InflightStore
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.models import Charge
-from tpv_broker.shared.store import store_from_config
+from tpv_broker.store.charge_pipe import ChargePipe
+from tpv_broker.store.inflight import InflightStore
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.core.models import Charge
+from tpv_broker.store.snapshots import store_from_config
 
 from .processes import wait_for
 from .sentinel_servers import MASTER_NAME, DataNode, sentinel_group

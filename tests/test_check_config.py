@@ -16,9 +16,9 @@ from click.testing import CliRunner, Result
 
 from tpv_broker.cli import main
 from tpv_broker.devtools.servers import InfluxServer, RedisServer, free_port
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.models import Snapshot, SnapshotMeta
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.core.models import Snapshot, SnapshotMeta
+from tpv_broker.store.snapshots import SnapshotStore
 
 from .helpers import load_prototype_data
 

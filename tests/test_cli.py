@@ -15,9 +15,9 @@ from click.testing import CliRunner, Result
 
 from tpv_broker.cli import main
 from tpv_broker.devtools.servers import InfluxServer, free_port
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.store.snapshots import SnapshotStore
 
 PREFIX = "clitest"
 

@@ -11,8 +11,8 @@ import redis
 from tpv_broker_client import BrokerClient
 
 from tpv_broker.api import create_app
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.store.snapshots import SnapshotStore
 
 from .test_api import CANDIDATES, EXPECTED, NOW, config, snapshot
 from .test_client_rank import Dest, Tool, names, warnings_of

@@ -20,10 +20,10 @@ from tpv_broker.collector.backoff import retry_delay
 from tpv_broker.collector.daemon import CycleRunner, run_daemon
 from tpv_broker.collector.influx import InfluxQLClient, StatementResult
 from tpv_broker.devtools.servers import InfluxServer
-from tpv_broker.shared.config import ApiSettings, BrokerConfig, CollectorSettings, InfluxDBSettings
-from tpv_broker.shared.errors import MetricSourceError
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.config.settings import ApiSettings, BrokerConfig, CollectorSettings, InfluxDBSettings
+from tpv_broker.errors import MetricSourceError
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.store.snapshots import SnapshotStore
 
 from .helpers import load_prototype_data
 from .processes import wait_for

@@ -20,11 +20,11 @@ from tpv_broker.collector.flux import FluxSource, flux_query, flux_string
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.presets import PRESETS, presets_for
 from tpv_broker.collector.source import metric_source
-from tpv_broker.shared.config import BrokerConfig, CollectorSettings, InfluxDBSettings, RedisSettings
-from tpv_broker.shared.errors import MetricSourceError
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.preset_spec import BUILTIN_PRESETS
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.config.settings import BrokerConfig, CollectorSettings, InfluxDBSettings, RedisSettings
+from tpv_broker.errors import MetricSourceError
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.config.preset_spec import BUILTIN_PRESETS
+from tpv_broker.store.snapshots import SnapshotStore
 
 from .flux_stub import FluxStub
 

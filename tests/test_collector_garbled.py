@@ -26,9 +26,9 @@ from tpv_broker.api.app import create_app
 from tpv_broker.collector.cycle import LastAnswers, collect_once
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.presets import PRESETS
-from tpv_broker.shared.config import BrokerConfig, InfluxDBSettings, RedisSettings
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.config.settings import BrokerConfig, InfluxDBSettings, RedisSettings
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.store.snapshots import SnapshotStore
 
 from .helpers import load_prototype_data
 

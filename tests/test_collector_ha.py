@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.store.snapshots import SnapshotStore
 
 from .helpers import load_prototype_data
 from .processes import wait_for

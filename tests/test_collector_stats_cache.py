@@ -12,14 +12,14 @@ import requests
 
 from tpv_broker.collector.cycle import StatsCache, collect_once
 from tpv_broker.collector.influx import InfluxQLClient
-from tpv_broker.shared.config import (
+from tpv_broker.config.settings import (
     BrokerConfig,
     CollectorSettings,
     InfluxDBSettings,
     RedisSettings,
 )
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.store.snapshots import SnapshotStore
 
 from .helpers import load_prototype_data
 

@@ -9,8 +9,8 @@ import textwrap
 import pytest
 from pydantic import SecretStr
 
-from tpv_broker.shared.config import ALL_PRESETS, BrokerConfig, load_config
-from tpv_broker.shared.errors import ConfigError
+from tpv_broker.config.settings import ALL_PRESETS, BrokerConfig, load_config
+from tpv_broker.errors import ConfigError
 
 REPO_CONFIG = pathlib.Path(__file__).resolve().parent.parent / "config.yaml"
 SECRET = "s3cr3t-Pa55w0rd"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tpv_broker.shared.config import load_config
-from tpv_broker.shared.errors import ConfigError
+from tpv_broker.config.settings import load_config
+from tpv_broker.errors import ConfigError
 
 
 def test_defaults() -> None:

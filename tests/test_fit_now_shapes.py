@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tpv_broker.shared.inputs import Candidate, JobFacts
-from tpv_broker.shared.models import DestinationFigures, SlotShape
-from tpv_broker.shared.terms import Defaults, FitNow, TermInput, fit_fraction, shape_fit
+from tpv_broker.core.inputs import Candidate, JobFacts
+from tpv_broker.core.models import DestinationFigures, SlotShape
+from tpv_broker.core.terms import Defaults, FitNow, TermInput, fit_fraction, shape_fit
 
 
 def shapes(*specs: tuple[float, float | None, float | None] | tuple[float, float | None, float | None, float | None]) -> list[SlotShape]:

@@ -11,14 +11,14 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tpv_broker.shared.config import ApiSettings, BrokerConfig, InflightSettings
-from tpv_broker.shared.inflight import Charge, live_charges, oldest_countable, queued_weight, with_charges
-from tpv_broker.shared.inflight_store import InflightStore
-from tpv_broker.shared.inputs import Candidate, JobFacts
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
-from tpv_broker.shared.rank_service import RankService
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.config.settings import ApiSettings, BrokerConfig, InflightSettings
+from tpv_broker.core.inflight import Charge, live_charges, oldest_countable, queued_weight, with_charges
+from tpv_broker.store.inflight import InflightStore
+from tpv_broker.core.inputs import Candidate, JobFacts
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.api.rank_service import RankService
+from tpv_broker.store.snapshots import SnapshotStore
 
 # Every test here on both ways of scoring (see the fixture).
 pytestmark = pytest.mark.usefixtures("scoring_path")

@@ -14,10 +14,10 @@ import requests
 
 from tpv_broker.api import create_app
 from tpv_broker.devtools.servers import free_port
-from tpv_broker.shared.config import ApiSettings, BrokerConfig, InflightSettings, RedisSettings
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.config.settings import ApiSettings, BrokerConfig, InflightSettings, RedisSettings
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.store.snapshots import SnapshotStore
 
 from .processes import CLI, clean_env, stop, wait_until_serving
 

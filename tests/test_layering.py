@@ -1,6 +1,8 @@
-"""The import direction the design depends on: api/ and collector/ use the
-shared core, never each other, and the core imports neither. In particular
-nothing on the rank path can reach InfluxDB."""
+"""The layers the design depends on, from the bottom: ``core/`` (pure: the
+rank core, terms, payload models), ``config/`` and ``store/`` (Redis), then
+``collector/`` and ``api/``, which never import each other, and the CLI on
+top. The core imports neither Redis nor config; config does not import the
+core. No import cycles anywhere. Nothing on the rank path can reach InfluxDB."""
 
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from .processes import clean_env
 PACKAGE = Path(__file__).resolve().parents[1] / "tpv_broker"
 
 
-def _imports(path: Path) -> set[str]:
-    """Absolute module names a file imports (relative imports resolved)."""
+def _imports(path: Path, with_names: bool = False) -> set[str]:
+    """Absolute module names a file imports (relative imports resolved).
+    ``with_names``: ``module.name`` for each name of ``from module import
+    name`` instead of ``module`` (the name may be a module)."""
     module_parts = ["tpv_broker", *path.relative_to(PACKAGE).with_suffix("").parts]
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -24,9 +28,15 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = module_parts[: len(module_parts) - node.level]
-                out.add(".".join([*base, node.module] if node.module else base))
+                module = ".".join([*base, node.module] if node.module else base)
             elif node.module:
-                out.add(node.module)
+                module = node.module
+            else:
+                continue
+            if with_names:
+                out.update(f"{module}.{a.name}" for a in node.names)
+            else:
+                out.add(module)
     return out
 
 
@@ -35,7 +45,12 @@ def _imports(path: Path) -> set[str]:
     [
         ("api", ("tpv_broker.collector", "tpv_broker.devtools")),
         ("collector", ("tpv_broker.api", "tpv_broker.devtools")),
-        ("shared", ("tpv_broker.api", "tpv_broker.collector", "tpv_broker.devtools", "tpv_broker.cli")),
+        ("core", ("tpv_broker.api", "tpv_broker.collector", "tpv_broker.devtools", "tpv_broker.cli",
+                  "tpv_broker.store", "tpv_broker.config", "tpv_broker.checks", "tpv_broker.simulator", "redis")),
+        ("config", ("tpv_broker.core", "tpv_broker.store", "tpv_broker.api", "tpv_broker.collector",
+                    "tpv_broker.devtools", "tpv_broker.cli", "tpv_broker.checks", "tpv_broker.simulator")),
+        ("store", ("tpv_broker.api", "tpv_broker.collector", "tpv_broker.devtools", "tpv_broker.cli",
+                   "tpv_broker.checks", "tpv_broker.simulator")),
     ],
 )
 def test_import_direction(area: str, forbidden: tuple[str, ...]) -> None:
@@ -50,8 +65,50 @@ def test_import_direction(area: str, forbidden: tuple[str, ...]) -> None:
     assert not offenders
 
 
+def _module_name(path: Path) -> str:
+    parts = ["tpv_broker", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_import_cycles() -> None:
+    """Between the package's modules, imports under ``TYPE_CHECKING`` included:
+    a cycle means two modules are one concept, or one is in the wrong layer."""
+    files = sorted(PACKAGE.rglob("*.py"))
+    modules = {_module_name(f) for f in files}
+    graph: dict[str, set[str]] = {}
+    for f in files:
+        edges = set()
+        for name in _imports(f, with_names=True):
+            # "from module import name" also reads as "module.name": keep the
+            # longest part that is one of the package's modules.
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name and name != _module_name(f):
+                edges.add(name)
+        graph[_module_name(f)] = edges
+    cycles = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == 1:
+                cycles.append(" -> ".join([*stack[stack.index(n):], n]))
+            elif n not in state:
+                visit(n)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert cycles == [], "\n".join(cycles)
+
+
 def test_the_rank_path_has_no_influxdb_client() -> None:
-    for area in ("api", "shared"):
+    for area in ("api", "core", "store", "config"):
         for f in (PACKAGE / area).glob("*.py"):
             assert "influx" not in {n.split(".")[-1] for n in _imports(f)}, f
 
@@ -59,7 +116,7 @@ def test_the_rank_path_has_no_influxdb_client() -> None:
 _SERVE_AND_LIST_MODULES = """
 import json, sys
 from tpv_broker.api import create_app
-from tpv_broker.shared.config import load_config
+from tpv_broker.config.settings import load_config
 app = create_app(load_config()).test_client()
 hostile = "bwa' OR 1=1; DROP MEASUREMENT x; --"
 for body in ({"job": {"tool_id": "bwa", "id": 1}, "destinations": [{"id": "pulsar_de"}]},

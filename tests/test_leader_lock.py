@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from tpv_broker.collector.daemon import CycleRunner
-from tpv_broker.shared.config import BrokerConfig
-from tpv_broker.shared.leader_lock import LeaderLease, LeaseLost
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.store.leader_lock import LeaderLease, LeaseLost
+from tpv_broker.store.snapshots import SnapshotStore
 
 from .processes import wait_for
 from .test_store import KEYS, TOOLS, make_snapshot
@@ -106,7 +106,7 @@ def test_a_paused_holder_cannot_mark_the_new_holders_snapshot_stale(redis_client
 def test_a_cycle_of_a_paused_holder_is_refused_with_a_clear_line(redis_client: redis.Redis, influx_server,
                                                                  influx_db, caplog) -> None:
     from tpv_broker.collector.influx import InfluxQLClient
-    from tpv_broker.shared.config import InfluxDBSettings
+    from tpv_broker.config.settings import InfluxDBSettings
 
     from .helpers import load_prototype_data
 
@@ -136,7 +136,7 @@ def test_collect_once_while_a_daemon_holds_the_lease_publishes_nothing(redis_cli
 
     from tpv_broker.cli import main
 
-    from tpv_broker.shared.keys import KeySchema
+    from tpv_broker.store.keys import KeySchema
 
     key = KeySchema("tpv_broker").collector_lease
     other = LeaderLease(redis_client, key, "collector-1", 30)

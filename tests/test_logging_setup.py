@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tpv_broker.shared.config import load_config
-from tpv_broker.shared.errors import ConfigError
-from tpv_broker.shared.logging_setup import EventFormatter, configure_logging, event
+from tpv_broker.config.settings import load_config
+from tpv_broker.errors import ConfigError
+from tpv_broker.logging_setup import EventFormatter, configure_logging, event
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from tpv_broker.devtools.servers import free_port
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.store.snapshots import SnapshotStore
 
 from .processes import CLI, clean_env as _env, stop as _stop, wait_for
 from .helpers import load_prototype_data

@@ -30,10 +30,10 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from tpv_broker.devtools.servers import free_port
-from tpv_broker.shared.config import ApiSettings
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.config.settings import ApiSettings
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.store.snapshots import SnapshotStore
 
 from .processes import clean_env, wait_for
 

@@ -22,9 +22,9 @@ from tpv_broker.api import examples as ex
 from tpv_broker.api.openapi import FIELD_DOCS, SWAGGER_ASSETS, build_spec, swagger_ui_dir
 from tpv_broker.api.schemas import ProcessDataRequest, RankRequest
 from tpv_broker.devtools.servers import free_port
-from tpv_broker.shared.config import BrokerConfig, load_config
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.store import SnapshotStore, connect_redis
+from tpv_broker.config.settings import BrokerConfig, load_config
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.store.snapshots import SnapshotStore, connect_redis
 
 from .web_helpers import PageReader, dump_dom, serving
 

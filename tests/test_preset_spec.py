@@ -18,11 +18,11 @@ from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.presets import PRESETS, Preset
 from tpv_broker.collector.reducers import REDUCERS
 from tpv_broker.collector.rows import Row
-from tpv_broker.shared.config import BrokerConfig, CollectorSettings, InfluxDBSettings, RedisSettings, load_config
-from tpv_broker.shared.errors import ConfigError
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.preset_spec import BUILTIN_PRESETS, Combine, FieldMap, PresetSpec
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.config.settings import BrokerConfig, CollectorSettings, InfluxDBSettings, RedisSettings, load_config
+from tpv_broker.errors import ConfigError
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.config.preset_spec import BUILTIN_PRESETS, Combine, FieldMap, PresetSpec
+from tpv_broker.store.snapshots import SnapshotStore
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SITE_PRESETS = ROOT / "examples" / "site-presets.yaml"

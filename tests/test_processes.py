@@ -9,8 +9,8 @@ from pathlib import Path
 import requests
 
 from tpv_broker.devtools.servers import free_port
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.store.snapshots import SnapshotStore
 
 from .processes import CLI, clean_env as _env, stop, wait_for, wait_until_serving
 from .helpers import load_prototype_data

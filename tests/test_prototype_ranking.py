@@ -73,9 +73,9 @@ from tpv_broker.api import create_app
 from tpv_broker.collector.cycle import collect_once
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.devtools.servers import InfluxServer
-from tpv_broker.shared.config import BrokerConfig, InfluxDBSettings, RedisSettings
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.config.settings import BrokerConfig, InfluxDBSettings, RedisSettings
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.store.snapshots import SnapshotStore
 
 from .helpers import DATA, load_prototype_data
 

@@ -18,13 +18,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tpv_broker.shared.batch import Distances, with_fallbacks
-from tpv_broker.shared.columns import DestinationColumns, ToolColumns
-from tpv_broker.shared.geo import great_circle_km
-from tpv_broker.shared.inflight import live_charges, with_charges
-from tpv_broker.shared.inputs import Candidate, CandidateRows, DatasetInput, JobFacts
-from tpv_broker.shared.models import Charge, DestinationFigures, RankView, SlotShape, SnapshotMeta, ToolFigures
-from tpv_broker.shared.ranking import (
+from tpv_broker.core.batch import Distances, with_fallbacks
+from tpv_broker.core.columns import DestinationColumns, ToolColumns
+from tpv_broker.core.geo import great_circle_km
+from tpv_broker.core.inflight import live_charges, with_charges
+from tpv_broker.core.inputs import Candidate, CandidateRows, DatasetInput, JobFacts
+from tpv_broker.core.models import Charge, DestinationFigures, RankView, SlotShape, SnapshotMeta, ToolFigures
+from tpv_broker.core.ranking import (
     _GROUP_RANK,
     SCORED,
     _tpv_key,
@@ -32,9 +32,9 @@ from tpv_broker.shared.ranking import (
     rank,
     tool_stats_for,
 )
-from tpv_broker.shared.scoring import ScoringModel
-from tpv_broker.shared.terms import DEFAULT_TERMS, Defaults, TermInput, build_terms, candidate_location, with_fallback
-from tpv_broker.shared.tool_ids import stats_field, tool_id_forms
+from tpv_broker.core.scoring import ScoringModel
+from tpv_broker.core.terms import DEFAULT_TERMS, Defaults, TermInput, build_terms, candidate_location, with_fallback
+from tpv_broker.core.tool_ids import stats_field, tool_id_forms
 
 NOW = 1_700_000_000.0
 TOOL_ID = "toolshed.g2.bx.psu.edu/repos/iuc/fastp/fastp/0.23.4"

@@ -11,17 +11,17 @@ from typing import Any, ClassVar
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tpv_broker.shared.inputs import Candidate, DatasetInput, JobFacts
-from tpv_broker.shared.models import (
+from tpv_broker.core.inputs import Candidate, DatasetInput, JobFacts
+from tpv_broker.core.models import (
     DestinationFigures,
     RankView,
     SnapshotMeta,
     ToolFigures,
 )
-from tpv_broker.shared.ranking import SCORED, rank
-from tpv_broker.shared.scoring import ScoringModel
-from tpv_broker.shared.store import _ParsedCache
-from tpv_broker.shared.terms import (
+from tpv_broker.core.ranking import SCORED, rank
+from tpv_broker.core.scoring import ScoringModel
+from tpv_broker.store.snapshots import _ParsedCache
+from tpv_broker.core.terms import (
     DEFAULT_TERMS,
     Defaults,
     TermInput,
@@ -29,7 +29,7 @@ from tpv_broker.shared.terms import (
     TermScore,
     build_terms,
 )
-from tpv_broker.shared.tool_ids import TOOL, TOOL_SHORT
+from tpv_broker.core.tool_ids import TOOL, TOOL_SHORT
 
 MODEL = ScoringModel(build_terms(DEFAULT_TERMS), Defaults(queue_s=300, run_s=3600), 900)
 

@@ -1,4 +1,4 @@
-"""The pure rank core (tpv_broker/shared/ranking.py): groups, reasons, TPV's
+"""The pure rank core (tpv_broker/core/ranking.py): groups, reasons, TPV's
 order when degraded, deterministic ties, and properties over arbitrary
 candidates and figures. Figures are in TPV's units (cores, GB, gpus)."""
 
@@ -11,16 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tpv_broker.shared.config import ScoringSettings
-from tpv_broker.shared.geo import great_circle_km
-from tpv_broker.shared.inputs import Candidate, DatasetInput, JobFacts
-from tpv_broker.shared.models import (
+from tpv_broker.config.settings import ScoringSettings
+from tpv_broker.core.geo import great_circle_km
+from tpv_broker.core.inputs import Candidate, DatasetInput, JobFacts
+from tpv_broker.core.models import (
     DestinationFigures,
     RankView,
     SnapshotMeta,
     ToolFigures,
 )
-from tpv_broker.shared.ranking import (
+from tpv_broker.core.ranking import (
     NO_METRICS,
     OFFLINE,
     SCORED,
@@ -31,9 +31,9 @@ from tpv_broker.shared.ranking import (
     tool_stats_for,
     tpv_order,
 )
-from tpv_broker.shared.scoring import ScoringModel
-from tpv_broker.shared.terms import DEFAULT_TERMS
-from tpv_broker.shared.tool_ids import stats_field, tool_id_forms
+from tpv_broker.core.scoring import ScoringModel
+from tpv_broker.core.terms import DEFAULT_TERMS
+from tpv_broker.core.tool_ids import stats_field, tool_id_forms
 
 # Every test here on both ways of scoring (see the fixture).
 pytestmark = pytest.mark.usefixtures("scoring_path")

@@ -8,7 +8,7 @@ import re
 
 from pydantic import BaseModel
 
-from tpv_broker.shared.config import BrokerConfig
+from tpv_broker.config.settings import BrokerConfig
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 # Sections whose keys are ids (documented by their sub-keys) or a mapping of terms.

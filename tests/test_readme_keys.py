@@ -10,7 +10,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_every_key_of_the_schema_is_documented() -> None:
-    source = (ROOT / "tpv_broker" / "shared" / "keys.py").read_text()
+    source = (ROOT / "tpv_broker" / "store" / "keys.py").read_text()
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("## What is in Redis"):readme.index("## When things fail")]
     templates = re.findall(r'f"\{self\.prefix\}:([^"]*)"', source)

@@ -21,9 +21,9 @@ import redis
 import requests
 
 from tpv_broker.devtools.servers import RedisServer, free_port
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.store.snapshots import SnapshotStore
 
 from .processes import wait_for, wait_until_serving
 from .processes import CLI, clean_env as _env

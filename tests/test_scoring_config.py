@@ -1,4 +1,4 @@
-"""The combiner (tpv_broker/shared/scoring.py) and the scoring section of the
+"""The combiner (tpv_broker/core/scoring.py) and the scoring section of the
 config: weights from config, range checks, the per-term breakdown, and
 start-up errors that name ``scoring.terms.<term>.<param>``."""
 
@@ -11,13 +11,13 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
-from tpv_broker.shared.config import load_config
-from tpv_broker.shared.errors import ConfigError
-from tpv_broker.shared.inputs import Candidate, JobFacts
-from tpv_broker.shared.models import DestinationFigures, RankView, SnapshotMeta
-from tpv_broker.shared.ranking import rank
-from tpv_broker.shared.scoring import ScoringModel, TermRangeError
-from tpv_broker.shared.terms import (
+from tpv_broker.config.settings import load_config
+from tpv_broker.errors import ConfigError
+from tpv_broker.core.inputs import Candidate, JobFacts
+from tpv_broker.core.models import DestinationFigures, RankView, SnapshotMeta
+from tpv_broker.core.ranking import rank
+from tpv_broker.core.scoring import ScoringModel, TermRangeError
+from tpv_broker.core.terms import (
     DEFAULT_TERMS,
     Defaults,
     TermInput,

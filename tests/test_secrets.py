@@ -22,10 +22,10 @@ from click.testing import CliRunner, Result
 from tpv_broker.api import create_app
 from tpv_broker.cli import main
 from tpv_broker.devtools.servers import InfluxServer, RedisServer, ServerError, free_port
-from tpv_broker.shared.config import load_config
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.store import SnapshotStore
-from tpv_broker.shared.urls import redact_url, scrub, url_secrets
+from tpv_broker.config.settings import load_config
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.store.snapshots import SnapshotStore
+from tpv_broker.config.urls import redact_url, scrub, url_secrets
 
 from .helpers import load_prototype_data
 from .test_api import GOOD, snapshot

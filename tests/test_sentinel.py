@@ -16,10 +16,10 @@ import pytest
 import requests
 
 from tpv_broker.devtools.servers import free_port
-from tpv_broker.shared.config import load_config
-from tpv_broker.shared.errors import ConfigError, StoreError
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.store import SnapshotStore, store_from_config
+from tpv_broker.config.settings import load_config
+from tpv_broker.errors import ConfigError, StoreError
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.store.snapshots import SnapshotStore, store_from_config
 
 from .helpers import load_prototype_data
 from .sentinel_servers import MASTER_NAME, DataNode, SentinelNode, sentinel_group

@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from tpv_broker.cli import main
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.rank_service import RankService
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.api.rank_service import RankService
+from tpv_broker.store.snapshots import SnapshotStore
 from tpv_broker.simulator import report
 from tpv_broker.simulator.compare import POLICIES, VARIANTS, broker_config, make_policy, offered, simulate
 from tpv_broker.simulator.engine import new_world, run

@@ -8,10 +8,10 @@ import threading
 import redis
 
 from tpv_broker.api.app import create_app
-from tpv_broker.shared.config import ApiSettings, BrokerConfig
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.config.settings import ApiSettings, BrokerConfig
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
+from tpv_broker.store.snapshots import SnapshotStore
 
 N = 50
 IDS = [f"dest_{i:02d}" for i in range(N)]

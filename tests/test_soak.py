@@ -37,8 +37,8 @@ import pytest
 import requests
 
 from tpv_broker.devtools.servers import free_port
-from tpv_broker.shared.keys import KeySchema
-from tpv_broker.shared.store import SnapshotStore
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.store.snapshots import SnapshotStore
 
 from .processes import CLI, clean_env as _env, stop as _stop, wait_for
 

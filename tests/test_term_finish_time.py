@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from tpv_broker.shared.inputs import Candidate, JobFacts
-from tpv_broker.shared.models import DestinationFigures, ToolFigures
-from tpv_broker.shared.terms import REGISTRY, Defaults, FinishTime, TermInput, check_terms
-from tpv_broker.shared.tool_ids import DEFAULT, DESTINATION, TOOL
+from tpv_broker.core.inputs import Candidate, JobFacts
+from tpv_broker.core.models import DestinationFigures, ToolFigures
+from tpv_broker.core.terms import REGISTRY, Defaults, FinishTime, TermInput, check_terms
+from tpv_broker.core.tool_ids import DEFAULT, DESTINATION, TOOL
 
 # ln(1 + CAP/SCALE) = ln 1024, so score = 1 - log2(1 + finish/60) / 10
 SCALE, CAP = 60.0, 61380.0

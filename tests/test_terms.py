@@ -1,4 +1,4 @@
-"""Score terms (tpv_broker/shared/terms.py), one pure unit at a time, table
+"""Score terms (tpv_broker/core/terms.py), one pure unit at a time, table
 driven, with the arithmetic in the comments.
 
 Most tables use a log scale that gives round numbers: ``scale`` 60 and
@@ -20,10 +20,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tpv_broker.shared.geo import great_circle_km
-from tpv_broker.shared.inputs import Candidate, DatasetInput, JobFacts
-from tpv_broker.shared.models import DestinationFigures, ToolFigures
-from tpv_broker.shared.terms import (
+from tpv_broker.core.geo import great_circle_km
+from tpv_broker.core.inputs import Candidate, DatasetInput, JobFacts
+from tpv_broker.core.models import DestinationFigures, ToolFigures
+from tpv_broker.core.terms import (
     DEFAULT_TERMS,
     REGISTRY,
     DataLocality,
@@ -39,7 +39,7 @@ from tpv_broker.shared.terms import (
     free_slots_for,
     with_fallback,
 )
-from tpv_broker.shared.tool_ids import (
+from tpv_broker.core.tool_ids import (
     DEFAULT,
     DESTINATION,
     TOOL,

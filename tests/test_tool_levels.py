@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tpv_broker.collector.tool_levels import tool_levels
-from tpv_broker.shared.models import ToolFigures
+from tpv_broker.core.models import ToolFigures
 
 FASTP = "toolshed.g2.bx.psu.edu/repos/iuc/fastp/fastp"
 OLD, NEW = f"{FASTP}/0.23.2", f"{FASTP}/0.23.4+galaxy0"

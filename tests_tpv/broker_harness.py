@@ -30,9 +30,9 @@ from pathlib import Path
 import requests
 
 from tpv_broker.devtools.servers import RedisServer, free_port
-from tpv_broker.shared.config import load_config
-from tpv_broker.shared.models import DestinationFigures, Snapshot, SnapshotMeta
-from tpv_broker.shared.store import SnapshotStore, store_from_config
+from tpv_broker.config.settings import load_config
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.store.snapshots import SnapshotStore, store_from_config
 
 # For a 4-core 16 GB job (bwa in examples/tpv/tpv_broker.yml): pulsar_it01
 # has room and no queue, pulsar_uk a queue, pulsar_de nothing free and a

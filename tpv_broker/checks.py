@@ -20,11 +20,11 @@ import redis
 import requests
 
 from .collector.influx import InfluxQLClient, quote_ident, time_window
-from .shared.config import CONFIG_ENV, BrokerConfig, env_overrides, load_config
-from .shared.errors import BrokerError, ConfigError, MetricSourceError
-from .shared.keys import KeySchema
-from .shared.store import SnapshotStore, connect_redis
-from .shared.urls import redact_url
+from tpv_broker.config.settings import CONFIG_ENV, BrokerConfig, env_overrides, load_config
+from tpv_broker.errors import BrokerError, ConfigError, MetricSourceError
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.store.snapshots import SnapshotStore, connect_redis
+from tpv_broker.config.urls import redact_url
 
 Status = Literal["OK", "WARN", "FAIL"]
 

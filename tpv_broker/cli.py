@@ -11,11 +11,11 @@ from typing import Any
 
 import click
 
-from .shared.config import BrokerConfig, load_config
-from .shared.errors import BrokerError
-from .shared.logging_setup import configure_logging, event
-from .shared.store import store_from_config
-from .shared.urls import redact_url
+from tpv_broker.config.settings import BrokerConfig, load_config
+from tpv_broker.errors import BrokerError
+from tpv_broker.logging_setup import configure_logging, event
+from tpv_broker.store.snapshots import store_from_config
+from tpv_broker.config.urls import redact_url
 
 
 def _fail(message: str) -> None:
@@ -80,7 +80,7 @@ def collect(obj: _Context, once: bool) -> None:
     from .collector.daemon import CycleRunner, run_daemon
     from .collector.metrics import CollectorMetrics, MetricsServer
     from .collector.source import metric_source
-    from .shared.leader_lock import LeaderLease, default_instance_id
+    from tpv_broker.store.leader_lock import LeaderLease, default_instance_id
 
     config = obj.config
     store = _store(config)
@@ -148,9 +148,9 @@ def inspect(obj: _Context, as_json: bool) -> None:
 
     The score is the one a 1-core job of a tool with no history and no
     inputs would get, i.e. the job-independent part of the order."""
-    from .shared.inputs import Candidate, JobFacts
-    from .shared.models import RankView
-    from .shared.ranking import rank
+    from tpv_broker.core.inputs import Candidate, JobFacts
+    from tpv_broker.core.models import RankView
+    from tpv_broker.core.ranking import rank
 
     config = obj.config
     snapshot = _store(config).read_all()
@@ -219,14 +219,14 @@ def _parse_dataset(value: str) -> tuple[str, float]:
 def rank_command(obj: _Context, destinations: tuple[str, ...], tool_id: str, cores: float, mem: float,
                  gpus: float, datasets: tuple[str, ...], explain: bool, as_json: bool) -> None:
     """Rank DESTINATIONS for a job, from the snapshot in Redis, as the API would."""
-    from .shared.explain import answer as answer_body
-    from .shared.explain import explain as explain_result
-    from .shared.inputs import Candidate, JobFacts
-    from .shared.rank_service import RankService
+    from tpv_broker.core.explain import answer as answer_body
+    from tpv_broker.core.explain import explain as explain_result
+    from tpv_broker.core.inputs import Candidate, JobFacts
+    from tpv_broker.api.rank_service import RankService
 
     if len(set(destinations)) != len(destinations):
         raise click.BadParameter("each destination once", param_hint="DESTINATIONS")
-    from .shared.ids import check_destination_id, check_tool_id
+    from tpv_broker.core.ids import check_destination_id, check_tool_id
 
     # The API's id rules: nothing odd reaches Redis from here either.
     try:

@@ -4,31 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from ..shared.config import BrokerConfig, load_config
-from ..shared.logging_setup import event
-from ..shared.rank_service import RankService
-from ..shared.store import SnapshotStore, store_from_config
+from tpv_broker.config.settings import BrokerConfig, load_config
+from tpv_broker.logging_setup import event
+from tpv_broker.api.rank_service import RankService
+from tpv_broker.api.state import ApiState
+from tpv_broker.store.snapshots import SnapshotStore, store_from_config
 
 log = logging.getLogger("tpv_broker.api")
-
-
-@dataclass(frozen=True)
-class ApiState:
-    config: BrokerConfig
-    store: SnapshotStore
-    clock: Callable[[], float]
-    ranker: RankService
-
-
-def get_state(app: Flask) -> ApiState:
-    state: ApiState = app.extensions["tpv_broker"]
-    return state
 
 
 def create_app(

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from flask import Flask, Response, jsonify, request
 
-from ..shared.config import TOKEN_CHARS, ApiSettings, token_problem
-from ..shared.errors import ConfigError
+from tpv_broker.config.settings import TOKEN_CHARS, ApiSettings, token_problem
+from tpv_broker.errors import ConfigError
 
 log = logging.getLogger("tpv_broker.api")
 

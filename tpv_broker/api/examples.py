@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..shared.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
 
 FASTP = "toolshed.g2.bx.psu.edu/repos/iuc/fastp/fastp/0.23.4+galaxy0"
 

@@ -27,10 +27,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from ..shared.config import BrokerConfig
-from ..shared.errors import StoreError
-from ..shared.ranking import RankResult
-from ..shared.store import SnapshotStore
+from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.errors import StoreError
+from tpv_broker.core.ranking import RankResult
+from tpv_broker.store.snapshots import SnapshotStore
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

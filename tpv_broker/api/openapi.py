@@ -17,10 +17,10 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, jsonify, make_response, render_template, send_from_directory
 from pydantic.json_schema import models_json_schema
 
-from ..shared.config import BrokerConfig
+from tpv_broker.config.settings import BrokerConfig
 from . import auth
 from . import examples as ex
-from .app import get_state
+from .state import get_state
 from .responses import RESPONSE_MODELS
 from .schemas import ProcessDataRequest, RankRequest
 

@@ -11,11 +11,11 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ..shared.errors import StoreError
-from ..shared.explain import answer
-from ..shared.logging_setup import event
-from ..shared.ranking import RankResult
-from .app import get_state
+from tpv_broker.errors import StoreError
+from tpv_broker.core.explain import answer
+from tpv_broker.logging_setup import event
+from tpv_broker.core.ranking import RankResult
+from .state import get_state
 from .metrics import note_rank_result
 from .schemas import ProcessDataRequest, RankRequest, describe_errors
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator, with_config
 from typing_extensions import NotRequired, TypedDict
 
-from ..shared.ids import (
+from tpv_broker.core.ids import (
     DEST_ID_PATTERN,
     DEST_ID_RULE,
     JOB_ID_PATTERN,
@@ -19,7 +19,7 @@ from ..shared.ids import (
     TOOL_ID_PATTERN,
     TOOL_ID_RULE,
 )
-from ..shared.inputs import CandidateRows, JobFacts
+from tpv_broker.core.inputs import CandidateRows, JobFacts
 
 __all__ = ["DEST_ID_PATTERN", "TOOL_ID_PATTERN", "JOB_ID_PATTERN", "RankRequest", "ProcessDataRequest",
            "describe_errors"]

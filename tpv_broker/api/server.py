@@ -14,8 +14,8 @@ from flask import Flask
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
-from ..shared.config import BrokerConfig
-from ..shared.errors import BrokerError
+from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.errors import BrokerError
 from . import auth
 from .app import create_app
 

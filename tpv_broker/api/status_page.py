@@ -10,8 +10,8 @@ import time
 
 from flask import Blueprint, Response, current_app, make_response, render_template
 
-from ..shared.errors import StoreError
-from .app import get_state
+from tpv_broker.errors import StoreError
+from .state import get_state
 from .status_view import build_status
 
 log = logging.getLogger("tpv_broker.api")

@@ -2,7 +2,7 @@
 held (or the error reading it), the clock and the config. The page template
 only formats it.
 
-Scores come from the real rank core (``shared/ranking.rank``), for a probe
+Scores come from the real rank core (``core/ranking.rank``), for a probe
 job: 1 core, no memory, a tool with no history, no inputs, no TPV tags. That
 is the job-independent part of the order (as ``tpv-broker inspect`` shows
 it), with the in-flight charges the API itself would count."""
@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..shared.config import BrokerConfig
-from ..shared.inflight import live_charges
-from ..shared.inputs import Candidate, JobFacts
-from ..shared.models import DestinationFigures, RankView, SnapshotMeta
-from ..shared.ranking import rank
-from ..shared.scoring import ScoringModel
+from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.core.inflight import live_charges
+from tpv_broker.core.inputs import Candidate, JobFacts
+from tpv_broker.core.models import DestinationFigures, RankView, SnapshotMeta
+from tpv_broker.core.ranking import rank
+from tpv_broker.core.scoring import ScoringModel
 
 PROBE_JOB = JobFacts(tool_id="", cores=1, mem=0)
 PROBE_DESCRIPTION = "a 1-core job of a tool with no history, no inputs and no TPV tags"

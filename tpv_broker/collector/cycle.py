@@ -8,11 +8,11 @@ import socket
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..shared.config import BrokerConfig
-from ..shared.errors import MetricSourceError, StoreError
-from ..shared.leader_lock import Fence
-from ..shared.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
-from ..shared.store import SnapshotStore, encode_tool_stats
+from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.errors import MetricSourceError, StoreError
+from tpv_broker.store.leader_lock import Fence
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
+from tpv_broker.store.snapshots import SnapshotStore, encode_tool_stats
 from .presets import PRESETS, RUNTIME_MEASUREMENT, CycleData, Preset, live_sources, presets_for
 from .rows import ReadResult, Row
 from .source import MetricSource

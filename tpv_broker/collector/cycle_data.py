@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..shared.models import DestinationFigures, ToolFigures
+from tpv_broker.core.models import DestinationFigures, ToolFigures
 
 
 def strip_quotes(value: str) -> str:

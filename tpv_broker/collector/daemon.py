@@ -13,11 +13,11 @@ from typing import Callable
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from ..shared.config import BrokerConfig
-from ..shared.errors import StoreError
-from ..shared.leader_lock import LeaderLease
-from ..shared.logging_setup import event
-from ..shared.store import SnapshotStore
+from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.errors import StoreError
+from tpv_broker.store.leader_lock import LeaderLease
+from tpv_broker.logging_setup import event
+from tpv_broker.store.snapshots import SnapshotStore
 from .backoff import retry_delay
 from .cycle import CycleReport, LastAnswers, StatsCache, collect_once
 from .metrics import CollectorMetrics, cycle_outcome

@@ -21,10 +21,10 @@ from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.flux_csv_parser import FluxCsvParserException, FluxQueryException
 from influxdb_client.client.flux_table import FluxRecord
 
-from ..shared.config import CollectorSettings, InfluxDBSettings
-from ..shared.errors import MetricSourceError
-from ..shared.preset_spec import PresetSpec
-from ..shared.urls import redact_url
+from tpv_broker.config.settings import CollectorSettings, InfluxDBSettings
+from tpv_broker.errors import MetricSourceError
+from tpv_broker.config.preset_spec import PresetSpec
+from tpv_broker.config.urls import redact_url
 from .influx import MAX_CLOCK_SKEW_S, _ms, _short
 from .rows import ReadResult, Row
 

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 import requests
 import urllib3
 
-from ..shared.config import CollectorSettings, InfluxDBSettings
-from ..shared.errors import MetricSourceError
-from ..shared.preset_spec import PresetSpec
-from ..shared.urls import redact_url, scrub, url_secrets
+from tpv_broker.config.settings import CollectorSettings, InfluxDBSettings
+from tpv_broker.errors import MetricSourceError
+from tpv_broker.config.preset_spec import PresetSpec
+from tpv_broker.config.urls import redact_url, scrub, url_secrets
 from .rows import ReadResult, Row
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..shared.errors import BrokerError
+from tpv_broker.errors import BrokerError
 from .cycle import CycleReport
 
 # A cycle takes milliseconds to a fraction of a second; a first cycle at

@@ -1,5 +1,5 @@
 """Metric presets at run time: each preset's description (data, see
-shared/preset_spec.py) with the query that reads it for *all* destinations
+config/preset_spec.py) with the query that reads it for *all* destinations
 at once and the reducer its rows go through. All presets of a cycle go to
 InfluxDB in one request (GROUP BY tags, never a query per destination).
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..shared.config import CollectorSettings
-from ..shared.preset_spec import BUILTIN_PRESETS, PresetSpec
+from tpv_broker.config.settings import CollectorSettings
+from tpv_broker.config.preset_spec import BUILTIN_PRESETS, PresetSpec
 from .cycle_data import CycleData, num, strip_quotes
 from .influx import MAX_CLOCK_SKEW_S, Series, influxql_statement, series_rows
 from .reducers import apply_rows

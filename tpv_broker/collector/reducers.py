@@ -1,5 +1,5 @@
 """The named ways a preset's rows combine into snapshot figures. A preset
-(shared/preset_spec.py) is data and picks one of these by name; they are
+(config/preset_spec.py) is data and picks one of these by name; they are
 the only per-preset code.
 
 - ``newest``: per destination, the newest row's figures.
@@ -20,9 +20,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from ..shared.config import CollectorSettings
-from ..shared.models import SlotShape, ToolFigures
-from ..shared.preset_spec import DESTINATION_FIGURES, TEXT_FIGURES, PresetSpec
+from tpv_broker.config.settings import CollectorSettings
+from tpv_broker.core.models import SlotShape, ToolFigures
+from tpv_broker.config.preset_spec import DESTINATION_FIGURES, TEXT_FIGURES, PresetSpec
 from .cycle_data import CycleData, num, strip_quotes
 from .rows import Row
 

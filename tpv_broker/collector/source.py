@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, Sequence
 
-from ..shared.config import CollectorSettings, InfluxDBSettings
+from tpv_broker.config.settings import CollectorSettings, InfluxDBSettings
 from .rows import ReadResult
 
 if TYPE_CHECKING:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from ..shared.models import ToolFigures
-from ..shared.tool_ids import stats_field, tool_id_forms
+from tpv_broker.core.models import ToolFigures
+from tpv_broker.core.tool_ids import stats_field, tool_id_forms
 
 
 def _merge(figures: list[ToolFigures]) -> ToolFigures:

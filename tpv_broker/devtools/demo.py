@@ -38,8 +38,8 @@ from typing import IO, Any, Callable, Mapping, Sequence
 
 import requests
 
-from ..shared.config import BrokerConfig, load_config
-from ..shared.errors import BrokerError
+from tpv_broker.config.settings import BrokerConfig, load_config
+from tpv_broker.errors import BrokerError
 from .demo_metrics import DemoMetrics, sample_request
 from .servers import InfluxServer, RedisServer, ServerError, free_port
 

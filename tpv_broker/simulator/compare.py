@@ -12,11 +12,11 @@ from typing import Any, Callable
 
 import fakeredis
 
-from ..shared.config import ApiSettings, BrokerConfig, DestinationSettings, InflightSettings
-from ..shared.keys import KeySchema
-from ..shared.rank_service import RankService
-from ..shared.store import SnapshotStore
-from ..shared.terms import DEFAULT_TERMS
+from tpv_broker.config.settings import ApiSettings, BrokerConfig, DestinationSettings, InflightSettings
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.api.rank_service import RankService
+from tpv_broker.store.snapshots import SnapshotStore
+from tpv_broker.core.terms import DEFAULT_TERMS
 from .engine import RunResult, World, new_world, run
 from .policies import Broker, Oracle, Policy, Prototype, TpvDefault, WeightedRandom
 from .workload import OBJECT_STORES, SITES, Job, arrivals, capacity_core_seconds_per_s

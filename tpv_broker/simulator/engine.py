@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..collector.tool_levels import tool_levels
-from ..shared.geo import great_circle_km
-from ..shared.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
-from ..shared.store import SnapshotStore
+from tpv_broker.core.geo import great_circle_km
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
+from tpv_broker.store.snapshots import SnapshotStore
 from .cluster import DestinationSim
 from .workload import OBJECT_STORES, SITES, TOOLS, Job, Site
 

@@ -8,9 +8,9 @@ import math
 import random
 from typing import TYPE_CHECKING, Protocol
 
-from ..shared.geo import great_circle_km
-from ..shared.inputs import Candidate, JobFacts
-from ..shared.rank_service import RankService
+from tpv_broker.core.geo import great_circle_km
+from tpv_broker.core.inputs import Candidate, JobFacts
+from tpv_broker.api.rank_service import RankService
 from .workload import OBJECT_STORES, Job
 
 if TYPE_CHECKING:

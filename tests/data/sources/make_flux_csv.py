@@ -11,7 +11,7 @@ InfluxDB 2's annotated-CSV layout. The tests use the committed CSV, not this.
 import re
 import sys
 from datetime import datetime, timezone
-from tpv_broker.shared.config import CollectorSettings
+from tpv_broker.config.settings import CollectorSettings
 from tpv_broker.collector.presets import presets_for
 from tpv_broker.collector.flux import _fields
 

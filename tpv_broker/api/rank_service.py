@@ -8,17 +8,17 @@ import logging
 from functools import partial
 from typing import Callable, Mapping, Sequence
 
-from .charge_pipe import ChargePipe
-from .config import BrokerConfig
-from .errors import StoreError
-from .inflight import oldest_countable
-from .inflight_store import InflightStore
-from .inputs import CandidateLike, DatasetInput, JobFacts
-from .logging_setup import event
-from .models import Charge
-from .ranking import RankResult, rank, tpv_order
-from .store import SnapshotStore
-from .tool_ids import stats_field, tool_id_forms
+from tpv_broker.store.charge_pipe import ChargePipe
+from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.errors import StoreError
+from tpv_broker.core.inflight import oldest_countable
+from tpv_broker.store.inflight import InflightStore
+from tpv_broker.core.inputs import CandidateLike, DatasetInput, JobFacts
+from tpv_broker.logging_setup import event
+from tpv_broker.core.models import Charge
+from tpv_broker.core.ranking import RankResult, rank, tpv_order
+from tpv_broker.store.snapshots import SnapshotStore
+from tpv_broker.core.tool_ids import stats_field, tool_id_forms
 
 log = logging.getLogger("tpv_broker.rank")
 

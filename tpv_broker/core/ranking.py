@@ -23,14 +23,14 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .batch import Batch
-from .columns import FIGURES, FRESH as _FRESH, OFFLINE as _OFFLINE, DestinationColumns, ToolColumns
-from .inflight import charged_figures, live_charges, with_charges
-from .inputs import CandidateLike, DatasetInput, JobFacts, candidate_column
-from .models import Charge, DestinationFigures, RankView, ToolFigures
-from .scoring import CandidateScore, ScoringModel, TermBreakdown
-from .terms import TermInput, candidate_location, with_fallback
-from .tool_ids import stats_field, tool_id_forms
+from tpv_broker.core.batch import Batch
+from tpv_broker.core.columns import FIGURES, FRESH as _FRESH, OFFLINE as _OFFLINE, DestinationColumns, ToolColumns
+from tpv_broker.core.inflight import charged_figures, live_charges, with_charges
+from tpv_broker.core.inputs import CandidateLike, DatasetInput, JobFacts, candidate_column
+from tpv_broker.core.models import Charge, DestinationFigures, RankView, ToolFigures
+from tpv_broker.core.scoring import CandidateScore, ScoringModel, TermBreakdown
+from tpv_broker.core.terms import TermInput, candidate_location, with_fallback
+from tpv_broker.core.tool_ids import stats_field, tool_id_forms
 
 SCORED, NO_METRICS, STALE, OFFLINE, TPV_ORDER = "scored", "no_metrics", "stale", "offline", "tpv_order"
 _GROUP_RANK = {SCORED: 0, NO_METRICS: 1, STALE: 1, OFFLINE: 2, TPV_ORDER: 0}

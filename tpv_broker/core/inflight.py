@@ -14,7 +14,7 @@ from bisect import bisect_left
 from operator import attrgetter
 from typing import Container, Iterable, Mapping, Sequence
 
-from .models import Charge, DestinationFigures
+from tpv_broker.core.models import Charge, DestinationFigures
 
 __all__ = ["Charge", "charged_figures", "live_charges", "oldest_countable", "queued_weight", "with_charges"]
 

@@ -11,9 +11,9 @@ from typing import Callable
 
 import redis
 
-from .errors import StoreError
-from .models import Charge
-from .keys import KeySchema
+from tpv_broker.errors import StoreError
+from tpv_broker.core.models import Charge
+from tpv_broker.store.keys import KeySchema
 
 # KEYS[1]: the charges zset; KEYS[2] (optional): the job's key.
 # ARGV: member, charged_at, drop charges older than this, job key TTL (s).

@@ -23,12 +23,12 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ConfigError
-from .preset_spec import BUILTIN_PRESETS, DEFAULT_PRESETS, PresetSpec
-from .scoring import ScoringModel
-from .terms import DEFAULT_TERMS, check_terms
-from .redis_urls import SENTINEL_SCHEME, parse_sentinel_url
-from .urls import redact_url, url_password
+from tpv_broker.errors import ConfigError
+from tpv_broker.config.preset_spec import BUILTIN_PRESETS, DEFAULT_PRESETS, PresetSpec
+from tpv_broker.core.scoring import ScoringModel
+from tpv_broker.core.terms import DEFAULT_TERMS, check_terms
+from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url
+from tpv_broker.config.urls import redact_url, url_password
 
 ENV_PREFIX = "TPV_BROKER_"
 CONFIG_ENV = "TPV_BROKER_CONFIG"

@@ -20,7 +20,7 @@ from typing import Callable
 
 import redis
 
-from .errors import StoreError
+from tpv_broker.errors import StoreError
 
 log = logging.getLogger("tpv_broker.collector")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ranking import RankResult
+from tpv_broker.core.ranking import RankResult
 
 
 def _round(value: Any) -> Any:

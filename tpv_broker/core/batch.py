@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from .geo import EARTH_RADIUS_KM
-from .inputs import DatasetInput, JobFacts
+from tpv_broker.core.geo import EARTH_RADIUS_KM
+from tpv_broker.core.inputs import DatasetInput, JobFacts
 
 if TYPE_CHECKING:
-    from .terms import TermInput
+    from tpv_broker.core.terms import TermInput
 
 
 @dataclass(frozen=True, eq=False)

@@ -17,13 +17,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
 
-from .columns import DestinationColumns, ToolColumns
-from .errors import StoreError
-from .keys import SCHEMA_VERSION, STAGING_TTL_S, KeySchema
-from .leader_lock import Fence, LeaseLost
-from .models import Charge, DestinationFigures, RankView, Snapshot, SnapshotMeta, ToolFigures
-from .redis_urls import SENTINEL_SCHEME, parse_sentinel_url
-from .urls import redact_url, scrub, url_secrets
+from tpv_broker.core.columns import DestinationColumns, ToolColumns
+from tpv_broker.errors import StoreError
+from tpv_broker.store.keys import SCHEMA_VERSION, STAGING_TTL_S, KeySchema
+from tpv_broker.store.leader_lock import Fence, LeaseLost
+from tpv_broker.core.models import Charge, DestinationFigures, RankView, Snapshot, SnapshotMeta, ToolFigures
+from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url
+from tpv_broker.config.urls import redact_url, scrub, url_secrets
 
 _META_FLOATS = ("created_at", "newest_point_at", "cycle_s", "stale_since", "retry_at")
 _META_INTS = ("destinations", "tools", "schema_version", "failed_cycles")

@@ -23,11 +23,11 @@ from typing import Any, ClassVar, Protocol, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .batch import Batch, Distances, ShapeRows, cost_scores, or_zero
-from .geo import great_circle_km
-from .inputs import CandidateLike, DatasetInput, JobFacts
-from .models import DestinationFigures, SlotShape, ToolFigures
-from .tool_ids import DEFAULT, DESTINATION
+from tpv_broker.core.batch import Batch, Distances, ShapeRows, cost_scores, or_zero
+from tpv_broker.core.geo import great_circle_km
+from tpv_broker.core.inputs import CandidateLike, DatasetInput, JobFacts
+from tpv_broker.core.models import DestinationFigures, SlotShape, ToolFigures
+from tpv_broker.core.tool_ids import DEFAULT, DESTINATION
 
 
 @dataclass(frozen=True)

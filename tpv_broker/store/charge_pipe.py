@@ -33,9 +33,9 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError, ReadOnlyError
 
-from .inflight_store import InflightStore
-from .logging_setup import event
-from .models import Charge
+from tpv_broker.store.inflight import InflightStore
+from tpv_broker.logging_setup import event
+from tpv_broker.core.models import Charge
 
 log = logging.getLogger("tpv_broker.rank")
 

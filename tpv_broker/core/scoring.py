@@ -9,8 +9,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .batch import Batch
-from .terms import Defaults, Term, TermInput, build_terms
+from tpv_broker.core.batch import Batch
+from tpv_broker.core.terms import Defaults, Term, TermInput, build_terms
 
 
 @dataclass(frozen=True)

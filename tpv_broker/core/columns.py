@@ -14,8 +14,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .batch import NO_SHAPES, ShapeRows, with_fallbacks
-from .models import DestinationFigures, SlotShape, ToolFigures
+from tpv_broker.core.batch import NO_SHAPES, ShapeRows, with_fallbacks
+from tpv_broker.core.models import DestinationFigures, SlotShape, ToolFigures
 
 NAN = float("nan")
 # The figures the score terms read, in DestinationFigures' own names.
