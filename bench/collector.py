@@ -42,7 +42,8 @@ import redis as redis_lib
 import requests
 from redis.connection import AbstractConnection
 
-from tpv_broker.collector.cycle import StatsCache, collect_once
+from tpv_broker.collector.cycle import collect_once
+from tpv_broker.collector.state import CollectorState
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.devtools.servers import InfluxServer, RedisServer
 from tpv_broker.config.settings import BrokerConfig
@@ -108,7 +109,8 @@ def _measure(cfg: dict[str, Any], steady: int, refresh: int) -> dict[str, Any]:
     counter = RedisCounter(config.redis.url)
     store = store_from_config(config.redis.url, config.redis.key_prefix, 60)
     # As the daemon has it: refreshes run as a job of their own.
-    stats = StatsCache(config.collector.stats_refresh_s, background=True)
+    state = CollectorState.new(config, background_stats=True)
+    stats = state.stats
 
     def cycle(kind: str) -> dict[str, Any]:
         session.requests = session.statements = 0
@@ -122,7 +124,7 @@ def _measure(cfg: dict[str, Any], steady: int, refresh: int) -> dict[str, Any]:
                 raise RuntimeError(f"refresh job: {problem}")
             rows, tools = stats.current.rows_read, len(stats.current.tool_stats)
         else:
-            report = collect_once(config, source, store, time.time, None if kind == "uncached" else stats)
+            report = collect_once(config, source, store, time.time, None if kind == "uncached" else state)
             if not report.published or report.errors:
                 raise RuntimeError(f"{kind} cycle: {report.summary()}")
             rows, dests, tools = report.rows_read, report.destinations, report.tools

@@ -44,11 +44,12 @@ def own_influx(tmp_path) -> Iterator[InfluxServer]:
 @pytest.mark.parametrize("fault", ["stopped", "hung"])
 def test_collector_survives_influxdb_outage(own_influx, redis_client: redis.Redis, redis_url: str, caplog, fault):
     caplog.set_level(logging.INFO, logger="tpv_broker")
-    config = BrokerConfig(influxdb=InfluxDBSettings(url=own_influx.url, database="galaxy", timeout_s=0.5))
+    config = BrokerConfig(influxdb=InfluxDBSettings(url=own_influx.url, database="galaxy", timeout_s=0.5),
+                          collector=CollectorSettings(interval_s=0.2))
     store = SnapshotStore(redis_client, KeySchema(config.redis.key_prefix))
-    runner = CycleRunner(config, InfluxQLClient(config.influxdb), store)
+    runner = CycleRunner(config, InfluxQLClient(config.influxdb), store, daemon=True)
     stop = threading.Event()
-    daemon = threading.Thread(target=run_daemon, args=(runner, 0.2, stop))
+    daemon = threading.Thread(target=run_daemon, args=(runner, stop))
     daemon.start()
     try:
         wait_for(lambda: store.read_meta() is not None, "a first snapshot")
@@ -137,12 +138,12 @@ def test_cycles_back_off_while_influxdb_is_down(own_influx, redis_client: redis.
     caplog.set_level(logging.INFO, logger="tpv_broker")
     interval, cap = 0.1, 0.8
     config = BrokerConfig(influxdb=InfluxDBSettings(url=own_influx.url, database="galaxy", timeout_s=0.5),
-                          collector=CollectorSettings(backoff_max_s=cap))
+                          collector=CollectorSettings(interval_s=interval, backoff_max_s=cap))
     store = SnapshotStore(redis_client, KeySchema(config.redis.key_prefix))
     client = RecordingClient(config.influxdb)
-    runner = CycleRunner(config, client, store)
+    runner = CycleRunner(config, client, store, daemon=True)
     stop = threading.Event()
-    daemon = threading.Thread(target=run_daemon, args=(runner, interval, stop))
+    daemon = threading.Thread(target=run_daemon, args=(runner, stop))
     daemon.start()
     try:
         wait_for(lambda: store.read_meta() is not None, "a first snapshot")
@@ -193,11 +194,12 @@ def test_influxdb_slower_than_the_cycle(own_influx, redis_client: redis.Redis, c
     # interval but answer within influxdb.timeout_s, so nothing fails; the
     # slowness is said once (not once per skipped tick), and so is its end.
     caplog.set_level(logging.INFO)
-    config = BrokerConfig(influxdb=InfluxDBSettings(url=own_influx.url, database="galaxy", timeout_s=5))
+    config = BrokerConfig(influxdb=InfluxDBSettings(url=own_influx.url, database="galaxy", timeout_s=5),
+                          collector=CollectorSettings(interval_s=0.2))
     store = SnapshotStore(redis_client, KeySchema(config.redis.key_prefix))
-    runner = CycleRunner(config, InfluxQLClient(config.influxdb), store)
+    runner = CycleRunner(config, InfluxQLClient(config.influxdb), store, daemon=True)
     stop = threading.Event()
-    daemon = threading.Thread(target=run_daemon, args=(runner, 0.2, stop))
+    daemon = threading.Thread(target=run_daemon, args=(runner, stop))
     daemon.start()
     try:
         wait_for(lambda: store.read_meta() is not None, "a first snapshot")

@@ -23,7 +23,8 @@ import redis
 import requests
 
 from tpv_broker.api.app import create_app
-from tpv_broker.collector.cycle import LastAnswers, collect_once
+from tpv_broker.collector.cycle import collect_once
+from tpv_broker.collector.state import CollectorState, StatsCache
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.presets import PRESETS
 from tpv_broker.config.settings import BrokerConfig, InfluxDBSettings, RedisSettings
@@ -140,9 +141,16 @@ def _bump(body: dict[str, Any], statement: int, column: str, by: float) -> dict[
     return out
 
 
-def _cycle(url: str, store: SnapshotStore, answers: LastAnswers | None = None):
+def _cycle(url: str, store: SnapshotStore, state: CollectorState | None = None):
     config = _config(url, store.keys.prefix)
-    return collect_once(config, InfluxQLClient(config.influxdb), store, time.time, answers=answers)
+    return collect_once(config, InfluxQLClient(config.influxdb), store, time.time, state)
+
+
+def _remembering() -> CollectorState:
+    """A collector's state across cycles: each live preset's last good
+    answer is remembered, and the run-time statistics are read every cycle
+    (refresh_s 0), since each replayed answer holds every statement."""
+    return CollectorState(StatsCache(refresh_s=0))
 
 
 # -- the answer as a whole is unusable: nothing published, the snapshot stays --
@@ -239,15 +247,15 @@ STATEMENT_FAULTS = {
 @pytest.mark.parametrize("fault", sorted(STATEMENT_FAULTS))
 def test_a_failing_statement_keeps_its_figures_while_the_others_update(fault, replay, recorded, redis_client):
     store = _store(redis_client)
-    answers = LastAnswers()
+    state = _remembering()
     replay.answer(recorded)
-    assert _cycle(replay.url, store, answers).published
+    assert _cycle(replay.url, store, state).published
     # Next cycle: new queue counts, and the capacity statement broken.
     newer = _bump(recorded, QUEUE, "count", 100)
     broken = copy.deepcopy(newer)
     broken["results"][CONDOR] = STATEMENT_FAULTS[fault](newer["results"][CONDOR])
     replay.answer(broken)
-    report = _cycle(replay.url, store, answers)
+    report = _cycle(replay.url, store, state)
     assert report.published, report.errors
     (problem,) = [e for e in report.errors if e.startswith("htcondor_cluster_usage:")]
     assert problem.endswith("(its last good figures kept)"), problem
@@ -264,7 +272,7 @@ def test_without_earlier_figures_a_failing_statement_leaves_them_missing(replay,
     broken = copy.deepcopy(recorded)
     broken["results"][CONDOR] = {"statement_id": CONDOR, "error": "shard 4: timeout"}
     replay.answer(broken)
-    report = _cycle(replay.url, store, LastAnswers())
+    report = _cycle(replay.url, store, _remembering())
     assert report.published
     assert "htcondor_cluster_usage: shard 4: timeout (its figures are missing from this snapshot)" in report.errors
     d = store.read_all().destinations["condor_tpv"]
@@ -274,15 +282,15 @@ def test_without_earlier_figures_a_failing_statement_leaves_them_missing(replay,
 def test_a_partial_queue_answer_is_never_read_as_zero_jobs(replay, recorded, redis_client):
     # Missing queue rows would mean "no jobs there": a partial answer must not be used.
     store = _store(redis_client)
-    answers = LastAnswers()
+    state = _remembering()
     replay.answer(recorded)
-    assert _cycle(replay.url, store, answers).published
+    assert _cycle(replay.url, store, state).published
     newer = _bump(recorded, CONDOR, "unclaimed_cpus", 1)
     partial = copy.deepcopy(newer)
     partial["results"][QUEUE]["series"] = partial["results"][QUEUE]["series"][:2]
     partial["results"][QUEUE]["partial"] = True
     replay.answer(partial)
-    report = _cycle(replay.url, store, answers)
+    report = _cycle(replay.url, store, state)
     assert report.published and report.kept.keys() == {"queue_by_destination"}
     assert store.read_all().destinations == _expected(replay, redis_client, newer)
     assert store.read_all().destinations["pulsar_uk"].queued == 7
@@ -349,14 +357,14 @@ def test_odd_values_are_read_as_missing_and_reported(replay, recorded, redis_cli
 
 def test_a_chunked_answer_cut_between_chunks_keeps_what_arrived(replay, recorded, redis_client):
     store = _store(redis_client)
-    answers = LastAnswers()
+    state = _remembering()
     replay.answer(recorded)
-    assert _cycle(replay.url, store, answers).published
+    assert _cycle(replay.url, store, state).published
     newer = _bump(recorded, QUEUE, "count", 100)
     # The queue and run-time chunks arrive, then the connection closes.
     chunks = [json.dumps({"results": [r]}) for r in newer["results"][:CONDOR]]
     replay.answer("\n".join(chunks).encode(), mode="short")
-    report = _cycle(replay.url, store, answers)
+    report = _cycle(replay.url, store, state)
     assert report.published, report.errors
     assert report.errors == ["htcondor_cluster_usage: its answer was cut off before this statement "
                              "(its last good figures kept)"]
@@ -365,16 +373,16 @@ def test_a_chunked_answer_cut_between_chunks_keeps_what_arrived(replay, recorded
 
 def test_a_queue_answer_with_no_usable_row_is_not_read_as_zero_jobs(replay, recorded, redis_client):
     store = _store(redis_client)
-    answers = LastAnswers()
+    state = _remembering()
     replay.answer(recorded)
-    assert _cycle(replay.url, store, answers).published
+    assert _cycle(replay.url, store, state).published
     before = store.read_all().destinations
     garbled = copy.deepcopy(recorded)
     for s in garbled["results"][QUEUE]["series"]:
         for row in s["values"]:
             row[1] = "many"
     replay.answer(garbled)
-    report = _cycle(replay.url, store, answers)
+    report = _cycle(replay.url, store, state)
     assert report.published and report.kept.keys() == {"queue_by_destination"}
     rows = sum(len(s["values"]) for s in garbled["results"][QUEUE]["series"])
     assert f"queue_by_destination: {rows} row(s), none usable (values of the wrong type?) " \

@@ -10,7 +10,8 @@ import pytest
 import redis
 import requests
 
-from tpv_broker.collector.cycle import StatsCache, collect_once
+from tpv_broker.collector.cycle import collect_once
+from tpv_broker.collector.state import CollectorState
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.config.settings import (
     BrokerConfig,
@@ -62,10 +63,10 @@ def _config(influx_url: str, db: str) -> BrokerConfig:
 def test_cycles_between_refreshes_reuse_the_statistics(influx_server, influx_db, store, redis_client):
     load_prototype_data(influx_server, influx_db)
     config = _config(influx_server.url, influx_db)
-    session, clock, stats = CountingSession(), Clock(), StatsCache(300)
+    session, clock, state = CountingSession(), Clock(), CollectorState.new(config)
     source = InfluxQLClient(config.influxdb, session=session)
 
-    first = collect_once(config, source, store, clock, stats)
+    first = collect_once(config, source, store, clock, state)
     assert first.published and not first.errors
     tool_stats = redis_client.hgetall(KEYS.tool_stats)
     full = store.read_all()
@@ -74,7 +75,7 @@ def test_cycles_between_refreshes_reuse_the_statistics(influx_server, influx_db,
     # 15 s later: live figures only; the statistics hash is not rewritten.
     clock.now += 15
     redis_client.hset(KEYS.tool_stats, "marker", "untouched")
-    second = collect_once(config, source, store, clock, stats)
+    second = collect_once(config, source, store, clock, state)
     assert second.published and not second.errors
     assert session.statements == [3, 2]
     assert redis_client.hget(KEYS.tool_stats, "marker") == b"untouched"
@@ -90,7 +91,7 @@ def test_cycles_between_refreshes_reuse_the_statistics(influx_server, influx_db,
     # Once due, everything is read and written again.
     clock.now += 300
     redis_client.hset(KEYS.tool_stats, "marker", "stale")
-    third = collect_once(config, source, store, clock, stats)
+    third = collect_once(config, source, store, clock, state)
     assert third.published and not third.errors
     assert session.statements == [3, 2, 3]
     assert redis_client.hget(KEYS.tool_stats, "marker") is None
@@ -100,22 +101,22 @@ def test_cycles_between_refreshes_reuse_the_statistics(influx_server, influx_db,
 def test_statistics_are_written_again_when_redis_lost_them(influx_server, influx_db, store, redis_client):
     load_prototype_data(influx_server, influx_db)
     config = _config(influx_server.url, influx_db)
-    clock, stats = Clock(), StatsCache(300)
+    clock, state = Clock(), CollectorState.new(config)
     source = InfluxQLClient(config.influxdb)
-    assert collect_once(config, source, store, clock, stats).published
+    assert collect_once(config, source, store, clock, state).published
     tool_stats = redis_client.hgetall(KEYS.tool_stats)
     redis_client.flushall()  # a Redis restart without persistence
     clock.now += 15
-    assert collect_once(config, source, store, clock, stats).published
+    assert collect_once(config, source, store, clock, state).published
     assert redis_client.hgetall(KEYS.tool_stats) == tool_stats
 
 
 def test_another_writer_in_between_makes_it_write_everything(influx_server, influx_db, store, redis_client):
     load_prototype_data(influx_server, influx_db)
     config = _config(influx_server.url, influx_db)
-    clock, stats = Clock(), StatsCache(300)
+    clock, state = Clock(), CollectorState.new(config)
     source = InfluxQLClient(config.influxdb)
-    assert collect_once(config, source, store, clock, stats).published
+    assert collect_once(config, source, store, clock, state).published
     tool_stats = redis_client.hgetall(KEYS.tool_stats)
     # Someone else (a second collector, a test) publishes a snapshot of its own.
     other = store.read_all()
@@ -124,16 +125,16 @@ def test_another_writer_in_between_makes_it_write_everything(influx_server, infl
         update={"created_at": clock.now + 1})}))
     assert redis_client.exists(KEYS.tool_stats) == 0
     clock.now += 15
-    assert collect_once(config, source, store, clock, stats).published
+    assert collect_once(config, source, store, clock, state).published
     assert redis_client.hgetall(KEYS.tool_stats) == tool_stats
 
 
 def test_a_failed_refresh_keeps_the_last_statistics(influx_server, influx_db, store, redis_client):
     load_prototype_data(influx_server, influx_db)
     config = _config(influx_server.url, influx_db)
-    clock, stats = Clock(), StatsCache(300)
+    clock, state = Clock(), CollectorState.new(config)
     source = InfluxQLClient(config.influxdb)
-    assert collect_once(config, source, store, clock, stats).published
+    assert collect_once(config, source, store, clock, state).published
     before = store.read_all()
     assert before is not None and before.tool_stats
 
@@ -145,14 +146,14 @@ def test_a_failed_refresh_keeps_the_last_statistics(influx_server, influx_db, st
 
     source.query = runtime_fails  # type: ignore[method-assign]
     clock.now += 600
-    report = collect_once(config, source, store, clock, stats)
+    report = collect_once(config, source, store, clock, state)
     assert report.published
     assert report.errors == ["destination_queue_run_time: boom"]
     after = store.read_all()
     assert after is not None
     assert after.tool_stats == before.tool_stats
     # ... and it tries again next cycle.
-    assert stats.due(clock.now + 15)
+    assert state.stats.due(clock.now + 15)
 
 
 def test_without_a_cache_every_cycle_reads_everything(influx_server, influx_db, store):
@@ -168,20 +169,20 @@ def test_without_a_cache_every_cycle_reads_everything(influx_server, influx_db, 
 def test_in_the_daemon_a_job_of_its_own_refreshes_them(influx_server, influx_db, store, redis_client):
     load_prototype_data(influx_server, influx_db)
     config = _config(influx_server.url, influx_db)
-    session, clock, stats = CountingSession(), Clock(), StatsCache(300, background=True)
+    session, clock, state = CountingSession(), Clock(), CollectorState.new(config, background_stats=True)
     source = InfluxQLClient(config.influxdb, session=session)
-    assert collect_once(config, source, store, clock, stats).published  # none yet: read inline
-    first = stats.current
+    assert collect_once(config, source, store, clock, state).published  # none yet: read inline
+    first = state.stats.current
     # Long past due: cycles still reuse them, the refresh job re-reads them.
     clock.now += 3600
-    assert collect_once(config, source, store, clock, stats).published
+    assert collect_once(config, source, store, clock, state).published
     assert session.statements == [3, 2]
-    assert stats.refresh(config, source, clock) is None
+    assert state.stats.refresh(config, source, clock) is None
     assert session.statements == [3, 2, 1]
-    assert stats.current is not first and stats.current is not None
-    assert stats.current.payload is not None  # built by the job, not by a cycle
+    assert state.stats.current is not first and state.stats.current is not None
+    assert state.stats.current.payload is not None  # built by the job, not by a cycle
     redis_client.hset(KEYS.tool_stats, "marker", "old")
-    assert collect_once(config, source, store, clock, stats).published
+    assert collect_once(config, source, store, clock, state).published
     assert redis_client.hget(KEYS.tool_stats, "marker") is None  # the new ones were written
     assert session.statements == [3, 2, 1, 2]
 
@@ -189,11 +190,24 @@ def test_in_the_daemon_a_job_of_its_own_refreshes_them(influx_server, influx_db,
 def test_a_failed_refresh_job_keeps_the_last_ones(influx_server, influx_db, store):
     load_prototype_data(influx_server, influx_db)
     config = _config(influx_server.url, influx_db)
-    stats = StatsCache(300, background=True)
-    assert collect_once(config, InfluxQLClient(config.influxdb), store, time.time, stats).published
-    kept = stats.current
+    state = CollectorState.new(config, background_stats=True)
+    assert collect_once(config, InfluxQLClient(config.influxdb), store, time.time, state).published
+    kept = state.stats.current
     broken = config.model_copy(update={"influxdb": InfluxDBSettings(url="http://127.0.0.1:9", database="x",
                                                                      timeout_s=1)})
-    problem = stats.refresh(broken, InfluxQLClient(broken.influxdb), time.time)
+    problem = state.stats.refresh(broken, InfluxQLClient(broken.influxdb), time.time)
     assert problem is not None and "unreachable" in problem
-    assert stats.current is kept
+    assert state.stats.current is kept
+
+
+def test_only_a_daemon_runner_refreshes_them_in_a_job_of_its_own(store):
+    from tpv_broker.collector.daemon import CycleRunner
+
+    config = _config("http://127.0.0.1:9", "x")
+    source = InfluxQLClient(config.influxdb)
+    one_off, daemon = CycleRunner(config, source, store), CycleRunner(config, source, store, daemon=True)
+    assert (one_off.stats_refresh_s, one_off.state.stats.background, one_off.marks_stale) == (None, False, False)
+    assert (daemon.stats_refresh_s, daemon.state.stats.background, daemon.marks_stale) == (300, True, True)
+    # Statistics the config does not read are not refreshed either.
+    live_only = config.model_copy(update={"collector": CollectorSettings(presets=["queue_by_destination"])})
+    assert CycleRunner(live_only, source, store, daemon=True).stats_refresh_s is None

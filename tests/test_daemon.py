@@ -12,8 +12,11 @@ from tpv_broker.collector.daemon import run_daemon
 class SlowCycle:
     """Stands in for CycleRunner: what is under test is the scheduling."""
 
-    def __init__(self, duration_s: float, stop_after: int, stop: threading.Event) -> None:
-        self.duration_s, self.stop_after, self.stop = duration_s, stop_after, stop
+    stats_refresh_s = None
+    leader = None
+
+    def __init__(self, duration_s: float, stop_after: int, stop: threading.Event, interval_s: float) -> None:
+        self.duration_s, self.stop_after, self.stop, self.interval_s = duration_s, stop_after, stop, interval_s
         self.running = 0
         self.most_at_once = 0
         self.calls = 0
@@ -30,11 +33,14 @@ class SlowCycle:
             if self.calls >= self.stop_after:
                 self.stop.set()
 
+    def refresh_stats(self) -> None:
+        raise AssertionError("no refresh job was asked for")
+
 
 def test_cycles_never_overlap_when_slower_than_the_interval() -> None:
     stop = threading.Event()
-    cycle = SlowCycle(duration_s=0.3, stop_after=4, stop=stop)
-    daemon = threading.Thread(target=run_daemon, args=(cycle, 0.05, stop))
+    cycle = SlowCycle(duration_s=0.3, stop_after=4, stop=stop, interval_s=0.05)
+    daemon = threading.Thread(target=run_daemon, args=(cycle, stop))
     daemon.start()
     daemon.join(timeout=60)
     assert not daemon.is_alive(), "the daemon did not stop when asked"

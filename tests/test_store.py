@@ -231,7 +231,7 @@ def test_a_kept_snapshot_is_not_read_again(store: SnapshotStore, redis_client: r
     assert len(network_writes) == 1
     # MULTI + HGETALL(meta) + HMGET(tools) + EXEC, plus the first INFO
     assert _commands_processed(redis_client) - before == 4 + 1
-    assert len(view.destinations) == 300 and view.columns is not None and "cat1" in view.tool_columns
+    assert len(view.destinations) == 300 and "cat1" in view.tool_stats
 
     newer = make_snapshot(["d1", "d2"], TOOLS, created_at=NOW + 10)
     newer.destinations["d1"].queued = 123.0
@@ -242,8 +242,6 @@ def test_a_kept_snapshot_is_not_read_again(store: SnapshotStore, redis_client: r
     assert len(network_writes) == 2
     assert view.meta is not None and view.meta.created_at == NOW + 10
     assert sorted(view.destinations) == ["d1", "d2"] and view.destinations["d1"].queued == 123.0
-    assert view.columns.row.keys() == {"d1", "d2"}
-    assert view.columns.columns["queued"][view.columns.row["d1"]] == 123.0
     network_writes.clear()
     store.read_for_rank(["cat1"])
     assert len(network_writes) == 1
@@ -265,6 +263,35 @@ def test_publish_is_two_round_trips_whatever_the_size(store: SnapshotStore, redi
     store.publish(make_snapshot([f"d{i}" for i in range(2500)], TOOLS))
     assert len(network_writes) == 2  # staging pipeline + MULTI/EXEC swap
     assert redis_client.hlen(KEYS.destinations) == 2500
+
+
+def _staging_keys(redis_client: redis.Redis) -> list[bytes]:
+    return [k for k in redis_client.keys("*") if b":staging:" in k]
+
+
+@pytest.mark.parametrize("dest_ids", [["a", "b"], []], ids=["destinations", "no-destinations"])
+def test_publishing_over_our_own_snapshot_leaves_its_tool_stats_hash_alone(
+        store: SnapshotStore, redis_client: redis.Redis, dest_ids: list[str]) -> None:
+    first = store.publish(make_snapshot(["a"], TOOLS))
+    redis_client.hset(KEYS.tool_stats, "marker", "untouched")
+    second = store.publish(make_snapshot(dest_ids, TOOLS, created_at=NOW + 15), reuse_tool_stats=first)
+    assert second != first
+    assert redis_client.hget(KEYS.tool_stats, "marker") == b"untouched"
+    redis_client.hdel(KEYS.tool_stats, "marker")
+    got = store.read_all()
+    assert got is not None and got.meta.created_at == NOW + 15 and sorted(got.destinations) == dest_ids
+    assert got.tool_stats == TOOLS
+    assert _staging_keys(redis_client) == []
+
+
+def test_publishing_over_someone_elses_snapshot_writes_everything(store: SnapshotStore,
+                                                                  redis_client: redis.Redis) -> None:
+    first = store.publish(make_snapshot(["a"], TOOLS))
+    store.publish(make_snapshot(["x"], {}, created_at=NOW + 1))  # another writer, without tool statistics
+    store.publish(make_snapshot(["a", "b"], TOOLS, created_at=NOW + 15), reuse_tool_stats=first)
+    got = store.read_all()
+    assert got is not None and got.tool_stats == TOOLS and sorted(got.destinations) == ["a", "b"]
+    assert _staging_keys(redis_client) == []
 
 
 # -- Redis unreachable -------------------------------------------------------------------

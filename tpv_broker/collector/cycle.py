@@ -1,5 +1,8 @@
-"""One collection cycle: query InfluxDB once, build the snapshot, publish it.
-The clock, the InfluxDB client and the store are passed in."""
+"""One collection cycle, ``collect_once``, as named steps: read InfluxDB
+once, apply each preset's answer (a failed one with its last good answer),
+merge the run-time statistics, build the snapshot, publish it, report. The
+clock, the InfluxDB client, the store and what the collector carries from
+one cycle to the next (``state.CollectorState``) are passed in."""
 
 from __future__ import annotations
 
@@ -10,12 +13,13 @@ from typing import Callable
 
 from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.errors import MetricSourceError, StoreError
-from tpv_broker.store.leader_lock import Fence
+from tpv_broker.store.leader_lock import LeaderLease
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
-from tpv_broker.store.snapshots import SnapshotStore, encode_tool_stats
-from .presets import PRESETS, RUNTIME_MEASUREMENT, CycleData, Preset, live_sources, presets_for
-from .rows import ReadResult, Row
+from tpv_broker.store.snapshots import SnapshotStore
+from .presets import CycleData, Preset, live_sources, presets_for
+from .rows import ReadResult
 from .source import MetricSource
+from .state import RUNTIME_PRESET, CollectorState, LastAnswers, Publication, RunTimeStats, StatsCache
 from .tool_levels import tool_levels
 
 log = logging.getLogger("tpv_broker.collector")
@@ -51,137 +55,6 @@ class CycleReport:
         if self.kept:
             text += "; kept: " + ", ".join(f"{name} (read {age:.0f} s ago)" for name, age in sorted(self.kept.items()))
         return text
-
-
-RUNTIME_PRESET = "destination_queue_run_time"
-
-
-@dataclass
-class RunTimeStats:
-    """What the run-time statistics preset gave, kept apart from the live
-    figures so that it can be reused by later cycles."""
-
-    read_at: float
-    tool_stats: dict[str, dict[str, ToolFigures]]  # exact tool id -> destination -> figures
-    # destination -> (count-weighted median queue s, median run s, newest point)
-    per_destination: dict[str, tuple[float | None, float | None, float | None]]
-    rows_read: int
-    # Built once from tool_stats (tool_levels), and their Redis payload.
-    levels: dict[str, dict[str, ToolFigures]] | None = None
-    payload: dict[str, str] | None = None
-    # The publication (store.publish) that wrote this payload, or a later
-    # one that kept it.
-    published_id: str | None = None
-
-    def prepare(self) -> None:
-        if self.levels is None:
-            self.levels = tool_levels(self.tool_stats)
-        if self.payload is None:
-            self.payload = encode_tool_stats(self.levels)
-
-    @classmethod
-    def from_data(cls, data: CycleData, read_at: float) -> RunTimeStats:
-        per_destination = {
-            d.id: (d.median_queue_s, d.median_run_s, d.sources.get(RUNTIME_MEASUREMENT))
-            for d in data.destinations.values()
-        }
-        return cls(read_at, data.tool_stats, per_destination, data.rows_read)
-
-    def merge_into(self, data: CycleData) -> None:
-        for dest_id, (median_queue, median_run, at) in self.per_destination.items():
-            d = data.destinations.get(dest_id)
-            if d is None:
-                d = data.destinations[dest_id] = DestinationFigures(id=dest_id)
-            d.median_queue_s, d.median_run_s = median_queue, median_run
-            if at is not None:
-                d.sources[RUNTIME_MEASUREMENT] = max(at, d.sources.get(RUNTIME_MEASUREMENT, at))
-        data.tool_stats = self.tool_stats
-
-
-class StatsCache:
-    """The daemon's memory of the run-time statistics between cycles:
-    gxadmin writes them once a day, so they are re-read every
-    ``collector.stats_refresh_s``, not every cycle, and the cycles in
-    between neither query them nor rewrite them in Redis.
-
-    With ``background`` (the daemon), ``refresh`` runs as a job of its own
-    and a cycle reads them itself only when there are none yet; otherwise a
-    cycle re-reads them when they are due."""
-
-    def __init__(self, refresh_s: float, background: bool = False) -> None:
-        self.refresh_s = refresh_s
-        self.background = background
-        # Replaced whole (never modified in place) by a refresh, so a cycle
-        # running meanwhile keeps a consistent set.
-        self.current: RunTimeStats | None = None
-
-    def due(self, now: float) -> bool:
-        return self.current is None or now - self.current.read_at >= self.refresh_s
-
-    def reuse(self, now: float) -> RunTimeStats | None:
-        """The statistics a cycle starting now should reuse, if any."""
-        current = self.current
-        if current is None or (not self.background and self.due(now)):
-            return None
-        return current
-
-    def refresh(self, config: BrokerConfig, source: MetricSource, clock: Callable[[], float]) -> str | None:
-        """Read the run-time statistics alone and keep them, with their
-        fallback levels and Redis payload built here rather than in a cycle.
-        Returns what went wrong, or None; on failure the last ones stay."""
-        preset = PRESETS[RUNTIME_PRESET]
-        started = clock()
-        try:
-            (result,) = source.read([preset], config.collector)
-        except MetricSourceError as e:
-            return str(e)
-        if result.error is not None:
-            return f"{preset.name}: {result.error}"
-        data = CycleData(aliases=config.alias_map())
-        # The same guard as a cycle's: odd rows are this preset's problem.
-        problem = _apply(preset, result.rows, data, config)
-        if problem is not None:
-            return f"{preset.name}: {problem}"
-        fresh = RunTimeStats.from_data(data, started)
-        fresh.prepare()
-        self.current = fresh
-        return None
-
-
-class LastAnswers:
-    """The last good answer of each live preset (queue, capacity), so that
-    when its statement fails, is cut off or garbled, the snapshot keeps the
-    figures it gave while the other presets update. Their points keep their
-    own times, so freshness (``live_at``, ``sources``) stays honest; and an
-    answer older than ``collector.lookback_s`` is never reused, since
-    InfluxDB itself would not return points that old."""
-
-    def __init__(self) -> None:
-        self.answers: dict[str, tuple[float, ReadResult]] = {}
-
-    def keep(self, preset: str, result: ReadResult, read_at: float) -> None:
-        self.answers[preset] = (read_at, result)
-
-    def recall(self, preset: str, now: float, max_age_s: float) -> tuple[float, ReadResult] | None:
-        earlier = self.answers.get(preset)
-        if earlier is None or now - earlier[0] > max_age_s:
-            return None
-        return earlier
-
-
-def _apply(preset: Preset, rows: list[Row], part: CycleData, config: BrokerConfig) -> str | None:
-    """What went wrong turning the preset's rows into figures, or None."""
-    try:
-        preset.apply_rows(rows, part, config.collector)
-    # The rows come from outside: whatever they break is this preset's
-    # problem, reported, never the cycle's end.
-    except Exception as e:  # noqa: BLE001
-        return f"unexpected data ({type(e).__name__}: {e})"
-    if rows and not part.rows_read:
-        # Rows, none of them usable (every count text, say): read as "no
-        # rows", that would say "no jobs anywhere".
-        return f"{len(rows)} row(s), none usable (values of the wrong type?)"
-    return None
 
 
 def _merge(part: CycleData, data: CycleData) -> None:
@@ -245,126 +118,199 @@ def build_snapshot(data: CycleData, config: BrokerConfig, now: float, cycle_s: f
     return Snapshot(meta=meta, destinations=data.destinations, tool_stats=levels)
 
 
+@dataclass
+class _Gathered:
+    """What this cycle's presets gave, before the run-time statistics are merged."""
+
+    data: CycleData
+    # Presets whose own answer this cycle was usable (not a kept one).
+    presets_read: int = 0
+    # The run-time statistics, when read this cycle: gathered apart, so that they can be kept.
+    fresh_stats: RunTimeStats | None = None
+
+
 def collect_once(
     config: BrokerConfig,
     source: MetricSource,
     store: SnapshotStore,
     clock: Callable[[], float],
-    stats: StatsCache | None = None,
-    fence: Fence | None = None,
-    collector_id: str | None = None,
-    answers: LastAnswers | None = None,
+    state: CollectorState | None = None,
+    lease: LeaderLease | None = None,
 ) -> CycleReport:
-    """Never raises for InfluxDB or Redis trouble: the report says what went
-    wrong, and the last published snapshot stays in Redis untouched.
+    """One cycle: read the presets, apply each (a failed one with its last
+    good answer), merge the run-time statistics, build the snapshot, publish
+    it, report. Never raises for InfluxDB or Redis trouble: the report says
+    what went wrong, and the last published snapshot stays in Redis untouched.
 
-    ``answers`` (the daemon's): a preset whose statement fails this cycle
-    gets the figures of its last good answer (see ``LastAnswers``).
-
-    ``stats`` (the daemon's): reuse the run-time statistics read earlier
-    (see ``StatsCache``); without it, every cycle reads everything.
-    ``fence``: publish only while holding the collector lease (``leader_lock``);
-    ``collector_id``: the snapshot's ``collector`` (default: the host name)."""
+    ``state``: what the collector carries between cycles (``CollectorState``);
+    without one, everything is read and nothing is remembered.
+    ``lease``: publish only while holding it (its fence is checked inside the
+    swap, ``leader_lock``), with its instance id as the snapshot's
+    ``collector`` (without one: the host name)."""
+    state = state if state is not None else CollectorState.new(config)
     started = clock()
-    presets = presets_for(config.collector)
-    cached = stats.reuse(started) if stats is not None else None
-    if cached is not None:
-        presets = [p for p in presets if p.name != RUNTIME_PRESET]
+    cached = state.stats.reuse(started)
+    presets = _presets_to_read(config, cached)
     report = CycleReport(published=False, queries=len(presets))
-    data = CycleData(aliases=config.alias_map())
-    fresh: RunTimeStats | None = None
+    results = _read(source, presets, config, report)
+    if results is None:
+        return _finished(report, clock, started)
+    gathered = _apply_with_fallback(presets, results, config, state.answers, started, report)
+    if presets and not gathered.presets_read:
+        _nothing_read(source, report)
+        return _finished(report, clock, started)
+    stats = _merge_statistics(gathered, cached, state.stats, config)
+    now = clock()
+    snapshot = _build(gathered.data, config, now, now - started, stats, lease, report)
+    _publish(store, snapshot, state, stats, lease, report)
+    _describe(report, snapshot, gathered.data, now)
+    return _finished(report, clock, started)
+
+
+def _presets_to_read(config: BrokerConfig, cached: RunTimeStats | None) -> list[Preset]:
+    presets = presets_for(config.collector)
+    if cached is None:
+        return presets
+    return [p for p in presets if p.name != RUNTIME_PRESET]
+
+
+def _read(source: MetricSource, presets: list[Preset], config: BrokerConfig,
+          report: CycleReport) -> list[ReadResult] | None:
+    """Every preset's answer, in one request; None (the report says why)
+    when InfluxDB cannot be read at all."""
+    if not presets:
+        return []
     try:
-        results = source.read(presets, config.collector) if presets else []
+        return source.read(presets, config.collector)
     except MetricSourceError as e:
         report.errors.append(str(e))
         report.source_failed = True
-        report.duration_s = clock() - started
-        return report
-    ok = 0
+        return None
+
+
+def _apply_with_fallback(presets: list[Preset], results: list[ReadResult], config: BrokerConfig,
+                         answers: LastAnswers, started: float, report: CycleReport) -> _Gathered:
+    """Each preset's answer applied on its own, so one that fails halfway
+    leaves nothing half-done in the others' figures. A live preset whose
+    answer is unusable ("database not found", a statement error, a partial
+    or garbled answer) gets its last good one, if recent; either way it is
+    named, and the others are kept."""
+    gathered = _Gathered(CycleData(aliases=config.alias_map()))
     failed: list[tuple[str, str]] = []
     for preset, result in zip(presets, results):
-        # Each preset is applied on its own, so one that fails halfway
-        # leaves nothing half-done in the others' figures.
-        part = CycleData(aliases=data.aliases)
-        problem = result.error if result.error is not None else _apply(preset, result.rows, part, config)
+        part = CycleData(aliases=gathered.data.aliases)
+        problem = result.error if result.error is not None else preset.apply_checked(result.rows, part, config.collector)
         if problem is None:
-            ok += 1
+            gathered.presets_read += 1
             report.errors.extend(f"{preset.name}: {w}" for w in result.warnings)
-            if preset.name == RUNTIME_PRESET:
-                # The run-time statistics are gathered apart, so that they can be kept.
-                fresh = RunTimeStats.from_data(part, started)
-                data.rows_read += fresh.rows_read
-                data.read_ok.add(preset.name)
-            else:
-                part.read_ok.add(preset.name)
-                _merge(part, data)
-                if answers is not None:
-                    answers.keep(preset.name, result, started)
+            _take(preset, part, gathered, started)
+            if preset.name != RUNTIME_PRESET:
+                answers.keep(preset.name, result, started)
             continue
-        # "database not found", a statement error, a partial or garbled
-        # answer: name the preset, keep the others.
-        earlier = answers.recall(preset.name, started, config.collector.lookback_s) \
-            if answers is not None and preset.name != RUNTIME_PRESET else None
-        if earlier is not None:
-            read_at, previous = earlier
-            part = CycleData(aliases=data.aliases)
-            if _apply(preset, previous.rows, part, config) is None:
-                part.read_ok.add(preset.name)
-                _merge(part, data)
-                report.kept[preset.name] = started - read_at
+        if preset.name != RUNTIME_PRESET:
+            kept_age = _apply_last_good(preset, answers, config, started, gathered.data)
+            if kept_age is not None:
+                report.kept[preset.name] = kept_age
         failed.append((preset.name, problem))
-    if fresh is None and cached is None and stats is not None and stats.current is not None \
-            and RUNTIME_PRESET in config.collector.presets:
-        # The refresh failed: the last figures are better than none.
-        cached = stats.current
-    if cached is not None:
-        cached.merge_into(data)
-        data.read_ok.add(RUNTIME_PRESET)
-    elif fresh is not None:
-        fresh.merge_into(data)
-        if stats is not None:
-            stats.current = fresh
-    if presets and ok == 0:
+    if presets and not gathered.presets_read:
         # Kept figures alone never make a new snapshot: it would look fresh.
         report.kept.clear()
     for name, problem in failed:
         if name in report.kept:
             problem += " (its last good figures kept)"
-        elif ok and name != RUNTIME_PRESET:
+        elif gathered.presets_read and name != RUNTIME_PRESET:
             problem += " (its figures are missing from this snapshot)"
         report.errors.append(f"{name}: {problem}")
-    if presets and ok == 0:
-        report.source_failed = True
-        problem = source.database_problem()
-        if problem is not None:
-            report.errors = [problem]
-        report.errors.append("no preset could be read; keeping the last snapshot")
-        report.duration_s = clock() - started
-        return report
-    now = clock()
-    kept = cached or (fresh if stats is not None else None)
-    if kept is not None:
-        kept.prepare()
-    snapshot = build_snapshot(data, config, now, now - started, kept.levels if kept is not None else None,
-                              collector_id)
+    return gathered
+
+
+def _take(preset: Preset, part: CycleData, gathered: _Gathered, started: float) -> None:
+    """Add one preset's good answer to the cycle's figures."""
+    if preset.name == RUNTIME_PRESET:
+        gathered.fresh_stats = RunTimeStats.from_data(part, started)
+        gathered.data.rows_read += part.rows_read
+    else:
+        _merge(part, gathered.data)
+    gathered.data.read_ok.add(preset.name)
+
+
+def _apply_last_good(preset: Preset, answers: LastAnswers, config: BrokerConfig, started: float,
+                     data: CycleData) -> float | None:
+    """Apply the preset's last good answer, if there is a recent one; how
+    old it is (s), or None."""
+    earlier = answers.recall(preset.name, started, config.collector.lookback_s)
+    if earlier is None:
+        return None
+    read_at, previous = earlier
+    part = CycleData(aliases=data.aliases)
+    if preset.apply_checked(previous.rows, part, config.collector) is not None:
+        return None
+    part.read_ok.add(preset.name)
+    _merge(part, data)
+    return started - read_at
+
+
+def _nothing_read(source: MetricSource, report: CycleReport) -> None:
+    report.source_failed = True
+    problem = source.database_problem()
+    if problem is not None:
+        report.errors = [problem]
+    report.errors.append("no preset could be read; keeping the last snapshot")
+
+
+def _merge_statistics(gathered: _Gathered, cached: RunTimeStats | None, cache: StatsCache,
+                      config: BrokerConfig) -> RunTimeStats | None:
+    """Merge the run-time statistics into the cycle's figures and return
+    them: the ones kept from an earlier read, else those read now (kept from
+    now on), else, when this read of them failed, the last ones (better than
+    none)."""
+    data, fresh = gathered.data, gathered.fresh_stats
+    if cached is None and fresh is None and RUNTIME_PRESET in config.collector.presets:
+        cached = cache.current
+    if cached is not None:
+        cached.merge_into(data)
+        data.read_ok.add(RUNTIME_PRESET)
+        return cached
+    if fresh is not None:
+        fresh.merge_into(data)
+        cache.current = fresh
+    return fresh
+
+
+def _build(data: CycleData, config: BrokerConfig, now: float, cycle_s: float, stats: RunTimeStats | None,
+           lease: LeaderLease | None, report: CycleReport) -> Snapshot:
+    if stats is not None:
+        stats.prepare()
+    snapshot = build_snapshot(data, config, now, cycle_s, stats.levels if stats is not None else None,
+                              lease.instance_id if lease is not None else None)
     snapshot.meta.problems = "; ".join(report.errors)
+    return snapshot
+
+
+def _publish(store: SnapshotStore, snapshot: Snapshot, state: CollectorState, stats: RunTimeStats | None,
+             lease: LeaderLease | None, report: CycleReport) -> None:
     try:
         published_id = store.publish(
             snapshot,
-            reuse_tool_stats=cached.published_id if cached is not None else None,
-            tool_stats_payload=kept.payload if kept is not None else None,
-            fence=fence,
+            reuse_tool_stats=state.published_with(stats),
+            tool_stats_payload=stats.payload if stats is not None else None,
+            fence=lease.fence if lease is not None else None,
         )
     except StoreError as e:
         report.errors.append(str(e))
-    else:
-        report.published = True
-        if kept is not None:
-            kept.published_id = published_id
+        return
+    report.published = True
+    state.published = Publication(published_id, stats)
+
+
+def _describe(report: CycleReport, snapshot: Snapshot, data: CycleData, now: float) -> None:
     report.destinations = snapshot.meta.destinations
     report.tools = snapshot.meta.tools
     report.rows_read = data.rows_read
     if snapshot.meta.newest_point_at is not None:
         report.newest_point_age_s = max(0.0, now - snapshot.meta.newest_point_at)
+
+
+def _finished(report: CycleReport, clock: Callable[[], float], started: float) -> CycleReport:
     report.duration_s = clock() - started
     return report

@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Protocol
 
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -19,9 +19,10 @@ from tpv_broker.store.leader_lock import LeaderLease
 from tpv_broker.logging_setup import event
 from tpv_broker.store.snapshots import SnapshotStore
 from .backoff import retry_delay
-from .cycle import CycleReport, LastAnswers, StatsCache, collect_once
+from .cycle import CycleReport, collect_once
 from .metrics import CollectorMetrics, cycle_outcome
 from .source import MetricSource
+from .state import RUNTIME_PRESET, CollectorState
 
 log = logging.getLogger("tpv_broker.collector")
 
@@ -40,18 +41,24 @@ class CycleRunner:
         clock: Callable[[], float] = time.time,
         metrics: CollectorMetrics | None = None,
         leader: LeaderLease | None = None,
+        daemon: bool = False,
     ) -> None:
+        """``daemon``: built for ``run_daemon``: the run-time statistics are
+        refreshed by a job of their own (``refresh_stats``, every
+        ``stats_refresh_s``), and failed cycles mark the live snapshot stale.
+        Not for a one-off ``collect --once``: its failure says nothing about
+        the running daemon's snapshot."""
         self.config, self.source, self.store, self.clock = config, source, store, clock
         self.metrics = metrics
         # With several collectors, only the lease holder publishes.
         self.leader = leader
-        self.stats = StatsCache(config.collector.stats_refresh_s)
-        self.answers = LastAnswers()
-        # The schedule's interval (run_daemon sets it): what backoff doubles.
+        self.state = CollectorState.new(config, background_stats=daemon)
+        # What backoff doubles.
         self.interval_s = config.collector.interval_s
-        # Only the daemon marks the live snapshot stale: a one-off
-        # ``collect --once`` that fails says nothing about the running one.
-        self.marks_stale = False
+        # None: no refresh job (nor when the statistics preset is not read at all).
+        self.stats_refresh_s = (config.collector.stats_refresh_s
+                                if daemon and RUNTIME_PRESET in config.collector.presets else None)
+        self.marks_stale = daemon
         self.failures_in_a_row = 0
         self.failing_since: float | None = None
         # When the next attempt is due while backing off, else None.
@@ -78,10 +85,7 @@ class CycleRunner:
             self.skipped += 1
             return None
         try:
-            report = collect_once(self.config, self.source, self.store, self.clock, self.stats,
-                                  answers=self.answers,
-                                  fence=self.leader.fence if self.leader is not None else None,
-                                  collector_id=self.leader.instance_id if self.leader is not None else None)
+            report = collect_once(self.config, self.source, self.store, self.clock, self.state, self.leader)
         except Exception as e:  # noqa: BLE001 - the loop's edge: a bug must not stop collection
             report = CycleReport(published=False, errors=[f"cycle failed: {type(e).__name__}: {e}"])
             report.source_failed = True
@@ -155,9 +159,10 @@ class CycleRunner:
         """Re-read the daily run-time statistics (a job of its own in the
         daemon, so a long read never delays the live figures)."""
         started = self.clock()
-        problem = self.stats.refresh(self.config, self.source, self.clock)
+        stats = self.state.stats
+        problem = stats.refresh(self.config, self.source, self.clock)
         if problem is None:
-            current = self.stats.current
+            current = stats.current
             series = sum(len(v) for v in current.tool_stats.values()) if current is not None else 0
             took = self.clock() - started
             log.info("run-time statistics refreshed: %d (tool, destination) series in %.1f s", series, took,
@@ -193,29 +198,75 @@ class _SkippedTickFilter(logging.Filter):
 _SKIPPED_TICKS = _SkippedTickFilter()
 
 
-def run_daemon(runner: CycleRunner, interval_s: float, stop: threading.Event | None = None) -> None:
-    """Blocks until SIGTERM/SIGINT (or ``stop`` is set, for tests)."""
+class Scheduled(Protocol):
+    """What ``run_daemon`` runs: a ``CycleRunner`` built with ``daemon=True``
+    (a stand-in in the scheduling tests)."""
+
+    interval_s: float
+    # None: no refresh job.
+    stats_refresh_s: float | None
+    leader: LeaderLease | None
+
+    def __call__(self) -> object: ...
+
+    def refresh_stats(self) -> None: ...
+
+
+def run_daemon(runner: Scheduled, stop: threading.Event | None = None) -> None:
+    """Runs ``runner`` as it was built: a cycle every ``interval_s``, the
+    first at once; beside the cycles, the run-time statistics refresh and
+    the lease renewal, when it has them. Blocks until SIGTERM/SIGINT (or
+    ``stop`` is set, for tests)."""
     logging.getLogger("apscheduler.scheduler").addFilter(_SKIPPED_TICKS)  # the same filter twice: once
     scheduler = BlockingScheduler(timezone=timezone.utc)
-    scheduler.add_job(
-        runner,
-        "interval",
-        seconds=interval_s,
-        id="collect",
-        max_instances=1,
-        coalesce=True,
-        # A cycle that starts late still runs (once), it is not skipped.
-        misfire_grace_time=None,
-        next_run_time=datetime.now(timezone.utc),
-    )
+    _schedule(scheduler, "collect", runner, runner.interval_s, start_now=True)
+    if runner.stats_refresh_s is not None:
+        # The first cycle reads the statistics itself; this job re-reads
+        # them every stats_refresh_s, beside the cycles.
+        _schedule(scheduler, "refresh-stats", runner.refresh_stats, runner.stats_refresh_s)
+    leader = runner.leader
+    if leader is not None:
+        leader.hold()
+        _schedule(scheduler, "lease", _lease_keeper(leader, scheduler), leader.lease_s / 3)
+    _stop_on_signals(scheduler)
+    if stop is not None:
+        _stop_when_set(scheduler, stop)
+    log.info("collector started: every %g s", runner.interval_s,
+             extra=event("collector_started", interval_s=runner.interval_s))
+    try:
+        scheduler.start()
+    finally:
+        if leader is not None:
+            leader.release()
+    log.info("collector stopped", extra=event("collector_stopped"))
 
-    def _stop_scheduler() -> None:
-        try:
-            scheduler.shutdown(wait=False)
-        except SchedulerNotRunningError:
-            pass  # a second signal, or a stop already under way
 
-    def _shutdown(signum: int, _frame: object) -> None:
+def _schedule(scheduler: BlockingScheduler, job_id: str, job: Callable[[], object], every_s: float,
+              start_now: bool = False) -> None:
+    """One run of a job at a time; late runs coalesced into one, which
+    still runs (it is not skipped)."""
+    first: dict[str, datetime] = {"next_run_time": datetime.now(timezone.utc)} if start_now else {}
+    scheduler.add_job(job, "interval", seconds=every_s, id=job_id, max_instances=1, coalesce=True,
+                      misfire_grace_time=None, **first)
+
+
+def _lease_keeper(leader: LeaderLease, scheduler: BlockingScheduler) -> Callable[[], None]:
+    """The lease job: renew the lease, or take it when free."""
+
+    def keep_lease() -> None:
+        was_leader = leader.is_leader()
+        if leader.hold() and not was_leader:
+            # Just took over: publish now rather than at the next tick.
+            scheduler.modify_job("collect", next_run_time=datetime.now(timezone.utc))
+
+    return keep_lease
+
+
+def _stop_on_signals(scheduler: BlockingScheduler) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set signal handlers (tests run the daemon in a thread)
+
+    def shutdown(signum: int, _frame: object) -> None:
         log.info("collector stopping (%s)", signal.Signals(signum).name,
                  extra=event("collector_stopping", signal=signal.Signals(signum).name))
         # From another thread: the handler runs inside the scheduler's own
@@ -223,56 +274,28 @@ def run_daemon(runner: CycleRunner, interval_s: float, stop: threading.Event | N
         # there empties the job store under the loop's feet. Not wait=True:
         # the interpreter joins the worker thread before exiting, so a cycle
         # in progress still finishes its (atomic) publish.
-        threading.Thread(target=_stop_scheduler, name="collector-shutdown").start()
+        threading.Thread(target=_stop, args=(scheduler,), name="collector-shutdown").start()
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _shutdown)
-        signal.signal(signal.SIGINT, _shutdown)
-    if stop is not None:
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
 
-        def _watch_stop() -> None:
-            stop.wait()
-            # The event may be set before start() has run.
-            for _ in range(200):
-                try:
-                    scheduler.shutdown(wait=False)
-                    return
-                except SchedulerNotRunningError:
-                    time.sleep(0.05)
 
-        threading.Thread(target=_watch_stop, name="collector-stop", daemon=True).start()
-    if isinstance(runner, CycleRunner):
-        runner.interval_s, runner.marks_stale = interval_s, True
-    stats: StatsCache | None = getattr(runner, "stats", None)
-    if stats is not None:
-        # The first cycle reads the statistics itself; this job re-reads
-        # them every stats_refresh_s, beside the cycles.
-        stats.background = True
-        scheduler.add_job(
-            runner.refresh_stats,  # type: ignore[attr-defined]
-            "interval",
-            seconds=stats.refresh_s,
-            id="refresh-stats",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=None,
-        )
-    leader: LeaderLease | None = getattr(runner, "leader", None)
-    if leader is not None:
-        leader.hold()
-
-        def _hold_lease() -> None:
-            was_leader = leader.is_leader()
-            if leader.hold() and not was_leader:
-                # Just took over: publish now rather than at the next tick.
-                scheduler.modify_job("collect", next_run_time=datetime.now(timezone.utc))
-
-        scheduler.add_job(_hold_lease, "interval", seconds=leader.lease_s / 3, id="lease", max_instances=1,
-                          coalesce=True, misfire_grace_time=None)
-    log.info("collector started: every %g s", interval_s, extra=event("collector_started", interval_s=interval_s))
+def _stop(scheduler: BlockingScheduler) -> None:
     try:
-        scheduler.start()
-    finally:
-        if leader is not None:
-            leader.release()
-    log.info("collector stopped", extra=event("collector_stopped"))
+        scheduler.shutdown(wait=False)
+    except SchedulerNotRunningError:
+        pass  # a second signal, or a stop already under way
+
+
+def _stop_when_set(scheduler: BlockingScheduler, stop: threading.Event) -> None:
+    def watch() -> None:
+        stop.wait()
+        # The event may be set before start() has run.
+        for _ in range(200):
+            try:
+                scheduler.shutdown(wait=False)
+                return
+            except SchedulerNotRunningError:
+                time.sleep(0.05)
+
+    threading.Thread(target=watch, name="collector-stop", daemon=True).start()

@@ -25,7 +25,8 @@ from tpv_broker.config.settings import CollectorSettings, InfluxDBSettings
 from tpv_broker.errors import MetricSourceError
 from tpv_broker.config.preset_spec import PresetSpec
 from tpv_broker.config.urls import redact_url
-from .influx import MAX_CLOCK_SKEW_S, _ms, _short
+from .influx import _short
+from .influxql import MAX_CLOCK_SKEW_S, ms_literal
 from .rows import ReadResult, Row
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def flux_query(presets: Sequence[Preset], s: CollectorSettings, bucket: str) -> 
         # as in the InfluxQL statements (a far-future one does not).
         lines.append(
             f"{window}_window = from(bucket: {flux_string(bucket)})"
-            f" |> range(start: -{_ms(lookback)}, stop: {_ms(MAX_CLOCK_SKEW_S)})"
+            f" |> range(start: -{ms_literal(lookback)}, stop: {ms_literal(MAX_CLOCK_SKEW_S)})"
         )
     for i, preset in enumerate(presets):
         spec = preset.spec

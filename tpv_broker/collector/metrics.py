@@ -18,7 +18,7 @@ from tpv_broker.errors import BrokerError
 from .cycle import CycleReport
 
 # A cycle takes milliseconds to a fraction of a second; a first cycle at
-# 500 destinations x 2,000 tools about 12 s (README, Benchmarks).
+# 500 destinations x 2,000 tools about 12 s (bench/README.md).
 CYCLE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 OUTCOMES = ("published", "partial", "failed")
 

@@ -3,7 +3,7 @@ config/preset_spec.py) with the query that reads it for *all* destinations
 at once and the reducer its rows go through. All presets of a cycle go to
 InfluxDB in one request (GROUP BY tags, never a query per destination).
 
-Schemas: ../shared/reference/metric-schemas.md. gxadmin writes every number
+Schemas: docs/metric-schemas.md. gxadmin writes every number
 as a float; pulsar-util reports HTCondor memory in MiB.
 """
 
@@ -15,7 +15,7 @@ from typing import Iterable
 from tpv_broker.config.settings import CollectorSettings
 from tpv_broker.config.preset_spec import BUILTIN_PRESETS, PresetSpec
 from .cycle_data import CycleData, num, strip_quotes
-from .influx import MAX_CLOCK_SKEW_S, Series, influxql_statement, series_rows
+from .influxql import MAX_CLOCK_SKEW_S, Series, influxql_statement, series_rows
 from .reducers import apply_rows
 from .rows import Row
 
@@ -44,6 +44,20 @@ class Preset:
 
     def apply_rows(self, rows: Iterable[Row], data: CycleData, s: CollectorSettings) -> None:
         apply_rows(self.spec, rows, data, s)
+
+    def apply_checked(self, rows: list[Row], data: CycleData, s: CollectorSettings) -> str | None:
+        """``apply_rows``, saying what went wrong instead of raising, or None."""
+        try:
+            self.apply_rows(rows, data, s)
+        # The rows come from outside: whatever they break is this preset's
+        # problem, reported, never the cycle's end.
+        except Exception as e:  # noqa: BLE001
+            return f"unexpected data ({type(e).__name__}: {e})"
+        if rows and not data.rows_read:
+            # Rows, none of them usable (every count text, say): read as "no
+            # rows", that would say "no jobs anywhere".
+            return f"{len(rows)} row(s), none usable (values of the wrong type?)"
+        return None
 
     @property
     def feeds_queue(self) -> bool:

@@ -17,7 +17,6 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
 
-from tpv_broker.core.columns import DestinationColumns, ToolColumns
 from tpv_broker.errors import StoreError
 from tpv_broker.store.keys import SCHEMA_VERSION, STAGING_TTL_S, KeySchema
 from tpv_broker.store.leader_lock import Fence, LeaseLost
@@ -148,29 +147,14 @@ class _ParsedCache:
 
 class _LiveSnapshot:
     """What a worker keeps of the live snapshot between requests: every
-    destination's figures, parsed once, and as columns (``columns.py``);
-    each asked tool field's columns on them. A request reads only the
-    metadata, the tool's fields and the charges while ``created_at`` (a
-    snapshot's id: every publish sets a new one) stays the same."""
+    destination's figures, parsed once. A request reads only the metadata,
+    the tool's fields and the charges while ``created_at`` (a snapshot's
+    id: every publish sets a new one) stays the same."""
 
     def __init__(self, created_at: bytes, destinations: dict[str, DestinationFigures]) -> None:
         self.created_at = created_at
         self.destinations = destinations
-        self.columns = DestinationColumns.build(destinations)
-        self.tool_columns: dict[bytes, ToolColumns] = {}
         self.live_points = sorted(f.live_at for f in destinations.values() if f.live_at is not None)
-
-    def tool_columns_for(self, raw: bytes, per_destination: dict[str, ToolFigures]) -> ToolColumns:
-        tc = self.tool_columns.get(raw)
-        if tc is None:
-            if len(self.tool_columns) >= _TOOL_COLUMNS_KEPT:
-                self.tool_columns.clear()
-            tc = self.tool_columns[raw] = ToolColumns.build(per_destination, self.columns)
-        return tc
-
-
-# Tool fields whose columns a worker keeps for the live snapshot (each a few KB).
-_TOOL_COLUMNS_KEPT = 5000
 
 
 class _RawRankView(NamedTuple):
@@ -240,56 +224,80 @@ class SnapshotStore:
         ``fence``: publish only while the collector lease holds this token,
         checked inside the swap's transaction; raises ``LeaseLost`` if not."""
         meta_hash = _meta_to_hash(snapshot.meta.model_copy(update={"schema_version": SCHEMA_VERSION}))
-        if reuse_tool_stats:
-            try:
-                if self._publish_reusing_tool_stats(snapshot, meta_hash, reuse_tool_stats, fence):
-                    return meta_hash["created_at"]
-            except redis.WatchError:
-                pass  # another writer in between: write everything
-            except redis.RedisError as e:
-                raise self.failure("publishing a snapshot", e) from None
-        token = uuid.uuid4().hex
-        payloads = {
-            self.keys.destinations: {
-                dest_id: d.model_dump_json(exclude_none=True) for dest_id, d in snapshot.destinations.items()
-            },
-            self.keys.tool_stats: (
-                tool_stats_payload if tool_stats_payload is not None else encode_tool_stats(snapshot.tool_stats)
-            ),
-        }
+        destinations = {dest_id: d.model_dump_json(exclude_none=True) for dest_id, d in snapshot.destinations.items()}
         try:
-            # Staging writes may take several round trips; nobody reads them.
-            stage = self.client.pipeline(transaction=False)
-            for live, mapping in payloads.items():
-                staging = self.keys.staging(token, live)
-                for chunk in _chunks(mapping):
-                    stage.hset(staging, mapping=chunk)
-                if mapping:
-                    stage.expire(staging, STAGING_TTL_S)
-            stage.execute()
-            # The swap: all live keys change together or not at all.
-            for _ in range(_FENCE_ATTEMPTS):
-                with self.client.pipeline(transaction=True) as swap:
-                    if fence is not None:
-                        self._check_fence(swap, fence, [self.keys.staging(token, live) for live in payloads])
-                    for live, mapping in payloads.items():
-                        if mapping:
-                            swap.rename(self.keys.staging(token, live), live)
-                            swap.persist(live)
-                        else:
-                            swap.delete(live)
-                    swap.delete(self.keys.snapshot_meta)
-                    swap.hset(self.keys.snapshot_meta, mapping=meta_hash)
-                    try:
-                        swap.execute()
-                        break
-                    except redis.WatchError:
-                        continue  # the lease key was touched (our own renewal?): check again
-            else:
-                raise self.failure("publishing a snapshot", redis.WatchError("the collector lease kept changing"))
+            if reuse_tool_stats and self._write({self.keys.destinations: destinations}, meta_hash, fence,
+                                                over=reuse_tool_stats):
+                return meta_hash["created_at"]
+            tool_stats = tool_stats_payload if tool_stats_payload is not None else encode_tool_stats(snapshot.tool_stats)
+            if not self._write({self.keys.destinations: destinations, self.keys.tool_stats: tool_stats}, meta_hash,
+                               fence):
+                raise redis.WatchError("the collector lease kept changing")
         except redis.RedisError as e:
             raise self.failure("publishing a snapshot", e) from None
         return meta_hash["created_at"]
+
+    def _write(self, payloads: dict[str, dict[str, str]], meta_hash: dict[str, str], fence: Fence | None,
+               over: str | None = None) -> bool:
+        """The one way a snapshot goes live: ``payloads`` (live key -> hash)
+        written under staging keys, then renamed onto the live keys with the
+        new metadata in one MULTI/EXEC. Live keys not in ``payloads`` stay
+        as they are, which is right only ``over`` the publication whose
+        ``created_at`` that is: if another snapshot is live, or anyone
+        publishes before the EXEC, nothing changes and this is False. Also
+        False if the lease key kept changing under the swap's WATCH."""
+        staged = self._stage(payloads)
+        empty = [live for live, mapping in payloads.items() if not mapping]
+        for _ in range(_FENCE_ATTEMPTS):
+            with self.client.pipeline(transaction=True) as swap:
+                if over is not None and not self._still_live(swap, over):
+                    break
+                if fence is not None:
+                    self._check_fence(swap, fence, list(staged.values()))
+                else:
+                    swap.multi()
+                for live, staging in staged.items():
+                    if live in empty:
+                        swap.delete(live)
+                    else:
+                        swap.rename(staging, live)
+                        swap.persist(live)
+                swap.delete(self.keys.snapshot_meta)
+                swap.hset(self.keys.snapshot_meta, mapping=meta_hash)
+                try:
+                    swap.execute()
+                    return True
+                except redis.WatchError:
+                    if over is not None:
+                        break  # someone may have published over it: write everything
+                    # Otherwise only the lease key was touched (our own renewal?): check again.
+        self.client.delete(*staged.values())
+        return False
+
+    def _stage(self, payloads: dict[str, dict[str, str]]) -> dict[str, str]:
+        """Write each hash under a staging key of its own (live key ->
+        staging key); nobody reads them, so this may take several round trips."""
+        token = uuid.uuid4().hex
+        staged = {live: self.keys.staging(token, live) for live in payloads}
+        stage = self.client.pipeline(transaction=False)
+        for live, mapping in payloads.items():
+            for chunk in _chunks(mapping):
+                stage.hset(staged[live], mapping=chunk)
+            if mapping:
+                stage.expire(staged[live], STAGING_TTL_S)
+        stage.execute()
+        return staged
+
+    def _still_live(self, pipe: Any, created_at: str) -> bool:
+        """WATCH the metadata and check the live snapshot is the one
+        published as ``created_at``; the EXEC that follows fails if anyone
+        publishes in between."""
+        pipe.watch(self.keys.snapshot_meta)
+        live = pipe.hget(self.keys.snapshot_meta, "created_at")
+        if live is None or live.decode() != created_at:
+            pipe.unwatch()
+            return False
+        return True
 
     def _check_fence(self, pipe: Any, fence: Fence, staging: list[str]) -> None:
         """WATCH the lease key and check it holds our token; the EXEC that
@@ -303,40 +311,6 @@ class SnapshotStore:
             raise LeaseLost(None if holder is None else holder.decode(errors="replace"))
         pipe.multi()
 
-    def _publish_reusing_tool_stats(self, snapshot: Snapshot, meta_hash: dict[str, str], previous: str,
-                                    fence: Fence | None) -> bool:
-        mapping = {dest_id: d.model_dump_json(exclude_none=True) for dest_id, d in snapshot.destinations.items()}
-        staging = self.keys.staging(uuid.uuid4().hex, self.keys.destinations)
-        stage = self.client.pipeline(transaction=False)
-        for chunk in _chunks(mapping):
-            stage.hset(staging, mapping=chunk)
-        if mapping:
-            stage.expire(staging, STAGING_TTL_S)
-        stage.execute()
-        with self.client.pipeline(transaction=True) as swap:
-            # Still our previous snapshot, so still our tool statistics?
-            # WATCH fails the swap if anyone publishes between check and EXEC.
-            swap.watch(self.keys.snapshot_meta)
-            live = swap.hget(self.keys.snapshot_meta, "created_at")
-            if live is None or live.decode() != previous:
-                swap.unwatch()
-                self.client.delete(staging)
-                return False
-            if fence is not None:
-                self._check_fence(swap, fence, [staging])
-            else:
-                swap.multi()
-            if mapping:
-                swap.rename(staging, self.keys.destinations)
-                swap.persist(self.keys.destinations)
-            else:
-                swap.delete(self.keys.destinations)
-            swap.delete(self.keys.snapshot_meta)
-            swap.hset(self.keys.snapshot_meta, mapping=meta_hash)
-            swap.execute()
-        return True
-
-    # -- reading ---------------------------------------------------------
     def mark_stale(self, since: float, failed_cycles: int, reason: str, retry_at: float | None,
                    fence: Fence | None = None) -> bool:
         """Say on the live snapshot that the collector cannot replace it.
@@ -354,6 +328,7 @@ class SnapshotStore:
         except redis.RedisError as e:
             raise self.failure("marking the snapshot stale", e) from None
 
+    # -- reading ---------------------------------------------------------
     def read_meta(self) -> SnapshotMeta | None:
         try:
             return _meta_from_hash(self.client.hgetall(self.keys.snapshot_meta))
@@ -372,8 +347,7 @@ class SnapshotStore:
         snapshot; once per new snapshot they are read again, with the
         metadata and the tool's fields, in a second MULTI/EXEC (so all three
         still come from one snapshot). The view holds every destination's
-        figures, as models and as columns (the rank core looks up its
-        candidates); never modify them."""
+        figures (the rank core looks up its candidates); never modify them."""
         live = self._live
         since = charges_since
         if since is not None and charges_floor is not None and live is not None:
@@ -394,20 +368,16 @@ class SnapshotStore:
         elif raw.destinations is not None:
             live = self._keep_live(raw.meta[b"created_at"], raw.destinations)
         tool_stats: dict[str, dict[str, ToolFigures]] = {}
-        tool_columns: dict[str, ToolColumns] = {}
         for field, value in zip(tool_fields, raw.tools or ()):
             if value is not None:
-                per_dest = tool_stats[field] = self._parsed.get(value, _parse_tool_stats)
-                if live is not None:
-                    tool_columns[field] = live.tool_columns_for(value, per_dest)
+                tool_stats[field] = self._parsed.get(value, _parse_tool_stats)
         charges = self._charges(raw.charges) if raw.charges is not None else []
         # Every destination of the snapshot (the rank core looks up its
         # candidates), shared by this reader's requests: no copy per request.
         destinations = live.destinations if live is not None else {}
         # Built from models validated above (or kept): no second validation.
         return RankView.model_construct(meta=meta, destinations=destinations, tool_stats=tool_stats, charges=charges,
-                                        columns=live.columns if live is not None else None,
-                                        tool_columns=tool_columns)
+                                        columns=None)
 
     def _rank_meta(self, raw: dict[bytes, bytes]) -> SnapshotMeta | None:
         """The metadata, parsed again only when it changed (a publish, a

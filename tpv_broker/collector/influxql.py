@@ -1,0 +1,74 @@
+"""InfluxQL without the HTTP: the statement a preset sends and the series
+its answer comes back in. The client (``influx.py``) only carries them, so
+the presets build their statements here without importing the client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from tpv_broker.config.preset_spec import PresetSpec
+from tpv_broker.config.settings import CollectorSettings
+from .rows import Row
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    tags: dict[str, str]
+    columns: list[str]
+    values: list[list[Any]]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, v)) for v in self.values]
+
+
+def quote_ident(name: str) -> str:
+    """Measurement, tag and field names come from our presets, never from a
+    request; quoting still keeps names like ``destination-queue-run-time`` valid."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def ms_literal(seconds: float) -> str:
+    """An InfluxQL (and Flux) duration literal; milliseconds keep sub-second settings."""
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+MAX_CLOCK_SKEW_S = 300.0
+
+
+def time_window(lookback_s: float) -> str:
+    # The upper bound matters: a point stamped in the future (a Galaxy host
+    # with a skewed clock, a wrong write precision) would otherwise win
+    # last() and hide every real update until its time came.
+    return f"time > now() - {ms_literal(lookback_s)} AND time <= now() + {ms_literal(MAX_CLOCK_SKEW_S)}"
+
+
+def influxql_statement(spec: PresetSpec, s: CollectorSettings) -> str:
+    """One statement for every destination: GROUP BY the preset's tags, the
+    newest point of each group; or, for an id held in a field (which cannot
+    be grouped by), every row of the window (sites x minutes: few)."""
+    where = time_window(spec.window_s(s.lookback_s, s.stats_lookback_s))
+    measurement = quote_ident(spec.measurement)
+    if spec.read == "all_rows":
+        return f"SELECT * FROM {measurement} WHERE {where}"
+    fields = spec.field_names()
+    group_by = ", ".join(quote_ident(t) for t in spec.tags_used())
+    if len(fields) == 1:
+        # last() skips points without the field; its time is the point's.
+        f = quote_ident(fields[0])
+        return f"SELECT last({f}) AS {f} FROM {measurement} WHERE {where} GROUP BY {group_by}"
+    # Several selectors in one statement would lose the points' times.
+    selected = ", ".join(quote_ident(f) for f in fields)
+    return f"SELECT {selected} FROM {measurement} WHERE {where} GROUP BY {group_by} ORDER BY time DESC LIMIT 1"
+
+
+def series_rows(series: Sequence[Series]) -> list[Row]:
+    """InfluxQL series (asked with epoch=s) as rows: one per value row."""
+    out = []
+    for ser in series:
+        for row in ser.rows():
+            at = row.pop("time", None)
+            out.append(Row(at=at if isinstance(at, (int, float)) and not isinstance(at, bool) else None,
+                           tags=ser.tags, values=row))
+    return out
