@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from tpv_broker.config.settings import BrokerConfig, load_config
-from tpv_broker.logging_setup import event
 from tpv_broker.api.rank_service import RankService
 from tpv_broker.api.state import ApiState
+from tpv_broker.config.settings import BrokerConfig, load_config
+from tpv_broker.logging_setup import event
 from tpv_broker.store.snapshots import SnapshotStore, store_from_config
 
 log = logging.getLogger("tpv_broker.api")
@@ -34,9 +34,10 @@ def create_app(
     # /api//rank is a 404 like any unknown path, not an HTML redirect.
     app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = config.api.max_request_bytes
+    # Keys in the order the answers build them. app.json is typed as the
+    # provider base class; the default provider Flask installs has sort_keys.
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    # The API sends charges without waiting for Redis's reply (charge_pipe).
-    ranker = RankService(config, store, clock, pipelined_charges=True)
+    ranker = RankService(config, store, clock)
     app.extensions["tpv_broker"] = ApiState(config, store, clock, ranker)
 
     from .metrics import init_metrics
@@ -52,7 +53,7 @@ def create_app(
     init_metrics(app, store, config, clock)
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
         # JSON for every error, naming what was wrong, never HTML.
         problem = {
             413: f"request body larger than {config.api.max_request_bytes} bytes",
@@ -61,10 +62,10 @@ def create_app(
         }.get(exc.code or 500, exc.description or exc.name)
         field = "body" if exc.code == 413 else "url"
         body = {"error": exc.name, "message": f"{field}: {problem}", "errors": [{"field": field, "problem": problem}]}
-        return jsonify(body), exc.code
+        return jsonify(body), exc.code or 500
 
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception):  # type: ignore[no-untyped-def]
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
         # A bug, never user input: log it here, never send a traceback out.
         log.exception("unexpected error while handling a request", extra=event("unhandled_error"))
         return jsonify({"error": "internal error", "message": "internal error; see the API log"}), 500

@@ -7,17 +7,17 @@ charging at once, and a job ranked twice, stay correct."""
 from __future__ import annotations
 
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import redis
 
-from tpv_broker.errors import StoreError
 from tpv_broker.core.models import Charge
+from tpv_broker.errors import StoreError
 from tpv_broker.store.keys import KeySchema
 
 # KEYS[1]: the charges zset; KEYS[2] (optional): the job's key.
 # ARGV: member, charged_at, drop charges older than this, job key TTL (s).
-# Returns nothing: nobody waits for it (``charge_pipe``).
+# Returns nothing: the API's charge is written after its answer.
 _CHARGE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
 if #KEYS == 2 then
@@ -75,6 +75,8 @@ class InflightStore:
     def read(self, now: float) -> list[Charge]:
         try:
             members = self.client.zrangebyscore(self.keys.inflight, now - self.max_age_s, "+inf")
-            return [c for c in (Charge.from_member(m) for m in members) if c is not None]
+            # Plain members (no scores asked): bytes, or str on a decoding client.
+            charges = (Charge.from_member(m) for m in members if isinstance(m, bytes | str))
+            return [c for c in charges if c is not None]
         except redis.RedisError as e:
             raise self.failure("reading in-flight charges", e) from None
