@@ -20,8 +20,8 @@ from typing import Any
 from tpv_broker.api import create_app
 from tpv_broker.collector.cycle import collect_once
 from tpv_broker.collector.influx import InfluxQLClient
-from tpv_broker.devtools.servers import InfluxServer, RedisServer
 from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.devtools.servers import InfluxServer, RedisServer
 from tpv_broker.store.snapshots import store_from_config
 
 from . import common
@@ -96,8 +96,8 @@ def main() -> None:
 def _charge(config: BrokerConfig, store: Any, destinations: list[str], n: int) -> None:
     import random
 
-    from tpv_broker.store.inflight import InflightStore
     from tpv_broker.core.models import Charge
+    from tpv_broker.store.inflight import InflightStore
 
     inflight = InflightStore(store.client, store.keys, config.inflight.max_age_s)
     rng, now, window = random.Random(5), time.time(), config.inflight.max_age_s
@@ -128,12 +128,14 @@ def _with_slot_shapes(destinations: dict[str, Any], k: int) -> dict[str, Any]:
 
 
 def _time_core(config: BrokerConfig, store: Any, bodies: list[dict[str, Any]], n: int, slot_shapes: int = 0) -> None:
-    from tpv_broker.api.schemas import RankRequest
     from tpv_broker.api.rank_service import RankService
+    from tpv_broker.api.schemas import RankRequest
+    from tpv_broker.core.columns import DestinationColumns
     from tpv_broker.core.ranking import rank
     from tpv_broker.core.tool_ids import stats_field, tool_id_forms
 
     svc = RankService(config, store, time.time)
+    columns = DestinationColumns.build(store.read_for_rank(()).destinations)
     # The snapshot does not change during the loop: shapes added once.
     shaped = _with_slot_shapes(store.read_for_rank(()).destinations, slot_shapes) if slot_shapes else None
     cases = []
@@ -145,19 +147,17 @@ def _time_core(config: BrokerConfig, store: Any, bodies: list[dict[str, Any]], n
         view = store.read_for_rank(fields)
         if shaped is not None:
             view = view.model_copy(update=shaped)
+        # As the API does: the snapshot's columns, built once, kept across requests.
+        view.columns = columns if shaped is None else shaped["columns"]
         cases.append((cands, job, svc.datasets([(d.object_store_id, d.size) for d in req.datasets],
                                                 req.store_locations()), view))
     now = time.time()
-    # Both ways of scoring (ranking.BATCH_FROM picks one by the candidate count).
-    for way, batch_from in (("one at a time", 10**9), ("all at once", 0)):
-        t = time.perf_counter()
-        for i in range(n):
-            cands, job, datasets, view = cases[i % len(cases)]
-            rank(cands, job, datasets, view, now, svc.model, svc.max_snapshot_age_s, svc.locations,
-                 batch_from=batch_from)
-        per = (time.perf_counter() - t) / n
-        print(f"rank core, {way}: {per * 1e6:.0f} us per request, {per * 1e6 / len(cases[0][0]):.2f} us per candidate")
-
+    t = time.perf_counter()
+    for i in range(n):
+        cands, job, datasets, view = cases[i % len(cases)]
+        rank(cands, job, datasets, view, now, svc.model, svc.max_snapshot_age_s, svc.locations)
+    per = (time.perf_counter() - t) / n
+    print(f"rank core: {per * 1e6:.0f} us per request, {per * 1e6 / len(cases[0][0]):.2f} us per candidate")
 
 if __name__ == "__main__":
     main()

@@ -89,17 +89,3 @@ def influx_db(influx_server: InfluxServer) -> Iterator[str]:
         # this teardown, and every later influx test, time out.
         influx_server.resume()
         influx_server.query(f'DROP DATABASE "{db}"')
-
-
-@pytest.fixture(params=["one_at_a_time", "all_at_once"])
-def scoring_path(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Runs a rank-core test on both ways of scoring (ranking.BATCH_FROM):
-    the tests' few candidates would otherwise only ever take the first."""
-    from tpv_broker.core import ranking
-
-    saved = ranking.BATCH_FROM
-    ranking.BATCH_FROM = 0 if request.param == "all_at_once" else 10**9
-    try:
-        yield request.param
-    finally:
-        ranking.BATCH_FROM = saved

@@ -13,10 +13,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tpv_broker.api import create_app
-from tpv_broker.devtools.servers import free_port
 from tpv_broker.config.settings import BrokerConfig, load_config
-from tpv_broker.store.keys import KeySchema
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.devtools.servers import free_port
+from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore, connect_redis
 
 NOW = 1_700_000_000.0
@@ -221,10 +221,11 @@ SCORED = {
 TPV_ORDER = ["pulsar_uk", "condor_us", "pulsar_fr", "pulsar_de"]
 
 
-def _assert_degraded(resp: Any, reason_part: str, age: float | None) -> None:
+def _assert_degraded(resp: Any, code: str, reason_part: str, age: float | None) -> None:
     assert resp.status_code == 200
     body = resp.get_json()
     assert body["degraded"] is True
+    assert body["degraded_code"] == code
     assert body["destinations"] == TPV_ORDER
     assert reason_part in body["degraded_reason"]
     assert body["snapshot_age_s"] == age
@@ -247,13 +248,13 @@ def test_fresh_snapshot_is_not_tpv_order(client: FlaskClient) -> None:
 
 
 def test_degraded_without_snapshot(empty_client: FlaskClient) -> None:
-    _assert_degraded(empty_client.post("/api/rank", json=SCORED), "no snapshot", None)
+    _assert_degraded(empty_client.post("/api/rank", json=SCORED), "no_snapshot", "no snapshot", None)
 
 
 def test_degraded_with_stale_snapshot(store: SnapshotStore) -> None:
     store.publish(snapshot(age_s=301))  # 301 s > 300 s limit
     resp = make_app(store).test_client().post("/api/rank?explain=1", json=SCORED)
-    _assert_degraded(resp, "301 s old (limit 300 s)", 301.0)
+    _assert_degraded(resp, "stale_snapshot", "301 s old (limit 300 s)", 301.0)
     assert all(e["reason"].startswith("TPV order") for e in resp.get_json()["explain"])
 
 
@@ -266,7 +267,7 @@ def test_stale_limit_comes_from_config(store: SnapshotStore) -> None:
 @pytest.mark.parametrize("make_store", DOWN_STORES)
 def test_degraded_when_redis_down(make_store) -> None:
     app = make_app(make_store())
-    _assert_degraded(app.test_client().post("/api/rank", json=SCORED), "Redis unavailable", None)
+    _assert_degraded(app.test_client().post("/api/rank", json=SCORED), "redis_unavailable", "Redis unavailable", None)
     body = app.test_client().post("/process_data", json={"job_info": {"tool_id": "t"},
                                                          "destinations": [{"id": "a"}, {"id": "b"}]}).get_json()
     assert body == {"sorted_destinations": ["a", "b"]}
@@ -304,7 +305,8 @@ BAD_REQUESTS = [
     ("cores-string", "/api/rank", _job(cores="4"), J, "job.cores"),
     ("cores-true", "/api/rank", _job(cores=True), J, "job.cores"),
     ("cores-null", "/api/rank", _job(cores=None), J, "job.cores"),
-    ("cores-nan", "/api/rank", '{"job": {"tool_id": "t", "cores": NaN}, "destinations": [{"id": "a"}]}', J, "job.cores"),
+    ("cores-nan", "/api/rank", '{"job": {"tool_id": "t", "cores": NaN}, "destinations": [{"id": "a"}]}', J,
+     "job.cores"),
     ("cores-infinity", "/api/rank", '{"job": {"tool_id": "t", "cores": Infinity}, "destinations": []}', J, "job.cores"),
     ("cores-absurd", "/api/rank", _job(cores=1e7), J, "job.cores"),
     ("mem-absurd", "/api/rank", _job(mem=1e9), J, "job.mem"),

@@ -11,17 +11,20 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tpv_broker.config.settings import ApiSettings, BrokerConfig, InflightSettings
-from tpv_broker.core.inflight import Charge, live_charges, oldest_countable, queued_weight, with_charges
-from tpv_broker.store.inflight import InflightStore
-from tpv_broker.core.inputs import Candidate, JobFacts
-from tpv_broker.store.keys import KeySchema
-from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.api.rank_service import RankService
+from tpv_broker.config.settings import ApiSettings, BrokerConfig, InflightSettings
+from tpv_broker.core.inflight import (
+    Charge,
+    charged_figures,
+    live_charges,
+    oldest_countable,
+    queued_weight,
+)
+from tpv_broker.core.inputs import Candidate, JobFacts
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.store.inflight import InflightStore
+from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
-
-# Every test here on both ways of scoring (see the fixture).
-pytestmark = pytest.mark.usefixtures("scoring_path")
 
 T = 1_700_000_000.0
 
@@ -46,9 +49,8 @@ def fig(**kw) -> DestinationFigures:  # type: ignore[no-untyped-def]
         (fig(cpus_free=0), [(1, 0)], (0, None, 1)),
     ],
 )
-def test_with_charges(figures, charges, expected):
-    out = with_charges(figures, [Charge("d", c, m, T) for c, m in charges])
-    assert (out.cpus_free, out.mem_free_gb, out.queued) == expected
+def test_charged_figures(figures, charges, expected):
+    assert charged_figures(figures, [Charge("d", c, m, T) for c, m in charges]) == expected
 
 
 # 64 cores, 16 free, 12 running: a typical running job holds (64 - 16) / 12 = 4 cores
@@ -80,24 +82,29 @@ def test_queued_weight(figures, cores, run_s, weight):
     assert queued_weight(fig(**figures), Charge("d", cores, 1, T, run_s=run_s)) == pytest.approx(weight)
 
 
-def test_with_charges_by_work():
+def test_charged_figures_by_work():
     d = fig(**BUSY, mem_free_gb=256, queued=2)
-    charges = [Charge("d", 8, 16, T, run_s=600.0), Charge("d", 16, 64, T, run_s=7200.0), Charge("d", 1, 2, T, run_s=60.0)]
+    charges = [
+        Charge("d", 8, 16, T, run_s=600.0),
+        Charge("d", 16, 64, T, run_s=7200.0),
+        Charge("d", 1, 2, T, run_s=60.0),
+    ]
     # the 8-core job fits the 16 free cores (8 left, 256 - 16 = 240 GB); the 16-core one does not
     # and queues as 48 jobs, taking nothing; the 1-core one fits (7 left, 238 GB).
     # Queue: 2 + 48 = 50; by slot: 2 + 1 = 3
-    out = with_charges(d, charges, by_work=True)
-    assert (out.cpus_free, out.mem_free_gb, out.queued) == (7, 238, 50)
-    assert with_charges(d, charges).queued == 3
+    assert charged_figures(d, charges, by_work=True) == (7, 238, 50)
+    assert charged_figures(d, charges)[2] == 3
 
 
 def test_no_charges_leave_figures_alone():
-    d = fig(cpus_free=3)
-    assert with_charges(d, []) is d
+    assert charged_figures(fig(cpus_free=3, mem_free_gb=5, queued=2), []) == (3, 5, 2)
 
 
 def test_a_charge_ends_when_the_figures_can_show_it():
-    figures = {"a": fig(live_at=T + 40).model_copy(update={"id": "a"}), "b": fig(live_at=T + 10).model_copy(update={"id": "b"})}
+    figures = {
+        "a": fig(live_at=T + 40).model_copy(update={"id": "a"}),
+        "b": fig(live_at=T + 10).model_copy(update={"id": "b"}),
+    }
     charges = [Charge("a", 1, 1, T), Charge("b", 1, 1, T), Charge("c", 1, 1, T)]
     # reflect lag 30 s: a's newest point (T+40) is >= T+30 -> reflected, dropped;
     # b's (T+10) is not yet; c has no figures at all -> kept.

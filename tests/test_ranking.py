@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tpv_broker.api.rank_service import scoring_model
 from tpv_broker.config.settings import ScoringSettings
+from tpv_broker.config.terms import DEFAULT_TERMS
 from tpv_broker.core.geo import great_circle_km
 from tpv_broker.core.inputs import Candidate, DatasetInput, JobFacts
 from tpv_broker.core.models import (
@@ -20,29 +22,19 @@ from tpv_broker.core.models import (
     SnapshotMeta,
     ToolFigures,
 )
-from tpv_broker.core.ranking import (
-    NO_METRICS,
-    OFFLINE,
-    SCORED,
-    STALE,
-    TPV_ORDER,
-    RankResult,
-    rank,
-    tool_stats_for,
-    tpv_order,
-)
+from tpv_broker.core.ranking import rank, tpv_order
+from tpv_broker.core.result import DegradedReason, Group, RankResult
 from tpv_broker.core.scoring import ScoringModel
-from tpv_broker.core.terms import DEFAULT_TERMS
-from tpv_broker.core.tool_ids import stats_field, tool_id_forms
+from tpv_broker.core.tool_ids import stats_field
 
-# Every test here on both ways of scoring (see the fixture).
-pytestmark = pytest.mark.usefixtures("scoring_path")
+NO_METRICS, OFFLINE, SCORED, STALE, TPV_ORDER = (
+    Group.NO_METRICS, Group.OFFLINE, Group.SCORED, Group.STALE, Group.TPV_ORDER)
 
 NOW = 1_700_000_000.0
 MAX_SNAPSHOT_AGE = 300.0
 MAX_METRICS_AGE = 900.0  # ScoringSettings' default
 JOB = JobFacts(tool_id="toolshed.g2.bx.psu.edu/repos/iuc/fastp/fastp/0.23.4", cores=4, mem=8)
-MODEL = ScoringSettings().model()
+MODEL = scoring_model(ScoringSettings())
 LIVE = "queue_by_destination"
 
 
@@ -62,7 +54,7 @@ def view(*figures: DestinationFigures, age: float = 10.0,
 
 def cands(*ids: str, scores: Sequence[float | None] = ()) -> list[Candidate]:
     scores = list(scores) or [None] * len(ids)
-    return [Candidate(i, s) for i, s in zip(ids, scores)]
+    return [Candidate(i, s) for i, s in zip(ids, scores, strict=True)]
 
 
 def run(candidates: Sequence[Candidate], v: RankView, job: JobFacts = JOB, model: ScoringModel = MODEL,
@@ -139,7 +131,7 @@ def test_metrics_age_limit(age: float, group: str) -> None:
 
 
 def test_metrics_age_limit_comes_from_config() -> None:
-    model = ScoringSettings(max_metrics_age_s=60).model()
+    model = scoring_model(ScoringSettings(max_metrics_age_s=60))
     (p,) = run(cands("d"), view(fig("d", age=61, queued=1)), model=model).placements
     assert (p.group, p.reason) == (STALE, "metrics 61 s old (limit 60 s)")
 
@@ -196,11 +188,12 @@ def test_snapshot_within_the_limit_is_used(age: float) -> None:
     ],
 )
 def test_tpv_order(scores: list[float | None], expected: list[str]) -> None:
-    assert [p.id for p in tpv_order(cands("a", "b", "c", scores=scores), "why")] == expected
+    result = tpv_order(cands("a", "b", "c", scores=scores), DegradedReason.NO_SNAPSHOT, "why", "TPV order: why")
+    assert result.ids == [p.id for p in result.placements] == expected
 
 
 # -- ties ----------------------------------------------------------------------------------------
-QUEUE_ONLY = ScoringSettings(terms={"queue_wait": {"weight": 1, "scale_s": 60, "cap_s": 604800}}).model()
+QUEUE_ONLY = scoring_model(ScoringSettings(terms={"queue_wait": {"weight": 1, "scale_s": 60, "cap_s": 604800}}))
 
 
 def test_equal_scores_break_by_tpv_score_then_input_order() -> None:
@@ -215,7 +208,7 @@ def test_equal_scores_break_by_tpv_score_then_input_order() -> None:
 
 
 def test_the_same_request_always_gives_the_same_answer() -> None:
-    v = view(*(fig(i, queued=n, running=1) for i, n in zip("abcdef", [3, 1, 3, 0, 1, 3])))
+    v = view(*(fig(i, queued=n, running=1) for i, n in zip("abcdef", [3, 1, 3, 0, 1, 3], strict=True)))
     candidates = cands(*"abcdef")
     first = run(candidates, v)
     assert all(run(candidates, v) == first for _ in range(5))
@@ -260,19 +253,6 @@ def test_empty_and_extra() -> None:
 
 
 # -- tool stats lookup -----------------------------------------------------------------------------
-def test_tool_stats_for_most_specific_first_only_this_destination() -> None:
-    stats = {
-        stats_field("tool_short", "iuc/fastp/fastp"): {"d": ToolFigures(count=9), "other": ToolFigures(count=1)},
-        stats_field("tool", JOB.tool_id): {"other": ToolFigures(count=2)},
-        stats_field("tool_unversioned", "toolshed.g2.bx.psu.edu/repos/iuc/fastp/fastp"): {"d": ToolFigures(count=5)},
-    }
-    v = view(tool_stats=stats)
-    levels = [(level, stats_field(level, form)) for level, form in tool_id_forms(JOB.tool_id)]
-    assert tool_stats_for(v, levels, "d") == [("tool_unversioned", ToolFigures(count=5)),
-                                              ("tool_short", ToolFigures(count=9))]
-    assert tool_stats_for(v, levels, "nobody") == []
-
-
 def test_levels_reach_the_breakdown() -> None:
     # d has figures for the unversioned id; e only its destination medians; f nothing
     stats = {stats_field("tool_unversioned", "toolshed.g2.bx.psu.edu/repos/iuc/fastp/fastp"):
@@ -328,9 +308,9 @@ def _models(draw: st.DrawFn) -> ScoringModel:
         return MODEL
     weights = draw(st.lists(st.sampled_from([0.0, 1.0, 2.0, 5.0]), min_size=5, max_size=5)
                    .filter(lambda ws: sum(ws) > 0))
-    terms = {name: {**params, "weight": w} for (name, params), w in zip(DEFAULT_TERMS.items(), weights)}
+    terms = {name: {**params, "weight": w} for (name, params), w in zip(DEFAULT_TERMS.items(), weights, strict=True)}
     terms["fit_now"]["unknown_score"] = draw(st.sampled_from([0.0, 0.3, 0.5, 0.75, 1.0]))
-    return ScoringSettings(terms=terms).model()
+    return scoring_model(ScoringSettings(terms=terms))
 
 
 @st.composite
@@ -373,7 +353,7 @@ def _scenarios(draw: st.DrawFn, all_scored: bool = False) -> dict[str, Any]:
         age: float | None = draw(st.sampled_from([0.0, 100.0]))
     else:
         # some candidates are unknown to the snapshot; the snapshot knows some non-candidates
-        known = draw(st.lists(st.sampled_from(pool + ["x1", "x2"]), unique=True))
+        known = draw(st.lists(st.sampled_from([*pool, "x1", "x2"]), unique=True))
         kinds = ["fresh", "fresh", "fresh", "stale", "stats_only", "config_only"]
         age = draw(st.sampled_from([None, 0.0, 100.0, MAX_SNAPSHOT_AGE + 1]))
     destinations = {i: draw(_figures(i, kinds)) for i in known}
@@ -447,7 +427,7 @@ def _mean_km(location: tuple[float, float], datasets: Sequence[DatasetInput]) ->
     total = sum(d.size for d in located)
     distances = [great_circle_km(*location, *d.location) for d in located]  # type: ignore[misc]
     if total > 0:
-        return sum(d.size * km for d, km in zip(located, distances)) / total
+        return sum(d.size * km for d, km in zip(located, distances, strict=True)) / total
     return sum(distances) / len(distances)
 
 

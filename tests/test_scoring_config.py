@@ -8,47 +8,52 @@ import math
 import pathlib
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 import yaml
 
+from tpv_broker.api.rank_service import scoring_model
 from tpv_broker.config.settings import load_config
-from tpv_broker.errors import ConfigError
+from tpv_broker.config.terms import DEFAULT_TERMS, check_terms
+from tpv_broker.core.batch import Batch
 from tpv_broker.core.inputs import Candidate, JobFacts
 from tpv_broker.core.models import DestinationFigures, RankView, SnapshotMeta
 from tpv_broker.core.ranking import rank
-from tpv_broker.core.scoring import ScoringModel, TermRangeError
-from tpv_broker.core.terms import (
-    DEFAULT_TERMS,
-    Defaults,
-    TermInput,
-    TermParams,
-    TermScore,
-    check_terms,
-)
-
-# Every test here on both ways of scoring (see the fixture).
-pytestmark = pytest.mark.usefixtures("scoring_path")
+from tpv_broker.core.result import Group, Placement
+from tpv_broker.core.scoring import Defaults, ScoringModel, TermRangeError
+from tpv_broker.core.terms import TermDetail, TermValues
+from tpv_broker.errors import ConfigError
 
 NOW = 1_700_000_000.0
 DEFAULTS = Defaults(queue_s=300, run_s=3600)
+JOB = JobFacts("t")
 
 
 class Fixed:
     """A fake term that always answers the same score."""
 
     name: ClassVar[str] = "fixed"
-    Params: ClassVar[type[TermParams]] = TermParams
 
     def __init__(self, value: float, name: str = "fixed") -> None:
         self.value = value
         self.name = name  # type: ignore[misc]
 
-    def score(self, x: TermInput) -> TermScore:
-        return TermScore(self.value, {"value": self.value}, level="tool", summary=f"fixed {self.value}")
+    def evaluate(self, b: Batch) -> TermValues:
+        return TermValues(np.full(b.size, self.value))
+
+    def explain(self, b: Batch, v: TermValues, k: int) -> TermDetail:
+        return TermDetail({"value": float(v.scores[k])}, level="tool", summary=f"fixed {self.value}")
 
 
-def term_input(dest_id: str = "d") -> TermInput:
-    return TermInput(JobFacts("t"), Candidate(dest_id), DestinationFigures(id=dest_id), (), None, (), DEFAULTS)
+def rank_one(model: ScoringModel, figures: DestinationFigures | None = None, candidate: Candidate | None = None,
+             job: JobFacts = JOB, location: tuple[float, float] | None = None) -> Placement:
+    """One candidate with fresh live figures (none reported unless given), ranked with ``model``."""
+    c = candidate or Candidate("d")
+    d = (figures or DestinationFigures(id=c.id)).model_copy(update={"live_at": NOW, "sources": {"test": NOW}})
+    view = RankView(meta=SnapshotMeta(created_at=NOW), destinations={c.id: d})
+    (p,) = rank([c], job, [], view, NOW, model, 300, {c.id: location} if location else {}).placements
+    assert p.group is Group.SCORED
+    return p
 
 
 def write_config(tmp_path: pathlib.Path, scoring: dict[str, Any]) -> pathlib.Path:
@@ -68,7 +73,7 @@ def load_error(tmp_path: pathlib.Path, terms: Any) -> str:
 def test_a_term_out_of_range_raises_naming_the_term(bad: float) -> None:
     model = ScoringModel([(Fixed(0.5, "good"), 1.0), (Fixed(bad, "broken"), 1.0)], DEFAULTS, 900)
     with pytest.raises(TermRangeError) as exc:
-        model.score(term_input("pulsar_de"))
+        rank_one(model, candidate=Candidate("pulsar_de"))
     message = str(exc.value)
     assert "term broken" in message and "pulsar_de" in message and "outside [0, 1]" in message
     assert "good" not in message
@@ -76,14 +81,14 @@ def test_a_term_out_of_range_raises_naming_the_term(bad: float) -> None:
 
 @pytest.mark.parametrize("edge", [0.0, 1.0])
 def test_the_range_is_inclusive(edge: float) -> None:
-    assert ScoringModel([(Fixed(edge), 1.0)], DEFAULTS, 900).score(term_input()).total == edge
+    assert rank_one(ScoringModel([(Fixed(edge), 1.0)], DEFAULTS, 900)).total == edge
 
 
 def test_total_is_the_weighted_mean_and_contributions_add_up() -> None:
     # total = (1 x 0.5 + 3 x 1.0 + 0 x 0.2) / (1 + 3 + 0) = 3.5 / 4 = 0.875
     # contributions: 1 x 0.5 / 4 = 0.125, 3 x 1.0 / 4 = 0.75, 0 x 0.2 / 4 = 0
     model = ScoringModel([(Fixed(0.5, "a"), 1.0), (Fixed(1.0, "b"), 3.0), (Fixed(0.2, "c"), 0.0)], DEFAULTS, 900)
-    result = model.score(term_input())
+    result = rank_one(model)
     assert result.total == pytest.approx(0.875)
     assert [(t.term, t.weight, t.score, t.contribution) for t in result.terms] == [
         ("a", 1.0, 0.5, pytest.approx(0.125)),
@@ -96,18 +101,16 @@ def test_total_is_the_weighted_mean_and_contributions_add_up() -> None:
 
 
 def test_contributions_add_up_with_the_default_terms() -> None:
-    model = load_config(environ={}).scoring.model()
-    x = TermInput(
-        JobFacts("t", cores=4, mem=8),
-        Candidate("d", 2.0),
+    model = scoring_model(load_config(environ={}).scoring)
+    result = rank_one(
+        model,
         DestinationFigures(id="d", queued=3, running=2, median_queue_s=100, median_run_s=900, cpus_free=2,
                            mem_free_gb=64),
-        (),
+        Candidate("d", 2.0),
+        JobFacts("t", cores=4, mem=8),
         (0.0, 0.0),
-        (),
-        DEFAULTS,
     )
-    result = model.score(x)
+    assert result.total is not None
     assert [t.term for t in result.terms] == list(DEFAULT_TERMS)
     assert sum(t.contribution for t in result.terms) == pytest.approx(result.total)
     # weights 3 + 2 + 3 + 1 + 1 = 10
@@ -158,7 +161,8 @@ def test_weights_from_config_change_the_order(tmp_path: pathlib.Path, queue_weig
     config = load_config(write_config(tmp_path, {"terms": terms}), environ={})
     view = RankView(meta=SnapshotMeta(created_at=NOW - 5), destinations=FIGURES)
     for order in (["fast", "short_queue"], ["short_queue", "fast"]):
-        result = rank([Candidate(i) for i in order], JobFacts("t"), [], view, NOW, config.scoring.model(), 300, {})
+        candidates = [Candidate(i) for i in order]
+        result = rank(candidates, JobFacts("t"), [], view, NOW, scoring_model(config.scoring), 300, {})
         assert result.ids == expected
         assert [p.total for p in result.placements] == pytest.approx([0.775, 0.525])
 
@@ -167,7 +171,7 @@ def test_weights_from_config_change_the_order(tmp_path: pathlib.Path, queue_weig
 def test_defaults_without_a_file() -> None:
     config = load_config(environ={})
     assert config.scoring.terms == DEFAULT_TERMS
-    model = config.scoring.model()
+    model = scoring_model(config.scoring)
     assert [(t.name, w) for t, w in model.terms] == [(n, p["weight"]) for n, p in DEFAULT_TERMS.items()]
     assert model.total_weight == 10.0
     assert (model.defaults.queue_s, model.defaults.run_s, model.max_metrics_age_s) == (300.0, 3600.0, 900.0)
@@ -177,13 +181,13 @@ def test_listing_terms_replaces_the_defaults(tmp_path: pathlib.Path) -> None:
     path = write_config(tmp_path, {"default_queue_s": 60, "default_run_s": 600, "max_metrics_age_s": 120,
                                    "terms": {"fit_now": {"weight": 2, "unknown_score": 0.1},
                                              "tpv_score": {"weight": 1, "scale": 3}}})
-    model = load_config(path, environ={}).scoring.model()
+    model = scoring_model(load_config(path, environ={}).scoring)
     # only the two listed terms, in the file's order; the others are off
     assert [(t.name, w) for t, w in model.terms] == [("fit_now", 2.0), ("tpv_score", 1.0)]
     assert model.total_weight == 3.0
     assert (model.defaults.queue_s, model.defaults.run_s, model.max_metrics_age_s) == (60.0, 600.0, 120.0)
     # the parameters reach the terms: unknown capacity scores the configured 0.1
-    fit = model.score(term_input()).terms[0]
+    fit = rank_one(model).terms[0]
     assert (fit.term, fit.score) == ("fit_now", 0.1)
 
 
@@ -200,7 +204,8 @@ def test_listing_terms_replaces_the_defaults(tmp_path: pathlib.Path) -> None:
          "scoring.terms.run_time.weight: Input should be greater than or equal to 0"),
         # an unknown term lists the known ones
         ({"queue_time": {"weight": 1}},
-         "scoring.terms.queue_time: unknown term (known: data_locality, finish_time, fit_now, queue_wait, run_time, tpv_score)"),
+         "scoring.terms.queue_time: unknown term "
+         "(known: data_locality, finish_time, fit_now, queue_wait, run_time, tpv_score)"),
         # a misspelt parameter
         ({"tpv_score": {"weight": 1, "scale": 1, "scael": 2}},
          "scoring.terms.tpv_score.scael: Extra inputs are not permitted"),

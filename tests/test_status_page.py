@@ -16,10 +16,10 @@ from tpv_broker.api import create_app
 from tpv_broker.api import examples as ex
 from tpv_broker.api.status_page import PAGE_CSP
 from tpv_broker.api.status_view import PROBE_DESCRIPTION, build_status
-from tpv_broker.devtools.servers import free_port
 from tpv_broker.config.settings import BrokerConfig, load_config
-from tpv_broker.store.keys import KeySchema
 from tpv_broker.core.models import DestinationFigures, RankView, Snapshot
+from tpv_broker.devtools.servers import free_port
+from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore, connect_redis
 
 from .web_helpers import PageReader, dump_dom, serving

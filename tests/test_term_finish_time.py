@@ -7,10 +7,15 @@ from typing import Any
 
 import pytest
 
+from tpv_broker.config.terms import check_terms
 from tpv_broker.core.inputs import Candidate, JobFacts
 from tpv_broker.core.models import DestinationFigures, ToolFigures
-from tpv_broker.core.terms import REGISTRY, Defaults, FinishTime, TermInput, check_terms
+from tpv_broker.core.scoring import Defaults
+from tpv_broker.core.terms import REGISTRY, FinishTime, QueueWait, RunTime
 from tpv_broker.core.tool_ids import DEFAULT, DESTINATION, TOOL
+
+from .termkit import TermInput
+from .termkit import score as term_score
 
 # ln(1 + CAP/SCALE) = ln 1024, so score = 1 - log2(1 + finish/60) / 10
 SCALE, CAP = 60.0, 61380.0
@@ -24,7 +29,7 @@ def x(figures: dict[str, Any], tool_stats: tuple[tuple[str, ToolFigures], ...] =
 
 
 def finish_time() -> FinishTime:
-    return FinishTime(FinishTime.Params(weight=1, scale_s=SCALE, cap_s=CAP))
+    return FinishTime(scale_s=SCALE, cap_s=CAP)
 
 
 CASES = [
@@ -52,13 +57,14 @@ CASES = [
 @pytest.mark.parametrize(("figures", "tool_stats", "finish", "wait", "score", "level"), CASES)
 def test_finish_time(figures: dict[str, Any], tool_stats: tuple[tuple[str, ToolFigures], ...], finish: float,
                      wait: float, score: float, level: str) -> None:
-    r = finish_time().score(x(figures, tool_stats))
+    r = term_score(finish_time(), x(figures, tool_stats))
     assert r.score == pytest.approx(score, abs=1e-5)
     assert r.raw["expected_finish_s"] == pytest.approx(finish)
     assert r.raw["expected_wait_s"] == pytest.approx(wait)
     assert r.level == level and f"({level} run time)" in r.summary
-    # the rank path's value is the same number
-    assert finish_time().value(x(figures, tool_stats)) == r.score
+    # the same wait as queue_wait's, the same run time as run_time's
+    assert r.raw["expected_wait_s"] == term_score(QueueWait(SCALE, CAP), x(figures, tool_stats)).raw["expected_wait_s"]
+    assert r.raw["run_s"] == term_score(RunTime(SCALE, CAP), x(figures, tool_stats)).raw["median_run_s"]
 
 
 def _site(queued: float, run_s: float) -> TermInput:
@@ -76,7 +82,7 @@ def _site(queued: float, run_s: float) -> TermInput:
 ])
 def test_a_second_waiting_counts_as_a_second_running(run_here: float, run_there: float, here_wins: bool) -> None:
     term = finish_time()
-    here, there = term.value(_site(1, run_here)), term.value(_site(3, run_there))
+    here, there = term_score(term, _site(1, run_here)).score, term_score(term, _site(3, run_there)).score
     assert (here > there) is here_wins
 
 

@@ -11,33 +11,33 @@ and a cost of 60 x (2^k - 1) scores exactly ``1 - k/10``:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tpv_broker.config.terms import DEFAULT_TERMS, TERM_PARAMS
+from tpv_broker.core.batch import cost_scores
 from tpv_broker.core.geo import great_circle_km
 from tpv_broker.core.inputs import Candidate, DatasetInput, JobFacts
 from tpv_broker.core.models import DestinationFigures, ToolFigures
+from tpv_broker.core.ranking import _location
+from tpv_broker.core.scoring import Defaults
 from tpv_broker.core.terms import (
-    DEFAULT_TERMS,
     REGISTRY,
     DataLocality,
-    Defaults,
     FitNow,
     QueueWait,
     RunTime,
-    TermInput,
     TpvScore,
-    candidate_location,
-    cost_score,
-    fit_fraction,
-    free_slots_for,
-    with_fallback,
+    build_terms,
+    free_slots,
 )
 from tpv_broker.core.tool_ids import (
     DEFAULT,
@@ -48,6 +48,9 @@ from tpv_broker.core.tool_ids import (
     stats_field,
     tool_id_forms,
 )
+
+from .termkit import TermInput, evaluated
+from .termkit import score as term_score
 
 SCALE, CAP = 60.0, 61380.0  # ln(1 + CAP/SCALE) = ln 1024
 DEFAULTS = Defaults(queue_s=180.0, run_s=1860.0)
@@ -66,11 +69,12 @@ def x(
     location: tuple[float, float] | None = None,
     datasets: Sequence[DatasetInput] = (),
     tpv_score: float | None = None,
+    context: Any = None,
     defaults: Defaults = DEFAULTS,
 ) -> TermInput:
     return TermInput(
         job=job or JobFacts("t", cores=4, mem=8),
-        candidate=Candidate("d", tpv_score),
+        candidate=Candidate("d", tpv_score, context),
         figures=DestinationFigures(id="d", **(figures or {})),
         tool_stats=tuple(tool_stats),
         location=location,
@@ -80,26 +84,26 @@ def x(
 
 
 def queue_wait(scale_s: float = SCALE, cap_s: float = CAP) -> QueueWait:
-    return QueueWait(QueueWait.Params(weight=1, scale_s=scale_s, cap_s=cap_s))
+    return QueueWait(scale_s=scale_s, cap_s=cap_s)
 
 
 def run_time(scale_s: float = SCALE, cap_s: float = CAP) -> RunTime:
-    return RunTime(RunTime.Params(weight=1, scale_s=scale_s, cap_s=cap_s))
+    return RunTime(scale_s=scale_s, cap_s=cap_s)
 
 
 def fit_now(unknown_score: float = 0.3) -> FitNow:
-    return FitNow(FitNow.Params(weight=1, unknown_score=unknown_score))
+    return FitNow(unknown_score=unknown_score)
 
 
 def data_locality(unknown_score: float = 0.25) -> DataLocality:
-    return DataLocality(DataLocality.Params(weight=1, scale_km=100, cap_km=20000, unknown_score=unknown_score))
+    return DataLocality(scale_km=100, cap_km=20000, unknown_score=unknown_score)
 
 
 def tpv(scale: float = 1.0) -> TpvScore:
-    return TpvScore(TpvScore.Params(weight=1, scale=scale))
+    return TpvScore(scale=scale)
 
 
-# -- cost_score ------------------------------------------------------------------
+# -- cost_scores -----------------------------------------------------------------
 @pytest.mark.parametrize(
     ("cost", "scale", "cap", "expected"),
     [
@@ -116,14 +120,22 @@ def tpv(scale: float = 1.0) -> TpvScore:
         (3600, 60, 604800, 0.55406),
     ],
 )
-def test_cost_score(cost: float, scale: float, cap: float, expected: float) -> None:
-    assert cost_score(cost, scale, cap) == pytest.approx(expected, abs=1e-5)
+def test_cost_scores(cost: float, scale: float, cap: float, expected: float) -> None:
+    (got,) = cost_scores(np.array([cost], dtype=np.float64), scale, cap)
+    assert got == pytest.approx(expected, abs=1e-5)
 
 
-def test_cost_score_every_doubling_loses_the_same() -> None:
+def test_cost_scores_every_doubling_loses_the_same() -> None:
     # (1 + c/s) doubling: 60 -> 180 -> 420 -> 900 each lose 0.1
-    scores = [cost_score(c, SCALE, CAP) for c in (60, 180, 420, 900)]
+    scores = cost_scores(np.array([60.0, 180.0, 420.0, 900.0]), SCALE, CAP).tolist()
     assert [a - b for a, b in itertools.pairwise(scores)] == pytest.approx([0.1, 0.1, 0.1])
+
+
+def test_cost_scores_each_entry_on_its_own() -> None:
+    # a cost's score never depends on the other costs scored with it
+    costs = [0.0, 60.0, -30.0, 1860.0, math.inf, 61380.0]
+    together = cost_scores(np.array(costs), SCALE, CAP).tolist()
+    assert together == [cost_scores(np.array([c]), SCALE, CAP)[0] for c in costs]
 
 
 # -- queue_wait: every fallback level, then the free slots ------------------------------
@@ -275,11 +287,13 @@ QUEUE_CASES = [
 @pytest.mark.parametrize(("job", "figures", "tool_stats", "slots", "drain", "wait", "score", "level"), QUEUE_CASES)
 def test_queue_wait(job: JobFacts, figures: dict[str, Any], tool_stats: list[tuple[str, ToolFigures]],
                     slots: float, drain: float, wait: float, score: float, level: str) -> None:
-    r = queue_wait().score(x(figures, job=job, tool_stats=tool_stats))
+    r = term_score(queue_wait(), x(figures, job=job, tool_stats=tool_stats))
     assert r.score == pytest.approx(score, abs=1e-5)
     assert (r.raw["free_slots"], r.raw["drain_s"]) == (slots, pytest.approx(drain))
     assert r.raw["expected_wait_s"] == pytest.approx(wait)
-    assert free_slots_for(job, DestinationFigures(id="d", **figures)) == slots
+    # the term's raw figure is the batch's free_slots
+    batch, _ = evaluated(queue_wait(), x(figures, job=job, tool_stats=tool_stats))
+    assert free_slots(batch).tolist() == [slots]
     # the fallback level is recorded, in the result and in the summary
     assert r.level == level
     assert f"({level})" in r.summary
@@ -288,10 +302,12 @@ def test_queue_wait(job: JobFacts, figures: dict[str, Any], tool_stats: list[tup
 def test_queue_wait_raw_names_its_inputs() -> None:
     # 2 slots: 9 cores / 4 = 2.25 -> 2, 17 GB / 8 = 2.125 -> 2; ahead = 10 + 1 - 2 = 9
     # drain = 9 x 180 / 5 = 324; wait = 60 + 324 = 384
-    r = queue_wait().score(x({"queued": 10, "running": 5, "median_run_s": 180, "median_queue_s": 60,
+    r = term_score(queue_wait(), x({"queued": 10, "running": 5, "median_run_s": 180, "median_queue_s": 60,
                               "cpus_free": 9, "mem_free_gb": 17}))
-    assert r.raw == {"expected_wait_s": 384.0, "median_queue_s": 60, "queued": 10, "running": 5,
-                     "free_slots": 2.0, "typical_run_s": 180, "drain_s": 324.0}
+    expected = {"expected_wait_s": 384.0, "median_queue_s": 60, "queued": 10, "running": 5,
+                "free_slots": 2.0, "typical_run_s": 180, "drain_s": 324.0}
+    # in this order: explain shows them as they come
+    assert list(r.raw.items()) == list(expected.items())
 
 
 @pytest.mark.parametrize(
@@ -313,9 +329,12 @@ def test_queue_wait_raw_names_its_inputs() -> None:
         ((1, 1, 1), {"cpus_free": 8, "mem_free_gb": 8, "gpus_free": 0}, 0.0),
     ],
 )
-def test_free_slots_for(need: tuple[float, float, float], free: dict[str, float], slots: float) -> None:
+def test_free_slots(need: tuple[float, float, float], free: dict[str, float], slots: float) -> None:
     cores, mem, gpus = need
-    assert free_slots_for(JobFacts("t", cores=cores, mem=mem, gpus=gpus), DestinationFigures(id="d", **free)) == slots
+    ti = x(free, job=JobFacts("t", cores=cores, mem=mem, gpus=gpus))
+    assert term_score(queue_wait(), ti).raw["free_slots"] == slots
+    batch, _ = evaluated(queue_wait(), ti)
+    assert free_slots(batch).tolist() == [slots]
 
 
 # -- run_time: the same chain ----------------------------------------------------------
@@ -342,15 +361,15 @@ RUN_CASES = [
 @pytest.mark.parametrize(("figures", "tool_stats", "run", "score", "level"), RUN_CASES)
 def test_run_time(figures: dict[str, Any], tool_stats: list[tuple[str, ToolFigures]], run: float,
                   score: float, level: str) -> None:
-    r = run_time().score(x(figures, tool_stats=tool_stats))
+    r = term_score(run_time(), x(figures, tool_stats=tool_stats))
     assert r.raw == {"median_run_s": run}
     assert r.score == pytest.approx(score, abs=1e-9)
     assert r.level == level
 
 
 def test_run_time_faster_destination_wins() -> None:
-    fast = run_time().score(x(tool_stats=[(TOOL, ToolFigures(median_run_s=600))]))
-    slow = run_time().score(x(tool_stats=[(TOOL, ToolFigures(median_run_s=6000))]))
+    fast = term_score(run_time(), x(tool_stats=[(TOOL, ToolFigures(median_run_s=600))]))
+    slow = term_score(run_time(), x(tool_stats=[(TOOL, ToolFigures(median_run_s=6000))]))
     assert fast.score > slow.score
 
 
@@ -366,9 +385,12 @@ def test_run_time_faster_destination_wins() -> None:
         ([], 0, (0, DESTINATION)),
     ],
 )
-def test_with_fallback(tool_stats: list[tuple[str, ToolFigures]], destination_value: float | None,
-                       expected: tuple[float, str]) -> None:
-    assert with_fallback(x(tool_stats=tool_stats), "median_run_s", destination_value, 5) == expected
+def test_the_most_specific_known_figure_wins(tool_stats: list[tuple[str, ToolFigures]],
+                                             destination_value: float | None, expected: tuple[float, str]) -> None:
+    # the exact tool id, the id without version, the short id, the destination's own figure, the default (5)
+    r = term_score(run_time(), x({"median_run_s": destination_value}, tool_stats=tool_stats,
+                                 defaults=Defaults(queue_s=180.0, run_s=5.0)))
+    assert (r.raw["median_run_s"], r.level) == expected
 
 
 # -- fit_now -----------------------------------------------------------------------------
@@ -430,10 +452,9 @@ FIT_CASES = [
 def test_fit_now(need: tuple[float, float, float], free: dict[str, float], score: float, fits: bool | None) -> None:
     cores, mem, gpus = need
     job = JobFacts("t", cores=cores, mem=mem, gpus=gpus)
-    r = fit_now(0.5).score(x(free, job=job))
+    r = term_score(fit_now(0.5), x(free, job=job))
     assert r.score == pytest.approx(score)
     assert r.raw["fits"] is fits
-    assert fit_fraction(job, DestinationFigures(id="d", **free))[0] is fits
     assert r.level is None
     # gpus appear in the raw figures only when the job asks for them
     assert ("gpus_needed" in r.raw) is (gpus > 0)
@@ -463,28 +484,32 @@ def test_fit_now_partly_unknown(need: tuple[float, float, float], free: dict[str
                                 score: float, fits: bool | None, worst: float | None) -> None:
     cores, mem, gpus = need
     job = JobFacts("t", cores=cores, mem=mem, gpus=gpus)
-    r = fit_now(unknown_score).score(x(free, job=job))
-    assert (r.score, r.raw["fits"]) == (pytest.approx(score), fits)
-    assert fit_fraction(job, DestinationFigures(id="d", **free))[:2] == (fits, worst)
+    r = term_score(fit_now(unknown_score), x(free, job=job))
+    assert r.score == pytest.approx(score)
+    assert r.raw["fits"] is fits
+    _, values = evaluated(fit_now(unknown_score), x(free, job=job))
+    (got,) = values.parts["worst"].tolist()
+    assert (None if math.isnan(got) else got) == worst
 
 
 def test_fit_now_raw_and_summary() -> None:
-    r = fit_now().score(x({"cpus_free": 2, "mem_free_gb": 64}, job=JobFacts("t", cores=4, mem=8)))
+    r = term_score(fit_now(), x({"cpus_free": 2, "mem_free_gb": 64}, job=JobFacts("t", cores=4, mem=8)))
     assert r.raw == {"cores_needed": 4, "cores_free": 2, "mem_gb_needed": 8, "mem_gb_free": 64, "fits": False}
     assert r.summary == "does not fit now (50% of the need is free)"
-    assert fit_now().score(x({"cpus_free": 8}, job=JobFacts("t", cores=4))).summary == "fits now"
-    assert fit_now().score(x({})).summary == "free capacity unknown"
+    assert term_score(fit_now(), x({"cpus_free": 8}, job=JobFacts("t", cores=4))).summary == "fits now"
+    assert term_score(fit_now(), x({})).summary == "free capacity unknown"
     # a GPU job without GPU figures: the raw figures say which one is missing
-    r = fit_now().score(x({"cpus_free": 8, "mem_free_gb": 8}, job=JobFacts("t", cores=1, mem=1, gpus=1)))
-    assert r.raw == {"cores_needed": 1, "cores_free": 8, "mem_gb_needed": 1, "mem_gb_free": 8,
-                     "gpus_needed": 1, "gpus_free": None, "fits": None}
+    r = term_score(fit_now(), x({"cpus_free": 8, "mem_free_gb": 8}, job=JobFacts("t", cores=1, mem=1, gpus=1)))
+    expected = {"cores_needed": 1, "cores_free": 8, "mem_gb_needed": 1, "mem_gb_free": 8,
+                "gpus_needed": 1, "gpus_free": None, "fits": None}
+    assert list(r.raw.items()) == list(expected.items())
     assert r.summary == "free capacity unknown"
 
 
 def test_fit_now_a_destination_that_cannot_fit_scores_lower_than_one_that_can() -> None:
     job = JobFacts("t", cores=4, mem=8)
-    fits = fit_now().score(x({"cpus_free": 4, "mem_free_gb": 8}, job=job)).score
-    almost = fit_now().score(x({"cpus_free": 3.99, "mem_free_gb": 8}, job=job)).score
+    fits = term_score(fit_now(), x({"cpus_free": 4, "mem_free_gb": 8}, job=job)).score
+    almost = term_score(fit_now(), x({"cpus_free": 3.99, "mem_free_gb": 8}, job=job)).score
     # at most 0.5 when it does not fit: a step, not a slope, at the boundary
     assert fits == 1.0 and almost < 0.5
 
@@ -495,8 +520,8 @@ def test_fit_now_a_destination_that_cannot_fit_scores_lower_than_one_that_can() 
 ])
 def test_fit_now_more_free_cores_never_scores_lower_with_memory_unreported(unknown_score: float) -> None:
     job = JobFacts("t", cores=4, mem=8)
-    short = fit_now(unknown_score).score(x({"cpus_free": 3}, job=job))  # 3/4: False, min(u, 0.5) x 0.75
-    enough = fit_now(unknown_score).score(x({"cpus_free": 4}, job=job))  # mem unreported: None, u
+    short = term_score(fit_now(unknown_score), x({"cpus_free": 3}, job=job))  # 3/4: False, min(u, 0.5) x 0.75
+    enough = term_score(fit_now(unknown_score), x({"cpus_free": 4}, job=job))  # mem unreported: None, u
     assert (short.raw["fits"], enough.raw["fits"]) == (False, None)
     assert enough.score >= short.score
 
@@ -553,7 +578,7 @@ LOCALITY_CASES = [
 
 @pytest.mark.parametrize(("location", "datasets", "km", "score"), LOCALITY_CASES)
 def test_data_locality(location: tuple[float, float], datasets: list[DatasetInput], km: float, score: float) -> None:
-    r = data_locality().score(x(location=location, datasets=datasets))
+    r = term_score(data_locality(), x(location=location, datasets=datasets))
     assert r.raw["mean_km"] == pytest.approx(km, abs=0.1)
     assert r.score == pytest.approx(score, abs=1e-4)
     assert r.level is None
@@ -574,16 +599,16 @@ def test_data_locality(location: tuple[float, float], datasets: list[DatasetInpu
 )
 def test_data_locality_neutral_and_unknown(location: tuple[float, float] | None, datasets: list[DatasetInput],
                                            score: float) -> None:
-    r = data_locality(unknown_score=0.25).score(x(location=location, datasets=datasets))
+    r = term_score(data_locality(unknown_score=0.25), x(location=location, datasets=datasets))
     assert r.score == score
     assert "note" in r.raw
 
 
 def test_data_locality_nearer_scores_higher() -> None:
     data = [ds("paris", 100, PARIS)]
-    london = data_locality().score(x(location=LONDON, datasets=data)).score
+    london = term_score(data_locality(), x(location=LONDON, datasets=data)).score
     # Frankfurt is ~478 km from Paris, farther than London
-    frankfurt = data_locality().score(x(location=(50.1109, 8.6821), datasets=data)).score
+    frankfurt = term_score(data_locality(), x(location=(50.1109, 8.6821), datasets=data)).score
     assert 1.0 > london > frankfurt > 0.0
 
 
@@ -610,7 +635,14 @@ def test_data_locality_nearer_scores_higher() -> None:
 )
 def test_candidate_location(configured: tuple[float, float] | None, context: Any,
                             expected: tuple[float, float] | None) -> None:
-    assert candidate_location(Candidate("d", None, context), configured) == expected
+    assert _location(context, configured) == expected
+    # what data_locality makes of it: the distance from there, or "location unknown"
+    data = [ds("s", 10, (0.0, 0.0))]
+    r = term_score(data_locality(), x(location=configured, context=context, datasets=data))
+    if expected is None:
+        assert (r.raw, r.summary) == ({"note": "destination location unknown"}, "location unknown")
+    else:
+        assert r.raw["mean_km"] == pytest.approx(great_circle_km(*expected, 0.0, 0.0), abs=0.1)
 
 
 # -- tpv_score -----------------------------------------------------------------------------------
@@ -628,7 +660,7 @@ def test_candidate_location(configured: tuple[float, float] | None, context: Any
     ],
 )
 def test_tpv_score(tpv_score: float | None, scale: float, expected: float) -> None:
-    r = tpv(scale).score(x(tpv_score=tpv_score))
+    r = term_score(tpv(scale), x(tpv_score=tpv_score))
     assert r.score == pytest.approx(expected, abs=1e-6)
     assert r.raw == {"tpv_score": tpv_score}
 
@@ -637,7 +669,7 @@ def test_tpv_score(tpv_score: float | None, scale: float, expected: float) -> No
 def test_tpv_score_very_negative_scores_about_zero(tpv_score: float) -> None:
     # e^1000 overflows a float: the logistic must be computed in its stable form
     # (the API accepts tag scores down to -1e12)
-    r = tpv(1.0).score(x(tpv_score=tpv_score))
+    r = term_score(tpv(1.0), x(tpv_score=tpv_score))
     assert r.score == pytest.approx(0.0, abs=1e-9)
 
 
@@ -648,7 +680,7 @@ _coord = st.tuples(st.floats(-90, 90), st.floats(-180, 180))
 _tool_figures = st.builds(ToolFigures, count=_num, median_queue_s=_maybe_num, median_run_s=_maybe_num)
 _term_inputs = st.builds(
     TermInput,
-    # down to the tiniest sizes the API accepts (cores > 0): free_slots_for caps, never overflows
+    # down to the tiniest sizes the API accepts (cores > 0): free_slots caps, never overflows
     job=st.builds(JobFacts, tool_id=st.just("t"), cores=st.floats(5e-324, 1e4),
                   mem=st.just(0.0) | st.floats(5e-324, 1e5), gpus=st.floats(0, 16)),
     candidate=st.builds(Candidate, id=st.just("d"),
@@ -670,14 +702,15 @@ _term_inputs = st.builds(
                                 location=st.none() | _coord), max_size=4),
     defaults=st.builds(Defaults, queue_s=_num, run_s=st.floats(1, 1e6)),
 )
-ALL_TERMS = [REGISTRY[name](REGISTRY[name].Params.model_validate(params)) for name, params in DEFAULT_TERMS.items()]
+ALL_TERMS = [term for term, _ in build_terms(
+    DEFAULT_TERMS | {"finish_time": {"weight": 1.0, "scale_s": 60.0, "cap_s": 604800.0}})]
 
 
 @settings(max_examples=500, deadline=None)
 @given(_term_inputs)
 def test_property_every_term_scores_within_zero_and_one(ti: TermInput) -> None:
     for term in ALL_TERMS:
-        r = term.score(ti)
+        r = term_score(term, ti)
         assert 0.0 <= r.score <= 1.0, (term.name, r)
 
 
@@ -686,7 +719,7 @@ def test_queue_wait_tiny_job_sizes_do_not_overflow(cores: float, mem: float) -> 
     # 16 / 1e-320 = inf would overflow floor(); the slots are capped instead. The other resource
     # holds 16/4 = 4 or 16/... >= 4 jobs, so the queue is absorbed: ahead = max(0, 3 + 1 - 4) = 0
     # -> wait = median queue 60 -> 0.9
-    r = queue_wait().score(x({"queued": 3, "running": 1, "median_queue_s": 60, "cpus_free": 16.0,
+    r = term_score(queue_wait(), x({"queued": 3, "running": 1, "median_queue_s": 60, "cpus_free": 16.0,
                               "mem_free_gb": 16.0}, job=JobFacts("t", cores=cores, mem=mem)))
     assert r.score == pytest.approx(0.9)
 
@@ -721,18 +754,27 @@ def test_property_more_free_capacity_or_fewer_queued_never_lowers_wait_or_fit(
     d = ti.figures
     if getattr(d, attr) is not None:
         more_free = dataclasses.replace(ti, figures=d.model_copy(update={attr: getattr(d, attr) + more}))
-        assert free_slots_for(ti.job, more_free.figures) >= free_slots_for(ti.job, d)
-        assert qw.score(more_free).raw["expected_wait_s"] <= qw.score(ti).raw["expected_wait_s"]
-        assert qw.score(more_free).score >= qw.score(ti).score
-        assert fit.score(more_free).score >= fit.score(ti).score
+        assert term_score(qw, more_free).raw["free_slots"] >= term_score(qw, ti).raw["free_slots"]
+        assert term_score(qw, more_free).raw["expected_wait_s"] <= term_score(qw, ti).raw["expected_wait_s"]
+        assert term_score(qw, more_free).score >= term_score(qw, ti).score
+        assert term_score(fit, more_free).score >= term_score(fit, ti).score
     if d.queued is not None:
         fewer_queued = dataclasses.replace(ti, figures=d.model_copy(update={"queued": max(0.0, d.queued - fewer)}))
-        assert qw.score(fewer_queued).score >= qw.score(ti).score
+        assert term_score(qw, fewer_queued).score >= term_score(qw, ti).score
 
 
 def test_registry_holds_the_terms() -> None:
     assert sorted(REGISTRY) == ["data_locality", "finish_time", "fit_now", "queue_wait", "run_time", "tpv_score"]
     assert list(DEFAULT_TERMS) == ["queue_wait", "run_time", "fit_now", "data_locality", "tpv_score"]
+    # config knows each term's parameters, the core each term: the same names on both sides
+    assert sorted(TERM_PARAMS) == sorted(REGISTRY)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_each_term_takes_the_parameters_config_validates(name: str) -> None:
+    # build_terms passes every validated parameter but the weight as a keyword
+    takes = [p for p in inspect.signature(REGISTRY[name]).parameters]
+    assert sorted(takes) == sorted(set(TERM_PARAMS[name].model_fields) - {"weight"})
 
 
 # -- tool id fallback forms --------------------------------------------------------------------------

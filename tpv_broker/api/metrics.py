@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from flask import Flask, Response, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import values
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.core.result import DegradedReason, RankResult
 from tpv_broker.errors import StoreError
-from tpv_broker.core.ranking import RankResult
 from tpv_broker.store.snapshots import SnapshotStore
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -38,7 +38,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # redis.socket_timeout_s (0.5 s by default).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 RANK_ENDPOINTS = ("/api/rank", "/process_data")
-DEGRADED_REASONS = ("no_snapshot", "stale_snapshot", "redis_unavailable", "other")
+DEGRADED_REASONS = tuple(code.value for code in DegradedReason)
 # Requests that match no route share one label, so random paths cannot
 # grow the number of series.
 UNMATCHED = "other"
@@ -52,24 +52,13 @@ def outcome_of(status: int, degraded: bool) -> str:
     return _STATUS_OUTCOME.get(status, "client_error" if status < 500 else "error")
 
 
-def degraded_reason_label(reason: str | None) -> str:
-    """The bounded label for a degraded answer's reason (the reason itself
-    carries numbers: 'snapshot is 412 s old (limit 300 s)')."""
-    reason = reason or ""
-    if reason.startswith("no snapshot"):
-        return "no_snapshot"
-    if reason.startswith("snapshot is"):
-        return "stale_snapshot"
-    if reason.startswith("Redis"):
-        return "redis_unavailable"
-    return "other"
-
-
 def note_rank_result(result: RankResult) -> None:
     """Called by the rank endpoints: lets the request's metrics say whether
     the answer was degraded, and why."""
-    if result.degraded:
-        g.tpv_degraded_reason = degraded_reason_label(result.degraded_reason)
+    if result.degraded_code is not None:
+        # The code, never the reason's text: that carries numbers ("snapshot
+        # is 412 s old"), and a label must take few values.
+        g.tpv_degraded_reason = result.degraded_code.value
 
 
 class SnapshotFigures(Collector):

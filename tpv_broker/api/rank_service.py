@@ -5,33 +5,37 @@ becomes a degraded answer in TPV's order, never an exception."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Callable, Mapping, Sequence
 
-from tpv_broker.store.charge_pipe import ChargePipe
-from tpv_broker.config.settings import BrokerConfig
-from tpv_broker.errors import StoreError
+from tpv_broker.config.settings import BrokerConfig, ScoringSettings
+from tpv_broker.core.columns import DestinationColumns
 from tpv_broker.core.inflight import oldest_countable
-from tpv_broker.store.inflight import InflightStore
-from tpv_broker.core.inputs import CandidateLike, DatasetInput, JobFacts
-from tpv_broker.logging_setup import event
-from tpv_broker.core.models import Charge
-from tpv_broker.core.ranking import RankResult, rank, tpv_order
-from tpv_broker.store.snapshots import SnapshotStore
+from tpv_broker.core.inputs import Candidate, Candidates, DatasetInput, JobFacts
+from tpv_broker.core.models import Charge, RankView
+from tpv_broker.core.ranking import rank, tpv_order
+from tpv_broker.core.result import DegradedReason, RankResult
+from tpv_broker.core.scoring import ScoringModel
 from tpv_broker.core.tool_ids import stats_field, tool_id_forms
+from tpv_broker.errors import StoreError
+from tpv_broker.logging_setup import event
+from tpv_broker.store.charge_writer import ChargeWriter
+from tpv_broker.store.inflight import InflightStore
+from tpv_broker.store.snapshots import SnapshotStore
 
 log = logging.getLogger("tpv_broker.rank")
 
 
+def scoring_model(s: ScoringSettings) -> ScoringModel:
+    """The rank core's scoring model for this config's ``scoring`` section."""
+    return ScoringModel.from_settings(s.terms, s.default_queue_s, s.default_run_s, s.max_metrics_age_s)
+
+
 class RankService:
-    def __init__(self, config: BrokerConfig, store: SnapshotStore, clock: Callable[[], float],
-                 pipelined_charges: bool = False) -> None:
-        """``pipelined_charges``: send charges without waiting for Redis's
-        reply (``charge_pipe``; the API). Without it each charge waits for
-        its reply (the simulator and ``tpv-broker rank``)."""
+    def __init__(self, config: BrokerConfig, store: SnapshotStore, clock: Callable[[], float]) -> None:
         self.store = store
         self.clock = clock
-        self.model = config.scoring.model()
+        self.model = scoring_model(config.scoring)
         self.max_snapshot_age_s = config.api.max_snapshot_age_s
         self.locations = config.destination_locations()
         self.store_locations = config.object_store_locations()
@@ -41,7 +45,8 @@ class RankService:
             InflightStore(store.client, store.keys, config.inflight.max_age_s, store.failure)
             if config.inflight.enabled else None
         )
-        self.pipe = ChargePipe(self.inflight) if self.inflight is not None and pipelined_charges else None
+        self.charges = ChargeWriter(self.inflight) if self.inflight is not None else None
+        self._kept_columns: tuple[float, DestinationColumns] | None = None
 
     def datasets(
         self, datasets: Sequence[tuple[str, float]], request_locations: Mapping[str, tuple[float, float]]
@@ -54,7 +59,11 @@ class RankService:
         ]
 
     def rank(
-        self, candidates: Sequence[CandidateLike], job: JobFacts, datasets: Sequence[DatasetInput], charge: bool = True
+        self,
+        candidates: Sequence[Candidate] | Candidates,
+        job: JobFacts,
+        datasets: Sequence[DatasetInput],
+        charge: bool = True,
     ) -> RankResult:
         """Rank, then (unless ``charge`` is false or in-flight accounting is
         off) charge the job to the destination ranked first."""
@@ -68,26 +77,31 @@ class RankService:
         except StoreError as e:
             # Galaxy must keep dispatching: answer TPV's own order, and say so.
             log.warning("answering in TPV order: %s", e, extra=event("rank_degraded", reason="redis_unavailable"))
-            return RankResult(tpv_order(candidates, "TPV order: Redis unavailable"), True, None, "Redis unavailable")
+            return tpv_order(candidates, DegradedReason.REDIS_UNAVAILABLE, "Redis unavailable",
+                             "TPV order: Redis unavailable")
+        view.columns = self._columns(view)
         result = rank(candidates, job, datasets, view, now, self.model, self.max_snapshot_age_s, self.locations,
                       self.reflect_lag_s, self.charge_by_work)
         if charge:
             self.charge_first(result, job, now)
         return result
 
+    def _columns(self, view: RankView) -> DestinationColumns | None:
+        """The live snapshot's figures as columns, built once per snapshot
+        (its ``created_at`` is its id) for all of this worker's requests."""
+        if view.meta is None:
+            return None
+        kept = self._kept_columns
+        if kept is None or kept[0] != view.meta.created_at:
+            kept = self._kept_columns = (view.meta.created_at, DestinationColumns.build(view.destinations))
+        return kept[1]
+
     def charge_first(self, result: RankResult, job: JobFacts, now: float | None = None) -> None:
         """Charge the job to the destination ranked first (if in-flight
         accounting is on and it was ranked on live figures). Never raises
         for Redis trouble: the answer stands either way."""
         first = result.first_scored_id
-        if self.inflight is None or first is None:
+        if self.charges is None or first is None:
             return
         charge = Charge(first, job.cores, job.mem, self.clock() if now is None else now, job.id, result.first_run_s)
-        if self.pipe is not None:
-            self.pipe.charge(charge)  # logs its own trouble, once per outage
-            return
-        try:
-            self.inflight.charge(charge)
-        except StoreError as e:
-            # The answer stands; only the next rankings lose this hint.
-            log.warning("could not charge the placement: %s", e, extra=event("charge_failed"))
+        self.charges.charge(charge)  # logs its own trouble, once per outage

@@ -10,6 +10,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
+from tpv_broker.core.result import DegradedReason, Group
+
 
 def _no_default(schema: dict[str, Any]) -> None:
     # A key that is left out of the answer, not sent as null.
@@ -37,7 +39,7 @@ class TermExplanation(_Answer):
 class ExplainedPlacement(_Answer):
     position: int = Field(ge=1, description="1 = best")
     id: str
-    group: Literal["scored", "no_metrics", "stale", "offline", "tpv_order"] = Field(
+    group: Group = Field(
         description="scored: ranked by score; no_metrics/stale: after the scored ones; offline: last; "
                     "tpv_order: degraded answer in TPV's order")
     reason: str = Field(description="why it is at this place, in words")
@@ -50,7 +52,9 @@ class RankResponse(_Answer):
     snapshot_age_s: float | None = Field(description="age of the snapshot ranked on; null without a snapshot")
     degraded: bool = Field(description="true: no usable snapshot or no Redis, the order is TPV's own "
                                        "(tag score, then input order)")
-    degraded_reason: str | SkipJsonSchema[None] = _absent("why the answer is degraded (only when it is)")
+    degraded_code: DegradedReason | SkipJsonSchema[None] = _absent(
+        "why the answer is degraded, as a code (only when it is): no_snapshot, stale_snapshot, redis_unavailable")
+    degraded_reason: str | SkipJsonSchema[None] = _absent("why the answer is degraded, in words (only when it is)")
     explain: list[ExplainedPlacement] | SkipJsonSchema[None] = _absent("with ?explain=1: per candidate its "
                                                                        "place, group, score and reason")
 

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from tpv_broker.errors import StoreError
 from tpv_broker.core.explain import answer
+from tpv_broker.core.result import RankResult
+from tpv_broker.errors import StoreError
 from tpv_broker.logging_setup import event
-from tpv_broker.core.ranking import RankResult
-from .state import get_state
+
 from .metrics import note_rank_result
 from .schemas import ProcessDataRequest, RankRequest, describe_errors
+from .state import get_state
 
 log = logging.getLogger("tpv_broker.api")
 bp = Blueprint("rank", __name__)
@@ -84,7 +86,8 @@ def _rank(req: RankRequest) -> tuple[RankResult, Callable[[], None]]:
     state = get_state(current_app)
     limit = state.config.api.max_candidates
     if len(req.destinations) > limit:
-        raise BadRequest([{"field": "destinations", "problem": f"at most {limit} candidates, got {len(req.destinations)}"}])
+        problem = f"at most {limit} candidates, got {len(req.destinations)}"
+        raise BadRequest([{"field": "destinations", "problem": problem}])
     ranker = state.ranker
     datasets = ranker.datasets([(d.object_store_id, d.size) for d in req.datasets], req.store_locations())
     job = req.job.facts()
@@ -97,7 +100,7 @@ def _then(response: Response, after: Callable[[], None]) -> Response:
     """Send ``response``, then run ``after``: the body goes out as the first
     chunk (with its Content-Length, so the client has its whole answer),
     and the server runs ``after`` before it finishes the response. The
-    in-flight charge (one send to Redis) need not delay the answer."""
+    in-flight charge (one Redis round trip) need not delay the answer."""
     body = response.get_data()
 
     def chunks() -> Iterator[bytes]:

@@ -12,11 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from tpv_broker.api.rank_service import scoring_model
 from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.core.inflight import live_charges
 from tpv_broker.core.inputs import Candidate, JobFacts
 from tpv_broker.core.models import DestinationFigures, RankView, SnapshotMeta
 from tpv_broker.core.ranking import rank
+from tpv_broker.core.result import Group
 from tpv_broker.core.scoring import ScoringModel
 
 PROBE_JOB = JobFacts(tool_id="", cores=1, mem=0)
@@ -27,10 +29,11 @@ SnapshotKind = Literal["fresh", "late", "stale", "none", "redis_down"]
 LATE_AFTER_CYCLES = 3
 
 STATE_LABELS = {
-    "scored": "scored",
-    "no_metrics": "no metrics",
-    "stale": "stale metrics",
-    "offline": "offline",
+    Group.SCORED: "scored",
+    Group.NO_METRICS: "no metrics",
+    Group.STALE: "stale metrics",
+    Group.OFFLINE: "offline",
+    Group.TPV_ORDER: "TPV order",
 }
 
 
@@ -48,7 +51,7 @@ class SnapshotState:
 class DestinationRow:
     position: int
     id: str
-    state: str  # scored, no_metrics, stale, offline
+    state: Group
     reason: str
     status: str  # as reported: online, offline, unknown
     score: float | None  # 0-100, scored rows only
@@ -81,7 +84,7 @@ class StatusView:
     # Destinations the metrics report that config does not list (only when config lists some).
     unmatched: list[str] = field(default_factory=list)
 
-    def count(self, state: str) -> int:
+    def count(self, state: Group | str) -> int:
         return sum(1 for r in self.rows if r.state == state)
 
 
@@ -126,8 +129,9 @@ def build_status(view: RankView | None, redis_error: str | None, now: float, con
     if view is not None and meta is not None:
         dests = view.destinations
         # Age limit off: a stale snapshot still shows what the scores were.
-        result = rank([Candidate(d) for d in sorted(dests)], PROBE_JOB, [], view, now, model or config.scoring.model(),
-                      float("inf"), config.destination_locations(), config.inflight.reflect_lag_s)
+        result = rank([Candidate(d) for d in sorted(dests)], PROBE_JOB, [], view, now,
+                      model or scoring_model(config.scoring), float("inf"), config.destination_locations(),
+                      config.inflight.reflect_lag_s)
         charges = live_charges(view.charges, dests, config.inflight.reflect_lag_s) if view.charges else {}
         for position, p in enumerate(result.placements, start=1):
             d: DestinationFigures = dests[p.id]

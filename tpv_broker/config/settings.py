@@ -6,8 +6,9 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
 import yaml
@@ -23,12 +24,11 @@ from pydantic import (
     model_validator,
 )
 
-from tpv_broker.errors import ConfigError
 from tpv_broker.config.preset_spec import BUILTIN_PRESETS, DEFAULT_PRESETS, PresetSpec
-from tpv_broker.core.scoring import ScoringModel
-from tpv_broker.core.terms import DEFAULT_TERMS, check_terms
 from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url
+from tpv_broker.config.terms import DEFAULT_TERMS, check_terms
 from tpv_broker.config.urls import redact_url, url_password
+from tpv_broker.errors import ConfigError
 
 ENV_PREFIX = "TPV_BROKER_"
 CONFIG_ENV = "TPV_BROKER_CONFIG"
@@ -289,9 +289,6 @@ class ScoringSettings(_Section):
         if problems:
             raise ValueError("; ".join(problems))
         return terms
-
-    def model(self) -> ScoringModel:
-        return ScoringModel.from_settings(self.terms, self.default_queue_s, self.default_run_s, self.max_metrics_age_s)
 
 
 class Coordinates(BaseModel):

@@ -1,50 +1,51 @@
-"""A snapshot's figures as columns: one float array per figure, one row per
-destination, NaN where the figure is not reported.
+"""A snapshot's figures as columns: one float array per figure, one entry
+per destination, NaN where the figure is not reported.
 
-Built once per snapshot (the store keeps them while the snapshot is live),
-so a rank request gathers its candidates' rows and scores them all at once
-(``terms.Batch``) instead of walking one model per candidate: the cost of a
-request then hardly grows with its number of candidates."""
+Built once per snapshot (the API keeps them while the snapshot is live), so
+a rank request gathers its candidates' rows and scores them all at once
+(``batch.py``) instead of walking one model per candidate."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Mapping, Sequence
 
 import numpy as np
 
-from tpv_broker.core.batch import NO_SHAPES, ShapeRows, with_fallbacks
 from tpv_broker.core.models import DestinationFigures, SlotShape, ToolFigures
+from tpv_broker.core.result import Group
+from tpv_broker.core.tool_ids import DEFAULT, DESTINATION
 
 NAN = float("nan")
 # The figures the score terms read, in DestinationFigures' own names.
 FIGURES = ("cpus_free", "mem_free_gb", "gpus_free", "queued", "running", "median_queue_s", "median_run_s", "live_at")
+# A destination's group as a small int (its index here), in an array.
+GROUPS = tuple(Group)
 
 
-# A destination's group as far as the snapshot alone tells it (whether its
-# live figures are too old depends on the request's time).
-FRESH, NO_METRICS, OFFLINE = 0, 1, 2
-
-
-def _group(f: DestinationFigures) -> int:
-    # As ranking._unscored_group: config-only destinations have no sources.
-    if not f.sources or (f.status != "offline" and f.live_at is None):
-        return NO_METRICS
-    return OFFLINE if f.status == "offline" else FRESH
+def snapshot_group(f: DestinationFigures | None) -> Group:
+    """The group as far as the snapshot alone tells it: whether its live
+    figures are too old (STALE) depends on the request's time."""
+    # Config-only destinations are published with no measured figures.
+    if f is None or not f.sources:
+        return Group.NO_METRICS
+    if f.status == "offline":
+        return Group.OFFLINE
+    return Group.NO_METRICS if f.live_at is None else Group.SCORED
 
 
 @dataclass(frozen=True, eq=False)
 class DestinationColumns:
-    """Its figures are never modified once built (requests share them; only
-    the tool times it keeps grow). Every column has one row more than there
-    are destinations: ``absent``, the row of an id the snapshot does not
-    hold (no figures: NO_METRICS)."""
+    """Never modified once built (requests share them; only the tool times
+    it keeps grow). Every column has one entry more than there are
+    destinations: ``absent``, the row of an id the snapshot does not hold."""
 
     row: dict[str, int]
     figures: tuple[DestinationFigures, ...]
     # One row per figure (FIGURES' order), one column per destination.
     matrix: np.ndarray
+    # Each destination's snapshot_group, as its index in GROUPS.
     group: np.ndarray
     # Reports free slot shapes (maybe none), and every row's shapes.
     shaped: np.ndarray
@@ -52,36 +53,50 @@ class DestinationColumns:
     # tool_times' answers, kept as long as these columns are: the few tools
     # a Galaxy runs most ask again and again.
     _tool_times: dict[tuple[object, ...], ToolTimes] = field(default_factory=dict, init=False, repr=False)
-
-    @property
-    def columns(self) -> dict[str, np.ndarray]:
-        return dict(zip(FIGURES, self.matrix))
+    _tool_columns: dict[str, ToolColumns] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def absent(self) -> int:
         return len(self.figures)
 
-    def rows(self, ids: Sequence[str]) -> np.ndarray:
-        return np.fromiter(map(self.row.get, ids, repeat(len(self.figures))), dtype=np.intp, count=len(ids))
+    def column(self, name: str) -> np.ndarray:
+        values: np.ndarray = self.matrix[FIGURES.index(name)]
+        return values
 
-    def tool_times(self, levels: Sequence[ToolColumns | None], default_queue_s: float,
-                   default_run_s: float) -> ToolTimes:
-        """A tool's median queue and run time on every row, each from its most
-        specific level that knows it (``levels``: the tool id's forms, most
-        specific first; None where the snapshot has no figures for a form),
-        else the destination's own, else the default: ``terms.with_fallback``
-        for all destinations at once, once per tool and snapshot instead of
-        once per request."""
-        key = (*levels, default_queue_s, default_run_s)
+    def rows(self, ids: Sequence[str]) -> np.ndarray:
+        return np.fromiter(map(self.row.get, ids, repeat(self.absent)), dtype=np.intp, count=len(ids))
+
+    def figures_at(self, row: int) -> DestinationFigures | None:
+        return self.figures[row] if row != self.absent else None
+
+    def tool_columns(self, stats_field: str, per_destination: Mapping[str, ToolFigures]) -> ToolColumns:
+        """One ``tool_stats`` field on these rows. Kept per field: the
+        columns live one snapshot, and a snapshot's field never changes."""
+        tc = self._tool_columns.get(stats_field)
+        if tc is None:
+            if len(self._tool_columns) >= _TOOL_TIMES_KEPT:
+                self._tool_columns.clear()
+            tc = self._tool_columns[stats_field] = ToolColumns.build(per_destination, self)
+        return tc
+
+    def tool_times(self, levels: Sequence[tuple[str, str]], tool_stats: Mapping[str, Mapping[str, ToolFigures]],
+                   default_queue_s: float, default_run_s: float) -> ToolTimes:
+        """A tool's median queue and run time on every row, each from its
+        most specific level that knows it (``levels``: (level, its
+        ``tool_stats`` field), most specific first), else the destination's
+        own, else the default; with the level each came from. Once per tool
+        and snapshot, not once per request: a snapshot's fields never change."""
+        known = [(level, name) for level, name in levels if tool_stats.get(name)]
+        key = (*(name for _, name in known), default_queue_s, default_run_s)
         times = self._tool_times.get(key)
         if times is None:
-            known = [tc for tc in levels if tc is not None]
-            queue, run = self.matrix[_MEDIAN_QUEUE], self.matrix[_MEDIAN_RUN]
-            times = ToolTimes(
-                median_queue_s=with_fallbacks([tc.median_queue_s for tc in known], queue, default_queue_s),
-                median_run_s=with_fallbacks([tc.median_run_s for tc in known], run, default_run_s),
-                destination_run_s=np.where(np.isnan(run), default_run_s, run),
-            )
+            columns = [self.tool_columns(name, tool_stats[name]) for _, name in known]
+            own_queue, own_run = self.column("median_queue_s"), self.column("median_run_s")
+            queue, queue_level = _with_fallbacks([tc.median_queue_s for tc in columns], own_queue, default_queue_s)
+            run, run_level = _with_fallbacks([tc.median_run_s for tc in columns], own_run, default_run_s)
+            times = ToolTimes(level_names=(*(level for level, _ in known), DESTINATION, DEFAULT),
+                              median_queue_s=queue, queue_level=queue_level, median_run_s=run, run_level=run_level,
+                              destination_run_s=np.where(np.isnan(own_run), default_run_s, own_run))
             if len(self._tool_times) >= _TOOL_TIMES_KEPT:
                 self._tool_times.clear()
             self._tool_times[key] = times
@@ -96,10 +111,84 @@ class DestinationColumns:
             figures=figs,
             matrix=np.array([[NAN if v is None else v for v in [getattr(f, name) for f in figs] + [None]]
                              for name in FIGURES], dtype=np.float64).reshape(len(FIGURES), len(figs) + 1),
-            group=np.array([_group(f) for f in figs] + [NO_METRICS], dtype=np.int8),
+            group=np.array([GROUPS.index(snapshot_group(f)) for f in (*figs, None)], dtype=np.int8),
             shaped=np.array([f.slot_shapes is not None for f in figs] + [False], dtype=bool),
             shapes=SlotShapeColumns.build([f.slot_shapes or () for f in figs]),
         )
+
+
+def _with_fallbacks(levels: Sequence[np.ndarray], destination_value: np.ndarray,
+                    default: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the most specific level that knows the figure, else the
+    destination's, else the default; and which (an index: the levels, then
+    destination, then default)."""
+    known = ~np.isnan(destination_value)
+    out = np.where(known, destination_value, default)
+    level = np.where(known, len(levels), len(levels) + 1).astype(np.int8)
+    for i in range(len(levels) - 1, -1, -1):
+        has = ~np.isnan(levels[i])
+        out = np.where(has, levels[i], out)
+        level = np.where(has, i, level)
+    return out, level
+
+
+# Tools whose times one DestinationColumns keeps (each 3 x 8 bytes a row:
+# 12 KB at 500 destinations). A snapshot lives one collector cycle, so this
+# bounds only a Galaxy asking for thousands of tools within seconds.
+_TOOL_TIMES_KEPT = 2000
+
+
+@dataclass(frozen=True, eq=False)
+class ToolTimes:
+    """One tool's times on the rows of a ``DestinationColumns``, fallbacks
+    applied, and the level each came from (an index into ``level_names``)."""
+
+    level_names: tuple[str, ...]
+    median_queue_s: np.ndarray
+    queue_level: np.ndarray
+    median_run_s: np.ndarray
+    run_level: np.ndarray
+    # The destination's own median run time, else the default: what drains
+    # its queue (queue_wait), whatever tool is asking.
+    destination_run_s: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class ToolColumns:
+    """One ``tool_stats`` field (one tool id form) on the rows of a
+    ``DestinationColumns``: its median queue and run time per destination."""
+
+    median_queue_s: np.ndarray
+    median_run_s: np.ndarray
+
+    @classmethod
+    def build(cls, per_destination: Mapping[str, ToolFigures], on: DestinationColumns) -> ToolColumns:
+        queue = np.full(on.absent + 1, NAN)
+        run = np.full(on.absent + 1, NAN)
+        for dest_id, f in per_destination.items():
+            i = on.row.get(dest_id)
+            if i is not None:
+                if f.median_queue_s is not None:
+                    queue[i] = f.median_queue_s
+                if f.median_run_s is not None:
+                    run[i] = f.median_run_s
+        return cls(queue, run)
+
+
+@dataclass(frozen=True, eq=False)
+class ShapeRows:
+    """Free slot shapes of a batch's candidates, one entry per shape: whose
+    it is (the candidate's position in the batch), and its count, cores,
+    memory and GPUs (NaN: not reported)."""
+
+    owner: np.ndarray
+    count: np.ndarray
+    cpus: np.ndarray
+    mem_gb: np.ndarray
+    gpus: np.ndarray
+
+
+NO_SHAPES = ShapeRows(np.zeros(0, dtype=np.intp), *(np.zeros(0),) * 4)
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,44 +219,3 @@ class SlotShapeColumns:
         index = np.repeat(first - (np.cumsum(lengths) - lengths), lengths) + np.arange(len(owner))
         count, cpus, mem_gb, gpus = self.matrix[:, index]
         return ShapeRows(owner, count, cpus, mem_gb, gpus)
-
-
-_MEDIAN_QUEUE, _MEDIAN_RUN = FIGURES.index("median_queue_s"), FIGURES.index("median_run_s")
-# Tools whose times one DestinationColumns keeps (each 3 x 8 bytes a row:
-# 12 KB at 500 destinations). A snapshot lives one collector cycle, so this
-# bounds only a Galaxy asking for thousands of tools within seconds.
-_TOOL_TIMES_KEPT = 2000
-
-
-@dataclass(frozen=True, eq=False)
-class ToolTimes:
-    """One tool's times on the rows of a ``DestinationColumns``, fallbacks
-    applied (``DestinationColumns.tool_times``). Never modified."""
-
-    median_queue_s: np.ndarray
-    median_run_s: np.ndarray
-    # The destination's own median run time, else the default: what drains
-    # its queue (queue_wait), whatever tool is asking.
-    destination_run_s: np.ndarray
-
-
-@dataclass(frozen=True, eq=False)
-class ToolColumns:
-    """One ``tool_stats`` field (one tool id form) on the rows of a
-    ``DestinationColumns``: its median queue and run time per destination."""
-
-    median_queue_s: np.ndarray
-    median_run_s: np.ndarray
-
-    @classmethod
-    def build(cls, per_destination: Mapping[str, ToolFigures], on: DestinationColumns) -> ToolColumns:
-        queue = np.full(len(on.figures) + 1, NAN)
-        run = np.full(len(on.figures) + 1, NAN)
-        for dest_id, f in per_destination.items():
-            i = on.row.get(dest_id)
-            if i is not None:
-                if f.median_queue_s is not None:
-                    queue[i] = f.median_queue_s
-                if f.median_run_s is not None:
-                    run[i] = f.median_run_s
-        return cls(queue, run)

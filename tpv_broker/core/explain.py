@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tpv_broker.core.ranking import RankResult
+from tpv_broker.core.result import RankResult
 
 
 def _round(value: Any) -> Any:
@@ -16,7 +16,7 @@ def _round(value: Any) -> Any:
 def explain(result: RankResult) -> list[dict[str, Any]]:
     out = []
     for position, p in enumerate(result.placements, start=1):
-        entry: dict[str, Any] = {"position": position, "id": p.id, "group": p.group, "reason": p.reason}
+        entry: dict[str, Any] = {"position": position, "id": p.id, "group": p.group.value, "reason": p.reason}
         if p.total is not None:
             entry["score"] = round(p.total * 100, 2)
             entry["terms"] = [
@@ -41,6 +41,8 @@ def answer(result: RankResult, with_explanation: bool) -> dict[str, Any]:
         "snapshot_age_s": None if result.snapshot_age_s is None else round(result.snapshot_age_s, 3),
         "degraded": result.degraded,
     }
+    if result.degraded_code is not None:
+        body["degraded_code"] = result.degraded_code.value
     if result.degraded_reason:
         body["degraded_reason"] = result.degraded_reason
     if with_explanation:

@@ -11,12 +11,12 @@ pod and HTCondor's negotiator debits a match during a cycle.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Container, Iterable, Mapping, Sequence
 from operator import attrgetter
-from typing import Container, Iterable, Mapping, Sequence
 
 from tpv_broker.core.models import Charge, DestinationFigures
 
-__all__ = ["Charge", "charged_figures", "live_charges", "oldest_countable", "queued_weight", "with_charges"]
+__all__ = ["Charge", "charged_figures", "live_charges", "oldest_countable", "queued_weight"]
 
 
 def live_charges(
@@ -77,22 +77,14 @@ def queued_weight(d: DestinationFigures, c: Charge) -> float:
     return c.cores * c.run_s / typical if typical > 0 else 1.0
 
 
-def with_charges(d: DestinationFigures, charges: Sequence[Charge], by_work: bool = False) -> DestinationFigures:
-    """The figures as they will be once the charged jobs show: each takes
-    free cores and memory if it fits them, else it joins the queue, as one
-    job or (``by_work``) as ``queued_weight`` typical jobs: the queue's
-    drain time is what the wait estimate reads, and a queued 2 h, 16-core
-    assembly delays the jobs behind it far more than a 40 s QC job."""
-    if not charges:
-        return d
-    cpus, mem, queued = charged_figures(d, charges, by_work)
-    return d.model_copy(update={"cpus_free": cpus, "mem_free_gb": mem, "queued": queued})
-
-
 def charged_figures(d: DestinationFigures, charges: Sequence[Charge],
                     by_work: bool = False) -> tuple[float | None, float | None, float]:
-    """(free cores, free memory, queued) once the charged jobs show: what
-    ``with_charges`` changes, without copying the figures."""
+    """(free cores, free memory, queued) as they will be once the charged
+    jobs show: each takes free cores and memory if it fits them, else it
+    joins the queue, as one job or (``by_work``) as ``queued_weight``
+    typical jobs: the queue's drain time is what the wait estimate reads,
+    and a queued 2 h, 16-core assembly delays the jobs behind it far more
+    than a 40 s QC job."""
     cpus, mem, queued = d.cpus_free, d.mem_free_gb, d.queued or 0.0
     for c in charges:
         fits = (cpus is None or c.cores <= cpus) and (mem is None or c.mem <= mem)

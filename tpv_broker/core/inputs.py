@@ -4,10 +4,11 @@ ranking code."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from operator import attrgetter, itemgetter
-from typing import Any, Iterator, Protocol, Sequence, overload
+from operator import itemgetter
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -18,72 +19,33 @@ class Candidate:
     context: Any = None
 
 
-class CandidateLike(Protocol):
-    """What the rank core reads of a candidate: a ``Candidate``, or the
-    API's validated request entry as it is (no copy per candidate)."""
+@dataclass(frozen=True, eq=False)
+class Candidates:
+    """The candidates as columns, in TPV's order: the rank core reads them a
+    field at a time. The API builds them from its validated JSON objects as
+    they came (``from_rows``), without a model per candidate."""
 
-    @property
-    def id(self) -> str: ...
+    ids: list[str]
+    tpv_scores: list[float | None]
+    contexts: list[Any]
 
-    @property
-    def tpv_score(self) -> float | None: ...
+    @classmethod
+    def of(cls, candidates: Sequence[Candidate] | Candidates) -> Candidates:
+        if isinstance(candidates, Candidates):
+            return candidates
+        return cls([c.id for c in candidates], [c.tpv_score for c in candidates], [c.context for c in candidates])
 
-    @property
-    def context(self) -> Any: ...
-
-
-class CandidateRows(Sequence[Candidate]):
-    """The API's validated candidates as they came: JSON objects with an
-    ``id`` and optional ``tpv_score`` and ``context``. Many candidates are
-    scored all at once, from columns (``candidate_column``);
-    a ``Candidate`` is built only for one asked for (the first placement,
-    explain) or when they are walked one at a time. Validating 200 of them
-    as a model each took 1.7x as long as validating them as they are."""
-
-    __slots__ = ("rows", "ids", "_all")
-
-    def __init__(self, rows: Sequence[dict[str, Any]]) -> None:
-        self.rows = rows
-        self.ids: list[str] = list(map(itemgetter("id"), rows))
-        self._all: list[Candidate] | None = None
+    @classmethod
+    def from_rows(cls, rows: Sequence[Mapping[str, Any]]) -> Candidates:
+        """JSON objects with an ``id`` and optional ``tpv_score`` and ``context``."""
+        return cls(list(map(itemgetter("id"), rows)), list(map(dict.get, rows, repeat("tpv_score"))),  # type: ignore[arg-type]
+                   list(map(dict.get, rows, repeat("context"))))  # type: ignore[arg-type]
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.ids)
 
-    @overload
-    def __getitem__(self, i: int) -> Candidate: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[Candidate]: ...
-
-    def __getitem__(self, i: int | slice) -> Candidate | Sequence[Candidate]:
-        if isinstance(i, slice):
-            return CandidateRows(self.rows[i])
-        if self._all is not None:
-            return self._all[i]
-        return _candidate(self.rows[i])
-
-    def __iter__(self) -> Iterator[Candidate]:
-        # Whoever walks them all (a few candidates, one at a time) may ask again.
-        if self._all is None:
-            self._all = list(map(_candidate, self.rows))
-        return iter(self._all)
-
-    def column(self, name: str) -> list[Any]:
-        if name == "id":
-            return self.ids
-        return list(map(dict.get, self.rows, repeat(name)))
-
-
-def _candidate(row: dict[str, Any]) -> Candidate:
-    return Candidate(row["id"], row.get("tpv_score"), row.get("context"))
-
-
-def candidate_column(candidates: Sequence[CandidateLike], name: str) -> list[Any]:
-    """One field ("id", "tpv_score" or "context") of every candidate, in order."""
-    if isinstance(candidates, CandidateRows):
-        return candidates.column(name)
-    return list(map(attrgetter(name), candidates))
+    def __getitem__(self, i: int) -> Candidate:
+        return Candidate(self.ids[i], self.tpv_scores[i], self.contexts[i])
 
 
 @dataclass(frozen=True)

@@ -143,8 +143,6 @@ class RankView(_Payload):
     tool_stats: dict[str, dict[str, ToolFigures]] = Field(default_factory=dict)
     # In-flight charges on any destination, when the request asked for them.
     charges: list[Charge] = Field(default_factory=list)
-    # The snapshot's figures as columns (columns.DestinationColumns) and the
-    # asked tool_stats fields on their rows (columns.ToolColumns), when the
-    # reader keeps them per snapshot; the rank core builds them otherwise.
+    # The snapshot's figures as columns (columns.DestinationColumns), when
+    # the caller keeps them per snapshot; the rank core builds them otherwise.
     columns: Any = None
-    tool_columns: dict[str, Any] = Field(default_factory=dict)

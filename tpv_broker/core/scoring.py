@@ -1,38 +1,39 @@
 """The combiner: owns the weights (from config), checks every term's range,
-and keeps the per-term breakdown next to the total."""
+and keeps each term's values next to the totals, so a candidate's
+breakdown is read from the very computation that ordered it."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable
 
 import numpy as np
 
 from tpv_broker.core.batch import Batch
-from tpv_broker.core.terms import Defaults, Term, TermInput, build_terms
+from tpv_broker.core.result import TermBreakdown
+from tpv_broker.core.terms import Term, TermValues, build_terms
 
 
 @dataclass(frozen=True)
-class TermBreakdown:
-    term: str
-    weight: float
-    score: float
-    # weight x score / sum of weights: the contributions add up to the total.
-    contribution: float
-    level: str | None
-    raw: dict[str, Any]
-    summary: str
+class Defaults:
+    """Queue and run time when neither the tool nor the destination has one."""
 
-
-@dataclass(frozen=True)
-class CandidateScore:
-    total: float  # in [0, 1]
-    terms: tuple[TermBreakdown, ...]
+    queue_s: float
+    run_s: float
 
 
 class TermRangeError(ValueError):
     """A term returned a score outside [0, 1]: a bug in the term, not input."""
+
+
+@dataclass(frozen=True, eq=False)
+class Scores:
+    """A batch's scores: each term's values (in the model's term order) and
+    the weighted totals, in [0, 1]."""
+
+    batch: Batch
+    values: list[TermValues]
+    totals: np.ndarray
 
 
 class ScoringModel:
@@ -43,70 +44,35 @@ class ScoringModel:
             raise ValueError("at least one term needs a positive weight")
         self.defaults = defaults
         self.max_metrics_age_s = max_metrics_age_s
-        # The rank path needs only the totals: each term's score without its
-        # explanation (raw figures, summary), built only on demand (explain).
-        self._values: list[tuple[Callable[[TermInput], float], float, str]] = [
-            (getattr(term, "value", None) or _score_only(term), weight, term.name) for term, weight in terms
-        ]
         self._weights = np.array([[w] for _, w in terms], dtype=np.float64)
-        self._batch_values: list[tuple[Callable[[Batch], np.ndarray], float, str]] = [
-            (getattr(term, "values", None) or _one_at_a_time(value), weight, name)
-            for (term, _), (value, weight, name) in zip(terms, self._values)
-        ]
 
     @classmethod
-    def from_settings(cls, terms: dict[str, dict[str, Any]], default_queue_s: float, default_run_s: float,
+    def from_settings(cls, terms: Mapping[str, Mapping[str, float]], default_queue_s: float, default_run_s: float,
                       max_metrics_age_s: float) -> ScoringModel:
         return cls(build_terms(terms), Defaults(queue_s=default_queue_s, run_s=default_run_s), max_metrics_age_s)
 
-    def total(self, x: TermInput) -> float:
-        """``score(x).total``, without building the breakdown: the same
-        arithmetic in the same order, so the very same float."""
-        tw = self.total_weight
-        parts = []
-        for value, weight, name in self._values:
-            v = value(x)
-            # NaN fails both comparisons, so this also rejects NaN.
-            if not 0.0 <= v <= 1.0:
-                raise TermRangeError(f"term {name} scored {v!r} for {x.candidate.id!r}, outside [0, 1]")
-            parts.append(weight * v / tw)
-        return sum(parts)
-
-    def totals(self, b: Batch) -> np.ndarray:
-        """``total`` for every candidate of a batch, each term over all
-        candidates at once. The same weighted mean; only the order of the
-        additions may differ (a few units in the last place)."""
+    def evaluate(self, b: Batch) -> Scores:
+        """Every term over every candidate, and the weighted means."""
         # Python's floats overflow to inf without a word (a job of 1e-300
         # GB); numpy's would warn.
         with np.errstate(over="ignore"):
-            scores = np.array([values(b) for values, _, _ in self._batch_values], dtype=np.float64)
-        # NaN fails both comparisons (the min and max of an array holding one are NaN).
-        if not (scores.min() >= 0.0 and scores.max() <= 1.0):
-            for (_, _, name), v in zip(self._batch_values, scores):
-                bad = (~((v >= 0.0) & (v <= 1.0))).nonzero()[0]
-                if bad.size:
-                    i = int(bad[0])
-                    raise TermRangeError(f"term {name} scored {float(v[i])!r} for {b.input(i).candidate.id!r}, "
-                                         "outside [0, 1]")
-        return (self._weights * scores).sum(axis=0) / self.total_weight
+            values = [term.evaluate(b) for term, _ in self.terms]
+        scores = np.array([v.scores for v in values], dtype=np.float64).reshape(len(values), b.size)
+        # NaN fails both comparisons.
+        bad = ~((scores >= 0.0) & (scores <= 1.0))
+        if bad.any():
+            t, k = (int(i) for i in np.argwhere(bad)[0])
+            raise TermRangeError(f"term {self.terms[t][0].name} scored {float(scores[t, k])!r} for "
+                                 f"{b.ids[k]!r}, outside [0, 1]")
+        return Scores(b, values, (self._weights * scores).sum(axis=0) / self.total_weight)
 
-    def score(self, x: TermInput) -> CandidateScore:
-        parts = []
-        for term, weight in self.terms:
-            r = term.score(x)
-            if not 0.0 <= r.score <= 1.0 or math.isnan(r.score):
-                raise TermRangeError(f"term {term.name} scored {r.score!r} for {x.candidate.id!r}, outside [0, 1]")
-            parts.append(TermBreakdown(term.name, weight, r.score, weight * r.score / self.total_weight,
-                                       r.level, r.raw, r.summary))
-        return CandidateScore(sum(p.contribution for p in parts), tuple(parts))
-
-
-def _score_only(term: Term) -> Callable[[TermInput], float]:
-    return lambda x: term.score(x).score
-
-
-def _one_at_a_time(value: Callable[[TermInput], float]) -> Callable[[Batch], np.ndarray]:
-    def values(b: Batch) -> np.ndarray:
-        return np.array([value(b.input(i)) for i in range(b.size)], dtype=np.float64)
-
-    return values
+    def breakdown(self, scores: Scores, k: int) -> tuple[TermBreakdown, ...]:
+        """Candidate ``k``'s terms: weight, score, contribution, and what
+        each term computed it from."""
+        out = []
+        for (term, weight), v in zip(self.terms, scores.values, strict=True):
+            score = float(v.scores[k])
+            detail = term.explain(scores.batch, v, k)
+            out.append(TermBreakdown(term.name, weight, score, weight * score / self.total_weight, detail.level,
+                                     detail.raw, detail.summary))
+        return tuple(out)

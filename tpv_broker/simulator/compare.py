@@ -7,16 +7,18 @@ carries most of the work and comes in bursts, so a 4 h window offers from
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import fakeredis
 
-from tpv_broker.config.settings import ApiSettings, BrokerConfig, DestinationSettings, InflightSettings
-from tpv_broker.store.keys import KeySchema
 from tpv_broker.api.rank_service import RankService
+from tpv_broker.config.settings import ApiSettings, BrokerConfig, DestinationSettings, InflightSettings
+from tpv_broker.config.terms import DEFAULT_TERMS
+from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
-from tpv_broker.core.terms import DEFAULT_TERMS
+
 from .engine import RunResult, World, new_world, run
 from .policies import Broker, Oracle, Policy, Prototype, TpvDefault, WeightedRandom
 from .workload import OBJECT_STORES, SITES, Job, arrivals, capacity_core_seconds_per_s
@@ -96,14 +98,15 @@ def broker_config(reflect_lag_s: float, terms: dict[str, dict[str, Any]] | None 
 
 def make_policy(name: str, world: World, store: SnapshotStore, seed: int) -> Policy:
     """A policy of POLICIES or VARIANTS, on its own world and store."""
-    if name in ("tpv_default", "weighted_random", "prototype", "oracle", "oracle_start"):
-        return {
-            "tpv_default": TpvDefault,
-            "weighted_random": lambda: WeightedRandom(seed),
-            "prototype": Prototype,
-            "oracle": Oracle,
-            "oracle_start": lambda: Oracle(by_start=True),
-        }[name]()
+    fixed: dict[str, Callable[[], Policy]] = {
+        "tpv_default": TpvDefault,
+        "weighted_random": lambda: WeightedRandom(seed),
+        "prototype": Prototype,
+        "oracle": Oracle,
+        "oracle_start": lambda: Oracle(by_start=True),
+    }
+    if name in fixed:
+        return fixed[name]()
     if not name.startswith("broker"):
         raise ValueError(f"unknown policy {name!r} (known: {', '.join(POLICIES + VARIANTS)})")
     terms: dict[str, dict[str, Any]] | None = None

@@ -7,13 +7,15 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from ..collector.tool_levels import tool_levels
 from tpv_broker.core.geo import great_circle_km
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
 from tpv_broker.store.snapshots import SnapshotStore
+
+from ..collector.tool_levels import tool_levels
 from .cluster import DestinationSim
 from .workload import OBJECT_STORES, SITES, TOOLS, Job, Site
 
@@ -116,8 +118,8 @@ def run(
     def at(t: float, kind: str, payload: Any = None) -> None:
         heapq.heappush(events, (t, next(seq), kind, payload))
 
-    for job in jobs:
-        at(job.arrival, "arrive", job)
+    for arriving in jobs:
+        at(arriving.arrival, "arrive", arriving)
     horizon = max((j.arrival for j in jobs), default=0.0)
     # The first snapshot shows the empty start; then one per refresh.
     at(0.0, "sample", 0.0)
@@ -156,7 +158,7 @@ def run(
             started(dest_id, world.sites[dest_id].enqueue(job, t))
         elif kind == "finish":
             dest_id, job_id = payload
-            r, runs = world.sites[dest_id].finish(job_id, t)
+            _, runs = world.sites[dest_id].finish(job_id, t)
             records[job_id].end = t
             pending -= 1
             started(dest_id, runs)

@@ -8,9 +8,10 @@ import math
 import random
 from typing import TYPE_CHECKING, Protocol
 
+from tpv_broker.api.rank_service import RankService
 from tpv_broker.core.geo import great_circle_km
 from tpv_broker.core.inputs import Candidate, JobFacts
-from tpv_broker.api.rank_service import RankService
+
 from .workload import OBJECT_STORES, Job
 
 if TYPE_CHECKING:
@@ -59,14 +60,22 @@ class Prototype:
         store_at = OBJECT_STORES[job.input_store]
         stats = world.tool_stats.get(job.tool.id, {})
 
+        def distance_km(dest_id: str) -> float:
+            site = world.sites[dest_id].site
+            return great_circle_km(site.latitude, site.longitude, *store_at)
+
+        if snap is None:
+            # Before the first snapshot it knows only the distances.
+            return min(world.sites, key=distance_km)
+
         def key(dest_id: str) -> tuple[float, float]:
             d = snap.destinations[dest_id]
-            site = world.sites[dest_id].site
-            km = great_circle_km(site.latitude, site.longitude, *store_at)
+            km = distance_km(dest_id)
             f = stats.get(dest_id)
             mq, mr = (f.median_queue_s or 0.0, f.median_run_s or 0.0) if f else (0.0, 0.0)
             queued, running = d.running or 0.0, d.queued or 0.0  # the prototype's swap
-            score = (1 / (mq * queued) if mq * queued else math.inf) + (1 / (mr * running) if mr * running else math.inf)
+            score = ((1 / (mq * queued) if mq * queued else math.inf)
+                     + (1 / (mr * running) if mr * running else math.inf))
             return (km, -score)
 
         fitting = [
@@ -74,7 +83,7 @@ class Prototype:
             if (d.cpus_free or 0) >= job.tool.cores and (d.mem_free_gb or 0) >= job.tool.mem_gb
         ]
         if not fitting:
-            return min(snap.destinations, key=lambda i: key(i)[0])
+            return min(snap.destinations, key=distance_km)
         return min(fitting, key=key)
 
 
@@ -104,10 +113,10 @@ class Broker:
         close = [p for p in result.placements if p.total is not None and p.total >= best - self.near_tie]
         chosen = self.rng.choice(close)
         if self.charge:
-            result.placements.remove(chosen)
-            result.placements.insert(0, chosen)
+            chosen_first = result.reorder([chosen, *(p for p in result.placements if p is not chosen)])
             # Its own expected run time is not known here: charge one slot.
-            self.ranker.charge_first(result.replace(first_run_s=None), facts, world.now)
+            chosen_first.first_run_s = None
+            self.ranker.charge_first(chosen_first, facts, world.now)
         return chosen.id
 
 

@@ -106,7 +106,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                       _pm(r["p95_wait_s"]), _pm(r["mean_turnaround_s"]), _pm(r["p95_turnaround_s"]),
                       f"{r['utilisation_min']:.2f}-{r['utilisation_max']:.2f}"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
 def ratio_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -141,7 +141,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             continue
         xs = [i for i, _ in pts]
         ys = [max(s["mean"], 0.1) for _, s in pts]
-        err = [[y - max(s["min"], 0.1) for y, (_, s) in zip(ys, pts)], [s["max"] - y for y, (_, s) in zip(ys, pts)]]
+        below = [y - max(s["min"], 0.1) for y, (_, s) in zip(ys, pts, strict=True)]
+        above = [s["max"] - y for y, (_, s) in zip(ys, pts, strict=True)]
+        err = [below, above]
         ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=policy)
     ax.set_xticks(range(len(loads)), [f"{x:.0%}" for x in loads])
     ax.set_yscale("log")
