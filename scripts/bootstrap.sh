@@ -3,9 +3,10 @@
 # the redis-server and influxd binaries the test fixtures launch, and .venv.
 # Safe to re-run; does nothing that is already done.
 #   --tests  also what only the test suite needs (scripts/test.sh passes it;
-#            scripts/run-local.sh needs none of it): Debian's chromium, which
-#            the status page and /docs tests drive headless, nginx and
-#            systemd's tools for the tests of the deploy/ files.
+#            scripts/run-local.sh needs none of it): the Python packages of
+#            the `test` extra, Debian's chromium, which the status page and
+#            /docs tests drive headless, nginx and systemd's tools for the
+#            tests of the deploy/ files.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -88,11 +89,20 @@ if [[ ! -x .venv/bin/python ]]; then
         || die "python3 -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)"
 fi
 
-stamp=.venv/.installed-stamp
-if [[ ! -e $stamp || pyproject.toml -nt $stamp || client/pyproject.toml -nt $stamp ]]; then
-    say "installing tpv-broker, its TPV-side client and test dependencies into .venv"
+# One stamp per set of packages: a venv that ran the demo first must still
+# get the test extras on the first --tests run, and either reinstalls when a
+# pyproject.toml changed after its stamp.
+run_stamp=.venv/.installed-stamp
+test_stamp=.venv/.installed-test-stamp
+outdated() { [[ ! -e $1 || pyproject.toml -nt $1 || client/pyproject.toml -nt $1 ]]; }
+if (( with_tests )) && outdated "$test_stamp"; then
+    say "installing tpv-broker, its TPV-side client and the test dependencies into .venv"
     .venv/bin/python -m pip install -q -e '.[test]' -e client
-    touch "$stamp"
+    touch "$run_stamp" "$test_stamp"
+elif outdated "$run_stamp"; then
+    say "installing tpv-broker and its TPV-side client into .venv"
+    .venv/bin/python -m pip install -q -e . -e client
+    touch "$run_stamp"
 else
     say ".venv up to date"
 fi

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole system locally on demo metrics: redis-server, influxd, the
-# collector and the rank API, plus a sample rank request. Ctrl-C stops it all.
+# collector and the rank API, plus a sample rank request, printed one line per
+# candidate (--json: as JSON). While it runs, `source .local/demo/env` points
+# tpv-broker in another shell at it. Ctrl-C stops it all.
 # Options go to the demo: scripts/run-local.sh --help
 set -euo pipefail
 

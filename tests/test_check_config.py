@@ -15,10 +15,11 @@ import requests
 from click.testing import CliRunner, Result
 
 from tpv_broker.cli import main
+from tpv_broker.core.models import Snapshot, SnapshotMeta
 from tpv_broker.devtools.servers import InfluxServer, RedisServer, free_port
 from tpv_broker.store.keys import KeySchema
-from tpv_broker.core.models import Snapshot, SnapshotMeta
 from tpv_broker.store.snapshots import SnapshotStore
+from tpv_broker.wording import counted
 
 from .helpers import load_prototype_data
 
@@ -77,12 +78,16 @@ def test_all_checks_pass_against_real_servers(live_env: dict[str, str], redis_cl
     assert checks["config"] == [
         "OK config: no file (no --config, TPV_BROKER_CONFIG unset): the built-in defaults; overridden from the "
         "environment: TPV_BROKER_INFLUXDB_DATABASE, TPV_BROKER_INFLUXDB_URL, TPV_BROKER_REDIS_URL"]
-    assert checks["influxdb"][0].startswith("OK influxdb: http://127.0.0.1:") and "(InfluxDB 1." in checks["influxdb"][0]
+    influx = checks["influxdb"][0]
+    assert influx.startswith("OK influxdb: http://127.0.0.1:") and "(InfluxDB 1." in influx
     assert checks["influxdb auth"] == ["OK influxdb auth: no credentials configured, none required"]
     assert checks["influxdb database"] == [f"OK influxdb database: '{live_env['TPV_BROKER_INFLUXDB_DATABASE']}' exists"]
     data = checks["influxdb data"]
     assert [d.split(":")[1].strip() for d in data] == [
-        "queue_by_destination", "destination-queue-run-time (preset destination_queue_run_time)", "htcondor_cluster_usage"]
+        "queue_by_destination",
+        "destination-queue-run-time (preset destination_queue_run_time)",
+        "htcondor_cluster_usage",
+    ]
     assert all(d.startswith("OK") and "newest point" in d for d in data), data
     assert checks["redis"][0].startswith("OK redis: redis://127.0.0.1:") and "(Redis 7." in checks["redis"][0]
     assert checks["redis write"] == ["OK redis write: can write under 'tpv_broker:'"]
@@ -130,7 +135,7 @@ def test_no_connect_validates_only(tmp_path: pathlib.Path) -> None:
     _clean(result)
     assert result.exit_code == 0, result.output
     assert statuses(result) == ["OK"]
-    assert result.output.splitlines()[-1] == "1 checks passed (connections not tested: --no-connect)"
+    assert result.output.splitlines()[-1] == "1 check passed (connections not tested: --no-connect)"
 
 
 @pytest.mark.parametrize(
@@ -152,8 +157,8 @@ def test_bad_config_file_names_the_key(tmp_path: pathlib.Path, text: str, named:
     assert result.exit_code == 1
     assert statuses(result) == ["FAIL"], result.output
     line = lines(result)["config"][0]
-    assert line.startswith(f"FAIL config: ") and named in line and str(cfg) in line, line
-    assert result.output.splitlines()[-1].startswith("1 checks, 1 failed")
+    assert line.startswith("FAIL config: ") and named in line and str(cfg) in line, line
+    assert result.output.splitlines()[-1].startswith("1 check, 1 failed")
 
 
 def test_bad_environment_override_names_the_variable(tmp_path: pathlib.Path) -> None:
@@ -345,7 +350,7 @@ def test_an_http_server_that_is_not_influxdb(redis_url: str) -> None:
     import threading
 
     class NotInflux(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             self.send_response(404)
             self.end_headers()
 
@@ -378,7 +383,9 @@ def test_redis_user_without_info_still_passes(redis_server: RedisServer, redis_c
         redis_client.execute_command("ACL", "DELUSER", "noinfo")
     _clean(result)
     (line,) = lines(result)["redis"]
-    assert line.startswith(f"OK redis: redis://***@127.0.0.1:{redis_server.port}/0 answers (Redis unknown, INFO refused: ")
+    assert line.startswith(
+        f"OK redis: redis://***@127.0.0.1:{redis_server.port}/0 answers (Redis unknown, INFO refused: "
+    )
     assert lines(result)["redis write"][0].startswith("OK")
 
 
@@ -417,3 +424,9 @@ def test_flux_source_is_checked_with_the_collectors_own_query(redis_url: str, re
         assert TOKEN not in refused.output and "Traceback" not in refused.output
     finally:
         stub.stop()
+
+
+@pytest.mark.parametrize(("n", "text"), [(0, "0 checks"), (1, "1 check"), (2, "2 checks"), (1.0, "1 check"),
+                                         (2.5, "2.5 checks"), (1_000_000, "1000000 checks")])
+def test_counts_are_printed_in_the_singular_for_one(n: float, text: str) -> None:
+    assert counted(n, "check") == text

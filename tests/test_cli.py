@@ -7,6 +7,7 @@ import json
 import pathlib
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -14,15 +15,15 @@ import redis
 from click.testing import CliRunner, Result
 
 from tpv_broker.cli import main
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.devtools.servers import InfluxServer, free_port
 from tpv_broker.store.keys import KeySchema
-from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.store.snapshots import SnapshotStore
 
 PREFIX = "clitest"
 
 
-def run(args: list[str], env: dict[str, str | None] | None = None) -> Result:
+def run(args: list[str], env: Mapping[str, str | None] | None = None) -> Result:
     # Unset anything from the developer's shell that would change the config.
     base: dict[str, str | None] = {
         "TPV_BROKER_CONFIG": None,
@@ -54,7 +55,7 @@ def publish(client: redis.Redis, created_at: float) -> Snapshot:
 def test_help_lists_commands() -> None:
     result = run(["--help"])
     assert result.exit_code == 0
-    commands = re.findall(r"^\s{2}(\w+)\s", result.output.split("Commands:", 1)[1], re.M)
+    commands = re.findall(r"^\s{2}(\w+)\s", result.output.split("Commands:", 1)[1], re.MULTILINE)
     assert set(commands) == {"collect", "serve", "inspect", "rank", "simulate"}
 
 
@@ -116,12 +117,28 @@ def test_inspect_without_snapshot(redis_client: redis.Redis, redis_url: str, as_
     _no_traceback(result)
 
 
-def test_inspect_redis_unreachable() -> None:
-    url = f"redis://:pw-secret@127.0.0.1:{free_port()}/0"
-    result = run(["inspect"], env={"TPV_BROKER_REDIS_URL": url})
+@pytest.mark.parametrize("command", [["inspect"], ["inspect", "--json"], ["rank", "--tool", "bwa", "pulsar_de"]])
+def test_unreachable_redis_is_one_line_naming_the_url_and_what_to_do(command: list[str]) -> None:
+    port = free_port()
+    result = run(command, env={"TPV_BROKER_REDIS_URL": f"redis://:pw-secret@127.0.0.1:{port}/0"})
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: Redis at redis://127.0.0.1:")
-    assert "pw-secret" not in result.output
+    assert result.stdout == ""  # no degraded answer that looks like a ranking
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: Redis at redis://127.0.0.1:{port}/0 failed while reading the snapshot: ")
+    assert "set TPV_BROKER_REDIS_URL" in lines[0] and "source .local/demo/env" in lines[0]
+    assert "pw-secret" not in result.output + result.stderr
+    _no_traceback(result)
+
+
+def test_collect_once_with_redis_unreachable_says_what_to_do() -> None:
+    port = free_port()
+    result = run(["collect", "--once"], env={"TPV_BROKER_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+                                             "TPV_BROKER_REDIS_SOCKET_TIMEOUT_S": "0.3"})
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout
+    assert f"Redis at redis://127.0.0.1:{port}/0" in lines[0] and "source .local/demo/env" in lines[0]
     _no_traceback(result)
 
 
@@ -173,10 +190,10 @@ def _lines(now: int) -> list[str]:
         f"queue_by_destination,destination_id=pulsar_uk,state=queued count=7 {now}",
         # pulsar-util's old format: destination_id and destination_status are string fields,
         # destination_id is the AMQP vhost (aliased in the config file)
-        "htcondor_cluster_usage,classad=machine total_detected_cpus=32,unclaimed_cpus=16,total_memory=64000,"
-        f'unclaimed_memory=32000,destination_id="galaxy_sk01",destination_status="offline" {now}',
-        "destination-queue-run-time,destination_id=pulsar_de,tool_id=cat1 "
-        f"count=4,median_queue=10,median_run=20,perc_95_run=30 {now - 3600}",
+        ("htcondor_cluster_usage,classad=machine total_detected_cpus=32,unclaimed_cpus=16,total_memory=64000,"
+         f'unclaimed_memory=32000,destination_id="galaxy_sk01",destination_status="offline" {now}'),
+        ("destination-queue-run-time,destination_id=pulsar_de,tool_id=cat1 "
+         f"count=4,median_queue=10,median_run=20,perc_95_run=30 {now - 3600}"),
     ]
 
 
@@ -236,3 +253,94 @@ def test_collect_once_keeps_last_snapshot_when_influx_down(redis_client: redis.R
     env = {"TPV_BROKER_REDIS_URL": redis_url, "TPV_BROKER_INFLUXDB_URL": f"http://127.0.0.1:{free_port()}"}
     assert run(["collect", "--once"], env=env).exit_code == 1
     assert {k: redis_client.hgetall(k) for k in redis_client.keys("*")} == before
+
+
+# -- rank ----------------------------------------------------------------------------------
+RANKED = ["rank", "--tool", "cat1", "--cores", "2", "pulsar_de", "condor_us", "pulsar_nowhere"]
+
+
+def _keys(client: redis.Redis) -> dict[Any, Any]:
+    return {k: client.dump(k) for k in client.keys("*")}
+
+
+def test_rank_prints_one_explained_line_per_candidate(redis_client: redis.Redis, redis_url: str) -> None:
+    publish(redis_client, time.time())
+    result = run(RANKED, env={"TPV_BROKER_REDIS_URL": redis_url})
+    assert result.exit_code == 0, result.output + result.stderr
+    header, *lines = result.output.splitlines()
+    assert re.fullmatch(r"snapshot \d+\.\d s old, not degraded", header), header
+    assert re.fullmatch(r"  1 pulsar_de       score \d+\.\d: .+", lines[0]), lines[0]
+    # condor_us is reported offline but has no figures at all; TPV's order within the group.
+    assert lines[1:] == ["  2 condor_us       no metrics for this destination",
+                         "  3 pulsar_nowhere  no metrics for this destination"]
+
+
+def test_rank_is_read_only_by_default(redis_client: redis.Redis, redis_url: str) -> None:
+    publish(redis_client, time.time())
+    before = _keys(redis_client)
+    for args in ([], ["--explain"], ["--json"]):
+        result = run([*RANKED, *args], env={"TPV_BROKER_REDIS_URL": redis_url})
+        assert result.exit_code == 0, result.output + result.stderr
+        assert "charged" not in result.output
+    assert _keys(redis_client) == before  # no in-flight charge, nothing else either
+
+
+@pytest.mark.parametrize(("args", "job_key"), [(["--charge"], None), (["--job-id", "4711"], "4711")])
+def test_rank_charges_when_asked(redis_client: redis.Redis, redis_url: str, args: list[str],
+                                 job_key: str | None) -> None:
+    publish(redis_client, time.time())
+    before = set(redis_client.keys("*"))
+    result = run([*RANKED, *args], env={"TPV_BROKER_REDIS_URL": redis_url})
+    assert result.exit_code == 0, result.output + result.stderr
+    assert result.output.splitlines()[-1] == (
+        f"charged {'job ' + job_key if job_key else 'this job'} to pulsar_de (in-flight, as the API does)")
+    added = set(redis_client.keys("*")) - before
+    expected = {f"{PREFIX}:inflight".encode()}
+    if job_key:
+        expected.add(f"{PREFIX}:inflight:job:{job_key}".encode())
+    assert added == expected
+    assert redis_client.zcard(f"{PREFIX}:inflight") == 1
+
+
+# Values the API refuses, as JSON carries them and as typed after the option.
+BAD_JOB_VALUES = [
+    ("--cores", "-4", -4), ("--cores", "0", 0), ("--cores", "nan", float("nan")), ("--cores", "inf", float("inf")),
+    ("--cores", "100001", 100_001), ("--mem", "-1", -1), ("--mem", "nan", float("nan")), ("--gpus", "-0.5", -0.5),
+    ("--job-id", "4 2", "4 2"), ("--tool", "bwa*", "bwa*"),
+]
+JOB_FIELDS = {"--cores": "cores", "--mem": "mem", "--gpus": "gpus", "--job-id": "id", "--tool": "tool_id"}
+
+
+@pytest.mark.parametrize(("option", "typed", "value"), BAD_JOB_VALUES)
+def test_rank_refuses_what_the_api_refuses_in_the_same_words(redis_client: redis.Redis, option: str, typed: str,
+                                                             value: Any) -> None:
+    from tpv_broker.api import create_app
+    from tpv_broker.config.settings import load_config
+
+    field = JOB_FIELDS[option]
+    job = {"tool_id": "bwa", field: value}
+    app = create_app(load_config(environ={}), store=SnapshotStore(redis_client, KeySchema(PREFIX)))
+    resp = app.test_client().post("/api/rank", json={"job": job, "destinations": [{"id": "pulsar_de"}]})
+    assert resp.status_code == 400
+    [error] = resp.get_json()["errors"]
+    assert error["field"] == f"job.{field}"
+
+    args = ["rank", "--tool", typed if option == "--tool" else "bwa", "pulsar_de"]
+    if option != "--tool":
+        args[1:1] = [option, typed]
+    result = run(args, env={"TPV_BROKER_REDIS_URL": "redis://127.0.0.1:1/0"})  # never reached
+    assert result.exit_code == 2, result.output
+    assert f"Error: {option}: {error['problem']}" in result.output
+    _no_traceback(result)
+
+
+def test_rank_names_every_bad_option_and_argument_at_once() -> None:
+    result = run(["rank", "--tool", "bwa", "--cores", "-4", "--mem", "x1", "pulsar_de"])
+    assert result.exit_code == 2 and "'x1' is not a number" in result.output
+    result = run(["rank", "--tool", "bwa", "--cores", "-4", "--gpus", "-1", "pulsar_de", "pulsar de"])
+    assert result.exit_code == 2
+    assert ("Error: --cores: Input should be greater than 0 (got -4); --gpus: Input should be greater than or "
+            "equal to 0 (got -1); DESTINATIONS[1]: not a valid destination id") in result.output
+    result = run(["rank", "--tool", "bwa", "pulsar_de", "pulsar_uk", "pulsar_de"])
+    assert result.exit_code == 2
+    assert "Error: DESTINATIONS[2]: duplicate destination id 'pulsar_de'" in result.output

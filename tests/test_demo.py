@@ -6,18 +6,23 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import queue
 import re
+import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any
 
 import pytest
 
 from tpv_broker.devtools.demo_metrics import DEMO_SITES, DemoMetrics
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+ENV_FILE = REPO_ROOT / ".local" / "demo" / "env"
 START_TS = 1_700_000_000
 ALIASES = {"pulsar_sk01_tpv": "galaxy_sk01", "pulsar_cz01_tpv": "galaxy_cz01"}
 
@@ -152,9 +157,9 @@ def _json_after(text: str, marker: str) -> Any:
     return json.JSONDecoder().raw_decode(text, start)[0]
 
 
-def _run_demo() -> tuple[int, str, str]:
+def _run_demo(*args: str) -> tuple[int, str, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tpv_broker.devtools.demo", "--exit-after-sample"],
+        [sys.executable, "-m", "tpv_broker.devtools.demo", "--exit-after-sample", *args],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -177,17 +182,23 @@ def _run_demo() -> tuple[int, str, str]:
 
 @pytest.mark.integration
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="checks for survivors through /proc")
-def test_demo_runs_the_whole_system_and_leaves_nothing_behind() -> None:
-    returncode, out, err = _run_demo()
-    pids = _printed_pids(out)
-    # The demo has returned; give orphaned gunicorn workers a moment, then
-    # make sure a failing run does not leave its servers to the next one.
+def _leftovers(pids: set[int]) -> list[int]:
+    """What still runs of these sessions once the demo has returned (after
+    a moment for orphaned gunicorn workers), killed so that a failing run
+    does not leave its servers to the next one."""
     deadline = time.monotonic() + 5
     while _in_sessions(pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     leftovers = _in_sessions(pids)
     for pid in leftovers:
         os.kill(pid, signal.SIGKILL)
+    return leftovers
+
+
+def test_demo_runs_the_whole_system_and_leaves_nothing_behind() -> None:
+    returncode, out, err = _run_demo("--json")
+    pids = _printed_pids(out)
+    leftovers = _leftovers(pids)
 
     report = f"stdout:\n{out}\nstderr:\n{err}"
     assert returncode == 0, report
@@ -208,3 +219,106 @@ def test_demo_runs_the_whole_system_and_leaves_nothing_behind() -> None:
     assert sorted(reasons) == sorted(candidates)
     assert "no metrics" in reasons["pulsar_au01"]
     assert "offline" in reasons["pulsar_be01"]  # reported offline for the first steps
+    assert not ENV_FILE.exists(), "the settings of stopped servers must not stay to be sourced"
+
+
+# -- the running demo, as a newcomer meets it --------------------------------------------
+def _lines_of(stream: IO[str]) -> queue.Queue[str | None]:
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _until(lines: queue.Queue[str | None], last: str, timeout_s: float) -> list[str]:
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no {last!r} within {timeout_s:g} s:\n" + "\n".join(seen)) from None
+        if line is None:
+            raise AssertionError("the demo stopped early:\n" + "\n".join(seen))
+        seen.append(line)
+        if line == last:
+            return seen
+
+
+def _in_sourced_shell(command: str) -> subprocess.CompletedProcess[str]:
+    """A command as a newcomer types it, in a new shell in the checkout,
+    after the one line the demo says to source."""
+    # Settings of the shell that would lead away from the demo: sourcing drops them.
+    env = {**os.environ, "TPV_BROKER_REDIS_URL": "redis://127.0.0.1:1/0", "TPV_BROKER_REDIS_KEY_PREFIX": "elsewhere"}
+    return subprocess.run(["bash", "-c", f"source {shlex.quote(str(ENV_FILE))} && {command}"], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def _hints(out: list[str]) -> Iterator[str]:
+    start = out.index("Try, in another shell, while this runs:")
+    for line in out[start + 1:]:
+        if not line.startswith("  "):
+            return
+        yield line.strip()
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="checks for survivors through /proc")
+def test_the_running_demo_explains_its_answer_and_the_cli_finds_it() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "tpv_broker.devtools.demo"], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines = _lines_of(proc.stdout)
+    out: list[str] = []
+    try:
+        out = _until(lines, "Running. Ctrl-C stops everything.", 120)
+        report = "\n".join(out)
+
+        # The sample answer: a header, then one line per candidate.
+        answer = next(i for i, line in enumerate(out) if line.startswith("Answer (HTTP 200, "))
+        assert re.fullmatch(r"Answer \(HTTP 200, \d+ ms\): snapshot \d+\.\d s old, not degraded", out[answer])
+        ranked = out[answer + 1:answer + 9]
+        assert [line.split()[0] for line in ranked] == [str(n) for n in range(1, 9)], report
+        assert re.fullmatch(r"  1 pulsar_\w+ +score \d+\.\d: waits .+", ranked[0]), report
+        assert ranked[-2:] == ["  7 pulsar_au01      no metrics for this destination",
+                               "  8 pulsar_be01      reported offline"], report
+        assert out[answer + 9] == "" and not any(line.lstrip().startswith(("{", '"')) for line in out), report
+
+        hints = list(_hints(out))
+        assert hints[0].startswith("source .local/demo/env"), report
+        rank = next(h for h in hints if h.startswith("tpv-broker rank --explain "))
+        for expected in ("tpv-broker inspect", "curl -s -H 'Content-Type: application/json'", "/metrics"):
+            assert any(h.startswith(expected) or expected in h for h in hints), (expected, report)
+        assert re.search(r"http://127\.0\.0\.1:\d+/docs \(API docs\)", report)
+
+        inspected = _in_sourced_shell("tpv-broker inspect")
+        assert inspected.returncode == 0, inspected.stderr
+        assert re.match(r"snapshot age \d+\.\d s .*, 12 destinations, ", inspected.stdout), inspected.stdout
+        before = _in_sourced_shell('redis-cli -u "$TPV_BROKER_REDIS_URL" zcard tpv_broker:inflight').stdout
+        ranked_here = _in_sourced_shell(rank)
+        assert ranked_here.returncode == 0, ranked_here.stderr
+        rows = [line for line in ranked_here.stdout.splitlines() if re.match(r"  \d ", line)]
+        assert len(rows) == 8 and rows[-1] == "  8 pulsar_be01      reported offline", ranked_here.stdout
+        assert "term" in ranked_here.stdout and "queue_wait" in ranked_here.stdout  # --explain
+        after = _in_sourced_shell('redis-cli -u "$TPV_BROKER_REDIS_URL" zcard tpv_broker:inflight').stdout
+        assert before.strip() and after == before, "the hint's rank command must charge nothing"
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        leftovers = _leftovers(_printed_pids("\n".join(out)))
+    rest = "\n".join(iter(lines.get, None))  # up to the end of its output
+    proc.stdout.close()
+    assert proc.returncode == 0, "\n".join(out) + rest
+    assert rest.endswith("Stopped.") and not leftovers, rest
+    assert not ENV_FILE.exists()
+    stale = _in_sourced_shell("true")
+    assert stale.returncode != 0  # nothing left to source once it stopped

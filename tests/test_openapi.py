@@ -21,8 +21,8 @@ from tpv_broker.api import create_app
 from tpv_broker.api import examples as ex
 from tpv_broker.api.openapi import FIELD_DOCS, SWAGGER_ASSETS, build_spec, swagger_ui_dir
 from tpv_broker.api.schemas import ProcessDataRequest, RankRequest
-from tpv_broker.devtools.servers import free_port
 from tpv_broker.config.settings import BrokerConfig, load_config
+from tpv_broker.devtools.servers import free_port
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore, connect_redis
 
@@ -186,7 +186,7 @@ def test_documented_answer_is_the_real_answer(api: str, spec: dict[str, Any], pa
 def test_every_request_example_is_posted(spec: dict[str, Any]) -> None:
     """Each request example is answered by at least one documented answer,
     so the test above sends every one of them."""
-    for path, method, op in _operations(spec):
+    for path, _, op in _operations(spec):
         if "requestBody" not in op:
             continue
         requested = set(op["requestBody"]["content"]["application/json"]["examples"])
@@ -225,7 +225,7 @@ def test_answers_with_in_flight_accounting_on_match_the_schema(store: SnapshotSt
     op = spec["paths"]["/api/rank"]["post"]
     with serving(_app(store, load_config(environ={}))) as url:
         for _ in range(2):
-            for name, example in op["requestBody"]["content"]["application/json"]["examples"].items():
+            for example in op["requestBody"]["content"]["application/json"]["examples"].values():
                 resp = requests.post(f"{url}/api/rank?explain=1", json=example["value"], timeout=10)
                 _check(spec, op["responses"][str(resp.status_code)]["content"], resp.json())
 
@@ -290,9 +290,11 @@ def test_a_changed_answer_fails_its_schema(spec: dict[str, Any]) -> None:
 
 
 # -- /docs ------------------------------------------------------------------------------------------
-def test_docs_page_loads_only_local_assets(api: str) -> None:
-    page = requests.get(f"{api}/docs", timeout=10)
+@pytest.mark.parametrize("path", ["/docs", "/docs/"])
+def test_docs_page_loads_only_local_assets(api: str, path: str) -> None:
+    page = requests.get(f"{api}{path}", timeout=10, allow_redirects=False)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
     refs = re.findall(r'(?:src|href)="([^"]+)"', page.text)
     assert refs and all(r.startswith("/") and not r.startswith("//") for r in refs), refs
     for ref in refs:

@@ -11,20 +11,29 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import requests
 
-from .collector.influx import InfluxQLClient, quote_ident, time_window
-from tpv_broker.config.settings import CONFIG_ENV, BrokerConfig, env_overrides, load_config
+from tpv_broker.config.settings import (
+    CONFIG_ENV,
+    BrokerConfig,
+    env_overrides,
+    load_config,
+)
+from tpv_broker.config.urls import redact_url
 from tpv_broker.errors import BrokerError, ConfigError, MetricSourceError
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore, connect_redis
-from tpv_broker.config.urls import redact_url
+from tpv_broker.wording import counted
+
+from .collector.influx import InfluxQLClient
+from .collector.influxql import quote_ident, time_window
 
 Status = Literal["OK", "WARN", "FAIL"]
 
@@ -105,10 +114,12 @@ def check_config(path: str | Path | None, environ: Mapping[str, str]) -> tuple[C
     )
     try:
         config = load_config(path, environ)
-        config.scoring.model()
     except ConfigError as e:
         return Check("FAIL", "config", str(e)), None
-    source = f"{path}: valid" if path is not None else f"no file (no --config, {CONFIG_ENV} unset): the built-in defaults"
+    if path is not None:
+        source = f"{path}: valid"
+    else:
+        source = f"no file (no --config, {CONFIG_ENV} unset): the built-in defaults"
     extra = f"; overridden from the environment: {', '.join(overridden)}" if overridden else ""
     return Check("OK", "config", f"{source}{extra}"), config
 
@@ -144,7 +155,7 @@ def check_flux(config: BrokerConfig) -> list[Check]:
     except MetricSourceError as e:
         return [Check("FAIL", "influxdb", str(e), hint)]
     checks = [Check("OK", "influxdb", f"{source.where} answered the collector's query")]
-    for preset, result in zip(presets, results):
+    for preset, result in zip(presets, results, strict=True):
         probe = next(p for p in measurement_probes(config) if p.preset == preset.name)
         if result.error:
             checks.append(Check("FAIL", "influxdb data", f"{preset.name}: {result.error}"))
@@ -152,9 +163,10 @@ def check_flux(config: BrokerConfig) -> list[Check]:
             checks.append(Check("FAIL", "influxdb data",
                                 f"{preset.name}: no point of {probe.measurement!r} in the last "
                                 f"{probe.lookback_s:g} s ({probe.lookback_key})",
-                                f"is {probe.writer} writing to this bucket? Or drop {preset.name} from collector.presets"))
+                                f"is {probe.writer} writing to this bucket? "
+                                f"Or drop {preset.name} from collector.presets"))
         else:
-            checks.append(Check("OK", "influxdb data", f"{preset.name}: {len(result.rows)} rows"))
+            checks.append(Check("OK", "influxdb data", f"{preset.name}: {counted(len(result.rows), 'row')}"))
     return checks
 
 
@@ -249,14 +261,17 @@ def check_measurements(client: InfluxQLClient, probes: list[MeasurementProbe],
     now = time.time() if now is None else now
     existing = {row[0] for s in results[0].series for row in s.values}
     checks = []
-    for p, res in zip(probes, results[1:]):
+    for p, res in zip(probes, results[1:], strict=True):
         name = "influxdb data"
         what = p.measurement if p.measurement == p.preset else f"{p.measurement} (preset {p.preset})"
         if res.error:
             checks.append(Check("FAIL", name, f"reading {what} failed: {res.error}"))
         elif res.series and res.series[0].values:
             at = res.series[0].values[0][0]
-            age = f"newest point {max(0.0, now - float(at)):.0f} s old" if isinstance(at, (int, float)) else "has points"
+            if isinstance(at, (int, float)):
+                age = f"newest point {max(0.0, now - float(at)):.0f} s old"
+            else:
+                age = "has points"
             checks.append(Check("OK", name, f"{what}: {age}"))
         elif p.measurement not in existing:
             checks.append(Check("FAIL", name, f"{what}: no such measurement in database "
@@ -342,9 +357,11 @@ def check_redis(config: BrokerConfig, now: float | None = None) -> list[Check]:
         age = meta.age_s(time.time() if now is None else now)
         limit = config.api.max_snapshot_age_s
         status: Status = "OK" if age <= limit else "WARN"
-        stale = "" if status == "OK" else f", older than api.max_snapshot_age_s ({limit:g} s): rank answers are degraded"
-        checks.append(Check(status, "redis snapshot",
-                            f"{age:.0f} s old, {meta.destinations} destinations, by {meta.collector or '?'}{stale}",
+        stale = ("" if status == "OK"
+                 else f", older than api.max_snapshot_age_s ({limit:g} s): rank answers are degraded")
+        size = counted(meta.destinations, "destination")
+        text = f"{age:.0f} s old, {size}, by {meta.collector or '?'}{stale}"
+        checks.append(Check(status, "redis snapshot", text,
                             "" if status == "OK" else "is the collector running and publishing?"))
     return checks
 

@@ -6,16 +6,26 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tpv_broker.config.settings import BrokerConfig, load_config
-from tpv_broker.errors import BrokerError
-from tpv_broker.logging_setup import configure_logging, event
-from tpv_broker.store.snapshots import store_from_config
 from tpv_broker.config.urls import redact_url
+from tpv_broker.errors import BrokerError, StoreError
+from tpv_broker.logging_setup import configure_logging, event
+from tpv_broker.store.snapshots import SnapshotStore, store_from_config
+from tpv_broker.wording import counted
+
+if TYPE_CHECKING:
+    from tpv_broker.api.schemas import RankRequest
+
+# What to do when Redis cannot be reached: most often a shell that does not
+# point at the running system (the demo's Redis is on a new port each run).
+REDIS_HINT = ("set TPV_BROKER_REDIS_URL (or redis.url in --config) to a running Redis; "
+              "for the demo (scripts/run-local.sh, while it runs): source .local/demo/env")
 
 
 def _fail(message: str) -> None:
@@ -45,6 +55,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except StoreError as e:
+            _fail(f"{str(e).rstrip('.')}; {REDIS_HINT}")
         except BrokerError as e:
             _fail(str(e))
 
@@ -77,10 +89,11 @@ def main(ctx: click.Context, config_path: str | None, log_level: str | None) -> 
 @click.pass_obj
 def collect(obj: _Context, once: bool) -> None:
     """Read metrics from InfluxDB and publish snapshots to Redis."""
+    from tpv_broker.store.leader_lock import LeaderLease, default_instance_id
+
     from .collector.daemon import CycleRunner, run_daemon
     from .collector.metrics import CollectorMetrics, MetricsServer
     from .collector.source import metric_source
-    from tpv_broker.store.leader_lock import LeaderLease, default_instance_id
 
     config = obj.config
     store = _store(config)
@@ -88,7 +101,8 @@ def collect(obj: _Context, once: bool) -> None:
                         config.collector.effective_lease_s)
     port = None if once else config.collector.metrics_port
     metrics = CollectorMetrics(time.time) if port is not None else None
-    runner = CycleRunner(config, metric_source(config.influxdb), store, time.time, metrics, leader=lease)
+    runner = CycleRunner(config, metric_source(config.influxdb), store, time.time, metrics,
+                         leader=lease, daemon=not once)
     if once:
         # Even a one-off run publishes only if no daemon holds the lease.
         lease.hold()
@@ -97,7 +111,8 @@ def collect(obj: _Context, once: bool) -> None:
         finally:
             lease.release()
         assert report is not None  # only a failing daemon skips cycles
-        click.echo(report.summary())
+        unreachable = lease.last_error is not None
+        click.echo(report.summary().rstrip(".") + (f"; {REDIS_HINT}" if unreachable else ""))
         if not report.published:
             sys.exit(1)
         return
@@ -107,7 +122,7 @@ def collect(obj: _Context, once: bool) -> None:
             "metrics at http://%s:%d/metrics", server.host, server.port,
             extra=event("metrics_served", host=server.host, port=server.port))
     try:
-        run_daemon(runner, config.collector.interval_s)
+        run_daemon(runner)
     finally:
         if server is not None:
             server.close()
@@ -129,15 +144,26 @@ def _fmt(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
-def _store(config: BrokerConfig) -> Any:
+def _store(config: BrokerConfig) -> SnapshotStore:
     return store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s,
                              config.redis.connect_timeout_s)
+
+
+def _require_redis(store: SnapshotStore, action: str) -> None:
+    """Fail (as a StoreError, one line) unless Redis answers: for commands
+    that would otherwise carry on without it and show a degraded answer."""
+    import redis
+
+    try:
+        store.client.ping()
+    except redis.RedisError as e:
+        raise store.failure(action, e) from None
 
 
 @main.command()
@@ -148,6 +174,7 @@ def inspect(obj: _Context, as_json: bool) -> None:
 
     The score is the one a 1-core job of a tool with no history and no
     inputs would get, i.e. the job-independent part of the order."""
+    from tpv_broker.api.rank_service import scoring_model
     from tpv_broker.core.inputs import Candidate, JobFacts
     from tpv_broker.core.models import RankView
     from tpv_broker.core.ranking import rank
@@ -159,7 +186,8 @@ def inspect(obj: _Context, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps({"snapshot": None}))
         else:
-            click.echo(f"no snapshot in Redis at {redact_url(config.redis.url)} (prefix {config.redis.key_prefix!r}): is the collector running?")
+            click.echo(f"no snapshot in Redis at {redact_url(config.redis.url)} "
+                       f"(prefix {config.redis.key_prefix!r}): is the collector running?")
         sys.exit(1)
     unmatched = sorted(d for d, f in snapshot.destinations.items() if not f.in_config) if config.destinations else []
     if as_json:
@@ -171,23 +199,23 @@ def inspect(obj: _Context, as_json: bool) -> None:
     meta = snapshot.meta
     click.echo(
         f"snapshot age {meta.age_s(now):.1f} s (by {meta.collector or '?'}, cycle {meta.cycle_s * 1000:.0f} ms), "
-        f"{meta.destinations} destinations, {meta.tools} tools"
+        f"{counted(meta.destinations, 'destination')}, {counted(meta.tools, 'tool')}"
     )
     if meta.stale_since is not None:
         retry = "" if meta.retry_at is None else f"; next attempt in {max(0.0, meta.retry_at - now):.0f} s"
-        click.echo(f"STALE: the collector has failed {meta.failed_cycles} cycle(s) in a row since "
+        click.echo(f"STALE: the collector has failed {counted(meta.failed_cycles, 'cycle')} in a row since "
                    f"{now - meta.stale_since:.0f} s ago{retry}: {meta.stale_reason}")
     if meta.problems:
         click.echo(f"problems in the cycle that built it: {meta.problems}")
     view = RankView(meta=meta, destinations=snapshot.destinations)
     probe = JobFacts(tool_id="", cores=1, mem=0)
     result = rank([Candidate(d) for d in sorted(snapshot.destinations)], probe, [], view, now,
-                  config.scoring.model(), float("inf"), config.destination_locations())
+                  scoring_model(config.scoring), float("inf"), config.destination_locations())
     header = ("destination", "status", "queued", "running", "cpus free/total", "mem GB free/total", "score", "age s")
     rows = []
     for p in result.placements:
         d = snapshot.destinations[p.id]
-        score = _fmt(p.total * 100, 1) if p.total is not None else p.group
+        score = _fmt(p.total * 100, 1) if p.total is not None else p.group.value
         rows.append((p.id, d.status, _fmt(d.queued), _fmt(d.running), f"{_fmt(d.cpus_free)}/{_fmt(d.cpus_total)}",
                      f"{_fmt(d.mem_free_gb, 1)}/{_fmt(d.mem_total_gb, 1)}", score,
                      _fmt(None if d.live_at is None else now - d.live_at)))
@@ -196,65 +224,147 @@ def inspect(obj: _Context, as_json: bool) -> None:
         click.echo(f"ids seen in the metrics that match no configured destination or alias: {', '.join(unmatched)}")
 
 
-def _parse_dataset(value: str) -> tuple[str, float]:
-    store_id, sep, size = value.rpartition("=")
+def _number(text: str) -> int | float:
+    """A number as JSON would carry it: ``4`` stays an int, so the API's
+    validation answers the same words for the same value ("got -4", not
+    "got -4.0"). ``nan`` and ``inf`` get through to be refused there."""
     try:
-        if not sep or not store_id:
-            raise ValueError
-        return store_id, float(size)
+        return int(text)
     except ValueError:
-        raise click.BadParameter(f"{value!r}: expected OBJECT_STORE_ID=SIZE_IN_BYTES") from None
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a number") from None
+
+
+def _number_option(_ctx: click.Context, _param: click.Parameter, value: str) -> int | float:
+    return _number(value)
+
+
+def _parse_dataset(value: str) -> dict[str, Any]:
+    store_id, sep, size = value.rpartition("=")
+    if not sep or not store_id:
+        raise click.BadParameter(f"{value!r}: expected OBJECT_STORE_ID=SIZE_IN_BYTES", param_hint="--dataset")
+    try:
+        return {"object_store_id": store_id, "size": _number(size)}
+    except click.BadParameter:
+        raise click.BadParameter(f"{value!r}: expected OBJECT_STORE_ID=SIZE_IN_BYTES", param_hint="--dataset") \
+            from None
+
+
+# The API's request fields, as the options and arguments of `rank` name them.
+_RANK_OPTIONS = {"job.tool_id": "--tool", "job.cores": "--cores", "job.mem": "--mem", "job.gpus": "--gpus",
+                 "job.id": "--job-id", "destinations": "DESTINATIONS", "datasets": "--dataset"}
+
+
+def _option_for(field: str) -> str:
+    """``job.cores`` -> ``--cores``; ``destinations[2].id`` -> ``DESTINATIONS[2]``
+    (the third destination given), ``datasets[0].size`` -> ``--dataset[0]``."""
+    if field in _RANK_OPTIONS:
+        return _RANK_OPTIONS[field]
+    head, bracket, rest = field.partition("[")
+    index = "[" + rest.split("]", 1)[0] + "]" if bracket else ""
+    return _RANK_OPTIONS.get(head, field) + index
+
+
+def _rank_request(tool_id: str, cores: float, mem: float, gpus: float, job_id: str | None,
+                  destinations: tuple[str, ...], datasets: tuple[str, ...]) -> RankRequest:
+    """The request the API would get for these options, validated by the
+    API's own models: the same values are refused, in the same words, the
+    field named as the option that set it."""
+    from pydantic import ValidationError
+
+    from tpv_broker.api.schemas import RankRequest, describe_errors
+
+    body = {
+        "job": {"tool_id": tool_id, "cores": cores, "mem": mem, "gpus": gpus,
+                **({"id": job_id} if job_id is not None else {})},
+        "destinations": [{"id": d} for d in destinations],
+        "datasets": [_parse_dataset(v) for v in datasets],
+    }
+    try:
+        return RankRequest.model_validate(body)
+    except ValidationError as e:
+        problems = [f"{_option_for(p['field'])}: {p['problem']}" for p in describe_errors(e)]
+        raise click.UsageError("; ".join(problems)) from None
+
+
+def answer_lines(answer: dict[str, Any]) -> list[str]:
+    """An explained rank answer (the API's JSON, ``?explain=1``) as a person
+    reads it: a line on the snapshot's age and whether the answer is
+    degraded, then per candidate its position, id, and score and reason.
+    The demo prints the same lines for its sample answer."""
+    age = answer.get("snapshot_age_s")
+    lines = [("no snapshot" if age is None else f"snapshot {age:.1f} s old") + ", "
+             + (f"DEGRADED: {answer.get('degraded_reason') or 'reason unknown'}"
+                if answer.get("degraded") else "not degraded")]
+    explained = answer.get("explain") or []
+    width = max((len(e["id"]) for e in explained), default=0) + 2
+    lines += [f"{e['position']:>3} {e['id']:<{width}}{e['reason']}" for e in explained]
+    return lines
+
+
+def _term_rows(entry: dict[str, Any]) -> list[tuple[str, ...]]:
+    return [("    ", t["term"], f"{t['score']:.3f}", f"{t['weight']:g}", f"{t['contribution']:.2f}",
+             t["level"] or "-", ", ".join(f"{k}={v}" for k, v in t["raw"].items()))
+            for t in entry.get("terms", [])]
+
+
+def _charged_to(explained: dict[str, Any]) -> str | None:
+    """Where the rank service charges a job: the first candidate, if it
+    was ranked on live figures (scored)."""
+    first = (explained.get("explain") or [{}])[0]
+    return first.get("id") if first.get("group") == "scored" else None
 
 
 @main.command("rank")
 @click.argument("destinations", nargs=-1, required=True)
 @click.option("--tool", "tool_id", required=True, help="Tool id (full toolshed id or short).")
-@click.option("--cores", type=float, default=1.0, show_default=True)
-@click.option("--mem", type=float, default=0.0, show_default=True, help="GB, as TPV.")
-@click.option("--gpus", type=float, default=0.0, show_default=True)
+@click.option("--cores", default="1", show_default=True, callback=_number_option, metavar="NUMBER")
+@click.option("--mem", default="0", show_default=True, callback=_number_option, metavar="NUMBER", help="GB, as TPV.")
+@click.option("--gpus", default="0", show_default=True, callback=_number_option, metavar="NUMBER")
 @click.option("--dataset", "datasets", multiple=True, metavar="STORE=BYTES", help="An input dataset; repeatable.")
+@click.option("--job-id", help="Galaxy's job id: this is a real placement, charge it (as the API does).")
+@click.option("--charge", is_flag=True, help="Charge the destination ranked first, as the API does for each "
+              "request (without it, or --job-id, nothing is written to Redis).")
 @click.option("--explain", is_flag=True, help="Show each term's figures, score, weight and contribution.")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer (with --explain: explained).")
 @click.pass_obj
 def rank_command(obj: _Context, destinations: tuple[str, ...], tool_id: str, cores: float, mem: float,
-                 gpus: float, datasets: tuple[str, ...], explain: bool, as_json: bool) -> None:
-    """Rank DESTINATIONS for a job, from the snapshot in Redis, as the API would."""
-    from tpv_broker.core.explain import answer as answer_body
-    from tpv_broker.core.explain import explain as explain_result
-    from tpv_broker.core.inputs import Candidate, JobFacts
+                 gpus: float, datasets: tuple[str, ...], job_id: str | None, charge: bool, explain: bool,
+                 as_json: bool) -> None:
+    """Rank DESTINATIONS for a job, from the snapshot in Redis, as the API would.
+
+    Read-only unless --charge or --job-id: debugging a live system must not
+    change the ranking that Galaxy's next jobs get."""
     from tpv_broker.api.rank_service import RankService
+    from tpv_broker.core.explain import answer as answer_body
 
-    if len(set(destinations)) != len(destinations):
-        raise click.BadParameter("each destination once", param_hint="DESTINATIONS")
-    from tpv_broker.core.ids import check_destination_id, check_tool_id
-
-    # The API's id rules: nothing odd reaches Redis from here either.
-    try:
-        check_tool_id(tool_id)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--tool") from None
-    for dest_id in destinations:
-        try:
-            check_destination_id(dest_id)
-        except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="DESTINATIONS") from None
+    request = _rank_request(tool_id, cores, mem, gpus, job_id, destinations, datasets)
     config = obj.config
-    service = RankService(config, _store(config), time.time)
-    job = JobFacts(tool_id=tool_id, cores=cores, mem=mem, gpus=gpus)
-    result = service.rank([Candidate(d) for d in destinations], job, service.datasets([_parse_dataset(v) for v in datasets], {}))
+    store = _store(config)
+    # Without Redis the service answers TPV's order, as Galaxy needs; a
+    # person asking here needs to know why instead.
+    _require_redis(store, "reading the snapshot")
+    service = RankService(config, store, time.time)
+    job = request.job.facts()
+    inputs = service.datasets([(d.object_store_id, d.size) for d in request.datasets], {})
+    result = service.rank(request.candidates(), job, inputs, charge=charge or job_id is not None)
     if as_json:
         click.echo(json.dumps(answer_body(result, explain), indent=2))
         return
-    explained = explain_result(result)
-    age = "no snapshot" if result.snapshot_age_s is None else f"snapshot age {result.snapshot_age_s:.1f} s"
-    click.echo(f"{age}{'; DEGRADED: ' + result.degraded_reason if result.degraded else ''}")
-    for e in explained:
-        click.echo(f"{e['position']:>3}. {e['id']}  {e['reason']}")
-        if explain and "terms" in e:
-            _table(("", "term", "score", "weight", "contribution", "level", "raw"),
-                   [("    ", t["term"], f"{t['score']:.3f}", f"{t['weight']:g}", f"{t['contribution']:.2f}",
-                     t["level"] or "-", ", ".join(f"{k}={v}" for k, v in t["raw"].items()))
-                    for t in e["terms"]])
+    explained = answer_body(result, True)
+    lines = answer_lines(explained)
+    click.echo(lines[0])
+    for entry, line in zip(explained["explain"], lines[1:], strict=True):
+        click.echo(line)
+        if explain and "terms" in entry:
+            _table(("", "term", "score", "weight", "contribution", "level", "raw"), _term_rows(entry))
+    charged = _charged_to(explained) if (charge or job_id is not None) and service.inflight is not None else None
+    if charged is not None:
+        click.echo(f"charged {'job ' + job_id if job_id is not None else 'this job'} to {charged} (in-flight, "
+                   f"as the API does)")
 
 
 @main.command("check-config")
@@ -277,7 +387,9 @@ def check_config(obj: _Context, config_path: str | None, no_connect: bool) -> No
         click.echo(f"{click.style(f'{c.status:<4}', fg=colours[c.status])} {c.text()}")
     failed = sum(c.failed for c in checks)
     untested = " (connections not tested: --no-connect)" if no_connect else ""
-    click.echo((f"{len(checks)} checks, {failed} failed" if failed else f"{len(checks)} checks passed") + untested)
+    summary = f"{counted(len(checks), 'check')}, {failed} failed" if failed else (
+        f"{counted(len(checks), 'check')} passed")
+    click.echo(summary + untested)
     if failed:
         sys.exit(1)
 
@@ -305,7 +417,9 @@ def simulate(loads: str, hours: float, seed: int, seeds: int, refresh_s: float, 
     try:
         from .simulator import compare, report
     except ImportError as e:
-        raise click.ClickException(f"the simulator needs the 'sim' extra (pip install 'tpv-broker[sim]'): {e}")
+        raise click.ClickException(
+            f"the simulator needs the 'sim' extra (pip install 'tpv-broker[sim]'): {e}"
+        ) from None
     try:
         load_list = [float(x) for x in loads.split(",") if x.strip()]
     except ValueError:
@@ -319,7 +433,11 @@ def simulate(loads: str, hours: float, seed: int, seeds: int, refresh_s: float, 
     if not 1 <= low <= high:
         raise click.BadParameter(f"{bursts!r}: need 1 <= MIN <= MAX", param_hint="--bursts")
     known = compare.POLICIES + compare.VARIANTS
-    policies = compare.POLICIES if policy_list is None else tuple(p.strip() for p in policy_list.split(",") if p.strip())
+    policies: tuple[str, ...]
+    if policy_list is None:
+        policies = compare.POLICIES
+    else:
+        policies = tuple(p.strip() for p in policy_list.split(",") if p.strip())
     unknown = [p for p in policies if p not in known]
     if unknown or not policies:
         raise click.BadParameter(f"unknown policy {', '.join(unknown) or '(none given)'} (known: {', '.join(known)})",

@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, jsonify, make_response, render_template, send_from_directory
-from pydantic.json_schema import models_json_schema
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from tpv_broker.config.settings import BrokerConfig
+
 from . import auth
 from . import examples as ex
-from .state import get_state
 from .responses import RESPONSE_MODELS
 from .schemas import ProcessDataRequest, RankRequest
+from .state import get_state
 
 bp = Blueprint("openapi", __name__, template_folder="web/templates", static_folder="web/static",
                static_url_path="/docs/static")
@@ -76,7 +78,8 @@ def _app_version() -> str:
 
 
 def _component_schemas(config: BrokerConfig) -> dict[str, Any]:
-    models = [(m, "validation") for m in (RankRequest, ProcessDataRequest, *RESPONSE_MODELS)]
+    documented: tuple[type[BaseModel], ...] = (RankRequest, ProcessDataRequest, *RESPONSE_MODELS)
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in documented]
     _, top = models_json_schema(models, ref_template=REF)
     schemas: dict[str, Any] = top["$defs"]
     for model, fields in FIELD_DOCS.items():
@@ -232,7 +235,9 @@ def spec() -> Response:
     return jsonify(built)
 
 
-@bp.get("/docs")
+# /docs/ too (people type it, status pages of other tools link it): the
+# page's links are absolute, so it works from either.
+@bp.get("/docs", strict_slashes=False)
 def docs() -> Response:
     resp = make_response(render_template("docs.html"))
     resp.headers["Content-Security-Policy"] = DOCS_CSP

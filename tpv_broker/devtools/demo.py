@@ -7,8 +7,11 @@ schemas Galaxy sites really produce (gxadmin's ``queue_by_destination`` and
 its old format), keeps writing new points from a feeder thread so queues grow
 and drain and free cores move, then runs the collector and the rank API as
 they run in production (``tpv-broker collect`` and ``tpv-broker serve``).
-Once the API is ready it sends one sample rank request, prints the request and
-the answer, and tells how to poke at the running system. Ctrl-C stops it all.
+Once the API is ready it sends one sample rank request and prints the answer
+as one line per candidate (its place, score and reason; ``--json``: the
+request and answer as JSON), writes the running system's settings to
+``.local/demo/env`` for ``tpv-broker`` in another shell (``source`` it), and
+tells how to poke at the running system. Ctrl-C stops it all.
 
 The metrics are a deterministic function of ``--seed``: the same seed gives
 the same points (only the timestamps follow the clock).
@@ -20,6 +23,7 @@ tests and CI.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import fcntl
 import json
@@ -31,15 +35,19 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, Callable, Mapping, Sequence
+from typing import IO, Any
 
 import requests
 
-from tpv_broker.config.settings import BrokerConfig, load_config
+from tpv_broker.cli import answer_lines
+from tpv_broker.config.settings import CONFIG_ENV, ENV_PREFIX, BrokerConfig, load_config
 from tpv_broker.errors import BrokerError
+from tpv_broker.wording import counted
+
 from .demo_metrics import DemoMetrics, sample_request
 from .servers import InfluxServer, RedisServer, ServerError, free_port
 
@@ -50,6 +58,12 @@ STATE_DIR = REPO_ROOT / ".local" / "demo"
 LOCK_FILE = REPO_ROOT / ".local" / "demo.lock"
 DATABASE = "galaxy"
 COLLECTOR_INTERVAL_S = 5
+# The environment the demo's collector and API run with, to `source` in
+# another shell: there `tpv-broker inspect` finds the running system.
+ENV_FILE_NAME = "env"
+# The environment overrides the demo's children get (besides TPV_BROKER_CONFIG).
+DEMO_SETTINGS = ("TPV_BROKER_REDIS_URL", "TPV_BROKER_INFLUXDB_URL", "TPV_BROKER_INFLUXDB_DATABASE",
+                 "TPV_BROKER_COLLECTOR_INTERVAL_S", "TPV_BROKER_COLLECTOR_BATCH_WINDOW_S")
 
 _STOP_GRACE_S = 10.0
 _HTTP_TIMEOUT_S = 10.0
@@ -151,16 +165,12 @@ class _Child:
         proc = self.proc
         if proc.poll() is None:
             proc.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=_STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                pass
         # The child leads its own process group (gunicorn's workers are in
         # it too): nothing of it may outlive the demo.
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         proc.wait()
 
 
@@ -221,6 +231,62 @@ def describe_step(metrics: DemoMetrics, n_lines: int) -> str:
     )
 
 
+def _shown_path(path: Path) -> str:
+    """The path as short as a shell in the current folder can use it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def env_file_text(settings: Mapping[str, str], config_path: Path, bin_dir: Path | None, pid: int) -> str:
+    """A file to ``source``: the settings the demo's collector and API run
+    with, nothing else of TPV_BROKER_* (as the demo gives its children), and
+    ``bin_dir`` (where ``tpv-broker`` is) first on PATH."""
+    lines = [
+        f"# The running demo's settings (scripts/run-local.sh, pid {pid}), for tpv-broker in another shell.",
+        "# Removed when the demo stops. Sourcing it drops any other TPV_BROKER_* setting of the shell.",
+        f"unset $(env | sed -n 's/^\\({ENV_PREFIX}[A-Za-z0-9_]*\\)=.*/\\1/p')",
+        f"export {CONFIG_ENV}={shlex.quote(str(config_path))}",
+        *(f"export {name}={shlex.quote(settings[name])}" for name in DEMO_SETTINGS),
+    ]
+    if bin_dir is not None:
+        quoted = shlex.quote(str(bin_dir))
+        lines.append(f'case ":$PATH:" in *:{quoted}:*) ;; *) export PATH={quoted}:"$PATH" ;; esac')
+    return "\n".join(lines) + "\n"
+
+
+def _size_shown(size: float) -> str:
+    return f"{size / 2**30:g} GiB" if size >= 2**30 else f"{size / 2**20:g} MiB"
+
+
+def request_lines(body: Mapping[str, Any]) -> list[str]:
+    """A rank request in a few lines: the job, the candidates with their
+    TPV scores in TPV's order, the input datasets."""
+    job = body["job"]
+    gpus = f", {job['gpus']:g} GPUs" if job.get("gpus") else ""
+    lines = [(f"  job {job.get('id', '(no id)')}: {job['tool_id']}, {counted(job.get('cores', 1), 'core')}, "
+              f"{job.get('mem', 0):g} GB{gpus}")]
+    candidates = body["destinations"]
+    scores = ", ".join(f"{d['id']} {d['tpv_score']:g}" if d.get("tpv_score") is not None else d["id"]
+                       for d in candidates)
+    lines.append(f"  {counted(len(candidates), 'candidate')} in TPV's order, with TPV's scores: {scores}")
+    datasets = body.get("datasets") or []
+    if datasets:
+        shown = ", ".join(f"{_size_shown(d.get('size', 0))} in {d['object_store_id']}" for d in datasets)
+        lines.append(f"  {counted(len(datasets), 'input dataset')}: {shown}")
+    return lines
+
+
+def rank_command(broker: str, body: Mapping[str, Any]) -> str:
+    """``tpv-broker rank --explain`` for the job and candidates of a request
+    (read-only: it charges nothing)."""
+    job = body["job"]
+    args = ["rank", "--explain", "--tool", job["tool_id"], "--cores", f"{job.get('cores', 1):g}",
+            "--mem", f"{job.get('mem', 0):g}", *(d["id"] for d in body["destinations"])]
+    return f"{broker} {shlex.join(args)}"
+
+
 def _pretty(value: Any, indent: int = 0, used: int = 0, width: int = 110) -> str:
     """JSON, indented, but an object or list stays on one line when it fits
     there, and always from the fourth level down (explain's score terms):
@@ -250,6 +316,7 @@ class Demo:
     feed_interval_s: float
     ready_timeout_s: float
     exit_after_sample: bool
+    as_json: bool
     stop_requested: threading.Event
     received: list[int]
     state_dir: Path = STATE_DIR
@@ -303,6 +370,7 @@ class Demo:
         )
         metrics = self._write_initial_metrics(config)
         self._check_stop()
+        self._write_env_file(env)
 
         api_port = free_port()
         api_url = f"http://127.0.0.1:{api_port}"
@@ -326,7 +394,7 @@ class Demo:
         self._sample(api_url, api)
         if self.exit_after_sample:
             return
-        self._print_commands(api_url, broker, env)
+        self._print_commands(api_url, broker)
         self.running = True
         self._say("\nRunning. Ctrl-C stops everything.")
         while not self.stop_requested.wait(0.5):
@@ -352,6 +420,15 @@ class Demo:
         self._record("influxd", self.influx.proc.pid)
         self.influx.create_database(DATABASE)
         self._say_component("influxd", self.influx.proc.pid, f"{self.influx.url}, database {DATABASE}")
+
+    @property
+    def env_file(self) -> Path:
+        return self.state_dir / ENV_FILE_NAME
+
+    def _write_env_file(self, env: Mapping[str, str]) -> None:
+        entry = Path(sys.executable).parent / "tpv-broker"
+        bin_dir = entry.parent if entry.is_file() and os.access(entry, os.X_OK) else None
+        self.env_file.write_text(env_file_text(env, self.config_path, bin_dir, os.getpid()))
 
     def _write(self, lines: list[str]) -> None:
         assert self.influx is not None
@@ -458,8 +535,14 @@ class Demo:
         body = sample_request()
         (self.state_dir / "sample-request.json").write_text(json.dumps(body, indent=2) + "\n")
         url = f"{api_url}/api/rank?explain=1"
-        self._say(f"\nSample rank request: POST {url}")
-        self._say(_pretty(body))
+        if self.as_json:
+            self._say(f"\nSample rank request: POST {url}")
+            self._say(_pretty(body))
+        else:
+            self._say(f"\nSample rank request (body in {_shown_path(self.state_dir / 'sample-request.json')}): "
+                      f"POST {url}")
+            for line in request_lines(body):
+                self._say(line)
         started = time.monotonic()
         try:
             resp = requests.post(url, json=body, timeout=_HTTP_TIMEOUT_S)
@@ -475,27 +558,31 @@ class Demo:
                 f"POST {url} answered HTTP {resp.status_code}: {resp.text[:500]}\n"
                 + _log_tail(api.log)
             )
-        self._say(f"\nAnswer (HTTP {resp.status_code}, {elapsed_ms:.0f} ms):")
-        self._say(_pretty(answer))
+        if self.as_json:
+            self._say(f"\nAnswer (HTTP {resp.status_code}, {elapsed_ms:.0f} ms):")
+            self._say(_pretty(answer))
+            return
+        header, *lines = answer_lines(answer)
+        self._say(f"\nAnswer (HTTP {resp.status_code}, {elapsed_ms:.0f} ms): {header}")
+        for line in lines:
+            self._say(line)
 
-    def _print_commands(self, api_url: str, broker: list[str], env: Mapping[str, str]) -> None:
+    def _print_commands(self, api_url: str, broker: list[str]) -> None:
         assert self.influx is not None
-        exports = " ".join(
-            f"{k}={shlex.quote(env[k])}"
-            for k in ("TPV_BROKER_REDIS_URL", "TPV_BROKER_INFLUXDB_URL", "TPV_BROKER_INFLUXDB_DATABASE")
-        )
-        cli = shlex.join([*broker, "--config", str(self.config_path)])
-        request_file = shlex.quote(str(self.state_dir / "sample-request.json"))
+        # After `source`, tpv-broker is on PATH when the demo runs from a venv with it.
+        cli = "tpv-broker" if broker[0].endswith("/tpv-broker") else shlex.join(broker)
+        request_file = shlex.quote(_shown_path(self.state_dir / "sample-request.json"))
         query = 'SELECT last("count") FROM "queue_by_destination" GROUP BY "destination_id", "state"'
         commands = [
-            f"curl -s -H 'Content-Type: application/json' --data @{request_file} '{api_url}/api/rank?explain=1'",
-            f"export {exports}",
-            f"{cli} inspect",
-            f"watch -n {COLLECTOR_INTERVAL_S} {shlex.quote(cli + ' inspect')}  # queues move, sites go and come back",
+            f"source {shlex.quote(_shown_path(self.env_file))}  # the demo's settings, for tpv-broker",
+            f"{cli} inspect  # what Redis holds: per destination its figures, score and age",
+            f"{rank_command(cli, sample_request())}  # read-only",
+            f"watch -n {COLLECTOR_INTERVAL_S} {cli} inspect  # queues move, sites go and come back",
             f"{cli} collect --once  # one cycle; publishes only if no collector holds the lease (the demo's does)",
+            f"curl -s -H 'Content-Type: application/json' --data @{request_file} '{api_url}/api/rank?explain=1'",
             f"curl -s {api_url}/metrics | grep ^tpv_broker_  # Prometheus metrics",
-            f"curl -sG {self.influx.url}/query --data-urlencode db={DATABASE} "
-            f"--data-urlencode {shlex.quote('q=' + query)}",
+            (f"curl -sG {self.influx.url}/query --data-urlencode db={DATABASE} "
+             f"--data-urlencode {shlex.quote('q=' + query)}"),
         ]
         self._say(f"\nIn a browser: {api_url}/ (status page), {api_url}/docs (API docs)")
         self._say("\nTry, in another shell, while this runs:")
@@ -520,20 +607,21 @@ class Demo:
         self.children.clear()
         self.feeder = self.influx = self.redis = None
         (self.state_dir / "pids.json").unlink(missing_ok=True)
+        # Settings of servers that are gone would only mislead.
+        self.env_file.unlink(missing_ok=True)
         _print_if_possible(". Stopped.")
 
 
 def _print_if_possible(text: str, end: str = "\n") -> None:
     # Clean-up must go on when stdout is gone (closed pipe, closed terminal).
-    try:
+    with contextlib.suppress(OSError):
         print(text, end=end, flush=True)
-    except OSError:
-        pass
 
 
 def _lock(path: Path) -> IO[str]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+", encoding="utf-8")
+    # Returned open on purpose: the flock lasts as long as the handle, i.e. the demo.
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - see above
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -581,6 +669,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="stop everything right after the sample answer (for tests and CI)",
     )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the sample request and answer as JSON instead of one line per candidate",
+    )
     return parser.parse_args(argv)
 
 
@@ -605,6 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         feed_interval_s=args.feed_interval,
         ready_timeout_s=args.ready_timeout,
         exit_after_sample=args.exit_after_sample,
+        as_json=args.json,
         stop_requested=stop_requested,
         received=received,
     )

@@ -8,6 +8,7 @@ to each other) without touching them.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import pathlib
@@ -99,10 +100,9 @@ _running: dict[int, _ManagedServer] = {}
 
 def _stop_all_running() -> None:
     for server in list(_running.values()):
-        try:
+        # The interpreter is exiting: stop what we can.
+        with contextlib.suppress(Exception):
             server.stop()
-        except Exception:  # noqa: BLE001 - interpreter is exiting; stop what we can
-            pass
 
 
 atexit.register(_stop_all_running)
