@@ -3,7 +3,7 @@
 count, same worker class). All take the same ``POST /api/rank`` body as
 ours, so the load generator sends identical bytes to each.
 
-* ``prototype``: the first prototype's design (shared/reference/README.md),
+* ``prototype``: the first prototype's design (bench/README.md),
   written from its description: per request, per candidate, seven
   sequential InfluxQL ``last()`` queries against InfluxDB (free CPUs, free
   memory and status from ``htcondor_cluster_usage``; queued and running
@@ -15,15 +15,17 @@ ours, so the load generator sends identical bytes to each.
   prototype it quotes ids in the InfluxQL strings (the same cost) and does
   not swap queued and running. It keeps one HTTP session to InfluxDB per
   worker (keep-alive: kinder to it than a client per request).
-* ``limit``: the least a Redis-backed ranker can do: bare Flask, parse the
-  JSON, one Redis HMGET of the candidates' snapshot entries, a sort by free
-  cores, the ids back as JSON. No validation, no scoring, no explanation.
-* ``validate_only``: the least a service that checks its input can do:
-  bare Flask, our own request model (``RankRequest``) over the body, the
-  ids back in the order they came. No Redis, no ranking. It shows what
-  reading and validating more candidates costs by itself.
+* ``floor``: the least a rank service can do (issue 19): bare Flask,
+  parse the body, one Redis ``MGET`` of one precomputed number per
+  candidate (its free cores, written by ``write_floor_numbers`` from the
+  snapshot the others read), a sort, the ids back as JSON. What ours is
+  held against.
+* ``limit``: a second reference, a Redis-backed ranker that reads what ours
+  reads: bare Flask, parse the JSON, one Redis HMGET of the candidates'
+  snapshot entries, each decoded from JSON, a sort by free cores, the ids
+  back as JSON. No validation, no scoring, no explanation.
 
-Run: ``python -m bench.apps {prototype,limit,validate_only} --bind H:P --workers N ...``
+Run: ``python -m bench.apps {prototype,floor,limit} --bind H:P --workers N ...``
 """
 
 from __future__ import annotations
@@ -31,14 +33,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from operator import itemgetter
 from typing import Any
 
 import redis
 import requests
 from flask import Flask, jsonify, request
 
-from tpv_broker.api.schemas import RankRequest
 from tpv_broker.api.server import serve_app
+from tpv_broker.core.models import DestinationFigures, Snapshot
 from tpv_broker.store.keys import KeySchema
 
 
@@ -95,6 +98,49 @@ def prototype_app(influx_url: str, database: str) -> Flask:
     return app
 
 
+def floor_key(key_prefix: str, destination_id: str) -> str:
+    """The floor's key for one destination. Bench only, so built here and
+    not in tpv_broker/store/keys.py; unlike the broker's keys it holds a
+    destination id in its name: an MGET of one key per candidate needs it."""
+    return f"{key_prefix}:bench:floor:{destination_id}"
+
+
+def floor_number(figures: DestinationFigures) -> float:
+    # Free cores, what the limit sorts by too; -1 puts a destination that
+    # does not report them after every one that does.
+    return figures.cpus_free if figures.cpus_free is not None else -1.0
+
+
+def write_floor_numbers(client: redis.Redis, key_prefix: str, snapshot: Snapshot) -> dict[str, float]:
+    """Precompute the floor's one number per destination of ``snapshot``
+    (the one the other services read) into Redis; returns them."""
+    numbers = {d: floor_number(f) for d, f in snapshot.destinations.items()}
+    if numbers:
+        client.mset({floor_key(key_prefix, d): repr(v) for d, v in numbers.items()})
+    return numbers
+
+
+def floor_order(ids: list[str], numbers: list[float]) -> list[str]:
+    """Largest number first; ties keep the order they came in (``sorted``
+    is stable, reversed too)."""
+    return [i for i, _ in sorted(zip(ids, numbers, strict=True), key=itemgetter(1), reverse=True)]
+
+
+def floor_app(redis_url: str, key_prefix: str) -> Flask:
+    app = Flask("floor")
+    client = redis.Redis.from_url(redis_url)
+    head = floor_key(key_prefix, "")
+
+    @app.post("/api/rank")
+    def rank() -> Any:
+        ids = [d["id"] for d in request.get_json()["destinations"]]
+        raw = client.mget([head + i for i in ids])
+        # A candidate the snapshot does not know has no key: last.
+        return jsonify({"destinations": floor_order(ids, [-math.inf if v is None else float(v) for v in raw])})
+
+    return app
+
+
 def limit_app(redis_url: str, key_prefix: str) -> Flask:
     app = Flask("limit")
     client = redis.Redis.from_url(redis_url)
@@ -105,27 +151,16 @@ def limit_app(redis_url: str, key_prefix: str) -> Flask:
         body = request.get_json()
         ids = [d["id"] for d in body["destinations"]]
         raw = client.hmget(key, ids)
-        free = {i: json.loads(v).get("cpus_free") or 0.0 for i, v in zip(ids, raw) if v is not None}
+        free = {i: json.loads(v).get("cpus_free") or 0.0 for i, v in zip(ids, raw, strict=True) if v is not None}
         ids.sort(key=lambda i: -free.get(i, -1.0))
         return jsonify({"destinations": ids})
 
     return app
 
 
-def validate_only_app() -> Flask:
-    app = Flask("validate_only")
-
-    @app.post("/api/rank")
-    def rank() -> Any:
-        req = RankRequest.model_validate_json(request.get_data())
-        return jsonify({"destinations": req.candidates().column("id")})
-
-    return app
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("app", choices=("prototype", "limit", "validate_only"))
+    ap.add_argument("app", choices=("prototype", "floor", "limit"))
     ap.add_argument("--bind", required=True)
     ap.add_argument("--workers", type=int, required=True)
     ap.add_argument("--influx-url")
@@ -135,10 +170,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.app == "prototype":
         serve_app(lambda: prototype_app(args.influx_url, args.database), args.bind, args.workers)
-    elif args.app == "limit":
-        serve_app(lambda: limit_app(args.redis_url, args.key_prefix), args.bind, args.workers)
+    elif args.app == "floor":
+        serve_app(lambda: floor_app(args.redis_url, args.key_prefix), args.bind, args.workers)
     else:
-        serve_app(validate_only_app, args.bind, args.workers)
+        serve_app(lambda: limit_app(args.redis_url, args.key_prefix), args.bind, args.workers)
 
 
 if __name__ == "__main__":

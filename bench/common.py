@@ -94,10 +94,9 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 30.0) -> ServerProcess:
-        out = open(self.log, "ab")
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=_child_env(), stdin=subprocess.DEVNULL,
-                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        out.close()
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=_child_env(), stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while True:
             if self.proc.poll() is not None:

@@ -14,7 +14,9 @@ import json
 import multiprocessing as mp
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.synchronize import Barrier
 from typing import Any
 
 
@@ -109,16 +111,17 @@ class RunSpec:
     pace_s: float = 0.0
 
 
-def _client_loop(spec: RunSpec, offset: int, start_at: float | None = None) -> dict[str, Any]:
+def _client_loop(spec: RunSpec, offset: int, ready: Callable[[], object] | None = None) -> dict[str, Any]:
+    """One client: warm up, ``ready()`` (blocks until every client is warm),
+    then measure."""
     client = Client(spec.host, spec.port)
     n = len(spec.requests)
     errors = 0
     first_error = None
     for i in range(spec.warmup):
         client.request(spec.requests[(offset + i) % n])
-    if start_at is not None:
-        while time.time() < start_at:
-            time.sleep(0.001)
+    if ready is not None:
+        ready()
     lat: list[float] = []
     paused = 0.0
     t0 = time.perf_counter()
@@ -145,10 +148,16 @@ def _client_loop(spec: RunSpec, offset: int, start_at: float | None = None) -> d
             "connects": client.connects}
 
 
-def _child(spec: RunSpec, offset: int, start_at: float, q: Any) -> None:
+# How long a warm client waits for the others before giving up.
+START_TIMEOUT_S = 120.0
+
+
+def _child(spec: RunSpec, offset: int, start: Barrier, q: Any) -> None:
     try:
-        q.put(_client_loop(spec, offset, start_at))
+        q.put(_client_loop(spec, offset, lambda: start.wait(START_TIMEOUT_S)))
     except Exception as e:  # noqa: BLE001 - reported to the parent
+        # The clients still waiting would otherwise wait out the timeout.
+        start.abort()
         q.put({"exception": f"{type(e).__name__}: {e}"})
 
 
@@ -163,19 +172,21 @@ def percentile(sorted_values: list[float], p: float) -> float:
 
 def run(spec: RunSpec, clients: int) -> dict[str, Any]:
     """``clients`` == 1: sequential, in this process. More: one process per
-    client, all started together. Returns the raw latencies (s), the wall
-    time (the longest client's), requests, errors; ``summarize`` turns
-    one or more of these into percentiles and throughput."""
+    client, each warmed up, then all measuring together (released by a
+    barrier as soon as the last is warm: no fixed start delay to wait out
+    in every round). Returns the raw latencies (s), the wall time (the
+    longest client's), requests, errors; ``summarize`` turns one or more
+    of these into percentiles and throughput."""
     if clients == 1:
         parts = [_client_loop(spec, 0)]
     else:
         ctx = mp.get_context("fork")
         q = ctx.Queue()
-        start_at = time.time() + 0.5 + 0.1 * clients
-        procs = [ctx.Process(target=_child, args=(spec, k * 7, start_at, q)) for k in range(clients)]
+        start = ctx.Barrier(clients)
+        procs = [ctx.Process(target=_child, args=(spec, k * 7, start, q)) for k in range(clients)]
         for p in procs:
             p.start()
-        parts = [q.get(timeout=spec.max_seconds + 120) for _ in procs]
+        parts = [q.get(timeout=spec.max_seconds + START_TIMEOUT_S + 120) for _ in procs]
         for p in procs:
             p.join(timeout=30)
         for part in parts:

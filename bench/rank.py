@@ -7,19 +7,24 @@
   in-flight charge written per request): what that feature costs;
 * ``prototype``: the prototype's design (7 InfluxQL ``last()`` queries per
   candidate per request) against the same influxd (``bench/apps.py``);
-* ``limit``: bare Flask, one Redis HMGET, a sort (``bench/apps.py``).
-* ``validate_only``: bare Flask, our request model, the ids back as they
-  came (``bench/apps.py``); only in the rounds that set the most candidates
-  against the fewest: what validating more candidates costs by itself.
+* ``floor``: the least a rank service can do, what ours is held against:
+  bare Flask, one Redis MGET of one number per candidate (precomputed here
+  from the same snapshot), a sort (``bench/apps.py``);
+* ``limit``: a second reference: bare Flask, one Redis HMGET of the
+  candidates' snapshot entries, each decoded from JSON, a sort
+  (``bench/apps.py``).
 
 All of them under the same gunicorn settings, sent the same request bytes by
 a load generator in other processes (``bench/loadgen.py``), at each
-candidate count, first sequentially (one client), then with several
-concurrent clients. Each measurement is split into rounds that alternate
-between the services, so that a burst of load from something else on a
-shared machine hits them alike.
+candidate count: sequentially (one client, back to back), paced (one client
+pausing between requests, as TPV asks once per job: ours against the floor
+only), then with several concurrent clients. Each measurement is split into
+rounds that alternate between the services, so that a burst of load from
+something else on a shared machine hits them alike. Last, rounds that
+alternate the fewest and the most candidates give what each extra candidate
+costs ours, the floor and the limit.
 
-    python -m bench.rank            # the full run (a few minutes)
+    python -m bench.rank            # the full run (about ten minutes)
     python -m bench.rank --tiny     # seconds: checks that everything runs
 """
 
@@ -34,32 +39,39 @@ from typing import Any
 
 from tpv_broker.collector.cycle import collect_once
 from tpv_broker.collector.influx import InfluxQLClient
-from tpv_broker.devtools.servers import InfluxServer, RedisServer, influxql_inserts_to_lines
 from tpv_broker.config.settings import BrokerConfig
-from tpv_broker.store.snapshots import store_from_config
+from tpv_broker.devtools.servers import InfluxServer, RedisServer, influxql_inserts_to_lines
+from tpv_broker.store.snapshots import SnapshotStore, store_from_config
 
 from . import common, loadgen
+from .apps import floor_order, write_floor_numbers
 from .data import make_dataset, rank_bodies
 from .report import FLOOR, rank_table, render_markdown
 
-SERVICES = ("ours", "ours_noinflight", "limit", "prototype")
+SERVICES = ("ours", "ours_noinflight", FLOOR, "limit", "prototype")
+# The services measured paced: ours against the floor (the limit adds
+# nothing there that the back-to-back runs do not show, and leaving it out
+# keeps the run as long as it was before the floor came).
+PACED = ("ours", "ours_noinflight", FLOOR)
+# The services set against each other at the fewest and the most candidates.
+SCALED = ("ours", FLOOR, "limit")
 
 FULL = {
     "destinations": 250, "tools": 2000, "candidates": [5, 50, 200], "clients": 4, "bodies": 32, "rounds": 7,
     # (max requests, max seconds) per round; warm-up requests per client first
-    "sequential": {"ours": (500, 1.5), "ours_noinflight": (500, 1.5), "limit": (500, 1.5),
+    "sequential": {"ours": (500, 1.5), "ours_noinflight": (500, 1.5), FLOOR: (500, 1.5), "limit": (500, 1.5),
                    "prototype": (40, 2.5)},
-    "paced": {"ours": (300, 1.5), "ours_noinflight": (300, 1.5), "limit": (300, 1.5)},
+    "paced": {"ours": (300, 1.5), "ours_noinflight": (300, 1.5), FLOOR: (300, 1.5)},
     "pace_s": 0.002,
-    "concurrent": {"ours": (100000, 1.5), "ours_noinflight": (100000, 1.5), "limit": (100000, 1.5),
-                   "prototype": (400, 2.5)},
+    "concurrent": {"ours": (100000, 1.5), "ours_noinflight": (100000, 1.5), FLOOR: (100000, 1.5),
+                   "limit": (100000, 1.5), "prototype": (400, 2.5)},
     "warmup": 20,
     "calibration_requests": 30,
 }
 TINY = {
     "destinations": 12, "tools": 40, "candidates": [2, 5], "clients": 2, "bodies": 4, "rounds": 1,
     "sequential": {s: (5, 5.0) for s in SERVICES},
-    "paced": {s: (5, 5.0) for s in SERVICES},
+    "paced": {s: (5, 5.0) for s in PACED},
     "pace_s": 0.002,
     "concurrent": {s: (5, 5.0) for s in SERVICES},
     "warmup": 1,
@@ -67,20 +79,27 @@ TINY = {
 }
 
 
-def _check(name: str, port: int, raw: bytes, n: int) -> None:
-    """Each service answers 200; ours ranks every candidate, not degraded."""
+def _check(name: str, port: int, raw: bytes, body: dict[str, Any], floor_numbers: dict[str, float]) -> None:
+    """Each service answers 200; ours ranks every candidate, not degraded;
+    the floor orders them by the numbers precomputed for it (so it did read
+    them all)."""
     c = loadgen.Client("127.0.0.1", port)
-    status, body = c.request(raw)
+    status, raw_answer = c.request(raw)
     c.close()
     if status != 200:
-        raise RuntimeError(f"{name} answered HTTP {status}: {body[:300]!r}")
-    answer = json.loads(body)
-    if name.startswith("ours") and (answer.get("degraded") or len(answer["destinations"]) != n):
+        raise RuntimeError(f"{name} answered HTTP {status}: {raw_answer[:300]!r}")
+    answer = json.loads(raw_answer)
+    ids = [d["id"] for d in body["destinations"]]
+    if name.startswith("ours") and (answer.get("degraded") or len(answer["destinations"]) != len(ids)):
         raise RuntimeError(f"ours answered degraded or incomplete: {answer}")
+    if name == FLOOR:
+        expected = floor_order(ids, [floor_numbers[i] for i in ids])
+        if answer["destinations"] != expected:
+            raise RuntimeError(f"the floor answered {answer['destinations']}, not {expected}")
 
 
 # The original prototype's p50, as measured on this workplace's machines
-# against InfluxDB 1.6 with its own test data (shared/reference/README.md).
+# against InfluxDB 1.6 with its own test data (bench/README.md, "The prototype baseline").
 REFERENCE_P50_MS = {"5": 24.0, "13": 85.0, "50": 235.0}
 PROTOTYPE_DATA = common.ROOT / "tests" / "data" / "prototype"
 
@@ -119,7 +138,20 @@ def _calibrate(influx: InfluxServer, workers: int, tmp: pathlib.Path, requests: 
         srv.stop()
 
 
+def _write_floor_numbers(config: BrokerConfig, store: SnapshotStore, destinations: int) -> dict[str, float]:
+    """The floor's numbers, from the snapshot just published (the one every
+    other service reads)."""
+    snapshot = store.read_all()
+    if snapshot is None:
+        raise RuntimeError("no snapshot in Redis to precompute the floor's numbers from")
+    numbers = write_floor_numbers(store.client, config.redis.key_prefix, snapshot)
+    if len(numbers) != destinations:
+        raise RuntimeError(f"the floor has numbers for {len(numbers)} destinations, not {destinations}")
+    return numbers
+
+
 def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str, Any]:
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tpv-bench-rank-") as tmp_s:
         tmp = pathlib.Path(tmp_s)
         redis, influx = RedisServer(tmp / "redis").start(), InfluxServer(tmp / "influx").start()
@@ -136,8 +168,9 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
             report = collect_once(config, InfluxQLClient(config.influxdb), store, time.time)
             if not report.published or report.errors:
                 raise RuntimeError(f"collector: {report.summary()}")
+            floor_numbers = _write_floor_numbers(config, store, params["destinations"])
 
-            ports = {s: common.port() for s in (*SERVICES, FLOOR)}
+            ports = {s: common.port() for s in SERVICES}
             first = loadgen.build_requests("127.0.0.1", "/api/rank", rank_bodies(ds, 2, 1))[0]
             py = common.python()
             argv = {
@@ -147,23 +180,26 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
                                     "WARNING", "serve", "--bind", f"127.0.0.1:{ports['ours_noinflight']}",
                                     "--workers", str(workers)],
                 "limit": [py, "-m", "bench.apps", "limit", "--bind", f"127.0.0.1:{ports['limit']}",
-                          "--workers", str(workers), "--redis-url", redis.url],
+                          "--workers", str(workers), "--redis-url", redis.url, "--key-prefix",
+                          config.redis.key_prefix],
                 "prototype": [py, "-m", "bench.apps", "prototype", "--bind", f"127.0.0.1:{ports['prototype']}",
                               "--workers", str(workers), "--influx-url", influx.url, "--database", "galaxy"],
-                FLOOR: [py, "-m", "bench.apps", FLOOR, "--bind", f"127.0.0.1:{ports[FLOOR]}", "--workers", str(workers)],
+                FLOOR: [py, "-m", "bench.apps", FLOOR, "--bind", f"127.0.0.1:{ports[FLOOR]}", "--workers",
+                        str(workers), "--redis-url", redis.url, "--key-prefix", config.redis.key_prefix],
             }
             for s in params.get("services", SERVICES):
                 servers.append(common.ServerProcess(s, argv[s], ports[s], first, tmp / f"{s}.log").start())
 
             runs = []
             for n in params["candidates"]:
-                raws = loadgen.build_requests("127.0.0.1", "/api/rank", rank_bodies(ds, n, params["bodies"]))
+                bodies = rank_bodies(ds, n, params["bodies"])
+                raws = loadgen.build_requests("127.0.0.1", "/api/rank", bodies)
                 for mode, clients in (("sequential", 1), ("paced", 1), ("concurrent", params["clients"])):
-                    services = [s for s in params.get("services", SERVICES) if s != "prototype" or mode != "paced"]
+                    services = [s for s in params.get("services", SERVICES) if s in params[mode]]
                     rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in services}
                     for s in services:
-                        _check(s, ports[s], raws[0], n)
-                    for k in range(params["rounds"]):
+                        _check(s, ports[s], raws[0], bodies[0], floor_numbers)
+                    for _ in range(params["rounds"]):
                         for s in services:
                             max_req, max_s = params[mode][s]
                             spec = loadgen.RunSpec("127.0.0.1", ports[s], raws, max_req, max_s,
@@ -184,11 +220,7 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
                         print(f"  {s:15s} n={n:<4d} {mode:10s} p50 {r['p50_ms']:9.3f} ms  p90 {r['p90_ms']:9.3f}"
                               f"  p99 {r['p99_ms']:9.3f}  {r['throughput_rps']:8.1f} req/s  ({r['requests']} req)",
                               flush=True)
-            scaled = [s for s in ("ours", "limit") if s in params.get("services", SERVICES)]
-            if scaled and min(params["candidates"]) != max(params["candidates"]):
-                servers.append(common.ServerProcess(FLOOR, argv[FLOOR], ports[FLOOR], first, tmp / f"{FLOOR}.log")
-                               .start())
-                scaled.append(FLOOR)
+            scaled = [s for s in SCALED if s in params.get("services", SERVICES)]
             scaling = _scaling(params, ports, ds, scaled)
             calibration = _calibrate(influx, workers, tmp, params["calibration_requests"])
             print(f"  calibration: prototype on its own data, p50 {calibration['p50_ms']} ms "
@@ -202,6 +234,7 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
                 "gunicorn": _gunicorn_settings(workers),
                 "runs": runs,
                 "scaling": scaling,
+                "run_s": round(time.monotonic() - started),
             }
             return result
         finally:
@@ -225,8 +258,7 @@ def _scaling(params: dict[str, Any], ports: dict[str, int], ds: Any, services: l
         out[s] = {"candidates": [lo, hi], "round_p50_ms": {str(lo): [], str(hi): []}}
     for _ in range(params["rounds"]):
         for s in services:
-            # The floor gets as many requests as the limit.
-            max_req, max_s = params["sequential"][s if s != FLOOR else "limit"]
+            max_req, max_s = params["sequential"][s]
             for n in (lo, hi):
                 spec = loadgen.RunSpec("127.0.0.1", ports[s], raws[n], max_req, max_s, warmup=params["warmup"])
                 r = loadgen.summarize([loadgen.run(spec, 1)])
@@ -236,7 +268,7 @@ def _scaling(params: dict[str, Any], ports: dict[str, int], ds: Any, services: l
     for s in services:
         r = out[s]["round_p50_ms"]
         print(f"  {s:15s} p50 at {hi} / at {lo} candidates, per round: "
-              + " ".join(f"{a / b:.2f}" for a, b in zip(r[str(hi)], r[str(lo)])), flush=True)
+              + " ".join(f"{a / b:.2f}" for a, b in zip(r[str(hi)], r[str(lo)], strict=True)), flush=True)
     return out
 
 
@@ -253,7 +285,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiny", action="store_true", help="a few requests on a dozen destinations: checks it runs")
     ap.add_argument("--workers", type=int, default=BrokerConfig().api.workers,
-                    help="gunicorn workers for all three services (default: api.workers)")
+                    help="gunicorn workers for every service (default: api.workers)")
     ap.add_argument("--candidates", type=int, nargs="+", help="candidate counts (default: 5 50 200)")
     ap.add_argument("--services", nargs="+", choices=SERVICES, help="a subset, for experiments")
     ap.add_argument("--out", type=pathlib.Path, default=common.RESULTS, help="where latest.json/.md go")
@@ -269,7 +301,7 @@ def main() -> None:
     (args.out / "latest.md").write_text(md)
     print()
     print(rank_table(result))
-    print(f"\nwritten: {path} and {args.out / 'latest.md'}")
+    print(f"\nwritten: {path} and {args.out / 'latest.md'}; the run took {result['run_s'] / 60:.1f} min")
 
 
 if __name__ == "__main__":

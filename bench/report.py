@@ -1,190 +1,316 @@
-"""Result tables (markdown) and the targets, from ``latest.json``."""
+"""Result tables (markdown) and the targets, from ``latest.json``.
+
+Every ratio is a median over rounds: the services take turns round by round
+(bench.rank), so each round's figure is set against the other service's in
+the same round, and a burst of load from something else on the machine
+mostly cancels out. How far the rounds moved is shown as their range."""
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-# The service that only validates the request (bench/apps.py), measured only
-# in the rounds that set the most candidates against the fewest.
-FLOOR = "validate_only"
+# The least a rank service can do (bench/apps.py): what ours is held against.
+FLOOR = "floor"
+# The second reference: reads and decodes what ours reads (bench/apps.py).
+LIMIT = "limit"
+# In table order.
+RANK_SERVICES = ("ours", "ours_noinflight", FLOOR, LIMIT, "prototype")
+# Issue 19, item 9: the speed targets, all against the floor but one.
+MAX_P50_OVER_FLOOR = 2.0
+MIN_PROTOTYPE_OVER_OURS = 200.0
+MIN_THROUGHPUT_OF_FLOOR = 0.6
+MAX_EXTRA_CANDIDATE_OVER_FLOOR = 2.0
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """One figure per round: the median is the figure, the range is how
+    much the rounds moved."""
+
+    values: tuple[float, ...]
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.values) if self.values else None
+
+    def text(self, fmt: Callable[[float], str]) -> str:
+        return "-" if not self.values else fmt(statistics.median(self.values))
+
+    def range(self, fmt: Callable[[float], str]) -> str:
+        """Lowest to highest round."""
+        if not self.values:
+            return "-"
+        low, high = fmt(min(self.values)), fmt(max(self.values))
+        return low if low == high else f"{low} to {high}"
+
+    def spread(self, fmt: Callable[[float], str]) -> str:
+        """The range and how many rounds it spans."""
+        return "-" if not self.values else f"{self.range(fmt)} ({_rounds(len(self.values))})"
+
+
+@dataclass(frozen=True)
+class Target:
+    text: str
+    measured: str
+    spread: str
+    ok: bool | None  # None: not measured in this run
+
+
+def _rounds(n: int) -> str:
+    return f"{n} round{'' if n == 1 else 's'}"
+
+
+def _times(v: float) -> str:
+    return f"{v:.2f}x" if v < 10 else f"{v:.0f}x"
+
+
+def _percent(v: float) -> str:
+    return f"{v * 100:.0f} %"
+
+
+def _ms(v: float) -> str:
+    return f"{v:.3f} ms" if v < 10 else f"{v:.0f} ms"
+
+
+def _us(v: float) -> str:
+    return f"{v:.1f} us"
+
+
+def _rps(v: float) -> str:
+    return f"{v:.0f} req/s"
 
 
 def _get(runs: list[dict[str, Any]], service: str, n: int, mode: str) -> dict[str, Any] | None:
     return next((r for r in runs if r["service"] == service and r["candidates"] == n and r["mode"] == mode), None)
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 2) if a and b else None
+def _own_rounds(run: dict[str, Any] | None, key: str) -> Rounds:
+    return Rounds(tuple(run[key])) if run and key in run else Rounds(())
 
 
-def _paired(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str) -> float | None:
-    """Median over rounds of a's figure / b's figure in the same round: the
-    rounds alternate between services, so each pair ran moments apart and
-    a burst of load from something else on the machine mostly cancels out."""
+def _paired(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str) -> Rounds:
+    """a's figure / b's figure, round by round (each pair ran moments apart)."""
     if not a or not b or key not in a or key not in b:
-        return None
-    return _median_ratio(a[key], b[key])
+        return Rounds(())
+    return Rounds(tuple(x / y for x, y in zip(a[key], b[key], strict=True) if x and y))
 
 
-def _median(values: list[float], digits: int) -> float | None:
-    if not values:
-        return None
-    return round(statistics.median(values), digits)
+def _extra_us(result: dict[str, Any], service: str) -> Rounds:
+    """What one extra candidate adds to the p50, in us, per round of the
+    rounds that alternate the fewest and the most candidates
+    (bench.rank._scaling): (p50 at the most - p50 at the fewest) / the
+    extra candidates."""
+    paired = result.get("scaling", {}).get(service)
+    if not paired:
+        return Rounds(())
+    lo, hi = paired["candidates"]
+    rounds = paired["round_p50_ms"]
+    return Rounds(tuple((h - lw) * 1000 / (hi - lo) for h, lw in zip(rounds[str(hi)], rounds[str(lo)], strict=True)))
 
 
-def _median_ratio(xs: list[float], ys: list[float]) -> float | None:
-    """Median of x / y over pairs taken side by side."""
-    return _median([x / y for x, y in zip(xs, ys) if x and y], 2)
+def _scaling_ratio(result: dict[str, Any], service: str) -> Rounds:
+    """p50 at the most / p50 at the fewest candidates, per alternating round."""
+    paired = result.get("scaling", {}).get(service)
+    if not paired:
+        return Rounds(())
+    lo, hi = paired["candidates"]
+    rounds = paired["round_p50_ms"]
+    return Rounds(tuple(h / lw for h, lw in zip(rounds[str(hi)], rounds[str(lo)], strict=True) if h and lw))
 
 
-def _median_extra_us(his: list[float], los: list[float], extra: int) -> float | None:
-    """Median over rounds of what one extra candidate adds, in us: (p50 at
-    the most - p50 at the fewest, in ms) / the extra candidates."""
-    return _median([(h - lo) * 1000 / extra for h, lo in zip(his, los)], 1)
-
-
-def _p50_ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
-    v = _paired(a, b, "round_p50_ms")
-    return v if v is not None else _ratio(a and a["p50_ms"], b and b["p50_ms"])
-
-
-def _rps_ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
-    v = _paired(a, b, "round_rps")
-    return v if v is not None else _ratio(a and a["throughput_rps"], b and b["throughput_rps"])
-
-
-def rank_ratios(result: dict[str, Any]) -> dict[str, Any]:
-    runs, ns = result["runs"], result["params"]["candidates"]
-    out: dict[str, Any] = {}
-    for n in ns:
-        ours, lim, proto, lean = (_get(runs, s, n, "sequential") for s in ("ours", "limit", "prototype",
-                                                                           "ours_noinflight"))
-        c_ours, c_lim, c_proto, c_lean = (_get(runs, s, n, "concurrent") for s in ("ours", "limit", "prototype",
-                                                                                   "ours_noinflight"))
-        p_ours, p_lim, p_lean = (_get(runs, s, n, "paced") for s in ("ours", "limit", "ours_noinflight"))
-        out[str(n)] = {
-            "paced_p50_ours_over_limit": _p50_ratio(p_ours, p_lim),
-            "paced_p50_noinflight_over_limit": _p50_ratio(p_lean, p_lim),
-            "paced_p50_prototype_over_ours": _ratio(proto and proto["p50_ms"], p_ours and p_ours["p50_ms"]),
-            "p50_noinflight_over_limit": _p50_ratio(lean, lim),
-            "throughput_noinflight_over_limit": _rps_ratio(c_lean, c_lim),
-            "p50_prototype_over_ours": _p50_ratio(proto, ours),
-            "p50_ours_over_limit": _p50_ratio(ours, lim),
-            "throughput_ours_over_limit": _rps_ratio(c_ours, c_lim),
-            "throughput_ours_over_prototype": _rps_ratio(c_ours, c_proto),
-        }
-    lo, hi = min(ns), max(ns)
-    for s in ("ours", "limit", FLOOR):
-        paired = result.get("scaling", {}).get(s)
-        if paired:
-            # Rounds that alternate the two counts (bench.rank._scaling).
-            rounds = paired["round_p50_ms"]
-            out[f"{s}_p50_{hi}_over_{lo}"] = _median_ratio(rounds[str(hi)], rounds[str(lo)])
-            out[f"{s}_us_per_extra_candidate"] = _median_extra_us(rounds[str(hi)], rounds[str(lo)], hi - lo)
-        elif s != FLOOR:  # measured only in those rounds
-            # Results from before: the counts ran minutes apart, pooled p50s.
-            a, b = _get(runs, s, hi, "sequential"), _get(runs, s, lo, "sequential")
-            out[f"{s}_p50_{hi}_over_{lo}"] = _ratio(a and a["p50_ms"], b and b["p50_ms"])
-    return out
-
-
-def rank_targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
-    r = rank_ratios(result)
+def _target_candidates(result: dict[str, Any]) -> int:
     ns = result["params"]["candidates"]
-    mid = "50" if 50 in ns else str(ns[len(ns) // 2])
+    return 50 if 50 in ns else sorted(ns)[len(ns) // 2]
+
+
+def _p50_target(result: dict[str, Any], n: int) -> Target:
+    runs = result["runs"]
+    ours, floor = _get(runs, "ours", n, "sequential"), _get(runs, FLOOR, n, "sequential")
+    ratio = _paired(ours, floor, "round_p50_ms")
+    figures = (f" (ours {_own_rounds(ours, 'round_p50_ms').text(_ms)}, "
+               f"floor {_own_rounds(floor, 'round_p50_ms').text(_ms)})")
+    v = ratio.median
+    return Target(f"p50 at {n} candidates: ours at most {MAX_P50_OVER_FLOOR:g}x the floor's",
+                  ratio.text(_times) + figures, ratio.spread(_times),
+                  None if v is None else v <= MAX_P50_OVER_FLOOR)
+
+
+def _prototype_target(result: dict[str, Any], n: int) -> Target:
+    runs = result["runs"]
+    proto, ours = _get(runs, "prototype", n, "sequential"), _get(runs, "ours", n, "sequential")
+    ratio = _paired(proto, ours, "round_p50_ms")
+    figures = (f" (prototype {_own_rounds(proto, 'round_p50_ms').text(_ms)}, "
+               f"ours {_own_rounds(ours, 'round_p50_ms').text(_ms)})")
+    v = ratio.median
+    return Target(f"p50 at {n} candidates: ours at least {MIN_PROTOTYPE_OVER_OURS:g}x below the prototype's",
+                  ratio.text(_times) + figures, ratio.spread(_times),
+                  None if v is None else v >= MIN_PROTOTYPE_OVER_OURS)
+
+
+def _throughput_target(result: dict[str, Any], n: int) -> Target:
+    runs = result["runs"]
+    ours, floor = _get(runs, "ours", n, "concurrent"), _get(runs, FLOOR, n, "concurrent")
+    share = _paired(ours, floor, "round_rps")
+    figures = f" (ours {_own_rounds(ours, 'round_rps').text(_rps)}, floor {_own_rounds(floor, 'round_rps').text(_rps)})"
+    v = share.median
+    return Target(f"throughput at {n} candidates, {result['params']['clients']} clients: ours at least "
+                  f"{_percent(MIN_THROUGHPUT_OF_FLOOR)} of the floor's",
+                  share.text(_percent) + figures, share.spread(_percent),
+                  None if v is None else v >= MIN_THROUGHPUT_OF_FLOOR)
+
+
+def _extra_candidate_target(result: dict[str, Any]) -> Target:
+    ns = result["params"]["candidates"]
     lo, hi = min(ns), max(ns)
-    clients = result["params"]["clients"]
-    rows = []
+    ours, floor = _extra_us(result, "ours"), _extra_us(result, FLOOR)
+    # The target compares the two medians; the per-round ratios show how
+    # much a single round could have said otherwise.
+    per_round = Rounds(tuple(o / f for o, f in zip(ours.values, floor.values, strict=True) if f > 0))
+    # A floor whose extra candidates cost nothing or less was lost in the
+    # noise: nothing to hold ours against.
+    ours_us, floor_us = ours.median, floor.median
+    ratio = ours_us / floor_us if ours_us is not None and floor_us is not None and floor_us > 0 else None
+    measured = (("-" if ratio is None else _times(ratio))
+                + f" (ours {ours.text(_us)}, floor {floor.text(_us)} per candidate)")
+    spread = f"{per_round.spread(_times)}; ours {ours.range(_us)}, floor {floor.range(_us)}"
+    ok = None if ratio is None else ratio <= MAX_EXTRA_CANDIDATE_OVER_FLOOR
+    return Target(f"each extra candidate ({lo} -> {hi}): ours at most {MAX_EXTRA_CANDIDATE_OVER_FLOOR:g}x the "
+                  "floor's", measured, spread, ok)
 
-    def row(text: str, value: float | None, ok: bool | None, fmt: str) -> None:
-        rows.append((text, "-" if value is None else fmt.format(value), ok))
 
-    v = r[mid]["p50_prototype_over_ours"]
-    row(f"p50 at {mid} candidates, prototype / ours >= 200", v, None if v is None else v >= 200, "{:.0f}x")
-    v = r[mid]["p50_ours_over_limit"]
-    row(f"p50 at {mid} candidates, ours / limit <= 2", v, None if v is None else v <= 2, "{:.2f}x")
-    v = r[f"ours_p50_{hi}_over_{lo}"]
-    row(f"ours: p50 at {hi} / p50 at {lo} candidates <= 1.5", v, None if v is None else v <= 1.5, "{:.2f}x")
-    v = r[mid]["throughput_ours_over_limit"]
-    row(f"throughput at {mid} candidates, {clients} clients, ours / limit >= 0.6", v,
-        None if v is None else v >= 0.6, "{:.2f}")
-    return rows
+def rank_targets(result: dict[str, Any]) -> list[Target]:
+    n = _target_candidates(result)
+    return [_p50_target(result, n), _prototype_target(result, n), _throughput_target(result, n),
+            _extra_candidate_target(result)]
 
 
 def _ok(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "NOT met")
 
 
-def rank_table(result: dict[str, Any]) -> str:
+def _runs_table(result: dict[str, Any]) -> list[str]:
     runs = result["runs"]
     lines = ["| candidates | clients | service | p50 ms | p90 ms | p99 ms | req/s | requests |",
              "|---:|---:|---|---:|---:|---:|---:|---:|"]
     for n in result["params"]["candidates"]:
         for mode in ("sequential", "paced", "concurrent"):
-            for s in ("ours", "ours_noinflight", "limit", "prototype"):
+            for s in RANK_SERVICES:
                 r = _get(runs, s, n, mode)
                 if r:
                     clients = f"{r['clients']} paced" if mode == "paced" else str(r["clients"])
                     lines.append(f"| {n} | {clients} | {s} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | "
                                  f"{r['p99_ms']:.3f} | {r['throughput_rps']:.0f} | {r['requests']} |")
-    ratios = rank_ratios(result)
-    lines += ["", f"Ratios: median over the {result['params'].get('rounds', 1)} rounds of each measurement, each "
-              "round's figure against the other service's in the same round (the services take turns round by "
-              "round)."]
+    return lines
+
+
+def _with_spread(rounds: Rounds, fmt: Callable[[float], str]) -> str:
+    """The median, and the lowest to highest round in brackets."""
+    if len(rounds.values) < 2:
+        return rounds.text(fmt)
+    return f"{rounds.text(fmt)} ({rounds.range(fmt)})"
+
+
+def _ratios_table(result: dict[str, Any]) -> list[str]:
+    runs = result["runs"]
+    # (column, numerator, denominator, mode, per-round key, format)
+    columns = [
+        ("p50 ours/floor", "ours", FLOOR, "sequential", "round_p50_ms", _times),
+        ("p50 ours_noinflight/floor", "ours_noinflight", FLOOR, "sequential", "round_p50_ms", _times),
+        ("p50 ours/limit", "ours", LIMIT, "sequential", "round_p50_ms", _times),
+        ("p50 prototype/ours", "prototype", "ours", "sequential", "round_p50_ms", _times),
+        ("req/s ours/floor", "ours", FLOOR, "concurrent", "round_rps", _percent),
+        ("req/s ours_noinflight/floor", "ours_noinflight", FLOOR, "concurrent", "round_rps", _percent),
+        ("req/s ours/limit", "ours", LIMIT, "concurrent", "round_rps", _percent),
+        ("req/s ours/prototype", "ours", "prototype", "concurrent", "round_rps", _times),
+    ]
+    lines = ["| candidates | " + " | ".join(c[0] for c in columns) + " |",
+             "|---:|" + "---:|" * len(columns)]
+    for n in result["params"]["candidates"]:
+        cells = [_with_spread(_paired(_get(runs, a, n, mode), _get(runs, b, n, mode), key), fmt)
+                 for _, a, b, mode, key, fmt in columns]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _paced_table(result: dict[str, Any]) -> list[str]:
+    runs = result["runs"]
+    pace = result["params"]["pace_s"]
+    lines = [(f"Paced (one client, {pace * 1000:g} ms idle between an answer and the next request, as TPV asks "
+              "once per job rather than back to back; the in-flight charge is written after the answer is sent, "
+              "so only a back-to-back client waits for it):"), "",
+             "| candidates | p50 ours/floor | p50 ours_noinflight/floor | p50 prototype (back to back) / ours |",
+             "|---:|---:|---:|---:|"]
+    for n in result["params"]["candidates"]:
+        ours, lean, floor = (_get(runs, s, n, "paced") for s in ("ours", "ours_noinflight", FLOOR))
+        proto = _get(runs, "prototype", n, "sequential")
+        # The prototype is not paced (a request takes longer than any pause):
+        # its back-to-back p50 against ours paced, all rounds pooled.
+        proto_over = _times(proto["p50_ms"] / ours["p50_ms"]) if proto and ours else "-"
+        lines.append(f"| {n} | {_with_spread(_paired(ours, floor, 'round_p50_ms'), _times)} | "
+                     f"{_with_spread(_paired(lean, floor, 'round_p50_ms'), _times)} | {proto_over} |")
+    return lines
+
+
+def _scaling_lines(result: dict[str, Any]) -> list[str]:
     ns = result["params"]["candidates"]
     lo, hi = min(ns), max(ns)
-    if result.get("scaling"):
-        floor = ratios.get(f"{FLOOR}_p50_{hi}_over_{lo}")
-        lines.append(f"p50 at {hi} against {lo} candidates (one client, back to back), in rounds that alternate the "
-                     f"two counts, median of the per-round ratios: ours {ratios[f'ours_p50_{hi}_over_{lo}']}x, "
-                     f"limit {ratios.get(f'limit_p50_{hi}_over_{lo}')}x"
-                     + (f", {FLOOR} (our request model, nothing else) {floor}x." if floor else "."))
-        extra = {s: ratios.get(f"{s}_us_per_extra_candidate") for s in ("ours", "limit", FLOOR)}
-        lines.append("Each extra candidate, median over those rounds of (p50 at the most - p50 at the fewest) / "
-                     f"{hi - lo}: " + ", ".join(f"{s} {v} us" for s, v in extra.items() if v is not None) + ".")
-    elif lo != hi:
-        lines.append(f"p50 at {hi} against {lo} candidates: pooled p50s of the runs above, minutes apart.")
-    lines += ["", "| candidates | p50 prototype/ours | p50 ours/limit | req/s ours/limit (concurrent) | "
-              "req/s ours/prototype (concurrent) | p50 ours_noinflight/limit | req/s ours_noinflight/limit |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]
-    for n in result["params"]["candidates"]:
-        x = ratios[str(n)]
-        f = lambda v, suffix="x": "-" if v is None else f"{v:g}{suffix}"
-        lines.append(f"| {n} | {f(x['p50_prototype_over_ours'])} | {f(x['p50_ours_over_limit'])} | "
-                     f"{f(x['throughput_ours_over_limit'], '')} | {f(x['throughput_ours_over_prototype'])} | "
-                     f"{f(x['p50_noinflight_over_limit'])} | {f(x['throughput_noinflight_over_limit'], '')} |")
-    pace = result["params"].get("pace_s")
-    if pace:
-        lines += ["", f"Paced (one client, {pace * 1000:g} ms idle between an answer and the next request, as TPV "
-                  "asks once per job rather than back to back; the in-flight charge is written after the answer "
-                  "is sent, so only a back-to-back client waits for it):", "",
-                  "| candidates | p50 ours/limit | p50 ours_noinflight/limit | p50 prototype (back to back) / ours |",
-                  "|---:|---:|---:|---:|"]
-        for n in result["params"]["candidates"]:
-            x = ratios[str(n)]
-            f = lambda v: "-" if v is None else f"{v:g}x"  # noqa: E731
-            lines.append(f"| {n} | {f(x['paced_p50_ours_over_limit'])} | {f(x['paced_p50_noinflight_over_limit'])} | "
-                         f"{f(x['paced_p50_prototype_over_ours'])} |")
+    if not result.get("scaling"):
+        return []
+    services = [s for s in ("ours", FLOOR, LIMIT) if s in result["scaling"]]
+    return [
+        (f"p50 at {hi} against {lo} candidates (one client, back to back), in rounds that alternate the two "
+         "counts, median of the per-round ratios: "
+         + ", ".join(f"{s} {_with_spread(_scaling_ratio(result, s), _times)}" for s in services) + "."),
+        (f"Each extra candidate, median over those rounds of (p50 at {hi} - p50 at {lo}) / {hi - lo}: "
+         + ", ".join(f"{s} {_with_spread(_extra_us(result, s), _us)}" for s in services) + "."),
+    ]
+
+
+def _calibration_lines(result: dict[str, Any]) -> list[str]:
     cal = result.get("calibration")
-    if cal:
-        ref = cal["reference_p50_ms"]
-        lines += ["", f"Calibration: this reimplementation of the prototype on the prototype's own data "
-                  f"({cal['destinations']} destinations): p50 {cal['p50_ms']['5']:.1f} ms at 5 and "
-                  f"{cal['p50_ms']['13']:.1f} ms at 13 candidates; the original measured {ref['5']:g} and "
-                  f"{ref['13']:g} ms there (and {ref['50']:g} ms at 50)."]
-        ours50 = _get(runs, "ours", 50, "sequential")
-        if ours50:
-            lines.append(f"Against the original's own {ref['50']:g} ms at 50 candidates, ours at 50 is "
-                         f"{ref['50'] / ours50['p50_ms']:.0f}x faster.")
-    lines += ["", "| target | measured | |", "|---|---:|---|"]
-    lines += [f"| {t} | {v} | {_ok(ok)} |" for t, v, ok in rank_targets(result)]
+    if not cal:
+        return []
+    ref = cal["reference_p50_ms"]
+    lines = [(f"Calibration: this reimplementation of the prototype on the prototype's own data "
+              f"({cal['destinations']} destinations): p50 {cal['p50_ms']['5']:.1f} ms at 5 and "
+              f"{cal['p50_ms']['13']:.1f} ms at 13 candidates; the original measured {ref['5']:g} and "
+              f"{ref['13']:g} ms there (and {ref['50']:g} ms at 50).")]
+    ours50 = _get(result["runs"], "ours", 50, "sequential")
+    if ours50:
+        lines.append(f"Against the original's own {ref['50']:g} ms at 50 candidates, ours at 50 is "
+                     f"{ref['50'] / ours50['p50_ms']:.0f}x faster.")
+    return lines
+
+
+def _targets_table(result: dict[str, Any]) -> list[str]:
+    lines = ["| target | measured: median of the rounds | the rounds moved | |", "|---|---:|---:|---|"]
+    lines += [f"| {t.text} | {t.measured} | {t.spread} | {_ok(t.ok)} |" for t in rank_targets(result)]
+    return lines
+
+
+def rank_table(result: dict[str, Any]) -> str:
+    rounds = result["params"].get("rounds", 1)
+    lines = _runs_table(result)
+    lines += ["", (f"Ratios: median over the {_rounds(rounds)} of each measurement, each round's figure against the "
+                   "other service's in the same round (the services take turns round by round); in brackets the "
+                   "lowest and highest round.")]
+    lines += _scaling_lines(result)
+    lines += ["", *_ratios_table(result)]
+    if result["params"].get("pace_s"):
+        lines += ["", *_paced_table(result)]
+    calibration = _calibration_lines(result)
+    if calibration:
+        lines += ["", *calibration]
+    lines += ["", *_targets_table(result)]
     return "\n".join(lines)
 
 
 def collector_table(result: dict[str, Any]) -> str:
-    lines = ["| destinations x tools | run-time series | cycle | wall s (median) | InfluxDB HTTP requests | "
-             "InfluxQL statements | Redis commands | Redis round trips | peak RSS MB | peak Python alloc MB |",
+    lines = [("| destinations x tools | run-time series | cycle | wall s (median) | InfluxDB HTTP requests | "
+              "InfluxQL statements | Redis commands | Redis round trips | peak RSS MB | peak Python alloc MB |"),
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["sizes"]:
         for kind in ("steady", "after_refresh", "refresh_job", "cold", "uncached"):
@@ -231,9 +357,9 @@ def render_markdown(data: dict[str, Any]) -> str:
         r = data["rank"]
         out += [f"## Rank path{' (TINY mode: not a measurement)' if r.get('tiny') else ''}", "",
                 _machine_line(r.get("machine", {})), "",
-                f"Snapshot: {r['dataset']['destinations']} destinations x {r['dataset']['tools']} tools "
-                f"({r['dataset']['series_run_time']} run-time series); collector: {r['snapshot']}. "
-                f"gunicorn for all three services: {r['gunicorn']}.", "", rank_table(r), ""]
+                (f"Snapshot: {r['dataset']['destinations']} destinations x {r['dataset']['tools']} tools "
+                 f"({r['dataset']['series_run_time']} run-time series); collector: {r['snapshot']}. "
+                 f"gunicorn for every service: {r['gunicorn']}."), "", rank_table(r), ""]
     if "collector" in data:
         c = data["collector"]
         out += [f"## Collector cycle{' (TINY mode: not a measurement)' if c.get('tiny') else ''}", "",
