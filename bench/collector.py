@@ -43,10 +43,10 @@ import requests
 from redis.connection import AbstractConnection
 
 from tpv_broker.collector.cycle import collect_once
-from tpv_broker.collector.state import CollectorState
 from tpv_broker.collector.influx import InfluxQLClient
-from tpv_broker.devtools.servers import InfluxServer, RedisServer
+from tpv_broker.collector.state import CollectorState
 from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.devtools.servers import InfluxServer, RedisServer
 from tpv_broker.store.snapshots import store_from_config
 
 from . import common
@@ -215,7 +215,8 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
         "params": params,
         "note": ("Density: each tool ran on 2-18 % of the destinations (uniform, mean 10 %), three daily "
                  "destination-queue-run-time runs in the 3-day lookback; 15 one-minute queue/cluster batches. "
-                 "InfluxDB 1.6, inmem index, data freshly written (not compacted). Load time is not part of any cycle."),
+                 "InfluxDB 1.6, inmem index, data freshly written (not compacted). "
+                 "Load time is not part of any cycle."),
         "sizes": sizes,
     }
 

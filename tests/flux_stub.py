@@ -10,7 +10,7 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -19,7 +19,7 @@ _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z")
 
 def shift_rfc3339(text: str, shift_s: int) -> str:
     def repl(m: re.Match[str]) -> str:
-        t = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+        t = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
         return (t + timedelta(seconds=shift_s)).strftime("%Y-%m-%dT%H:%M:%S") + (m.group(2) or "") + "Z"
 
     return _RFC3339.sub(repl, text)
@@ -44,7 +44,7 @@ class FluxStub:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 stub.requests.append(Recorded(self.path, dict(self.headers), json.loads(raw or b"{}")))

@@ -99,7 +99,7 @@ class SentinelNode(_ManagedServer):
 
     def master_port_now(self) -> int:
         with self.client() as c:
-            host, port = c.sentinel_get_master_addr_by_name(MASTER_NAME)
+            _, port = c.sentinel_get_master_addr_by_name(MASTER_NAME)
         return int(port)
 
     def knows_replica(self, port: int) -> bool:

@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 
 from tpv_broker.api import create_app
 from tpv_broker.config.settings import load_config
-from tpv_broker.store.keys import KeySchema
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
+from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
 
 NOW = 1_700_000_000.0
@@ -90,8 +90,9 @@ def api(fuzz_redis: redis.Redis, published: dict[bytes, bytes]) -> FlaskClient:
 
 
 # -- what every answer must be ---------------------------------------------------------------------------
-def send(api: FlaskClient, method: str, path: str, body: bytes | None = None, content_type: str | None = "application/json",
-         headers: dict[str, str] | None = None, body_obj: Any = None) -> Any:
+def send(api: FlaskClient, method: str, path: str, body: bytes | None = None,
+         content_type: str | None = "application/json", headers: dict[str, str] | None = None,
+         body_obj: Any = None) -> Any:
     headers = AUTH if headers is None else headers
     kwargs: dict[str, Any] = {"headers": headers}
     if body is not None:
@@ -140,7 +141,8 @@ INJECTION = ["*", "?", "[", "]", "{", "}", " ", "  ", "\n", "\r\n", "\t", "\x00"
 REAL_TOOL_IDS = [FASTP, "toolshed.g2.bx.psu.edu/repos/iuc/snpeff/snpEff/4.3+T.galaxy1", "upload1", "Cut1",
                  "__SET_METADATA__", "CONVERTER_bam_to_bai", "Show beginning1", "Convert characters1",
                  "Extract genomic DNA 1", "toolshed.example.org:9009/repos/me/t/t/1.0~beta", "interactive_tool_jupyter"]
-REAL_DEST_IDS = ["pulsar_de", "pulsar_uk", "pulsar_it01", "pulsar_sk01_tpv", "condor_us", "slurm-gpu", "tpv.pulsar.it01"]
+REAL_DEST_IDS = ["pulsar_de", "pulsar_uk", "pulsar_it01", "pulsar_sk01_tpv", "condor_us", "slurm-gpu",
+                 "tpv.pulsar.it01"]
 id_text = st.one_of(
     st.lists(st.sampled_from(list(string.ascii_letters[:6] + string.digits[:3] + "_.-:@+/~") + INJECTION),
              max_size=12).map("".join),

@@ -18,11 +18,11 @@ from flask.testing import FlaskClient
 
 from tpv_broker.api import create_app
 from tpv_broker.cli import main
-from tpv_broker.devtools.servers import free_port
 from tpv_broker.config.settings import load_config
 from tpv_broker.core.ids import check_destination_id, check_job_id, check_tool_id
-from tpv_broker.store.keys import KeySchema
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
+from tpv_broker.devtools.servers import free_port
+from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
 
 from .processes import CLI, clean_env, stop, wait_until_serving
@@ -98,7 +98,8 @@ def test_one_candidate_over_the_limit_is_refused_before_redis(api: FlaskClient, 
     real_redis.config_resetstat()
     resp = api.post(path, json=build(MAX + 1))
     assert resp.status_code == 400
-    assert resp.get_json()["errors"] == [{"field": "destinations", "problem": f"at most {MAX} candidates, got {MAX + 1}"}]
+    problem = f"at most {MAX} candidates, got {MAX + 1}"
+    assert resp.get_json()["errors"] == [{"field": "destinations", "problem": problem}]
     assert redis_commands(real_redis) == set()
     # At the limit: answered, and Redis did work for it (so the check above can fail).
     resp = api.post(path, json=build(MAX))
@@ -198,8 +199,10 @@ def test_destination_ids_with_odd_characters_are_refused_before_redis(api: Flask
 def test_tool_ids_with_odd_characters_are_refused_before_redis(api: FlaskClient, real_redis: redis.Redis,
                                                                bad: str, why: str) -> None:
     real_redis.config_resetstat()
-    for path, body, field in (("/api/rank", {"job": {"tool_id": bad}, "destinations": [{"id": "a"}]}, "job.tool_id"),
-                              ("/process_data", {"job_info": {"tool_id": bad}, "destinations": []}, "job_info.tool_id")):
+    for path, body, field in (
+        ("/api/rank", {"job": {"tool_id": bad}, "destinations": [{"id": "a"}]}, "job.tool_id"),
+        ("/process_data", {"job_info": {"tool_id": bad}, "destinations": []}, "job_info.tool_id"),
+    ):
         resp = api.post(path, json=body)
         assert resp.status_code == 400, why
         assert [e["field"] for e in resp.get_json()["errors"]] == [field]
@@ -207,7 +210,9 @@ def test_tool_ids_with_odd_characters_are_refused_before_redis(api: FlaskClient,
 
 
 @pytest.mark.parametrize(("bad", "why"), BAD_JOB_IDS)
-def test_job_ids_that_would_change_a_key_are_refused(api: FlaskClient, real_redis: redis.Redis, bad: str, why: str) -> None:
+def test_job_ids_that_would_change_a_key_are_refused(
+    api: FlaskClient, real_redis: redis.Redis, bad: str, why: str
+) -> None:
     real_redis.config_resetstat()
     resp = api.post("/api/rank", json=rank_body(1, id=bad))
     assert resp.status_code == 400, why

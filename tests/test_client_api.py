@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from tpv_broker_client import BrokerClient
 
 from tpv_broker.api import create_app
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
+from tpv_broker_client import BrokerClient
 
 from .test_api import CANDIDATES, EXPECTED, NOW, config, snapshot
 from .test_client_rank import Dest, Tool, names, warnings_of
@@ -32,7 +32,7 @@ def test_the_apis_order_is_applied(api, caplog):
     cands = [Dest(i) for i in CANDIDATES]  # equal tag scores: TPV's order is the input order
     out = BrokerClient(url).rank(cands, names(cores=4, mem=8, tool=Tool()))
     assert [d.id for d in out] == EXPECTED
-    assert all(a is b for a, b in zip(out, sorted(cands, key=lambda d: EXPECTED.index(d.id))))
+    assert all(a is b for a, b in zip(out, sorted(cands, key=lambda d: EXPECTED.index(d.id)), strict=True))
     assert warnings_of(caplog) == []
 
 
@@ -51,7 +51,8 @@ def test_every_fact_the_client_sends_is_accepted(api, caplog):
 
     class Attrs:
         def get_dataset_attributes(self, datasets: object) -> dict:
-            return {1: {"object_store_id": "object_store_germany", "size": 5e9}, 2: {"object_store_id": None, "size": 1}}
+            return {1: {"object_store_id": "object_store_germany", "size": 5e9},
+                    2: {"object_store_id": None, "size": 1}}
 
     cands = [Dest("pulsar_de", 2, {"latitude": 50.1, "longitude": 8.7, "handle": object()}), Dest("pulsar_fr", 1)]
     out = BrokerClient(url, object_stores={"object_store_germany": {"latitude": 50.1, "longitude": 8.7}}).rank(

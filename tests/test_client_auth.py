@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import redis
-from tpv_broker_client import BrokerClient, rank
 
 from tpv_broker.api import create_app
 from tpv_broker.config.settings import load_config
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
+from tpv_broker_client import BrokerClient, rank
 
 from .test_api import CANDIDATES, EXPECTED, NOW, snapshot
 from .test_client_rank import Dest, names, warnings_of

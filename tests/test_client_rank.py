@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from tpv_broker_client import BrokerClient, rank
 
 from tpv_broker.devtools.servers import free_port
+from tpv_broker_client import BrokerClient, rank
 
 from . import fake_broker as fb
 
@@ -240,7 +240,9 @@ def _closed_port_url() -> str:
     ids=["hung", "trickling-body", "trickling-headers", "500", "400", "redirect", "html", "json-list",
          "ids-not-list", "no-degraded-flag", "huge", "degraded", "foreign-id", "duplicate-id"],
 )
-def test_a_broker_that_gives_no_usable_answer_costs_tpv_order_and_one_warning(broker, caplog, behaviour, expected_in_warning):
+def test_a_broker_that_gives_no_usable_answer_costs_tpv_order_and_one_warning(
+    broker, caplog, behaviour, expected_in_warning
+):
     broker.behaviour = behaviour
     cands = candidates()
     started = time.monotonic()

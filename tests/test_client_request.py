@@ -11,10 +11,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from tpv_broker_client import request as rq
 
 from tpv_broker.api.schemas import DEST_ID_PATTERN, JOB_ID_PATTERN, TOOL_ID_PATTERN, RankRequest
 from tpv_broker.core.ids import TOOL_ID_MAX_CHARS
+from tpv_broker_client import request as rq
 
 from .test_client_rank import Dest, Helpers, Job, Tool
 
@@ -50,7 +50,8 @@ odd_number = st.one_of(
     st.integers(min_value=-(10**20), max_value=10**20),
     st.booleans(),
     st.none(),
-    st.sampled_from([0, 0.0, -0.0, 1e-300, 100_000, 100_000.5, 1_000_000, 10_000, 10_001, 1e12, -1e12, 1e18, 1.5e18, "4"]),
+    st.sampled_from([0, 0.0, -0.0, 1e-300, 100_000, 100_000.5, 1_000_000, 10_000, 10_001, 1e12, -1e12, 1e18, 1.5e18,
+                     "4"]),
 )
 
 
@@ -115,7 +116,8 @@ dataset = st.fixed_dictionaries({"object_store_id": st.one_of(odd_text, st.none(
     facts=st.fixed_dictionaries({}, optional={"cores": odd_number, "mem": odd_number, "gpus": odd_number}),
     job_id=st.one_of(st.integers(), odd_text, st.none()),
     datasets=st.dictionaries(st.integers(), dataset, max_size=6),
-    stores=st.dictionaries(odd_text, st.fixed_dictionaries({"latitude": odd_number, "longitude": odd_number}), max_size=3),
+    stores=st.dictionaries(odd_text, st.fixed_dictionaries({"latitude": odd_number, "longitude": odd_number}),
+                           max_size=3),
 )
 def test_every_request_the_client_builds_passes_the_apis_validation(cands, facts, job_id, datasets, stores):
     ns = {"tool": Tool(id="toolshed.g2.bx.psu.edu/repos/iuc/bwa/bwa/0.7.17"), "job": Job(id=job_id),

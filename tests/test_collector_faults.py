@@ -5,6 +5,7 @@ off, and the collector recovers by itself when InfluxDB is back."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -19,8 +20,8 @@ from tpv_broker.cli import main
 from tpv_broker.collector.backoff import retry_delay
 from tpv_broker.collector.daemon import CycleRunner, run_daemon
 from tpv_broker.collector.influx import InfluxQLClient, StatementResult
-from tpv_broker.devtools.servers import InfluxServer
 from tpv_broker.config.settings import ApiSettings, BrokerConfig, CollectorSettings, InfluxDBSettings
+from tpv_broker.devtools.servers import InfluxServer
 from tpv_broker.errors import MetricSourceError
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
@@ -85,7 +86,8 @@ def test_collector_survives_influxdb_outage(own_influx, redis_client: redis.Redi
         ready = app.test_client().get("/ready").get_json()
         assert ready["ready"] is True and ready["stale"]["failed_cycles"] >= 3
         assert expected in ready["stale"]["reason"]
-        shown = CliRunner().invoke(main, ["inspect"], env={"TPV_BROKER_REDIS_URL": redis_url, "TPV_BROKER_CONFIG": None})
+        env = {"TPV_BROKER_REDIS_URL": redis_url, "TPV_BROKER_CONFIG": None}
+        shown = CliRunner().invoke(main, ["inspect"], env=env)
         assert shown.exit_code == 0, shown.output
         assert "STALE: the collector has failed" in shown.output and expected in shown.output, shown.output
         # Once the snapshot is past its age limit, the degraded answer says why.
@@ -154,7 +156,7 @@ def test_cycles_back_off_while_influxdb_is_down(own_influx, redis_client: redis.
         # an interval early, and the query starts a moment into the cycle,
         # hence the slack. Asking every 0.1 s, as without backoff, fails
         # this from the third gap on (0.1 s against at least 0.3 s).
-        gaps = [b - a for a, b in zip(client.failed_at, client.failed_at[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(client.failed_at)]
         for k, gap in enumerate(gaps[:6], start=1):
             assert gap >= retry_delay(k, interval, cap) - interval / 2 - 0.05, (k, gaps)
         assert runner.skipped > 0

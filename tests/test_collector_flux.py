@@ -20,10 +20,10 @@ from tpv_broker.collector.flux import FluxSource, flux_query, flux_string
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.presets import PRESETS, presets_for
 from tpv_broker.collector.source import metric_source
+from tpv_broker.config.preset_spec import BUILTIN_PRESETS
 from tpv_broker.config.settings import BrokerConfig, CollectorSettings, InfluxDBSettings, RedisSettings
 from tpv_broker.errors import MetricSourceError
 from tpv_broker.store.keys import KeySchema
-from tpv_broker.config.preset_spec import BUILTIN_PRESETS
 from tpv_broker.store.snapshots import SnapshotStore
 
 from .flux_stub import FluxStub
@@ -31,6 +31,8 @@ from .flux_stub import FluxStub
 DATA = pathlib.Path(__file__).parent / "data" / "sources"
 ANCHOR = 1767225600  # 2026-01-01T00:00:00Z: "now" in sample.lp and flux_all_presets.csv
 TOKEN = "s3cret-token-value"
+# InfluxDB 2's answer to a refused token.
+UNAUTHORIZED = '{"code":"unauthorized","message":"unauthorized access"}'
 ALL = list(BUILTIN_PRESETS)  # queue_by_destination ... queue_overview, in the order the CSV was recorded
 FASTP = "toolshed.g2.bx.psu.edu/repos/iuc/fastp/fastp/0.23.4+galaxy0"
 DESTINATIONS = {
@@ -143,7 +145,8 @@ def test_records_become_rows_with_quotes_kept(stub: FluxStub) -> None:
     # the quotes are part of the tag value; the CSV escapes them as ""
     assert eight.tags["destination_id"] == '"galaxy_sk01"'
     # every field of the point in one row, numbers as the CSV's double type says
-    assert eight.values == {"count": 3.0, "unclaimed_cpus": 8.0, "unclaimed_memory": 16000.0, "destination_status": "online"}
+    assert eight.values == {"count": 3.0, "unclaimed_cpus": 8.0, "unclaimed_memory": 16000.0,
+                            "destination_status": "online"}
     assert eight.at == ANCHOR - 15
 
 
@@ -153,7 +156,9 @@ def _config(influxdb: InfluxDBSettings, prefix: str) -> BrokerConfig:
                         collector=CollectorSettings(presets=ALL), destinations=DESTINATIONS)
 
 
-def test_flux_and_influxql_give_the_same_snapshot(influx_server, influx_db, redis_client: redis.Redis, stub: FluxStub) -> None:
+def test_flux_and_influxql_give_the_same_snapshot(
+    influx_server, influx_db, redis_client: redis.Redis, stub: FluxStub
+) -> None:
     shift = int(time.time()) - ANCHOR
     influx_server.write_lines(influx_db, sample_lines(shift))
     stub.body, stub.shift_s = (DATA / "flux_all_presets.csv").read_text(), shift
@@ -174,7 +179,8 @@ def test_flux_and_influxql_give_the_same_snapshot(influx_server, influx_db, redi
     assert a is not None and b is not None
     assert a.destinations == b.destinations
     assert a.tool_stats == b.tool_stats
-    assert (a.meta.destinations, a.meta.tools, a.meta.newest_point_at) == (b.meta.destinations, b.meta.tools, b.meta.newest_point_at)
+    assert (a.meta.destinations, a.meta.tools, a.meta.newest_point_at) == (
+        b.meta.destinations, b.meta.tools, b.meta.newest_point_at)
     assert ql.rows_read == fx.rows_read
 
     # ... and that snapshot is the right one (sample.lp's comments).
@@ -207,7 +213,7 @@ def test_flux_and_influxql_give_the_same_snapshot(influx_server, influx_db, redi
 @pytest.mark.parametrize(
     ("status", "body", "content_type", "expected"),
     [
-        (401, '{"code":"unauthorized","message":"unauthorized access"}', "application/json", "refused the token (HTTP 401)"),
+        (401, UNAUTHORIZED, "application/json", "refused the token (HTTP 401)"),
         (404, '{"code":"not found","message":"failed to initialize execute state: could not find bucket \\"galaxy\\""}',
          "application/json", 'could not find bucket "galaxy" (HTTP 404)'),
         # an error raised while the query runs comes in the CSV itself
@@ -239,7 +245,7 @@ def test_unreachable_server() -> None:
 
 
 def test_a_failed_cycle_reports_and_keeps_the_last_snapshot(stub: FluxStub, redis_client: redis.Redis) -> None:
-    stub.status, stub.body, stub.content_type = 401, '{"code":"unauthorized","message":"unauthorized access"}', "application/json"
+    stub.status, stub.body, stub.content_type = 401, UNAUTHORIZED, "application/json"
     config = BrokerConfig(influxdb=flux_settings(stub.url), redis=RedisSettings(key_prefix="fx"))  # type: ignore[attr-defined]
     store = SnapshotStore(redis_client, KeySchema("fx"))
     report = collect_once(config, FluxSource(config.influxdb), store, time.time)

@@ -24,9 +24,9 @@ import requests
 
 from tpv_broker.api.app import create_app
 from tpv_broker.collector.cycle import collect_once
-from tpv_broker.collector.state import CollectorState, StatsCache
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.presets import PRESETS
+from tpv_broker.collector.state import CollectorState, StatsCache
 from tpv_broker.config.settings import BrokerConfig, InfluxDBSettings, RedisSettings
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
@@ -49,7 +49,7 @@ class Replay:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 replay.requests += 1
                 body, mode = replay.body, replay.mode
@@ -86,10 +86,8 @@ class Replay:
 
     def answer(self, body: Any, status: int = 200, content_type: str = "application/json",
                mode: str = "normal") -> None:
-        if isinstance(body, bytes):
-            raw = body
-        else:
-            raw = json.dumps(body).encode()  # allow_nan: NaN goes out as the literal NaN
+        # json.dumps allows NaN: it goes out as the literal NaN.
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.body, self.status, self.content_type, self.mode = raw, status, content_type, mode
 
 
@@ -155,7 +153,8 @@ def _remembering() -> CollectorState:
 
 # -- the answer as a whole is unusable: nothing published, the snapshot stays --
 
-HTML_502 = b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
+HTML_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n"
+            b"<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>")
 
 WHOLE = {
     "proxy error page": (dict(body=HTML_502, status=502, content_type="text/html"),
@@ -235,8 +234,10 @@ def _expected(replay: Replay, redis_client: redis.Redis, body: dict[str, Any]) -
 
 STATEMENT_FAULTS = {
     # InfluxDB's per-statement error, as 1.x words a field type conflict.
-    "statement error": lambda r: {"statement_id": CONDOR, "error": 'field type conflict: input field "unclaimed_cpus" '
-                                  'on measurement "htcondor_cluster_usage" is type string, already exists as type float'},
+    "statement error": lambda r: {"statement_id": CONDOR,
+                                  "error": 'field type conflict: input field "unclaimed_cpus" '
+                                           'on measurement "htcondor_cluster_usage" is type string, '
+                                           'already exists as type float'},
     # Cut by max-row-limit: some rows, and "partial".
     "partial": lambda r: {**r, "series": r["series"][:1], "partial": True},
     "malformed series": lambda r: {**r, "series": [{**r["series"][0], "values": [[1]]}]},
@@ -259,8 +260,10 @@ def test_a_failing_statement_keeps_its_figures_while_the_others_update(fault, re
     assert report.published, report.errors
     (problem,) = [e for e in report.errors if e.startswith("htcondor_cluster_usage:")]
     assert problem.endswith("(its last good figures kept)"), problem
-    assert {"statement error": "field type conflict", "partial": '"partial": true', "malformed series":
-            "series[0].values[0] has 1 values for", "series of the wrong type": "'series' is an object"}[fault] in problem
+    expected = {"statement error": "field type conflict", "partial": '"partial": true',
+                "malformed series": "series[0].values[0] has 1 values for",
+                "series of the wrong type": "'series' is an object"}[fault]
+    assert expected in problem
     assert report.kept.keys() == {"htcondor_cluster_usage"}
     # Exactly what the new queue counts with the earlier capacity give.
     assert store.read_all().destinations == _expected(replay, redis_client, newer)

@@ -19,8 +19,8 @@ from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
 
 from .helpers import load_prototype_data
-from .processes import wait_for
-from .processes import CLI, clean_env as _env
+from .processes import CLI, wait_for
+from .processes import clean_env as _env
 
 INTERVAL_S = 1.5
 # Process noise on a shared 2-core machine.

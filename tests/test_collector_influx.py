@@ -6,13 +6,13 @@ from __future__ import annotations
 import time
 
 import pytest
-import requests
 import redis
+import requests
 
 from tpv_broker.collector.cycle import collect_once
 from tpv_broker.collector.influx import InfluxQLClient
-from tpv_broker.devtools.servers import InfluxServer
 from tpv_broker.config.settings import BrokerConfig, InfluxDBSettings, RedisSettings
+from tpv_broker.devtools.servers import InfluxServer
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
 
@@ -163,7 +163,8 @@ def test_a_destination_without_jobs_has_zero_queued(influx_server, influx_db, st
             f"queue_by_destination,destination_id=pulsar_de,state=queued count=4 {now - 2}",
             # pulsar_it is idle: gxadmin prints no queue line for it at all.
             'htcondor_cluster_usage,classad=machine total_detected_cpus=16,unclaimed_cpus=16,'
-            f'total_memory=32768,unclaimed_memory=32768,destination_id="pulsar_it",destination_status="online" {now - 1}',
+            'total_memory=32768,unclaimed_memory=32768,'
+            f'destination_id="pulsar_it",destination_status="online" {now - 1}',
         ],
     )
     config = _config(influx_server, influx_db)
@@ -190,11 +191,13 @@ def test_one_request_per_cycle_whatever_the_size(influx_server, influx_db, store
         lines.append(f"queue_by_destination,destination_id=d{i},state=queued count={i % 7} {now - 5}")
         lines.append(
             f'htcondor_cluster_usage,classad=machine total_detected_cpus=32,unclaimed_cpus={i % 32},'
-            f'total_memory=65536,unclaimed_memory=1024,destination_id="d{i}",destination_status="online" {now - 5 - i % 60}'
+            f'total_memory=65536,unclaimed_memory=1024,'
+            f'destination_id="d{i}",destination_status="online" {now - 5 - i % 60}'
         )
         for t in range(5):
             lines.append(
-                f"destination-queue-run-time,destination_id=d{i},tool_id=tool{t} count=3,median_queue=10,median_run=100 {now - 60}"
+                f"destination-queue-run-time,destination_id=d{i},tool_id=tool{t} "
+                f"count=3,median_queue=10,median_run=100 {now - 60}"
             )
     influx_server.write_lines(influx_db, lines)
     config = _config(influx_server, influx_db)

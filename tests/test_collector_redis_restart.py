@@ -18,8 +18,8 @@ from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
 
 from .helpers import load_prototype_data
-from .processes import wait_for
-from .processes import CLI, clean_env as _env
+from .processes import CLI, wait_for
+from .processes import clean_env as _env
 from .test_processes import _stop
 from .test_redis_outage_api import own_redis  # noqa: F401 - fixture
 

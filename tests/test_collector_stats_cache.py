@@ -11,8 +11,8 @@ import redis
 import requests
 
 from tpv_broker.collector.cycle import collect_once
-from tpv_broker.collector.state import CollectorState
 from tpv_broker.collector.influx import InfluxQLClient
+from tpv_broker.collector.state import CollectorState
 from tpv_broker.config.settings import (
     BrokerConfig,
     CollectorSettings,
@@ -142,7 +142,8 @@ def test_a_failed_refresh_keeps_the_last_statistics(influx_server, influx_db, st
 
     def runtime_fails(statements):  # type: ignore[no-untyped-def]
         results = real_query(statements)
-        return [r if "destination-queue-run-time" not in s else type(r)(error="boom") for s, r in zip(statements, results)]
+        return [r if "destination-queue-run-time" not in s else type(r)(error="boom")
+                for s, r in zip(statements, results, strict=True)]
 
     source.query = runtime_fails  # type: ignore[method-assign]
     clock.now += 600

@@ -28,8 +28,10 @@ def test_from_the_environment() -> None:
 
 
 @pytest.mark.parametrize(("env", "problem"), [
-    ({"TPV_BROKER_API_DEGRADED_STATUS": "500"}, "api.degraded_status (from TPV_BROKER_API_DEGRADED_STATUS): must be 200 or 503, got 500"),
-    ({"TPV_BROKER_COLLECTOR_LEASE_S": "0"}, "collector.lease_s (from TPV_BROKER_COLLECTOR_LEASE_S): Input should be greater than 0"),
+    ({"TPV_BROKER_API_DEGRADED_STATUS": "500"},
+     "api.degraded_status (from TPV_BROKER_API_DEGRADED_STATUS): must be 200 or 503, got 500"),
+    ({"TPV_BROKER_COLLECTOR_LEASE_S": "0"},
+     "collector.lease_s (from TPV_BROKER_COLLECTOR_LEASE_S): Input should be greater than 0"),
     ({"TPV_BROKER_COLLECTOR_INSTANCE_ID": "a b"}, "collector.instance_id (from TPV_BROKER_COLLECTOR_INSTANCE_ID)"),
     ({"TPV_BROKER_REDIS_CONNECT_TIMEOUT_S": "-1"}, "redis.connect_timeout_s"),
     ({"TPV_BROKER_REDIS_URL": "http://x"}, "must start with redis://, rediss://, unix:// or redis+sentinel://"),

@@ -13,10 +13,10 @@ import redis
 import requests
 
 from tpv_broker.api import create_app
-from tpv_broker.devtools.servers import free_port
 from tpv_broker.config.settings import ApiSettings, BrokerConfig, InflightSettings, RedisSettings
-from tpv_broker.store.keys import KeySchema
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.devtools.servers import free_port
+from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
 
 from .processes import CLI, clean_env, stop, wait_until_serving
@@ -32,7 +32,8 @@ def _snapshot(live_at: float) -> Snapshot:
         return DestinationFigures(id=i, status="online", queued=0, running=4, cpus_total=16, cpus_free=8,
                                   mem_total_gb=64, mem_free_gb=32, median_queue_s=median_queue, median_run_s=600,
                                   live_at=live_at, metrics_at=live_at, sources={"queue_by_destination": live_at})
-    return Snapshot(meta=SnapshotMeta(created_at=live_at, destinations=2), destinations={"a": d("a", 30), "b": d("b", 60)})
+    return Snapshot(meta=SnapshotMeta(created_at=live_at, destinations=2),
+                    destinations={"a": d("a", 30), "b": d("b", 60)})
 
 
 def _app(client: redis.Redis, clock: list[float]):  # type: ignore[no-untyped-def]

@@ -135,7 +135,6 @@ def test_collect_once_while_a_daemon_holds_the_lease_publishes_nothing(redis_cli
     from click.testing import CliRunner
 
     from tpv_broker.cli import main
-
     from tpv_broker.store.keys import KeySchema
 
     key = KeySchema("tpv_broker").collector_lease

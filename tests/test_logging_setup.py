@@ -159,7 +159,8 @@ def test_logging_section_from_file_and_environment(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("env, problem", [
-    ({"TPV_BROKER_LOGGING_FORMAT": "xml"}, "logging.format (from TPV_BROKER_LOGGING_FORMAT): Input should be 'text' or 'json'"),
+    ({"TPV_BROKER_LOGGING_FORMAT": "xml"},
+     "logging.format (from TPV_BROKER_LOGGING_FORMAT): Input should be 'text' or 'json'"),
     ({"TPV_BROKER_LOGGING_LEVEL": "LOUD"}, "logging.level (from TPV_BROKER_LOGGING_LEVEL): Input should be"),
     ({"TPV_BROKER_COLLECTOR_METRICS_PORT": "70000"}, "collector.metrics_port (from TPV_BROKER_COLLECTOR_METRICS_PORT)"),
 ])

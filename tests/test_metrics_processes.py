@@ -18,13 +18,15 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.devtools.servers import free_port
 from tpv_broker.store.keys import KeySchema
-from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.store.snapshots import SnapshotStore
 
-from .processes import CLI, clean_env as _env, stop as _stop, wait_for
 from .helpers import load_prototype_data
+from .processes import CLI, wait_for
+from .processes import clean_env as _env
+from .processes import stop as _stop
 
 RANK = {"job": {"tool_id": "bwa", "cores": 1, "mem": 1}, "destinations": [{"id": "pulsar_de"}, {"id": "pulsar_uk"}]}
 # A fresh connection per request, so whichever worker is free accepts it.

@@ -29,10 +29,10 @@ import redis
 import requests
 from requests.adapters import HTTPAdapter
 
-from tpv_broker.devtools.servers import free_port
 from tpv_broker.config.settings import ApiSettings
-from tpv_broker.store.keys import KeySchema
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.devtools.servers import free_port
+from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
 
 from .processes import clean_env, wait_for
@@ -46,7 +46,8 @@ OUTSIDER = "127.0.0.2"
 def nginx_binary() -> str:
     found = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/local/sbin")
     if found is None:
-        pytest.fail("nginx not found: install the Debian package nginx (scripts/bootstrap.sh --tests does)", pytrace=False)
+        pytest.fail("nginx not found: install the Debian package nginx (scripts/bootstrap.sh --tests does)",
+                    pytrace=False)
     return found
 
 

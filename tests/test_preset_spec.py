@@ -18,10 +18,10 @@ from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.presets import PRESETS, Preset
 from tpv_broker.collector.reducers import REDUCERS
 from tpv_broker.collector.rows import Row
+from tpv_broker.config.preset_spec import BUILTIN_PRESETS, Combine, FieldMap, PresetSpec
 from tpv_broker.config.settings import BrokerConfig, CollectorSettings, InfluxDBSettings, RedisSettings, load_config
 from tpv_broker.errors import ConfigError
 from tpv_broker.store.keys import KeySchema
-from tpv_broker.config.preset_spec import BUILTIN_PRESETS, Combine, FieldMap, PresetSpec
 from tpv_broker.store.snapshots import SnapshotStore
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -91,13 +91,17 @@ def _custom(body: str, presets: str = "[mine]") -> str:
          "collector.custom_presets.mine.fields.0.figure: combine sum_newest_batch cannot feed median_run"),
         (GOOD.replace("figure: queued", "figure: queue_length"), "collector.custom_presets.mine.fields.0.figure"),
         (GOOD.replace("sum_newest_batch", "average"), "collector.custom_presets.mine.combine"),
-        (GOOD.replace("{tag: d}", "{tag: d, field: e}"), "collector.custom_presets.mine.destination.tag: give exactly one"),
-        (GOOD.replace("{tag: d}", "{field: e}"), "collector.custom_presets.mine.read: a destination id held in a field"),
+        (GOOD.replace("{tag: d}", "{tag: d, field: e}"),
+         "collector.custom_presets.mine.destination.tag: give exactly one"),
+        (GOOD.replace("{tag: d}", "{field: e}"),
+         "collector.custom_presets.mine.read: a destination id held in a field"),
         (GOOD.replace("fields:", "feilds:"), "collector.custom_presets.mine.feilds"),
         (GOOD.replace("figure: queued", "figure: job_count").replace("sum_newest_batch", "tool_stats"),
          "collector.custom_presets.mine.tool_tag: combine tool_stats needs"),
-        (GOOD + "    unavailable_states: [down]\n", "collector.custom_presets.mine.unavailable_states: no field feeds node_state"),
-        (GOOD.replace("{tag: d}", "{tag: d, groups: {x: {}}}"), "collector.custom_presets.mine.destination.groups.x.values"),
+        (GOOD + "    unavailable_states: [down]\n",
+         "collector.custom_presets.mine.unavailable_states: no field feeds node_state"),
+        (GOOD.replace("{tag: d}", "{tag: d, groups: {x: {}}}"),
+         "collector.custom_presets.mine.destination.groups.x.values"),
         (GOOD.replace("fields: [{field: c, figure: queued}]", "fields: []"), "collector.custom_presets.mine.fields"),
     ],
     ids=["mem-without-unit", "mem-in-seconds", "figure-vs-combine", "unknown-figure", "unknown-combine",
@@ -283,9 +287,12 @@ def test_site_presets_on_real_influxd(influx_server, influx_db, store: SnapshotS
         f"queue_totals,destination=pulsar_syd,state=queued value=8 {now - 400}",  # older batch
         f"sinfo,cluster=pulsar_mel total_cpus=480,cpus_allocated=400,percent_allocated=83.3 {now - 10}",
         # Telegraf slurm, grouped by node names
-        f'slurm_nodes,host=hoth,name=bignode1,source=slurm.example.org alloc_cpu=64i,alloc_memory=0i,cpus=128i,real_memory=515000i,state="mixed" {now - 7}',
-        f'slurm_nodes,host=hoth,name=node03,source=slurm.example.org alloc_cpu=0i,alloc_memory=0i,cpus=16i,real_memory=64000i,state="idle" {now - 7}',
-        f'slurm_nodes,host=hoth,name=node12,source=slurm.example.org alloc_cpu=0i,alloc_memory=0i,cpus=16i,real_memory=64000i,state="down*" {now - 7}',
+        'slurm_nodes,host=hoth,name=bignode1,source=slurm.example.org '
+        f'alloc_cpu=64i,alloc_memory=0i,cpus=128i,real_memory=515000i,state="mixed" {now - 7}',
+        'slurm_nodes,host=hoth,name=node03,source=slurm.example.org '
+        f'alloc_cpu=0i,alloc_memory=0i,cpus=16i,real_memory=64000i,state="idle" {now - 7}',
+        'slurm_nodes,host=hoth,name=node12,source=slurm.example.org '
+        f'alloc_cpu=0i,alloc_memory=0i,cpus=16i,real_memory=64000i,state="down*" {now - 7}',
     ])
     site = load_config(SITE_PRESETS, environ={})
     config = BrokerConfig(influxdb=InfluxDBSettings(url=influx_server.url, database=influx_db, timeout_s=5),
@@ -309,21 +316,29 @@ def test_new_builtins_on_real_influxd(influx_server, influx_db, store: SnapshotS
     now = int(time.time())
     influx_server.write_lines(influx_db, [
         # new pulsar-util format: the quotes are part of the tag value
-        f'htcondor_cluster_usage,destination_id="galaxy_sk01",unclaimed_tag=8c_16000m count=3,unclaimed_cpus=8,unclaimed_memory=16000,destination_status="online" {now - 3}',
-        f'htcondor_cluster_usage,destination_id="galaxy_sk01",unclaimed_tag=2c_4000m count=10,unclaimed_cpus=2,unclaimed_memory=4000,destination_status="online" {now - 3}',
+        'htcondor_cluster_usage,destination_id="galaxy_sk01",unclaimed_tag=8c_16000m '
+        f'count=3,unclaimed_cpus=8,unclaimed_memory=16000,destination_status="online" {now - 3}',
+        'htcondor_cluster_usage,destination_id="galaxy_sk01",unclaimed_tag=2c_4000m '
+        f'count=10,unclaimed_cpus=2,unclaimed_memory=4000,destination_status="online" {now - 3}',
         # old format for another site, same measurement: not a shape
         'htcondor_cluster_usage,classad=machine total_detected_cpus=16,unclaimed_cpus=16,total_memory=32768,'
         f'unclaimed_memory=32768,destination_id="pulsar_it",destination_status="online" {now - 2}',
-        f"queue-overview,destination_id=pulsar_fr,handler=h1,job_runner_name=pulsar_fr,state=queued,tool_id=a,tool_version=1,user_id=0 count=2 {now - 1}",
-        f"queue-overview,destination_id=pulsar_fr,handler=h2,job_runner_name=pulsar_fr,state=queued,tool_id=b,tool_version=1,user_id=0 count=5 {now - 1}",
-        f"queue-overview,destination_id=pulsar_fr,handler=h1,job_runner_name=pulsar_fr,state=running,tool_id=a,tool_version=1,user_id=0 count=1 {now - 1}",
-        f'slurm_nodes,host=hoth,name=node1,source=slurm.example.org alloc_cpu=8i,alloc_memory=2048i,cpus=36i,real_memory=8192i,free_memory=100i,state="mixed" {now - 4}',
+        "queue-overview,destination_id=pulsar_fr,handler=h1,job_runner_name=pulsar_fr,state=queued,"
+        f"tool_id=a,tool_version=1,user_id=0 count=2 {now - 1}",
+        "queue-overview,destination_id=pulsar_fr,handler=h2,job_runner_name=pulsar_fr,state=queued,"
+        f"tool_id=b,tool_version=1,user_id=0 count=5 {now - 1}",
+        "queue-overview,destination_id=pulsar_fr,handler=h1,job_runner_name=pulsar_fr,state=running,"
+        f"tool_id=a,tool_version=1,user_id=0 count=1 {now - 1}",
+        'slurm_nodes,host=hoth,name=node1,source=slurm.example.org '
+        f'alloc_cpu=8i,alloc_memory=2048i,cpus=36i,real_memory=8192i,free_memory=100i,state="mixed" {now - 4}',
     ])
     config = BrokerConfig(
         influxdb=InfluxDBSettings(url=influx_server.url, database=influx_db, timeout_s=5),
         redis=RedisSettings(key_prefix="ps"),
-        collector=CollectorSettings(presets=["htcondor_cluster_usage", "htcondor_slot_shapes", "queue_overview", "slurm_nodes"]),
-        destinations={"pulsar_sk01_tpv": {"aliases": ["galaxy_sk01"]}, "slurm_cluster": {"aliases": ["slurm.example.org"]}},
+        collector=CollectorSettings(
+            presets=["htcondor_cluster_usage", "htcondor_slot_shapes", "queue_overview", "slurm_nodes"]),
+        destinations={"pulsar_sk01_tpv": {"aliases": ["galaxy_sk01"]},
+                      "slurm_cluster": {"aliases": ["slurm.example.org"]}},
     )
     report = collect_once(config, InfluxQLClient(config.influxdb), store, time.time)
     assert report.published and not report.errors, report.errors

@@ -17,8 +17,8 @@ from tpv_broker.collector.presets import (
     CycleData,
     strip_quotes,
 )
-from tpv_broker.config.settings import ALL_PRESETS, CollectorSettings
 from tpv_broker.config.preset_spec import BUILTIN_PRESETS
+from tpv_broker.config.settings import ALL_PRESETS, CollectorSettings
 
 T = 1_700_000_000.0  # the newest batch's timestamp (epoch seconds, as the client asks with epoch=s)
 S = CollectorSettings()  # batch_window_s = 30
@@ -59,7 +59,8 @@ def test_statement_holds_only_preset_names(name: str, settings: CollectorSetting
     assert quoted and set(quoted) <= ALLOWED_IDENTIFIERS, quoted
     assert stmt.startswith("SELECT ")
     # the only numbers come from the settings: the lookback windows, in whole seconds
-    assert set(re.findall(r"now\(\) - (\d+)s", stmt)) <= {str(int(settings.lookback_s)), str(int(settings.stats_lookback_s))}
+    windows = {str(int(settings.lookback_s)), str(int(settings.stats_lookback_s))}
+    assert set(re.findall(r"now\(\) - (\d+)s", stmt)) <= windows
 
 
 @pytest.mark.parametrize(
@@ -208,7 +209,8 @@ RT_COLUMNS = ["time", "count", "median_queue", "median_run", "perc_95_run"]
 
 
 def rt(dest: str, tool: str, count: Any, mq: Any, mr: Any, p95: Any = None, at: float = T) -> Series:
-    return Series(RUNTIME_MEASUREMENT, {"destination_id": dest, "tool_id": tool}, RT_COLUMNS, [[at, count, mq, mr, p95]])
+    tags = {"destination_id": dest, "tool_id": tool}
+    return Series(RUNTIME_MEASUREMENT, tags, RT_COLUMNS, [[at, count, mq, mr, p95]])
 
 
 def test_runtime_per_tool_figures() -> None:
@@ -326,7 +328,8 @@ def test_condor_newest_row_per_destination_wins(newest_first: bool) -> None:
 
 @pytest.mark.parametrize(
     ("status", "expected"),
-    [("offline", "offline"), ("online", "online"), ('"offline"', "offline"), ("draining", "unknown"), (None, "unknown")],
+    [("offline", "offline"), ("online", "online"), ('"offline"', "offline"), ("draining", "unknown"),
+     (None, "unknown")],
 )
 def test_condor_status(status: Any, expected: str) -> None:
     d = apply("htcondor_cluster_usage", condor(condor_row("condor_us", status=status)))

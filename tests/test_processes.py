@@ -12,9 +12,9 @@ from tpv_broker.devtools.servers import free_port
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
 
-from .processes import CLI, clean_env as _env, stop, wait_for, wait_until_serving
 from .helpers import load_prototype_data
-
+from .processes import CLI, stop, wait_for, wait_until_serving
+from .processes import clean_env as _env
 
 
 def _stop(proc: subprocess.Popen, tmp: Path) -> str:
@@ -69,7 +69,8 @@ def test_serve_answers_rank_requests_and_stops_on_sigterm(influx_server, influx_
         # unknown_site has no metrics: last.
         assert r.status_code == 200
         assert r.json()["destinations"] == ["condor_tpv", "pulsar_be01", "unknown_site"]
-        bad = requests.post(f"{base}/api/rank", data=b"{not json", headers={"Content-Type": "application/json"}, timeout=2)
+        bad = requests.post(f"{base}/api/rank", data=b"{not json", headers={"Content-Type": "application/json"},
+                            timeout=2)
         assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "body"
     finally:
         log = _stop(proc, tmp_path)

@@ -21,15 +21,15 @@ from click.testing import CliRunner, Result
 
 from tpv_broker.api import create_app
 from tpv_broker.cli import main
-from tpv_broker.devtools.servers import InfluxServer, RedisServer, ServerError, free_port
 from tpv_broker.config.settings import load_config
+from tpv_broker.config.urls import redact_url, scrub, url_secrets
+from tpv_broker.devtools.servers import InfluxServer, RedisServer, ServerError, free_port
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
-from tpv_broker.config.urls import redact_url, scrub, url_secrets
 
 from .helpers import load_prototype_data
-from .test_api import GOOD, snapshot
 from .processes import CLI, clean_env, stop, wait_until_serving
+from .test_api import GOOD, snapshot
 
 REDIS_PASSWORD = "redis-Pw-7f3a9c2e51"
 INFLUX_USER = "admin"
@@ -144,7 +144,8 @@ def test_inspect_with_the_right_password_shows_no_password(locked_redis: LockedR
     client.flushall()
     env = {"TPV_BROKER_REDIS_URL": url}
     result, _ = run(["inspect"], env, caplog)
-    assert result.exit_code == 1 and f"no snapshot in Redis at redis://***@127.0.0.1:{locked_redis.port}/0" in result.output
+    assert result.exit_code == 1
+    assert f"no snapshot in Redis at redis://***@127.0.0.1:{locked_redis.port}/0" in result.output
     SnapshotStore(client, KeySchema("tpv_broker")).publish(snapshot())
     for args in (["inspect"], ["inspect", "--json"], ["rank", "--tool", "bwa", "pulsar_de", "pulsar_uk"]):
         result, _ = run(args, env, caplog)
@@ -152,10 +153,12 @@ def test_inspect_with_the_right_password_shows_no_password(locked_redis: LockedR
     client.flushall()
 
 
-@pytest.mark.parametrize(("command", "action"), [(["inspect"], "failed while reading the snapshot"),
-                                                 # collect takes the collector lease before anything else
-                                                 (["collect", "--once"], "the collector lease cannot be checked"),
-                                                 (["rank", "--tool", "bwa", "pulsar_de"], "failed while reading the snapshot")])
+@pytest.mark.parametrize(("command", "action"), [
+    (["inspect"], "failed while reading the snapshot"),
+    # collect takes the collector lease before anything else
+    (["collect", "--once"], "the collector lease cannot be checked"),
+    (["rank", "--tool", "bwa", "pulsar_de"], "failed while reading the snapshot"),
+])
 def test_unreachable_redis_with_a_password(command: list[str], action: str, influx_server: InfluxServer,
                                            influx_db: str, caplog: pytest.LogCaptureFixture) -> None:
     load_prototype_data(influx_server, influx_db)  # so that collect gets as far as Redis
@@ -163,7 +166,7 @@ def test_unreachable_redis_with_a_password(command: list[str], action: str, infl
     env = {"TPV_BROKER_REDIS_URL": f"redis://user:{REDIS_PASSWORD}@127.0.0.1:{port}/0",
            "TPV_BROKER_REDIS_SOCKET_TIMEOUT_S": "0.3", "TPV_BROKER_INFLUXDB_URL": influx_server.url,
            "TPV_BROKER_INFLUXDB_DATABASE": influx_db}
-    result, out = run(command, env, caplog)
+    _, out = run(command, env, caplog)
     if command[0] == "collect":
         assert f"{action}, Redis at redis://127.0.0.1:{port}/0" in out, out
     else:
@@ -176,7 +179,8 @@ def test_an_unparseable_redis_url_is_reported_without_its_password(command: list
     env = {"TPV_BROKER_REDIS_URL": f"redis://:{AWKWARD}@127.0.0.1:6379/0"}
     result, out = run(command, env, caplog)
     assert result.exit_code == 1
-    assert "error: invalid Redis URL redis://***@127.0.0.1:6379/0: cannot be parsed (%-encode / # ? @ and % in a password)" in out
+    assert ("error: invalid Redis URL redis://***@127.0.0.1:6379/0: "
+            "cannot be parsed (%-encode / # ? @ and % in a password)") in out
 
 
 @pytest.mark.parametrize(("variable", "value", "shown"), [
@@ -298,6 +302,6 @@ def test_redact_url(url: str, shown: str) -> None:
 
 
 def test_scrub_replaces_every_form_of_a_secret() -> None:
-    secrets = url_secrets("redis://:p%40ss-word@h/0") + ["tok-secret"]
+    secrets = [*url_secrets("redis://:p%40ss-word@h/0"), "tok-secret"]
     text = "a p@ss-word b p%40ss-word c 'Token tok-secret\\n' d"
     assert scrub(text, secrets) == "a *** b *** c 'Token ***\\n' d"

@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from tpv_broker.devtools.servers import free_port
 from tpv_broker.config.settings import load_config
+from tpv_broker.devtools.servers import free_port
 from tpv_broker.errors import ConfigError, StoreError
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore, store_from_config
 
 from .helpers import load_prototype_data
+from .processes import CLI, wait_for
+from .processes import clean_env as _env
 from .sentinel_servers import MASTER_NAME, DataNode, SentinelNode, sentinel_group
-from .processes import wait_for
-from .processes import CLI, clean_env as _env
 from .test_processes import _stop
 
 PASSWORD = "s3cret-pw"

@@ -12,15 +12,15 @@ import fakeredis
 import pytest
 from click.testing import CliRunner
 
-from tpv_broker.cli import main
-from tpv_broker.store.keys import KeySchema
 from tpv_broker.api.rank_service import RankService
-from tpv_broker.store.snapshots import SnapshotStore
+from tpv_broker.cli import main
 from tpv_broker.simulator import report
 from tpv_broker.simulator.compare import POLICIES, VARIANTS, broker_config, make_policy, offered, simulate
 from tpv_broker.simulator.engine import new_world, run
 from tpv_broker.simulator.policies import Broker, Oracle, Prototype, WeightedRandom
 from tpv_broker.simulator.workload import SITES, arrivals, capacity_core_seconds_per_s, mean_core_seconds
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.store.snapshots import SnapshotStore
 
 JOBS = arrivals(0.8, 1200, seed=3)
 
@@ -69,7 +69,7 @@ def test_the_broker_policy_charges_and_the_charges_spread_a_burst():
         # 60 jobs ranked on one snapshot: without charges they all go to the same
         # "best" site; with charges they spread as each placement is assumed.
         assert (len(used) > 1) is expect_spread, used
-        assert (store.client.zcard("sim{}:inflight".format(charge)) > 0) is charge
+        assert (store.client.zcard(f"sim{charge}:inflight") > 0) is charge
 
 
 def test_simulate_cli_quick_json(tmp_path: Path):

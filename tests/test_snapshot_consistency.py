@@ -9,8 +9,8 @@ import redis
 
 from tpv_broker.api.app import create_app
 from tpv_broker.config.settings import ApiSettings, BrokerConfig
-from tpv_broker.store.keys import KeySchema
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
+from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
 
 N = 50

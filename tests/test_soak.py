@@ -40,8 +40,9 @@ from tpv_broker.devtools.servers import free_port
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
 
-from .processes import CLI, clean_env as _env, stop as _stop, wait_for
-
+from .processes import CLI, wait_for
+from .processes import clean_env as _env
+from .processes import stop as _stop
 
 pytestmark = pytest.mark.soak
 
@@ -59,7 +60,7 @@ JOB_IDS = 64
 # pydantic and redis-py (about 50 MB after import) plus its parse cache
 # (at most 20,000 entries, under 45 MB even if all were destinations); the
 # collector about 50 MB at this size (70 MB at 13 destinations x 2,000
-# tools, README Benchmarks). Measured peaks here: about 60 MB. 200 MB per
+# tools, bench/README.md). Measured peaks here: about 60 MB. 200 MB per
 # process leaves room for all of that and still fails runaway growth.
 RSS_LIMIT_MB = 200.0
 # From the mean of the first 10 s to the mean of the last 10 s, per
@@ -236,7 +237,7 @@ class MetricsWriter(threading.Thread):
                 self.generation += 1
                 self.influx.write_lines(self.db, _queue_lines(self.generation, int(time.time() * 1000)),
                                         precision="ms")
-        except BaseException as e:  # reported by the test
+        except BaseException as e:  # noqa: BLE001 - reported by the test
             self.error = e
 
 

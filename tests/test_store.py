@@ -9,10 +9,10 @@ import pytest
 import redis
 from redis.connection import AbstractConnection
 
+from tpv_broker.core.models import Charge, DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
 from tpv_broker.devtools.servers import free_port
 from tpv_broker.errors import StoreError
 from tpv_broker.store.keys import SCHEMA_VERSION, KeySchema
-from tpv_broker.core.models import Charge, DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
 from tpv_broker.store.snapshots import SnapshotStore, connect_redis
 
 NOW = 1_700_000_000.0

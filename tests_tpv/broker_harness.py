@@ -29,9 +29,9 @@ from pathlib import Path
 
 import requests
 
-from tpv_broker.devtools.servers import RedisServer, free_port
 from tpv_broker.config.settings import load_config
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.devtools.servers import RedisServer, free_port
 from tpv_broker.store.snapshots import SnapshotStore, store_from_config
 
 # For a 4-core 16 GB job (bwa in examples/tpv/tpv_broker.yml): pulsar_it01
@@ -41,7 +41,8 @@ from tpv_broker.store.snapshots import SnapshotStore, store_from_config
 # broker may count as in flight there) never fill it.
 FIGURES = {
     "pulsar_de": {"queued": 40, "running": 60, "cpus_total": 64, "cpus_free": 0, "mem_total_gb": 512, "mem_free_gb": 0},
-    "pulsar_uk": {"queued": 10, "running": 20, "cpus_total": 32, "cpus_free": 8, "mem_total_gb": 256, "mem_free_gb": 32},
+    "pulsar_uk": {"queued": 10, "running": 20, "cpus_total": 32, "cpus_free": 8, "mem_total_gb": 256,
+                  "mem_free_gb": 32},
     "pulsar_it01": {"queued": 0, "running": 2, "cpus_total": 1024, "cpus_free": 1000, "mem_total_gb": 8192,
                     "mem_free_gb": 8000},
 }

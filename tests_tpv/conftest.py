@@ -183,5 +183,6 @@ def map_job(galaxy_app: Any) -> Any:
 def pytest_report_header(config: pytest.Config) -> str:
     import importlib.metadata as md
 
-    versions = ", ".join(f"{p} {md.version(p)}" for p in ("total-perspective-vortex", "galaxy-app", "tpv-broker-client"))
+    packages = ("total-perspective-vortex", "galaxy-app", "tpv-broker-client")
+    versions = ", ".join(f"{p} {md.version(p)}" for p in packages)
     return f"inside the real TPV: {versions}; python {sys.version.split()[0]} ({os.path.basename(sys.prefix)})"

@@ -17,10 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+import fake_broker as fb
 import pytest
 from conftest import EXAMPLE, ROOT
-
-import fake_broker as fb
 
 BROKERS_CHOICE = "pulsar_it01"
 TPV_DEFAULT = "pulsar_de"
@@ -75,7 +74,8 @@ def test_what_the_clause_sends(fake, tpv_configs, map_job):
     assert [d["id"] for d in body["destinations"]] == ["pulsar_de", "pulsar_uk", "pulsar_it01"]
     scores = [d["tpv_score"] for d in body["destinations"]]
     assert scores[0] > scores[1] == scores[2]  # de prefers the tag bwa prefers; the others accept it
-    assert {k: body["destinations"][0]["context"][k] for k in ("latitude", "longitude")} == {"latitude": 50.1, "longitude": 8.7}
+    context = body["destinations"][0]["context"]
+    assert {k: context[k] for k in ("latitude", "longitude")} == {"latitude": 50.1, "longitude": 8.7}
     # The input without an object store id (Galaxy's default store) is left out.
     assert body["datasets"] == [{"object_store_id": "object_store_germany", "size": 3e9}]
 
@@ -101,7 +101,9 @@ def test_the_token_in_galaxys_environment_is_sent(fake, tpv_configs, map_job, mo
 
 
 @pytest.mark.parametrize("how", ["stopped", "hung", "500", "garbage", "trickling", "degraded"])
-def test_a_broken_broker_leaves_the_job_with_tpvs_default_within_the_budget(how, live_broker, fake, tpv_configs, map_job, caplog):
+def test_a_broken_broker_leaves_the_job_with_tpvs_default_within_the_budget(
+    how, live_broker, fake, tpv_configs, map_job, caplog
+):
     if how == "stopped":
         live_broker.do("stop")
     elif how == "hung":
@@ -128,7 +130,9 @@ def test_an_answer_naming_a_destination_that_is_not_a_candidate_is_not_followed(
     assert "do not match" in warning
 
 
-def test_the_breaker_opens_after_repeated_failures_and_closes_once_the_broker_is_back(live_broker, tpv_configs, map_job, caplog):
+def test_the_breaker_opens_after_repeated_failures_and_closes_once_the_broker_is_back(
+    live_broker, tpv_configs, map_job, caplog
+):
     caplog.set_level(logging.INFO, logger="tpv_broker_client")
     configs = tpv_configs(live_broker.url, cooldown_s=1)
     live_broker.do("stop")
@@ -158,7 +162,8 @@ def test_an_open_breaker_does_not_call_the_broker(fake, tpv_configs, map_job):
 def test_tpv_dry_run_uses_the_clause(live_broker, tpv_configs):
     tpv = Path(sys.executable).with_name("tpv")
     result = subprocess.run(
-        [str(tpv), "dry-run", "--job-conf", str(EXAMPLE / "job_conf.yml"), "--tool", "bwa", *tpv_configs(live_broker.url)],
+        [str(tpv), "dry-run", "--job-conf", str(EXAMPLE / "job_conf.yml"), "--tool", "bwa",
+         *tpv_configs(live_broker.url)],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr

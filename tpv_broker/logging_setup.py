@@ -4,9 +4,10 @@ A log call names its event and fields with ``extra=event(...)``::
 
     log.info("cycle %s", report.summary(), extra=event("cycle_done", destinations=12, duration_ms=10.3))
 
-which prints (text)::
+which prints (text, one line; wrapped here)::
 
-    time=2026-11-22T04:43:25.123Z level=info logger=tpv_broker.collector event=cycle_done msg="cycle published: ..." destinations=12 duration_ms=10.3
+    time=2026-11-22T04:43:25.123Z level=info logger=tpv_broker.collector event=cycle_done
+    msg="cycle published: ..." destinations=12 duration_ms=10.3
 
 Lines from other libraries (gunicorn, APScheduler) carry ``event=log``.
 A traceback is kept on the same line (escaped), so a line is an event.
@@ -21,7 +22,8 @@ import logging
 import re
 import sys
 import time
-from typing import Any, Iterable, Literal, TextIO
+from collections.abc import Iterable
+from typing import Any, Literal, TextIO
 
 LogFormat = Literal["text", "json"]
 

@@ -58,7 +58,8 @@ def _read_token(token: str | None, token_file: str | None) -> str | None:
             with open(token_file, encoding="utf-8") as f:
                 lines = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
         except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"cannot read the {source}: {getattr(exc, 'strerror', None) or type(exc).__name__}") from None
+            why = getattr(exc, "strerror", None) or type(exc).__name__
+            raise ValueError(f"cannot read the {source}: {why}") from None
         if not lines:
             raise ValueError(f"the {source} holds no token")
         token = lines[0]
@@ -124,7 +125,8 @@ class BrokerClient:
             self.session.headers["Authorization"] = f"Bearer {bearer}"
             host = urlsplit(self.url).hostname or ""
             if self.url.startswith("http://") and host not in _LOOPBACK:
-                self._warn_once(f"the API token goes to {host} over plain http: anyone on the path can read it; use https")
+                self._warn_once(f"the API token goes to {host} over plain http: "
+                                "anyone on the path can read it; use https")
 
     # -- the call -------------------------------------------------------
     def rank(self, candidates: Sequence[Any], namespace: Mapping[str, Any]) -> list[Any]:
@@ -139,6 +141,7 @@ class BrokerClient:
         except Exception:
             # Only if candidates cannot even be listed; TPV never does that.
             log.warning("tpv-broker: candidates are not a list: %r", candidates, exc_info=True)
+            # Handed back as TPV gave them, whatever they are.
             return candidates  # type: ignore[return-value]
         if not ordered:
             return ordered
@@ -148,7 +151,9 @@ class BrokerClient:
             log.warning("tpv-broker client error, TPV's order used", exc_info=True)
             return ordered
 
-    def _ask(self, ordered: list[Any], scores: list[int | None], namespace: Mapping[str, Any], deadline: float) -> list[Any]:
+    def _ask(
+        self, ordered: list[Any], scores: list[int | None], namespace: Mapping[str, Any], deadline: float
+    ) -> list[Any]:
         try:
             job = job_section(namespace)
             destinations = self._destinations(ordered, scores)
@@ -265,5 +270,6 @@ def rank(candidate_destinations: Sequence[Any], namespace: Mapping[str, Any], **
         try:
             return default_order(candidate_destinations, entity)[0]
         except Exception:  # noqa: BLE001 - candidates that cannot even be listed
+            # As TPV gave them, whatever they are.
             return candidate_destinations  # type: ignore[return-value]
     return client.rank(candidate_destinations, namespace)

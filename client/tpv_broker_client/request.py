@@ -15,7 +15,11 @@ import math
 import numbers
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # Python 3.10's; the client still installs on 3.9, where only mypy reads it.
+    from typing import TypeGuard
 
 # The API's rules (tpv_broker/api/schemas.py), repeated because this
 # distribution must not import the service; tests/test_client_request.py
@@ -41,7 +45,7 @@ class Unsendable(Exception):
     """This job cannot be asked about at all (say, its tool id is one the API rejects)."""
 
 
-def _matches(pattern: str, value: object) -> bool:
+def _matches(value: object, pattern: str) -> TypeGuard[str]:
     # fullmatch, not match: Python's `$` also matches before a trailing
     # newline, the API's regex engine does not.
     return isinstance(value, str) and re.fullmatch(pattern, value) is not None
@@ -71,13 +75,13 @@ def job_section(namespace: Mapping[str, Any]) -> Json:
     """The ``job`` object from the clause's names. ``cores``/``mem``/``gpus``
     exist only if some TPV entity set them (``gpus`` rarely is)."""
     tool_id = getattr(namespace.get("tool"), "id", None)
-    if not _matches(TOOL_ID_PATTERN, tool_id) or len(tool_id) > TOOL_ID_MAX_CHARS:
+    if not _matches(tool_id, TOOL_ID_PATTERN) or len(tool_id) > TOOL_ID_MAX_CHARS:
         raise Unsendable(f"tool id {tool_id!r} is not one the broker accepts")
     job: Json = {"tool_id": tool_id}
     job_id = getattr(namespace.get("job"), "id", None)
     if isinstance(job_id, int) and not isinstance(job_id, bool):
         job_id = str(job_id)
-    if _matches(JOB_ID_PATTERN, job_id):
+    if _matches(job_id, JOB_ID_PATTERN):
         job["id"] = job_id
     for name, high, low_inclusive in (("cores", MAX_CORES, False), ("mem", MAX_MEM_GB, True), ("gpus", MAX_GPUS, True)):
         value = number(namespace.get(name), 0.0, high, low_inclusive)
@@ -126,7 +130,7 @@ def context_section(context: object) -> Json:
 def destination_entry(destination: Any, tpv_score: object) -> Json | None:
     """One candidate as the API takes it, or None if its id would be rejected."""
     dest_id = getattr(destination, "id", None)
-    if not _matches(DEST_ID_PATTERN, dest_id):
+    if not _matches(dest_id, DEST_ID_PATTERN):
         return None
     entry: Json = {"id": dest_id}
     score = number(tpv_score, -MAX_TPV_SCORE, MAX_TPV_SCORE)

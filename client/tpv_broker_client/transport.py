@@ -35,14 +35,15 @@ class CallFailed(Exception):
 def run_until(deadline: float, work: Callable[[], T], budget_s: float) -> T:
     """``work()``'s result if it finishes before ``deadline`` (monotonic
     seconds); else CallFailed, while the worker runs on by itself."""
-    box: dict[str, T | BaseException] = {}
+    value: list[T] = []
+    error: list[BaseException] = []
     done = threading.Event()
 
     def worker() -> None:
         try:
-            box["value"] = work()
+            value.append(work())
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            box["error"] = exc
+            error.append(exc)
         finally:
             done.set()
 
@@ -51,9 +52,9 @@ def run_until(deadline: float, work: Callable[[], T], budget_s: float) -> T:
     threading.Thread(target=worker, name="tpv-broker-client", daemon=True).start()
     if not done.wait(max(0.0, deadline - time.monotonic())):
         raise CallFailed(f"no answer within the {budget_s:g} s budget")
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]  # type: ignore[return-value]
+    if error:
+        raise error[0]
+    return value[0]
 
 
 def _reason(exc: BaseException) -> str:

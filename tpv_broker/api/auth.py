@@ -96,7 +96,8 @@ def describe(settings: ApiSettings, tokens: TokenSet | None) -> str:
         sources.append(f"{tokens.from_settings} from api.auth_tokens")
     if tokens.from_file:
         sources.append(f"{tokens.from_file} from {settings.auth_tokens_file}")
-    return f"API auth on for {', '.join(settings.auth_protected)}: {len(tokens.digests)} token(s) ({', '.join(sources)})"
+    protected = ", ".join(settings.auth_protected)
+    return f"API auth on for {protected}: {len(tokens.digests)} token(s) ({', '.join(sources)})"
 
 
 def file_warning(settings: ApiSettings) -> str | None:
@@ -164,7 +165,7 @@ def install(app: Flask, settings: ApiSettings) -> None:
     protected = frozenset(settings.auth_protected)
 
     @app.before_request
-    def _require_token():  # type: ignore[no-untyped-def]
+    def _require_token() -> tuple[Response, int] | None:
         rule = request.url_rule
         if rule is None or rule.rule not in protected:
             return None

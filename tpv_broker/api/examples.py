@@ -113,7 +113,8 @@ RANK_ANSWERS_400: dict[str, dict[str, Any]] = {
     "invalid_values": _example(
         "Every problem named, field first",
         {"error": "invalid request",
-         "message": "job.cores: Input should be greater than 0 (got -4); job.mem: Input should be a valid number (got '8')",
+         "message": "job.cores: Input should be greater than 0 (got -4); "
+                    "job.mem: Input should be a valid number (got '8')",
          "errors": [{"field": "job.cores", "problem": "Input should be greater than 0 (got -4)"},
                     {"field": "job.mem", "problem": "Input should be a valid number (got '8')"}]},
         request="invalid_values"),

@@ -7,8 +7,9 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from flask import Flask
 from gunicorn import glogging
@@ -16,13 +17,14 @@ from gunicorn.app.base import BaseApplication
 
 from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.errors import BrokerError
+
 from . import auth
 from .app import create_app
 
 log = logging.getLogger("tpv_broker.api")
 
 
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
+class _Gunicorn(BaseApplication):
     def __init__(self, factory: Callable[[], Flask], options: dict[str, Any]) -> None:
         self.factory = factory
         self.options = options
@@ -34,7 +36,9 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
             if key in self.cfg.settings:
                 self.cfg.set(key, value)
 
-    def load(self) -> Flask:
+    # types-gunicorn types a WSGI app's environ as a MutableMapping, Flask
+    # (after typeshed's WSGI types) as a dict: the same object at run time.
+    def load(self) -> Flask:  # type: ignore[override]
         # Called in each worker after the fork (no preload), so every worker
         # opens its own Redis connection pool.
         return self.factory()
@@ -71,7 +75,7 @@ def serve_app(factory: Callable[[], Flask], bind: str, workers: int) -> None:
     _Gunicorn(factory, gunicorn_options(bind, workers)).run()
 
 
-class StructuredGunicornLogger(glogging.Logger):  # type: ignore[misc]
+class StructuredGunicornLogger(glogging.Logger):
     """gunicorn's own lines (booting, worker timeouts, errors) through the
     root logger, so they come out in the configured format (text or JSON)
     like ours, instead of gunicorn's own."""

@@ -11,6 +11,7 @@ import time
 from flask import Blueprint, Response, current_app, make_response, render_template
 
 from tpv_broker.errors import StoreError
+
 from .state import get_state
 from .status_view import build_status
 

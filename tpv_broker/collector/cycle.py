@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
 from tpv_broker.errors import MetricSourceError, StoreError
 from tpv_broker.store.leader_lock import LeaderLease
-from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
 from tpv_broker.store.snapshots import SnapshotStore
+
 from .presets import CycleData, Preset, live_sources, presets_for
 from .rows import ReadResult
 from .source import MetricSource
@@ -197,9 +198,10 @@ def _apply_with_fallback(presets: list[Preset], results: list[ReadResult], confi
     named, and the others are kept."""
     gathered = _Gathered(CycleData(aliases=config.alias_map()))
     failed: list[tuple[str, str]] = []
-    for preset, result in zip(presets, results):
+    for preset, result in zip(presets, results, strict=True):
         part = CycleData(aliases=gathered.data.aliases)
-        problem = result.error if result.error is not None else preset.apply_checked(result.rows, part, config.collector)
+        problem = (result.error if result.error is not None
+                   else preset.apply_checked(result.rows, part, config.collector))
         if problem is None:
             gathered.presets_read += 1
             report.errors.extend(f"{preset.name}: {w}" for w in result.warnings)

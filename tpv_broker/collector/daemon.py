@@ -3,21 +3,24 @@ cycles coalesced, clean shutdown on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Callable, Protocol
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol
 
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.errors import StoreError
-from tpv_broker.store.leader_lock import LeaderLease
 from tpv_broker.logging_setup import event
+from tpv_broker.store.leader_lock import LeaderLease
 from tpv_broker.store.snapshots import SnapshotStore
+
 from .backoff import retry_delay
 from .cycle import CycleReport, collect_once
 from .metrics import CollectorMetrics, cycle_outcome
@@ -86,7 +89,7 @@ class CycleRunner:
             return None
         try:
             report = collect_once(self.config, self.source, self.store, self.clock, self.state, self.leader)
-        except Exception as e:  # noqa: BLE001 - the loop's edge: a bug must not stop collection
+        except Exception as e:  # the loop's edge: a bug must not stop collection
             report = CycleReport(published=False, errors=[f"cycle failed: {type(e).__name__}: {e}"])
             report.source_failed = True
             if (report.errors[0],) != self._logged:
@@ -218,7 +221,7 @@ def run_daemon(runner: Scheduled, stop: threading.Event | None = None) -> None:
     the lease renewal, when it has them. Blocks until SIGTERM/SIGINT (or
     ``stop`` is set, for tests)."""
     logging.getLogger("apscheduler.scheduler").addFilter(_SKIPPED_TICKS)  # the same filter twice: once
-    scheduler = BlockingScheduler(timezone=timezone.utc)
+    scheduler = BlockingScheduler(timezone=UTC)
     _schedule(scheduler, "collect", runner, runner.interval_s, start_now=True)
     if runner.stats_refresh_s is not None:
         # The first cycle reads the statistics itself; this job re-reads
@@ -245,7 +248,7 @@ def _schedule(scheduler: BlockingScheduler, job_id: str, job: Callable[[], objec
               start_now: bool = False) -> None:
     """One run of a job at a time; late runs coalesced into one, which
     still runs (it is not skipped)."""
-    first: dict[str, datetime] = {"next_run_time": datetime.now(timezone.utc)} if start_now else {}
+    first: dict[str, datetime] = {"next_run_time": datetime.now(UTC)} if start_now else {}
     scheduler.add_job(job, "interval", seconds=every_s, id=job_id, max_instances=1, coalesce=True,
                       misfire_grace_time=None, **first)
 
@@ -257,7 +260,7 @@ def _lease_keeper(leader: LeaderLease, scheduler: BlockingScheduler) -> Callable
         was_leader = leader.is_leader()
         if leader.hold() and not was_leader:
             # Just took over: publish now rather than at the next tick.
-            scheduler.modify_job("collect", next_run_time=datetime.now(timezone.utc))
+            scheduler.modify_job("collect", next_run_time=datetime.now(UTC))
 
     return keep_lease
 
@@ -281,10 +284,9 @@ def _stop_on_signals(scheduler: BlockingScheduler) -> None:
 
 
 def _stop(scheduler: BlockingScheduler) -> None:
-    try:
+    # A second signal, or a stop already under way, finds it stopped.
+    with contextlib.suppress(SchedulerNotRunningError):
         scheduler.shutdown(wait=False)
-    except SchedulerNotRunningError:
-        pass  # a second signal, or a stop already under way
 
 
 def _stop_when_set(scheduler: BlockingScheduler, stop: threading.Event) -> None:

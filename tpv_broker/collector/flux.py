@@ -12,19 +12,21 @@ cycle (InfluxQL reports it per statement).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import urllib3
-from influxdb_client import InfluxDBClient
 from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.flux_csv_parser import FluxCsvParserException, FluxQueryException
 from influxdb_client.client.flux_table import FluxRecord
+from influxdb_client.client.influxdb_client import InfluxDBClient
 
-from tpv_broker.config.settings import CollectorSettings, InfluxDBSettings
-from tpv_broker.errors import MetricSourceError
 from tpv_broker.config.preset_spec import PresetSpec
+from tpv_broker.config.settings import CollectorSettings, InfluxDBSettings
 from tpv_broker.config.urls import redact_url
+from tpv_broker.errors import MetricSourceError
+
 from .influx import _short
 from .influxql import MAX_CLOCK_SKEW_S, ms_literal
 from .rows import ReadResult, Row

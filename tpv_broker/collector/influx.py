@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import requests
 import urllib3
 
 from tpv_broker.config.settings import CollectorSettings, InfluxDBSettings
-from tpv_broker.errors import MetricSourceError
 from tpv_broker.config.urls import redact_url, scrub, url_secrets
+from tpv_broker.errors import MetricSourceError
+
 from .influxql import Series, series_rows
 from .rows import ReadResult
 
@@ -101,7 +103,8 @@ class InfluxQLClient:
                     f"{self.where} answered with unexpected JSON: {_kind(body)}, not an object"
                 )
             if "error" in body:
-                raise MetricSourceError(f"{self.where} answered an error: {self._clean(_clean(str(body['error']), 300))}")
+                error = self._clean(_clean(str(body["error"]), 300))
+                raise MetricSourceError(f"{self.where} answered an error: {error}")
         if resp.status_code != 200:
             raise MetricSourceError(f"{self.where} answered HTTP {resp.status_code}")
         missing = "its answer was cut off before this statement" if (cut_off or problem) else "no result in the answer"
@@ -139,7 +142,7 @@ class InfluxQLClient:
         return [
             ReadResult(error=r.error) if r.error is not None
             else ReadResult(rows=series_rows(r.series), warnings=r.warnings)
-            for p, r in zip(presets, results)
+            for p, r in zip(presets, results, strict=True)
         ]
 
     def database_problem(self) -> str | None:
@@ -147,7 +150,8 @@ class InfluxQLClient:
         1.x answers a multi-statement query on a missing database with a bare
         "not executed"."""
         try:
-            resp = self.session.post(f"{self.base}/query", data={"q": "SHOW DATABASES"}, timeout=self.settings.timeout_s)
+            resp = self.session.post(f"{self.base}/query", data={"q": "SHOW DATABASES"},
+                                     timeout=self.settings.timeout_s)
             series = resp.json()["results"][0].get("series") or []
             names = {row[0] for s in series for row in s.get("values") or []}
         except (requests.RequestException, ValueError, KeyError, IndexError, TypeError, AttributeError):
@@ -155,7 +159,8 @@ class InfluxQLClient:
         if self.settings.database in names:
             return None
         known = ", ".join(sorted(names)) or "none"
-        return f"database {self.settings.database!r} does not exist on {redact_url(self.base)} (databases there: {known})"
+        return (f"database {self.settings.database!r} does not exist on {redact_url(self.base)} "
+                f"(databases there: {known})")
 
 
 def _short(exc: Exception) -> str:
@@ -311,7 +316,7 @@ def _mixed_columns(series: list[Series]) -> list[str]:
     kinds: dict[str, set[str]] = {}
     for s in series:
         for row in s.values:
-            for column, value in zip(s.columns, row):
+            for column, value in zip(s.columns, row, strict=True):
                 if isinstance(value, bool) or value is None:
                     continue
                 kinds.setdefault(column, set()).add("text" if isinstance(value, str) else "number")

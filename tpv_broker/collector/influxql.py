@@ -4,11 +4,13 @@ the presets build their statements here without importing the client."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from tpv_broker.config.preset_spec import PresetSpec
 from tpv_broker.config.settings import CollectorSettings
+
 from .rows import Row
 
 
@@ -20,7 +22,7 @@ class Series:
     values: list[list[Any]]
 
     def rows(self) -> list[dict[str, Any]]:
-        return [dict(zip(self.columns, v)) for v in self.values]
+        return [dict(zip(self.columns, v, strict=True)) for v in self.values]
 
 
 def quote_ident(name: str) -> str:

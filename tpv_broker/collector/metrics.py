@@ -8,13 +8,14 @@ keep growing while cycles fail."""
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tpv_broker.errors import BrokerError
+
 from .cycle import CycleReport
 
 # A cycle takes milliseconds to a fraction of a second; a first cycle at

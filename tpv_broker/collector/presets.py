@@ -9,19 +9,26 @@ as a float; pulsar-util reports HTCondor memory in MiB.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
-from tpv_broker.config.settings import CollectorSettings
 from tpv_broker.config.preset_spec import BUILTIN_PRESETS, PresetSpec
+from tpv_broker.config.settings import CollectorSettings
+
 from .cycle_data import CycleData, num, strip_quotes
 from .influxql import MAX_CLOCK_SKEW_S, Series, influxql_statement, series_rows
 from .reducers import apply_rows
 from .rows import Row
 
 __all__ = [
-    "CycleData", "MAX_CLOCK_SKEW_S", "PRESETS", "Preset", "live_sources", "num",
-    "presets_for", "strip_quotes",
+    "MAX_CLOCK_SKEW_S",
+    "PRESETS",
+    "CycleData",
+    "Preset",
+    "live_sources",
+    "num",
+    "presets_for",
+    "strip_quotes",
 ]
 
 QUEUE_MEASUREMENT = BUILTIN_PRESETS["queue_by_destination"].measurement

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import fnmatch
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from tpv_broker.config.settings import CollectorSettings
-from tpv_broker.core.models import SlotShape, ToolFigures
 from tpv_broker.config.preset_spec import DESTINATION_FIGURES, TEXT_FIGURES, PresetSpec
+from tpv_broker.config.settings import CollectorSettings
+from tpv_broker.core.models import SlotShape, Status, ToolFigures
+
 from .cycle_data import CycleData, num, strip_quotes
 from .rows import Row
 
@@ -36,7 +38,6 @@ _ATTR = {
 }
 _RESOURCES = (("cpus_total", "cpus_used", "cpus_free"), ("mem_total", "mem_used", "mem_free"),
               ("gpus_total", "gpus_used", "gpus_free"))
-_STATUSES = ("online", "offline")
 
 
 # Not frozen, with slots: one is built per row, and there can be 100,000 rows.
@@ -160,7 +161,7 @@ def entries(spec: PresetSpec, rows: Iterable[Row], data: CycleData) -> list[Entr
     return out
 
 
-def _free(figures: dict[str, Any], total: str, used: str, free: str) -> float | None:
+def _free(figures: Mapping[str, float], total: str, used: str, free: str) -> float | None:
     if free in figures:
         return figures[free]
     if total in figures and used in figures:
@@ -168,8 +169,13 @@ def _free(figures: dict[str, Any], total: str, used: str, free: str) -> float | 
     return None
 
 
-def _status(value: Any) -> str | None:
-    return value if value in _STATUSES else None
+def _status(value: Any) -> Status | None:
+    """A status a source reported, if it is one we know."""
+    if value == "online":
+        return "online"
+    if value == "offline":
+        return "offline"
+    return None
 
 
 def newest(spec: PresetSpec, found: list[Entry], data: CycleData, s: CollectorSettings) -> None:
@@ -183,7 +189,7 @@ def newest(spec: PresetSpec, found: list[Entry], data: CycleData, s: CollectorSe
         d = data.destination(dest_id, spec.measurement, e.at)
         status = _status(e.figures.get("status"))
         if status is not None:
-            d.status = status  # type: ignore[assignment]
+            d.status = status
         if not e.complete:
             continue
         for total, used, free in _RESOURCES:
@@ -220,14 +226,14 @@ def sum_newest_batch(spec: PresetSpec, found: list[Entry], data: CycleData, s: C
     data.rows_read += len(found)
     fed = {fm.figure for fm in spec.fields}
     # What this preset reports, each starting at zero for every destination it saw.
-    sums_of = [f for f in ("queued", "running", "cpus_total", "mem_total", "gpus_total") if f in fed]
+    sums_of: list[str] = [f for f in ("queued", "running", "cpus_total", "mem_total", "gpus_total") if f in fed]
     sums_of += [free for total, used, free in _RESOURCES if free in fed or (total in fed and used in fed)]
     totals: dict[str, dict[str, float]] = {}
     for e in found:
         data.destination(e.dest_id, spec.measurement, e.at)
         totals.setdefault(e.dest_id, dict.fromkeys(sums_of, 0.0))
     any_available: dict[str, bool] = defaultdict(bool)
-    newest_status: dict[str, tuple[float, str]] = {}
+    newest_status: dict[str, tuple[float, Status]] = {}
     for e in _in_batch(found, spec, s):
         counts = totals[e.dest_id]
         available = _available(spec, e)
@@ -249,14 +255,14 @@ def sum_newest_batch(spec: PresetSpec, found: list[Entry], data: CycleData, s: C
         if "node_state" in fed:
             d.status = "online" if any_available[dest_id] else "offline"
         if dest_id in newest_status:
-            d.status = newest_status[dest_id][1]  # type: ignore[assignment]
+            d.status = newest_status[dest_id][1]
 
 
 def slot_shapes(spec: PresetSpec, found: list[Entry], data: CycleData, s: CollectorSettings) -> None:
     found = [e for e in found if e.figures]
     data.rows_read += len(found)
     shapes: dict[str, list[SlotShape]] = {}
-    newest_status: dict[str, tuple[float, str]] = {}
+    newest_status: dict[str, tuple[float, Status]] = {}
     for e in found:
         data.destination(e.dest_id, spec.measurement, e.at)
         shapes.setdefault(e.dest_id, [])
@@ -278,11 +284,11 @@ def slot_shapes(spec: PresetSpec, found: list[Entry], data: CycleData, s: Collec
         d.mem_free_gb = _shape_sum(found_shapes, "mem_gb")
         d.gpus_free = _shape_sum(found_shapes, "gpus")
         if dest_id in newest_status:
-            d.status = newest_status[dest_id][1]  # type: ignore[assignment]
+            d.status = newest_status[dest_id][1]
 
 
 def _shape_sum(shapes: list[SlotShape], attr: str) -> float | None:
-    values = [(sh.count, getattr(sh, attr)) for sh in shapes]
+    values: list[tuple[float, float | None]] = [(sh.count, getattr(sh, attr)) for sh in shapes]
     if shapes and all(v is None for _, v in values):
         return None
     return sum(count * v for count, v in values if v is not None)

@@ -4,8 +4,9 @@ format (InfluxQL JSON series, Flux annotated CSV)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,11 @@ v1-compatible endpoint of 2.x/3.x) or Flux (InfluxDB 2.x natively), as
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from tpv_broker.config.settings import CollectorSettings, InfluxDBSettings
+
 from .rows import ReadResult
 
 if TYPE_CHECKING:

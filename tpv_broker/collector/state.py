@@ -5,13 +5,14 @@ the run-time statistics, read far less often than the live figures
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.core.models import DestinationFigures, ToolFigures
 from tpv_broker.errors import MetricSourceError
 from tpv_broker.store.snapshots import encode_tool_stats
+
 from .presets import PRESETS, RUNTIME_MEASUREMENT, CycleData
 from .rows import ReadResult
 from .source import MetricSource

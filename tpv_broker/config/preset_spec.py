@@ -6,7 +6,7 @@ its own under ``collector.custom_presets`` in config.yaml.
 
 The combine strategies are the only code: a handful of named reducers
 (collector/reducers.py) that a preset picks by name.
-Schemas of the built-in measurements: shared/reference/metric-schemas.md.
+Schemas of the built-in measurements: docs/metric-schemas.md.
 """
 
 from __future__ import annotations
@@ -144,7 +144,9 @@ class DestinationFrom(_Strict):
 
     @property
     def name(self) -> str:
-        return self.tag if self.tag is not None else self.field  # type: ignore[return-value]
+        name = self.tag if self.tag is not None else self.field
+        assert name is not None, "validated by _one_source: exactly one of tag or field"
+        return name
 
 
 class PresetSpec(_Strict):

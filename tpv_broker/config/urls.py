@@ -4,7 +4,7 @@ credentials."""
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import quote, unquote
 
 # Query parameters that carry credentials: redis-py reads ?password=,

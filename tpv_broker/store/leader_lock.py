@@ -15,8 +15,8 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import redis
 
@@ -111,7 +111,7 @@ class LeaderLease:
 
     def holder(self) -> str | None:
         raw = self.client.get(self.key)
-        return None if raw is None else raw.decode(errors="replace")
+        return raw.decode(errors="replace") if isinstance(raw, bytes) else raw
 
     def release(self) -> None:
         """On a clean stop, so a standby need not wait for the lease to expire."""

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple, cast
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
+from redis.typing import EncodableT, FieldT
 
+from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url
+from tpv_broker.config.urls import redact_url, scrub, url_secrets
+from tpv_broker.core.models import Charge, DestinationFigures, RankView, Snapshot, SnapshotMeta, ToolFigures
 from tpv_broker.errors import StoreError
 from tpv_broker.store.keys import SCHEMA_VERSION, STAGING_TTL_S, KeySchema
 from tpv_broker.store.leader_lock import Fence, LeaseLost
-from tpv_broker.core.models import Charge, DestinationFigures, RankView, Snapshot, SnapshotMeta, ToolFigures
-from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url
-from tpv_broker.config.urls import redact_url, scrub, url_secrets
 
 _META_FLOATS = ("created_at", "newest_point_at", "cycle_s", "stale_since", "retry_at")
 _META_INTS = ("destinations", "tools", "schema_version", "failed_cycles")
@@ -77,8 +79,9 @@ def connect_redis(url: str, socket_timeout_s: float, connect_timeout_s: float | 
         if url.startswith(SENTINEL_SCHEME):
             target = parse_sentinel_url(url)
             sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=dict(options), **options)
-            return sentinel.master_for(target.master, db=target.db, username=target.username,
-                                       password=target.password, **options)
+            master: redis.Redis = sentinel.master_for(target.master, db=target.db, username=target.username,
+                                                      password=target.password, **options)
+            return master
         return redis.Redis.from_url(url, **options)
     except ValueError as e:
         # The parser's message can quote a piece of a password that holds
@@ -173,12 +176,19 @@ def _parse_tool_stats(raw: bytes) -> dict[str, ToolFigures]:
 def encode_tool_stats(tool_stats: dict[str, dict[str, ToolFigures]]) -> dict[str, str]:
     """The ``tool_stats`` hash's fields and values, as published."""
     return {
-        field: json.dumps({dest: f.model_dump(exclude_none=True) for dest, f in per_dest.items()}, separators=(",", ":"))
+        field: json.dumps({dest: f.model_dump(exclude_none=True) for dest, f in per_dest.items()},
+                          separators=(",", ":"))
         for field, per_dest in tool_stats.items()
     }
 
 
-def _chunks(mapping: dict[str, str]) -> Iterable[dict[str, str]]:
+def _redis_hash(mapping: dict[str, str]) -> dict[FieldT, EncodableT]:
+    """The same hash, typed as redis-py's ``hset`` takes it (its mapping's
+    keys are invariant, so a ``dict[str, str]`` does not type-check)."""
+    return dict(mapping.items())
+
+
+def _chunks(mapping: dict[str, str]) -> Iterable[dict[FieldT, EncodableT]]:
     items = list(mapping.items())
     for i in range(0, len(items), _HSET_CHUNK):
         yield dict(items[i : i + _HSET_CHUNK])
@@ -229,7 +239,8 @@ class SnapshotStore:
             if reuse_tool_stats and self._write({self.keys.destinations: destinations}, meta_hash, fence,
                                                 over=reuse_tool_stats):
                 return meta_hash["created_at"]
-            tool_stats = tool_stats_payload if tool_stats_payload is not None else encode_tool_stats(snapshot.tool_stats)
+            tool_stats = (tool_stats_payload if tool_stats_payload is not None
+                          else encode_tool_stats(snapshot.tool_stats))
             if not self._write({self.keys.destinations: destinations, self.keys.tool_stats: tool_stats}, meta_hash,
                                fence):
                 raise redis.WatchError("the collector lease kept changing")
@@ -263,7 +274,7 @@ class SnapshotStore:
                         swap.rename(staging, live)
                         swap.persist(live)
                 swap.delete(self.keys.snapshot_meta)
-                swap.hset(self.keys.snapshot_meta, mapping=meta_hash)
+                swap.hset(self.keys.snapshot_meta, mapping=_redis_hash(meta_hash))
                 try:
                     swap.execute()
                     return True
@@ -331,7 +342,8 @@ class SnapshotStore:
     # -- reading ---------------------------------------------------------
     def read_meta(self) -> SnapshotMeta | None:
         try:
-            return _meta_from_hash(self.client.hgetall(self.keys.snapshot_meta))
+            # connect() never asks redis-py to decode: fields and values are bytes.
+            return _meta_from_hash(cast("dict[bytes, bytes]", self.client.hgetall(self.keys.snapshot_meta)))
         except redis.RedisError as e:
             raise self.failure("reading the snapshot metadata", e) from None
 
@@ -368,9 +380,10 @@ class SnapshotStore:
         elif raw.destinations is not None:
             live = self._keep_live(raw.meta[b"created_at"], raw.destinations)
         tool_stats: dict[str, dict[str, ToolFigures]] = {}
-        for field, value in zip(tool_fields, raw.tools or ()):
-            if value is not None:
-                tool_stats[field] = self._parsed.get(value, _parse_tool_stats)
+        if raw.tools is not None:
+            for field, value in zip(tool_fields, raw.tools, strict=True):
+                if value is not None:
+                    tool_stats[field] = self._parsed.get(value, _parse_tool_stats)
         charges = self._charges(raw.charges) if raw.charges is not None else []
         # Every destination of the snapshot (the rank core looks up its
         # candidates), shared by this reader's requests: no copy per request.
