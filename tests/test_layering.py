@@ -43,14 +43,14 @@ def _imports(path: Path, with_names: bool = False) -> set[str]:
 @pytest.mark.parametrize(
     ("area", "forbidden"),
     [
-        ("api", ("tpv_broker.collector", "tpv_broker.devtools")),
-        ("collector", ("tpv_broker.api", "tpv_broker.devtools")),
+        ("api", ("tpv_broker.collector", "tpv_broker.devtools", "tpv_broker.cli", "tpv_broker.simulator")),
+        ("collector", ("tpv_broker.api", "tpv_broker.devtools", "tpv_broker.cli", "tpv_broker.simulator")),
         ("core", ("tpv_broker.api", "tpv_broker.collector", "tpv_broker.devtools", "tpv_broker.cli",
-                  "tpv_broker.store", "tpv_broker.config", "tpv_broker.checks", "tpv_broker.simulator", "redis")),
+                  "tpv_broker.store", "tpv_broker.config", "tpv_broker.simulator", "redis")),
         ("config", ("tpv_broker.core", "tpv_broker.store", "tpv_broker.api", "tpv_broker.collector",
-                    "tpv_broker.devtools", "tpv_broker.cli", "tpv_broker.checks", "tpv_broker.simulator")),
+                    "tpv_broker.devtools", "tpv_broker.cli", "tpv_broker.simulator")),
         ("store", ("tpv_broker.api", "tpv_broker.collector", "tpv_broker.devtools", "tpv_broker.cli",
-                   "tpv_broker.checks", "tpv_broker.simulator")),
+                   "tpv_broker.simulator")),
     ],
 )
 def test_import_direction(area: str, forbidden: tuple[str, ...]) -> None:

@@ -43,7 +43,7 @@ from typing import IO, Any
 
 import requests
 
-from tpv_broker.cli import answer_lines
+from tpv_broker.cli.commands import answer_lines
 from tpv_broker.config.settings import CONFIG_ENV, ENV_PREFIX, BrokerConfig, load_config
 from tpv_broker.errors import BrokerError
 from tpv_broker.wording import counted

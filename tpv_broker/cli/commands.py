@@ -89,11 +89,10 @@ def main(ctx: click.Context, config_path: str | None, log_level: str | None) -> 
 @click.pass_obj
 def collect(obj: _Context, once: bool) -> None:
     """Read metrics from InfluxDB and publish snapshots to Redis."""
+    from tpv_broker.collector.daemon import CycleRunner, run_daemon
+    from tpv_broker.collector.metrics import CollectorMetrics, MetricsServer
+    from tpv_broker.collector.source import metric_source
     from tpv_broker.store.leader_lock import LeaderLease, default_instance_id
-
-    from .collector.daemon import CycleRunner, run_daemon
-    from .collector.metrics import CollectorMetrics, MetricsServer
-    from .collector.source import metric_source
 
     config = obj.config
     store = _store(config)
@@ -134,7 +133,7 @@ def collect(obj: _Context, once: bool) -> None:
 @click.pass_obj
 def serve(obj: _Context, bind: str | None, workers: int | None) -> None:
     """Serve the rank API with gunicorn."""
-    from .api.server import run_gunicorn
+    from tpv_broker.api.server import run_gunicorn
 
     config = obj.config
     run_gunicorn(config, bind or config.api.bind, workers or config.api.workers)
@@ -379,7 +378,7 @@ def check_config(obj: _Context, config_path: str | None, no_connect: bool) -> No
     status 0 only if no check failed. Credentials are never printed."""
     import os
 
-    from .checks import run_checks
+    from tpv_broker.cli.checks import run_checks
 
     colours = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
     checks = run_checks(config_path or obj.config_path, os.environ, connect=not no_connect)
@@ -415,7 +414,7 @@ def simulate(loads: str, hours: float, seed: int, seeds: int, refresh_s: float, 
     """Compare placement policies in a discrete-event simulation that drives
     the real ranking code and stores (fakeredis, simulated clock)."""
     try:
-        from .simulator import compare, report
+        from tpv_broker.simulator import compare, report
     except ImportError as e:
         raise click.ClickException(
             f"the simulator needs the 'sim' extra (pip install 'tpv-broker[sim]'): {e}"

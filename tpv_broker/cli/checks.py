@@ -1,9 +1,9 @@
 """``tpv-broker check-config``: is this config valid, and can the services
 reach what it names? Each check gives one line an admin can act on.
 
-It sits beside the CLI, above ``api/``, ``collector/`` and ``shared/``: it
+It is part of the CLI, above ``api/``, ``collector/`` and ``store/``: it
 uses the collector's InfluxQL client (the same one the daemon uses) and the
-shared Redis connection and key schema. Credentials never reach a message:
+store's Redis connection and key schema. Credentials never reach a message:
 URLs are redacted and only the names of environment variables are shown.
 """
 
@@ -20,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import requests
 
+from tpv_broker.collector.influx import InfluxQLClient
+from tpv_broker.collector.influxql import quote_ident, time_window
 from tpv_broker.config.settings import (
     CONFIG_ENV,
     BrokerConfig,
@@ -31,9 +33,6 @@ from tpv_broker.errors import BrokerError, ConfigError, MetricSourceError
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore, connect_redis
 from tpv_broker.wording import counted
-
-from .collector.influx import InfluxQLClient
-from .collector.influxql import quote_ident, time_window
 
 Status = Literal["OK", "WARN", "FAIL"]
 
@@ -144,8 +143,8 @@ def check_flux(config: BrokerConfig) -> list[Check]:
     """InfluxDB 2.x natively (``influxdb.api: flux``): the collector's own
     read, one Flux query for every configured preset, through the same
     client and error messages as the daemon's."""
-    from .collector.presets import presets_for
-    from .collector.source import metric_source
+    from tpv_broker.collector.presets import presets_for
+    from tpv_broker.collector.source import metric_source
 
     hint = "check influxdb.url, influxdb.org, influxdb.bucket and TPV_BROKER_INFLUXDB_TOKEN"
     presets = presets_for(config.collector)
