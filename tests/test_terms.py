@@ -27,7 +27,7 @@ from tpv_broker.core.batch import cost_scores
 from tpv_broker.core.geo import great_circle_km
 from tpv_broker.core.inputs import Candidate, DatasetInput, JobFacts
 from tpv_broker.core.models import DestinationFigures, ToolFigures
-from tpv_broker.core.ranking import _location
+from tpv_broker.core.ranking import _coordinates
 from tpv_broker.core.scoring import Defaults
 from tpv_broker.core.terms import (
     REGISTRY,
@@ -630,12 +630,15 @@ def test_data_locality_nearer_scores_higher() -> None:
         (None, {"latitude": 91.0, "longitude": 0.0}, None),  # out of range
         (None, {"latitude": 0.0, "longitude": -180.5}, None),
         (None, {"latitude": math.nan, "longitude": 0.0}, None),
+        (None, {"latitude": 0.0, "longitude": math.inf}, None),
+        (None, {"latitude": 10**400, "longitude": 0.0}, None),  # no float holds it: out of range, no error
         (None, ["latitude", "longitude"], None),  # not a mapping
     ],
 )
 def test_candidate_location(configured: tuple[float, float] | None, context: Any,
                             expected: tuple[float, float] | None) -> None:
-    assert _location(context, configured) == expected
+    lat, lon = _coordinates([context], [configured])
+    assert (None if math.isnan(lat[0]) else (lat[0], lon[0])) == expected
     # what data_locality makes of it: the distance from there, or "location unknown"
     data = [ds("s", 10, (0.0, 0.0))]
     r = term_score(data_locality(), x(location=configured, context=context, datasets=data))

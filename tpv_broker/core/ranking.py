@@ -149,41 +149,46 @@ def _batch(cands: Candidates, positions: np.ndarray, rows: np.ndarray, cols: Des
                 figures[_CPUS, k] = math.nan if cpus is None else cpus
                 figures[_MEM, k] = math.nan if mem is None else mem
                 figures[_QUEUED, k] = queued
-    located = any(ds.location is not None for ds in datasets)
-    where = [_location(cands.contexts[i], locations.get(cands.ids[i])) if located else None
-             for i in positions.tolist()]
-    tpv = np.array([cands.tpv_scores[i] for i in positions.tolist()], dtype=np.float64)
+    chosen = positions.tolist()
+    if any(ds.location is not None for ds in datasets):
+        lat, lon = _coordinates([cands.contexts[i] for i in chosen], [locations.get(d) for d in ids])
+    else:  # data locality is neutral: no need to know where the candidates are
+        lat = lon = np.full(len(ids), math.nan)
+    tpv = np.array([cands.tpv_scores[i] for i in chosen], dtype=np.float64)
     batch = Batch(
         job=job, ids=ids, cpus_free=figures[_CPUS], mem_free_gb=figures[_MEM], gpus_free=figures[_GPUS],
         queued=figures[_QUEUED], running=figures[_RUNNING],
         median_queue_s=times.median_queue_s[rows], queue_level=times.queue_level[rows],
         median_run_s=times.median_run_s[rows], run_level=times.run_level[rows],
         destination_run_s=times.destination_run_s[rows], level_names=times.level_names, tpv_score=tpv,
-        latitude=np.array([w[0] if w else math.nan for w in where], dtype=np.float64),
-        longitude=np.array([w[1] if w else math.nan for w in where], dtype=np.float64),
+        latitude=lat, longitude=lon,
         datasets=datasets, shaped=cols.shaped[rows], slot_shapes=cols.shapes.of_rows(rows),
     )
     return batch, charges
 
 
-def _location(context: Any, configured: tuple[float, float] | None) -> tuple[float, float] | None:
-    """Config's coordinates win; else the TPV context's latitude/longitude,
-    when both are plain numbers in range."""
-    if configured is not None:
-        return configured
-    if not isinstance(context, dict):
-        return None
-    lat: Any = context.get("latitude")
-    lon: Any = context.get("longitude")
-    # Exact types: a bool is an int and means nothing here. The bounds only:
-    # a request may hold any JSON number (math.isfinite(10**400) raises),
-    # and NaN and infinities fail them too.
-    if type(lat) in _NUMBER and type(lon) in _NUMBER and -90 <= lat <= 90 and -180 <= lon <= 180:
-        return (float(lat), float(lon))
-    return None
+def _coordinates(contexts: list[Any], configured: list[tuple[float, float] | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Each candidate's latitude and longitude, NaN where unknown: config's
+    coordinates win; else the TPV context's, when both are plain numbers in
+    range."""
+    lat, lon = _context_column(contexts, "latitude", 90), _context_column(contexts, "longitude", 180)
+    unknown = np.isnan(lat) | np.isnan(lon)
+    lat[unknown] = lon[unknown] = math.nan
+    for k, where in enumerate(configured):
+        if where is not None:
+            lat[k], lon[k] = where
+    return lat, lon
 
 
-_NUMBER = frozenset((int, float))
+def _context_column(contexts: list[Any], key: str, limit: float) -> np.ndarray:
+    values = [c.get(key) if isinstance(c, dict) else None for c in contexts]
+    # Exact types: a bool is an int and means nothing here. An int is
+    # checked before it becomes a float: a request may hold any JSON number,
+    # and 10**400 has no float. NaN and infinities fail the bound below.
+    out = np.array([v if type(v) is float or (type(v) is int and -limit <= v <= limit) else math.nan
+                    for v in values], dtype=np.float64)
+    out[~(np.abs(out) <= limit)] = math.nan
+    return out
 
 
 def _scored(dest_id: str, scores: Scores, k: int, model: ScoringModel, charges: int) -> Placement:
