@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -56,11 +57,14 @@ def test_rank_bench_tiny(tmp_path: pathlib.Path) -> None:
     ]
     # Each with its figures and how far the rounds moved (tiny: one round).
     # The first three are judged in any run that measured the floor; the
-    # last may be lost in the noise of a few requests (n/a), but shows the
-    # floor's figure.
+    # last may be lost in the noise of a few requests (n/a: in a tiny run
+    # the cost per extra candidate can even come out negative), but shows
+    # the floor's figure ("floor -" followed by no number: not measured).
     for target, measured, spread, verdict in rows:
-        assert "floor -" not in measured and "(1 round)" in spread, (target, measured, spread)
-        assert verdict in ("met", "NOT met") or (target.startswith("each extra") and verdict == "n/a")
+        assert not re.search(r"floor -(?![\d.])", measured), (target, measured)
+        if target.startswith("each extra") and verdict == "n/a":
+            continue
+        assert "(1 round)" in spread and verdict in ("met", "NOT met"), (target, spread, verdict)
     assert "validate_only" not in md
 
 
