@@ -1,7 +1,7 @@
 """Every relative link and image in the repository's Markdown files points at
 a file (or folder) of the repository, and at a heading that exists when it
 names one (#anchor, GitHub's slugs). Nothing links out of the repository by
-a relative path (../shared/... works in one checkout and nowhere else)."""
+a relative path (a sibling folder such as ../reference/... works in one checkout and nowhere else)."""
 
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ def test_good_links_pass(repo: pathlib.Path, text: str) -> None:
 @pytest.mark.parametrize(("text", "problem"), [
     ("[gone](docs/missing.md)", "docs/missing.md: no such file in the repository"),
     ("![gone](docs/missing.png)", "docs/missing.png: no such file in the repository"),
-    ("see [schemas](../shared/reference/metric-schemas.md)", "leaves the repository"),
+    ("see [schemas](../reference/metric-schemas.md)", "leaves the repository"),
     ("[anchor](docs/api.md#no-such-heading)", "no heading #no-such-heading in docs/api.md"),
     ("[self](#nowhere)", "no heading #nowhere in README.md"),
     ("[root](/docs/api.md)", "an absolute path"),
