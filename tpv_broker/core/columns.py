@@ -37,9 +37,13 @@ def snapshot_group(f: DestinationFigures | None) -> Group:
 
 @dataclass(frozen=True, eq=False)
 class DestinationColumns:
-    """Never modified once built (requests share them; only the tool times
-    it keeps grow). Every column has one entry more than there are
-    destinations: ``absent``, the row of an id the snapshot does not hold."""
+    """One snapshot's columns: never modified once built (requests share
+    them; only the tool times it keeps grow), and never used for another
+    snapshot: what it keeps per tool is keyed by the ``tool_stats`` field
+    names, which mean other figures in another snapshot (``RankService``
+    builds new columns for each snapshot it sees). Every column has one
+    entry more than there are destinations: ``absent``, the row of an id the
+    snapshot does not hold."""
 
     row: dict[str, int]
     figures: tuple[DestinationFigures, ...]
@@ -132,9 +136,11 @@ def _with_fallbacks(levels: Sequence[np.ndarray], destination_value: np.ndarray,
     return out, level
 
 
-# Tools whose times one DestinationColumns keeps (each 3 x 8 bytes a row:
-# 12 KB at 500 destinations). A snapshot lives one collector cycle, so this
-# bounds only a Galaxy asking for thousands of tools within seconds.
+# Tools whose times, and tool_stats fields whose columns, one
+# DestinationColumns keeps (times: 3 float and 2 int8 arrays a tool, about
+# 13 KB at 500 destinations; a field's columns 8 KB). A snapshot lives one
+# collector cycle, so this bounds only a Galaxy asking for thousands of
+# tools within seconds.
 _TOOL_TIMES_KEPT = 2000
 
 

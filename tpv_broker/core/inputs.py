@@ -44,9 +44,6 @@ class Candidates:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, i: int) -> Candidate:
-        return Candidate(self.ids[i], self.tpv_scores[i], self.contexts[i])
-
 
 @dataclass(frozen=True)
 class JobFacts:
