@@ -96,12 +96,14 @@ class RankService:
             kept = self._kept_columns = (view.meta.created_at, DestinationColumns.build(view.destinations))
         return kept[1]
 
-    def charge_first(self, result: RankResult, job: JobFacts, now: float | None = None) -> None:
+    def charge_first(self, result: RankResult, job: JobFacts, now: float | None = None) -> str | None:
         """Charge the job to the destination ranked first (if in-flight
-        accounting is on and it was ranked on live figures). Never raises
-        for Redis trouble: the answer stands either way."""
+        accounting is on and it was ranked on live figures); the destination
+        charged, None if none was. Never raises for Redis trouble: the
+        answer stands either way."""
         first = result.first_scored_id
         if self.charges is None or first is None:
-            return
+            return None
         charge = Charge(first, job.cores, job.mem, self.clock() if now is None else now, job.id, result.first_run_s)
-        self.charges.charge(charge)  # logs its own trouble, once per outage
+        # Logs its own trouble, once per outage.
+        return first if self.charges.charge(charge) else None

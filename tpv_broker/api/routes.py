@@ -81,7 +81,7 @@ def _parse(model: type[BaseModel]) -> Any:
         raise BadRequest(describe_errors(e)) from None
 
 
-def _rank(req: RankRequest) -> tuple[RankResult, Callable[[], None]]:
+def _rank(req: RankRequest) -> tuple[RankResult, Callable[[], object]]:
     """The result, and the in-flight charge to make once it is answered."""
     state = get_state(current_app)
     limit = state.config.api.max_candidates
@@ -96,7 +96,7 @@ def _rank(req: RankRequest) -> tuple[RankResult, Callable[[], None]]:
     return result, lambda: ranker.charge_first(result, job)
 
 
-def _then(response: Response, after: Callable[[], None]) -> Response:
+def _then(response: Response, after: Callable[[], object]) -> Response:
     """Send ``response``, then run ``after``: the body goes out as the first
     chunk (with its Content-Length, so the client has its whole answer),
     and the server runs ``after`` before it finishes the response. The

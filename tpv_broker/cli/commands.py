@@ -310,13 +310,6 @@ def _term_rows(entry: dict[str, Any]) -> list[tuple[str, ...]]:
             for t in entry.get("terms", [])]
 
 
-def _charged_to(explained: dict[str, Any]) -> str | None:
-    """Where the rank service charges a job: the first candidate, if it
-    was ranked on live figures (scored)."""
-    first = (explained.get("explain") or [{}])[0]
-    return first.get("id") if first.get("group") == "scored" else None
-
-
 @main.command("rank")
 @click.argument("destinations", nargs=-1, required=True)
 @click.option("--tool", "tool_id", required=True, help="Tool id (full toolshed id or short).")
@@ -349,7 +342,8 @@ def rank_command(obj: _Context, destinations: tuple[str, ...], tool_id: str, cor
     service = RankService(config, store, time.time)
     job = request.job.facts()
     inputs = service.datasets([(d.object_store_id, d.size) for d in request.datasets], {})
-    result = service.rank(request.candidates(), job, inputs, charge=charge or job_id is not None)
+    result = service.rank(request.candidates(), job, inputs, charge=False)
+    charged = service.charge_first(result, job) if charge or job_id is not None else None
     if as_json:
         click.echo(json.dumps(answer_body(result, explain), indent=2))
         return
@@ -360,10 +354,11 @@ def rank_command(obj: _Context, destinations: tuple[str, ...], tool_id: str, cor
         click.echo(line)
         if explain and "terms" in entry:
             _table(("", "term", "score", "weight", "contribution", "level", "raw"), _term_rows(entry))
-    charged = _charged_to(explained) if (charge or job_id is not None) and service.inflight is not None else None
     if charged is not None:
         click.echo(f"charged {'job ' + job_id if job_id is not None else 'this job'} to {charged} (in-flight, "
                    f"as the API does)")
+    elif (charge or job_id is not None) and result.first_scored_id is not None and service.inflight is not None:
+        _fail(f"the job was not charged to {result.first_scored_id}: Redis did not confirm it (see the warning)")
 
 
 @main.command("check-config")

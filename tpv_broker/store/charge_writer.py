@@ -44,14 +44,16 @@ class ChargeWriter:
         self._failing = False
         self._lost = 0
 
-    def charge(self, charge: Charge) -> None:
-        """Write ``charge``; never raises for Redis trouble (it is logged)."""
+    def charge(self, charge: Charge) -> bool:
+        """Write ``charge``: True if Redis confirmed it. Never raises for
+        Redis trouble (it is logged)."""
         try:
             self.inflight.charge(charge)
         except StoreError as e:
             self._failed(e)
-        else:
-            self._succeeded()
+            return False
+        self._succeeded()
+        return True
 
     def _failed(self, e: StoreError) -> None:
         with self._lock:
