@@ -126,40 +126,39 @@ def _target_candidates(result: dict[str, Any]) -> int:
     return 50 if 50 in ns else sorted(ns)[len(ns) // 2]
 
 
+def _paired_target(label: str, runs: tuple[dict[str, Any] | None, dict[str, Any] | None],
+                   names: tuple[str, str], key: str, fmt: Callable[[float], str],
+                   own_fmt: Callable[[float], str], met: Callable[[float], bool]) -> Target:
+    """A target on the per-round ratio of two services' figures (``key``),
+    with each service's own figures beside it."""
+    ratio = _paired(*runs, key)
+    figures = ", ".join(f"{name} {_own_rounds(run, key).text(own_fmt)}" for name, run in zip(names, runs, strict=True))
+    v = ratio.median
+    return Target(label, f"{ratio.text(fmt)} ({figures})", ratio.spread(fmt), None if v is None else met(v))
+
+
 def _p50_target(result: dict[str, Any], n: int) -> Target:
     runs = result["runs"]
-    ours, floor = _get(runs, "ours", n, "sequential"), _get(runs, FLOOR, n, "sequential")
-    ratio = _paired(ours, floor, "round_p50_ms")
-    figures = (f" (ours {_own_rounds(ours, 'round_p50_ms').text(_ms)}, "
-               f"floor {_own_rounds(floor, 'round_p50_ms').text(_ms)})")
-    v = ratio.median
-    return Target(f"p50 at {n} candidates: ours at most {MAX_P50_OVER_FLOOR:g}x the floor's",
-                  ratio.text(_times) + figures, ratio.spread(_times),
-                  None if v is None else v <= MAX_P50_OVER_FLOOR)
+    return _paired_target(f"p50 at {n} candidates: ours at most {MAX_P50_OVER_FLOOR:g}x the floor's",
+                          (_get(runs, "ours", n, "sequential"), _get(runs, FLOOR, n, "sequential")),
+                          ("ours", "floor"), "round_p50_ms", _times, _ms, lambda v: v <= MAX_P50_OVER_FLOOR)
 
 
 def _prototype_target(result: dict[str, Any], n: int) -> Target:
     runs = result["runs"]
-    proto, ours = _get(runs, "prototype", n, "sequential"), _get(runs, "ours", n, "sequential")
-    ratio = _paired(proto, ours, "round_p50_ms")
-    figures = (f" (prototype {_own_rounds(proto, 'round_p50_ms').text(_ms)}, "
-               f"ours {_own_rounds(ours, 'round_p50_ms').text(_ms)})")
-    v = ratio.median
-    return Target(f"p50 at {n} candidates: ours at least {MIN_PROTOTYPE_OVER_OURS:g}x below the prototype's",
-                  ratio.text(_times) + figures, ratio.spread(_times),
-                  None if v is None else v >= MIN_PROTOTYPE_OVER_OURS)
+    return _paired_target(
+        f"p50 at {n} candidates: ours at least {MIN_PROTOTYPE_OVER_OURS:g}x below the prototype's",
+        (_get(runs, "prototype", n, "sequential"), _get(runs, "ours", n, "sequential")),
+        ("prototype", "ours"), "round_p50_ms", _times, _ms, lambda v: v >= MIN_PROTOTYPE_OVER_OURS)
 
 
 def _throughput_target(result: dict[str, Any], n: int) -> Target:
     runs = result["runs"]
-    ours, floor = _get(runs, "ours", n, "concurrent"), _get(runs, FLOOR, n, "concurrent")
-    share = _paired(ours, floor, "round_rps")
-    figures = f" (ours {_own_rounds(ours, 'round_rps').text(_rps)}, floor {_own_rounds(floor, 'round_rps').text(_rps)})"
-    v = share.median
-    return Target(f"throughput at {n} candidates, {result['params']['clients']} clients: ours at least "
-                  f"{_percent(MIN_THROUGHPUT_OF_FLOOR)} of the floor's",
-                  share.text(_percent) + figures, share.spread(_percent),
-                  None if v is None else v >= MIN_THROUGHPUT_OF_FLOOR)
+    return _paired_target(
+        f"throughput at {n} candidates, {result['params']['clients']} clients: ours at least "
+        f"{_percent(MIN_THROUGHPUT_OF_FLOOR)} of the floor's",
+        (_get(runs, "ours", n, "concurrent"), _get(runs, FLOOR, n, "concurrent")),
+        ("ours", "floor"), "round_rps", _percent, _rps, lambda v: v >= MIN_THROUGHPUT_OF_FLOOR)
 
 
 def _extra_candidate_target(result: dict[str, Any]) -> Target:
