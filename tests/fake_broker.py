@@ -12,12 +12,13 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
 # How long a hung or trickling answer goes on at most, so a broken test
 # cannot keep a thread alive for ever.
-_STALL_LIMIT_S = 30.0
+STALL_LIMIT_S = 30.0
 
 Behaviour = Callable[["_Handler", dict[str, Any]], None]
 
@@ -42,29 +43,50 @@ def garbage(text: bytes = b"<html>502 Bad Gateway</html>") -> Behaviour:
 
 def hang(h: _Handler, body: dict[str, Any]) -> None:
     """Read the request, then say nothing until the test ends."""
-    h.server.released.wait(_STALL_LIMIT_S)  # type: ignore[attr-defined]
+    h.server.released.wait(STALL_LIMIT_S)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Trickled:
+    """How far a trickled answer got: whether the client hung up before its
+    end, and after how many bytes (counting the one or two the kernel still
+    accepts once the client has closed, before its reset comes back)."""
+
+    sent: int
+    head: int  # bytes of the status line and headers
+    total: int
+    hung_up: bool
 
 
 def trickle(every_s: float = 0.05, headers_too: bool = False) -> Behaviour:
     """Send a valid answer one byte at a time, each byte well within any
-    read timeout; ``headers_too``: the status line and headers as well."""
+    read timeout; ``headers_too``: the status line and headers as well.
+    How far it got goes to ``FakeBroker.trickled``."""
 
     def behave(h: _Handler, body: dict[str, Any]) -> None:
         ids = [d["id"] for d in body.get("destinations", [])]
         payload = json.dumps({"destinations": ids, "degraded": False}).encode()
         head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(payload)}\r\n\r\n").encode()
-        if not headers_too:
-            h.wfile.write(head)
-            h.wfile.flush()
-        end = time.monotonic() + _STALL_LIMIT_S
-        for byte in (head if headers_too else b"") + payload:
-            if h.server.released.is_set() or time.monotonic() > end:  # type: ignore[attr-defined]
-                break
-            h.wfile.write(bytes([byte]))
-            h.wfile.flush()
-            time.sleep(every_s)
+        sent, hung_up = 0, False
+        try:
+            if not headers_too:
+                h.wfile.write(head)
+                h.wfile.flush()
+                sent = len(head)
+            end = time.monotonic() + STALL_LIMIT_S
+            for byte in (head if headers_too else b"") + payload:
+                if h.server.released.is_set() or time.monotonic() > end:  # type: ignore[attr-defined]
+                    break
+                h.wfile.write(bytes([byte]))
+                h.wfile.flush()
+                sent += 1
+                time.sleep(every_s)
+        except OSError:  # the client closed the connection (broken pipe, reset)
+            hung_up = True
         h.close_connection = True
+        h.server.fake.record_trickle(  # type: ignore[attr-defined]
+            Trickled(sent=sent, head=len(head), total=len(head) + len(payload), hung_up=hung_up))
 
     return behave
 
@@ -100,6 +122,9 @@ class FakeBroker:
         # Each request's Authorization header (None when it had none).
         self.authorizations: list[str | None] = []
         self.connections: set[tuple[str, int]] = set()
+        # Each trickled answer once it ended; ``trickle_ended`` is set then.
+        self.trickled: list[Trickled] = []
+        self.trickle_ended = threading.Event()
         self.lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
@@ -111,6 +136,11 @@ class FakeBroker:
         self._server.released = threading.Event()  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
+
+    def record_trickle(self, trickled: Trickled) -> None:
+        with self.lock:
+            self.trickled.append(trickled)
+        self.trickle_ended.set()
 
     @property
     def url(self) -> str:

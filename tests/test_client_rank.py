@@ -254,6 +254,23 @@ def test_a_broker_that_gives_no_usable_answer_costs_tpv_order_and_one_warning(
     assert expected_in_warning in warning and "TPV's order used" in warning
 
 
+@pytest.mark.parametrize("headers_too", [False, True], ids=["trickling-body", "trickling-headers"])
+def test_the_worker_hangs_up_on_a_trickling_answer_it_gave_up_on(broker, headers_too):
+    """rank() returns at the budget whoever notices it (the caller's wait or
+    the worker's own checks); what tells them apart is the connection: the
+    worker must close it then, not read on in the background until the
+    broker has trickled the whole answer (seconds at a byte per 50 ms)."""
+    broker.behaviour = fb.trickle(headers_too=headers_too)
+    assert ids(client(broker.url).rank(candidates(), names())) == TPV_DEFAULT
+    assert broker.trickle_ended.wait(fb.STALL_LIMIT_S), "the trickle never ended"
+    (trickled,) = broker.trickled
+    assert trickled.hung_up, f"the worker read all {trickled.total} bytes of an answer it had given up on"
+    # The part that was still arriving at the budget must not have been read to its end.
+    part, what = (trickled.head, "headers") if headers_too else (trickled.total, "answer")
+    assert trickled.sent < part, (f"the worker hung up only after the whole {what} ({part} bytes) "
+                                  f"had been trickled to it: it read on past its deadline")
+
+
 def test_a_stopped_broker_costs_tpv_order_and_one_warning(caplog):
     out = client(_closed_port_url()).rank(candidates(), names())
     assert ids(out) == TPV_DEFAULT

@@ -25,7 +25,7 @@ import requests
 from .breaker import Breaker
 from .order import apply_answer, default_order
 from .request import Unsendable, datasets_section, destinations_section, job_section, object_stores_section
-from .transport import CallFailed, post_json, run_until
+from .transport import CallFailed, DeadlineAdapter, post_json, run_until
 
 log = logging.getLogger("tpv_broker_client")
 
@@ -119,6 +119,8 @@ class BrokerClient:
         # Galaxy, and reading them costs time on every request.
         self.session.trust_env = False
         self.session.verify = verify
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, DeadlineAdapter())
         self._warned: set[str] = set()
         self._warned_lock = threading.Lock()
         if bearer is not None:

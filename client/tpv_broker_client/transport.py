@@ -4,18 +4,24 @@ requests' timeouts bound each socket operation, not the whole call: a server
 that trickles a byte now and then never trips them, and name resolution is
 not covered at all. So the call runs in a short-lived worker thread and the
 caller waits for it only until the deadline; the worker stops reading at the
-deadline too, so an abandoned call does not linger on a trickling server.
+deadline too (its connection is shut down then: ``DeadlineAdapter``), so an
+abandoned call does not linger on a trickling server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.response import HTTPResponse
 
 T = TypeVar("T")
 
@@ -30,6 +36,69 @@ _CHUNK = 65536
 
 class CallFailed(Exception):
     """The broker gave no usable answer; the message says why, for the log."""
+
+
+_LATE = "the answer was still arriving when the budget ran out"
+
+
+class _Call(threading.local):
+    """The call this thread is making (``post_json``): its deadline, and the
+    timer that shuts its connection down then."""
+
+    deadline: float | None = None
+    timer: threading.Timer | None = None
+
+
+_call = _Call()
+
+
+def _shut_down(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # closed meanwhile
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _shut_down_at_deadline(sock: socket.socket | None) -> None:
+    """Called as a connection starts reading an answer. requests' timeouts
+    bound each receive, which a server trickling a byte now and then never
+    trips: http.client reads the status line and headers that way, urllib3
+    < 2 the body too. So at the call's deadline its socket is shut down, and
+    an abandoned worker stops reading there, not when the server is done."""
+    deadline = _call.deadline
+    if sock is None or deadline is None or _call.timer is not None:
+        return
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), _shut_down, (sock,))
+    timer.daemon = True
+    timer.start()
+    _call.timer = timer
+
+
+class _HTTPConnection(HTTPConnection):
+    def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3's own
+        _shut_down_at_deadline(self.sock)
+        return super().getresponse()
+
+
+class _HTTPSConnection(HTTPSConnection):
+    def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3's own
+        _shut_down_at_deadline(self.sock)
+        return super().getresponse()
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """requests' adapter, with connections that stop reading an answer at
+    the deadline of the call (``post_json``) reading it."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
 def run_until(deadline: float, work: Callable[[], T], budget_s: float) -> T:
@@ -77,9 +146,11 @@ def _read_body(response: requests.Response, deadline: float, max_bytes: int) -> 
     chunks: list[bytes] = []
     size = 0
     while True:
-        if time.monotonic() >= deadline:
-            raise CallFailed("the answer was still arriving when the budget ran out")
         chunk = read(_CHUNK)
+        # After the read: an end that comes at the deadline is the shutdown's
+        # (DeadlineAdapter), not the answer's.
+        if time.monotonic() >= deadline:
+            raise CallFailed(_LATE)
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
@@ -95,13 +166,15 @@ def post_json(
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise CallFailed("the budget ran out before the request was sent")
+    _call.deadline = deadline
     try:
         with session.post(
             url,
             data=payload,
             headers=_HEADERS,
             # Each socket operation may take at most what is left; the
-            # deadline checks above and in run_until bound the sum.
+            # deadline checks above and in run_until, and a session with a
+            # DeadlineAdapter, bound the sum.
             timeout=(remaining, remaining),
             stream=True,
             allow_redirects=False,
@@ -111,4 +184,9 @@ def post_json(
         raise CallFailed("timed out") from None
     # The body is read from urllib3 directly, so its errors arrive unwrapped.
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-        raise CallFailed(f"request failed: {_reason(exc)}") from None
+        # Past the deadline, a broken connection is the shutdown's doing.
+        raise CallFailed(_LATE if time.monotonic() >= deadline else f"request failed: {_reason(exc)}") from None
+    finally:
+        if _call.timer is not None:
+            _call.timer.cancel()
+        _call.deadline, _call.timer = None, None
