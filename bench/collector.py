@@ -1,4 +1,4 @@
-"""Collector cycle cost at 13, 100 and 500 destinations x 2,000 tools, on a
+"""Collector cost at 13, 100 and 500 destinations x 2,000 tools, on a
 real influxd and a real redis-server: wall time, InfluxDB HTTP requests and
 InfluxQL statements, Redis commands and round trips, peak memory.
 
@@ -6,10 +6,17 @@ What the daemon runs:
 * ``steady``: the cycle, every ``collector.interval_s`` (15 s): the live
   figures only; the run-time statistics from the last refresh are reused
   and the tool statistics hash in Redis is left untouched;
-* ``refresh_job``: every ``collector.stats_refresh_s`` (300 s), a job of its
-  own beside the cycles: re-reads the daily run-time statistics and builds
-  their fallback levels and Redis payload;
-* ``after_refresh``: the first cycle after a refresh job, which writes the
+* the refresh job, every ``collector.stats_refresh_s`` (300 s), a job of
+  its own beside the cycles, which reads what was written since the last
+  good refresh (and ``state.LATE_POINTS_S`` before it) and merges it:
+  ``refresh_unchanged`` when nothing was (most of them: gxadmin writes
+  once a day); ``refresh_day`` when gxadmin's day has just arrived (a new
+  point for every (tool, destination) pair: merged, fallback levels and
+  Redis payload rebuilt); ``refresh_reread``, the next one, which reads
+  that day again (it is within the overlap) and finds nothing new;
+* ``refresh_full``: the refresh job reading the whole window, as the first
+  one of a process and every ``collector.stats_full_read_s`` (1 h) do;
+* ``after_refresh``: the first cycle after a day's refresh, which writes the
   new tool statistics to Redis;
 * ``cold``: the first cycle of a new collector process: everything read and
   written by the cycle itself (imports and first connections included);
@@ -30,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import random
 import resource
 import statistics
 import subprocess
@@ -50,11 +58,13 @@ from tpv_broker.devtools.servers import InfluxServer, RedisServer
 from tpv_broker.store.snapshots import store_from_config
 
 from . import common
-from .data import make_dataset
+from .data import Dataset, make_dataset, run_time_lines
 from .report import collector_table, render_markdown
 
-KINDS = ("steady", "after_refresh", "refresh_job", "cold", "uncached")
-FULL = {"sizes": [13, 100, 500], "tools": 2000, "steady": 5, "refresh": 2}
+KINDS = ("steady", "after_refresh", "refresh_unchanged", "refresh_day", "refresh_reread", "refresh_full", "cold",
+         "uncached")
+REFRESHES = ("refresh_unchanged", "refresh_day", "refresh_reread", "refresh_full")
+FULL = {"sizes": [13, 100, 500], "tools": 2000, "steady": 5, "refresh": 3}
 TINY = {"sizes": [5, 12], "tools": 30, "steady": 2, "refresh": 1}
 
 
@@ -101,8 +111,21 @@ class RedisCounter:
         return sum(int(v["calls"]) for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_config"))
 
 
-def _measure(cfg: dict[str, Any], steady: int, refresh: int) -> dict[str, Any]:
-    """Runs in the subprocess: cold, refresh and steady cycles."""
+def _write_day(cfg: dict[str, Any], ds: Dataset, ts: int, seed: int) -> None:
+    """gxadmin's next day: a new point for every (tool, destination) pair,
+    written as telegraf does (batches of lines), not timed."""
+    day = list(run_time_lines(ds, ts, random.Random(seed)))
+    url, db = cfg["influxdb"]["url"], cfg["influxdb"]["database"]
+    for i in range(0, len(day), 10000):
+        resp = requests.post(f"{url}/write", params={"db": db, "precision": "s"},
+                             data="\n".join(day[i : i + 10000]).encode(), timeout=120)
+        if resp.status_code != 204:
+            raise RuntimeError(f"writing a day of statistics: HTTP {resp.status_code} {resp.text[:200]}")
+
+
+def _measure(cfg: dict[str, Any], steady: int, refresh: int, ds: Dataset) -> dict[str, Any]:
+    """Runs in the subprocess: cold, steady and refresh runs, in the order
+    a daemon meets them."""
     config = BrokerConfig.model_validate(cfg)
     session = CountingSession()
     source = InfluxQLClient(config.influxdb, session=session)
@@ -110,19 +133,20 @@ def _measure(cfg: dict[str, Any], steady: int, refresh: int) -> dict[str, Any]:
     store = store_from_config(config.redis.url, config.redis.key_prefix, 60)
     # As the daemon has it: refreshes run as a job of their own.
     state = CollectorState.new(config, background_stats=True)
-    stats = state.stats
 
     def cycle(kind: str) -> dict[str, Any]:
         session.requests = session.statements = 0
         session.seconds = 0.0
         counter.reset()
         t = time.perf_counter()
-        rows, dests, tools = 0, 0, 0
-        if kind == "refresh_job":
-            problem = stats.refresh(config, source, time.time)
-            if problem is not None or stats.current is None:
-                raise RuntimeError(f"refresh job: {problem}")
-            rows, tools = stats.current.rows_read, len(stats.current.tool_stats)
+        rows, dests, tools, changed = 0, 0, 0, None
+        if kind in REFRESHES:
+            # A full read is what a new process's first refresh does.
+            stats = CollectorState.new(config, background_stats=True).stats if kind == "refresh_full" else state.stats
+            done = stats.refresh(config, source, time.time)
+            if done.problem is not None or stats.current is None or done.full != (kind == "refresh_full"):
+                raise RuntimeError(f"{kind}: {done}")
+            rows, tools, changed = done.rows, len(stats.current.tool_stats), done.changed
         else:
             report = collect_once(config, source, store, time.time, None if kind == "uncached" else state)
             if not report.published or report.errors:
@@ -132,7 +156,8 @@ def _measure(cfg: dict[str, Any], steady: int, refresh: int) -> dict[str, Any]:
         round_trips = counter.writes  # before INFO below adds one
         return {"wall_s": wall, "influx_s": session.seconds, "influx_requests": session.requests,
                 "influx_statements": session.statements, "redis_commands": counter.commands(),
-                "redis_round_trips": round_trips, "rows": rows, "destinations": dests, "tools": tools}
+                "redis_round_trips": round_trips, "rows": rows, "destinations": dests, "tools": tools,
+                "changed": changed}
 
     def peak_rss() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -141,17 +166,27 @@ def _measure(cfg: dict[str, Any], steady: int, refresh: int) -> dict[str, Any]:
     rss = {"cold": peak_rss()}
     runs["steady"] = [cycle("steady") for _ in range(steady)]
     rss["steady"] = peak_rss()
-    runs["refresh_job"], runs["after_refresh"] = [], []
-    for _ in range(refresh):
-        runs["refresh_job"].append(cycle("refresh_job"))
-        runs["after_refresh"].append(cycle("after_refresh"))
-    rss["refresh_job"] = rss["after_refresh"] = peak_rss()
+    runs["refresh_unchanged"] = [cycle("refresh_unchanged") for _ in range(steady)]
+    rss["refresh_unchanged"] = peak_rss()
+    # Each round writes the same day again with other figures (the same
+    # time overwrites them), so every round's refresh finds all of it changed.
+    day_at = int(time.time())
+    for kind in ("refresh_day", "after_refresh", "refresh_reread"):
+        runs[kind] = []
+    for i in range(refresh):
+        _write_day(cfg, ds, day_at, seed=100 + i)
+        for kind in ("refresh_day", "after_refresh", "refresh_reread"):
+            runs[kind].append(cycle(kind))
+    rss["refresh_day"] = rss["after_refresh"] = rss["refresh_reread"] = peak_rss()
+    runs["refresh_full"] = [cycle("refresh_full") for _ in range(refresh)]
+    rss["refresh_full"] = peak_rss()
     runs["uncached"] = [cycle("uncached") for _ in range(refresh)]
     rss["uncached"] = peak_rss()
     # Python allocations at their peak, per kind (tracemalloc slows things
-    # down, so these runs are not timed).
-    alloc = {}
-    for kind in ("steady", "refresh_job", "after_refresh", "uncached"):
+    # down, so these runs are not timed; the day's kinds would need another
+    # day written).
+    alloc: dict[str, float | None] = {"refresh_day": None, "after_refresh": None, "refresh_reread": None}
+    for kind in ("steady", "refresh_unchanged", "refresh_full", "uncached"):
         tracemalloc.start()
         tracemalloc.reset_peak()
         cycle(kind)
@@ -161,6 +196,7 @@ def _measure(cfg: dict[str, Any], steady: int, refresh: int) -> dict[str, Any]:
     out = {}
     for kind, rs in runs.items():
         walls = [r["wall_s"] for r in rs]
+        peak = alloc[kind]
         out[kind] = {
             "cycles": len(rs),
             "wall_s_median": round(statistics.median(walls), 3),
@@ -174,10 +210,11 @@ def _measure(cfg: dict[str, Any], steady: int, refresh: int) -> dict[str, Any]:
             "rows_read": rs[-1]["rows"],
             "destinations": rs[-1]["destinations"],
             "tools": rs[-1]["tools"],
+            "changed": [r["changed"] for r in rs] if kind in REFRESHES else None,
             # Peak RSS of the collector process so far (monotonic: a steady
             # cycle's own peak is at most this).
             "peak_rss_mb": round(rss[kind], 1),
-            "peak_alloc_mb": round(alloc[kind], 1),
+            "peak_alloc_mb": None if peak is None else round(peak, 1),
         }
     return out
 
@@ -196,7 +233,8 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
                 cfg = common.bench_config(redis, influx, db)
                 proc = subprocess.run(
                     [common.python(), "-m", "bench.collector", "--measure", json.dumps(cfg),
-                     "--steady", str(params["steady"]), "--refresh", str(params["refresh"])],
+                     "--steady", str(params["steady"]), "--refresh", str(params["refresh"]),
+                     "--dataset", f"{n}x{params['tools']}"],
                     cwd=common.ROOT, env=common._child_env(), capture_output=True, text=True, timeout=1200,
                     check=False)
                 if proc.returncode != 0:
@@ -215,6 +253,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
         "params": params,
         "note": ("Density: each tool ran on 2-18 % of the destinations (uniform, mean 10 %), three daily "
                  "destination-queue-run-time runs in the 3-day lookback; 15 one-minute queue/cluster batches. "
+                 "A day's refresh: a new point for every pair, written just before it (not timed). "
                  "InfluxDB 1.6, inmem index, data freshly written (not compacted). "
                  "Load time is not part of any cycle."),
         "sizes": sizes,
@@ -228,9 +267,11 @@ def main() -> None:
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     ap.add_argument("--steady", type=int, default=5, help=argparse.SUPPRESS)
     ap.add_argument("--refresh", type=int, default=2, help=argparse.SUPPRESS)
+    ap.add_argument("--dataset", default="5x30", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
-        print(json.dumps(_measure(json.loads(args.measure), args.steady, args.refresh)))
+        n, tools = (int(x) for x in args.dataset.split("x"))
+        print(json.dumps(_measure(json.loads(args.measure), args.steady, args.refresh, make_dataset(n, tools))))
         return
     result = run(TINY if args.tiny else FULL) | {"tiny": args.tiny}
     path = common.write_results("collector", result, args.out)

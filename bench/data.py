@@ -120,18 +120,23 @@ def lines(ds: Dataset, now: int, seed: int = 11) -> Iterator[str]:
                 yield f"queue_by_destination,destination_id={s.id},state=queued count={s.queued} {ts}"
             yield f"queue_by_destination,destination_id={s.id},state=running count={s.running} {ts}"
     for ago in (50 * 3600, 26 * 3600, 2 * 3600):
-        ts = now - ago
-        for tool, dests in ds.placement.items():
-            tag = tool.replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
-            for d in dests:
-                q, r = rng.uniform(5, 3600), rng.uniform(30, 20000)
-                yield (
-                    f"destination-queue-run-time,destination_id={d},tool_id={tag} "
-                    f"count={rng.randint(1, 500)},avg_queue={_f(q * 1.2)},min_queue=1,median_queue={_f(q)},"
-                    f"perc_95_queue={_f(q * 3)},perc_99_queue={_f(q * 4)},max_queue={_f(q * 5)},"
-                    f"avg_run={_f(r * 1.1)},min_run=10,median_run={_f(r)},perc_95_run={_f(r * 2.5)},"
-                    f"perc_99_run={_f(r * 3)},max_run={_f(r * 4)} {ts}"
-                )
+        yield from run_time_lines(ds, now - ago, rng)
+
+
+def run_time_lines(ds: Dataset, ts: int, rng: random.Random) -> Iterator[str]:
+    """One day's ``destination-queue-run-time`` run: a point for every
+    (tool, destination) pair, all at ``ts``."""
+    for tool, dests in ds.placement.items():
+        tag = tool.replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
+        for d in dests:
+            q, r = rng.uniform(5, 3600), rng.uniform(30, 20000)
+            yield (
+                f"destination-queue-run-time,destination_id={d},tool_id={tag} "
+                f"count={rng.randint(1, 500)},avg_queue={_f(q * 1.2)},min_queue=1,median_queue={_f(q)},"
+                f"perc_95_queue={_f(q * 3)},perc_99_queue={_f(q * 4)},max_queue={_f(q * 5)},"
+                f"avg_run={_f(r * 1.1)},min_run=10,median_run={_f(r)},perc_95_run={_f(r * 2.5)},"
+                f"perc_99_run={_f(r * 3)},max_run={_f(r * 4)} {ts}"
+            )
 
 
 def rank_bodies(ds: Dataset, n_candidates: int, count: int, seed: int = 3) -> list[dict[str, Any]]:

@@ -307,38 +307,53 @@ def rank_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+COLLECTOR_KINDS = ("steady", "after_refresh", "refresh_unchanged", "refresh_day", "refresh_reread", "refresh_full",
+                   "cold", "uncached")
+
+
 def collector_table(result: dict[str, Any]) -> str:
-    lines = [("| destinations x tools | run-time series | cycle | wall s (median) | InfluxDB HTTP requests | "
-              "InfluxQL statements | Redis commands | Redis round trips | peak RSS MB | peak Python alloc MB |"),
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [("| destinations x tools | run-time series | run | wall s (median) | min-max s | InfluxDB HTTP requests | "
+              "InfluxQL statements | rows read | Redis commands | Redis round trips | peak RSS MB | "
+              "peak Python alloc MB |"),
+             "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["sizes"]:
-        for kind in ("steady", "after_refresh", "refresh_job", "cold", "uncached"):
+        for kind in COLLECTOR_KINDS:
             c = r.get(kind)
             if not c:
                 continue
+            alloc = "n/a" if c.get("peak_alloc_mb") is None else f"{c['peak_alloc_mb']:.1f}"
             lines.append(
                 f"| {r['destinations']} x {r['tools']} | {r['series_run_time']} | {kind} | {c['wall_s_median']:.3f} | "
-                f"{c['influx_requests']} | {c['influx_statements']} | {c['redis_commands']} | "
-                f"{c['redis_round_trips']} | {c['peak_rss_mb']:.0f} | {c['peak_alloc_mb']:.1f} |")
+                f"{c['wall_s_min']:.3f}-{c['wall_s_max']:.3f} ({c['cycles']}) | "
+                f"{c['influx_requests']} | {c['influx_statements']} | {c.get('rows_read', '')} | "
+                f"{c['redis_commands']} | "
+                f"{c['redis_round_trips']} | {c['peak_rss_mb']:.0f} | {alloc} |")
     lines += ["", "| target | measured | |", "|---|---:|---|"]
     for t, v, ok in collector_targets(result):
         lines.append(f"| {t} | {v} | {_ok(ok)} |")
     return "\n".join(lines)
 
 
+# Issue 20: the cycle every 15 s, and the statistics refresh every 300 s
+# (most of which find nothing new), at the largest size. The other runs
+# are shown against the same 2 s without being a target.
+_COLLECTOR_TARGETS = {"steady": 0.2, "refresh_unchanged": 2.0}
+
+
 def collector_targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     big = max(result["sizes"], key=lambda r: r["destinations"])
-    kinds = ("steady", "after_refresh", "refresh_job", "cold", "uncached")
     rows: list[tuple[str, str, bool | None]] = []
-    for kind in kinds:
+    for kind in COLLECTOR_KINDS:
         c = big.get(kind)
         if c:
-            rows.append((f"{kind} at {big['destinations']} x {big['tools']} < 2 s", f"{c['wall_s_median']:.2f} s",
-                         c["wall_s_median"] < 2.0))
+            limit = _COLLECTOR_TARGETS.get(kind, 2.0)
+            target = kind in _COLLECTOR_TARGETS
+            label = f"{kind} at {big['destinations']} x {big['tools']} {'<=' if target else 'against'} {limit:g} s"
+            rows.append((label, f"{c['wall_s_median']:.2f} s", c["wall_s_median"] <= limit if target else None))
     for what in ("influx_requests", "influx_statements"):
-        seen = {kind: sorted({r[kind][what] for r in result["sizes"] if r.get(kind)}) for kind in kinds}
+        seen = {kind: sorted({r[kind][what] for r in result["sizes"] if r.get(kind)}) for kind in COLLECTOR_KINDS}
         const = all(len(v) <= 1 for v in seen.values())
-        rows.append((f"{what.replace('_', ' ')} per cycle or job, constant across sizes",
+        rows.append((f"{what.replace('_', ' ')} per cycle or refresh, constant across sizes",
                      ", ".join(f"{k}: {v[0]}" if len(v) == 1 else f"{k}: {v}" for k, v in seen.items() if v), const))
     return rows
 

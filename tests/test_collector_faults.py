@@ -127,10 +127,10 @@ class RecordingClient(InfluxQLClient):
         super().__init__(*args, **kwargs)
         self.failed_at: list[float] = []
 
-    def query(self, statements) -> list[StatementResult]:
+    def query(self, statements, **kwargs) -> list[StatementResult]:
         started = time.monotonic()
         try:
-            return super().query(statements)
+            return super().query(statements, **kwargs)
         except MetricSourceError:
             self.failed_at.append(started)
             raise

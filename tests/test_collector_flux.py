@@ -20,6 +20,7 @@ from tpv_broker.collector.flux import FluxSource, flux_query, flux_string
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.presets import PRESETS, presets_for
 from tpv_broker.collector.source import metric_source
+from tpv_broker.collector.state import StatsCache
 from tpv_broker.config.preset_spec import BUILTIN_PRESETS
 from tpv_broker.config.settings import BrokerConfig, CollectorSettings, InfluxDBSettings, RedisSettings
 from tpv_broker.errors import MetricSourceError
@@ -258,3 +259,49 @@ def test_the_token_is_a_secret() -> None:
     settings = flux_settings("http://127.0.0.1:8086")
     assert TOKEN not in repr(settings) and TOKEN not in str(settings.model_dump())
     assert PRESETS  # the registry the query builder draws on
+
+
+# -- the run-time statistics refresh ------------------------------------------------
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _run_time_answer(count: str = "12") -> str:
+    """The run-time statistics' table of the recorded answer, as the answer
+    to a query of that preset alone (its yield is then p0)."""
+    blocks = (DATA / "flux_all_presets.csv").read_text().split("\n\n")
+    (block,) = [b for b in blocks if "#default,p1," in b]
+    block = block.replace("#default,p1,", "#default,p0,")
+    return block.replace("12,count,destination-queue-run-time", f"{count},count,destination-queue-run-time") + "\n"
+
+
+def test_a_refresh_reads_what_changed_since_the_last_one_and_merges_it(stub: FluxStub) -> None:
+    config = BrokerConfig(influxdb=flux_settings(stub.url),  # type: ignore[attr-defined]
+                          collector=CollectorSettings(stats_refresh_s=300))
+    clock = Clock(ANCHOR + 600)
+    stub.body = _run_time_answer()
+    source = FluxSource(config.influxdb)
+    cache = StatsCache(300, background=True)
+    assert cache.refresh(config, source, clock).full
+    first = cache.current
+    # Read again 300 s later: the window since the last read, and 300 s before it.
+    clock.now += 300
+    stub.body = _run_time_answer(count="20")
+    done = cache.refresh(config, source, clock)
+    assert (done.problem, done.full, done.changed) == (None, False, True)
+    query = stub.requests[-1].body["query"]
+    assert 'stats_since_window = from(bucket: "galaxy") |> range(start: -600000ms, stop: 300000ms)' in query
+    assert "|> last()" in query
+    assert cache.current is not None and first is not None
+    assert cache.current.tool_stats[FASTP]["pulsar_de"].count == 20
+    assert cache.current.tool_stats["bwa"] == first.tool_stats["bwa"]
+    # ... which is what a full read of that answer gives.
+    full = StatsCache(300, background=True)
+    assert full.refresh(config, source, clock).full
+    assert full.current is not None and full.current.tool_stats == cache.current.tool_stats
+    assert full.current.per_destination == cache.current.per_destination
+    source.close()

@@ -140,8 +140,8 @@ def test_a_failed_refresh_keeps_the_last_statistics(influx_server, influx_db, st
 
     real_query = source.query
 
-    def runtime_fails(statements):  # type: ignore[no-untyped-def]
-        results = real_query(statements)
+    def runtime_fails(statements, **kwargs):  # type: ignore[no-untyped-def]
+        results = real_query(statements, **kwargs)
         return [r if "destination-queue-run-time" not in s else type(r)(error="boom")
                 for s, r in zip(statements, results, strict=True)]
 
@@ -178,14 +178,26 @@ def test_in_the_daemon_a_job_of_its_own_refreshes_them(influx_server, influx_db,
     clock.now += 3600
     assert collect_once(config, source, store, clock, state).published
     assert session.statements == [3, 2]
-    assert state.stats.refresh(config, source, clock) is None
+    done = state.stats.refresh(config, source, clock)
+    assert (done.problem, done.full, done.changed) == (None, True, False)
     assert session.statements == [3, 2, 1]
+    # Nothing changed: the same statistics, and their hash in Redis, stay.
+    assert state.stats.current is first
+    redis_client.hset(KEYS.tool_stats, "marker", "kept")
+    assert collect_once(config, source, store, clock, state).published
+    assert redis_client.hget(KEYS.tool_stats, "marker") == b"kept"
+    # A new day's figures: built by the job, written by the next cycle.
+    influx_server.write_lines(influx_db, [
+        f"destination-queue-run-time,destination_id=condor_us,tool_id=spades count=3,median_queue=1,"
+        f"median_run=10 {int(time.time())}"])
+    clock.now += 300
+    done = state.stats.refresh(config, source, clock)
+    assert (done.problem, done.full, done.changed) == (None, False, True)
     assert state.stats.current is not first and state.stats.current is not None
     assert state.stats.current.payload is not None  # built by the job, not by a cycle
-    redis_client.hset(KEYS.tool_stats, "marker", "old")
     assert collect_once(config, source, store, clock, state).published
     assert redis_client.hget(KEYS.tool_stats, "marker") is None  # the new ones were written
-    assert session.statements == [3, 2, 1, 2]
+    assert session.statements == [3, 2, 1, 2, 1, 2]
 
 
 def test_a_failed_refresh_job_keeps_the_last_ones(influx_server, influx_db, store):
@@ -196,7 +208,7 @@ def test_a_failed_refresh_job_keeps_the_last_ones(influx_server, influx_db, stor
     kept = state.stats.current
     broken = config.model_copy(update={"influxdb": InfluxDBSettings(url="http://127.0.0.1:9", database="x",
                                                                      timeout_s=1)})
-    problem = state.stats.refresh(broken, InfluxQLClient(broken.influxdb), time.time)
+    problem = state.stats.refresh(broken, InfluxQLClient(broken.influxdb), time.time).problem
     assert problem is not None and "unreachable" in problem
     assert state.stats.current is kept
 

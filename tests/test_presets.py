@@ -88,6 +88,16 @@ def test_condor_statement_reads_all_destinations_at_once() -> None:
                     "WHERE time > now() - 900000ms AND time <= now() + 300000ms")
 
 
+def test_a_read_since_the_last_one_is_not_grouped_and_names_its_tags() -> None:
+    # GROUP BY over every series costs InfluxDB 1.6 seconds even for an
+    # empty window; the newest point per (tool, destination) is chosen when
+    # the rows are applied. Tags come back as columns.
+    stmt = PRESETS["destination_queue_run_time"].recent(600).statement(S)
+    assert stmt == ('SELECT "count", "median_queue", "median_run", "perc_95_run", "destination_id"::tag, '
+                    '"tool_id"::tag FROM "destination-queue-run-time" '
+                    "WHERE time > now() - 600000ms AND time <= now() + 300000ms")
+
+
 # -- strip_quotes / canonical ids ------------------------------------------------------
 @pytest.mark.parametrize(
     ("raw", "expected"),

@@ -275,7 +275,7 @@ def _merge_statistics(gathered: _Gathered, cached: RunTimeStats | None, cache: S
         return cached
     if fresh is not None:
         fresh.merge_into(data)
-        cache.current = fresh
+        cache.keep_full_read(fresh)
     return fresh
 
 

@@ -159,22 +159,26 @@ class CycleRunner:
             log.debug("could not mark the snapshot stale: %s", e)
 
     def refresh_stats(self) -> None:
-        """Re-read the daily run-time statistics (a job of its own in the
-        daemon, so a long read never delays the live figures)."""
+        """Re-read the daily run-time statistics, or what changed in them (a
+        job of its own in the daemon, so a long read never delays the live
+        figures)."""
         started = self.clock()
         stats = self.state.stats
-        problem = stats.refresh(self.config, self.source, self.clock)
-        if problem is None:
+        done = stats.refresh(self.config, self.source, self.clock)
+        if done.problem is None:
             current = stats.current
             series = sum(len(v) for v in current.tool_stats.values()) if current is not None else 0
             took = self.clock() - started
-            log.info("run-time statistics refreshed: %d (tool, destination) series in %.1f s", series, took,
-                     extra=event("stats_refreshed", series=series, duration_ms=round(took * 1000, 1)))
+            news = "changed" if done.changed else "unchanged"
+            log.info("run-time statistics refreshed (%s, %d points, %s): %d (tool, destination) series in %.1f s",
+                     done.kind, done.rows, news, series, took,
+                     extra=event("stats_refreshed", series=series, full=done.full, rows=done.rows,
+                                 changed=done.changed, duration_ms=round(took * 1000, 1)))
         else:
-            log.warning("run-time statistics NOT refreshed (the last ones stay): %s", problem,
-                        extra=event("stats_refresh_failed", problem=problem))
+            log.warning("run-time statistics NOT refreshed (%s; the last ones stay): %s", done.kind, done.problem,
+                        extra=event("stats_refresh_failed", full=done.full, problem=done.problem))
         if self.metrics is not None:
-            self.metrics.observe_stats_refresh(problem is None)
+            self.metrics.observe_stats_refresh(done.problem is None)
 
 
 def _cycle_fields(report: CycleReport) -> dict[str, object]:

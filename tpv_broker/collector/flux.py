@@ -56,25 +56,33 @@ def _fields(spec: PresetSpec) -> list[str]:
     return names
 
 
+def _window(preset: Preset, s: CollectorSettings) -> tuple[str, float]:
+    """The name of the window a preset reads, and its lookback (s). A
+    preset read ``recent``-ly has a window of its own; its series' newest
+    points are what changed (Flux's ``last()`` costs no grouping)."""
+    if preset.since_s is not None:
+        return f"{preset.spec.window}_since_window", preset.since_s
+    return f"{preset.spec.window}_window", preset.spec.window_s(s.lookback_s, s.stats_lookback_s)
+
+
 def flux_query(presets: Sequence[Preset], s: CollectorSettings, bucket: str) -> str:
     """One query for all presets: a time window per lookback, then per
     preset its measurement and fields, each series' newest point (or every
     point), yielded under the preset's position."""
-    windows = {p.spec.window for p in presets}
+    windows = dict(_window(p, s) for p in presets)
     lines = []
-    for window in sorted(windows):
-        lookback = s.stats_lookback_s if window == "stats" else s.lookback_s
+    for name, lookback in sorted(windows.items()):
         # stop in the future: a point with a slightly skewed clock still counts,
         # as in the InfluxQL statements (a far-future one does not).
         lines.append(
-            f"{window}_window = from(bucket: {flux_string(bucket)})"
+            f"{name} = from(bucket: {flux_string(bucket)})"
             f" |> range(start: -{ms_literal(lookback)}, stop: {ms_literal(MAX_CLOCK_SKEW_S)})"
         )
     for i, preset in enumerate(presets):
         spec = preset.spec
         fields = " or ".join(f"r._field == {flux_string(f)}" for f in _fields(spec))
         lines.append("")
-        lines.append(f"{spec.window}_window")
+        lines.append(_window(preset, s)[0])
         lines.append(f"  |> filter(fn: (r) => r._measurement == {flux_string(spec.measurement)} and ({fields}))")
         if spec.read == "newest_per_group":
             lines.append("  |> last()")

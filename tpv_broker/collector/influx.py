@@ -59,14 +59,20 @@ class InfluxQLClient:
     def where(self) -> str:
         return f"InfluxDB at {redact_url(self.base)} (database {self.settings.database!r})"
 
-    def query(self, statements: Sequence[str]) -> list[StatementResult]:
+    def query(self, statements: Sequence[str], chunked: bool = False) -> list[StatementResult]:
         """Run the statements in one request. A failing, cut-off or garbled
         statement does not discard the others: its result carries the error.
-        Raises MetricSourceError only when the answer as a whole is unusable."""
+        Raises MetricSourceError only when the answer as a whole is unusable.
+
+        ``chunked``: InfluxDB answers in several documents (joined here) and
+        its max-row-limit, which applies per series otherwise, does not cut it."""
+        form = {"db": self.settings.database, "q": ";\n".join(statements), "epoch": "s"}
+        if chunked:
+            form["chunked"] = "true"
         try:
             resp = self.session.post(
                 f"{self.base}/query",
-                data={"db": self.settings.database, "q": ";\n".join(statements), "epoch": "s"},
+                data=form,
                 timeout=self.settings.timeout_s,
                 stream=True,
             )
@@ -138,7 +144,9 @@ class InfluxQLClient:
 
     def read(self, presets: Sequence[Preset], s: CollectorSettings) -> list[ReadResult]:
         """Every preset in one request; a preset whose statement failed carries the error."""
-        results = self.query([p.statement(s) for p in presets])
+        # Every point since a time comes in one series (``points_since``).
+        results = self.query([p.statement(s) for p in presets],
+                             chunked=any(p.since_s is not None for p in presets))
         return [
             ReadResult(error=r.error) if r.error is not None
             else ReadResult(rows=series_rows(r.series), warnings=r.warnings)

@@ -46,10 +46,15 @@ def time_window(lookback_s: float) -> str:
     return f"time > now() - {ms_literal(lookback_s)} AND time <= now() + {ms_literal(MAX_CLOCK_SKEW_S)}"
 
 
-def influxql_statement(spec: PresetSpec, s: CollectorSettings) -> str:
+def influxql_statement(spec: PresetSpec, s: CollectorSettings, since_s: float | None = None) -> str:
     """One statement for every destination: GROUP BY the preset's tags, the
     newest point of each group; or, for an id held in a field (which cannot
-    be grouped by), every row of the window (sites x minutes: few)."""
+    be grouped by), every row of the window (sites x minutes: few).
+
+    ``since_s``: only the points of the last ``since_s`` seconds instead
+    (``points_since``)."""
+    if since_s is not None:
+        return points_since(spec, since_s)
     where = time_window(spec.window_s(s.lookback_s, s.stats_lookback_s))
     measurement = quote_ident(spec.measurement)
     if spec.read == "all_rows":
@@ -63,6 +68,19 @@ def influxql_statement(spec: PresetSpec, s: CollectorSettings) -> str:
     # Several selectors in one statement would lose the points' times.
     selected = ", ".join(quote_ident(f) for f in fields)
     return f"SELECT {selected} FROM {measurement} WHERE {where} GROUP BY {group_by} ORDER BY time DESC LIMIT 1"
+
+
+def points_since(spec: PresetSpec, since_s: float) -> str:
+    """Every point of the last ``since_s`` seconds, its tags as columns.
+    No GROUP BY: InfluxDB 1.6 spends about 1.5 s grouping 100,000 series
+    even when the window holds no point of them, against 0.4 s without
+    (the newest point of each group is chosen when the rows are applied).
+    Its one series can exceed InfluxDB's max-row-limit: send it chunked."""
+    columns = [quote_ident(f) for f in spec.field_names()]
+    if spec.destination.field is not None and spec.destination.field not in spec.field_names():
+        columns.append(quote_ident(spec.destination.field))
+    columns += [f"{quote_ident(t)}::tag" for t in spec.tags_used()]
+    return f"SELECT {', '.join(columns)} FROM {quote_ident(spec.measurement)} WHERE {time_window(since_s)}"
 
 
 def series_rows(series: Sequence[Series]) -> list[Row]:

@@ -10,7 +10,7 @@ as a float; pulsar-util reports HTCondor memory in MiB.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tpv_broker.config.preset_spec import BUILTIN_PRESETS, PresetSpec
 from tpv_broker.config.settings import CollectorSettings
@@ -40,10 +40,19 @@ CONDOR_MEASUREMENT = BUILTIN_PRESETS["htcondor_cluster_usage"].measurement
 class Preset:
     name: str
     spec: PresetSpec
+    # Read only the points of the last since_s seconds, not the preset's
+    # whole window (``recent``).
+    since_s: float | None = None
+
+    def recent(self, since_s: float) -> Preset:
+        """This preset, reading only what was written in the last
+        ``since_s`` seconds: for the daily statistics, what changed since
+        the last read of them."""
+        return replace(self, since_s=since_s)
 
     def statement(self, s: CollectorSettings) -> str:
         """The one InfluxQL statement that reads this preset for every destination."""
-        return influxql_statement(self.spec, s)
+        return influxql_statement(self.spec, s, self.since_s)
 
     def apply(self, series: list[Series], data: CycleData, s: CollectorSettings) -> None:
         """Apply the answer to ``statement``."""

@@ -27,6 +27,7 @@ from tpv_broker.core.models import SlotShape, Status, ToolFigures
 
 from .cycle_data import CycleData, num, strip_quotes
 from .rows import Row
+from .run_times import destination_run_times, supersedes
 
 # figure -> DestinationFigures attribute (used figures have none: they only
 # make free = total - used).
@@ -296,30 +297,26 @@ def _shape_sum(shapes: list[SlotShape], attr: str) -> float | None:
 
 def tool_stats(spec: PresetSpec, found: list[Entry], data: CycleData, s: CollectorSettings) -> None:
     assert spec.tool_tag is not None
-    # dest -> [jobs with a queue median, their sum, jobs with a run median, their sum]
-    weighted: dict[str, list[float]] = {}
+    touched: set[str] = set()
     for e in found:
         tool_id = e.row.tag(spec.tool_tag)
         if not isinstance(tool_id, str):
             continue
         data.rows_read += 1
         f = e.figures
-        count = f.get("job_count") or 0.0
-        figures = ToolFigures(count=count, at=e.at, median_queue_s=f.get("median_queue"),
+        figures = ToolFigures(count=f.get("job_count") or 0.0, at=e.at, median_queue_s=f.get("median_queue"),
                               median_run_s=f.get("median_run"), perc_95_run_s=f.get("perc_95_run"))
         d = data.destination(e.dest_id, spec.measurement, e.at)
-        data.tool_stats.setdefault(tool_id, {})[d.id] = figures
-        acc = weighted.setdefault(d.id, [0.0, 0.0, 0.0, 0.0])
-        if count > 0 and figures.median_queue_s is not None:
-            acc[0] += count
-            acc[1] += count * figures.median_queue_s
-        if count > 0 and figures.median_run_s is not None:
-            acc[2] += count
-            acc[3] += count * figures.median_run_s
-    for dest_id, (nq, sq, nr, sr) in weighted.items():
-        d = data.destinations[dest_id]
-        d.median_queue_s = sq / nq if nq else None
-        d.median_run_s = sr / nr if nr else None
+        per_destination = data.tool_stats.setdefault(tool_id, {})
+        # Two ids aliased to one destination: the newer point wins, whatever
+        # order the rows came in (a merged refresh must equal a full read).
+        if supersedes(figures, per_destination.get(d.id)):
+            per_destination[d.id] = figures
+        touched.add(d.id)
+    for dest_id, (median_queue, median_run, _) in destination_run_times(data.tool_stats).items():
+        if dest_id in touched:
+            d = data.destinations[dest_id]
+            d.median_queue_s, d.median_run_s = median_queue, median_run
 
 
 Reducer = Callable[[PresetSpec, list[Entry], CycleData, CollectorSettings], None]

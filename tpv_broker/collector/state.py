@@ -15,6 +15,7 @@ from tpv_broker.store.snapshots import encode_tool_stats
 
 from .presets import PRESETS, RUNTIME_MEASUREMENT, CycleData
 from .rows import ReadResult
+from .run_times import DestinationRunTimes, ToolStats, destination_run_times, merge_newer
 from .source import MetricSource
 from .tool_levels import tool_levels
 
@@ -24,12 +25,12 @@ RUNTIME_PRESET = "destination_queue_run_time"
 @dataclass
 class RunTimeStats:
     """What the run-time statistics preset gave, kept apart from the live
-    figures so that it can be reused by later cycles."""
+    figures so that it can be reused by later cycles. Never changed once
+    built: a refresh that finds news builds another."""
 
     read_at: float
-    tool_stats: dict[str, dict[str, ToolFigures]]  # exact tool id -> destination -> figures
-    # destination -> (count-weighted median queue s, median run s, newest point)
-    per_destination: dict[str, tuple[float | None, float | None, float | None]]
+    tool_stats: ToolStats
+    per_destination: DestinationRunTimes
     rows_read: int
     # Built once from tool_stats (tool_levels), and their Redis payload.
     levels: dict[str, dict[str, ToolFigures]] | None = None
@@ -43,11 +44,12 @@ class RunTimeStats:
 
     @classmethod
     def from_data(cls, data: CycleData, read_at: float) -> RunTimeStats:
-        per_destination = {
-            d.id: (d.median_queue_s, d.median_run_s, d.sources.get(RUNTIME_MEASUREMENT))
-            for d in data.destinations.values()
-        }
-        return cls(read_at, data.tool_stats, per_destination, data.rows_read)
+        """From what the preset's answer gave (``data`` holds nothing else)."""
+        return cls.from_tool_stats(data.tool_stats, read_at, data.rows_read)
+
+    @classmethod
+    def from_tool_stats(cls, tool_stats: ToolStats, read_at: float, rows_read: int) -> RunTimeStats:
+        return cls(read_at, tool_stats, destination_run_times(tool_stats), rows_read)
 
     def merge_into(self, data: CycleData) -> None:
         for dest_id, (median_queue, median_run, at) in self.per_destination.items():
@@ -60,6 +62,32 @@ class RunTimeStats:
         data.tool_stats = self.tool_stats
 
 
+# How long after its time a point may reach InfluxDB and still be read by
+# the next refresh: telegraf writes gxadmin's day of statistics (100,000
+# points at a large site) in batches of 1,000 over a minute or more, and a
+# refresh may run in the middle. A point later than that is read by the next
+# full read (collector.stats_full_read_s).
+LATE_POINTS_S = 300.0
+
+
+@dataclass(frozen=True)
+class StatsRefresh:
+    """What one refresh of the run-time statistics did."""
+
+    # A read of the whole window (``stats_lookback_s``), or of what was
+    # written since the last good read.
+    full: bool
+    # What went wrong (the last statistics stay), or None.
+    problem: str | None = None
+    rows: int = 0
+    # Whether the statistics changed (new ones built, to be written to Redis).
+    changed: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "full read" if self.full else "read since the last one"
+
+
 class StatsCache:
     """The daemon's memory of the run-time statistics between cycles:
     gxadmin writes them once a day, so they are re-read every
@@ -68,17 +96,32 @@ class StatsCache:
 
     With ``background`` (the daemon), ``refresh`` runs as a job of its own
     and a cycle reads them itself only when there are none yet; otherwise a
-    cycle re-reads them when they are due."""
+    cycle re-reads them, whole, when they are due.
 
-    def __init__(self, refresh_s: float, background: bool = False) -> None:
+    A refresh reads the whole window only when it has no good read to
+    start from (a new process, the first refresh) or the last full read is
+    ``full_read_s`` old; otherwise it reads the points written since the
+    last good read (and ``LATE_POINTS_S`` before it) and merges them into
+    the kept set, which gives what a full read would: the newest point of
+    each (tool, destination), none older than ``stats_lookback_s``. A
+    failed refresh keeps the last statistics, and the next one reads from
+    the last good read on. The periodic full read catches what a merge
+    cannot see: points written long after their time, series deleted."""
+
+    def __init__(self, refresh_s: float, background: bool = False, full_read_s: float = 3600.0) -> None:
         self.refresh_s = refresh_s
         self.background = background
+        self.full_read_s = full_read_s
         # Replaced whole (never modified in place) by a refresh, so a cycle
         # running meanwhile keeps a consistent set.
         self.current: RunTimeStats | None = None
+        # When the last good read of them, and the last good full read,
+        # started (the collector's clock).
+        self.read_at: float | None = None
+        self.full_read_at: float | None = None
 
     def due(self, now: float) -> bool:
-        return self.current is None or now - self.current.read_at >= self.refresh_s
+        return self.current is None or self.read_at is None or now - self.read_at >= self.refresh_s
 
     def reuse(self, now: float) -> RunTimeStats | None:
         """The statistics a cycle starting now should reuse, if any."""
@@ -87,27 +130,57 @@ class StatsCache:
             return None
         return current
 
-    def refresh(self, config: BrokerConfig, source: MetricSource, clock: Callable[[], float]) -> str | None:
-        """Read the run-time statistics alone and keep them, with their
-        fallback levels and Redis payload built here rather than in a cycle.
-        Returns what went wrong, or None; on failure the last ones stay."""
-        preset = PRESETS[RUNTIME_PRESET]
+    def keep_full_read(self, stats: RunTimeStats) -> None:
+        """Keep what a full read (by a cycle or a refresh) gave."""
+        self.current = stats
+        self.read_at = self.full_read_at = stats.read_at
+
+    def refresh(self, config: BrokerConfig, source: MetricSource, clock: Callable[[], float]) -> StatsRefresh:
+        """Read the run-time statistics alone, or what changed in them, and
+        keep them, with their fallback levels and Redis payload built here
+        rather than in a cycle. On failure the last ones stay."""
         started = clock()
+        preset = PRESETS[RUNTIME_PRESET]
+        kept, since = self.current, self._read_since(started)
+        full = since is None
+        if since is not None:
+            preset = preset.recent(since)
         try:
             (result,) = source.read([preset], config.collector)
         except MetricSourceError as e:
-            return str(e)
+            return StatsRefresh(full, str(e))
         if result.error is not None:
-            return f"{preset.name}: {result.error}"
+            return StatsRefresh(full, f"{preset.name}: {result.error}")
         data = CycleData(aliases=config.alias_map())
         # The same guard as a cycle's: odd rows are this preset's problem.
         problem = preset.apply_checked(result.rows, data, config.collector)
         if problem is not None:
-            return f"{preset.name}: {problem}"
-        fresh = RunTimeStats.from_data(data, started)
-        fresh.prepare()
-        self.current = fresh
-        return None
+            return StatsRefresh(full, f"{preset.name}: {problem}")
+        if full or kept is None:
+            fresh = RunTimeStats.from_data(data, started)
+            if kept is not None and fresh.tool_stats == kept.tool_stats:
+                # The kept ones stay, and so does their hash in Redis.
+                self.read_at = self.full_read_at = started
+                return StatsRefresh(True, rows=len(result.rows))
+            fresh.prepare()
+            self.keep_full_read(fresh)
+            return StatsRefresh(True, rows=len(result.rows), changed=True)
+        merged = merge_newer(kept.tool_stats, data.tool_stats, started - config.collector.stats_lookback_s)
+        if merged is not None:
+            fresh = RunTimeStats.from_tool_stats(merged, started, data.rows_read)
+            fresh.prepare()
+            self.current = fresh
+        self.read_at = started
+        return StatsRefresh(False, rows=len(result.rows), changed=merged is not None)
+
+    def _read_since(self, now: float) -> float | None:
+        """How far back a refresh starting now reads (s), or None for the
+        whole window."""
+        if self.current is None or self.read_at is None or self.full_read_at is None:
+            return None
+        if now - self.full_read_at >= self.full_read_s:
+            return None
+        return max(0.0, now - self.read_at) + LATE_POINTS_S
 
 
 class LastAnswers:
@@ -155,7 +228,8 @@ class CollectorState:
     def new(cls, config: BrokerConfig, background_stats: bool = False) -> CollectorState:
         """``background_stats``: a job of the daemon's refreshes the run-time
         statistics (``StatsCache``), not the cycles."""
-        return cls(StatsCache(config.collector.stats_refresh_s, background_stats))
+        collector = config.collector
+        return cls(StatsCache(collector.stats_refresh_s, background_stats, collector.stats_full_read_s))
 
     def published_with(self, stats: RunTimeStats | None) -> str | None:
         """The last publication's id if it carried ``stats``: while it is the

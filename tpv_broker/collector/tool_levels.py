@@ -3,6 +3,7 @@ per cycle so a rank request looks up at most three hash fields."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 from tpv_broker.core.models import ToolFigures
@@ -12,15 +13,17 @@ from tpv_broker.core.tool_ids import stats_field, tool_id_forms
 def _merge(figures: list[ToolFigures]) -> ToolFigures:
     """Several tool versions on one destination: counts add up, and medians
     become their count-weighted mean (an approximation: the true median of
-    the union is not recoverable from per-version medians)."""
+    the union is not recoverable from per-version medians). Exact sums
+    (fsum): the result does not depend on the order the versions were read
+    in, so a merged refresh builds the same levels as a full read."""
     if len(figures) == 1:
         return figures[0]
-    count = sum(f.count for f in figures)
+    count = math.fsum(f.count for f in figures)
 
     def weighted(attr: str) -> float | None:
         known = [(f.count, getattr(f, attr)) for f in figures if getattr(f, attr) is not None and f.count > 0]
-        n = sum(c for c, _ in known)
-        return sum(c * v for c, v in known) / n if n else None
+        n = math.fsum(c for c, _ in known)
+        return math.fsum(c * v for c, v in known) / n if n else None
 
     ats = [f.at for f in figures if f.at is not None]
     return ToolFigures(

@@ -128,6 +128,10 @@ class CollectorSettings(_Section):
     # (tool, destination) series that read alone takes InfluxDB 1.x seconds).
     # Cycles in between reuse the last figures and leave them untouched in Redis.
     stats_refresh_s: float = Field(300.0, gt=0)
+    # A refresh reads only the points written since the last one, and the
+    # whole window this often (points written long after their time, deleted
+    # series); at most stats_refresh_s: every refresh reads everything.
+    stats_full_read_s: float = Field(3600.0, gt=0)
     # gxadmin prints only non-empty (destination, state) groups, so a series
     # missing from the newest batch means zero jobs. Points within this many
     # seconds of the newest one belong to the same batch.
