@@ -37,8 +37,8 @@ def main() -> None:
     ap.add_argument("--core", action="store_true", help="time the pure rank core alone (no HTTP, no Redis)")
     ap.add_argument("--no-inflight", action="store_true", help="with inflight.enabled false")
     ap.add_argument("--charges", type=int, default=0,
-                    help="in-flight charges in Redis first, as a busy Galaxy leaves them: distinct jobs, spread "
-                         "over inflight.max_age_s, on random destinations")
+                    help="in-flight charges in Redis first, as a busy Galaxy leaves them: distinct jobs, made "
+                         "within the last 50 s (so the fresh figures cannot show them yet), on random destinations")
     ap.add_argument("--slot-shapes", type=int, default=0,
                     help="with --core: every destination reports this many free slot shapes (HTCondor "
                          "partitionable slots, random sizes); the synthetic metrics have none")
@@ -96,19 +96,13 @@ def main() -> None:
 def _charge(config: BrokerConfig, store: Any, destinations: list[str], n: int) -> None:
     import random
 
-    from tpv_broker.core.models import Charge
-    from tpv_broker.store.inflight import InflightStore
+    from tpv_broker.core.charges import Charge
 
-    inflight = InflightStore(store.client, store.keys, config.inflight.max_age_s)
-    rng, now, window = random.Random(5), time.time(), config.inflight.max_age_s
-    store.client.script_load(inflight.script)
-    pipe = store.client.pipeline(transaction=False)
+    inflight = store.inflight(config.inflight)
+    rng, now = random.Random(5), time.time()
+    # Made within inflight.reflect_lag_s of the fresh figures: all of them count.
     for k in range(n):
-        keys, argv = inflight.command(Charge(rng.choice(destinations), 1, 4, now - window * k / n, f"busy{k}"))
-        pipe.evalsha(inflight.sha, len(keys), *keys, *argv)
-        if k % 1000 == 999:
-            pipe.execute()
-    pipe.execute()
+        inflight.charge(Charge(rng.choice(destinations), 1, 4, now - 50 * k / n, f"busy{k}"))
     print(f"{store.client.zcard(store.keys.inflight)} in-flight charges in Redis")
 
 

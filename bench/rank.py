@@ -22,7 +22,8 @@ only), then with several concurrent clients. Each measurement is split into
 rounds that alternate between the services, so that a burst of load from
 something else on a shared machine hits them alike. Last, rounds that
 alternate the fewest and the most candidates give what each extra candidate
-costs ours, the floor and the limit.
+costs ours, the floor and the limit; and a busy site: ours serving the same
+snapshot with 0, 3,000 and 20,000 live in-flight charges (``_busy``).
 
     python -m bench.rank            # the full run (about ten minutes)
     python -m bench.rank --tiny     # seconds: checks that everything runs
@@ -40,7 +41,9 @@ from typing import Any
 from tpv_broker.collector.cycle import collect_once
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.core.charges import Charge
 from tpv_broker.devtools.servers import InfluxServer, RedisServer, influxql_inserts_to_lines
+from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore, store_from_config
 
 from . import common, loadgen
@@ -56,7 +59,13 @@ PACED = ("ours", "ours_noinflight", FLOOR)
 # The services set against each other at the fewest and the most candidates.
 SCALED = ("ours", FLOOR, "limit")
 
+# Live in-flight charges preloaded for the busy-site mode (distinct job ids,
+# all still counted: made within inflight.max_age_s, collector stopped).
+BUSY_LEVELS = (0, 3000, 20000)
+
 FULL = {
+    "busy": {"levels": BUSY_LEVELS, "candidates": 50, "rounds": 7, "sequential": (500, 1.5),
+             "concurrent": (100000, 1.5)},
     "destinations": 250, "tools": 2000, "candidates": [5, 50, 200], "clients": 4, "bodies": 32, "rounds": 7,
     # (max requests, max seconds) per round; warm-up requests per client first
     "sequential": {"ours": (500, 1.5), "ours_noinflight": (500, 1.5), FLOOR: (500, 1.5), "limit": (500, 1.5),
@@ -69,6 +78,7 @@ FULL = {
     "calibration_requests": 30,
 }
 TINY = {
+    "busy": {"levels": (0, 30), "candidates": 5, "rounds": 1, "sequential": (5, 5.0), "concurrent": (5, 5.0)},
     "destinations": 12, "tools": 40, "candidates": [2, 5], "clients": 2, "bodies": 4, "rounds": 1,
     "sequential": {s: (5, 5.0) for s in SERVICES},
     "paced": {s: (5, 5.0) for s in PACED},
@@ -222,6 +232,8 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
                               flush=True)
             scaled = [s for s in SCALED if s in params.get("services", SERVICES)]
             scaling = _scaling(params, ports, ds, scaled)
+            busy = _busy(params, cfg_dict, config, store, ds, ports[FLOOR], tmp, workers, servers) if (
+                FLOOR in params.get("services", SERVICES)) else {}
             calibration = _calibrate(influx, workers, tmp, params["calibration_requests"])
             print(f"  calibration: prototype on its own data, p50 {calibration['p50_ms']} ms "
                   f"(original, reference README: {REFERENCE_P50_MS})", flush=True)
@@ -234,6 +246,7 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
                 "gunicorn": _gunicorn_settings(workers),
                 "runs": runs,
                 "scaling": scaling,
+                "busy": busy,
                 "run_s": round(time.monotonic() - started),
             }
             return result
@@ -270,6 +283,66 @@ def _scaling(params: dict[str, Any], ports: dict[str, int], ds: Any, services: l
         print(f"  {s:15s} p50 at {hi} / at {lo} candidates, per round: "
               + " ".join(f"{a / b:.2f}" for a, b in zip(r[str(hi)], r[str(lo)], strict=True)), flush=True)
     return out
+
+
+def _busy(params: dict[str, Any], cfg_dict: dict[str, Any], config: BrokerConfig, store: SnapshotStore, ds: Any,
+          floor_port: int, tmp: pathlib.Path, workers: int, servers: list[common.ServerProcess]) -> dict[str, Any]:
+    """A busy site: ours serving the same snapshot with 0, 3,000 and
+    20,000 live in-flight charges (one key prefix and one server each), and
+    the floor, in rounds that alternate between them; one client back to
+    back (p50), then several at once (throughput)."""
+    b = params["busy"]
+    snapshot = store.read_all()
+    assert snapshot is not None
+    ports: dict[str, int] = {}
+    for level in b["levels"]:
+        name = f"ours_{level}"
+        prefix = f"busy{level}"
+        level_store = SnapshotStore(store.client, KeySchema(prefix))
+        level_store.publish(snapshot)
+        _preload_charges(level_store, config, [site.id for site in ds.sites], level)
+        path = common.write_config(tmp / f"config-{name}.yaml",
+                                   cfg_dict | {"redis": cfg_dict["redis"] | {"key_prefix": prefix}})
+        ports[name] = common.port()
+        argv = [common.python(), "-m", "tpv_broker", "--config", str(path), "--log-level", "WARNING", "serve",
+                "--bind", f"127.0.0.1:{ports[name]}", "--workers", str(workers)]
+        first = loadgen.build_requests("127.0.0.1", "/api/rank", rank_bodies(ds, 2, 1))[0]
+        servers.append(common.ServerProcess(name, argv, ports[name], first, tmp / f"{name}.log").start())
+    ports[FLOOR] = floor_port
+    raws = loadgen.build_requests("127.0.0.1", "/api/rank", rank_bodies(ds, b["candidates"], params["bodies"]))
+    out: dict[str, Any] = {"candidates": b["candidates"], "levels": list(b["levels"]), "runs": []}
+    for mode, clients in (("sequential", 1), ("concurrent", params["clients"])):
+        rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in ports}
+        for _ in range(b["rounds"]):
+            for s, port in ports.items():
+                max_req, max_s = b[mode]
+                spec = loadgen.RunSpec("127.0.0.1", port, raws, max_req, max_s, warmup=params["warmup"])
+                rounds[s].append(loadgen.run(spec, clients))
+        for s in ports:
+            r = loadgen.summarize(rounds[s])
+            per_round = [loadgen.summarize([one]) for one in rounds[s]]
+            r.update(service=s, mode=mode, round_p50_ms=[x["p50_ms"] for x in per_round],
+                     round_rps=[x["throughput_rps"] for x in per_round])
+            if r["errors"]:
+                raise RuntimeError(f"busy {s}: {r['errors']} errors, e.g. {r['first_error']}")
+            out["runs"].append(r)
+            print(f"  busy {s:12s} {mode:10s} p50 {r['p50_ms']:9.3f} ms  {r['throughput_rps']:8.1f} req/s", flush=True)
+    out["live_after"] = {f"ours_{level}": int(store.client.zcard(KeySchema(f"busy{level}").inflight))
+                         for level in b["levels"]}
+    return out
+
+
+def _preload_charges(store: SnapshotStore, config: BrokerConfig, destinations: list[str], n: int) -> None:
+    """``n`` live charges of distinct jobs, made over the last five minutes
+    (so all of them still count), through the charge script itself."""
+    import random
+
+    inflight = store.inflight(config.inflight)
+    assert inflight is not None
+    rng, now = random.Random(5), time.time()
+    for k in range(n):
+        inflight.charge(Charge(rng.choice(destinations), rng.choice((1, 2, 4, 8)), 4, now - 300 * k / max(n, 1),
+                               f"busy{k}", rng.choice((None, 60.0, 600.0))))
 
 
 def _gunicorn_settings(workers: int) -> dict[str, Any]:

@@ -23,6 +23,9 @@ MAX_P50_OVER_FLOOR = 2.0
 MIN_PROTOTYPE_OVER_OURS = 200.0
 MIN_THROUGHPUT_OF_FLOOR = 0.6
 MAX_EXTRA_CANDIDATE_OVER_FLOOR = 2.0
+# Issue 20: a busy site's live in-flight charges cost the rank request
+# (almost) nothing.
+MAX_BUSY_OVER_IDLE = 1.2
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,61 @@ def _extra_candidate_target(result: dict[str, Any]) -> Target:
 def rank_targets(result: dict[str, Any]) -> list[Target]:
     n = _target_candidates(result)
     return [_p50_target(result, n), _prototype_target(result, n), _throughput_target(result, n),
-            _extra_candidate_target(result)]
+            _extra_candidate_target(result), *busy_targets(result)]
+
+
+def _busy_run(result: dict[str, Any], service: str, mode: str) -> dict[str, Any] | None:
+    busy = result.get("busy") or {}
+    return next((r for r in busy.get("runs", []) if r["service"] == service and r["mode"] == mode), None)
+
+
+def busy_targets(result: dict[str, Any]) -> list[Target]:
+    """The busy-site mode (bench.rank._busy): the most live charges against
+    none, and the simplification issue's targets with 3,000 live charges."""
+    busy = result.get("busy") or {}
+    levels = busy.get("levels") or []
+    if len(levels) < 2:
+        return []
+    n, most, some = busy["candidates"], f"ours_{max(levels)}", f"ours_{sorted(levels)[1]}"
+    idle = f"ours_{min(levels)}"
+    seq = lambda s: _busy_run(result, s, "sequential")  # noqa: E731
+    conc = lambda s: _busy_run(result, s, "concurrent")  # noqa: E731
+    prototype = _get(result["runs"], "prototype", n, "sequential")
+    targets = [
+        _paired_target(f"busy site, p50 at {n} candidates: {max(levels):,} live charges at most "
+                       f"{MAX_BUSY_OVER_IDLE:g}x none", (seq(most), seq(idle)), (most, idle), "round_p50_ms",
+                       _times, _ms, lambda v: v <= MAX_BUSY_OVER_IDLE),
+        _paired_target(f"busy site, p50 at {n} candidates with {sorted(levels)[1]:,} live charges: at most "
+                       f"{MAX_P50_OVER_FLOOR:g}x the floor's", (seq(some), seq(FLOOR)), (some, "floor"),
+                       "round_p50_ms", _times, _ms, lambda v: v <= MAX_P50_OVER_FLOOR),
+        _paired_target(f"busy site, {result['params']['clients']}-client throughput at {n} candidates with "
+                       f"{sorted(levels)[1]:,} live charges: at least {MIN_THROUGHPUT_OF_FLOOR:.0%} of the floor's",
+                       (conc(some), conc(FLOOR)),
+                       (some, "floor"), "round_rps", _percent, _rps, lambda v: v >= MIN_THROUGHPUT_OF_FLOOR),
+    ]
+    some_p50 = _own_rounds(seq(some), "round_p50_ms").median
+    proto_p50 = _own_rounds(prototype, "round_p50_ms").median
+    if some_p50 and proto_p50:
+        ratio = proto_p50 / some_p50
+        targets.append(Target(
+            f"busy site, p50 at {n} candidates with {sorted(levels)[1]:,} live charges: at least "
+            f"{MIN_PROTOTYPE_OVER_OURS:g}x below the prototype's (its p50 from the main runs)",
+            f"{_times(ratio)} (prototype {_ms(proto_p50)}, {some} {_ms(some_p50)})", "medians of different runs",
+            ratio >= MIN_PROTOTYPE_OVER_OURS))
+    return targets
+
+
+def _busy_table(result: dict[str, Any]) -> list[str]:
+    busy = result.get("busy") or {}
+    if not busy.get("runs"):
+        return []
+    lines = [f"Busy site: {busy['candidates']} candidates, live in-flight charges preloaded per server "
+             f"(distinct job ids, all still counting; live after the runs: {busy.get('live_after')}).", "",
+             "| service | clients | p50 ms | p90 ms | req/s | requests |", "|---|---:|---:|---:|---:|---:|"]
+    for r in busy["runs"]:
+        lines.append(f"| {r['service']} | {r['clients']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | "
+                     f"{r['throughput_rps']:.0f} | {r['requests']} |")
+    return lines
 
 
 def _ok(ok: bool | None) -> str:
@@ -303,6 +360,9 @@ def rank_table(result: dict[str, Any]) -> str:
     calibration = _calibration_lines(result)
     if calibration:
         lines += ["", *calibration]
+    busy = _busy_table(result)
+    if busy:
+        lines += ["", *busy]
     lines += ["", *_targets_table(result)]
     return "\n".join(lines)
 

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from tpv_broker.api import create_app
 from tpv_broker.config.settings import load_config
+from tpv_broker.core.ids import DEFAULT_TENANT
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
@@ -120,14 +121,19 @@ def send(api: FlaskClient, method: str, path: str, body: bytes | None = None,
         for e in payload["errors"]:
             assert isinstance(e["field"], str) and e["field"].strip(), payload
             assert isinstance(e["problem"], str) and e["problem"].strip(), payload
-    elif path.startswith("/api/rank") and method == "POST":
-        assert payload["degraded"] is False, payload
-        sent_ids = [d["id"] for d in body_obj["destinations"]] if isinstance(body_obj, dict) else None
-        if sent_ids is not None:
-            assert sorted(payload["destinations"]) == sorted(sent_ids)  # never adds, never drops
-            SENT["accepted_candidates"].update(sent_ids)
-        if isinstance(body_obj, dict) and body_obj["job"].get("id") is not None:
-            SENT["accepted_job_ids"].add(str(body_obj["job"]["id"]))
+    elif method == "POST" and path.split("?", 1)[0] in ("/api/rank", "/process_data"):
+        # Every accepted rank request may charge, the legacy one and one
+        # sent as raw bytes too: what it sent is what the charges may hold.
+        sent = body_obj if isinstance(body_obj, dict) else json.loads(body or b"null")
+        legacy = path.startswith("/process_data")
+        ids = [d["id"] for d in sent["destinations"]]
+        got = payload["sorted_destinations"] if legacy else payload["destinations"]
+        assert sorted(got) == sorted(ids)  # never adds, never drops
+        SENT["accepted_candidates"].update(ids)
+        if not legacy:
+            assert payload["degraded"] is False, payload
+            if sent["job"].get("id") is not None:
+                SENT["accepted_job_ids"].add(str(sent["job"]["id"]))
     return resp
 
 
@@ -379,11 +385,14 @@ def test_after_all_of_it_the_snapshot_is_byte_for_byte_unchanged(fuzz_redis: red
     keys = KeySchema(PREFIX)
     # Nothing else but the in-flight charges of accepted requests.
     extra = set(after) - set(published)
-    job_keys = {keys.inflight_job(j).encode() for j in SENT["accepted_job_ids"]}
-    assert extra <= {keys.inflight.encode()} | job_keys, sorted(extra - job_keys)[:10]
+    job_keys = {keys.inflight_job(DEFAULT_TENANT, j).encode() for j in SENT["accepted_job_ids"]}
+    charges = {keys.inflight.encode(), keys.inflight_load.encode()}
+    assert extra <= charges | job_keys, sorted(extra - job_keys)[:10]
+    # The sums hold accepted candidates only, as the members do.
+    assert {d.decode() for d in fuzz_redis.hkeys(keys.inflight_load)} <= SENT["accepted_candidates"]
     assert SENT["accepted_job_ids"], "no request was accepted: the fuzz proves nothing about charges"
     members = [json.loads(m) for m in fuzz_redis.zrange(keys.inflight, 0, -1)]
     assert members
     for m in members:
         assert m["d"] in SENT["accepted_candidates"]
-        assert m["j"] is None or m["j"] in SENT["accepted_job_ids"]
+        assert m.get("j") is None or m["j"] in SENT["accepted_job_ids"]

@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 from tpv_broker.api import create_app
 from tpv_broker.cli import main
 from tpv_broker.config.settings import load_config
-from tpv_broker.core.ids import check_destination_id, check_job_id, check_tool_id
+from tpv_broker.core.ids import DEFAULT_TENANT, check_destination_id, check_job_id, check_tool_id
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
 from tpv_broker.devtools.servers import free_port
 from tpv_broker.store.keys import KeySchema
@@ -220,7 +220,10 @@ def test_job_ids_that_would_change_a_key_are_refused(
     assert redis_commands(real_redis) == set()
     # ... and the key schema refuses to build a key from one, whoever asks.
     with pytest.raises(ValueError, match="not a valid job id"):
-        KeySchema("lim").inflight_job(bad)
+        KeySchema("lim").inflight_job(DEFAULT_TENANT, bad)
+    # ... nor from a tenant id like it.
+    with pytest.raises(ValueError, match="not a valid tenant id"):
+        KeySchema("lim").inflight_job(bad, "4711")
 
 
 def test_the_only_key_holding_request_data_is_the_jobs_charge(api: FlaskClient, real_redis: redis.Redis) -> None:
@@ -229,7 +232,9 @@ def test_the_only_key_holding_request_data_is_the_jobs_charge(api: FlaskClient, 
                                        "destinations": [{"id": "pulsar_de"}, {"id": "pulsar_eu:de01"}]})
     resp.get_data()  # the in-flight charge is written once the answer has gone out
     assert resp.status_code == 200
-    assert set(real_redis.keys("*")) - before == {b"lim:inflight", b"lim:inflight:job:4711"}
+    # (The load hash holds destination ids, which are already a hash's fields.)
+    assert set(real_redis.keys("*")) - before == {b"lim:inflight", b"lim:inflight:load",
+                                                  b"lim:inflight:job:default:4711"}
 
 
 @pytest.mark.parametrize(("args", "hint"), [(["--tool", "bwa*", "pulsar_de"], "--tool"),

@@ -20,7 +20,8 @@ from flask.testing import FlaskClient
 
 from tpv_broker.api import create_app
 from tpv_broker.config.settings import ApiSettings, BrokerConfig, InflightSettings, RedisSettings
-from tpv_broker.core.models import Charge, DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.core.charges import Charge
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.store.charge_writer import ChargeWriter
 from tpv_broker.store.inflight import InflightStore
 from tpv_broker.store.keys import KeySchema
@@ -57,7 +58,7 @@ def _rank(api: FlaskClient, job_id: str) -> dict[str, Any]:
 
 
 def _charged_jobs(client: redis.Redis) -> set[str]:
-    return {c.job_id for c in InflightStore(client, KeySchema(PREFIX), max_age_s=600).read(T) if c.job_id}
+    return {c.job_id for c in InflightStore(client, KeySchema(PREFIX), max_age_s=600).members() if c.job_id}
 
 
 def _writer(url: str, timeout_s: float = 1.0) -> tuple[ChargeWriter, InflightStore]:
@@ -136,7 +137,7 @@ def test_redis_stopped_then_restarted_empty(own_redis, caplog):
     own_redis.start()  # empty: no data, no script cache
     p.charge(Charge("d3", 1, 1, T, "3"))
     # The charges made while it was down were dropped, not kept for later.
-    assert [c.destination for c in inflight.read(T)] == ["d3"]
+    assert [c.destination for c in inflight.members()] == ["d3"]
     assert _recoveries(caplog) == ["in-flight charges reach Redis again; 20 charge(s) unconfirmed or lost meanwhile"]
     assert len(_warnings(caplog)) == 1
 
@@ -157,7 +158,7 @@ def test_a_hung_redis_costs_a_charge_one_timeout_and_is_logged_once(own_redis, c
     warnings = _warnings(caplog)
     assert len(warnings) == 1 and "Timeout" in warnings[0], warnings
     p.charge(Charge("d4", 1, 1, T, "4"))
-    assert "d4" in {c.destination for c in inflight.read(T)}
+    assert "d4" in {c.destination for c in inflight.members()}
     assert len(_recoveries(caplog)) == 1 and len(_warnings(caplog)) == 1
 
 
@@ -186,7 +187,7 @@ def test_threads_sharing_one_writer(redis_url, redis_client, caplog):
         t.start()
     for t in threads:
         t.join()
-    charges = inflight.read(T)
+    charges = inflight.members()
     # every anonymous charge (8 x 25), and one for the job all threads charged
     assert len([c for c in charges if c.job_id is None]) == 200
     assert [c.job_id for c in charges if c.job_id is not None] == ["same"]

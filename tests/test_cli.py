@@ -295,9 +295,9 @@ def test_rank_charges_when_asked(redis_client: redis.Redis, redis_url: str, args
     assert result.output.splitlines()[-1] == (
         f"charged {'job ' + job_key if job_key else 'this job'} to pulsar_de (in-flight, as the API does)")
     added = set(redis_client.keys("*")) - before
-    expected = {f"{PREFIX}:inflight".encode()}
+    expected = {f"{PREFIX}:inflight".encode(), f"{PREFIX}:inflight:load".encode()}
     if job_key:
-        expected.add(f"{PREFIX}:inflight:job:{job_key}".encode())
+        expected.add(f"{PREFIX}:inflight:job:default:{job_key}".encode())
     assert added == expected
     assert redis_client.zcard(f"{PREFIX}:inflight") == 1
 

@@ -1,30 +1,29 @@
 """In-flight charges: the pure arithmetic, and the Redis side on a real
-redis-server (charge, expiry, one charge per job id, concurrent workers)."""
+redis-server (charge, expiry, one charge per job, the per-destination sums,
+ending charges at publish, concurrent workers)."""
 
 from __future__ import annotations
 
 import multiprocessing
+import random
 import threading
 
 import pytest
 import redis
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tpv_broker.api.rank_service import RankService
 from tpv_broker.config.settings import ApiSettings, BrokerConfig, InflightSettings
-from tpv_broker.core.inflight import (
-    Charge,
-    charged_figures,
-    live_charges,
-    oldest_countable,
-    queued_weight,
-)
+from tpv_broker.core.charges import Charge, ChargeLoad, ChargeState
+from tpv_broker.core.inflight import counted_loads
 from tpv_broker.core.inputs import Candidate, JobFacts
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.store.inflight import InflightStore
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
+
+from .helpers import charged
 
 T = 1_700_000_000.0
 
@@ -33,16 +32,23 @@ def fig(**kw) -> DestinationFigures:  # type: ignore[no-untyped-def]
     return DestinationFigures(id="d", **kw)
 
 
+def load(*charges: tuple[float, float] | Charge) -> ChargeLoad:
+    out = ChargeLoad()
+    for c in charges:
+        out = out.plus(c if isinstance(c, Charge) else Charge("d", c[0], c[1], T))
+    return out
+
+
 @pytest.mark.parametrize(
     ("figures", "charges", "expected"),
     [
         # 8 free cores, 32 GB: a 4-core 8 GB charge fits -> 4 cores, 24 GB free, queue unchanged
         (fig(cpus_free=8, mem_free_gb=32, queued=2), [(4, 8)], (4, 24, 2)),
-        # two 4-core charges fit 8 cores exactly (32 - 8 - 8 = 16 GB left); the third joins the
-        # queue and takes nothing: 0 free, 16 GB, queued 2 + 1
+        # three 4-core charges on 8 cores: 8/12 of them fit (32 - 16 = 16 GB left), the other
+        # third of three jobs queues: 0 free, 16 GB, queued 2 + 1
         (fig(cpus_free=8, mem_free_gb=32, queued=2), [(4, 8), (4, 8), (4, 8)], (0, 16, 3)),
-        # memory decides too: 16 GB free, a 20 GB charge queues
-        (fig(cpus_free=64, mem_free_gb=16, queued=0), [(1, 20)], (64, 16, 1)),
+        # memory decides too: 16 GB free for a 20 GB charge, 16/20 of it fits, a fifth queues
+        (fig(cpus_free=64, mem_free_gb=16, queued=0), [(1, 20)], (63.2, 0, 0.2)),
         # capacity unknown: every charge queues
         (fig(queued=5), [(1, 1), (1, 1)], (None, None, 7)),
         # queued unknown counts as 0
@@ -50,7 +56,7 @@ def fig(**kw) -> DestinationFigures:  # type: ignore[no-untyped-def]
     ],
 )
 def test_charged_figures(figures, charges, expected):
-    assert charged_figures(figures, [Charge("d", c, m, T) for c, m in charges]) == expected
+    assert charged(figures, load(*charges)) == pytest.approx(expected)
 
 
 # 64 cores, 16 free, 12 running: a typical running job holds (64 - 16) / 12 = 4 cores
@@ -78,65 +84,90 @@ BUSY = {"cpus_total": 64, "cpus_free": 16, "running": 12, "median_run_s": 600}
         ({**BUSY, "cpus_free": 64}, 16, 7200.0, 1.0),
     ],
 )
-def test_queued_weight(figures, cores, run_s, weight):
-    assert queued_weight(fig(**figures), Charge("d", cores, 1, T, run_s=run_s)) == pytest.approx(weight)
+def test_a_queued_charge_by_work_weighs_typical_jobs(figures, cores, run_s, weight):
+    # no free memory: the whole charge queues, by work
+    d = fig(**figures, mem_free_gb=0)
+    assert charged(d, load(Charge("d", cores, 1, T, run_s=run_s)), by_work=True)[2] == pytest.approx(weight)
 
 
 def test_charged_figures_by_work():
     d = fig(**BUSY, mem_free_gb=256, queued=2)
-    charges = [
-        Charge("d", 8, 16, T, run_s=600.0),
-        Charge("d", 16, 64, T, run_s=7200.0),
-        Charge("d", 1, 2, T, run_s=60.0),
-    ]
-    # the 8-core job fits the 16 free cores (8 left, 256 - 16 = 240 GB); the 16-core one does not
-    # and queues as 48 jobs, taking nothing; the 1-core one fits (7 left, 238 GB).
-    # Queue: 2 + 48 = 50; by slot: 2 + 1 = 3
-    assert charged_figures(d, charges, by_work=True) == (7, 238, 50)
-    assert charged_figures(d, charges)[2] == 3
+    charges = load(Charge("d", 8, 16, T, run_s=600.0), Charge("d", 16, 64, T, run_s=7200.0),
+                   Charge("d", 1, 2, T, run_s=60.0))
+    # 25 cores charged on 16 free: 16/25 of each job fits (256 - 0.64 x 82 GB left), 9/25 queue:
+    # by slot 9/25 of 3 jobs, by work 9/25 of (4,800 + 115,200 + 60) / 2,400 = 50.025 typical jobs.
+    assert charged(d, charges) == pytest.approx((0, 256 - 0.64 * 82, 2 + 0.36 * 3))
+    assert charged(d, charges, by_work=True) == pytest.approx((0, 256 - 0.64 * 82, 2 + 0.36 * 50.025))
 
 
 def test_no_charges_leave_figures_alone():
-    assert charged_figures(fig(cpus_free=3, mem_free_gb=5, queued=2), []) == (3, 5, 2)
+    assert charged(fig(cpus_free=3, mem_free_gb=5, queued=2), ChargeLoad()) == (3, 5, 2)
+    # nor an unreported queue, when nothing is charged
+    assert charged(fig(cpus_free=3), ChargeLoad()) == (3, None, None)
 
 
-def test_a_charge_ends_when_the_figures_can_show_it():
-    figures = {
-        "a": fig(live_at=T + 40).model_copy(update={"id": "a"}),
-        "b": fig(live_at=T + 10).model_copy(update={"id": "b"}),
-    }
-    charges = [Charge("a", 1, 1, T), Charge("b", 1, 1, T), Charge("c", 1, 1, T)]
-    # reflect lag 30 s: a's newest point (T+40) is >= T+30 -> reflected, dropped;
-    # b's (T+10) is not yet; c has no figures at all -> kept.
-    live = live_charges(charges, figures, reflect_lag_s=30)
-    assert set(live) == {"b", "c"}
+def test_counted_loads_leave_out_what_redis_holds_but_must_not_count():
+    a1, a2 = Charge("a", 4, 8, T - 100, "1"), Charge("a", 2, 2, T - 10, "2")
+    b_old = Charge("b", 1, 1, T - 700)
+    state = ChargeState({"a": load(a1, a2), "b": load(b_old)}, [b_old], own=a2)
+    # b's only charge is past its age (600 s); job 2 is the one ranked: only job 1 counts
+    assert counted_loads(state, T, 600) == {"a": load(a1)}
+    # the job's charge once its figures show it (reflected at T - 5): Redis removed it already
+    shown = ChargeLoad(1, 4, 8, reflected=T - 5)
+    assert counted_loads(ChargeState({"a": shown}, [], own=a2), T, 600) == {"a": shown}
+    # ... and once it is past its age, it is taken out as such, not twice
+    a_old = Charge("a", 1, 1, T - 700, "3")
+    old_own = ChargeState({"a": load(a1, a_old)}, [a_old], own=a_old)
+    assert counted_loads(old_own, T, 600) == {"a": load(a1)}
 
 
 @pytest.fixture
 def inflight(redis_client: redis.Redis) -> InflightStore:
-    return InflightStore(redis_client, KeySchema("if"), max_age_s=120)
+    return InflightStore(redis_client, KeySchema("if"), max_age_s=120, reflect_lag_s=30)
+
+
+def sums_of_members(inflight: InflightStore) -> dict[str, ChargeLoad]:
+    """What the load hash must hold: the sums of the zset's members."""
+    out: dict[str, ChargeLoad] = {}
+    for c in inflight.members():
+        out[c.destination] = out.get(c.destination, ChargeLoad()).plus(c)
+    return out
+
+
+def loads_in_redis(inflight: InflightStore) -> dict[str, ChargeLoad]:
+    return dict(inflight.read(None, T).loads)
+
+
+def same_loads(got: dict[str, ChargeLoad], want: dict[str, ChargeLoad]) -> bool:
+    """The same sums (what a reader's own charge needs of ``reflected`` is tested apart)."""
+    return got.keys() == want.keys() and all(
+        (g.count, g.timed) == (w.count, w.timed)
+        and (g.cores, g.mem, g.core_s) == pytest.approx((w.cores, w.mem, w.core_s)) for g, w in
+        ((got[d], want[d]) for d in got))
 
 
 def test_charge_and_read(inflight):
-    inflight.charge(Charge("d1", 4, 8, T, "101"))
+    assert inflight.charge(Charge("d1", 4, 8, T, "101"))
     inflight.charge(Charge("d2", 1, 2, T + 1))
-    got = sorted(inflight.read(T + 2), key=lambda c: c.destination)
-    assert got == [Charge("d1", 4, 8, T, "101"), Charge("d2", 1, 2, T + 1)]
+    inflight.charge(Charge("d1", 2, 1, T + 1, run_s=100))
+    assert sorted(inflight.members(), key=lambda c: c.charged_at)[0] == Charge("d1", 4, 8, T, "101")
+    got = inflight.read(["d1", "d2", "d3"], T + 2)
+    assert got.loads == {"d1": ChargeLoad(2, 6, 9, 200, 1), "d2": ChargeLoad(1, 1, 2)}
+    assert (got.expired, got.own) == ([], None)
+    # the ranked job's own charge comes with the read, for the rank core to leave out
+    assert inflight.read(["d1"], T + 2, job_id="101").own == Charge("d1", 4, 8, T, "101")
 
 
-def test_a_charge_keeps_its_run_time(inflight, redis_client):
-    inflight.charge(Charge("d1", 4, 8, T, "5", run_s=1234.5))
-    assert inflight.read(T + 1) == [Charge("d1", 4, 8, T, "5", 1234.5)]
-    # members written before run times were charged read as "unknown"
-    redis_client.zadd("if:inflight", {'{"d":"d2","c":1,"m":2,"t":%r,"j":null,"n":"x"}' % (T + 1): T + 1})
-    assert inflight.read(T + 2)[1] == Charge("d2", 1, 2, T + 1, None, None)
+def test_members_written_without_optional_fields_read_as_unknown(inflight, redis_client):
+    redis_client.zadd("if:inflight", {'{"d":"d2","c":1,"m":2,"t":%r,"n":"x"}' % (T + 1): T + 1})
+    assert inflight.members() == [Charge("d2", 1, 2, T + 1, None, None)]
 
 
 @pytest.mark.parametrize(("charge_by", "queued"), [
     # Site a: 16 cores, 8 free, 4 running: a typical job holds (16 - 8) / 4 = 2 cores for the median
-    # 600 s (1,200 core-s). Three 4-core jobs: two take the 8 free cores, the third queues, as one
-    # job ("slot") or as 4 cores x 600 s (its run time there: no tool figure, so a's median) / 1,200
-    # = 2 typical jobs ("work").
+    # 600 s (1,200 core-s). Three 4-core jobs: 8/12 of them fit the 8 free cores, a third of three
+    # queues, as one job ("slot") or as 4 cores x 600 s (its run time there: no tool figure, so a's
+    # median) / 1,200 = 2 typical jobs ("work").
     ("slot", 1.0),
     ("work", 2.0),
 ])
@@ -152,44 +183,133 @@ def test_the_rank_service_charges_by_work(redis_client, charge_by, queued):
     job = JobFacts("bwa", cores=4, mem=8)
     for _ in range(3):
         assert ranker.rank([Candidate("a")], job, []).first_run_s == 600
-    assert [c.run_s for c in InflightStore(redis_client, KeySchema("ifw"), 600).read(T + 10)] == [600] * 3
+    assert [c.run_s for c in InflightStore(redis_client, KeySchema("ifw"), 600).members()] == [600] * 3
     top = ranker.rank([Candidate("a")], job, [], charge=False).placements[0]
     raw = next(t.raw for t in top.terms if t.term == "queue_wait")
-    assert raw["queued"] == queued
+    assert raw["queued"] == pytest.approx(queued)
 
 
-def test_charges_older_than_max_age_are_not_read_and_get_cleaned(inflight, redis_client):
+def test_charges_past_their_age_do_not_count_and_get_cleaned(inflight, redis_client):
     inflight.charge(Charge("d1", 4, 8, T))
-    assert inflight.read(T + 119) != []
-    assert inflight.read(T + 121) == []
-    # the next charge removes expired ones from Redis too
+    assert counted_loads(inflight.read(["d1"], T + 119), T + 119, 120) == {"d1": ChargeLoad(1, 4, 8)}
+    # past its age, Redis still holds it (nothing ran since) and the reader leaves it out
+    late = inflight.read(["d1"], T + 121)
+    assert late.expired == [Charge("d1", 4, 8, T)] and counted_loads(late, T + 121, 120) == {}
+    # the next charge removes it from Redis, sums included
     inflight.charge(Charge("d2", 1, 1, T + 200))
     assert redis_client.zcard("if:inflight") == 1
+    assert loads_in_redis(inflight) == {"d2": ChargeLoad(1, 1, 1)}
+
+
+def test_the_rank_request_leaves_out_charges_past_their_age(redis_client):
+    """Through the rank service's own read, not the store's helpers: a
+    charge made ``max_age_s`` ago no longer counts, though nothing has
+    removed it from Redis."""
+    store = SnapshotStore(redis_client, KeySchema("ifage"))
+    a = DestinationFigures(id="a", status="online", queued=0, running=4, cpus_total=16, cpus_free=4, mem_free_gb=64,
+                           live_at=T, metrics_at=T, sources={"queue_by_destination": T})
+    store.publish(Snapshot(meta=SnapshotMeta(created_at=T, destinations=1), destinations={"a": a}))
+    config = BrokerConfig(api=ApiSettings(max_snapshot_age_s=10**6),
+                          inflight=InflightSettings(reflect_lag_s=0, max_age_s=600))
+    now = [T + 1]
+    ranker = RankService(config, store, clock=lambda: now[0])
+    job = JobFacts("bwa", cores=4, mem=8)
+    ranker.rank([Candidate("a")], job, [])
+    reason = lambda: ranker.rank([Candidate("a")], job, [], charge=False).placements[0].reason  # noqa: E731
+    now[0] = T + 600
+    assert "1 placed here since its figures" in reason()
+    now[0] = T + 601.5
+    assert "placed here" not in reason()
+    assert redis_client.zcard("ifage:inflight") == 1
 
 
 def test_the_same_job_moves_its_charge_never_adds(inflight, redis_client):
     inflight.charge(Charge("d1", 4, 8, T, "7"))
     inflight.charge(Charge("d1", 4, 8, T + 1, "7"))
     inflight.charge(Charge("d2", 4, 8, T + 2, "7"))
-    assert [c.destination for c in inflight.read(T + 3)] == ["d2"]
+    assert [c.destination for c in inflight.members()] == ["d2"]
+    assert loads_in_redis(inflight) == {"d2": ChargeLoad(1, 4, 8)}
     # jobs without an id cannot be told apart: each call is a charge
     inflight.charge(Charge("d3", 1, 1, T + 3))
     inflight.charge(Charge("d3", 1, 1, T + 3))
-    assert len(inflight.read(T + 4)) == 3
-    assert redis_client.ttl("if:inflight:job:7") > 0
+    assert len(inflight.members()) == 3
+    # job 7 of another Galaxy is another job
+    inflight.charge(Charge("d2", 4, 8, T + 4, "7", tenant="usegalaxy.org"))
+    assert len(inflight.members()) == 4
+    assert redis_client.ttl("if:inflight:job:default:7") > 0
+    assert redis_client.ttl("if:inflight:job:usegalaxy.org:7") > 0
 
 
 def test_a_job_id_must_be_safe_before_it_names_a_key(inflight):
     with pytest.raises(ValueError, match="job id"):
         inflight.charge(Charge("d1", 1, 1, T, "x:* y"))
+    with pytest.raises(ValueError, match="tenant id"):
+        inflight.charge(Charge("d1", 1, 1, T, "7", tenant="a:b"))
+
+
+def publish(redis_client: redis.Redis, inflight: InflightStore, live_at: dict[str, float], created_at: float) -> None:
+    store = SnapshotStore(redis_client, inflight.keys)
+    dests = {d: DestinationFigures(id=d, live_at=at, sources={"queue_by_destination": at}) for d, at in live_at.items()}
+    store.publish(Snapshot(meta=SnapshotMeta(created_at=created_at), destinations=dests), charges=inflight)
+
+
+def test_a_publish_ends_the_charges_its_figures_show(inflight, redis_client):
+    for k, age in enumerate((100, 40, 10)):
+        inflight.charge(Charge("a", 1, 1, T - age, f"a{k}"))
+        inflight.charge(Charge("b", 1, 1, T - age, f"b{k}"))
+    # a's newest point at T - 5 shows what was charged before T - 35 (lag 30 s); b lags more
+    publish(redis_client, inflight, {"a": T - 5, "b": T - 65}, T)
+    assert sorted((c.destination, T - c.charged_at) for c in inflight.members()) == [
+        ("a", 10), ("b", 10), ("b", 40)]
+    assert loads_in_redis(inflight) == {"a": ChargeLoad(1, 1, 1, reflected=T - 35),
+                                        "b": ChargeLoad(2, 2, 2, reflected=T - 95)}
+    assert {d: v.reflected for d, v in inflight.read(["a", "b"], T).loads.items()} == {"a": T - 35, "b": T - 95}
+    # a charge the figures already show (a clock behind the collector's) is not made
+    assert not inflight.charge(Charge("a", 1, 1, T - 50, "late"))
+    assert redis_client.exists("if:inflight:job:default:late") == 0
+    # a snapshot with older figures does not bring removed charges back, nor move the time back
+    publish(redis_client, inflight, {"a": T - 50}, T + 1)
+    assert inflight.read(["a"], T).loads["a"].reflected == T - 35
+    assert float(redis_client.hget("if:inflight:reflected", "a")) == T - 35
+
+
+# The test clears its own keys before each example.
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["charge", "charge", "charge", "publish"]), st.sampled_from("abc"),
+                          st.integers(0, 5), st.floats(0, 200), st.booleans()), max_size=40))
+def test_the_sums_are_always_those_of_the_live_charges(redis_client, steps):
+    """Whatever charges, moves and publishes happen, each destination's
+    sums in Redis are the sums of its members, and a rank read counts
+    exactly the charges a reader of every member would count."""
+    for key in redis_client.scan_iter("ifp:*"):
+        redis_client.delete(key)
+    inflight = InflightStore(redis_client, KeySchema("ifp"), max_age_s=120, reflect_lag_s=30)
+    now = T
+    for kind, dest, job, dt, timed in steps:
+        now += dt
+        if kind == "charge":
+            inflight.charge(Charge(dest, job + 1, 2 * job, now - dt / 2, f"j{job}" if job else None,
+                                   300.0 if timed else None))
+        else:
+            publish(redis_client, inflight, {d: now - dt / 3 for d in "abc" if d != dest}, now)
+        assert same_loads(loads_in_redis(inflight), sums_of_members(inflight))
+        raw = redis_client.hmget("ifp:inflight:reflected", list("abc"))
+        shown = {d: float(v) for d, v in zip("abc", raw, strict=True) if v is not None}
+        want = {}
+        for c in inflight.members():
+            if c.charged_at >= now - 120 and c.charged_at >= shown.get(c.destination, -1) and c.job_id != "j1":
+                want[c.destination] = want.get(c.destination, ChargeLoad()).plus(c)
+        got = counted_loads(inflight.read(list("abc"), now, job_id="j1"), now, 120)
+        assert same_loads(got, want)
 
 
 def _worker(url: str, worker: int, jobs: int) -> None:
     client = redis.Redis.from_url(url)
     store = InflightStore(client, KeySchema("if"), max_age_s=120)
+    rng = random.Random(worker)
     for j in range(jobs):
         # every worker charges every job id: as if Galaxy ranked each job on all workers
-        store.charge(Charge(f"d{worker}", 1, 1, T + j, f"job{j}"))
+        store.charge(Charge(f"d{rng.randrange(3)}", 1 + worker, 1, T + j, f"job{j}"))
         store.charge(Charge(f"u{worker}", 1, 1, T + j))
 
 
@@ -200,11 +320,12 @@ def test_concurrent_workers_stay_correct(inflight, redis_url):
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    charges = inflight.read(T + 60)
+    charges = inflight.members()
     with_id = [c for c in charges if c.job_id is not None]
     # one charge per job id whoever wrote it last, and every anonymous charge kept
     assert sorted(c.job_id for c in with_id) == sorted(f"job{j}" for j in range(50))
     assert len(charges) - len(with_id) == 4 * 50
+    assert same_loads(loads_in_redis(inflight), sums_of_members(inflight))
 
 
 def test_threads_charging_one_job_leave_one_charge(inflight):
@@ -220,64 +341,47 @@ def test_threads_charging_one_job_leave_one_charge(inflight):
         t.start()
     for t in threads:
         t.join()
-    assert len(inflight.read(T)) == 1
+    assert len(inflight.members()) == 1
+    assert sum(v.count for v in loads_in_redis(inflight).values()) == 1
 
 
-def test_oldest_countable():
-    points = [T - 800, T - 100, T - 30]
-    # the oldest point still scored (at most max_metrics_age_s old), less the lag
-    assert oldest_countable(points, T, 900, 60) == T - 800 - 60
-    assert oldest_countable(points, T, 500, 60) == T - 100 - 60
-    # a point exactly max_metrics_age_s old is still scored
-    assert oldest_countable(points, T, 100, 0) == T - 100
-    # none scored: nothing to bound by
-    assert oldest_countable(points, T, 10, 60) is None
-    assert oldest_countable([], T, 900, 60) is None
+def test_a_rank_read_does_not_grow_with_the_charges(redis_client):
+    """3,000 live charges on 200 destinations: a rank request for 5 of them
+    reads 5 sums, its own charge and nothing else of the charges."""
+    inflight = InflightStore(redis_client, KeySchema("ifn"), max_age_s=600)
+    pipe = redis_client.pipeline(transaction=False)
+    script = redis_client.register_script(_charge_script())
+    for k in range(3000):
+        c = Charge(f"d{k % 200}", 1, 1, T - k / 10, f"j{k}")
+        script(keys=["ifn:inflight", "ifn:inflight:load", "ifn:inflight:reflected", f"ifn:inflight:job:default:j{k}"],
+               args=[c.to_member(str(k)), c.charged_at, T - 600, 601], client=pipe)
+    pipe.execute()
+    assert redis_client.zcard("ifn:inflight") == 3000
+    spec = inflight.rank_read([f"d{i}" for i in range(5)], "default", "j7", T)
+    p = redis_client.pipeline(transaction=True)
+    spec.queue(p)
+    replies = p.execute()
+    assert replies[0] == []  # none past its age
+    assert len(replies) == 3 and len(replies[1]) == 5  # + the job's own charge
+    state = spec.parse(replies)
+    assert {d: v.count for d, v in state.loads.items()} == {f"d{i}": 15 for i in range(5)}
+    assert state.own is not None and state.own.job_id == "j7"
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    live_ages=st.lists(st.one_of(st.none(), st.floats(0, 2000)), min_size=1, max_size=6),
-    charges=st.lists(st.tuples(st.integers(0, 5), st.floats(0, 700)), max_size=30),
-    max_metrics_age_s=st.floats(1, 1500),
-    reflect_lag_s=st.floats(0, 200),
-)
-def test_charges_older_than_oldest_countable_never_count(live_ages, charges, max_metrics_age_s, reflect_lag_s):
-    """Reading only the charges from ``oldest_countable`` on leaves every
-    scored destination's live charges as they are with all of them."""
-    figures = {f"d{i}": fig(live_at=None if age is None else T - age) for i, age in enumerate(live_ages)}
-    everything = [Charge(f"d{i % len(live_ages)}", 1, 1, T - age, f"j{k}")
-                  for k, (i, age) in enumerate(charges)]
-    points = sorted(f.live_at for f in figures.values() if f.live_at is not None)
-    floor = oldest_countable(points, T, max_metrics_age_s, reflect_lag_s)
-    read = everything if floor is None else [c for c in everything if c.charged_at >= floor]
-    scored = {d for d, f in figures.items() if f.live_at is not None and not T - f.live_at > max_metrics_age_s}
-    want = {d: cs for d, cs in live_charges(everything, figures, reflect_lag_s).items() if d in scored}
-    got = {d: cs for d, cs in live_charges(read, figures, reflect_lag_s).items() if d in scored}
-    assert got == want
+def _charge_script() -> str:
+    from tpv_broker.store import inflight as module
+
+    return module._CHARGE
 
 
-def test_the_rank_service_reads_only_the_charges_that_can_count(redis_client):
-    """Charges the figures already show are not even read back (a busy
-    Galaxy has thousands within ``inflight.max_age_s``), and the answer is
-    the one all charges give."""
-    store = SnapshotStore(redis_client, KeySchema("ifr"))
-    a = DestinationFigures(id="a", status="online", queued=0, running=4, cpus_total=16, cpus_free=8, mem_total_gb=64,
-                           mem_free_gb=32, live_at=T - 100, metrics_at=T - 100, sources={"queue_by_destination": T})
-    store.publish(Snapshot(meta=SnapshotMeta(created_at=T, destinations=1), destinations={"a": a}))
-    inflight = InflightStore(redis_client, KeySchema("ifr"), 600)
-    for k, age in enumerate((500, 300, 170, 150, 20)):
-        inflight.charge(Charge("a", 4, 8, T - age, f"j{k}"))
-    config = BrokerConfig(api=ApiSettings(max_snapshot_age_s=3600),
-                          inflight=InflightSettings(reflect_lag_s=60, max_age_s=600))
-    ranker = RankService(config, store, clock=lambda: T)
-    views = []
-    read = store.read_for_rank
-    store.read_for_rank = lambda *a, **kw: views.append(read(*a, **kw)) or views[-1]  # type: ignore[method-assign]
-    first = ranker.rank([Candidate("a")], JobFacts("bwa", cores=1), [], charge=False).placements[0]
-    second = ranker.rank([Candidate("a")], JobFacts("bwa", cores=1), [], charge=False).placements[0]
-    # the worker's first read keeps the snapshot; from then on, from a's live point less the lag
-    assert sorted(T - c.charged_at for c in views[0].charges) == [20, 150, 170, 300, 500]
-    assert sorted(T - c.charged_at for c in views[1].charges) == [20, 150]
-    assert first.total == second.total and first.reason == second.reason
-    assert "2 placed here since its figures" in second.reason
+def test_garbage_under_our_keys_stops_neither_a_charge_nor_a_publish(inflight, redis_client):
+    """Someone wrote by hand under the prefix: the scripts drop what they
+    cannot read instead of failing (a failing script inside the publish's
+    MULTI/EXEC would report a snapshot as not published that was)."""
+    redis_client.zadd("if:inflight", {"not json": T - 500, '{"d": 5}': T - 10, "[1, 2]": T - 10})
+    redis_client.hset("if:inflight:load", mapping={"a": "garbage", "b": '{"n": "x"}'})
+    assert inflight.charge(Charge("a", 2, 2, T, "1"))
+    assert inflight.charge(Charge("b", 1, 1, T))
+    publish(redis_client, inflight, {"a": T + 100}, T + 1)
+    assert inflight.members() == [Charge("b", 1, 1, T)]
+    assert loads_in_redis(inflight) == {"b": ChargeLoad(1, 1, 1)}

@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tpv_broker.config.terms import DEFAULT_TERMS
+from tpv_broker.core.charges import Charge, ChargeLoad, ChargeState
 from tpv_broker.core.columns import DestinationColumns
 from tpv_broker.core.inputs import Candidate, Candidates, DatasetInput, JobFacts
 from tpv_broker.core.models import (
-    Charge,
     DestinationFigures,
     RankView,
     SlotShape,
@@ -33,6 +33,7 @@ from tpv_broker.core.terms import build_terms
 from tpv_broker.core.tool_ids import stats_field, tool_id_forms
 from tpv_broker.store.snapshots import _ParsedCache
 
+from .helpers import charged
 from .termkit import RecordingModel
 
 NOW = 1_700_000_000.0
@@ -97,9 +98,13 @@ def scenario(draw: Any) -> dict[str, Any]:
                             draw(st.none() | st.builds(lambda c: {"latitude": c[0], "longitude": c[1]}, coord)
                                  | st.just({"latitude": True, "longitude": 5}) | st.just({"latitude": 10**400})))
                   for d in asked]
-    charges = [Charge(draw(st.sampled_from(pool)), draw(st.floats(0.5, 16)), draw(st.floats(0, 64)),
-                      NOW - draw(st.floats(0, 600)), None, draw(maybe(st.floats(1, 1e4))))
-               for _ in range(draw(st.integers(0, 6)))]
+    # Halves, as jobs ask for them: sums with and without a charge are then
+    # exact, and the properties below compare answers, not rounding.
+    halves = st.integers(0, 128).map(lambda n: n / 2)
+    charges = [Charge(draw(st.sampled_from(pool)), draw(halves.filter(bool)), draw(halves),
+                      NOW - draw(st.floats(0, 600)), f"j{k}", draw(maybe(st.integers(1, 10_000).map(float))))
+               for k in range(draw(st.integers(0, 6)))]
+    own = draw(st.sampled_from([None, *charges]))
     return {
         "candidates": candidates,
         "job": JobFacts(TOOL_ID, cores=draw(st.floats(0.1, 64)), mem=draw(st.floats(0, 512)),
@@ -108,16 +113,31 @@ def scenario(draw: Any) -> dict[str, Any]:
                                             size=st.sampled_from([0.0, 1e9]) | st.floats(0, 1e12),
                                             location=maybe(coord)), max_size=3)),
         "view": RankView(meta=SnapshotMeta(created_at=NOW - 5), destinations=dests,
-                         tool_stats=tool_stats(draw, ids, FIELDS), charges=charges),
+                         tool_stats=tool_stats(draw, ids, FIELDS), charges=as_redis_holds(charges, own)),
+        "charges": charges,
+        "own": own,
         "locations": draw(st.dictionaries(st.sampled_from(pool), coord, max_size=3)),
         "by_work": draw(st.booleans()),
     }
 
 
+CHARGE_MAX_AGE_S = 300.0
+
+
+def as_redis_holds(charges: list[Charge], own: Charge | None) -> ChargeState:
+    """The charges as a rank read finds them in Redis before anything
+    removed those past their age: all in the loads, those past their age
+    also in ``expired``."""
+    loads: dict[str, ChargeLoad] = {}
+    for c in charges:
+        loads[c.destination] = loads.get(c.destination, ChargeLoad()).plus(c)
+    return ChargeState(loads, [c for c in charges if c.charged_at < NOW - CHARGE_MAX_AGE_S], own)
+
+
 def rank_scenario(s: dict[str, Any], model: ScoringModel, candidates: Any = None,
                   view: RankView | None = None) -> RankResult:
     return rank(s["candidates"] if candidates is None else candidates, s["job"], s["datasets"],
-                view or s["view"], NOW, model, 300, s["locations"], 30.0, s["by_work"])
+                view or s["view"], NOW, model, 300, s["locations"], CHARGE_MAX_AGE_S, s["by_work"])
 
 
 # -- the breakdown is the computation that ordered ------------------------------------------------
@@ -189,6 +209,37 @@ def test_the_order_is_the_one_the_groups_and_totals_give(s: dict[str, Any]) -> N
         assert (result.first_scored_id, result.first_run_s) == (first.id, run.raw["median_run_s"])
     else:
         assert (result.first_scored_id, result.first_run_s) == (None, None)
+
+
+# -- in-flight charges ---------------------------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(scenario())
+def test_only_other_jobs_live_charges_count(s: dict[str, Any]) -> None:
+    """The answer is the one Redis would give had it already removed the
+    charges past their age and had the job never been charged: what
+    Redis has not removed yet, and the job's own charge, never count."""
+    counted = [c for c in s["charges"] if c.charged_at >= NOW - CHARGE_MAX_AGE_S and c is not s["own"]]
+    clean = s["view"].model_copy(update={"charges": as_redis_holds(counted, None)})
+    model = model_of(ALL_TERMS)
+    assert rank_scenario(s, model) == rank_scenario(s, model, view=clean)
+
+
+def test_a_charge_takes_free_capacity_then_queues() -> None:
+    """Three 4-core charges on 10 free cores: 10/12 of each fits, the rest
+    (half a job) queues; by work, what queues weighs its core-seconds in
+    typical jobs (4 busy cores / 2 running x 600 s = 1,200 core-s)."""
+    d = DestinationFigures(id="a", cpus_total=14, cpus_free=10, mem_free_gb=100, queued=1, running=2,
+                           median_run_s=600)
+    load = ChargeLoad()
+    for _ in range(3):
+        load = load.plus(Charge("a", 4, 8, NOW, run_s=600))
+    assert charged(d, load) == pytest.approx((0, 80, 1.5))
+    # 3 x 4 cores x 600 s = 7,200 core-s = 6 typical jobs, of which 2/12 queue.
+    assert charged(d, load, by_work=True) == pytest.approx((0, 80, 2.0))
+    # memory short instead: 12 GB free for 24 GB charged -> half fits
+    assert charged(d.model_copy(update={"mem_free_gb": 12.0}), load) == pytest.approx((4, 0, 2.5))
+    # nothing known about capacity: every charged job queues
+    assert charged(DestinationFigures(id="a", queued=2), load) == (None, None, 5)
 
 
 # -- the API's shortcuts change nothing but speed -----------------------------------------------------

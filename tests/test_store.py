@@ -9,9 +9,11 @@ import pytest
 import redis
 from redis.connection import AbstractConnection
 
-from tpv_broker.core.models import Charge, DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
+from tpv_broker.core.charges import Charge, ChargeLoad
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
 from tpv_broker.devtools.servers import free_port
 from tpv_broker.errors import StoreError
+from tpv_broker.store.inflight import InflightStore
 from tpv_broker.store.keys import SCHEMA_VERSION, KeySchema
 from tpv_broker.store.snapshots import SnapshotStore, connect_redis
 
@@ -335,68 +337,24 @@ def test_invalid_redis_url_is_a_store_error() -> None:
         connect_redis("nosuchscheme://:pw@host/0", 0.5)
 
 
-def _charge(redis_client: redis.Redis, dest: str, at: float, job: str) -> None:
-    redis_client.zadd(KEYS.inflight, {Charge(dest, 1, 1, at, job).to_member(job): at})
-
-
-def test_read_for_rank_reads_charges_from_the_floor_of_the_kept_snapshot(store: SnapshotStore,
-                                                                          redis_client: redis.Redis) -> None:
-    snap = make_snapshot(["d1", "d2"])
-    snap.destinations["d1"].live_at, snap.destinations["d2"].live_at = NOW - 100, NOW - 10
-    store.publish(snap)
-    for k, age in enumerate((500, 200, 150, 20)):
-        _charge(redis_client, "d1", NOW - age, f"j{k}")
-    asked: list[list[float]] = []
-
-    def floor(points: list[float]) -> float:
-        asked.append(points)
-        return NOW - 160
-
-    def ages(view) -> list[float]:  # type: ignore[no-untyped-def]
-        return sorted(NOW - c.charged_at for c in view.charges)
-
-    # nothing kept yet: every charge since charges_since
-    assert ages(store.read_for_rank([], charges_since=NOW - 600, charges_floor=floor)) == [20, 150, 200, 500]
-    assert asked == []
-    # kept: from the floor its live points give
-    assert ages(store.read_for_rank([], charges_since=NOW - 600, charges_floor=floor)) == [20, 150]
-    assert asked == [[NOW - 100, NOW - 10]]
-    # a floor older than charges_since does not widen the read, nor does None
-    assert ages(store.read_for_rank([], charges_since=NOW - 300, charges_floor=lambda p: NOW - 900)) == [20, 150, 200]
-    assert ages(store.read_for_rank([], charges_since=NOW - 600, charges_floor=lambda p: None)) == [20, 150, 200, 500]
-    # a new snapshot: its charges are read again from charges_since, with it
-    store.publish(make_snapshot(["d1", "d3"], created_at=NOW + 5))
-    view = store.read_for_rank([], charges_since=NOW - 600, charges_floor=floor)
+def test_read_for_rank_reads_its_candidates_charges_with_the_snapshot(store: SnapshotStore,
+                                                                      redis_client: redis.Redis,
+                                                                      network_writes: list[int]) -> None:
+    """The charges come in the snapshot's own MULTI/EXEC, the candidates'
+    sums only, and a new snapshot read again with them."""
+    inflight = InflightStore(redis_client, KEYS, max_age_s=600)
+    store.publish(make_snapshot(["d1", "d2"]))
+    for k, dest in enumerate(("d1", "d1", "d2", "d3")):
+        inflight.charge(Charge(dest, 2, 1, NOW - k, f"j{k}"))
+    read = inflight.rank_read(["d1", "d2", "d1"], "default", "j0", NOW)
+    store.read_for_rank([], read)  # keeps the snapshot
+    redis_client.ping()
+    network_writes.clear()
+    view = store.read_for_rank(["tool:x"], read)
+    assert len(network_writes) == 1
+    assert view.charges.loads == {"d1": ChargeLoad(2, 4, 2), "d2": ChargeLoad(1, 2, 1)}
+    assert view.charges.own == Charge("d1", 2, 1, NOW, "j0")
+    store.publish(make_snapshot(["d1"], created_at=NOW + 5))
+    view = store.read_for_rank([], read)
     assert view.meta is not None and view.meta.created_at == NOW + 5
-    assert ages(view) == [20, 150, 200, 500]
-
-
-def test_charges_are_parsed_once_and_not_kept_after_they_end(store: SnapshotStore, redis_client: redis.Redis,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """A busy Galaxy holds tens of thousands of charges: each is parsed once
-    per worker, and the parsed ones do not push the snapshot's out."""
-    store.publish(make_snapshot(["d1"]))
-    parsed: list[bytes] = []
-    real = Charge.from_member
-
-    def counting(raw: bytes) -> Charge | None:
-        parsed.append(raw)
-        return real(raw)
-
-    monkeypatch.setattr(Charge, "from_member", counting)
-    pipe = redis_client.pipeline(transaction=False)
-    for k in range(25_000):
-        pipe.zadd(KEYS.inflight, {Charge("d1", 1, 1, NOW - k / 100, f"j{k}").to_member(f"j{k}"): NOW - k / 100})
-    pipe.execute()
-    assert len(store.read_for_rank([], charges_since=NOW - 600).charges) == 25_000
-    assert len(parsed) == 25_000
-    parsed.clear()
-    destinations = store.read_for_rank([], charges_since=NOW - 600).destinations
-    assert parsed == []
-    # the kept figures are the same objects: the charges did not evict them
-    assert store.read_for_rank([], charges_since=NOW - 600).destinations["d1"] is destinations["d1"]
-    _charge(redis_client, "d1", NOW, "new")
-    redis_client.zremrangebyscore(KEYS.inflight, "-inf", NOW - 100)
-    assert len(store.read_for_rank([], charges_since=NOW - 600).charges) == 10_000 + 1
-    assert len(parsed) == 1
-    assert len(store._charges_parsed) == 10_001
+    assert view.charges.loads["d1"].count == 2

@@ -67,7 +67,7 @@ class SnapshotFigures(Collector):
     def __init__(self, store: SnapshotStore, config: BrokerConfig, clock: Callable[[], float]) -> None:
         self.store, self.clock = store, clock
         self.max_age_s = config.api.max_snapshot_age_s
-        self.charges_window_s = config.inflight.max_age_s if config.inflight.enabled else None
+        self.inflight = store.inflight(config.inflight)
 
     def collect(self) -> Iterator[Metric]:
         now = self.clock()
@@ -75,9 +75,9 @@ class SnapshotFigures(Collector):
                                 "api.max_snapshot_age_s: older snapshots give degraded answers", value=self.max_age_s)
         up = GaugeMetricFamily("tpv_broker_api_redis_up", "1 if this scrape could read the snapshot from Redis")
         try:
-            since = now - self.charges_window_s if self.charges_window_s is not None else None
-            # The rank path's own read, with no candidates: metadata and charges, one round trip.
-            view = self.store.read_for_rank((), charges_since=since)
+            # The rank path's own read, with no candidates: the metadata.
+            view = self.store.read_for_rank(())
+            live_charges = self.inflight.live_count(now) if self.inflight is not None else None
         except StoreError:
             up.add_metric([], 0)
             yield up
@@ -97,10 +97,10 @@ class SnapshotFigures(Collector):
                 yield GaugeMetricFamily("tpv_broker_snapshot_newest_point_age_seconds",
                                         "Seconds since the newest metric point in the snapshot",
                                         value=max(0.0, now - meta.newest_point_at))
-        if since is not None:
+        if live_charges is not None:
             yield GaugeMetricFamily("tpv_broker_inflight_charges",
-                                    "In-flight charges recorded within inflight.max_age_s (including those "
-                                    "the metrics already show)", value=len(view.charges))
+                                    "In-flight charges that still count: made within inflight.max_age_s and "
+                                    "not yet shown by the published figures", value=live_charges)
 
 
 class ApiMetrics:

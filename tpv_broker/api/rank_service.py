@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 
 from tpv_broker.config.settings import BrokerConfig, ScoringSettings
+from tpv_broker.core.charges import Charge
 from tpv_broker.core.columns import DestinationColumns
-from tpv_broker.core.inflight import oldest_countable
+from tpv_broker.core.ids import DEFAULT_TENANT
 from tpv_broker.core.inputs import Candidate, Candidates, DatasetInput, JobFacts
-from tpv_broker.core.models import Charge, RankView
+from tpv_broker.core.models import RankView
 from tpv_broker.core.ranking import rank, tpv_order
 from tpv_broker.core.result import DegradedReason, RankResult
 from tpv_broker.core.scoring import ScoringModel
@@ -20,7 +20,6 @@ from tpv_broker.core.tool_ids import stats_field, tool_id_forms
 from tpv_broker.errors import StoreError
 from tpv_broker.logging_setup import event
 from tpv_broker.store.charge_writer import ChargeWriter
-from tpv_broker.store.inflight import InflightStore
 from tpv_broker.store.snapshots import SnapshotStore
 
 log = logging.getLogger("tpv_broker.rank")
@@ -39,12 +38,8 @@ class RankService:
         self.max_snapshot_age_s = config.api.max_snapshot_age_s
         self.locations = config.destination_locations()
         self.store_locations = config.object_store_locations()
-        self.reflect_lag_s = config.inflight.reflect_lag_s
         self.charge_by_work = config.inflight.charge_by == "work"
-        self.inflight = (
-            InflightStore(store.client, store.keys, config.inflight.max_age_s, store.failure)
-            if config.inflight.enabled else None
-        )
+        self.inflight = store.inflight(config.inflight)
         self.charges = ChargeWriter(self.inflight) if self.inflight is not None else None
         self._kept_columns: tuple[float, DestinationColumns] | None = None
 
@@ -64,26 +59,28 @@ class RankService:
         job: JobFacts,
         datasets: Sequence[DatasetInput],
         charge: bool = True,
+        tenant: str = DEFAULT_TENANT,
     ) -> RankResult:
         """Rank, then (unless ``charge`` is false or in-flight accounting is
-        off) charge the job to the destination ranked first."""
+        off) charge the job to the destination ranked first. ``tenant``:
+        the Galaxy server the job belongs to."""
         fields = [stats_field(level, form) for level, form in tool_id_forms(job.tool_id)]
         now = self.clock()
-        since = now - self.inflight.max_age_s if self.inflight is not None else None
+        cands = Candidates.of(candidates)
+        charges = (self.inflight.rank_read(cands.ids, tenant, job.id, now) if self.inflight is not None else None)
         try:
-            view = self.store.read_for_rank(fields, charges_since=since, charges_floor=partial(
-                oldest_countable, now=now, max_metrics_age_s=self.model.max_metrics_age_s,
-                reflect_lag_s=self.reflect_lag_s))
+            view = self.store.read_for_rank(fields, charges)
         except StoreError as e:
             # Galaxy must keep dispatching: answer TPV's own order, and say so.
             log.warning("answering in TPV order: %s", e, extra=event("rank_degraded", reason="redis_unavailable"))
-            return tpv_order(candidates, DegradedReason.REDIS_UNAVAILABLE, "Redis unavailable",
+            return tpv_order(cands, DegradedReason.REDIS_UNAVAILABLE, "Redis unavailable",
                              "TPV order: Redis unavailable")
         view.columns = self._columns(view)
-        result = rank(candidates, job, datasets, view, now, self.model, self.max_snapshot_age_s, self.locations,
-                      self.reflect_lag_s, self.charge_by_work)
+        max_age_s = self.inflight.max_age_s if self.inflight is not None else 0.0
+        result = rank(cands, job, datasets, view, now, self.model, self.max_snapshot_age_s, self.locations,
+                      max_age_s, self.charge_by_work)
         if charge:
-            self.charge_first(result, job, now)
+            self.charge_first(result, job, now, tenant)
         return result
 
     def _columns(self, view: RankView) -> DestinationColumns | None:
@@ -96,7 +93,8 @@ class RankService:
             kept = self._kept_columns = (view.meta.created_at, DestinationColumns.build(view.destinations))
         return kept[1]
 
-    def charge_first(self, result: RankResult, job: JobFacts, now: float | None = None) -> str | None:
+    def charge_first(self, result: RankResult, job: JobFacts, now: float | None = None,
+                     tenant: str = DEFAULT_TENANT) -> str | None:
         """Charge the job to the destination ranked first (if in-flight
         accounting is on and it was ranked on live figures); the destination
         charged, None if none was. Never raises for Redis trouble: the
@@ -104,6 +102,7 @@ class RankService:
         first = result.first_scored_id
         if self.charges is None or first is None:
             return None
-        charge = Charge(first, job.cores, job.mem, self.clock() if now is None else now, job.id, result.first_run_s)
+        charge = Charge(first, job.cores, job.mem, self.clock() if now is None else now, job.id, result.first_run_s,
+                        tenant)
         # Logs its own trouble, once per outage.
         return first if self.charges.charge(charge) else None

@@ -10,6 +10,7 @@ import time
 
 from flask import Blueprint, Response, current_app, make_response, render_template
 
+from tpv_broker.core.ids import DEFAULT_TENANT
 from tpv_broker.errors import StoreError
 
 from .state import get_state
@@ -53,10 +54,11 @@ def status_page() -> Response:
     state = get_state(current_app)
     config = state.config
     now = state.clock()
-    since = now - config.inflight.max_age_s if config.inflight.enabled else None
+    inflight = state.ranker.inflight
     view, error = None, None
     try:
-        view = state.store.read_overview(since)
+        charges = inflight.rank_read(None, DEFAULT_TENANT, None, now) if inflight is not None else None
+        view = state.store.read_overview(charges)
     except StoreError as e:
         log.warning("status page: %s", e)
         error = str(e)

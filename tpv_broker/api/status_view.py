@@ -14,7 +14,7 @@ from typing import Literal
 
 from tpv_broker.api.rank_service import scoring_model
 from tpv_broker.config.settings import BrokerConfig
-from tpv_broker.core.inflight import live_charges
+from tpv_broker.core.inflight import counted_loads
 from tpv_broker.core.inputs import Candidate, JobFacts
 from tpv_broker.core.models import DestinationFigures, RankView, SnapshotMeta
 from tpv_broker.core.ranking import rank
@@ -131,14 +131,14 @@ def build_status(view: RankView | None, redis_error: str | None, now: float, con
         # Age limit off: a stale snapshot still shows what the scores were.
         result = rank([Candidate(d) for d in sorted(dests)], PROBE_JOB, [], view, now,
                       model or scoring_model(config.scoring), float("inf"), config.destination_locations(),
-                      config.inflight.reflect_lag_s)
-        charges = live_charges(view.charges, dests, config.inflight.reflect_lag_s) if view.charges else {}
+                      config.inflight.max_age_s)
+        charges = counted_loads(view.charges, now, config.inflight.max_age_s)
         for position, p in enumerate(result.placements, start=1):
             d: DestinationFigures = dests[p.id]
             rows.append(DestinationRow(
                 position=position, id=p.id, state=p.group, reason=p.reason, status=d.status,
                 score=None if p.total is None else round(p.total * 100, 1),
-                queued=d.queued, running=d.running, in_flight=len(charges.get(p.id, ())),
+                queued=d.queued, running=d.running, in_flight=charges[p.id].count if p.id in charges else 0,
                 cores_free=d.cpus_free, cores_total=d.cpus_total, mem_free_gb=d.mem_free_gb,
                 mem_total_gb=d.mem_total_gb, gpus_free=d.gpus_free, gpus_total=d.gpus_total,
                 metrics_age_s=_age(now, d.live_at),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
 from tpv_broker.errors import MetricSourceError, StoreError
+from tpv_broker.store.inflight import InflightStore
 from tpv_broker.store.leader_lock import LeaderLease
 from tpv_broker.store.snapshots import SnapshotStore
 
@@ -163,7 +164,7 @@ def collect_once(
     stats = _merge_statistics(gathered, cached, state.stats, config)
     now = clock()
     snapshot = _build(gathered.data, config, now, now - started, stats, lease, report)
-    _publish(store, snapshot, state, stats, lease, report)
+    _publish(store, snapshot, state, stats, lease, report, store.inflight(config.inflight))
     _describe(report, snapshot, gathered.data, now)
     return _finished(report, clock, started)
 
@@ -290,13 +291,14 @@ def _build(data: CycleData, config: BrokerConfig, now: float, cycle_s: float, st
 
 
 def _publish(store: SnapshotStore, snapshot: Snapshot, state: CollectorState, stats: RunTimeStats | None,
-             lease: LeaderLease | None, report: CycleReport) -> None:
+             lease: LeaderLease | None, report: CycleReport, charges: InflightStore | None) -> None:
     try:
         published_id = store.publish(
             snapshot,
             reuse_tool_stats=state.published_with(stats),
             tool_stats_payload=stats.payload if stats is not None else None,
             fence=lease.fence if lease is not None else None,
+            charges=charges,
         )
     except StoreError as e:
         report.errors.append(str(e))

@@ -14,7 +14,8 @@ Derived from real ids:
 
 Destination and tool ids are only ever Redis hash *fields* (binary-safe
 arguments of HMGET), never key names or patterns; a job id is part of one
-key (``<p>:inflight:job:<id>``), so its alphabet is the narrowest. None of
+key (``<p>:inflight:job:<tenant>:<id>``), so its alphabet, and the
+tenant's, is the narrowest (no colon: the two stay apart in the key). None of
 them admits glob characters (``* ? [ ]``), braces (cluster hash tags),
 quotes, control characters or newlines.
 """
@@ -29,6 +30,10 @@ DEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-/]{0,254}$"
 TOOL_ID_PATTERN = r"^[A-Za-z0-9_](?: ?[A-Za-z0-9_.:@+\-/~]){0,511}$"
 TOOL_ID_MAX_CHARS = 512
 JOB_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
+# A Galaxy server's name on a shared broker; part of a job's key, like a job id.
+TENANT_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+# The tenant of a broker that serves one Galaxy.
+DEFAULT_TENANT = "default"
 
 # What a person reads in a 400 instead of the regex.
 DEST_ID_RULE = "not a valid destination id: 1-255 of A-Z a-z 0-9 _ . : @ + - /, starting with a letter or digit"
@@ -37,8 +42,10 @@ TOOL_ID_RULE = (
     "starting with a letter, digit or _"
 )
 JOB_ID_RULE = "not a valid job id: an integer or 1-128 of A-Z a-z 0-9 _ . -"
+TENANT_ID_RULE = "not a valid tenant id: 1-64 of A-Z a-z 0-9 _ . -"
 
 _JOB_ID = re.compile(JOB_ID_PATTERN)
+_TENANT_ID = re.compile(TENANT_ID_PATTERN)
 _DEST_ID = re.compile(DEST_ID_PATTERN)
 _TOOL_ID = re.compile(TOOL_ID_PATTERN)
 
@@ -52,6 +59,12 @@ def check_job_id(job_id: str) -> str:
     if not _JOB_ID.fullmatch(job_id):
         raise ValueError(f"{JOB_ID_RULE} (got {_shown(job_id)})")
     return job_id
+
+
+def check_tenant_id(tenant: str) -> str:
+    if not _TENANT_ID.fullmatch(tenant):
+        raise ValueError(f"{TENANT_ID_RULE} (got {_shown(tenant)})")
+    return tenant
 
 
 def check_destination_id(dest_id: str) -> str:

@@ -6,91 +6,104 @@ destination until the next refresh (the herd effect of stale load
 information). With them, each placement is "assumed" in the figures until a
 snapshot has had time to reflect it, as the Kubernetes scheduler assumes a
 pod and HTCondor's negotiator debits a match during a cycle.
+
+Redis keeps, per destination, the sums of its live charges (``ChargeLoad``),
+so a rank request reads one small record per candidate however many jobs are
+in flight. A charge ends when a published snapshot's figures for its
+destination are ``inflight.reflect_lag_s`` newer than it (the collector
+removes it as it publishes) or, in any case, ``inflight.max_age_s`` after
+it was made. ``counted_loads`` takes out what Redis has not removed yet: the
+charges past their age, and the ranked job's own charge, which must never
+count in its own ranking (a job ranked again would otherwise see itself in
+the queue and move).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Container, Iterable, Mapping, Sequence
-from operator import attrgetter
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from tpv_broker.core.models import Charge, DestinationFigures
+import numpy as np
 
-__all__ = ["Charge", "charged_figures", "live_charges", "oldest_countable", "queued_weight"]
+from tpv_broker.core.charges import Charge, ChargeLoad, ChargeState
 
-
-def live_charges(
-    charges: Iterable[Charge],
-    figures: Mapping[str, DestinationFigures],
-    reflect_lag_s: float,
-    only: Container[str] | None = None,
-) -> dict[str, list[Charge]]:
-    """Charges per destination that its figures cannot reflect yet: its
-    newest live point is not more than ``reflect_lag_s`` younger than the
-    charge (a dispatched job takes that long to show up in the metrics).
-    ``only``: the destinations asked about (a request's candidates), when
-    not all of them."""
-    out: dict[str, list[Charge]] = {}
-    for c in charges:
-        dest = c.destination
-        if only is not None and dest not in only:
-            continue
-        d = figures.get(dest)
-        seen_at = d.live_at if d is not None else None
-        # Strictly later: a point taken the instant of the charge may not show it.
-        if seen_at is not None and seen_at > c.charged_at + reflect_lag_s:
-            continue
-        per_dest = out.get(dest)
-        if per_dest is None:
-            out[dest] = [c]
-        else:
-            per_dest.append(c)
-    for per_dest in out.values():
-        # (Redis gives them in this order already: then sorting is one pass.)
-        per_dest.sort(key=_CHARGED_AT)
-    return out
+__all__ = ["Charge", "ChargeLoad", "ChargeState", "LoadColumns", "charged_columns", "counted_loads"]
 
 
-_CHARGED_AT = attrgetter("charged_at")
+def counted_loads(state: ChargeState, now: float, max_age_s: float) -> dict[str, ChargeLoad]:
+    """The load each destination in ``state.loads`` carries in a ranking at
+    ``now``: without charges older than ``max_age_s`` and without the
+    ranked job's own charge. Destinations with none left are absent."""
+    loads = dict(state.loads)
+    for c in state.expired:
+        if c.destination in loads:
+            loads[c.destination] = loads[c.destination].without(c)
+    own = state.own
+    # (Past its age, it was taken out above if Redis still held it.)
+    if own is not None and own.destination in loads and loads[own.destination].holds(own, now, max_age_s):
+        loads[own.destination] = loads[own.destination].without(own)
+    return {d: load for d, load in loads.items() if load.count > 0}
 
 
-def oldest_countable(live_points: Sequence[float], now: float, max_metrics_age_s: float,
-                     reflect_lag_s: float) -> float | None:
-    """The oldest charge a ranking at ``now`` can still count, given the
-    snapshot's live points (``live_at``, sorted): only a destination whose
-    point is at most ``max_metrics_age_s`` old is scored, and it counts a
-    charge until its point is more than ``reflect_lag_s`` younger
-    (``live_charges``). So a busy Galaxy's charges are read back only for
-    the minutes the figures cannot show yet, not for all of
-    ``inflight.max_age_s``. None: no destination would be scored."""
-    i = bisect_left(live_points, now - max_metrics_age_s)
-    return live_points[i] - reflect_lag_s if i < len(live_points) else None
+@dataclass(frozen=True, eq=False)
+class LoadColumns:
+    """The loads of a batch's candidates as columns (zeros where none)."""
+
+    count: np.ndarray
+    cores: np.ndarray
+    mem: np.ndarray
+    core_s: np.ndarray
+    timed: np.ndarray
+
+    @classmethod
+    def of(cls, loads: Sequence[ChargeLoad | None]) -> LoadColumns:
+        rows = [_NONE if load is None else (load.count, load.cores, load.mem, load.core_s, load.timed)
+                for load in loads]
+        count, cores, mem, core_s, timed = np.array(rows, dtype=np.float64).reshape(len(rows), 5).T
+        return cls(count, cores, mem, core_s, timed)
 
 
-def queued_weight(d: DestinationFigures, c: Charge) -> float:
-    """How many of this destination's typical jobs a charged job weighs in
-    its queue: its core-seconds over a typical running job's (busy cores /
-    jobs running x median run time). 1 (one slot) when a figure is missing."""
-    if c.run_s is None or not d.running or d.median_run_s is None or d.cpus_total is None or d.cpus_free is None:
-        return 1.0
-    typical = (d.cpus_total - d.cpus_free) / d.running * d.median_run_s
-    return c.cores * c.run_s / typical if typical > 0 else 1.0
+_NONE = (0, 0.0, 0.0, 0.0, 0)
 
 
-def charged_figures(d: DestinationFigures, charges: Sequence[Charge],
-                    by_work: bool = False) -> tuple[float | None, float | None, float]:
-    """(free cores, free memory, queued) as they will be once the charged
-    jobs show: each takes free cores and memory if it fits them, else it
-    joins the queue, as one job or (``by_work``) as ``queued_weight``
-    typical jobs: the queue's drain time is what the wait estimate reads,
-    and a queued 2 h, 16-core assembly delays the jobs behind it far more
-    than a 40 s QC job."""
-    cpus, mem, queued = d.cpus_free, d.mem_free_gb, d.queued or 0.0
-    for c in charges:
-        fits = (cpus is None or c.cores <= cpus) and (mem is None or c.mem <= mem)
-        if fits and (cpus is not None or mem is not None):
-            cpus = None if cpus is None else cpus - c.cores
-            mem = None if mem is None else mem - c.mem
-        else:
-            queued += queued_weight(d, c) if by_work else 1.0
-    return cpus, mem, queued
+def charged_columns(cpus_free: np.ndarray, mem_free: np.ndarray, queued: np.ndarray, running: np.ndarray,
+                    cpus_total: np.ndarray, median_run_s: np.ndarray, loads: LoadColumns,
+                    by_work: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Free cores, free memory and queued (NaN: not reported) as they will
+    be once the charged jobs show; unchanged where nothing is charged.
+
+    The charges take the free cores and memory as far as they reach; the
+    share that does not fit joins the queue, counted in jobs, or
+    (``by_work``) in typical jobs of the destination (its busy cores / jobs
+    running x median run time, in core-seconds; a charge without a run
+    time, or a destination without these figures, counts one a job): the
+    queue's drain time is what the wait estimate reads, and a queued 2 h,
+    16-core assembly delays the jobs behind it far more than a 40 s QC job.
+    Sums do not say which charged job fits where, so the share is the same
+    for every charge: with 10 free cores and three 4-core charges, 10/12
+    of each fits, and half a job queues. Nothing known to take from (no
+    free cores, no free memory reported): every charged job queues."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        placed = np.minimum(_share(cpus_free, loads.cores), _share(mem_free, loads.mem))
+        placed = np.where(np.isnan(cpus_free) & np.isnan(mem_free), 0.0, placed)
+        waiting = loads.count
+        if by_work:
+            typical = (cpus_total - cpus_free) / running * median_run_s
+            known = (running > 0) & (typical > 0)  # NaN compares false: not reported
+            waiting = np.where(known, loads.core_s / typical + loads.count - loads.timed, loads.count)
+    charged = loads.count > 0
+    return (np.where(charged, cpus_free - placed * loads.cores, cpus_free),
+            np.where(charged, mem_free - placed * loads.mem, mem_free),
+            np.where(charged, np.nan_to_num(queued) + (1.0 - placed) * waiting, queued))
+
+
+# Sums that lost charges in floating point leave residues (0.1 + 0.2 - 0.2
+# is not 0.1): a residue must not read as a job that does not fit.
+_RESIDUE = 1e-9
+
+
+def _share(free: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """The share of ``wanted`` that ``free`` holds (1: not reported, or enough)."""
+    room = np.maximum(free, 0.0)
+    enough = np.isnan(free) | (wanted <= room + _RESIDUE)
+    return np.where(enough, 1.0, room / np.where(enough, 1.0, wanted))

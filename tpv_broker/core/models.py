@@ -5,11 +5,11 @@ turn ``mem`` into MiB as ``mem * 1024``)."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from tpv_broker.core.charges import ChargeState
 
 MIB_PER_GB = 1024.0
 
@@ -102,47 +102,14 @@ class Snapshot(_Payload):
     tool_stats: dict[str, dict[str, ToolFigures]] = Field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Charge:
-    """A placement the API made that the metrics may not show yet (see inflight.py)."""
-
-    destination: str
-    cores: float
-    mem: float  # GB
-    charged_at: float  # epoch s
-    job_id: str | None = None
-    # Expected run time on that destination (s), when known: what a charge
-    # by work (inflight.charge_by: work) weighs the queued job by.
-    run_s: float | None = None
-
-    def to_member(self, nonce: str) -> str:
-        """The sorted-set member: readable JSON, unique by its nonce."""
-        return json.dumps(
-            {"d": self.destination, "c": self.cores, "m": self.mem, "t": self.charged_at, "j": self.job_id, "n": nonce,
-             **({"r": self.run_s} if self.run_s is not None else {})},
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def from_member(cls, raw: bytes | str) -> Charge | None:
-        try:
-            v = json.loads(raw)
-            run = v.get("r")
-            return cls(str(v["d"]), float(v["c"]), float(v["m"]), float(v["t"]), v.get("j"),
-                       None if run is None else float(run))
-        except (ValueError, KeyError, TypeError):
-            return None
-
-
-
 class RankView(_Payload):
     """The part of a snapshot one rank request needs: read in one round trip."""
 
     meta: SnapshotMeta | None = None
     destinations: dict[str, DestinationFigures] = Field(default_factory=dict)
     tool_stats: dict[str, dict[str, ToolFigures]] = Field(default_factory=dict)
-    # In-flight charges on any destination, when the request asked for them.
-    charges: list[Charge] = Field(default_factory=list)
+    # In-flight charges on the candidates, when the request asked for them.
+    charges: ChargeState = Field(default_factory=ChargeState)
     # The snapshot's figures as columns (columns.DestinationColumns), when
     # the caller keeps them per snapshot; the rank core builds them otherwise.
     columns: Any = None

@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 
 from tpv_broker.core.batch import Batch
+from tpv_broker.core.charges import ChargeLoad
 from tpv_broker.core.columns import FIGURES, GROUPS, DestinationColumns
-from tpv_broker.core.inflight import charged_figures, live_charges
+from tpv_broker.core.inflight import LoadColumns, charged_columns, counted_loads
 from tpv_broker.core.inputs import Candidate, Candidates, DatasetInput, JobFacts
-from tpv_broker.core.models import Charge, DestinationFigures, RankView
+from tpv_broker.core.models import DestinationFigures, RankView
 from tpv_broker.core.result import DegradedReason, Group, Placement, RankResult
 from tpv_broker.core.scoring import Scores, ScoringModel
 from tpv_broker.core.tool_ids import stats_field, tool_id_forms
@@ -38,8 +39,9 @@ from tpv_broker.core.tool_ids import stats_field, tool_id_forms
 _SCORED, _STALE = GROUPS.index(Group.SCORED), GROUPS.index(Group.STALE)
 # Each group code's place in the answer (Group.place).
 _PLACE = np.array([g.place for g in GROUPS])
-_CPUS, _MEM, _GPUS, _QUEUED, _RUNNING, _LIVE_AT = (
-    FIGURES.index(f) for f in ("cpus_free", "mem_free_gb", "gpus_free", "queued", "running", "live_at"))
+_CPUS, _MEM, _GPUS, _QUEUED, _RUNNING, _LIVE_AT, _RUN, _CPUS_TOTAL = (
+    FIGURES.index(f) for f in ("cpus_free", "mem_free_gb", "gpus_free", "queued", "running", "live_at", "median_run_s",
+                               "cpus_total"))
 
 
 def tpv_order(candidates: Sequence[Candidate] | Candidates, code: DegradedReason, why: str,
@@ -72,13 +74,14 @@ def rank(
     model: ScoringModel,
     max_snapshot_age_s: float,
     locations: Mapping[str, tuple[float, float]],
-    reflect_lag_s: float = 0.0,
+    charge_max_age_s: float = math.inf,
     charge_by_work: bool = False,
 ) -> RankResult:
     """``locations``: configured destination coordinates (id -> (lat, lon));
-    a candidate's TPV context fills the gaps. In-flight charges in the view
-    that a destination's figures cannot show yet (``reflect_lag_s``) are
-    added to its figures before scoring (``charge_by_work``: see
+    a candidate's TPV context fills the gaps. The in-flight charges in the
+    view are added to their destinations' figures before scoring, but for
+    those older than ``charge_max_age_s`` and the job's own
+    (``inflight.counted_loads``; ``charge_by_work``: see
     ``inflight.charged_figures``). ``view.columns``: the snapshot's figures
     as columns, when the caller keeps them per snapshot; built here if not."""
     cands = Candidates.of(candidates)
@@ -100,7 +103,7 @@ def rank(
     group = np.where((group == _SCORED) & (now - cols.matrix[_LIVE_AT][rows] > model.max_metrics_age_s),
                      _STALE, group)
     positions = (group == _SCORED).nonzero()[0]
-    in_flight = (live_charges(view.charges, view.destinations, reflect_lag_s, set(ids)) if view.charges else {})
+    in_flight = counted_loads(view.charges, now, charge_max_age_s)
     batch, charges = _batch(cands, positions, rows[positions], cols, job, datasets, view, model, locations,
                             in_flight, charge_by_work)
     scores = model.evaluate(batch)
@@ -118,7 +121,7 @@ def rank(
         for i in order:
             k = int(in_batch[i])
             if k >= 0:
-                out.append(_scored(ids[i], scores, k, model, len(charges.get(k, ()))))
+                out.append(_scored(ids[i], scores, k, model, charges[k].count if k in charges else 0))
             else:
                 g = GROUPS[group[i]]
                 out.append(Placement(ids[i], g, _unscored_reason(g, cols.figures_at(rows[i]), now,
@@ -132,23 +135,20 @@ def rank(
 
 def _batch(cands: Candidates, positions: np.ndarray, rows: np.ndarray, cols: DestinationColumns, job: JobFacts,
            datasets: Sequence[DatasetInput], view: RankView, model: ScoringModel,
-           locations: Mapping[str, tuple[float, float]], in_flight: Mapping[str, list[Charge]],
-           charge_by_work: bool) -> tuple[Batch, dict[int, list[Charge]]]:
+           locations: Mapping[str, tuple[float, float]], in_flight: Mapping[str, ChargeLoad],
+           charge_by_work: bool) -> tuple[Batch, dict[int, ChargeLoad]]:
     """The scored candidates' figures (``rows`` of the columns), with the
     in-flight charges applied; and the charges of each (by batch index)."""
     levels = [(level, stats_field(level, form)) for level, form in tool_id_forms(job.tool_id)]
     times = cols.tool_times(levels, view.tool_stats, model.defaults.queue_s, model.defaults.run_s)
     figures = cols.matrix[:, rows]  # a copy: the charges below change it
     ids = [cands.ids[i] for i in positions.tolist()]
-    charges: dict[int, list[Charge]] = {}
-    if in_flight:
-        for k, dest_id in enumerate(ids):
-            if dest_id in in_flight:
-                charges[k] = in_flight[dest_id]
-                cpus, mem, queued = charged_figures(cols.figures[rows[k]], charges[k], charge_by_work)
-                figures[_CPUS, k] = math.nan if cpus is None else cpus
-                figures[_MEM, k] = math.nan if mem is None else mem
-                figures[_QUEUED, k] = queued
+    loads = [in_flight.get(dest_id) for dest_id in ids] if in_flight else []
+    charges = {k: load for k, load in enumerate(loads) if load is not None}
+    if charges:
+        figures[_CPUS], figures[_MEM], figures[_QUEUED] = charged_columns(
+            figures[_CPUS], figures[_MEM], figures[_QUEUED], figures[_RUNNING], figures[_CPUS_TOTAL], figures[_RUN],
+            LoadColumns.of(loads), charge_by_work)
     chosen = positions.tolist()
     if any(ds.location is not None for ds in datasets):
         lat, lon = _coordinates([cands.contexts[i] for i in chosen], [locations.get(d) for d in ids])

@@ -143,7 +143,8 @@ def simulate(
                 world = new_world()
                 store = SnapshotStore(fakeredis.FakeRedis(), KeySchema("sim"))
                 policy = make_policy(name, world, store, s)
-                result = run(jobs, policy.choose, name, store, world, refresh_s, lag_s)
+                result = run(jobs, policy.choose, name, store, world, refresh_s, lag_s,
+                             store.inflight(broker_config(0.0).inflight))
                 out.append(Summary.of(result, load, s, offered_load))
                 progress(f"load {load:.0%} seed {s} {name}: {len(jobs)} jobs (offered {offered_load:.2f}), "
                          f"mean wait {out[-1].mean_wait_s:.0f} s")

@@ -13,6 +13,7 @@ from typing import Any
 
 from tpv_broker.core.geo import great_circle_km
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
+from tpv_broker.store.inflight import InflightStore
 from tpv_broker.store.snapshots import SnapshotStore
 
 from ..collector.tool_levels import tool_levels
@@ -109,9 +110,11 @@ def run(
     world: World,
     refresh_s: float = 60.0,
     lag_s: float = 30.0,
+    charges: InflightStore | None = None,
 ) -> RunResult:
     """Place every job with ``choose``; publish a snapshot every ``refresh_s``
-    showing the state ``lag_s`` earlier. Runs until every job has finished."""
+    showing the state ``lag_s`` earlier (ending the in-flight ``charges``
+    it shows, as the collector does). Runs until every job has finished."""
     seq = itertools.count()
     events: list[tuple[float, int, str, Any]] = []
 
@@ -174,7 +177,7 @@ def run(
                 destinations=figures,
                 tool_stats=tool_levels(world.tool_stats),
             )
-            store.publish(snap)
+            store.publish(snap, charges=charges)
             world.published = snap
     for d in world.sites.values():
         d._account(world.now)

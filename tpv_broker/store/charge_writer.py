@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from tpv_broker.core.models import Charge
+from tpv_broker.core.charges import Charge
 from tpv_broker.errors import StoreError
 from tpv_broker.logging_setup import event
 from tpv_broker.store.inflight import InflightStore

@@ -1,82 +1,294 @@
-"""In-flight charges in Redis. One sorted set holds every live charge (score:
-when it was made; member: the charge as JSON), so reading them is one
-command whatever the number of candidates, inside the rank request's
-MULTI/EXEC. A charge is written by a Lua script, so several API workers
-charging at once, and a job ranked twice, stay correct."""
+"""In-flight charges in Redis (keys: ``keys.py``).
+
+Each live charge is a member of one sorted set (score: when it was made), and
+the charge script keeps, beside it, the sums of each destination's members
+(``<p>:inflight:load``). A rank request reads the sums of its candidates
+only, so its cost does not grow with the number of jobs in flight. Charges
+leave the sums in a script too, never on the request path:
+
+* the collector's publish removes, in the transaction that swaps the new
+  snapshot in, the charges its figures now show (made more than
+  ``reflect_lag_s`` before the destination's newest live point) and records
+  that time per destination (``<p>:inflight:reflected``);
+* every charge, and every publish, first removes the charges older than
+  ``max_age_s``. Until one runs, a reader takes those out itself
+  (``ChargeRead`` asks for them; there are few).
+
+A job charged again (Galaxy resubmits, a handler restarts) moves its charge:
+``<p>:inflight:job:<tenant>:<job id>`` holds its member.
+
+Scripts, so several API workers charging at once, a job ranked twice and a
+publish in between all stay exact."""
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 import redis
 
-from tpv_broker.core.models import Charge
+from tpv_broker.core.charges import Charge, ChargeLoad, ChargeState
+from tpv_broker.core.ids import DEFAULT_TENANT
 from tpv_broker.errors import StoreError
 from tpv_broker.store.keys import KeySchema
 
-# KEYS[1]: the charges zset; KEYS[2] (optional): the job's key.
-# ARGV: member, charged_at, drop charges older than this, job key TTL (s).
-# Returns nothing: the API's charge is written after its answer.
-_CHARGE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
-if #KEYS == 2 then
-  local old = redis.call('GET', KEYS[2])
-  if old then redis.call('ZREM', KEYS[1], old) end
-  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[4])
+# KEYS[1]: the charges zset; KEYS[2]: the load hash; KEYS[3]: the reflected
+# hash. Charges leave only through drop(), so the load stays the sum of
+# the members.
+_LIB = """
+-- A value someone else wrote under our keys must not stop a charge, nor
+-- (run inside the publish's MULTI/EXEC) a publish: garbage decodes to nil.
+local function decode(raw)
+  local ok, v = pcall(cjson.decode, raw)
+  if ok and type(v) == 'table' then return v end
+  return nil
+end
+local function load_of(d)
+  local l = decode(redis.call('HGET', KEYS[2], d) or '')
+  if l and tonumber(l.n) then return l end
+  return {n = 0, cores = 0, mem = 0, core_s = 0, timed = 0}
+end
+local function reflected(d)
+  return tonumber(redis.call('HGET', KEYS[3], d))
+end
+local function save(d, l)
+  -- A reader's own charge: still in these sums only if made since then.
+  l.reflected = reflected(d)
+  redis.call('HSET', KEYS[2], d, cjson.encode(l))
+end
+local function change(c, sign)
+  local l = load_of(c.d)
+  l.n = l.n + sign
+  if l.n <= 0 then
+    redis.call('HDEL', KEYS[2], c.d)
+    return
+  end
+  l.cores = l.cores + sign * c.c
+  l.mem = l.mem + sign * c.m
+  if c.r then
+    l.core_s = l.core_s + sign * c.c * c.r
+    l.timed = l.timed + sign
+  end
+  save(c.d, l)
+end
+local function valid(c)
+  return c and type(c.d) == 'string' and tonumber(c.c) and tonumber(c.m) and tonumber(c.t)
+end
+local function drop(member)
+  if redis.call('ZREM', KEYS[1], member) == 1 then
+    local c = decode(member)
+    if valid(c) then change(c, -1) end
+  end
+end
+local function drop_older_than(t)
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. t)) do drop(m) end
+end
+"""
+
+# KEYS[4] (optional): the job's key. ARGV: member, charged at, drop charges
+# older than this, TTL (s). Returns 1 if charged, 0 if the destination's
+# figures already show a job charged that early (the clocks disagree).
+_CHARGE = _LIB + """
+drop_older_than(ARGV[3])
+if KEYS[4] then
+  local old = redis.call('GET', KEYS[4])
+  if old then drop(old) end
+end
+local c = cjson.decode(ARGV[1])
+local shown = reflected(c.d)
+if shown and c.t < shown then
+  if KEYS[4] then redis.call('DEL', KEYS[4]) end
+  return 0
 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+change(c, 1)
+if KEYS[4] then redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[4]) end
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+return 1
 """
+
+# ARGV: drop charges older than this, TTL (s), then pairs of destination
+# and the time before which its new figures show every charge.
+_TRIM = _LIB + """
+drop_older_than(ARGV[1])
+local cut, latest = {}, nil
+for i = 3, #ARGV, 2 do
+  local d, t = ARGV[i], tonumber(ARGV[i + 1])
+  local before = tonumber(redis.call('HGET', KEYS[3], d))
+  -- Never back: a charge removed stays removed.
+  if before and before > t then t = before end
+  if t ~= before then redis.call('HSET', KEYS[3], d, string.format('%.17g', t)) end
+  cut[d] = t
+  if not latest or t > latest then latest = t end
+end
+if latest then
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%.17g', latest))) do
+    local c = decode(m)
+    if not valid(c) or (cut[c.d] and c.t < cut[c.d]) then drop(m) end
+  end
+end
+for d in pairs(cut) do
+  if redis.call('HEXISTS', KEYS[2], d) == 1 then save(d, load_of(d)) end
+end
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+"""
+
+
+# Parsed loads a worker keeps (a few hundred bytes each): a few per
+# destination between two publishes.
+_LOADS_KEPT = 10_000
+_UNPARSED = ChargeLoad(count=-1)
 
 
 def _plain_failure(action: str, exc: redis.RedisError) -> StoreError:
     return StoreError(f"Redis failed while {action}: {exc}")
 
 
+@dataclass(frozen=True)
+class ChargeRead:
+    """What one rank request reads of the charges, inside its own
+    MULTI/EXEC (``SnapshotStore.read_for_rank``): the charges past their
+    age that Redis still holds (few: every charge and every publish removes
+    them), the candidates' loads only, and the ranked job's own charge."""
+
+    keys: KeySchema
+    # None: every destination (the status page).
+    destinations: list[str] | None
+    own_key: str | None
+    expired_before: float
+    parse_load: Callable[[bytes], ChargeLoad | None]
+
+    def queue(self, pipe: Any) -> int:
+        """Queue the reads on ``pipe``; the number of replies they add."""
+        pipe.zrangebyscore(self.keys.inflight, "-inf", f"({self.expired_before!r}")
+        if self.destinations is None:
+            pipe.hgetall(self.keys.inflight_load)
+        elif self.destinations:
+            pipe.hmget(self.keys.inflight_load, self.destinations)
+        else:
+            return 1
+        if self.own_key is not None:
+            pipe.get(self.own_key)
+        return 2 + (self.own_key is not None)
+
+    def parse(self, replies: Sequence[Any]) -> ChargeState:
+        expired = _charges(replies[0])
+        if self.destinations is None:
+            raw = {k.decode(): v for k, v in replies[1].items()}
+        elif self.destinations:
+            raw = dict(zip(self.destinations, replies[1], strict=True))
+        else:
+            return ChargeState(expired=expired)
+        loads = {d: load for d, v in raw.items() if v is not None and (load := self.parse_load(v)) is not None}
+        own = Charge.from_member(replies[2]) if self.own_key is not None and replies[2] is not None else None
+        return ChargeState(loads, expired, own)
+
+
 class InflightStore:
-    def __init__(self, client: redis.Redis, keys: KeySchema, max_age_s: float,
+    def __init__(self, client: redis.Redis, keys: KeySchema, max_age_s: float, reflect_lag_s: float = 0.0,
                  failure: Callable[[str, redis.RedisError], StoreError] | None = None) -> None:
         self.client = client
         self.keys = keys
         self.max_age_s = max_age_s
+        self.reflect_lag_s = reflect_lag_s
         # How a Redis error is told: the snapshot store's (Redis named, password
         # scrubbed) when it shares the client.
         self.failure = failure or _plain_failure
-        self._script = client.register_script(_CHARGE)
+        self._charge = client.register_script(_CHARGE)
+        self._ttl = max(1, int(max_age_s) + 1)
+        self._loads_parsed: dict[bytes, ChargeLoad | None] = {}
 
     @property
-    def script(self) -> str:
-        return _CHARGE
+    def _keys(self) -> list[str]:
+        return [self.keys.inflight, self.keys.inflight_load, self.keys.inflight_reflected]
 
-    @property
-    def sha(self) -> str:
-        return str(self._script.sha)
+    def job_key(self, tenant: str, job_id: str | None) -> str | None:
+        """The key that holds a job's charge; raises ValueError for ids
+        that must not become part of a key."""
+        return None if job_id is None else self.keys.inflight_job(tenant, job_id)
 
-    def command(self, charge: Charge) -> tuple[list[str], list[str | float | int]]:
-        """The script's keys and arguments for ``charge``. Raises ValueError
-        for a job id that must not become part of a key."""
-        keys = [self.keys.inflight]
-        if charge.job_id is not None:
-            keys.append(self.keys.inflight_job(charge.job_id))
-        ttl = max(1, int(self.max_age_s) + 1)
-        return keys, [charge.to_member(uuid.uuid4().hex[:12]), charge.charged_at,
-                      charge.charged_at - self.max_age_s, ttl]
-
-    def charge(self, charge: Charge) -> None:
-        """Charge a placement and wait for Redis to confirm it; a job id
-        already charged moves its charge (never adds a second)."""
-        keys, args = self.command(charge)
+    def charge(self, charge: Charge) -> bool:
+        """Charge a placement and wait for Redis to confirm it; a job
+        already charged moves its charge (never adds a second). False if
+        the destination's figures already show a job charged that early."""
+        job_key = self.job_key(charge.tenant, charge.job_id)
+        keys = self._keys + ([job_key] if job_key is not None else [])
+        args: list[str | float] = [charge.to_member(uuid.uuid4().hex[:12]), charge.charged_at,
+                                   charge.charged_at - self.max_age_s, self._ttl]
         try:
-            self._script(keys=keys, args=args)
+            return bool(self._charge(keys=keys, args=args))
         except redis.RedisError as e:
             raise self.failure("charging a placement", e) from None
 
-    def read(self, now: float) -> list[Charge]:
+    def queue_trim(self, pipe: Any, live_at: Mapping[str, float], now: float) -> None:
+        """Queue on ``pipe`` (the publish's transaction) the removal of the
+        charges that figures with these newest live points show, and of
+        those past ``max_age_s``. EVAL, not EVALSHA: inside MULTI a missing
+        script could not be loaded and retried."""
+        args: list[str | float] = [now - self.max_age_s, self._ttl]
+        for dest_id, at in live_at.items():
+            # To the millisecond: the loads' JSON (Redis's cjson) keeps 14
+            # digits, and a reader must see the very time the script cut at.
+            args += [dest_id, repr(round(at - self.reflect_lag_s, 3))]
+        pipe.eval(_TRIM, 3, *self._keys, *args)
+
+    def rank_read(self, destinations: Sequence[str] | None, tenant: str, job_id: str | None,
+                  now: float) -> ChargeRead:
+        """What a rank request at ``now`` reads of the charges on its
+        candidates (None: on every destination, for the status page), for
+        job ``job_id`` of ``tenant`` (None: a job without id)."""
+        return ChargeRead(self.keys, None if destinations is None else list(dict.fromkeys(destinations)),
+                          self.job_key(tenant, job_id), now - self.max_age_s, self._parse_load)
+
+    def _parse_load(self, raw: bytes) -> ChargeLoad | None:
+        """``parse_load``, once per distinct value: between two requests
+        only the charged destinations' loads change."""
+        load = self._loads_parsed.get(raw, _UNPARSED)
+        if load is _UNPARSED:
+            if len(self._loads_parsed) >= _LOADS_KEPT:
+                self._loads_parsed.clear()
+            load = self._loads_parsed[raw] = parse_load(raw)
+        return load
+
+    def read(self, destinations: Sequence[str] | None, now: float, tenant: str = DEFAULT_TENANT,
+             job_id: str | None = None) -> ChargeState:
+        """The charges on ``destinations`` as a rank request at ``now`` reads them."""
+        spec = self.rank_read(destinations, tenant, job_id, now)
         try:
-            members = self.client.zrangebyscore(self.keys.inflight, now - self.max_age_s, "+inf")
-            # Plain members (no scores asked): bytes, or str on a decoding client.
-            charges = (Charge.from_member(m) for m in members if isinstance(m, bytes | str))
-            return [c for c in charges if c is not None]
+            pipe = self.client.pipeline(transaction=True)
+            spec.queue(pipe)
+            return spec.parse(pipe.execute())
         except redis.RedisError as e:
             raise self.failure("reading in-flight charges", e) from None
+
+    def live_count(self, now: float) -> int:
+        """How many charges are live at ``now`` (one command, whatever the number)."""
+        try:
+            return int(self.client.zcount(self.keys.inflight, now - self.max_age_s, "+inf"))
+        except redis.RedisError as e:
+            raise self.failure("counting in-flight charges", e) from None
+
+    def members(self) -> list[Charge]:
+        """Every live charge (tests, and people debugging)."""
+        try:
+            raw = self.client.zrange(self.keys.inflight, 0, -1)
+        except redis.RedisError as e:
+            raise self.failure("reading in-flight charges", e) from None
+        return _charges(cast("list[bytes]", raw))
+
+
+def _charges(members: Sequence[bytes | str]) -> list[Charge]:
+    return [c for m in members if (c := Charge.from_member(m)) is not None]
+
+
+def parse_load(raw: bytes | str) -> ChargeLoad | None:
+    try:
+        v = json.loads(raw)
+        reflected = v.get("reflected")
+        return ChargeLoad(int(v["n"]), float(v["cores"]), float(v["mem"]), float(v["core_s"]), int(v["timed"]),
+                          None if reflected is None else float(reflected))
+    except (ValueError, KeyError, TypeError):
+        return None

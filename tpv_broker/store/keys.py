@@ -15,11 +15,16 @@ key                                type    value
                                            figures}; levels tool, tool_unversioned, tool_short
 ``<p>:staging:<token>:<name>``     hash    a snapshot being written; renamed onto the
                                            live keys in one MULTI/EXEC, expires by itself
-``<p>:inflight``                   zset    in-flight charges: member = JSON {d: destination,
-                                           c: cores, m: mem GB, t: charged at, j: job id,
-                                           n: nonce}, score = charged at (epoch s)
-``<p>:inflight:job:<job id>``      string  the member charged for that job, so a job ranked
-                                           again moves its charge; expires with it
+``<p>:inflight``                   zset    live in-flight charges: member = JSON {d: destination,
+                                           c: cores, m: mem GB, t: charged at, g: tenant,
+                                           j: job id, r: expected run s, n: nonce},
+                                           score = charged at (epoch s)
+``<p>:inflight:load``              hash    destination id -> JSON {n: live charges, cores, mem,
+                                           core_s, timed}: the sums of its members above
+``<p>:inflight:reflected``         hash    destination id -> epoch s: its published figures
+                                           show every charge made before then
+``<p>:inflight:job:<t>:<job id>``  string  the member charged for job <job id> of tenant <t>,
+                                           so a job ranked again moves its charge
 ``<p>:check:<token>``              string  written, read back and deleted by
                                            ``tpv-broker check-config``; expires in 10 s
 ``<p>:collector:lease``            string  the publishing collector's lease: "<instance id>/<nonce>"
@@ -32,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tpv_broker.core.ids import check_job_id
+from tpv_broker.core.ids import check_job_id, check_tenant_id
 
 SCHEMA_VERSION = 1
 # A collector that dies between writing and swapping leaves staging keys
@@ -60,11 +65,19 @@ class KeySchema:
     def inflight(self) -> str:
         return f"{self.prefix}:inflight"
 
-    def inflight_job(self, job_id: str) -> str:
-        # The one key that holds request data. The API has checked the id
+    @property
+    def inflight_load(self) -> str:
+        return f"{self.prefix}:inflight:load"
+
+    @property
+    def inflight_reflected(self) -> str:
+        return f"{self.prefix}:inflight:reflected"
+
+    def inflight_job(self, tenant: str, job_id: str) -> str:
+        # The one key that holds request data. The API has checked the ids
         # already; checked again here so no other caller can build a key
         # with spaces, colons, glob characters or newlines in it.
-        return f"{self.prefix}:inflight:job:{check_job_id(job_id)}"
+        return f"{self.prefix}:inflight:job:{check_tenant_id(tenant)}:{check_job_id(job_id)}"
 
     def check_probe(self, token: str) -> str:
         # check-config proves it may write under the prefix with this key.

@@ -20,9 +20,12 @@ from redis.sentinel import MasterNotFoundError, Sentinel
 from redis.typing import EncodableT, FieldT
 
 from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url
+from tpv_broker.config.settings import InflightSettings
 from tpv_broker.config.urls import redact_url, scrub, url_secrets
-from tpv_broker.core.models import Charge, DestinationFigures, RankView, Snapshot, SnapshotMeta, ToolFigures
+from tpv_broker.core.charges import ChargeState
+from tpv_broker.core.models import DestinationFigures, RankView, Snapshot, SnapshotMeta, ToolFigures
 from tpv_broker.errors import StoreError
+from tpv_broker.store.inflight import ChargeRead, InflightStore
 from tpv_broker.store.keys import SCHEMA_VERSION, STAGING_TTL_S, KeySchema
 from tpv_broker.store.leader_lock import Fence, LeaseLost
 
@@ -157,7 +160,6 @@ class _LiveSnapshot:
     def __init__(self, created_at: bytes, destinations: dict[str, DestinationFigures]) -> None:
         self.created_at = created_at
         self.destinations = destinations
-        self.live_points = sorted(f.live_at for f in destinations.values() if f.live_at is not None)
 
 
 class _RawRankView(NamedTuple):
@@ -166,7 +168,7 @@ class _RawRankView(NamedTuple):
     meta: dict[bytes, bytes]
     destinations: dict[bytes, bytes] | None
     tools: list[bytes | None] | None
-    charges: list[bytes] | None
+    charges: list[Any] | None
 
 
 def _parse_tool_stats(raw: bytes) -> dict[str, ToolFigures]:
@@ -180,6 +182,15 @@ def encode_tool_stats(tool_stats: dict[str, dict[str, ToolFigures]]) -> dict[str
                           separators=(",", ":"))
         for field, per_dest in tool_stats.items()
     }
+
+
+def _charge_trim(charges: InflightStore | None, snapshot: Snapshot) -> Callable[[Any], None] | None:
+    """What the publish's transaction runs to end the charges this
+    snapshot's figures show (``InflightStore.queue_trim``)."""
+    if charges is None:
+        return None
+    live_at = {d: f.live_at for d, f in snapshot.destinations.items() if f.live_at is not None}
+    return lambda pipe: charges.queue_trim(pipe, live_at, snapshot.meta.created_at)
 
 
 def _redis_hash(mapping: dict[str, str]) -> dict[FieldT, EncodableT]:
@@ -202,14 +213,17 @@ class SnapshotStore:
         self.where = where or _describe(client)
         self._parsed = _ParsedCache()
         self._live: _LiveSnapshot | None = None
-        # The charges of the last read, parsed: the next read parses only
-        # the new ones, and the cache never holds more than one read's worth.
-        self._charges_parsed: dict[bytes, Charge | None] = {}
         self._last_meta: tuple[dict[bytes, bytes], SnapshotMeta | None] | None = None
 
     def failure(self, action: str, exc: redis.RedisError) -> StoreError:
         secret = self.client.connection_pool.connection_kwargs.get("password")
         return StoreError(f"Redis at {self.where} failed while {action}: {scrub(_reason(exc), [secret])}")
+
+    def inflight(self, settings: InflightSettings) -> InflightStore | None:
+        """The in-flight charges beside this snapshot, None if accounting is off."""
+        if not settings.enabled:
+            return None
+        return InflightStore(self.client, self.keys, settings.max_age_s, settings.reflect_lag_s, self.failure)
 
     def ping(self) -> bool:
         try:
@@ -219,7 +233,8 @@ class SnapshotStore:
 
     # -- writing ---------------------------------------------------------
     def publish(self, snapshot: Snapshot, reuse_tool_stats: str | None = None,
-                tool_stats_payload: dict[str, str] | None = None, fence: Fence | None = None) -> str:
+                tool_stats_payload: dict[str, str] | None = None, fence: Fence | None = None,
+                charges: InflightStore | None = None) -> str:
         """Publish atomically; returns this publication's id (its
         ``created_at`` as stored).
 
@@ -232,24 +247,28 @@ class SnapshotStore:
         ``tool_stats_payload``: ``encode_tool_stats(snapshot.tool_stats)``,
         if the caller has it already.
         ``fence``: publish only while the collector lease holds this token,
-        checked inside the swap's transaction; raises ``LeaseLost`` if not."""
+        checked inside the swap's transaction; raises ``LeaseLost`` if not.
+        ``charges``: end, in the same transaction, the in-flight charges
+        the new figures show (so no reader sees the figures without the
+        charges ended, or the other way round)."""
         meta_hash = _meta_to_hash(snapshot.meta.model_copy(update={"schema_version": SCHEMA_VERSION}))
         destinations = {dest_id: d.model_dump_json(exclude_none=True) for dest_id, d in snapshot.destinations.items()}
         try:
-            if reuse_tool_stats and self._write({self.keys.destinations: destinations}, meta_hash, fence,
+            trim = _charge_trim(charges, snapshot)
+            if reuse_tool_stats and self._write({self.keys.destinations: destinations}, meta_hash, fence, trim,
                                                 over=reuse_tool_stats):
                 return meta_hash["created_at"]
             tool_stats = (tool_stats_payload if tool_stats_payload is not None
                           else encode_tool_stats(snapshot.tool_stats))
             if not self._write({self.keys.destinations: destinations, self.keys.tool_stats: tool_stats}, meta_hash,
-                               fence):
+                               fence, trim):
                 raise redis.WatchError("the collector lease kept changing")
         except redis.RedisError as e:
             raise self.failure("publishing a snapshot", e) from None
         return meta_hash["created_at"]
 
     def _write(self, payloads: dict[str, dict[str, str]], meta_hash: dict[str, str], fence: Fence | None,
-               over: str | None = None) -> bool:
+               trim: Callable[[Any], None] | None = None, over: str | None = None) -> bool:
         """The one way a snapshot goes live: ``payloads`` (live key -> hash)
         written under staging keys, then renamed onto the live keys with the
         new metadata in one MULTI/EXEC. Live keys not in ``payloads`` stay
@@ -275,6 +294,8 @@ class SnapshotStore:
                         swap.persist(live)
                 swap.delete(self.keys.snapshot_meta)
                 swap.hset(self.keys.snapshot_meta, mapping=_redis_hash(meta_hash))
+                if trim is not None:
+                    trim(swap)
                 try:
                     swap.execute()
                     return True
@@ -347,31 +368,21 @@ class SnapshotStore:
         except redis.RedisError as e:
             raise self.failure("reading the snapshot metadata", e) from None
 
-    def read_for_rank(self, tool_fields: Sequence[str] = (), charges_since: float | None = None,
-                      charges_floor: Callable[[list[float]], float | None] | None = None) -> RankView:
+    def read_for_rank(self, tool_fields: Sequence[str] = (), charges: ChargeRead | None = None) -> RankView:
         """Everything one rank request needs, whatever the number of
         candidates, read in one MULTI/EXEC: the metadata, the tool's
-        ``tool_stats`` fields (``tool_ids.stats_field``) and, with
-        ``charges_since``, the in-flight charges made since then, or since
-        ``charges_floor(live points of the kept snapshot)`` if that is later
-        (``inflight.oldest_countable``: older ones cannot count). The
+        ``tool_stats`` fields (``tool_ids.stats_field``) and, if asked, the
+        in-flight charges on the candidates (``charges``). The
         destinations' figures come from what this reader kept of the live
-        snapshot; once per new snapshot they are read again, with the
-        metadata and the tool's fields, in a second MULTI/EXEC (so all three
-        still come from one snapshot). The view holds every destination's
-        figures (the rank core looks up its candidates); never modify them."""
+        snapshot; once per new snapshot they are read again, with the rest,
+        in a second MULTI/EXEC (so all of it still comes from one
+        snapshot). The view holds every destination's figures (the rank
+        core looks up its candidates); never modify them."""
         live = self._live
-        since = charges_since
-        if since is not None and charges_floor is not None and live is not None:
-            floor = charges_floor(live.live_points)
-            if floor is not None and floor > since:
-                since = floor
         try:
-            raw = self._read_rank_view(tool_fields, since, with_destinations=live is None)
+            raw = self._read_rank_view(tool_fields, charges, with_destinations=live is None)
             if live is not None and raw.meta.get(b"created_at") not in (None, live.created_at):
-                # The floor came from the kept snapshot; the new one may hold
-                # older points (a destination back in it): all charges again.
-                raw = self._read_rank_view(tool_fields, charges_since, with_destinations=True)
+                raw = self._read_rank_view(tool_fields, charges, with_destinations=True)
         except redis.RedisError as e:
             raise self.failure("reading the snapshot", e) from None
         meta = self._rank_meta(raw.meta)
@@ -384,12 +395,12 @@ class SnapshotStore:
             for field, value in zip(tool_fields, raw.tools, strict=True):
                 if value is not None:
                     tool_stats[field] = self._parsed.get(value, _parse_tool_stats)
-        charges = self._charges(raw.charges) if raw.charges is not None else []
+        state = charges.parse(raw.charges) if charges is not None and raw.charges is not None else ChargeState()
         # Every destination of the snapshot (the rank core looks up its
         # candidates), shared by this reader's requests: no copy per request.
         destinations = live.destinations if live is not None else {}
         # Built from models validated above (or kept): no second validation.
-        return RankView.model_construct(meta=meta, destinations=destinations, tool_stats=tool_stats, charges=charges,
+        return RankView.model_construct(meta=meta, destinations=destinations, tool_stats=tool_stats, charges=state,
                                         columns=None)
 
     def _rank_meta(self, raw: dict[bytes, bytes]) -> SnapshotMeta | None:
@@ -402,7 +413,7 @@ class SnapshotStore:
         self._last_meta = (raw, meta)
         return meta
 
-    def _read_rank_view(self, tool_fields: Sequence[str], charges_since: float | None,
+    def _read_rank_view(self, tool_fields: Sequence[str], charges: ChargeRead | None,
                         with_destinations: bool) -> _RawRankView:
         pipe = self.client.pipeline(transaction=True)
         pipe.hgetall(self.keys.snapshot_meta)
@@ -410,12 +421,12 @@ class SnapshotStore:
             pipe.hgetall(self.keys.destinations)
         if tool_fields:
             pipe.hmget(self.keys.tool_stats, list(tool_fields))
-        if charges_since is not None:
-            pipe.zrangebyscore(self.keys.inflight, charges_since, "+inf")
-        results = iter(pipe.execute())
-        return _RawRankView(next(results), next(results) if with_destinations else None,
-                            next(results) if tool_fields else None,
-                            next(results) if charges_since is not None else None)
+        replies = charges.queue(pipe) if charges is not None else 0
+        results = pipe.execute()
+        at = 1 + with_destinations
+        return _RawRankView(results[0], results[1] if with_destinations else None,
+                            results[at] if tool_fields else None,
+                            results[len(results) - replies:] if replies else None)
 
     def _keep_live(self, created_at: bytes, raw: dict[bytes, bytes]) -> _LiveSnapshot:
         live = _LiveSnapshot(created_at, {
@@ -423,31 +434,24 @@ class SnapshotStore:
         self._live = live
         return live
 
-    def _charges(self, members: list[bytes]) -> list[Charge]:
-        last = self._charges_parsed
-        parsed = {m: last[m] if m in last else Charge.from_member(m) for m in members}
-        self._charges_parsed = parsed
-        return [c for c in parsed.values() if c is not None]
-
-    def read_overview(self, charges_since: float | None = None) -> RankView:
+    def read_overview(self, charges: ChargeRead | None = None) -> RankView:
         """Every destination's figures (no tool statistics, which can be
-        megabytes) and, if asked, the in-flight charges since then: what the
-        status page shows, in one MULTI/EXEC."""
+        megabytes) and, if asked, the in-flight charges: what the status
+        page shows, in one MULTI/EXEC."""
         try:
             pipe = self.client.pipeline(transaction=True)
             pipe.hgetall(self.keys.snapshot_meta)
             pipe.hgetall(self.keys.destinations)
-            if charges_since is not None:
-                pipe.zrangebyscore(self.keys.inflight, charges_since, "+inf")
+            replies = charges.queue(pipe) if charges is not None else 0
             results = pipe.execute()
         except redis.RedisError as e:
             raise self.failure("reading the snapshot", e) from None
         destinations = {
             k.decode(): self._parsed.get(v, DestinationFigures.model_validate_json) for k, v in results[1].items()
         }
-        charges = self._charges(results[2]) if charges_since is not None else []
+        state = charges.parse(results[2:2 + replies]) if charges is not None else ChargeState()
         return RankView.model_construct(meta=_meta_from_hash(results[0]), destinations=destinations, tool_stats={},
-                                        charges=charges)
+                                        charges=state)
 
     def read_all(self) -> Snapshot | None:
         """The whole snapshot (for ``inspect`` and tests), read atomically."""
