@@ -15,6 +15,7 @@ from tpv_broker.devtools.servers import free_port
 from tpv_broker.errors import StoreError
 from tpv_broker.store.inflight import InflightStore
 from tpv_broker.store.keys import SCHEMA_VERSION, KeySchema
+from tpv_broker.store.leader_lock import Fence
 from tpv_broker.store.snapshots import SnapshotStore, connect_redis
 
 NOW = 1_700_000_000.0
@@ -257,14 +258,44 @@ def test_read_all_is_one_round_trip(store: SnapshotStore, redis_client: redis.Re
     assert len(network_writes) == 1
 
 
+def _calls(client: redis.Redis, *commands: str) -> dict[str, int]:
+    """How often Redis ran each command since the last CONFIG RESETSTAT
+    (INFO commandstats, which counts the commands inside a MULTI/EXEC too)."""
+    stats = client.info("commandstats")
+    return {c: int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in commands}
+
+
 def test_publish_is_two_round_trips_whatever_the_size(store: SnapshotStore, redis_client: redis.Redis,
                                                       network_writes: list[int]) -> None:
-    redis_client.ping()
+    redis_client.config_resetstat()
     network_writes.clear()
     # 2500 destinations -> 3 HSET chunks of at most 1000 fields, still one staging pipeline
     store.publish(make_snapshot([f"d{i}" for i in range(2500)], TOOLS))
-    assert len(network_writes) == 2  # staging pipeline + MULTI/EXEC swap
+    writes = len(network_writes)
+    assert writes == 2  # staging pipeline + swap
+    # ... and the swap is one MULTI/EXEC: a plain pipeline would also be one write
+    assert _calls(redis_client, "multi", "exec", "rename") == {"multi": 1, "exec": 1, "rename": 2}
     assert redis_client.hlen(KEYS.destinations) == 2500
+
+
+@pytest.mark.parametrize("how", ["plain", "fenced", "over-our-own"])
+def test_publish_swaps_the_snapshot_in_one_transaction(store: SnapshotStore, redis_client: redis.Redis,
+                                                       how: str) -> None:
+    """Readers see the old snapshot or the new one because the renames and
+    the new metadata run in one MULTI/EXEC, on every path a publish takes
+    (a collector with a lease, one reusing its tool statistics hash)."""
+    first = store.publish(make_snapshot(["a"], TOOLS))
+    redis_client.set(KEYS.collector_lease, "me/1")
+    fence = Fence(KEYS.collector_lease, "me/1") if how == "fenced" else None
+    reuse = first if how == "over-our-own" else None
+    redis_client.config_resetstat()
+    store.publish(make_snapshot(["a", "b"], TOOLS, created_at=NOW + 15), reuse_tool_stats=reuse, fence=fence)
+    renames = 1 if how == "over-our-own" else 2  # the tool statistics hash is left alone when reused
+    calls = _calls(redis_client, "multi", "exec", "rename")
+    assert calls["multi"] == 1 and calls["exec"] == 1, f"the swap must be one MULTI/EXEC, Redis ran {calls}"
+    assert calls["rename"] == renames
+    got = store.read_all()
+    assert got is not None and got.meta.created_at == NOW + 15 and sorted(got.destinations) == ["a", "b"]
 
 
 def _staging_keys(redis_client: redis.Redis) -> list[bytes]:
