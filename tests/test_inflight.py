@@ -385,3 +385,11 @@ def test_garbage_under_our_keys_stops_neither_a_charge_nor_a_publish(inflight, r
     publish(redis_client, inflight, {"a": T + 100}, T + 1)
     assert inflight.members() == [Charge("b", 1, 1, T)]
     assert loads_in_redis(inflight) == {"b": ChargeLoad(1, 1, 1)}
+
+
+def test_degenerate_figures_charge_by_slot_without_warnings():
+    """A running count of 5e-324 (found by hypothesis) overflows the
+    typical job's size: that charge counts one slot, and numpy does not
+    warn (warnings are errors here)."""
+    d = fig(cpus_total=0, cpus_free=1, running=5e-324, median_run_s=600, mem_free_gb=0)
+    assert charged(d, load(Charge("d", 1, 1, T, run_s=60.0)), by_work=True)[2] == 1.0

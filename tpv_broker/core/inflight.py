@@ -83,7 +83,9 @@ def charged_columns(cpus_free: np.ndarray, mem_free: np.ndarray, queued: np.ndar
     for every charge: with 10 free cores and three 4-core charges, 10/12
     of each fits, and half a job queues. Nothing known to take from (no
     free cores, no free memory reported): every charged job queues."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # Degenerate figures (a running count of 1e-300) may overflow: their
+    # results are checked below, not trusted.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         placed = np.minimum(_share(cpus_free, loads.cores), _share(mem_free, loads.mem))
         placed = np.where(np.isnan(cpus_free) & np.isnan(mem_free), 0.0, placed)
         waiting = loads.count
