@@ -159,7 +159,7 @@ def test_charge_and_read(inflight):
 
 
 def test_members_written_without_optional_fields_read_as_unknown(inflight, redis_client):
-    redis_client.zadd("if:inflight", {'{"d":"d2","c":1,"m":2,"t":%r,"n":"x"}' % (T + 1): T + 1})
+    redis_client.zadd("if:inflight", {'{"d":"d2","c":1,"m":2,"t":%r,"g":"default","n":"x"}' % (T + 1): T + 1})
     assert inflight.members() == [Charge("d2", 1, 2, T + 1, None, None)]
 
 
@@ -382,6 +382,9 @@ def test_garbage_under_our_keys_stops_neither_a_charge_nor_a_publish(inflight, r
     redis_client.hset("if:inflight:load", mapping={"a": "garbage", "b": '{"n": "x"}'})
     assert inflight.charge(Charge("a", 2, 2, T, "1"))
     assert inflight.charge(Charge("b", 1, 1, T))
+    # A member an API before the sums wrote (no tenant): never in the sums,
+    # so removing it must not take from them.
+    redis_client.zadd("if:inflight", {'{"d":"b","c":1,"m":1,"t":%r,"j":null,"n":"old"}' % (T - 200): T - 200})
     publish(redis_client, inflight, {"a": T + 100}, T + 1)
     assert inflight.members() == [Charge("b", 1, 1, T)]
     assert loads_in_redis(inflight) == {"b": ChargeLoad(1, 1, 1)}

@@ -74,8 +74,11 @@ local function change(c, sign)
   end
   save(c.d, l)
 end
+-- A member in the sums: written by this script (it names its tenant;
+-- members an API before the sums wrote do not, and never were in them).
 local function valid(c)
-  return c and type(c.d) == 'string' and tonumber(c.c) and tonumber(c.m) and tonumber(c.t)
+  return c and type(c.d) == 'string' and type(c.g) == 'string' and tonumber(c.c) and tonumber(c.m)
+    and tonumber(c.t)
 end
 local function drop(member)
   if redis.call('ZREM', KEYS[1], member) == 1 then
