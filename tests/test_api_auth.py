@@ -164,7 +164,7 @@ def test_every_token_is_compared_whichever_matches(monkeypatch: pytest.MonkeyPat
     assert tokens is not None
     for presented, expected in ((TOKEN_A, True), (FILE_TOKEN, True), ("nope-0123456789abcdef", False)):
         calls.clear()
-        assert tokens.accepts(presented) is expected
+        assert tokens.tenant_of(presented) == ("default" if expected else None)
         assert len(calls) == 3
 
 

@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 
 from tpv_broker.api import create_app
 from tpv_broker.config.settings import load_config
-from tpv_broker.core.ids import DEFAULT_TENANT
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
+from tpv_broker.ids import DEFAULT_TENANT
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
 
@@ -157,7 +157,7 @@ id_text = st.one_of(
     st.text(max_size=12),
 )
 
-# Independent statements of the id rules (core/ids.py), to judge each answer by.
+# Independent statements of the id rules (ids.py), to judge each answer by.
 _ASCII_ALNUM = set(string.ascii_letters + string.digits)
 _DEST_CHARS = _ASCII_ALNUM | set("_.:@+-/")
 _TOOL_CHARS = _ASCII_ALNUM | set("_.:@+-/~")

@@ -19,9 +19,9 @@ from flask.testing import FlaskClient
 from tpv_broker.api import create_app
 from tpv_broker.cli import main
 from tpv_broker.config.settings import load_config
-from tpv_broker.core.ids import DEFAULT_TENANT, check_destination_id, check_job_id, check_tool_id
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
 from tpv_broker.devtools.servers import free_port
+from tpv_broker.ids import DEFAULT_TENANT, check_destination_id, check_job_id, check_tool_id
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
 

@@ -87,13 +87,14 @@ def test_requests_counted_by_endpoint_and_outcome(store: SnapshotStore, client: 
     assert client.get("/api/rank").status_code == 405
     scrape(client)  # scrapes themselves are not counted
     s = scrape(client)
-    assert value(s, "tpv_broker_api_requests_total", endpoint="/api/rank", outcome="ok") == 3
-    assert value(s, "tpv_broker_api_requests_total", endpoint="/api/rank", outcome="bad_request") == 2
+    assert value(s, "tpv_broker_api_requests_total", endpoint="/api/rank", outcome="ok", tenant="default") == 3
+    assert value(s, "tpv_broker_api_requests_total", endpoint="/api/rank", outcome="bad_request", tenant="default") == 2
     assert value(s, "tpv_broker_api_requests_total", endpoint="/process_data",
-                 outcome=outcome_of(legacy_status, False)) == 1
-    assert value(s, "tpv_broker_api_requests_total", endpoint="/health", outcome="ok") == 1
-    assert value(s, "tpv_broker_api_requests_total", endpoint="other", outcome="not_found") == 1
-    assert value(s, "tpv_broker_api_requests_total", endpoint="other", outcome="method_not_allowed") == 1
+                 outcome=outcome_of(legacy_status, False), tenant="default") == 1
+    assert value(s, "tpv_broker_api_requests_total", endpoint="/health", outcome="ok", tenant="default") == 1
+    assert value(s, "tpv_broker_api_requests_total", endpoint="other", outcome="not_found", tenant="default") == 1
+    assert value(s, "tpv_broker_api_requests_total", endpoint="other", outcome="method_not_allowed",
+                 tenant="default") == 1
     assert requests_total(s) == 9
     # The histogram counts the same requests, with the same labels.
     assert value(s, "tpv_broker_api_request_duration_seconds_count", endpoint="/api/rank", outcome="ok") == 3
@@ -109,7 +110,8 @@ def test_unmatched_paths_share_one_series(client: FlaskClient) -> None:
         client.get(f"/random/{i}")
     s = scrape(client)
     series = [k for k in s if k[0] == "tpv_broker_api_requests_total" and ("endpoint", "other") in k[1]]
-    assert series == [("tpv_broker_api_requests_total", (("endpoint", "other"), ("outcome", "not_found")))]
+    assert series == [("tpv_broker_api_requests_total",
+                       (("endpoint", "other"), ("outcome", "not_found"), ("tenant", "default")))]
     assert s[series[0]] == 20
 
 
@@ -123,9 +125,10 @@ def test_degraded_answers_counted_by_reason(store: SnapshotStore, client: FlaskC
     assert value(s, "tpv_broker_api_degraded_answers_total", reason="no_snapshot") == 1
     assert value(s, "tpv_broker_api_degraded_answers_total", reason="stale_snapshot") == 2
     assert value(s, "tpv_broker_api_degraded_answers_total", reason="redis_unavailable") == 0
-    assert value(s, "tpv_broker_api_requests_total", endpoint="/api/rank", outcome="degraded") == 2
-    assert value(s, "tpv_broker_api_requests_total", endpoint="/process_data", outcome="degraded") == 1
-    assert value(s, "tpv_broker_api_requests_total", endpoint="/api/rank", outcome="ok") == 0
+    assert value(s, "tpv_broker_api_requests_total", endpoint="/api/rank", outcome="degraded", tenant="default") == 2
+    assert value(s, "tpv_broker_api_requests_total", endpoint="/process_data", outcome="degraded",
+                 tenant="default") == 1
+    assert value(s, "tpv_broker_api_requests_total", endpoint="/api/rank", outcome="ok", tenant="default") == 0
 
 
 def test_snapshot_figures_are_read_from_redis_when_scraped(store: SnapshotStore, client: FlaskClient) -> None:
@@ -164,7 +167,7 @@ def test_scrape_answers_when_redis_is_unreachable() -> None:
     assert value(s, "tpv_broker_snapshot_age_seconds") is None
     assert value(s, "tpv_broker_snapshot_present") is None
     assert value(s, "tpv_broker_api_degraded_answers_total", reason="redis_unavailable") == 1
-    assert value(s, "tpv_broker_api_requests_total", endpoint="/api/rank", outcome="degraded") == 1
+    assert value(s, "tpv_broker_api_requests_total", endpoint="/api/rank", outcome="degraded", tenant="default") == 1
 
 
 def test_scrape_answers_when_redis_hangs(tmp_path) -> None:

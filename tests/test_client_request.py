@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from tpv_broker.api.schemas import DEST_ID_PATTERN, JOB_ID_PATTERN, TOOL_ID_PATTERN, RankRequest
-from tpv_broker.core.ids import TOOL_ID_MAX_CHARS
+from tpv_broker.ids import TOOL_ID_MAX_CHARS
 from tpv_broker_client import request as rq
 
 from .test_client_rank import Dest, Helpers, Job, Tool

@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.core.result import DegradedReason, RankResult
 from tpv_broker.errors import StoreError
+from tpv_broker.ids import DEFAULT_TENANT
 from tpv_broker.store.snapshots import SnapshotStore
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -42,6 +43,8 @@ DEGRADED_REASONS = tuple(code.value for code in DegradedReason)
 # Requests that match no route share one label, so random paths cannot
 # grow the number of series.
 UNMATCHED = "other"
+# The tenant label of a request no token was accepted for (auth on).
+NO_TENANT = "none"
 _STATUS_OUTCOME = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                    405: "method_not_allowed", 413: "too_large", 429: "too_many_requests", 503: "unavailable"}
 
@@ -113,8 +116,10 @@ class ApiMetrics:
         # A registry per app (never the global one), so apps built in one
         # process (tests) do not collide.
         self.own = CollectorRegistry()
-        self.requests = Counter("tpv_broker_api_requests", "HTTP requests answered, by endpoint and outcome",
-                                ["endpoint", "outcome"], registry=self.own)
+        self.requests = Counter("tpv_broker_api_requests",
+                                "HTTP requests answered, by endpoint, outcome and tenant (the Galaxy its token "
+                                "belongs to; 'none': no token accepted)",
+                                ["endpoint", "outcome", "tenant"], registry=self.own)
         self.latency = Histogram("tpv_broker_api_request_duration_seconds",
                                  "Time from the start of handling to the answer being ready, by endpoint and outcome",
                                  ["endpoint", "outcome"], buckets=LATENCY_BUCKETS, registry=self.own)
@@ -124,10 +129,14 @@ class ApiMetrics:
         self.workers = Gauge("tpv_broker_api_workers", "API worker processes alive", registry=self.own,
                              multiprocess_mode="livesum")
         self.workers.set(1)
-        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        # Auth off: every request is the broker's own tenant's.
+        self.tenant_without_token = NO_TENANT if config.api.auth_configured else DEFAULT_TENANT
+        tenants = [DEFAULT_TENANT, *config.api.tenants] if config.api.auth_configured else [DEFAULT_TENANT]
         for endpoint in RANK_ENDPOINTS:
             for outcome in ("ok", "degraded", "bad_request"):
-                self.requests.labels(endpoint, outcome)
+                for tenant in tenants:
+                    self.requests.labels(endpoint, outcome, tenant)
         for reason in DEGRADED_REASONS:
             self.degraded.labels(reason)
         if self.multiprocess_dir:
@@ -137,14 +146,15 @@ class ApiMetrics:
             self.scraped = self.own
         self.scraped.register(SnapshotFigures(store, config, clock))
 
-    def observe(self, endpoint: str, status: int, degraded_reason: str | None, seconds: float | None) -> None:
+    def observe(self, endpoint: str, status: int, degraded_reason: str | None, seconds: float | None,
+                tenant: str | None = None) -> None:
         outcome = outcome_of(status, degraded_reason is not None)
-        key = (endpoint, outcome)
+        key = (endpoint, outcome, tenant or self.tenant_without_token)
         children = self._children.get(key)
         if children is None:
             # labels() takes a lock and builds a key each time: on the rank
             # path the children are looked up once.
-            children = self._children[key] = (self.requests.labels(*key), self.latency.labels(*key))
+            children = self._children[key] = (self.requests.labels(*key), self.latency.labels(*key[:2]))
         children[0].inc()
         if seconds is not None:
             children[1].observe(seconds)
@@ -169,7 +179,8 @@ def init_metrics(app: Flask, store: SnapshotStore, config: BrokerConfig, clock: 
         if endpoint != "/metrics":
             started = g.get("tpv_started")
             seconds = time.perf_counter() - started if started is not None else None
-            metrics.observe(endpoint, response.status_code, g.get("tpv_degraded_reason"), seconds)
+            metrics.observe(endpoint, response.status_code, g.get("tpv_degraded_reason"), seconds,
+                            g.get("tpv_tenant"))
         return response
 
     # First, so that the time includes whatever other hooks (auth) do.

@@ -10,7 +10,6 @@ from collections.abc import Callable, Mapping, Sequence
 from tpv_broker.config.settings import BrokerConfig, ScoringSettings
 from tpv_broker.core.charges import Charge
 from tpv_broker.core.columns import DestinationColumns
-from tpv_broker.core.ids import DEFAULT_TENANT
 from tpv_broker.core.inputs import Candidate, Candidates, DatasetInput, JobFacts
 from tpv_broker.core.models import RankView
 from tpv_broker.core.ranking import rank, tpv_order
@@ -18,6 +17,7 @@ from tpv_broker.core.result import DegradedReason, RankResult
 from tpv_broker.core.scoring import ScoringModel
 from tpv_broker.core.tool_ids import stats_field, tool_id_forms
 from tpv_broker.errors import StoreError
+from tpv_broker.ids import DEFAULT_TENANT
 from tpv_broker.logging_setup import event
 from tpv_broker.store.charge_writer import ChargeWriter
 from tpv_broker.store.snapshots import SnapshotStore
@@ -72,7 +72,8 @@ class RankService:
             view = self.store.read_for_rank(fields, charges)
         except StoreError as e:
             # Galaxy must keep dispatching: answer TPV's own order, and say so.
-            log.warning("answering in TPV order: %s", e, extra=event("rank_degraded", reason="redis_unavailable"))
+            log.warning("answering in TPV order: %s", e,
+                        extra=event("rank_degraded", reason="redis_unavailable", tenant=tenant))
             return tpv_order(cands, DegradedReason.REDIS_UNAVAILABLE, "Redis unavailable",
                              "TPV order: Redis unavailable")
         view.columns = self._columns(view)

@@ -17,6 +17,7 @@ from tpv_broker.core.result import RankResult
 from tpv_broker.errors import StoreError
 from tpv_broker.logging_setup import event
 
+from .auth import request_tenant
 from .metrics import note_rank_result
 from .schemas import ProcessDataRequest, RankRequest, describe_errors
 from .state import get_state
@@ -91,9 +92,10 @@ def _rank(req: RankRequest) -> tuple[RankResult, Callable[[], object]]:
     ranker = state.ranker
     datasets = ranker.datasets([(d.object_store_id, d.size) for d in req.datasets], req.store_locations())
     job = req.job.facts()
-    result = ranker.rank(req.candidates(), job, datasets, charge=False)
+    tenant = request_tenant()
+    result = ranker.rank(req.candidates(), job, datasets, charge=False, tenant=tenant)
     note_rank_result(result)
-    return result, lambda: ranker.charge_first(result, job)
+    return result, lambda: ranker.charge_first(result, job, tenant=tenant)
 
 
 def _then(response: Response, after: Callable[[], object]) -> Response:

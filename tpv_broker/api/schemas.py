@@ -10,7 +10,8 @@ from typing import Annotated, Any, NotRequired
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator, with_config
 from typing_extensions import TypedDict
 
-from tpv_broker.core.ids import (
+from tpv_broker.core.inputs import Candidates, JobFacts
+from tpv_broker.ids import (
     DEST_ID_PATTERN,
     DEST_ID_RULE,
     JOB_ID_PATTERN,
@@ -19,7 +20,6 @@ from tpv_broker.core.ids import (
     TOOL_ID_PATTERN,
     TOOL_ID_RULE,
 )
-from tpv_broker.core.inputs import Candidates, JobFacts
 
 __all__ = [
     "DEST_ID_PATTERN",

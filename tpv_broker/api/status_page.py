@@ -10,8 +10,8 @@ import time
 
 from flask import Blueprint, Response, current_app, make_response, render_template
 
-from tpv_broker.core.ids import DEFAULT_TENANT
 from tpv_broker.errors import StoreError
+from tpv_broker.ids import DEFAULT_TENANT
 
 from .state import get_state
 from .status_view import build_status

@@ -29,6 +29,7 @@ from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url
 from tpv_broker.config.terms import DEFAULT_TERMS, check_terms
 from tpv_broker.config.urls import redact_url, url_password
 from tpv_broker.errors import ConfigError
+from tpv_broker.ids import DEFAULT_TENANT, check_tenant_id
 
 ENV_PREFIX = "TPV_BROKER_"
 CONFIG_ENV = "TPV_BROKER_CONFIG"
@@ -172,6 +173,36 @@ class CollectorSettings(_Section):
     backoff_max_s: float = Field(60.0, gt=0, le=3600)
 
 
+def _token_shapes(tokens: list[SecretStr]) -> list[SecretStr]:
+    # Never echo a token: the message names its position only.
+    problems = [f"token #{i + 1} {p}" for i, t in enumerate(tokens) if (p := token_problem(t.get_secret_value()))]
+    if problems:
+        raise ValueError("; ".join(problems))
+    return tokens
+
+
+def _empty_is_none(value: Any) -> Any:
+    # TPV_BROKER_API_AUTH_TOKENS_FILE= (set but empty, as compose files do) means no file.
+    return None if value == "" else value
+
+
+class TenantSettings(_Section):
+    """One Galaxy server on a shared broker: the tokens its requests carry
+    (inline and/or a file, one per line, re-read when workers start)."""
+
+    auth_tokens: list[SecretStr] = Field(default_factory=list)
+    auth_tokens_file: Path | None = None
+
+    _token_shape = field_validator("auth_tokens")(_token_shapes)
+    _no_empty_file = field_validator("auth_tokens_file", mode="before")(_empty_is_none)
+
+    @model_validator(mode="after")
+    def _has_tokens(self) -> TenantSettings:
+        if not self.auth_tokens and self.auth_tokens_file is None:
+            raise ValueError("a tenant needs auth_tokens or auth_tokens_file: its token says who is asking")
+        return self
+
+
 class ApiSettings(_Section):
     bind: str = "127.0.0.1:8000"
     workers: int = Field(2, ge=1, le=64)
@@ -202,21 +233,22 @@ class ApiSettings(_Section):
     auth_tokens_file: Path | None = None
     # Routes that need a token when auth is on. /health never does.
     auth_protected: list[str] = Field(default_factory=lambda: ["/api/rank", "/process_data"])
+    # Several Galaxy servers on one broker: name -> its tokens. A request's
+    # tenant is the one its token belongs to (the tokens above: the
+    # broker's own, tenant "default"); job ids are per tenant.
+    tenants: dict[str, TenantSettings] = Field(default_factory=dict)
 
-    @field_validator("auth_tokens")
-    @classmethod
-    def _token_shape(cls, tokens: list[SecretStr]) -> list[SecretStr]:
-        # Never echo a token: the message names its position only.
-        problems = [f"token #{i + 1} {p}" for i, t in enumerate(tokens) if (p := token_problem(t.get_secret_value()))]
-        if problems:
-            raise ValueError("; ".join(problems))
-        return tokens
+    _token_shape = field_validator("auth_tokens")(_token_shapes)
+    _no_empty_file = field_validator("auth_tokens_file", mode="before")(_empty_is_none)
 
-    @field_validator("auth_tokens_file", mode="before")
+    @field_validator("tenants")
     @classmethod
-    def _empty_is_none(cls, value: Any) -> Any:
-        # TPV_BROKER_API_AUTH_TOKENS_FILE= (set but empty, as compose files do) means no file.
-        return None if value == "" else value
+    def _tenant_names(cls, tenants: dict[str, TenantSettings]) -> dict[str, TenantSettings]:
+        for name in tenants:
+            if name == DEFAULT_TENANT:
+                raise ValueError(f"{name!r} is the broker's own tenant (api.auth_tokens): name yours otherwise")
+            check_tenant_id(name)
+        return tenants
 
     @field_validator("auth_protected")
     @classmethod
@@ -230,7 +262,7 @@ class ApiSettings(_Section):
 
     @property
     def auth_configured(self) -> bool:
-        return bool(self.auth_tokens) or self.auth_tokens_file is not None
+        return bool(self.auth_tokens) or self.auth_tokens_file is not None or bool(self.tenants)
 
 
 class LoggingSettings(_Section):

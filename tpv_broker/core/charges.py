@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tpv_broker.core.ids import DEFAULT_TENANT
+from tpv_broker.ids import DEFAULT_TENANT
 
 
 @dataclass(frozen=True)

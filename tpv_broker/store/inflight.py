@@ -31,8 +31,8 @@ from typing import Any, cast
 import redis
 
 from tpv_broker.core.charges import Charge, ChargeLoad, ChargeState
-from tpv_broker.core.ids import DEFAULT_TENANT
 from tpv_broker.errors import StoreError
+from tpv_broker.ids import DEFAULT_TENANT
 from tpv_broker.store.keys import KeySchema
 
 # KEYS[1]: the charges zset; KEYS[2]: the load hash; KEYS[3]: the reflected

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tpv_broker.core.ids import check_job_id, check_tenant_id
+from tpv_broker.ids import check_job_id, check_tenant_id
 
 SCHEMA_VERSION = 1
 # A collector that dies between writing and swapping leaves staging keys

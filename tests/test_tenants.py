@@ -1,0 +1,134 @@
+"""Several Galaxy servers on one broker (``api.tenants``), through the API on
+a real redis-server: the token says which Galaxy asks, job ids are per
+Galaxy while every Galaxy's charges count for all, and requests are
+counted per tenant. Config that could mix tenants up stops start-up."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from tpv_broker.api import auth, create_app
+from tpv_broker.config.settings import load_config
+from tpv_broker.core.charges import Charge
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.errors import ConfigError
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.store.snapshots import SnapshotStore
+
+from .test_api_metrics import scrape, value
+
+NOW = 1_700_000_000.0
+PREFIX = "tenants"
+EU, FR, OWN = "eu-token-0123456789abcdef", "fr-token-0123456789abcdef", "own-token-0123456789abcdef"
+
+
+def _write(path: Path, *tokens: str) -> Path:
+    path.write_text("".join(f"{t}\n" for t in tokens))
+    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    return path
+
+
+def _config_yaml(tmp_path: Path, tenants: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"redis:\n  key_prefix: {PREFIX}\napi:\n  max_snapshot_age_s: 1000000\n"
+                    f"  auth_tokens: [{OWN}]\n  tenants:\n{tenants}")
+    return path
+
+
+@pytest.fixture
+def api(redis_client: redis.Redis, tmp_path: Path) -> FlaskClient:
+    fr_file = _write(tmp_path / "fr-tokens", FR)
+    config = load_config(_config_yaml(tmp_path, f"    usegalaxy-eu: {{auth_tokens: [{EU}]}}\n"
+                                                f"    usegalaxy-fr: {{auth_tokens_file: {fr_file}}}\n"), environ={})
+    store = SnapshotStore(redis_client, KeySchema(PREFIX))
+    figures = {d: DestinationFigures(id=d, status="online", queued=0, running=2, cpus_total=16, cpus_free=8,
+                                     mem_total_gb=64, mem_free_gb=32, median_queue_s=q, live_at=NOW,
+                                     sources={"queue_by_destination": NOW}) for d, q in (("a", 10), ("b", 60))}
+    store.publish(Snapshot(meta=SnapshotMeta(created_at=NOW, destinations=2), destinations=figures),
+                  charges=store.inflight(config.inflight))
+    return create_app(config, store=store, clock=lambda: NOW + 1).test_client()
+
+
+def _rank(api: FlaskClient, token: str, job_id: int, cores: int = 4) -> tuple[int, list[str]]:
+    resp = api.post("/api/rank", headers={"Authorization": f"Bearer {token}"},
+                    json={"job": {"tool_id": "bwa", "cores": cores, "mem": 8, "id": job_id},
+                          "destinations": [{"id": "a"}, {"id": "b"}]})
+    body = resp.get_json()  # the charge is written once the answer is read
+    return resp.status_code, body.get("destinations", [])
+
+
+def _charges(client: redis.Redis) -> list[Charge]:
+    return [c for m in client.zrange(f"{PREFIX}:inflight", 0, -1) if (c := Charge.from_member(m)) is not None]
+
+
+def test_job_ids_are_per_tenant_and_charges_count_for_all(api: FlaskClient, redis_client: redis.Redis) -> None:
+    # a has 8 free cores: job 4711 of each Galaxy takes 4 of them
+    assert _rank(api, EU, 4711) == (200, ["a", "b"])
+    assert _rank(api, FR, 4711) == (200, ["a", "b"])
+    assert sorted((c.tenant, c.job_id) for c in _charges(redis_client)) == [
+        ("usegalaxy-eu", "4711"), ("usegalaxy-fr", "4711")]
+    job_keys = [f"{PREFIX}:inflight:job:{tenant}:4711" for tenant in ("usegalaxy-eu", "usegalaxy-fr")]
+    assert redis_client.exists(*job_keys) == 2
+    # ranked again, each moves its own charge and does not see it: a's 4 cores left are its own
+    assert _rank(api, EU, 4711) == (200, ["a", "b"])
+    assert len(_charges(redis_client)) == 2
+    # ... but a third Galaxy's job (the broker's own) sees both: a is full, b wins
+    assert _rank(api, OWN, 4711) == (200, ["b", "a"])
+    assert sorted(c.tenant for c in _charges(redis_client)) == ["default", "usegalaxy-eu", "usegalaxy-fr"]
+
+
+def test_requests_are_counted_per_tenant(api: FlaskClient) -> None:
+    _rank(api, EU, 1)
+    _rank(api, EU, 2)
+    _rank(api, FR, 3)
+    assert _rank(api, "wrong-token-0123456789abcdef", 4)[0] == 401
+    s = scrape(api)
+    for tenant, n in (("usegalaxy-eu", 2), ("usegalaxy-fr", 1), ("default", 0)):
+        assert value(s, "tpv_broker_api_requests_total", endpoint="/api/rank", outcome="ok", tenant=tenant) == n
+    assert value(s, "tpv_broker_api_requests_total", endpoint="/api/rank", outcome="unauthorized",
+                 tenant="none") == 1
+
+
+def test_one_token_for_two_tenants_stops_start_up(tmp_path: Path) -> None:
+    fr_file = _write(tmp_path / "fr-tokens", EU)
+    config = load_config(_config_yaml(tmp_path, f"    usegalaxy-eu: {{auth_tokens: [{EU}]}}\n"
+                                                f"    usegalaxy-fr: {{auth_tokens_file: {fr_file}}}\n"), environ={})
+    with pytest.raises(ConfigError) as info:
+        auth.load_tokens(config.api)
+    assert str(info.value) == ("api.tenants.usegalaxy-fr: a token of tenant 'usegalaxy-fr' is also one of tenant "
+                               "'usegalaxy-eu': a token must say which Galaxy is asking")
+    assert EU not in str(info.value)
+
+
+@pytest.mark.parametrize(("tenants", "problem"), [
+    ("    default: {auth_tokens: [" + EU + "]}\n", "api.tenants: 'default' is the broker's own tenant"),
+    ("    'usegalaxy eu': {auth_tokens: [" + EU + "]}\n", "api.tenants: not a valid tenant id"),
+    ("    usegalaxy-eu: {}\n", "api.tenants.usegalaxy-eu: a tenant needs auth_tokens or auth_tokens_file"),
+    ("    usegalaxy-eu: {auth_tokens: [short]}\n", "api.tenants.usegalaxy-eu.auth_tokens: token #1 is too short"),
+])
+def test_tenant_settings_are_checked(tmp_path: Path, tenants: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match="invalid configuration") as info:
+        load_config(_config_yaml(tmp_path, tenants), environ={})
+    assert problem in str(info.value)
+    assert EU not in str(info.value) and "short" not in str(info.value).split("too short")[0]
+
+
+def test_start_up_names_the_tenants_and_warns_of_a_readable_tokens_file(tmp_path: Path) -> None:
+    fr_file = _write(tmp_path / "fr-tokens", FR)
+    config = load_config(_config_yaml(tmp_path, f"    usegalaxy-eu: {{auth_tokens: [{EU}]}}\n"
+                                                f"    usegalaxy-fr: {{auth_tokens_file: {fr_file}}}\n"), environ={})
+    line = auth.describe(config.api, auth.load_tokens(config.api))
+    assert line == (f"API auth on for /api/rank, /process_data: 3 token(s) (1 from api.auth_tokens, "
+                    f"1 from api.tenants.usegalaxy-eu.auth_tokens, 1 from {fr_file}); "
+                    f"tenants: default, usegalaxy-eu, usegalaxy-fr")
+    assert auth.file_warning(config.api) is None
+    os.chmod(fr_file, 0o644)
+    warning = auth.file_warning(config.api)
+    assert warning is not None and warning.startswith(
+        f"api.tenants.usegalaxy-fr.auth_tokens_file {fr_file} is readable by every user (mode 644)")
