@@ -227,6 +227,9 @@ def _closed_port_url() -> str:
         (fb.trickle(headers_too=True), "budget"),
         (fb.status(500), "HTTP 500"),
         (fb.status(400, b'{"error": "invalid request"}'), "HTTP 400"),
+        # a Galaxy over its rate limit on a shared broker: like any failure
+        (fb.status(429, b'{"error": "Too Many Requests", "message": "tenant: eu is over its rate limit"}'),
+         "HTTP 429"),
         (fb.status(302, b""), "HTTP 302"),
         (fb.garbage(), "not JSON"),
         (fb.garbage(b"[1, 2]"), "not an object"),
@@ -237,7 +240,7 @@ def _closed_port_url() -> str:
         (fb.ranked(lambda got: [*got, "pulsar_elsewhere"]), "do not match"),
         (fb.ranked(lambda got: [got[0], got[0]]), "do not match"),
     ],
-    ids=["hung", "trickling-body", "trickling-headers", "500", "400", "redirect", "html", "json-list",
+    ids=["hung", "trickling-body", "trickling-headers", "500", "400", "429", "redirect", "html", "json-list",
          "ids-not-list", "no-degraded-flag", "huge", "degraded", "foreign-id", "duplicate-id"],
 )
 def test_a_broker_that_gives_no_usable_answer_costs_tpv_order_and_one_warning(

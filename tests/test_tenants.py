@@ -5,22 +5,29 @@ counted per tenant. Config that could mix tenants up stops start-up."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import stat
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import redis
+import requests
 from flask.testing import FlaskClient
 
 from tpv_broker.api import auth, create_app
 from tpv_broker.config.settings import load_config
 from tpv_broker.core.charges import Charge
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.devtools.servers import free_port
 from tpv_broker.errors import ConfigError
 from tpv_broker.store.keys import KeySchema
-from tpv_broker.store.snapshots import SnapshotStore
+from tpv_broker.store.rate_limit import Limit, RateLimiter
+from tpv_broker.store.snapshots import SnapshotStore, connect_redis
 
+from .processes import CLI, clean_env, stop, wait_until_serving
 from .test_api_metrics import scrape, value
 
 NOW = 1_700_000_000.0
@@ -132,3 +139,112 @@ def test_start_up_names_the_tenants_and_warns_of_a_readable_tokens_file(tmp_path
     warning = auth.file_warning(config.api)
     assert warning is not None and warning.startswith(
         f"api.tenants.usegalaxy-fr.auth_tokens_file {fr_file} is readable by every user (mode 644)")
+
+
+# -- fair use: per-tenant rate limits --------------------------------------------------------------
+def test_a_token_bucket_shared_by_workers(redis_client: redis.Redis) -> None:
+    """2 requests a second, 3 at once: two limiters (two workers) on one
+    Redis share the bucket; it refills at the rate."""
+    limits = {"eu": Limit(2.0, 3)}
+    workers = [RateLimiter(redis_client, KeySchema("rl"), limits) for _ in range(2)]
+    # the burst: 3 admitted, whichever worker asks; the 4th waits half a second (the interval)
+    assert [workers[k % 2].wait_s("eu", NOW) for k in range(3)] == [None, None, None]
+    assert workers[1].wait_s("eu", NOW) == pytest.approx(0.5)
+    assert workers[0].wait_s("eu", NOW + 0.25) == pytest.approx(0.25)
+    # a refused request does not count: half a second later exactly one more goes through
+    assert workers[0].wait_s("eu", NOW + 0.5) is None
+    assert workers[1].wait_s("eu", NOW + 0.5) == pytest.approx(0.5)
+    # idle long enough, the whole burst again; a tenant without a limit is never held
+    assert [workers[0].wait_s("eu", NOW + 10) for _ in range(3)] == [None, None, None]
+    assert all(workers[0].wait_s("fr", NOW) is None for _ in range(100))
+    assert redis_client.exists("rl:ratelimit:fr") == 0
+    assert 0 < redis_client.pttl("rl:ratelimit:eu") <= 2500
+
+
+def test_redis_trouble_lets_requests_through(caplog: pytest.LogCaptureFixture) -> None:
+    # The API's own client (its timeouts and retry policy), on a port nobody listens on.
+    dead = connect_redis(f"redis://127.0.0.1:{free_port()}/0", 0.2)
+    limiter = RateLimiter(dead, KeySchema("rl"), {"eu": Limit(1.0, 1)})
+    assert [limiter.wait_s("eu", NOW) for _ in range(3)] == [None, None, None]
+    assert sum("rate limits not applied while Redis fails" in r.message for r in caplog.records) == 1
+
+
+@pytest.fixture
+def limited_api(redis_client: redis.Redis, tmp_path: Path) -> FlaskClient:
+    config = load_config(_config_yaml(tmp_path, f"    usegalaxy-eu: {{auth_tokens: [{EU}], rate_per_s: 1, burst: 2}}\n"
+                                                f"    usegalaxy-fr: {{auth_tokens: [{FR}]}}\n"), environ={})
+    store = SnapshotStore(redis_client, KeySchema(PREFIX))
+    figures = {d: DestinationFigures(id=d, status="online", queued=0, running=2, cpus_total=16, cpus_free=8,
+                                     mem_free_gb=32, live_at=NOW, sources={"queue_by_destination": NOW})
+               for d in ("a", "b")}
+    store.publish(Snapshot(meta=SnapshotMeta(created_at=NOW, destinations=2), destinations=figures))
+    return create_app(config, store=store, clock=lambda: NOW + 1).test_client()
+
+
+def test_over_its_limit_a_tenant_gets_429_and_others_do_not(limited_api: FlaskClient,
+                                                           redis_client: redis.Redis) -> None:
+    assert [_rank(limited_api, EU, k)[0] for k in range(2)] == [200, 200]
+    charged = len(_charges(redis_client))
+    resp = limited_api.post("/api/rank", headers={"Authorization": f"Bearer {EU}"},
+                            json={"job": {"tool_id": "bwa", "id": 99}, "destinations": [{"id": "a"}]})
+    assert resp.status_code == 429
+    assert resp.headers["Retry-After"] == "1"
+    assert resp.get_json()["errors"] == [{
+        "field": "tenant",
+        "problem": "usegalaxy-eu is over its rate limit (1 requests/s, burst 2): retry in 1.000 s"}]
+    # refused before any work: nothing charged; the legacy endpoint is limited alike
+    assert len(_charges(redis_client)) == charged
+    legacy = limited_api.post("/process_data", headers={"Authorization": f"Bearer {EU}"},
+                              json={"job_info": {"tool_id": "bwa"}, "destinations": [{"id": "a"}]})
+    assert legacy.status_code == 429
+    # another Galaxy is not held
+    assert [_rank(limited_api, FR, k)[0] for k in range(5)] == [200] * 5
+    s = scrape(limited_api)
+    assert value(s, "tpv_broker_api_requests_total", endpoint="/api/rank", outcome="too_many_requests",
+                 tenant="usegalaxy-eu") == 1
+
+
+def test_under_load_one_galaxy_over_its_limit_does_not_hold_the_others(redis_url: str, redis_client: redis.Redis,
+                                                                       tmp_path: Path) -> None:
+    """gunicorn, two workers: usegalaxy-eu floods with 6 threads at 20
+    requests/s allowed (burst 5), usegalaxy-fr sends its jobs meanwhile.
+    fr gets every answer; eu gets 429s past its rate, never a 5xx, and no
+    more answers than the bucket allows, across both workers."""
+    store = SnapshotStore(redis_client, KeySchema(PREFIX))
+    now = time.time()
+    figures = {d: DestinationFigures(id=d, status="online", queued=0, running=2, cpus_total=16, cpus_free=8,
+                                     mem_free_gb=32, live_at=now, sources={"queue_by_destination": now})
+               for d in ("a", "b")}
+    store.publish(Snapshot(meta=SnapshotMeta(created_at=now, destinations=2), destinations=figures))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"redis:\n  url: {redis_url}\n  key_prefix: {PREFIX}\napi:\n  tenants:\n"
+                      f"    usegalaxy-eu: {{auth_tokens: [{EU}], rate_per_s: 20, burst: 5}}\n"
+                      f"    usegalaxy-fr: {{auth_tokens: [{FR}]}}\n")
+    port = free_port()
+    with open(tmp_path / "err.log", "w") as err:
+        proc = subprocess.Popen([*CLI, "--config", str(config), "serve", "--bind", f"127.0.0.1:{port}",
+                                 "--workers", "2"], env=clean_env(), stdout=subprocess.DEVNULL, stderr=err)
+    base = f"http://127.0.0.1:{port}"
+
+    def post(token: str) -> int:
+        body = {"job": {"tool_id": "bwa", "cores": 1}, "destinations": [{"id": "a"}, {"id": "b"}]}
+        return requests.post(f"{base}/api/rank", json=body, headers={"Authorization": f"Bearer {token}"},
+                             timeout=5).status_code
+
+    try:
+        wait_until_serving(proc, base, tmp_path / "err.log")
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(7) as pool:
+            flood = [pool.submit(post, EU) for _ in range(300)]
+            fr = []
+            for _ in range(20):
+                fr.append(post(FR))
+                time.sleep(0.02)
+            eu = [f.result() for f in flood]
+        elapsed = time.monotonic() - started
+    finally:
+        stop(proc)
+    assert fr == [200] * 20
+    assert set(eu) == {200, 429}
+    # the bucket, whichever worker answered: at most the burst plus the rate over the time taken
+    assert eu.count(200) <= 5 + 20 * elapsed + 1, (eu.count(200), elapsed)

@@ -13,6 +13,7 @@ from tpv_broker.api.rank_service import RankService
 from tpv_broker.api.state import ApiState
 from tpv_broker.config.settings import BrokerConfig, load_config
 from tpv_broker.logging_setup import event
+from tpv_broker.store.rate_limit import Limit, RateLimiter
 from tpv_broker.store.snapshots import SnapshotStore, store_from_config
 
 log = logging.getLogger("tpv_broker.api")
@@ -38,7 +39,9 @@ def create_app(
     # provider base class; the default provider Flask installs has sort_keys.
     app.json.sort_keys = False  # type: ignore[attr-defined]
     ranker = RankService(config, store, clock)
-    app.extensions["tpv_broker"] = ApiState(config, store, clock, ranker)
+    limits = {name: Limit(t.rate_per_s, t.burst_or_default) for name, t in config.api.tenants.items()
+              if t.rate_per_s is not None}
+    app.extensions["tpv_broker"] = ApiState(config, store, clock, ranker, RateLimiter(store.client, store.keys, limits))
 
     from .metrics import init_metrics
     from .openapi import bp as docs_bp
@@ -60,9 +63,12 @@ def create_app(
             404: "no such endpoint",
             405: "method not allowed on this endpoint",
         }.get(exc.code or 500, exc.description or exc.name)
-        field = "body" if exc.code == 413 else "url"
+        field = {413: "body", 429: "tenant"}.get(exc.code or 500, "url")
         body = {"error": exc.name, "message": f"{field}: {problem}", "errors": [{"field": field, "problem": problem}]}
-        return jsonify(body), exc.code or 500
+        response = jsonify(body)
+        # A 429's Retry-After: when the tenant may ask again.
+        response.headers.extend((k, v) for k, v in exc.get_headers() if k == "Retry-After")
+        return response, exc.code or 500
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

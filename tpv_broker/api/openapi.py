@@ -131,6 +131,16 @@ def _post(summary: str, description: str, request_schema: str, requests: dict[st
                                                                  "value": auth.refusal(auth.MISSING)}})},
             "413": _answer(f"Body over api.max_request_bytes ({config.api.max_request_bytes} bytes).",
                            "ErrorResponse", {"too_large": ex.answer_413(config.api.max_request_bytes)}),
+            "429": {"description": "The token's tenant is over its rate limit (api.tenants.<name>.rate_per_s); "
+                                   "nothing was ranked or charged.",
+                    "headers": {"Retry-After": {"description": "whole seconds until the tenant may ask again",
+                                                "schema": {"type": "integer"}}},
+                    "content": _json("ErrorResponse", {"over_limit": {"summary": "Over the rate limit", "value": {
+                        "error": "Too Many Requests",
+                        "message": "tenant: usegalaxy-eu is over its rate limit (50 requests/s, burst 200): "
+                                   "retry in 0.020 s",
+                        "errors": [{"field": "tenant", "problem": "usegalaxy-eu is over its rate limit "
+                                    "(50 requests/s, burst 200): retry in 0.020 s"}]}}})},
             "500": {"$ref": "#/components/responses/InternalError"},
         },
     }

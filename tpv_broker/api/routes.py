@@ -10,12 +10,13 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import RequestEntityTooLarge, TooManyRequests
 
 from tpv_broker.core.explain import answer
 from tpv_broker.core.result import RankResult
 from tpv_broker.errors import StoreError
 from tpv_broker.logging_setup import event
+from tpv_broker.store.rate_limit import retry_after
 
 from .auth import request_tenant
 from .metrics import note_rank_result
@@ -122,8 +123,20 @@ def _status(response: Response, result: RankResult) -> Response:
     return response
 
 
+def _admit() -> None:
+    """Refuse (429) a request over its tenant's rate limit, before any work."""
+    state = get_state(current_app)
+    tenant = request_tenant()
+    wait = state.limiter.wait_s(tenant, state.clock())
+    if wait is not None:
+        limit = state.limiter.limits[tenant]
+        raise TooManyRequests(f"{tenant} is over its rate limit ({limit.rate_per_s:g} requests/s, burst "
+                              f"{limit.burst}): retry in {wait:.3f} s", retry_after=int(retry_after(wait)))
+
+
 @bp.post("/api/rank")
 def rank_endpoint() -> Response:
+    _admit()
     req: RankRequest = _parse(RankRequest)
     explain = request.args.get("explain", "0").lower() in ("1", "true", "yes")
     result, charge = _rank(req)
@@ -134,6 +147,7 @@ def rank_endpoint() -> Response:
 def process_data() -> Response:
     """The prototype's endpoint, so existing TPV configs keep working. Unlike
     the prototype it never drops a candidate."""
+    _admit()
     legacy: ProcessDataRequest = _parse(ProcessDataRequest)
     result, charge = _rank(legacy.to_rank_request())
     return _then(_status(jsonify({"sorted_destinations": result.ids}), result), charge)

@@ -10,6 +10,7 @@ from flask import Flask
 
 from tpv_broker.api.rank_service import RankService
 from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.store.rate_limit import RateLimiter
 from tpv_broker.store.snapshots import SnapshotStore
 
 
@@ -19,6 +20,7 @@ class ApiState:
     store: SnapshotStore
     clock: Callable[[], float]
     ranker: RankService
+    limiter: RateLimiter
 
 
 def get_state(app: Flask) -> ApiState:

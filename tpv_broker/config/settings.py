@@ -4,6 +4,7 @@ environment overrides) and passed to whatever needs it."""
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -192,6 +193,11 @@ class TenantSettings(_Section):
 
     auth_tokens: list[SecretStr] = Field(default_factory=list)
     auth_tokens_file: Path | None = None
+    # Rank requests a second, on average over time, and how many may come
+    # at once (a token bucket shared by every API worker; over it: 429 with
+    # Retry-After). None: no limit.
+    rate_per_s: float | None = Field(None, gt=0)
+    burst: int | None = Field(None, ge=1)
 
     _token_shape = field_validator("auth_tokens")(_token_shapes)
     _no_empty_file = field_validator("auth_tokens_file", mode="before")(_empty_is_none)
@@ -200,7 +206,14 @@ class TenantSettings(_Section):
     def _has_tokens(self) -> TenantSettings:
         if not self.auth_tokens and self.auth_tokens_file is None:
             raise ValueError("a tenant needs auth_tokens or auth_tokens_file: its token says who is asking")
+        if self.burst is not None and self.rate_per_s is None:
+            raise ValueError("burst without rate_per_s limits nothing: set rate_per_s too")
         return self
+
+    @property
+    def burst_or_default(self) -> int:
+        """A second's worth of requests unless set."""
+        return self.burst if self.burst is not None else max(1, math.ceil(self.rate_per_s or 1))
 
 
 class ApiSettings(_Section):

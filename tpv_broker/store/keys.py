@@ -25,6 +25,8 @@ key                                type    value
                                            show every charge made before then
 ``<p>:inflight:job:<t>:<job id>``  string  the member charged for job <job id> of tenant <t>,
                                            so a job ranked again moves its charge
+``<p>:ratelimit:<tenant>``        string  epoch s: when the tenant's next request is due at its
+                                           rate (api.tenants.<t>.rate_per_s); expires when idle
 ``<p>:check:<token>``              string  written, read back and deleted by
                                            ``tpv-broker check-config``; expires in 10 s
 ``<p>:collector:lease``            string  the publishing collector's lease: "<instance id>/<nonce>"
@@ -78,6 +80,9 @@ class KeySchema:
         # already; checked again here so no other caller can build a key
         # with spaces, colons, glob characters or newlines in it.
         return f"{self.prefix}:inflight:job:{check_tenant_id(tenant)}:{check_job_id(job_id)}"
+
+    def rate_limit(self, tenant: str) -> str:
+        return f"{self.prefix}:ratelimit:{check_tenant_id(tenant)}"
 
     def check_probe(self, token: str) -> str:
         # check-config proves it may write under the prefix with this key.
