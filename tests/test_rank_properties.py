@@ -261,6 +261,22 @@ def test_request_rows_rank_as_candidate_objects(s: dict[str, Any], data: Any) ->
 
 
 @settings(max_examples=150, deadline=None)
+@given(scenario())
+def test_a_tenants_own_names_rank_as_the_snapshots(s: dict[str, Any]) -> None:
+    """A Galaxy that names every destination its own way (aliases) gets
+    the answer the snapshot's names get, in its names."""
+    model = model_of(ALL_TERMS)
+    theirs = Candidates.of(s["candidates"])
+    own = Candidates([f"own.{i}" for i in theirs.ids], theirs.tpv_scores, theirs.contexts).aliased(
+        {f"own.{i}": i for i in theirs.ids})
+    want, got = rank_scenario(s, model), rank_scenario(s, model, own)
+    assert got.ids == [f"own.{i}" for i in want.ids]
+    assert [(p.group, p.total, p.reason) for p in got.placements] == [
+        (p.group, p.total, p.reason) for p in want.placements]
+    assert (got.first_run_s, got.first_scored) == (want.first_run_s, want.first_scored)
+
+
+@settings(max_examples=150, deadline=None)
 @given(scenario(), st.data())
 def test_kept_columns_rank_as_columns_built_per_request(s: dict[str, Any], data: Any) -> None:
     """A worker builds a snapshot's columns once (``RankView.columns``) and

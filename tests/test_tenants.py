@@ -248,3 +248,47 @@ def test_under_load_one_galaxy_over_its_limit_does_not_hold_the_others(redis_url
     assert set(eu) == {200, 429}
     # the bucket, whichever worker answered: at most the burst plus the rate over the time taken
     assert eu.count(200) <= 5 + 20 * elapsed + 1, (eu.count(200), elapsed)
+
+
+# -- each Galaxy's own names for the network's endpoints ------------------------------------------
+def test_a_tenant_ranks_and_is_answered_in_its_own_names(redis_client: redis.Redis, tmp_path: Path) -> None:
+    config = load_config(_config_yaml(
+        tmp_path, f"    usegalaxy-eu: {{auth_tokens: [{EU}]}}\n"
+                  f"    usegalaxy-fr: {{auth_tokens: [{FR}], aliases: {{fr_a: a, fr_b: b, fr_gone: nowhere}}}}\n"),
+        environ={})
+    store = SnapshotStore(redis_client, KeySchema(PREFIX))
+    figures = {d: DestinationFigures(id=d, status="online", queued=0, running=2, cpus_total=16, cpus_free=8,
+                                     mem_total_gb=64, mem_free_gb=32, median_queue_s=q, live_at=NOW,
+                                     sources={"queue_by_destination": NOW}) for d, q in (("a", 10), ("b", 60))}
+    store.publish(Snapshot(meta=SnapshotMeta(created_at=NOW, destinations=2), destinations=figures))
+    api = create_app(config, store=store, clock=lambda: NOW + 1).test_client()
+
+    def rank(token: str, ids: list[str], job_id: int, explain: bool = False) -> dict:  # type: ignore[type-arg]
+        resp = api.post(f"/api/rank{'?explain=1' if explain else ''}", headers={"Authorization": f"Bearer {token}"},
+                        json={"job": {"tool_id": "bwa", "cores": 8, "mem": 8, "id": job_id},
+                              "destinations": [{"id": i} for i in ids]})
+        assert resp.status_code == 200
+        answer: dict = resp.get_json()  # type: ignore[type-arg]
+        return answer
+
+    # fr's names for a and b, in its own order: answered in its names, a (shorter queue) first
+    first = rank(FR, ["fr_gone", "fr_b", "fr_a"], 1, explain=True)
+    assert first["destinations"] == ["fr_a", "fr_b", "fr_gone"]
+    assert [e["id"] for e in first["explain"]] == ["fr_a", "fr_b", "fr_gone"]
+    assert first["explain"][2]["reason"] == "no metrics for this destination"
+    # charged under the network's name, so eu's next job sees a full: b first
+    assert [(c.destination, c.tenant) for c in _charges(redis_client)] == [("a", "usegalaxy-fr")]
+    assert rank(EU, ["a", "b"], 1)["destinations"] == ["b", "a"]
+    # fr's job ranked again does not see its own charge on a
+    assert rank(FR, ["fr_b", "fr_a"], 1)["destinations"] == ["fr_a", "fr_b"]
+    # an unaliased id means itself: "a" and "fr_b" each carry one charge (fr's job 1, eu's job 1)
+    reasons = {e["id"]: e["reason"] for e in rank(FR, ["a", "fr_b"], 2, explain=True)["explain"]}
+    assert sorted(reasons) == ["a", "fr_b"]
+    assert all(r.endswith("(1 placed here since its figures)") for r in reasons.values()), reasons
+
+
+def test_an_alias_that_is_no_destination_id_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_config_yaml(tmp_path, f"    usegalaxy-fr: {{auth_tokens: [{FR}], aliases: {{fr_a: 'a b'}}}}\n"),
+                    environ={})
+    assert "api.tenants.usegalaxy-fr.aliases.fr_a: not a valid destination id" in str(info.value)

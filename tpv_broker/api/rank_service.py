@@ -42,6 +42,8 @@ class RankService:
         self.inflight = store.inflight(config.inflight)
         self.charges = ChargeWriter(self.inflight) if self.inflight is not None else None
         self._kept_columns: tuple[float, DestinationColumns] | None = None
+        # Each tenant's names for the snapshot's destinations.
+        self.aliases = {name: t.aliases for name, t in config.api.tenants.items() if t.aliases}
 
     def datasets(
         self, datasets: Sequence[tuple[str, float]], request_locations: Mapping[str, tuple[float, float]]
@@ -66,8 +68,8 @@ class RankService:
         the Galaxy server the job belongs to."""
         fields = [stats_field(level, form) for level, form in tool_id_forms(job.tool_id)]
         now = self.clock()
-        cands = Candidates.of(candidates)
-        charges = (self.inflight.rank_read(cands.ids, tenant, job.id, now) if self.inflight is not None else None)
+        cands = Candidates.of(candidates).aliased(self.aliases.get(tenant, {}))
+        charges = (self.inflight.rank_read(cands.keys, tenant, job.id, now) if self.inflight is not None else None)
         try:
             view = self.store.read_for_rank(fields, charges)
         except StoreError as e:
@@ -98,11 +100,12 @@ class RankService:
                      tenant: str = DEFAULT_TENANT) -> str | None:
         """Charge the job to the destination ranked first (if in-flight
         accounting is on and it was ranked on live figures); the destination
-        charged, None if none was. Never raises for Redis trouble: the
-        answer stands either way."""
+        charged (as the snapshot names it), None if none was. Never raises
+        for Redis trouble: the answer stands either way."""
         first = result.first_scored_id
         if self.charges is None or first is None:
             return None
+        first = self.aliases.get(tenant, {}).get(first, first)
         charge = Charge(first, job.cores, job.mem, self.clock() if now is None else now, job.id, result.first_run_s,
                         tenant)
         # Logs its own trouble, once per outage.

@@ -30,7 +30,7 @@ from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url
 from tpv_broker.config.terms import DEFAULT_TERMS, check_terms
 from tpv_broker.config.urls import redact_url, url_password
 from tpv_broker.errors import ConfigError
-from tpv_broker.ids import DEFAULT_TENANT, check_tenant_id
+from tpv_broker.ids import DEFAULT_TENANT, check_destination_id, check_tenant_id
 
 ENV_PREFIX = "TPV_BROKER_"
 CONFIG_ENV = "TPV_BROKER_CONFIG"
@@ -198,9 +198,24 @@ class TenantSettings(_Section):
     # Retry-After). None: no limit.
     rate_per_s: float | None = Field(None, gt=0)
     burst: int | None = Field(None, ge=1)
+    # This Galaxy's destination ids -> the snapshot's (the network's) ids,
+    # where its TPV config names an endpoint otherwise; answers keep its own.
+    aliases: dict[str, str] = Field(default_factory=dict)
 
     _token_shape = field_validator("auth_tokens")(_token_shapes)
     _no_empty_file = field_validator("auth_tokens_file", mode="before")(_empty_is_none)
+
+    @field_validator("aliases")
+    @classmethod
+    def _alias_ids(cls, aliases: dict[str, str]) -> dict[str, str]:
+        for own, theirs in aliases.items():
+            # "x: ...: not a valid destination id" names the entry.
+            for which in (own, theirs):
+                try:
+                    check_destination_id(which)
+                except ValueError as e:
+                    raise ValueError(f"{own}: {e}") from None
+        return aliases
 
     @model_validator(mode="after")
     def _has_tokens(self) -> TenantSettings:

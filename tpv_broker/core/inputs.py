@@ -28,6 +28,22 @@ class Candidates:
     ids: list[str]
     tpv_scores: list[float | None]
     contexts: list[Any]
+    # Each candidate's id in the snapshot, when the asking Galaxy names
+    # destinations its own way (a tenant's aliases); None: the ids above.
+    # Answers keep the asker's ids.
+    snapshot_ids: list[str] | None = None
+
+    @property
+    def keys(self) -> list[str]:
+        """The ids to look the candidates up by in the snapshot and charges."""
+        return self.ids if self.snapshot_ids is None else self.snapshot_ids
+
+    def aliased(self, aliases: Mapping[str, str]) -> Candidates:
+        """These candidates, looked up by ``aliases`` (the asker's id ->
+        the snapshot's; an id without one means itself)."""
+        if not aliases:
+            return self
+        return Candidates(self.ids, self.tpv_scores, self.contexts, [aliases.get(i, i) for i in self.ids])
 
     @classmethod
     def of(cls, candidates: Sequence[Candidate] | Candidates) -> Candidates:

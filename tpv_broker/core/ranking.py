@@ -98,7 +98,7 @@ def rank(
     cols: DestinationColumns = view.columns if view.columns is not None else DestinationColumns.build(
         view.destinations)
     ids = cands.ids
-    rows = cols.rows(ids)
+    rows = cols.rows(cands.keys)
     group = cols.group[rows]
     group = np.where((group == _SCORED) & (now - cols.matrix[_LIVE_AT][rows] > model.max_metrics_age_s),
                      _STALE, group)
@@ -142,16 +142,18 @@ def _batch(cands: Candidates, positions: np.ndarray, rows: np.ndarray, cols: Des
     levels = [(level, stats_field(level, form)) for level, form in tool_id_forms(job.tool_id)]
     times = cols.tool_times(levels, view.tool_stats, model.defaults.queue_s, model.defaults.run_s)
     figures = cols.matrix[:, rows]  # a copy: the charges below change it
-    ids = [cands.ids[i] for i in positions.tolist()]
-    loads = [in_flight.get(dest_id) for dest_id in ids] if in_flight else []
+    chosen = positions.tolist()
+    ids = [cands.ids[i] for i in chosen]
+    # The snapshot's ids: the charges and config's coordinates are keyed by them.
+    keys = ids if cands.snapshot_ids is None else [cands.snapshot_ids[i] for i in chosen]
+    loads = [in_flight.get(dest_id) for dest_id in keys] if in_flight else []
     charges = {k: load for k, load in enumerate(loads) if load is not None}
     if charges:
         figures[_CPUS], figures[_MEM], figures[_QUEUED] = charged_columns(
             figures[_CPUS], figures[_MEM], figures[_QUEUED], figures[_RUNNING], figures[_CPUS_TOTAL], figures[_RUN],
             LoadColumns.of(loads), charge_by_work)
-    chosen = positions.tolist()
     if any(ds.location is not None for ds in datasets):
-        lat, lon = _coordinates([cands.contexts[i] for i in chosen], [locations.get(d) for d in ids])
+        lat, lon = _coordinates([cands.contexts[i] for i in chosen], [locations.get(d) for d in keys])
     else:  # data locality is neutral: no need to know where the candidates are
         lat = lon = np.full(len(ids), math.nan)
     tpv = np.array([cands.tpv_scores[i] for i in chosen], dtype=np.float64)
