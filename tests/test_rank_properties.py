@@ -267,8 +267,8 @@ def test_a_tenants_own_names_rank_as_the_snapshots(s: dict[str, Any]) -> None:
     the answer the snapshot's names get, in its names."""
     model = model_of(ALL_TERMS)
     theirs = Candidates.of(s["candidates"])
-    own = Candidates([f"own.{i}" for i in theirs.ids], theirs.tpv_scores, theirs.contexts).aliased(
-        {f"own.{i}": i for i in theirs.ids})
+    own = Candidates([f"own.{i}" for i in theirs.ids], theirs.tpv_scores, theirs.contexts).as_seen_by(
+        {f"own.{i}": i for i in theirs.ids}, ())
     want, got = rank_scenario(s, model), rank_scenario(s, model, own)
     assert got.ids == [f"own.{i}" for i in want.ids]
     assert [(p.group, p.total, p.reason) for p in got.placements] == [

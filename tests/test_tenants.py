@@ -292,3 +292,83 @@ def test_an_alias_that_is_no_destination_id_is_refused(tmp_path: Path) -> None:
         load_config(_config_yaml(tmp_path, f"    usegalaxy-fr: {{auth_tokens: [{FR}], aliases: {{fr_a: 'a b'}}}}\n"),
                     environ={})
     assert "api.tenants.usegalaxy-fr.aliases.fr_a: not a valid destination id" in str(info.value)
+
+
+# -- private endpoints -----------------------------------------------------------------------------
+# Figures no other destination has: if one shows up in an answer, it leaked.
+PRIVATE = {"eu_cluster": (7771, 7772, 7773), "fr_box": (8881, 8882, 8883)}
+
+
+def _private_api(redis_client: redis.Redis, tmp_path: Path, status_protected: bool) -> FlaskClient:
+    protected = "  auth_protected: [/api/rank, /process_data, /]\n" if status_protected else ""
+    config = load_config(_config_yaml(
+        tmp_path, f"    usegalaxy-eu: {{auth_tokens: [{EU}], private: [eu_cluster]}}\n"
+                  f"    usegalaxy-fr: {{auth_tokens: [{FR}], private: [fr_box], aliases: {{my_eu: eu_cluster}}}}\n"
+                  + protected), environ={})
+    store = SnapshotStore(redis_client, KeySchema(PREFIX))
+    figures = {"a": DestinationFigures(id="a", status="online", queued=1, running=2, cpus_total=16, cpus_free=2,
+                                       mem_free_gb=32, live_at=NOW, sources={"queue_by_destination": NOW})}
+    for d, (total, free, queued) in PRIVATE.items():
+        figures[d] = DestinationFigures(id=d, status="online", queued=queued, running=5, cpus_total=total,
+                                        cpus_free=free, mem_free_gb=9999, live_at=NOW,
+                                        sources={"queue_by_destination": NOW})
+    store.publish(Snapshot(meta=SnapshotMeta(created_at=NOW, destinations=3), destinations=figures))
+    return create_app(config, store=store, clock=lambda: NOW + 1).test_client()
+
+
+def _leaks(text: str, endpoint: str) -> bool:
+    return any(str(v) in text for v in PRIVATE[endpoint])
+
+
+def test_no_tenant_sees_another_tenants_private_endpoint(redis_client: redis.Redis, tmp_path: Path) -> None:
+    api = _private_api(redis_client, tmp_path, status_protected=True)
+    ids = ["a", "eu_cluster", "fr_box", "my_eu", "nowhere"]
+    for token, tenant, own in ((EU, "usegalaxy-eu", "eu_cluster"), (FR, "usegalaxy-fr", "fr_box"),
+                               (OWN, "default", None)):
+        headers = {"Authorization": f"Bearer {token}"}
+        for job_id, dest in enumerate(ids):
+            resp = api.post("/api/rank?explain=1", headers=headers,
+                            json={"job": {"tool_id": "bwa", "cores": 1, "id": job_id},
+                                  "destinations": [{"id": d} for d in dict.fromkeys([dest, "a"])]})
+            assert resp.status_code == 200
+            text = resp.get_data(as_text=True)
+            explained = {e["id"]: e for e in resp.get_json()["explain"]}
+            for endpoint in PRIVATE:
+                # the operators (default) see everything; a tenant its own only
+                seen = tenant == "default" or endpoint == own
+                if not seen:
+                    assert not _leaks(text, endpoint), (tenant, dest, text)
+            if dest in PRIVATE and tenant != "default" and dest != own:
+                assert explained[dest]["reason"] == "no metrics for this destination"
+                assert "score" not in explained[dest] and explained[dest]["group"] == "no_metrics"
+        page = api.get("/", headers=headers).get_data(as_text=True)
+        for endpoint in PRIVATE:
+            visible = tenant == "default" or endpoint == own
+            assert (endpoint in page) is visible, (tenant, endpoint)
+            assert _leaks(page, endpoint) is visible, (tenant, endpoint)
+    # fr's alias to eu's private endpoint does not open it
+    fr = api.post("/api/rank?explain=1", headers={"Authorization": f"Bearer {FR}"},
+                  json={"job": {"tool_id": "bwa"}, "destinations": [{"id": "my_eu"}, {"id": "a"}]}).get_json()
+    assert fr["destinations"] == ["a", "my_eu"]
+    # /metrics carries no destination's figures at all
+    metrics = api.get("/metrics").get_data(as_text=True)
+    assert not any(_leaks(metrics, e) or e in metrics for e in PRIVATE)
+    # nothing was charged to a private endpoint by another tenant
+    for c in _charges(redis_client):
+        assert c.destination not in PRIVATE or (PRIVATE and (c.tenant, c.destination) in {
+            ("usegalaxy-eu", "eu_cluster"), ("usegalaxy-fr", "fr_box"), ("default", "eu_cluster"),
+            ("default", "fr_box")}), c
+
+
+def test_a_status_page_without_a_token_shows_shared_endpoints_only(redis_client: redis.Redis,
+                                                                  tmp_path: Path) -> None:
+    page = _private_api(redis_client, tmp_path, status_protected=False).get("/").get_data(as_text=True)
+    assert ">a<" in page or "a</" in page
+    assert not any(e in page or _leaks(page, e) for e in PRIVATE)
+
+
+def test_an_endpoint_has_one_owner(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_config_yaml(tmp_path, f"    usegalaxy-eu: {{auth_tokens: [{EU}], private: [x]}}\n"
+                                           f"    usegalaxy-fr: {{auth_tokens: [{FR}], private: [x]}}\n"), environ={})
+    assert "'x' is private to both 'usegalaxy-eu' and 'usegalaxy-fr': an endpoint has one owner" in str(info.value)

@@ -42,8 +42,10 @@ class RankService:
         self.inflight = store.inflight(config.inflight)
         self.charges = ChargeWriter(self.inflight) if self.inflight is not None else None
         self._kept_columns: tuple[float, DestinationColumns] | None = None
-        # Each tenant's names for the snapshot's destinations.
+        # Each tenant's names for the snapshot's destinations, and the
+        # endpoints private to the others.
         self.aliases = {name: t.aliases for name, t in config.api.tenants.items() if t.aliases}
+        self.hidden = {name: config.api.hidden_from(name) for name in config.api.tenants}
 
     def datasets(
         self, datasets: Sequence[tuple[str, float]], request_locations: Mapping[str, tuple[float, float]]
@@ -68,7 +70,7 @@ class RankService:
         the Galaxy server the job belongs to."""
         fields = [stats_field(level, form) for level, form in tool_id_forms(job.tool_id)]
         now = self.clock()
-        cands = Candidates.of(candidates).aliased(self.aliases.get(tenant, {}))
+        cands = Candidates.of(candidates).as_seen_by(self.aliases.get(tenant, {}), self.hidden.get(tenant, ()))
         charges = (self.inflight.rank_read(cands.keys, tenant, job.id, now) if self.inflight is not None else None)
         try:
             view = self.store.read_for_rank(fields, charges)

@@ -8,8 +8,11 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, Response, current_app, make_response, render_template
+from flask import Blueprint, Response, current_app, g, make_response, render_template
 
+from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.core.charges import ChargeState
+from tpv_broker.core.models import RankView
 from tpv_broker.errors import StoreError
 from tpv_broker.ids import DEFAULT_TENANT
 
@@ -49,6 +52,33 @@ def _utc(epoch: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
 
 
+def _viewer(config: BrokerConfig) -> str:
+    """Whose page this is: the tenant of the token the request carried
+    (when "/" is in api.auth_protected); without one, while auth is on,
+    nobody's (only shared endpoints); with auth off, the operators'."""
+    tenant: str | None = g.get("tpv_tenant")
+    if tenant is not None:
+        return tenant
+    return DEFAULT_TENANT if not config.api.auth_configured else _NOBODY
+
+
+# Not a tenant id (ids.py): every private endpoint is hidden from it.
+_NOBODY = ""
+
+
+def _as_seen_by(view: RankView, hidden: frozenset[str]) -> RankView:
+    """``view`` without the ``hidden`` destinations (another tenant's
+    private ones): neither their figures nor their charges."""
+    if not hidden:
+        return view
+    charges = view.charges
+    return view.model_copy(update={
+        "destinations": {d: f for d, f in view.destinations.items() if d not in hidden},
+        "charges": ChargeState({d: load for d, load in charges.loads.items() if d not in hidden},
+                               [c for c in charges.expired if c.destination not in hidden]),
+    })
+
+
 @bp.get("/")
 def status_page() -> Response:
     state = get_state(current_app)
@@ -62,6 +92,8 @@ def status_page() -> Response:
     except StoreError as e:
         log.warning("status page: %s", e)
         error = str(e)
+    if view is not None:
+        view = _as_seen_by(view, config.api.hidden_from(_viewer(config)))
     status = build_status(view, error, now, config, state.ranker.model)
     html = render_template("status.html", s=status, now=now, fmt=_fmt, age=_age, utc=_utc,
                            refresh_s=max(MIN_REFRESH_S, config.collector.interval_s))

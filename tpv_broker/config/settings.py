@@ -201,9 +201,20 @@ class TenantSettings(_Section):
     # This Galaxy's destination ids -> the snapshot's (the network's) ids,
     # where its TPV config names an endpoint otherwise; answers keep its own.
     aliases: dict[str, str] = Field(default_factory=dict)
+    # Endpoints only this Galaxy may use (its own cluster, a user's own
+    # endpoint), by the snapshot's ids: any other tenant's ranking treats
+    # them as unknown, and no other tenant sees their figures.
+    private: list[str] = Field(default_factory=list)
 
     _token_shape = field_validator("auth_tokens")(_token_shapes)
     _no_empty_file = field_validator("auth_tokens_file", mode="before")(_empty_is_none)
+
+    @field_validator("private")
+    @classmethod
+    def _private_ids(cls, ids: list[str]) -> list[str]:
+        for dest_id in ids:
+            check_destination_id(dest_id)
+        return ids
 
     @field_validator("aliases")
     @classmethod
@@ -272,11 +283,24 @@ class ApiSettings(_Section):
     @field_validator("tenants")
     @classmethod
     def _tenant_names(cls, tenants: dict[str, TenantSettings]) -> dict[str, TenantSettings]:
-        for name in tenants:
+        owners: dict[str, str] = {}
+        for name, tenant in tenants.items():
             if name == DEFAULT_TENANT:
                 raise ValueError(f"{name!r} is the broker's own tenant (api.auth_tokens): name yours otherwise")
             check_tenant_id(name)
+            for dest_id in tenant.private:
+                other = owners.setdefault(dest_id, name)
+                if other != name:
+                    raise ValueError(f"{dest_id!r} is private to both {other!r} and {name!r}: "
+                                     f"an endpoint has one owner")
         return tenants
+
+    def hidden_from(self, tenant: str) -> frozenset[str]:
+        """The endpoints ``tenant`` must not see: those private to another
+        tenant. The broker's own tenant (its operators) sees every one."""
+        if tenant == DEFAULT_TENANT:
+            return frozenset()
+        return frozenset(d for name, t in self.tenants.items() if name != tenant for d in t.private)
 
     @field_validator("auth_protected")
     @classmethod

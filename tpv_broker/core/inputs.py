@@ -4,7 +4,7 @@ ranking code."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
@@ -38,12 +38,15 @@ class Candidates:
         """The ids to look the candidates up by in the snapshot and charges."""
         return self.ids if self.snapshot_ids is None else self.snapshot_ids
 
-    def aliased(self, aliases: Mapping[str, str]) -> Candidates:
-        """These candidates, looked up by ``aliases`` (the asker's id ->
-        the snapshot's; an id without one means itself)."""
-        if not aliases:
+    def as_seen_by(self, aliases: Mapping[str, str], hidden: Container[str]) -> Candidates:
+        """These candidates as one asker sees the snapshot: looked up by
+        ``aliases`` (its id -> the snapshot's; an id without one means
+        itself), and ``hidden`` destinations (another asker's private
+        ones) as unknown: looked up by an id no destination has."""
+        if not aliases and not hidden:
             return self
-        return Candidates(self.ids, self.tpv_scores, self.contexts, [aliases.get(i, i) for i in self.ids])
+        keys = [aliases.get(i, i) for i in self.ids]
+        return Candidates(self.ids, self.tpv_scores, self.contexts, [_UNKNOWN if k in hidden else k for k in keys])
 
     @classmethod
     def of(cls, candidates: Sequence[Candidate] | Candidates) -> Candidates:
@@ -59,6 +62,10 @@ class Candidates:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+# Not a valid destination id (ids.py): no snapshot holds it.
+_UNKNOWN = ""
 
 
 @dataclass(frozen=True)
