@@ -56,7 +56,7 @@ def test_help_lists_commands() -> None:
     result = run(["--help"])
     assert result.exit_code == 0
     commands = re.findall(r"^\s{2}(\w+)\s", result.output.split("Commands:", 1)[1], re.MULTILINE)
-    assert set(commands) == {"collect", "serve", "inspect", "rank", "simulate"}
+    assert set(commands) == {"collect", "serve", "inspect", "rank", "simulate", "tenants"}
 
 
 @pytest.mark.parametrize("command", ["collect", "serve", "inspect"])

@@ -9,6 +9,7 @@ import concurrent.futures
 import os
 import stat
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -372,3 +373,72 @@ def test_an_endpoint_has_one_owner(tmp_path: Path) -> None:
         load_config(_config_yaml(tmp_path, f"    usegalaxy-eu: {{auth_tokens: [{EU}], private: [x]}}\n"
                                            f"    usegalaxy-fr: {{auth_tokens: [{FR}], private: [x]}}\n"), environ={})
     assert "'x' is private to both 'usegalaxy-eu' and 'usegalaxy-fr': an endpoint has one owner" in str(info.value)
+
+
+# -- operations: the tenants command and check-config ----------------------------------------------
+def _multi_config(tmp_path: Path, redis_url: str = "redis://127.0.0.1:1/0") -> Path:
+    fr_file = _write(tmp_path / "fr-tokens", FR)
+    path = tmp_path / "multi.yaml"
+    path.write_text(f"redis:\n  url: {redis_url}\n  key_prefix: {PREFIX}\ndestinations:\n  a: {{}}\n"
+                    f"api:\n  auth_tokens: [{OWN}]\n  tenants:\n"
+                    f"    usegalaxy-eu: {{auth_tokens: [{EU}], rate_per_s: 5, private: [a]}}\n"
+                    f"    usegalaxy-fr: {{auth_tokens_file: {fr_file}, aliases: {{fr_a: a, fr_x: nowhere}}}}\n")
+    return path
+
+
+def test_the_tenants_command_lists_them_and_their_requests(redis_client: redis.Redis, redis_url: str,
+                                                           tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from werkzeug.serving import make_server
+
+    from tpv_broker.cli import main
+
+    config_path = _multi_config(tmp_path, redis_url)
+    config = load_config(config_path, environ={})
+    store = SnapshotStore(redis_client, KeySchema(PREFIX))
+    store.publish(Snapshot(meta=SnapshotMeta(created_at=time.time(), destinations=1), destinations={
+        "a": DestinationFigures(id="a", status="online", cpus_free=8, live_at=time.time(),
+                                sources={"queue_by_destination": time.time()})}))
+    server = make_server("127.0.0.1", free_port(), create_app(config, store=store), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        for token, n in ((EU, 3), (FR, 1)):
+            for _ in range(n):
+                requests.post(f"{base}/api/rank", headers={"Authorization": f"Bearer {token}"}, timeout=5,
+                              json={"job": {"tool_id": "bwa"}, "destinations": [{"id": "a"}]}).raise_for_status()
+        result = CliRunner().invoke(main, ["--config", str(config_path), "tenants", "--api", base])
+    finally:
+        server.shutdown()
+        thread.join()
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line.split() for line in result.output.splitlines()[1:]}
+    assert sorted(lines) == ["default", "usegalaxy-eu", "usegalaxy-fr"]
+    assert lines["usegalaxy-eu"][-3:] == ["3", "0", "0"] and lines["usegalaxy-fr"][-3:] == ["1", "0", "0"]
+    assert "5/s," in lines["usegalaxy-eu"] and "a" in lines["usegalaxy-eu"]
+    assert EU not in result.output and FR not in result.output and OWN not in result.output
+
+
+def test_check_config_checks_each_tenant(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tpv_broker.cli import main
+
+    result = CliRunner().invoke(main, ["check-config", "--config", str(_multi_config(tmp_path)), "--no-connect"])
+    assert result.exit_code == 0, result.output
+    assert "OK   tenant usegalaxy-eu: 0 aliases, 1 private, at most 5 requests/s (burst 5)" in result.output
+    assert ("WARN tenant usegalaxy-fr: names endpoints no source reports in config (Redis not read): nowhere"
+            in result.output)
+    # a tenant's tokens file that cannot be read fails the check, as it would fail start-up
+    (tmp_path / "fr-tokens").unlink()
+    result = CliRunner().invoke(main, ["check-config", "--config", str(tmp_path / "multi.yaml"), "--no-connect"])
+    assert result.exit_code == 1
+    assert "FAIL tenants: api.tenants.usegalaxy-fr.auth_tokens_file: cannot read" in result.output
+
+
+def test_the_multi_galaxy_example_is_a_valid_config() -> None:
+    config = load_config(Path(__file__).resolve().parent.parent / "examples" / "multi-galaxy.yaml", environ={})
+    assert sorted(config.api.tenants) == ["usegalaxy-be", "usegalaxy-eu", "usegalaxy-fr"]
+    assert config.api.hidden_from("usegalaxy-fr") == {"eu_cluster"}
+    assert config.api.hidden_from("default") == set()

@@ -365,9 +365,55 @@ def check_redis(config: BrokerConfig, now: float | None = None) -> list[Check]:
     return checks
 
 
+# -- tenants ---------------------------------------------------------------------
+def check_tenants(config: BrokerConfig, known: set[str] | None) -> list[Check]:
+    """Each tenant's tokens as the API will read them, and its aliases and
+    private endpoints against the destinations there are: those config
+    names and, when Redis could be read (``known``), the snapshot's. An id
+    nobody reports is a warning: that Galaxy's jobs would never be ranked
+    on figures there."""
+    if not config.api.tenants:
+        return []
+    from tpv_broker.api.auth import load_tokens
+
+    try:
+        load_tokens(config.api)
+    except ConfigError as e:
+        return [Check("FAIL", "tenants", str(e))]
+    destinations = set(config.destinations) | (known or set())
+    checks = []
+    for name, tenant in config.api.tenants.items():
+        limit = f", at most {tenant.rate_per_s:g} requests/s (burst {tenant.burst_or_default})" if tenant.rate_per_s \
+            else ""
+        checks.append(Check("OK", f"tenant {name}", f"{counted(len(tenant.aliases), 'alias', 'aliases')}, "
+                            f"{len(tenant.private)} private{limit}"))
+        unknown = sorted({*tenant.aliases.values(), *tenant.private} - destinations)
+        if unknown:
+            where = "in config or in the snapshot" if known is not None else "in config (Redis not read)"
+            checks.append(Check("WARN", f"tenant {name}", f"names endpoints no source reports {where}: "
+                                f"{', '.join(unknown)}", "check its aliases and private lists against "
+                                "`tpv-broker inspect`"))
+    return checks
+
+
+def _snapshot_ids(config: BrokerConfig) -> set[str] | None:
+    """The destinations in the snapshot, None if Redis cannot tell."""
+    try:
+        store = SnapshotStore(connect_redis(config.redis.url, config.redis.socket_timeout_s,
+                                            config.redis.connect_timeout_s), KeySchema(config.redis.key_prefix))
+        snapshot = store.read_all()
+    except BrokerError:
+        return None
+    return None if snapshot is None else set(snapshot.destinations)
+
+
 def run_checks(path: str | Path | None, environ: Mapping[str, str], connect: bool = True) -> list[Check]:
     """Every check, in order; connection checks only for a valid config."""
     config_check, config = check_config(path, environ)
-    if config is None or not connect:
+    if config is None:
         return [config_check]
-    return [config_check, *check_influxdb(config), *check_redis(config)]
+    if not connect:
+        return [config_check, *check_tenants(config, None)]
+    redis_checks = check_redis(config)
+    known = None if any(c.failed for c in redis_checks) or not config.api.tenants else _snapshot_ids(config)
+    return [config_check, *check_influxdb(config), *redis_checks, *check_tenants(config, known)]

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -28,7 +28,7 @@ REDIS_HINT = ("set TPV_BROKER_REDIS_URL (or redis.url in --config) to a running 
               "for the demo (scripts/run-local.sh, while it runs): source .local/demo/env")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.secho(f"error: {message}", fg="red", err=True)
     sys.exit(1)
 
@@ -359,6 +359,64 @@ def rank_command(obj: _Context, destinations: tuple[str, ...], tool_id: str, cor
                    f"as the API does)")
     elif (charge or job_id is not None) and result.first_scored_id is not None and service.inflight is not None:
         _fail(f"the job was not charged to {result.first_scored_id}: Redis did not confirm it (see the warning)")
+
+
+@main.command()
+@click.option("--api", "api_url", metavar="URL",
+              help="A running API (e.g. http://127.0.0.1:8000): add each tenant's rank requests so far, from its "
+                   "/metrics (all workers).")
+@click.pass_obj
+def tenants(obj: _Context, api_url: str | None) -> None:
+    """List the Galaxy servers this broker serves (api.tenants).
+
+    Per tenant: its tokens' sources (never a token), its rate limit, its
+    aliases and private endpoints; with --api, its rank requests answered,
+    degraded and refused (429) so far."""
+    config = obj.config
+    names = ["default", *config.api.tenants]
+    counts = _tenant_counts(api_url) if api_url else None
+    header: tuple[str, ...] = ("tenant", "tokens from", "rate limit", "aliases", "private")
+    if counts is not None:
+        header += ("requests ok", "degraded", "refused 429")
+    rows = []
+    for name in names:
+        t = config.api.tenants.get(name)
+        if t is None:  # the broker's own
+            sources = [*(["api.auth_tokens"] if config.api.auth_tokens else []),
+                       *([str(config.api.auth_tokens_file)] if config.api.auth_tokens_file else [])]
+            row: tuple[str, ...] = (name, ", ".join(sources) or "(auth off: everyone)", "-", "-", "-")
+        else:
+            sources = [*(["inline"] if t.auth_tokens else []), *([str(t.auth_tokens_file)] if t.auth_tokens_file
+                                                               else [])]
+            limit = f"{t.rate_per_s:g}/s, burst {t.burst_or_default}" if t.rate_per_s else "-"
+            row = (name, ", ".join(sources), limit, str(len(t.aliases)), ", ".join(t.private) or "-")
+        if counts is not None:
+            mine = counts.get(name, {})
+            row += tuple(_fmt(mine.get(k, 0.0)) for k in ("ok", "degraded", "too_many_requests"))
+        rows.append(row)
+    _table(header, rows)
+
+
+def _tenant_counts(api_url: str) -> dict[str, dict[str, float]]:
+    """tenant -> outcome -> rank requests, from the API's /metrics."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = api_url.rstrip("/") + "/metrics"
+    try:
+        resp = requests.get(url, timeout=5)
+        resp.raise_for_status()
+    except requests.RequestException as e:
+        _fail(f"cannot read {redact_url(url)}: {type(e).__name__}: {str(e)[:200]}")
+    counts: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(resp.text):
+        for sample in family.samples:
+            if sample.name == "tpv_broker_api_requests_total" and sample.labels.get("endpoint") in (
+                    "/api/rank", "/process_data"):
+                per = counts.setdefault(sample.labels.get("tenant", ""), {})
+                outcome = sample.labels.get("outcome", "")
+                per[outcome] = per.get(outcome, 0.0) + sample.value
+    return counts
 
 
 @main.command("check-config")
