@@ -235,9 +235,31 @@ class _ManagedServer:
     def pause(self) -> None:
         """Freeze the process: its port still accepts connections but nothing answers."""
         self._signal(signal.SIGSTOP, required=True)
+        # The stop is delivered asynchronously: on a busy machine a thread of
+        # the server could still answer a request sent right after the kill.
+        self._wait_state(stopped=True)
 
     def resume(self) -> None:
         self._signal(signal.SIGCONT, required=True)
+        self._wait_state(stopped=False)
+
+    def _wait_state(self, stopped: bool, timeout_s: float = 5.0) -> None:
+        """Until the kernel reports the process stopped (or running again);
+        at once where /proc does not say."""
+        assert self.proc is not None
+        stat = pathlib.Path(f"/proc/{self.proc.pid}/stat")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                # The state follows the command name's closing parenthesis.
+                state = stat.read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                return
+            if (state in ("T", "t")) == stopped:
+                return
+            time.sleep(0.005)
+        raise ServerError(f"{self._name} in {self.workdir} did not {'stop' if stopped else 'resume'} "
+                          f"within {timeout_s:g} s")
 
     def _signal(self, sig: signal.Signals, required: bool = False) -> None:
         if self.proc is None or self.proc.poll() is not None:
