@@ -218,3 +218,43 @@ def test_near_ties_spread_a_burst_even_without_charges():
         used[near_tie] = {r.destination for r in result.records}
     # one snapshot, no charges: the best site takes all 60; a random pick among the near-best spreads them
     assert len(used[0.0]) == 1 and len(used[0.05]) > 1, used
+
+
+# -- several Galaxies on the same sites (issue 21) -------------------------------------------------
+def test_each_burst_comes_from_one_galaxy_and_the_shares_hold():
+    from tpv_broker.simulator.galaxies import SHARES, assign_galaxies
+
+    jobs = assign_galaxies(arrivals(0.8, 4 * 3600, 3), 3)
+    bursts: dict[tuple[float, str], set[str]] = {}
+    for j in jobs:
+        bursts.setdefault((j.arrival, j.tool.id), set()).add(j.galaxy)
+    assert all(len(g) == 1 for g in bursts.values())
+    share = {name: sum(j.galaxy == name for j in jobs) / len(jobs) for name, _ in SHARES}
+    # bursts of 10-40 jobs make the shares of jobs move; within 0.15 of 50/30/20 over 4 h
+    assert all(abs(share[name] - want) < 0.15 for name, want in SHARES), share
+    assert assign_galaxies(arrivals(0.8, 4 * 3600, 3), 3) == jobs
+
+
+def test_a_galaxy_sees_only_its_own_jobs_queued_and_running_but_every_free_core():
+    from tpv_broker.simulator.galaxies import assign_galaxies
+
+    world = new_world()
+    site = world.sites[SITES[0].id]
+    for j in assign_galaxies(arrivals(0.8, 3600, 1), 1)[:200]:
+        site.place(j)
+        site.enqueue(j, 0.0)
+    everyone, a = world.sample(0.0)[site.site.id], world.sample(0.0, "galaxy_a")[site.site.id]
+    mine = [j for j, _ in site.queue if j.galaxy == "galaxy_a"]
+    assert a.queued == len(mine) < everyone.queued
+    assert a.running == sum(r.job.galaxy == "galaxy_a" for r in site.running.values()) < everyone.running
+    assert (a.cpus_free, a.mem_free_gb) == (everyone.cpus_free, everyone.mem_free_gb)
+
+
+def test_simulate_galaxies_quick_json():
+    result = CliRunner().invoke(main, ["simulate", "--galaxies", "--quick", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert {r["policy"] for r in data["results"]} == {"shared_broker", "per_galaxy_broker", "per_galaxy_no_charges"}
+    assert all(r["jobs"] > 0 for r in data["results"])
+    (ratios,) = data["ratios"]
+    assert set(ratios) == {"load", "per_galaxy_broker_vs_shared", "per_galaxy_no_charges_vs_shared"}

@@ -462,8 +462,10 @@ def check_config(obj: _Context, config_path: str | None, no_connect: bool) -> No
               "for tests.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also write a PNG plot here.")
+@click.option("--galaxies", is_flag=True, help="Three Galaxy servers (50/30/20 %% of the jobs) on the same sites: "
+              "one shared broker against a broker per Galaxy, with and without charges.")
 def simulate(loads: str, hours: float, seed: int, seeds: int, refresh_s: float, lag_s: float, bursts: str,
-             policy_list: str | None, quick: bool, as_json: bool, plot_path: str | None) -> None:
+             policy_list: str | None, quick: bool, as_json: bool, plot_path: str | None, galaxies: bool) -> None:
     """Compare placement policies in a discrete-event simulation that drives
     the real ranking code and stores (fakeredis, simulated clock)."""
     try:
@@ -497,6 +499,16 @@ def simulate(loads: str, hours: float, seed: int, seeds: int, refresh_s: float, 
     if quick:
         load_list, hours, seeds = load_list[:1], 1 / 3, min(seeds, 2)
     progress = (lambda _: None) if as_json else (lambda line: click.echo(line, err=True))
+    if galaxies:
+        from tpv_broker.simulator import galaxies as multi
+
+        galaxy_rows = multi.simulate_galaxies(load_list, hours * 3600, seed, seeds, refresh_s, lag_s, progress)
+        if as_json:
+            click.echo(json.dumps({"seed": seed, "seeds": seeds, "hours": hours, "shares": dict(multi.SHARES),
+                                   "results": galaxy_rows, "ratios": multi.galaxy_ratios(galaxy_rows)}, indent=2))
+        else:
+            click.echo("\n".join(multi.galaxy_lines(galaxy_rows)))
+        return
     rows = compare.as_rows(compare.simulate(load_list, hours * 3600, seed, refresh_s, lag_s, policies,
                                             progress=progress, seeds=seeds, burst_size=(low, high)))
     if plot_path:

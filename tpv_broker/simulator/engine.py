@@ -7,7 +7,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,15 +55,21 @@ class World:
         km = great_circle_km(site.latitude, site.longitude, *OBJECT_STORES[job.input_store])
         return job.input_bytes / 1e9 * (_S_PER_GB_BASE + _S_PER_GB_PER_1000KM * km / 1000)
 
-    def sample(self, at: float) -> dict[str, DestinationFigures]:
+    def sample(self, at: float, galaxy: str | None = None) -> dict[str, DestinationFigures]:
+        """The sites' figures now; with ``galaxy``, as that Galaxy's own
+        gxadmin sees them: the capacity the site exports, but only its own
+        jobs queued and running."""
         out = {}
         for site_id, d in self.sites.items():
+            def mine(jobs: Iterable[Job]) -> float:
+                return float(sum(1 for j in jobs if galaxy is None or j.galaxy == galaxy))
+
             out[site_id] = DestinationFigures(
                 id=site_id,
                 status="online",
                 # Galaxy counts a job queued from dispatch until it runs.
-                queued=float(len(d.queue) + len(d.staging)),
-                running=float(len(d.running)),
+                queued=mine([j for j, _ in d.queue]) + mine(d.staging),
+                running=mine(r.job for r in d.running.values()),
                 cpus_total=float(d.site.cores),
                 cpus_free=d.free_cores,
                 mem_total_gb=float(d.site.mem_gb),
@@ -93,6 +99,16 @@ def new_world(sites: tuple[Site, ...] = SITES) -> World:
     return world
 
 
+@dataclass(frozen=True)
+class View:
+    """A store the simulated collector publishes to, and whose figures:
+    every Galaxy's (None) or one Galaxy's own."""
+
+    store: SnapshotStore
+    charges: InflightStore | None = None
+    galaxy: str | None = None
+
+
 @dataclass
 class RunResult:
     policy: str
@@ -111,10 +127,14 @@ def run(
     refresh_s: float = 60.0,
     lag_s: float = 30.0,
     charges: InflightStore | None = None,
+    views: Sequence[View] = (),
 ) -> RunResult:
     """Place every job with ``choose``; publish a snapshot every ``refresh_s``
     showing the state ``lag_s`` earlier (ending the in-flight ``charges``
-    it shows, as the collector does). Runs until every job has finished."""
+    it shows, as the collector does). Runs until every job has finished.
+    ``views``: more stores to publish to, each with what one Galaxy's own
+    collector sees (the multi-Galaxy scenario)."""
+    views = [View(store, charges), *views]
     seq = itertools.count()
     events: list[tuple[float, int, str, Any]] = []
 
@@ -130,7 +150,7 @@ def run(
     while k * refresh_s - lag_s <= horizon + refresh_s:
         at(k * refresh_s - lag_s, "sample", k * refresh_s)
         k += 1
-    samples: dict[float, dict[str, DestinationFigures]] = {}
+    samples: dict[float, dict[str | None, dict[str, DestinationFigures]]] = {}
     records: dict[str, JobRecord] = {}
     pending = len(jobs)
 
@@ -167,18 +187,21 @@ def run(
             started(dest_id, runs)
         elif kind == "sample":
             publish_at = payload
-            samples[publish_at] = world.sample(t)
+            samples[publish_at] = {v.galaxy: world.sample(t, v.galaxy) for v in views}
             at(publish_at, "publish", publish_at)
         elif kind == "publish":
-            figures = samples.pop(payload)
-            snap = Snapshot(
-                meta=SnapshotMeta(created_at=t, newest_point_at=t - lag_s if t else 0.0,
-                                  destinations=len(figures), tools=len(world.tool_stats), collector="simulator"),
-                destinations=figures,
-                tool_stats=tool_levels(world.tool_stats),
-            )
-            store.publish(snap, charges=charges)
-            world.published = snap
+            sampled = samples.pop(payload)
+            for view in views:
+                figures = sampled[view.galaxy]
+                snap = Snapshot(
+                    meta=SnapshotMeta(created_at=t, newest_point_at=t - lag_s if t else 0.0,
+                                      destinations=len(figures), tools=len(world.tool_stats), collector="simulator"),
+                    destinations=figures,
+                    tool_stats=tool_levels(world.tool_stats),
+                )
+                view.store.publish(snap, charges=view.charges)
+                if view.galaxy is None:
+                    world.published = snap
     for d in world.sites.values():
         d._account(world.now)
     missing = [j.id for j in jobs if j.id not in records or math.isnan(records[j.id].end)]

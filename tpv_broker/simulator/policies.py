@@ -105,8 +105,8 @@ class Broker:
         facts = JobFacts(tool_id=job.tool.id, cores=job.tool.cores, mem=job.tool.mem_gb, id=job.id)
         datasets = self.ranker.datasets([(job.input_store, job.input_bytes)], {})
         if not self.near_tie:
-            return self.ranker.rank(candidates, facts, datasets, charge=self.charge).ids[0]
-        result = self.ranker.rank(candidates, facts, datasets, charge=False)
+            return self.ranker.rank(candidates, facts, datasets, charge=self.charge, tenant=job.galaxy).ids[0]
+        result = self.ranker.rank(candidates, facts, datasets, charge=False, tenant=job.galaxy)
         best = result.placements[0].total
         if best is None:
             return result.ids[0]
@@ -116,7 +116,7 @@ class Broker:
             chosen_first = result.reorder([chosen, *(p for p in result.placements if p is not chosen)])
             # Its own expected run time is not known here: charge one slot.
             chosen_first.first_run_s = None
-            self.ranker.charge_first(chosen_first, facts, world.now)
+            self.ranker.charge_first(chosen_first, facts, world.now, tenant=job.galaxy)
         return chosen.id
 
 

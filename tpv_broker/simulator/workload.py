@@ -37,6 +37,8 @@ class Job:
     run_s: float  # on a speed-1.0 site
     input_store: str
     input_bytes: float
+    # The Galaxy server that submitted it (the multi-Galaxy scenario).
+    galaxy: str = "default"
 
 
 # Heterogeneous on purpose: sizes from 32 to 512 cores, speeds 0.8-1.4, and
