@@ -20,12 +20,13 @@ from multiprocessing.synchronize import Barrier
 from typing import Any
 
 
-def build_requests(host: str, path: str, bodies: list[dict[str, Any]]) -> list[bytes]:
+def build_requests(host: str, path: str, bodies: list[dict[str, Any]], token: str | None = None) -> list[bytes]:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
     out = []
     for body in bodies:
         data = json.dumps(body, separators=(",", ":")).encode()
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{auth}"
             f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n"
         ).encode()
         out.append(head + data)

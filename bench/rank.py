@@ -64,6 +64,7 @@ SCALED = ("ours", FLOOR, "limit")
 BUSY_LEVELS = (0, 3000, 20000)
 
 FULL = {
+    "tenants": {"count": 10, "candidates": 50, "rounds": 7, "sequential": (500, 1.5)},
     "busy": {"levels": BUSY_LEVELS, "candidates": 50, "rounds": 7, "sequential": (500, 1.5),
              "concurrent": (100000, 1.5)},
     "destinations": 250, "tools": 2000, "candidates": [5, 50, 200], "clients": 4, "bodies": 32, "rounds": 7,
@@ -78,6 +79,7 @@ FULL = {
     "calibration_requests": 30,
 }
 TINY = {
+    "tenants": {"count": 3, "candidates": 5, "rounds": 1, "sequential": (5, 5.0)},
     "busy": {"levels": (0, 30), "candidates": 5, "rounds": 1, "sequential": (5, 5.0), "concurrent": (5, 5.0)},
     "destinations": 12, "tools": 40, "candidates": [2, 5], "clients": 2, "bodies": 4, "rounds": 1,
     "sequential": {s: (5, 5.0) for s in SERVICES},
@@ -234,6 +236,7 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
             scaling = _scaling(params, ports, ds, scaled)
             busy = _busy(params, cfg_dict, config, store, ds, ports[FLOOR], tmp, workers, servers) if (
                 FLOOR in params.get("services", SERVICES)) else {}
+            tenants = _tenants(params, cfg_dict, store, ds, tmp, workers, servers)
             calibration = _calibrate(influx, workers, tmp, params["calibration_requests"])
             print(f"  calibration: prototype on its own data, p50 {calibration['p50_ms']} ms "
                   f"(original, reference README: {REFERENCE_P50_MS})", flush=True)
@@ -247,6 +250,7 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
                 "runs": runs,
                 "scaling": scaling,
                 "busy": busy,
+                "tenants": tenants,
                 "run_s": round(time.monotonic() - started),
             }
             return result
@@ -329,6 +333,69 @@ def _busy(params: dict[str, Any], cfg_dict: dict[str, Any], config: BrokerConfig
             print(f"  busy {s:12s} {mode:10s} p50 {r['p50_ms']:9.3f} ms  {r['throughput_rps']:8.1f} req/s", flush=True)
     out["live_after"] = {f"ours_{level}": int(store.client.zcard(KeySchema(f"busy{level}").inflight))
                          for level in b["levels"]}
+    return out
+
+
+def _tenants(params: dict[str, Any], cfg_dict: dict[str, Any], store: SnapshotStore, ds: Any,
+             tmp: pathlib.Path, workers: int, servers: list[common.ServerProcess]) -> dict[str, Any]:
+    """A broker several Galaxies share against one that serves one, on the
+    same snapshot, in rounds that alternate between them (one client back
+    to back). ``shared``: ``count`` tenants, each with its token, a rate
+    limit it stays under (one script call per request), its own name for
+    every destination (aliases) and one private endpoint; the requests are
+    the middle tenant's, in its names. ``single``: the same token as the
+    broker's own, nothing else."""
+    t = params["tenants"]
+    snapshot = store.read_all()
+    assert snapshot is not None
+    sites = [site.id for site in ds.sites]
+    names = [f"galaxy{k}" for k in range(t["count"])]
+    asker = names[len(names) // 2]
+    token = "bench-token-0123456789abcdef-"
+    tenants = {name: {"auth_tokens": [token + name], "rate_per_s": 100_000, "burst": 100_000,
+                      "aliases": {f"{name}.{s}": s for s in sites}, "private": [sites[k]]}
+               for k, name in enumerate(names)}
+    configs = {
+        "single": cfg_dict | {"redis": cfg_dict["redis"] | {"key_prefix": "tenants_single"},
+                              "api": cfg_dict["api"] | {"auth_tokens": [token + asker]}},
+        "shared": cfg_dict | {"redis": cfg_dict["redis"] | {"key_prefix": "tenants_shared"},
+                              "api": cfg_dict["api"] | {"tenants": tenants}},
+    }
+    own_names = {s: f"{asker}.{s}" for s in sites}
+    hidden = {sites[k] for k, name in enumerate(names) if name != asker}
+    plain = [b for b in rank_bodies(ds, t["candidates"] + len(hidden), params["bodies"])]
+    bodies: dict[str, list[dict[str, Any]]] = {"single": [], "shared": []}
+    for body in plain:
+        # The same candidates for both (none private to another tenant), in each broker's names.
+        dests = [d for d in body["destinations"] if d["id"] not in hidden][:t["candidates"]]
+        bodies["single"].append(body | {"destinations": dests})
+        bodies["shared"].append(body | {"destinations": [d | {"id": own_names[d["id"]]} for d in dests]})
+    ports: dict[str, int] = {}
+    raws: dict[str, list[bytes]] = {}
+    for name, cfg in configs.items():
+        SnapshotStore(store.client, KeySchema(cfg["redis"]["key_prefix"])).publish(snapshot)
+        path = common.write_config(tmp / f"config-tenants-{name}.yaml", cfg)
+        ports[name] = common.port()
+        raws[name] = loadgen.build_requests("127.0.0.1", "/api/rank", bodies[name], token + asker)
+        argv = [common.python(), "-m", "tpv_broker", "--config", str(path), "--log-level", "WARNING", "serve",
+                "--bind", f"127.0.0.1:{ports[name]}", "--workers", str(workers)]
+        servers.append(common.ServerProcess(f"tenants_{name}", argv, ports[name], raws[name][0],
+                                            tmp / f"tenants_{name}.log").start())
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in ports}
+    for _ in range(t["rounds"]):
+        for name, port in ports.items():
+            max_req, max_s = t["sequential"]
+            rounds[name].append(loadgen.run(loadgen.RunSpec("127.0.0.1", port, raws[name], max_req, max_s,
+                                                            warmup=params["warmup"]), 1))
+    out: dict[str, Any] = {"count": t["count"], "candidates": t["candidates"], "runs": []}
+    for name in ports:
+        r = loadgen.summarize(rounds[name])
+        r.update(service=f"tenants_{name}", mode="sequential",
+                 round_p50_ms=[loadgen.summarize([one])["p50_ms"] for one in rounds[name]])
+        if r["errors"]:
+            raise RuntimeError(f"tenants {name}: {r['errors']} errors, e.g. {r['first_error']}")
+        out["runs"].append(r)
+        print(f"  tenants {name:8s} p50 {r['p50_ms']:9.3f} ms", flush=True)
     return out
 
 

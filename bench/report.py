@@ -26,6 +26,9 @@ MAX_EXTRA_CANDIDATE_OVER_FLOOR = 2.0
 # Issue 20: a busy site's live in-flight charges cost the rank request
 # (almost) nothing.
 MAX_BUSY_OVER_IDLE = 1.2
+# Issue 21: a broker several Galaxies share answers as fast as one that
+# serves one.
+MAX_SHARED_OVER_SINGLE = 1.2
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,19 @@ def _extra_candidate_target(result: dict[str, Any]) -> Target:
 def rank_targets(result: dict[str, Any]) -> list[Target]:
     n = _target_candidates(result)
     return [_p50_target(result, n), _prototype_target(result, n), _throughput_target(result, n),
-            _extra_candidate_target(result), *busy_targets(result)]
+            _extra_candidate_target(result), *busy_targets(result), *tenant_targets(result)]
+
+
+def tenant_targets(result: dict[str, Any]) -> list[Target]:
+    """bench.rank._tenants: the shared broker's p50 against the single one's."""
+    t = result.get("tenants") or {}
+    runs = {r["service"]: r for r in t.get("runs", [])}
+    if "tenants_shared" not in runs:
+        return []
+    return [_paired_target(f"{t['count']} tenants (aliases, a private endpoint each, rate limits), p50 at "
+                           f"{t['candidates']} candidates: at most {MAX_SHARED_OVER_SINGLE:g}x one tenant's",
+                           (runs["tenants_shared"], runs.get("tenants_single")), ("shared", "single"),
+                           "round_p50_ms", _times, _ms, lambda v: v <= MAX_SHARED_OVER_SINGLE)]
 
 
 def _busy_run(result: dict[str, Any], service: str, mode: str) -> dict[str, Any] | None:

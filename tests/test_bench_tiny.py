@@ -52,6 +52,10 @@ def test_rank_bench_tiny(tmp_path: pathlib.Path) -> None:
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in busy["runs"])
     # The bodies' job ids move their own charges: the preloaded ones stay.
     assert busy["live_after"]["ours_30"] >= 30
+    # A broker 3 Galaxies share against one serving one, both answering every request.
+    tenants = rank["tenants"]
+    assert {r["service"] for r in tenants["runs"]} == {"tenants_single", "tenants_shared"}
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in tenants["runs"])
 
     md = (tmp_path / "latest.md").read_text()
     assert "## Rank path" in md and "Each extra candidate" in md
@@ -66,6 +70,7 @@ def test_rank_bench_tiny(tmp_path: pathlib.Path) -> None:
         "busy site, 2-client throughput at 5 candidates with 30 live charges: at least 60% of the floor's",
         "busy site, p50 at 5 candidates with 30 live charges: at least 200x below the prototype's (its p50 from the "
         "main runs)",
+        "3 tenants (aliases, a private endpoint each, rate limits), p50 at 5 candidates: at most 1.2x one tenant's",
     ]
     # Each with its figures and how far the rounds moved (tiny: one round).
     # The first three are judged in any run that measured the floor; the
