@@ -378,8 +378,9 @@ def test_garbage_under_our_keys_stops_neither_a_charge_nor_a_publish(inflight, r
     """Someone wrote by hand under the prefix: the scripts drop what they
     cannot read instead of failing (a failing script inside the publish's
     MULTI/EXEC would report a snapshot as not published that was)."""
-    redis_client.zadd("if:inflight", {"not json": T - 500, '{"d": 5}': T - 10, "[1, 2]": T - 10})
-    redis_client.hset("if:inflight:load", mapping={"a": "garbage", "b": '{"n": "x"}'})
+    redis_client.zadd("if:inflight", {"not json": T - 500, '{"d": 5}': T - 10, "[1, 2]": T - 10,
+                                      '{"d":"a","c":1,"m":1,"t":"%r","g":"default","n":"s"}' % (T - 10): T - 10})
+    redis_client.hset("if:inflight:load", mapping={"a": "garbage", "b": '{"n": 1}'})
     assert inflight.charge(Charge("a", 2, 2, T, "1"))
     assert inflight.charge(Charge("b", 1, 1, T))
     # A member an API before the sums wrote (no tenant): never in the sums,
@@ -396,3 +397,13 @@ def test_degenerate_figures_charge_by_slot_without_warnings():
     warn (warnings are errors here)."""
     d = fig(cpus_total=0, cpus_free=1, running=5e-324, median_run_s=600, mem_free_gb=0)
     assert charged(d, load(Charge("d", 1, 1, T, run_s=60.0)), by_work=True)[2] == 1.0
+
+
+def test_a_reader_leaves_out_members_an_older_api_wrote(inflight, redis_client):
+    """Past their age, members without a tenant (written before the sums)
+    are not taken from the sums they never entered."""
+    inflight.charge(Charge("a", 4, 8, T, "1"))
+    redis_client.zadd("if:inflight", {'{"d":"a","c":4,"m":8,"t":%r,"j":null,"n":"old"}' % (T - 500): T - 500})
+    state = inflight.read(["a"], T + 1)
+    assert state.expired == []
+    assert counted_loads(state, T + 1, 120) == {"a": ChargeLoad(1, 4, 8)}

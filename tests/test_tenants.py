@@ -114,6 +114,17 @@ def test_one_token_for_two_tenants_stops_start_up(tmp_path: Path) -> None:
     assert EU not in str(info.value)
 
 
+def test_tenants_need_tokens_on_both_rank_routes(tmp_path: Path) -> None:
+    """Else a request without a token would rank as the broker's own
+    tenant, which sees every private endpoint."""
+    path = _config_yaml(tmp_path, f"    usegalaxy-eu: {{auth_tokens: [{EU}], private: [x]}}\n")
+    path.write_text(path.read_text() + "  auth_protected: [/api/rank]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert ("api: with api.tenants, api.auth_protected must hold /process_data: a request's tenant comes from "
+            "its token") in str(info.value)
+
+
 @pytest.mark.parametrize(("tenants", "problem"), [
     ("    default: {auth_tokens: [" + EU + "]}\n", "api.tenants: 'default' is the broker's own tenant"),
     ("    'usegalaxy eu': {auth_tokens: [" + EU + "]}\n", "api.tenants: not a valid tenant id"),

@@ -295,6 +295,16 @@ class ApiSettings(_Section):
                                      f"an endpoint has one owner")
         return tenants
 
+    @model_validator(mode="after")
+    def _tenants_need_tokens_on_the_rank_routes(self) -> ApiSettings:
+        # An unprotected rank route would serve a request without a token
+        # as the broker's own tenant, which sees every private endpoint.
+        open_routes = [r for r in ("/api/rank", "/process_data") if r not in self.auth_protected]
+        if self.tenants and open_routes:
+            raise ValueError(f"with api.tenants, api.auth_protected must hold {', '.join(open_routes)}: "
+                             f"a request's tenant comes from its token")
+        return self
+
     def hidden_from(self, tenant: str) -> frozenset[str]:
         """The endpoints ``tenant`` must not see: those private to another
         tenant. The broker's own tenant (its operators) sees every one."""

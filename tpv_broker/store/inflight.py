@@ -46,9 +46,15 @@ local function decode(raw)
   if ok and type(v) == 'table' then return v end
   return nil
 end
+local function numbers(t, ...)
+  for _, k in ipairs({...}) do
+    if type(t[k]) ~= 'number' then return false end
+  end
+  return true
+end
 local function load_of(d)
   local l = decode(redis.call('HGET', KEYS[2], d) or '')
-  if l and tonumber(l.n) then return l end
+  if l and numbers(l, 'n', 'cores', 'mem', 'core_s', 'timed') then return l end
   return {n = 0, cores = 0, mem = 0, core_s = 0, timed = 0}
 end
 local function reflected(d)
@@ -77,8 +83,8 @@ end
 -- A member in the sums: written by this script (it names its tenant;
 -- members an API before the sums wrote do not, and never were in them).
 local function valid(c)
-  return c and type(c.d) == 'string' and type(c.g) == 'string' and tonumber(c.c) and tonumber(c.m)
-    and tonumber(c.t)
+  return c and type(c.d) == 'string' and type(c.g) == 'string' and numbers(c, 'c', 'm', 't')
+    and (c.r == nil or type(c.r) == 'number')
 end
 local function drop(member)
   if redis.call('ZREM', KEYS[1], member) == 1 then
