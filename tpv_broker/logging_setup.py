@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any, Literal, TextIO
@@ -137,3 +138,36 @@ def configure_logging(
     # APScheduler logs three INFO lines per cycle; ours says what matters.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
     return handler
+
+
+class OutageLog:
+    """A trouble that repeats on every call while it lasts (Redis down for
+    every charge) is logged once when it starts and once when it ends, with
+    how many calls it hit meanwhile. Thread-safe: gthread workers run
+    several requests at once."""
+
+    def __init__(self, logger: logging.Logger, name: str, started: str, ended: str, count_field: str) -> None:
+        # ``started`` takes the error (%s); ``ended`` the number of calls hit
+        # (%d), also the recovery event's ``count_field``.
+        self.logger, self.name, self.started, self.ended = logger, name, started, ended
+        self.count_field = count_field
+        self._lock = threading.Lock()
+        self._failing = False
+        self._hit = 0
+
+    def failed(self, error: object) -> None:
+        with self._lock:
+            self._hit += 1
+            if self._failing:
+                return
+            self._failing = True
+        self.logger.warning(self.started, error, extra=event(f"{self.name}_failed"))
+
+    def succeeded(self) -> None:
+        if not self._failing:  # the usual case, without the lock
+            return
+        with self._lock:
+            if not self._failing:
+                return
+            hit, self._failing, self._hit = self._hit, False, 0
+        self.logger.info(self.ended, hit, extra=event(f"{self.name}_recovered", **{self.count_field: hit}))

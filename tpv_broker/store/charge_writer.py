@@ -26,11 +26,10 @@ reached it."""
 from __future__ import annotations
 
 import logging
-import threading
 
 from tpv_broker.core.charges import Charge
 from tpv_broker.errors import StoreError
-from tpv_broker.logging_setup import event
+from tpv_broker.logging_setup import OutageLog
 from tpv_broker.store.inflight import InflightStore
 
 log = logging.getLogger("tpv_broker.rank")
@@ -39,10 +38,9 @@ log = logging.getLogger("tpv_broker.rank")
 class ChargeWriter:
     def __init__(self, inflight: InflightStore) -> None:
         self.inflight = inflight
-        # gthread workers may run several requests at once.
-        self._lock = threading.Lock()
-        self._failing = False
-        self._lost = 0
+        self._outage = OutageLog(log, "charge", "in-flight charges are not reaching Redis (logged once until they "
+                                 "do): %s", "in-flight charges reach Redis again; %d charge(s) unconfirmed or lost "
+                                 "meanwhile", "lost")
 
     def charge(self, charge: Charge) -> bool:
         """Write ``charge``: True if Redis confirmed it. Never raises for
@@ -50,24 +48,7 @@ class ChargeWriter:
         try:
             self.inflight.charge(charge)
         except StoreError as e:
-            self._failed(e)
+            self._outage.failed(e)
             return False
-        self._succeeded()
+        self._outage.succeeded()
         return True
-
-    def _failed(self, e: StoreError) -> None:
-        with self._lock:
-            self._lost += 1
-            if self._failing:
-                return
-            self._failing = True
-        log.warning("in-flight charges are not reaching Redis (logged once until they do): %s", e,
-                    extra=event("charge_failed"))
-
-    def _succeeded(self) -> None:
-        with self._lock:
-            if not self._failing:
-                return
-            lost, self._failing, self._lost = self._lost, False, 0
-        log.info("in-flight charges reach Redis again; %d charge(s) unconfirmed or lost meanwhile", lost,
-                 extra=event("charge_recovered", lost=lost))

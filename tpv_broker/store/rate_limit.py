@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from dataclasses import dataclass
 
 import redis
 
-from tpv_broker.logging_setup import event
+from tpv_broker.logging_setup import OutageLog
 from tpv_broker.store.keys import KeySchema
 
 log = logging.getLogger("tpv_broker.api")
@@ -54,8 +53,9 @@ class RateLimiter:
         self.keys = keys
         self.limits = limits
         self._admit = client.register_script(_ADMIT)
-        self._lock = threading.Lock()
-        self._failing = False
+        self._outage = OutageLog(log, "rate_limit", "rate limits not applied while Redis fails (logged once until "
+                                 "it answers): %s", "rate limits applied again; %d request(s) let through meanwhile",
+                                 "let_through")
 
     def wait_s(self, tenant: str, now: float) -> float | None:
         """None if ``tenant`` may make a request at ``now`` (and it is
@@ -67,25 +67,10 @@ class RateLimiter:
             admitted, wait = self._admit(keys=[self.keys.rate_limit(tenant)],
                                          args=[repr(now), repr(limit.interval_s), limit.burst])
         except redis.RedisError as e:
-            self._trouble(e)
+            self._outage.failed(e)
             return None
-        self._recovered()
+        self._outage.succeeded()
         return None if int(admitted) else max(0.001, float(wait))
-
-    def _trouble(self, e: redis.RedisError) -> None:
-        with self._lock:
-            if self._failing:
-                return
-            self._failing = True
-        log.warning("rate limits not applied while Redis fails (logged once until it answers): %s", e,
-                    extra=event("rate_limit_failed"))
-
-    def _recovered(self) -> None:
-        with self._lock:
-            if not self._failing:
-                return
-            self._failing = False
-        log.info("rate limits applied again", extra=event("rate_limit_recovered"))
 
 
 def retry_after(wait_s: float) -> str:
