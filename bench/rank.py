@@ -186,11 +186,8 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
             first = loadgen.build_requests("127.0.0.1", "/api/rank", rank_bodies(ds, 2, 1))[0]
             py = common.python()
             argv = {
-                "ours": [py, "-m", "tpv_broker", "--config", str(cfg_path), "--log-level", "WARNING", "serve",
-                         "--bind", f"127.0.0.1:{ports['ours']}", "--workers", str(workers)],
-                "ours_noinflight": [py, "-m", "tpv_broker", "--config", str(noinflight_path), "--log-level",
-                                    "WARNING", "serve", "--bind", f"127.0.0.1:{ports['ours_noinflight']}",
-                                    "--workers", str(workers)],
+                "ours": _ours_argv(cfg_path, ports["ours"], workers),
+                "ours_noinflight": _ours_argv(noinflight_path, ports["ours_noinflight"], workers),
                 "limit": [py, "-m", "bench.apps", "limit", "--bind", f"127.0.0.1:{ports['limit']}",
                           "--workers", str(workers), "--redis-url", redis.url, "--key-prefix",
                           config.redis.key_prefix],
@@ -208,26 +205,14 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
                 raws = loadgen.build_requests("127.0.0.1", "/api/rank", bodies)
                 for mode, clients in (("sequential", 1), ("paced", 1), ("concurrent", params["clients"])):
                     services = [s for s in params.get("services", SERVICES) if s in params[mode]]
-                    rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in services}
                     for s in services:
                         _check(s, ports[s], raws[0], bodies[0], floor_numbers)
-                    for _ in range(params["rounds"]):
-                        for s in services:
-                            max_req, max_s = params[mode][s]
-                            spec = loadgen.RunSpec("127.0.0.1", ports[s], raws, max_req, max_s,
-                                                   warmup=params["warmup"] if s != "prototype" else 1,
-                                                   pace_s=params["pace_s"] if mode == "paced" else 0.0)
-                            rounds[s].append(loadgen.run(spec, clients))
+                    rounds = _alternate({s: ports[s] for s in services}, {s: raws for s in services},
+                                        params["rounds"], {s: params[mode][s] for s in services}, clients,
+                                        {s: params["warmup"] if s != "prototype" else 1 for s in services},
+                                        params["pace_s"] if mode == "paced" else 0.0)
                     for s in services:
-                        r = loadgen.summarize(rounds[s])
-                        # Each round's own p50 and throughput, for ratios of
-                        # rounds run side by side (see report.rank_ratios).
-                        per_round = [loadgen.summarize([one]) for one in rounds[s]]
-                        r["round_p50_ms"] = [x["p50_ms"] for x in per_round]
-                        r["round_rps"] = [x["throughput_rps"] for x in per_round]
-                        r.update(service=s, candidates=n, mode=mode)
-                        if r["errors"]:
-                            raise RuntimeError(f"{s} at {n} candidates: {r['errors']} errors, e.g. {r['first_error']}")
+                        r = _summary(rounds[s], f"{s} at {n} candidates", service=s, candidates=n, mode=mode)
                         runs.append(r)
                         print(f"  {s:15s} n={n:<4d} {mode:10s} p50 {r['p50_ms']:9.3f} ms  p90 {r['p90_ms']:9.3f}"
                               f"  p99 {r['p99_ms']:9.3f}  {r['throughput_rps']:8.1f} req/s  ({r['requests']} req)",
@@ -289,6 +274,46 @@ def _scaling(params: dict[str, Any], ports: dict[str, int], ds: Any, services: l
     return out
 
 
+def _ours_argv(config_path: pathlib.Path, port: int, workers: int) -> list[str]:
+    """``tpv-broker serve``, as deployed, with this config."""
+    return [common.python(), "-m", "tpv_broker", "--config", str(config_path), "--log-level", "WARNING", "serve",
+            "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+
+
+def _start_ours(name: str, config_path: pathlib.Path, workers: int, probe: bytes, tmp: pathlib.Path,
+                servers: list[common.ServerProcess]) -> int:
+    """Start ours with this config (stopped with ``servers``); its port."""
+    port = common.port()
+    servers.append(common.ServerProcess(name, _ours_argv(config_path, port, workers), port, probe,
+                                        tmp / f"{name}.log").start())
+    return port
+
+
+def _alternate(ports: dict[str, int], raws: dict[str, list[bytes]], rounds: int,
+               limits: dict[str, tuple[int, float]], clients: int, warmup: dict[str, int],
+               pace_s: float = 0.0) -> dict[str, list[dict[str, Any]]]:
+    """Each service's runs, in ``rounds`` that take the services in turn,
+    so that a burst of load from something else hits them alike."""
+    out: dict[str, list[dict[str, Any]]] = {s: [] for s in ports}
+    for _ in range(rounds):
+        for s, port in ports.items():
+            max_req, max_s = limits[s]
+            spec = loadgen.RunSpec("127.0.0.1", port, raws[s], max_req, max_s, warmup=warmup[s], pace_s=pace_s)
+            out[s].append(loadgen.run(spec, clients))
+    return out
+
+
+def _summary(rounds: list[dict[str, Any]], what: str, **labels: Any) -> dict[str, Any]:
+    """The rounds together, with each round's own p50 and throughput (for
+    ratios of rounds run side by side: report.rank_ratios); fails on errors."""
+    r = loadgen.summarize(rounds)
+    per_round = [loadgen.summarize([one]) for one in rounds]
+    r.update(labels, round_p50_ms=[x["p50_ms"] for x in per_round], round_rps=[x["throughput_rps"] for x in per_round])
+    if r["errors"]:
+        raise RuntimeError(f"{what}: {r['errors']} errors, e.g. {r['first_error']}")
+    return r
+
+
 def _busy(params: dict[str, Any], cfg_dict: dict[str, Any], config: BrokerConfig, store: SnapshotStore, ds: Any,
           floor_port: int, tmp: pathlib.Path, workers: int, servers: list[common.ServerProcess]) -> dict[str, Any]:
     """A busy site: ours serving the same snapshot with 0, 3,000 and
@@ -307,28 +332,16 @@ def _busy(params: dict[str, Any], cfg_dict: dict[str, Any], config: BrokerConfig
         _preload_charges(level_store, config, [site.id for site in ds.sites], level)
         path = common.write_config(tmp / f"config-{name}.yaml",
                                    cfg_dict | {"redis": cfg_dict["redis"] | {"key_prefix": prefix}})
-        ports[name] = common.port()
-        argv = [common.python(), "-m", "tpv_broker", "--config", str(path), "--log-level", "WARNING", "serve",
-                "--bind", f"127.0.0.1:{ports[name]}", "--workers", str(workers)]
         first = loadgen.build_requests("127.0.0.1", "/api/rank", rank_bodies(ds, 2, 1))[0]
-        servers.append(common.ServerProcess(name, argv, ports[name], first, tmp / f"{name}.log").start())
+        ports[name] = _start_ours(name, path, workers, first, tmp, servers)
     ports[FLOOR] = floor_port
     raws = loadgen.build_requests("127.0.0.1", "/api/rank", rank_bodies(ds, b["candidates"], params["bodies"]))
     out: dict[str, Any] = {"candidates": b["candidates"], "levels": list(b["levels"]), "runs": []}
     for mode, clients in (("sequential", 1), ("concurrent", params["clients"])):
-        rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in ports}
-        for _ in range(b["rounds"]):
-            for s, port in ports.items():
-                max_req, max_s = b[mode]
-                spec = loadgen.RunSpec("127.0.0.1", port, raws, max_req, max_s, warmup=params["warmup"])
-                rounds[s].append(loadgen.run(spec, clients))
+        rounds = _alternate(ports, {s: raws for s in ports}, b["rounds"], {s: b[mode] for s in ports}, clients,
+                            {s: params["warmup"] for s in ports})
         for s in ports:
-            r = loadgen.summarize(rounds[s])
-            per_round = [loadgen.summarize([one]) for one in rounds[s]]
-            r.update(service=s, mode=mode, round_p50_ms=[x["p50_ms"] for x in per_round],
-                     round_rps=[x["throughput_rps"] for x in per_round])
-            if r["errors"]:
-                raise RuntimeError(f"busy {s}: {r['errors']} errors, e.g. {r['first_error']}")
+            r = _summary(rounds[s], f"busy {s}", service=s, mode=mode)
             out["runs"].append(r)
             print(f"  busy {s:12s} {mode:10s} p50 {r['p50_ms']:9.3f} ms  {r['throughput_rps']:8.1f} req/s", flush=True)
     out["live_after"] = {f"ours_{level}": int(store.client.zcard(KeySchema(f"busy{level}").inflight))
@@ -375,25 +388,13 @@ def _tenants(params: dict[str, Any], cfg_dict: dict[str, Any], store: SnapshotSt
     for name, cfg in configs.items():
         SnapshotStore(store.client, KeySchema(cfg["redis"]["key_prefix"])).publish(snapshot)
         path = common.write_config(tmp / f"config-tenants-{name}.yaml", cfg)
-        ports[name] = common.port()
         raws[name] = loadgen.build_requests("127.0.0.1", "/api/rank", bodies[name], token + asker)
-        argv = [common.python(), "-m", "tpv_broker", "--config", str(path), "--log-level", "WARNING", "serve",
-                "--bind", f"127.0.0.1:{ports[name]}", "--workers", str(workers)]
-        servers.append(common.ServerProcess(f"tenants_{name}", argv, ports[name], raws[name][0],
-                                            tmp / f"tenants_{name}.log").start())
-    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in ports}
-    for _ in range(t["rounds"]):
-        for name, port in ports.items():
-            max_req, max_s = t["sequential"]
-            rounds[name].append(loadgen.run(loadgen.RunSpec("127.0.0.1", port, raws[name], max_req, max_s,
-                                                            warmup=params["warmup"]), 1))
+        ports[name] = _start_ours(f"tenants_{name}", path, workers, raws[name][0], tmp, servers)
+    rounds = _alternate(ports, raws, t["rounds"], {name: t["sequential"] for name in ports}, 1,
+                        {name: params["warmup"] for name in ports})
     out: dict[str, Any] = {"count": t["count"], "candidates": t["candidates"], "runs": []}
     for name in ports:
-        r = loadgen.summarize(rounds[name])
-        r.update(service=f"tenants_{name}", mode="sequential",
-                 round_p50_ms=[loadgen.summarize([one])["p50_ms"] for one in rounds[name]])
-        if r["errors"]:
-            raise RuntimeError(f"tenants {name}: {r['errors']} errors, e.g. {r['first_error']}")
+        r = _summary(rounds[name], f"tenants {name}", service=f"tenants_{name}", mode="sequential")
         out["runs"].append(r)
         print(f"  tenants {name:8s} p50 {r['p50_ms']:9.3f} ms", flush=True)
     return out
