@@ -145,7 +145,7 @@ def _batch(cands: Candidates, positions: np.ndarray, rows: np.ndarray, cols: Des
     chosen = positions.tolist()
     ids = [cands.ids[i] for i in chosen]
     # The snapshot's ids: the charges and config's coordinates are keyed by them.
-    keys = ids if cands.snapshot_ids is None else [cands.snapshot_ids[i] for i in chosen]
+    keys = [cands.keys[i] for i in chosen]
     loads = [in_flight.get(dest_id) for dest_id in keys] if in_flight else []
     charges = {k: load for k, load in enumerate(loads) if load is not None}
     if charges:
