@@ -53,7 +53,7 @@ from redis.connection import AbstractConnection
 from tpv_broker.collector.cycle import collect_once
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.state import CollectorState
-from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.config.settings import SINGLE_SOURCE, BrokerConfig
 from tpv_broker.devtools.servers import InfluxServer, RedisServer
 from tpv_broker.store.snapshots import store_from_config
 
@@ -142,7 +142,8 @@ def _measure(cfg: dict[str, Any], steady: int, refresh: int, ds: Dataset) -> dic
         rows, dests, tools, changed = 0, 0, 0, None
         if kind in REFRESHES:
             # A full read is what a new process's first refresh does.
-            stats = CollectorState.new(config, background_stats=True).stats if kind == "refresh_full" else state.stats
+            owner = CollectorState.new(config, background_stats=True) if kind == "refresh_full" else state
+            stats = owner.of(SINGLE_SOURCE).stats
             done = stats.refresh(config, source, time.time)
             if done.problem is not None or stats.current is None or done.full != (kind == "refresh_full"):
                 raise RuntimeError(f"{kind}: {done}")

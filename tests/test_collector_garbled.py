@@ -148,7 +148,7 @@ def _remembering() -> CollectorState:
     """A collector's state across cycles: each live preset's last good
     answer is remembered, and the run-time statistics are read every cycle
     (refresh_s 0), since each replayed answer holds every statement."""
-    return CollectorState(StatsCache(refresh_s=0))
+    return CollectorState(lambda: StatsCache(refresh_s=0))
 
 
 # -- the answer as a whole is unusable: nothing published, the snapshot stays --

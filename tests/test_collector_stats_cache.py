@@ -154,7 +154,7 @@ def test_a_failed_refresh_keeps_the_last_statistics(influx_server, influx_db, st
     assert after is not None
     assert after.tool_stats == before.tool_stats
     # ... and it tries again next cycle.
-    assert state.stats.due(clock.now + 15)
+    assert state.of("influxdb").stats.due(clock.now + 15)
 
 
 def test_without_a_cache_every_cycle_reads_everything(influx_server, influx_db, store):
@@ -173,16 +173,16 @@ def test_in_the_daemon_a_job_of_its_own_refreshes_them(influx_server, influx_db,
     session, clock, state = CountingSession(), Clock(), CollectorState.new(config, background_stats=True)
     source = InfluxQLClient(config.influxdb, session=session)
     assert collect_once(config, source, store, clock, state).published  # none yet: read inline
-    first = state.stats.current
+    first = state.of("influxdb").stats.current
     # Long past due: cycles still reuse them, the refresh job re-reads them.
     clock.now += 3600
     assert collect_once(config, source, store, clock, state).published
     assert session.statements == [3, 2]
-    done = state.stats.refresh(config, source, clock)
+    done = state.of("influxdb").stats.refresh(config, source, clock)
     assert (done.problem, done.full, done.changed) == (None, True, False)
     assert session.statements == [3, 2, 1]
     # Nothing changed: the same statistics, and their hash in Redis, stay.
-    assert state.stats.current is first
+    assert state.of("influxdb").stats.current is first
     redis_client.hset(KEYS.tool_stats, "marker", "kept")
     assert collect_once(config, source, store, clock, state).published
     assert redis_client.hget(KEYS.tool_stats, "marker") == b"kept"
@@ -191,10 +191,10 @@ def test_in_the_daemon_a_job_of_its_own_refreshes_them(influx_server, influx_db,
         f"destination-queue-run-time,destination_id=condor_us,tool_id=spades count=3,median_queue=1,"
         f"median_run=10 {int(time.time())}"])
     clock.now += 300
-    done = state.stats.refresh(config, source, clock)
+    done = state.of("influxdb").stats.refresh(config, source, clock)
     assert (done.problem, done.full, done.changed) == (None, False, True)
-    assert state.stats.current is not first and state.stats.current is not None
-    assert state.stats.current.payload is not None  # built by the job, not by a cycle
+    assert state.of("influxdb").stats.current is not first and state.of("influxdb").stats.current is not None
+    assert state.of("influxdb").stats.current.payload is not None  # built by the job, not by a cycle
     assert collect_once(config, source, store, clock, state).published
     assert redis_client.hget(KEYS.tool_stats, "marker") is None  # the new ones were written
     assert session.statements == [3, 2, 1, 2, 1, 2]
@@ -205,12 +205,12 @@ def test_a_failed_refresh_job_keeps_the_last_ones(influx_server, influx_db, stor
     config = _config(influx_server.url, influx_db)
     state = CollectorState.new(config, background_stats=True)
     assert collect_once(config, InfluxQLClient(config.influxdb), store, time.time, state).published
-    kept = state.stats.current
+    kept = state.of("influxdb").stats.current
     broken = config.model_copy(update={"influxdb": InfluxDBSettings(url="http://127.0.0.1:9", database="x",
                                                                      timeout_s=1)})
-    problem = state.stats.refresh(broken, InfluxQLClient(broken.influxdb), time.time).problem
+    problem = state.of("influxdb").stats.refresh(broken, InfluxQLClient(broken.influxdb), time.time).problem
     assert problem is not None and "unreachable" in problem
-    assert state.stats.current is kept
+    assert state.of("influxdb").stats.current is kept
 
 
 def test_only_a_daemon_runner_refreshes_them_in_a_job_of_its_own(store):
@@ -219,8 +219,10 @@ def test_only_a_daemon_runner_refreshes_them_in_a_job_of_its_own(store):
     config = _config("http://127.0.0.1:9", "x")
     source = InfluxQLClient(config.influxdb)
     one_off, daemon = CycleRunner(config, source, store), CycleRunner(config, source, store, daemon=True)
-    assert (one_off.stats_refresh_s, one_off.state.stats.background, one_off.marks_stale) == (None, False, False)
-    assert (daemon.stats_refresh_s, daemon.state.stats.background, daemon.marks_stale) == (300, True, True)
+    assert (one_off.stats_refresh_s, one_off.state.of("influxdb").stats.background,
+            one_off.marks_stale) == (None, False, False)
+    assert (daemon.stats_refresh_s, daemon.state.of("influxdb").stats.background,
+            daemon.marks_stale) == (300, True, True)
     # Statistics the config does not read are not refreshed either.
     live_only = config.model_copy(update={"collector": CollectorSettings(presets=["queue_by_destination"])})
     assert CycleRunner(live_only, source, store, daemon=True).stats_refresh_s is None

@@ -91,12 +91,12 @@ def test_a_merged_refresh_gives_what_a_full_read_gives_after_a_days_new_points(
     source = InfluxQLClient(config.influxdb)
     store, full_store = SnapshotStore(redis_client, KeySchema("sr")), SnapshotStore(redis_client, KeySchema("full"))
     assert collect_once(config, source, store, clock, state).published  # the first one reads everything
-    first = state.stats.current
+    first = state.of("influxdb").stats.current
 
     clock.now += 300
-    done = state.stats.refresh(config, source, clock)
+    done = state.of("influxdb").stats.refresh(config, source, clock)
     assert (done.problem, done.full, done.rows, done.changed) == (None, False, 0, False)
-    assert state.stats.current is first
+    assert state.of("influxdb").stats.current is first
 
     # gxadmin's next day: new figures for a known pair, a new tool on a
     # known destination, a new destination.
@@ -106,9 +106,9 @@ def test_a_merged_refresh_gives_what_a_full_read_gives_after_a_days_new_points(
         _point("slurm_new", "trinity", 7, 1.5, 300.0, old_data),
     ])
     clock.now += 300
-    done = state.stats.refresh(config, source, clock)
+    done = state.of("influxdb").stats.refresh(config, source, clock)
     assert (done.problem, done.full, done.rows, done.changed) == (None, False, 3, True)
-    _assert_same(state.stats.current, _full_read(config, clock))
+    _assert_same(state.of("influxdb").stats.current, _full_read(config, clock))
 
     # ... and the snapshots published from each are the same.
     assert collect_once(config, source, store, clock, state).published
@@ -126,18 +126,18 @@ def test_a_refresh_while_influxdb_is_down_keeps_the_last_ones_and_the_next_reads
     clock, state = Clock(), CollectorState.new(config, background_stats=True)
     session = RecordingSession()
     source = InfluxQLClient(config.influxdb, session=session)
-    assert state.stats.refresh(config, source, clock).full
-    kept = state.stats.current
+    assert state.of("influxdb").stats.refresh(config, source, clock).full
+    kept = state.of("influxdb").stats.current
 
     influx_server.write_lines(influx_db, [_point("condor_us", "spades", 12, 20.0, 6000.0, old_data)])
     down = InfluxQLClient(InfluxDBSettings(url="http://127.0.0.1:9", database=influx_db, timeout_s=1))
     clock.now += 300
-    done = state.stats.refresh(config, down, clock)
+    done = state.of("influxdb").stats.refresh(config, down, clock)
     assert done.problem is not None and "unreachable" in done.problem
-    assert state.stats.current is kept
+    assert state.of("influxdb").stats.current is kept
 
     clock.now += 300
-    done = state.stats.refresh(config, source, clock)
+    done = state.of("influxdb").stats.refresh(config, source, clock)
     assert (done.problem, done.full, done.changed) == (None, False, True)
     # From the last good read (600 s ago) and 300 s before it: whatever
     # was written while InfluxDB could not be read is in it.
@@ -146,7 +146,7 @@ def test_a_refresh_while_influxdb_is_down_keeps_the_last_ones_and_the_next_reads
     # One series of every point: asked in chunks, which max-row-limit does not cut.
     assert since.get("chunked") == "true" and "GROUP BY" not in since["q"]
     assert "chunked" not in session.forms[0] and "GROUP BY" in session.forms[0]["q"]
-    _assert_same(state.stats.current, _full_read(config, clock))
+    _assert_same(state.of("influxdb").stats.current, _full_read(config, clock))
 
 
 def test_the_whole_window_is_read_by_a_new_process_and_every_full_read_s(influx_server, influx_db, old_data) -> None:
@@ -154,30 +154,30 @@ def test_the_whole_window_is_read_by_a_new_process_and_every_full_read_s(influx_
     clock, source = Clock(), InfluxQLClient(config.influxdb)
     for _restart in range(2):
         state = CollectorState.new(config, background_stats=True)
-        done = state.stats.refresh(config, source, clock)
+        done = state.of("influxdb").stats.refresh(config, source, clock)
         assert (done.problem, done.full, done.rows, done.changed) == (None, True, 13, True)
         clock.now += 300
-        assert not state.stats.refresh(config, source, clock).full
-    kept = state.stats.current
+        assert not state.of("influxdb").stats.refresh(config, source, clock).full
+    kept = state.of("influxdb").stats.current
     clock.now += HOUR
-    done = state.stats.refresh(config, source, clock)
+    done = state.of("influxdb").stats.refresh(config, source, clock)
     assert (done.problem, done.full, done.rows, done.changed) == (None, True, 13, False)
     # Nothing changed: the kept ones stay (their hash in Redis is not written again).
-    assert state.stats.current is kept
+    assert state.of("influxdb").stats.current is kept
 
 
 def test_pairs_whose_newest_point_leaves_the_window_leave_the_statistics(influx_server, influx_db, old_data) -> None:
     config = _config(influx_server.url, influx_db, stats_full_read_s=30 * 86400)
     clock, state = Clock(), CollectorState.new(config, background_stats=True)
     source = InfluxQLClient(config.influxdb)
-    assert state.stats.refresh(config, source, clock).full
+    assert state.of("influxdb").stats.refresh(config, source, clock).full
     influx_server.write_lines(influx_db, [_point("condor_us", "spades", 12, 20.0, 6000.0, old_data)])
     # Three days on, less the hour the prototype's points are old, and a
     # minute: those points are out of the window, the new one is not.
     clock.now += config.collector.stats_lookback_s - HOUR + 60
-    done = state.stats.refresh(config, source, clock)
+    done = state.of("influxdb").stats.refresh(config, source, clock)
     assert (done.problem, done.full, done.changed) == (None, False, True)
-    current = state.stats.current
+    current = state.of("influxdb").stats.current
     assert current is not None
     assert {t: set(per_dest) for t, per_dest in current.tool_stats.items()} == {"spades": {"condor_us"}}
     assert set(current.per_destination) == {"condor_us"}

@@ -12,7 +12,7 @@ from tpv_broker.config.settings import BrokerConfig
 
 CONFIG_DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 # Sections whose keys are ids (documented by their sub-keys) or a mapping of terms.
-_MAPPINGS = {"destinations": "destinations.<id>", "object_stores": "object_stores.<id>"}
+_MAPPINGS = {"destinations": "destinations.<id>", "object_stores": "object_stores.<id>", "sources": "sources.<name>"}
 
 
 def _documented_keys() -> set[str]:

@@ -32,6 +32,8 @@ TOOL_ID_MAX_CHARS = 512
 JOB_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
 # A Galaxy server's name on a shared broker; part of a job's key, like a job id.
 TENANT_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+# A metric source's name (config ``sources``): shown in logs, /ready and labels.
+SOURCE_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 # The tenant of a broker that serves one Galaxy.
 DEFAULT_TENANT = "default"
 
@@ -43,10 +45,12 @@ TOOL_ID_RULE = (
 )
 JOB_ID_RULE = "not a valid job id: an integer or 1-128 of A-Z a-z 0-9 _ . -"
 TENANT_ID_RULE = "not a valid tenant id: 1-64 of A-Z a-z 0-9 _ . -"
+SOURCE_ID_RULE = "not a valid source name: 1-64 of A-Z a-z 0-9 _ . -"
 
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 _TENANT_ID = re.compile(TENANT_ID_PATTERN)
 _DEST_ID = re.compile(DEST_ID_PATTERN)
+_SOURCE_ID = re.compile(SOURCE_ID_PATTERN)
 _TOOL_ID = re.compile(TOOL_ID_PATTERN)
 
 
@@ -77,3 +81,7 @@ def check_tool_id(tool_id: str) -> str:
     if len(tool_id) > TOOL_ID_MAX_CHARS or not _TOOL_ID.fullmatch(tool_id):
         raise ValueError(f"{TOOL_ID_RULE} (got {_shown(tool_id)})")
     return tool_id
+
+
+def is_source_id(name: str) -> bool:
+    return _SOURCE_ID.fullmatch(name) is not None

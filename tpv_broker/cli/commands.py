@@ -91,7 +91,7 @@ def collect(obj: _Context, once: bool) -> None:
     """Read metrics from InfluxDB and publish snapshots to Redis."""
     from tpv_broker.collector.daemon import CycleRunner, run_daemon
     from tpv_broker.collector.metrics import CollectorMetrics, MetricsServer
-    from tpv_broker.collector.source import metric_source
+    from tpv_broker.collector.source import sources_for
     from tpv_broker.store.leader_lock import LeaderLease, default_instance_id
 
     config = obj.config
@@ -100,7 +100,7 @@ def collect(obj: _Context, once: bool) -> None:
                         config.collector.effective_lease_s)
     port = None if once else config.collector.metrics_port
     metrics = CollectorMetrics(time.time) if port is not None else None
-    runner = CycleRunner(config, metric_source(config.influxdb), store, time.time, metrics,
+    runner = CycleRunner(config, sources_for(config), store, time.time, metrics,
                          leader=lease, daemon=not once)
     if once:
         # Even a one-off run publishes only if no daemon holds the lease.

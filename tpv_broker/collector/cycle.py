@@ -1,27 +1,38 @@
-"""One collection cycle, ``collect_once``, as named steps: read InfluxDB
-once, apply each preset's answer (a failed one with its last good answer),
-merge the run-time statistics, build the snapshot, publish it, report. The
-clock, the InfluxDB client, the store and what the collector carries from
-one cycle to the next (``state.CollectorState``) are passed in."""
+"""One collection cycle, ``collect_once``, as named steps: read each
+InfluxDB once, apply each preset's answer (a failed one with its last good
+answer), combine the sources, merge the run-time statistics, build the
+snapshot, publish it, report. The clock, the InfluxDB clients, the store
+and what the collector carries from one cycle to the next
+(``state.CollectorState``) are passed in."""
 
 from __future__ import annotations
 
 import logging
+import math
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tpv_broker.config.settings import BrokerConfig
-from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
+from tpv_broker.core.models import (
+    DestinationFigures,
+    Snapshot,
+    SnapshotMeta,
+    SourceState,
+    SourceStatus,
+    ToolFigures,
+)
 from tpv_broker.errors import MetricSourceError, StoreError
 from tpv_broker.store.inflight import InflightStore
 from tpv_broker.store.leader_lock import LeaderLease
 from tpv_broker.store.snapshots import SnapshotStore
 
+from .backoff import retry_delay
 from .presets import CycleData, Preset, live_sources, presets_for
 from .rows import ReadResult
-from .source import MetricSource
-from .state import RUNTIME_PRESET, CollectorState, LastAnswers, Publication, RunTimeStats, StatsCache
+from .source import MetricSource, Source, as_sources
+from .state import RUNTIME_PRESET, CollectorState, LastAnswers, Publication, RunTimeStats, SourceMemory
 from .tool_levels import tool_levels
 
 log = logging.getLogger("tpv_broker.collector")
@@ -79,8 +90,9 @@ def _merge(part: CycleData, data: CycleData) -> None:
 
 def build_snapshot(data: CycleData, config: BrokerConfig, now: float, cycle_s: float,
                    levels: dict[str, dict[str, ToolFigures]] | None = None,
-                   collector: str | None = None) -> Snapshot:
-    """Merge what the metrics said with what config says about destinations."""
+                   collector: str | None = None, presets: Sequence[Preset] | None = None) -> Snapshot:
+    """Merge what the metrics said with what config says about destinations.
+    ``presets``: those read (every source's); the config's single source's if not given."""
     for dest_id, settings in config.destinations.items():
         d = data.destinations.get(dest_id)
         if d is None:
@@ -95,7 +107,7 @@ def build_snapshot(data: CycleData, config: BrokerConfig, now: float, cycle_s: f
             d.gpus_total = settings.gpus
     # gxadmin prints nothing for a destination without jobs: when the queue
     # query worked, a destination it did not mention has none.
-    configured = presets_for(config.collector)
+    configured = list(presets) if presets is not None else presets_for(config.collector)
     queue_known = any(p.feeds_queue and p.name in data.read_ok for p in configured)
     live = live_sources(configured)
     newest: float | None = None
@@ -121,120 +133,211 @@ def build_snapshot(data: CycleData, config: BrokerConfig, now: float, cycle_s: f
 
 
 @dataclass
-class _Gathered:
-    """What this cycle's presets gave, before the run-time statistics are merged."""
+class _SourceRead:
+    """What one source gave this cycle, before the sources are combined."""
 
+    source: Source
     data: CycleData
     # Presets whose own answer this cycle was usable (not a kept one).
     presets_read: int = 0
-    # The run-time statistics, when read this cycle: gathered apart, so that they can be kept.
+    queries: int = 0
+    # The run-time statistics, read now or kept from an earlier read.
+    stats: RunTimeStats | None = None
+    # The run-time statistics, when read this cycle (kept from now on).
     fresh_stats: RunTimeStats | None = None
+    errors: list[str] = field(default_factory=list)
+    # Preset -> age (s) of the last good answer used in its place.
+    kept: dict[str, float] = field(default_factory=dict)
+    # Whether it answered at all (not down, hung, garbled, skipped).
+    answered: bool = False
+    # Why it could not be read as a whole, if it could not.
+    failure: str | None = None
+
+    def status(self, answered_at: float | None, now: float) -> SourceStatus:
+        if not self.answered:
+            state: SourceState = "stale" if self.kept or self.stats is not None else "missing"
+        else:
+            state = "partial" if self.errors else "ok"
+        return SourceStatus(state=state, answered_at=answered_at, problem="; ".join(self.errors),
+                            tenant=self.source.tenant)
 
 
 def collect_once(
     config: BrokerConfig,
-    source: MetricSource,
+    sources: MetricSource | Sequence[Source],
     store: SnapshotStore,
     clock: Callable[[], float],
     state: CollectorState | None = None,
     lease: LeaderLease | None = None,
 ) -> CycleReport:
-    """One cycle: read the presets, apply each (a failed one with its last
-    good answer), merge the run-time statistics, build the snapshot, publish
+    """One cycle: read every source (one request each, concurrently), apply
+    each preset's answer (a failed one with its last good answer), combine
+    the sources, merge the run-time statistics, build the snapshot, publish
     it, report. Never raises for InfluxDB or Redis trouble: the report says
     what went wrong, and the last published snapshot stays in Redis untouched.
 
+    ``sources``: the config's (``source.sources_for``); a bare reader stands
+    for a config's one source.
     ``state``: what the collector carries between cycles (``CollectorState``);
     without one, everything is read and nothing is remembered.
     ``lease``: publish only while holding it (its fence is checked inside the
     swap, ``leader_lock``), with its instance id as the snapshot's
     ``collector`` (without one: the host name)."""
     state = state if state is not None else CollectorState.new(config)
+    every = as_sources(config, sources)
     started = clock()
-    cached = state.stats.reuse(started)
-    presets = _presets_to_read(config, cached)
-    report = CycleReport(published=False, queries=len(presets))
-    results = _read(source, presets, config, report)
-    if results is None:
+    reads = _read_all(every, config, state, started)
+    report = _report(reads)
+    if not any(r.answered for r in reads):
+        # Kept figures alone never make a new snapshot: it would look fresh.
+        report.kept.clear()
+        report.source_failed = True
+        report.errors.append("no preset could be read; keeping the last snapshot" if len(reads) == 1
+                             else "no source could be read; keeping the last snapshot")
         return _finished(report, clock, started)
-    gathered = _apply_with_fallback(presets, results, config, state.answers, started, report)
-    if presets and not gathered.presets_read:
-        _nothing_read(source, report)
-        return _finished(report, clock, started)
-    stats = _merge_statistics(gathered, cached, state.stats, config)
+    for r in reads:
+        memory = state.of(r.source.name)
+        if r.fresh_stats is not None:
+            memory.stats.keep_full_read(r.fresh_stats)
+    data = _combine([r.data for r in reads])
+    stats = state.combined_stats([r.stats for r in reads if r.stats is not None])
+    if stats is not None:
+        stats.merge_into(data)
+        data.read_ok.add(RUNTIME_PRESET)
     now = clock()
-    snapshot = _build(gathered.data, config, now, now - started, stats, lease, report)
+    presets = [p for r in reads for p in r.source.presets]
+    snapshot = _build(data, config, presets, now, now - started, stats, lease, report)
+    snapshot.meta.sources = {r.source.name: r.status(state.of(r.source.name).answered_at, now) for r in reads}
     _publish(store, snapshot, state, stats, lease, report, store.inflight(config.inflight))
-    _describe(report, snapshot, gathered.data, now)
+    _describe(report, snapshot, data, now)
     return _finished(report, clock, started)
 
 
-def _presets_to_read(config: BrokerConfig, cached: RunTimeStats | None) -> list[Preset]:
-    presets = presets_for(config.collector)
-    if cached is None:
-        return presets
-    return [p for p in presets if p.name != RUNTIME_PRESET]
+def _read_all(sources: list[Source], config: BrokerConfig, state: CollectorState,
+              started: float) -> list[_SourceRead]:
+    """Each source read and its presets applied, several at once: a slow
+    source costs the cycle its own time-out, not the sum of them."""
+    memories = [state.of(s.name) for s in sources]
+    several = len(sources) > 1
+    if not several:
+        return [_read_source(sources[0], memories[0], config, started, several)]
+    with ThreadPoolExecutor(max_workers=len(sources), thread_name_prefix="source") as pool:
+        return list(pool.map(lambda s, m: _read_source(s, m, config, started, several), sources, memories))
 
 
-def _read(source: MetricSource, presets: list[Preset], config: BrokerConfig,
-          report: CycleReport) -> list[ReadResult] | None:
-    """Every preset's answer, in one request; None (the report says why)
-    when InfluxDB cannot be read at all."""
-    if not presets:
-        return []
-    try:
-        return source.read(presets, config.collector)
-    except MetricSourceError as e:
-        report.errors.append(str(e))
-        report.source_failed = True
-        return None
+def _read_source(source: Source, memory: SourceMemory, config: BrokerConfig, started: float,
+                 several: bool) -> _SourceRead:
+    """One source: read its presets in one request and apply each answer.
+    With several sources, one that keeps failing is tried again with
+    backoff (``backoff.retry_delay``), its last good figures used meanwhile."""
+    cached = memory.stats.reuse(started)
+    presets = [p for p in source.presets if not (cached is not None and p.name == RUNTIME_PRESET)]
+    read = _SourceRead(source, CycleData(aliases=dict(source.aliases)), stats=cached, queries=len(presets))
+    results: list[ReadResult] | None = None
+    if several and memory.retry_at is not None and started < memory.retry_at:
+        read.queries = 0
+        read.failure = (f"not read this cycle: failed {memory.failures_in_a_row} time(s) in a row, next try in "
+                        f"{memory.retry_at - started:.0f} s")
+    elif presets:
+        try:
+            results = source.reader.read(presets, config.collector)
+        except MetricSourceError as e:
+            read.failure = str(e)
+    if results is None:
+        results = [ReadResult(error=read.failure) for _ in presets]
+    _apply_with_fallback(presets, results, config, memory.answers, started, read)
+    read.answered = not presets or (read.failure is None and read.presets_read > 0)
+    if read.failure is None and not read.answered:
+        # Every statement failed: the database itself, if that is why;
+        # else each preset's own problem says it.
+        read.failure = source.reader.database_problem()
+        if read.failure is None and several:
+            read.errors.append("no preset could be read" + _kept_note(read, several))
+    if read.failure is not None:
+        read.errors = [read.failure + _kept_note(read, several)]
+    if read.stats is None and read.fresh_stats is None and RUNTIME_PRESET in [p.name for p in source.presets]:
+        # This read of them failed: the last ones are better than none.
+        read.stats = memory.stats.current
+    elif read.fresh_stats is not None:
+        read.stats = read.fresh_stats
+    _note_outcome(memory, read, config, started)
+    return read
+
+
+def _kept_note(read: _SourceRead, several: bool) -> str:
+    if not several:
+        return ""
+    if read.kept:
+        oldest = max(read.kept.values())
+        return f" (its last good figures kept, read {oldest:.0f} s ago)"
+    return " (its figures are missing from this snapshot)"
+
+
+def _note_outcome(memory: SourceMemory, read: _SourceRead, config: BrokerConfig, started: float) -> None:
+    if read.answered:
+        memory.answered_at, memory.failures_in_a_row, memory.retry_at = started, 0, None
+        return
+    if read.queries:
+        memory.failures_in_a_row += 1
+        c = config.collector
+        memory.retry_at = started + retry_delay(memory.failures_in_a_row, c.interval_s, c.backoff_max_s)
+
+
+def _report(reads: list[_SourceRead]) -> CycleReport:
+    """The cycle's report: each source's problems, named by source when
+    there are several."""
+    report = CycleReport(published=False, queries=sum(r.queries for r in reads))
+    several = len(reads) > 1
+    for r in reads:
+        prefix = f"source {r.source.name}: " if several else ""
+        report.errors.extend(prefix + e for e in r.errors)
+        for preset, age in r.kept.items():
+            report.kept[f"{r.source.name}/{preset}" if several else preset] = age
+    return report
 
 
 def _apply_with_fallback(presets: list[Preset], results: list[ReadResult], config: BrokerConfig,
-                         answers: LastAnswers, started: float, report: CycleReport) -> _Gathered:
+                         answers: LastAnswers, started: float, read: _SourceRead) -> None:
     """Each preset's answer applied on its own, so one that fails halfway
     leaves nothing half-done in the others' figures. A live preset whose
     answer is unusable ("database not found", a statement error, a partial
-    or garbled answer) gets its last good one, if recent; either way it is
-    named, and the others are kept."""
-    gathered = _Gathered(CycleData(aliases=config.alias_map()))
+    or garbled answer, the source down) gets its last good one, if recent;
+    either way it is named, and the others are kept."""
     failed: list[tuple[str, str]] = []
     for preset, result in zip(presets, results, strict=True):
-        part = CycleData(aliases=gathered.data.aliases)
+        part = CycleData(aliases=read.data.aliases)
         problem = (result.error if result.error is not None
                    else preset.apply_checked(result.rows, part, config.collector))
         if problem is None:
-            gathered.presets_read += 1
-            report.errors.extend(f"{preset.name}: {w}" for w in result.warnings)
-            _take(preset, part, gathered, started)
+            read.presets_read += 1
+            read.errors.extend(f"{preset.name}: {w}" for w in result.warnings)
+            _take(preset, part, read, started)
             if preset.name != RUNTIME_PRESET:
                 answers.keep(preset.name, result, started)
             continue
         if preset.name != RUNTIME_PRESET:
-            kept_age = _apply_last_good(preset, answers, config, started, gathered.data)
+            kept_age = _apply_last_good(preset, answers, config, started, read.data)
             if kept_age is not None:
-                report.kept[preset.name] = kept_age
+                read.kept[preset.name] = kept_age
         failed.append((preset.name, problem))
-    if presets and not gathered.presets_read:
-        # Kept figures alone never make a new snapshot: it would look fresh.
-        report.kept.clear()
+    if read.failure is not None:
+        return  # one line for the source says it
     for name, problem in failed:
-        if name in report.kept:
+        if name in read.kept:
             problem += " (its last good figures kept)"
-        elif gathered.presets_read and name != RUNTIME_PRESET:
+        elif read.presets_read and name != RUNTIME_PRESET:
             problem += " (its figures are missing from this snapshot)"
-        report.errors.append(f"{name}: {problem}")
-    return gathered
+        read.errors.append(f"{name}: {problem}")
 
 
-def _take(preset: Preset, part: CycleData, gathered: _Gathered, started: float) -> None:
-    """Add one preset's good answer to the cycle's figures."""
+def _take(preset: Preset, part: CycleData, read: _SourceRead, started: float) -> None:
+    """Add one preset's good answer to the source's figures."""
     if preset.name == RUNTIME_PRESET:
-        gathered.fresh_stats = RunTimeStats.from_data(part, started)
-        gathered.data.rows_read += part.rows_read
+        read.fresh_stats = RunTimeStats.from_data(part, started)
+        read.data.rows_read += part.rows_read
     else:
-        _merge(part, gathered.data)
-    gathered.data.read_ok.add(preset.name)
+        _merge(part, read.data)
+    read.data.read_ok.add(preset.name)
 
 
 def _apply_last_good(preset: Preset, answers: LastAnswers, config: BrokerConfig, started: float,
@@ -253,39 +356,46 @@ def _apply_last_good(preset: Preset, answers: LastAnswers, config: BrokerConfig,
     return started - read_at
 
 
-def _nothing_read(source: MetricSource, report: CycleReport) -> None:
-    report.source_failed = True
-    problem = source.database_problem()
-    if problem is not None:
-        report.errors = [problem]
-    report.errors.append("no preset could be read; keeping the last snapshot")
+# Figures every reporting Galaxy adds to: its own jobs at a shared endpoint.
+_ADDITIVE = ("queued", "running")
 
 
-def _merge_statistics(gathered: _Gathered, cached: RunTimeStats | None, cache: StatsCache,
-                      config: BrokerConfig) -> RunTimeStats | None:
-    """Merge the run-time statistics into the cycle's figures and return
-    them: the ones kept from an earlier read, else those read now (kept from
-    now on), else, when this read of them failed, the last ones (better than
-    none)."""
-    data, fresh = gathered.data, gathered.fresh_stats
-    if cached is None and fresh is None and RUNTIME_PRESET in config.collector.presets:
-        cached = cache.current
-    if cached is not None:
-        cached.merge_into(data)
-        data.read_ok.add(RUNTIME_PRESET)
-        return cached
-    if fresh is not None:
-        fresh.merge_into(data)
-        cache.keep_full_read(fresh)
-    return fresh
+def _combine(parts: list[CycleData]) -> CycleData:
+    """The sources' live figures as one set: an endpoint's queue is the sum
+    over the sources that report it; any other figure is the one of the
+    source whose points there are newest."""
+    if len(parts) == 1:
+        return parts[0]
+    out = CycleData(aliases={})
+    newest = {d_id: -math.inf for p in parts for d_id in p.destinations}
+    for part in parts:
+        for dest_id, figures in part.destinations.items():
+            target = out.destinations.get(dest_id)
+            if target is None:
+                target = out.destinations[dest_id] = DestinationFigures(id=dest_id)
+            at = max(figures.sources.values(), default=-math.inf)
+            for name in figures.model_fields_set - {"id", "sources"}:
+                value = getattr(figures, name)
+                current = getattr(target, name)
+                if name in _ADDITIVE:
+                    setattr(target, name, value if current is None else current if value is None
+                            else current + value)
+                elif at >= newest[dest_id] or name not in target.model_fields_set:
+                    setattr(target, name, value)
+            newest[dest_id] = max(newest[dest_id], at)
+            for source, point_at in figures.sources.items():
+                target.sources[source] = max(point_at, target.sources.get(source, point_at))
+        out.rows_read += part.rows_read
+        out.read_ok |= part.read_ok
+    return out
 
 
-def _build(data: CycleData, config: BrokerConfig, now: float, cycle_s: float, stats: RunTimeStats | None,
-           lease: LeaderLease | None, report: CycleReport) -> Snapshot:
+def _build(data: CycleData, config: BrokerConfig, presets: list[Preset], now: float, cycle_s: float,
+           stats: RunTimeStats | None, lease: LeaderLease | None, report: CycleReport) -> Snapshot:
     if stats is not None:
         stats.prepare()
     snapshot = build_snapshot(data, config, now, cycle_s, stats.levels if stats is not None else None,
-                              lease.instance_id if lease is not None else None)
+                              lease.instance_id if lease is not None else None, presets)
     snapshot.meta.problems = "; ".join(report.errors)
     return snapshot
 

@@ -8,7 +8,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -24,7 +24,7 @@ from tpv_broker.store.snapshots import SnapshotStore
 from .backoff import retry_delay
 from .cycle import CycleReport, collect_once
 from .metrics import CollectorMetrics, cycle_outcome
-from .source import MetricSource
+from .source import MetricSource, Source, as_sources
 from .state import RUNTIME_PRESET, CollectorState
 
 log = logging.getLogger("tpv_broker.collector")
@@ -39,7 +39,7 @@ class CycleRunner:
     def __init__(
         self,
         config: BrokerConfig,
-        source: MetricSource,
+        sources: MetricSource | Sequence[Source],
         store: SnapshotStore,
         clock: Callable[[], float] = time.time,
         metrics: CollectorMetrics | None = None,
@@ -51,7 +51,8 @@ class CycleRunner:
         ``stats_refresh_s``), and failed cycles mark the live snapshot stale.
         Not for a one-off ``collect --once``: its failure says nothing about
         the running daemon's snapshot."""
-        self.config, self.source, self.store, self.clock = config, source, store, clock
+        self.config, self.store, self.clock = config, store, clock
+        self.sources = as_sources(config, sources)
         self.metrics = metrics
         # With several collectors, only the lease holder publishes.
         self.leader = leader
@@ -59,8 +60,8 @@ class CycleRunner:
         # What backoff doubles.
         self.interval_s = config.collector.interval_s
         # None: no refresh job (nor when the statistics preset is not read at all).
-        self.stats_refresh_s = (config.collector.stats_refresh_s
-                                if daemon and RUNTIME_PRESET in config.collector.presets else None)
+        reads_stats = any(p.name == RUNTIME_PRESET for s in self.sources for p in s.presets)
+        self.stats_refresh_s = config.collector.stats_refresh_s if daemon and reads_stats else None
         self.marks_stale = daemon
         self.failures_in_a_row = 0
         self.failing_since: float | None = None
@@ -88,7 +89,7 @@ class CycleRunner:
             self.skipped += 1
             return None
         try:
-            report = collect_once(self.config, self.source, self.store, self.clock, self.state, self.leader)
+            report = collect_once(self.config, self.sources, self.store, self.clock, self.state, self.leader)
         except Exception as e:  # the loop's edge: a bug must not stop collection
             report = CycleReport(published=False, errors=[f"cycle failed: {type(e).__name__}: {e}"])
             report.source_failed = True
@@ -161,22 +162,29 @@ class CycleRunner:
     def refresh_stats(self) -> None:
         """Re-read the daily run-time statistics, or what changed in them (a
         job of its own in the daemon, so a long read never delays the live
-        figures)."""
+        figures): each source's that has them."""
+        for source in self.sources:
+            if any(p.name == RUNTIME_PRESET for p in source.presets):
+                self._refresh_stats(source)
+
+    def _refresh_stats(self, source: Source) -> None:
         started = self.clock()
-        stats = self.state.stats
-        done = stats.refresh(self.config, self.source, self.clock)
+        stats = self.state.of(source.name).stats
+        done = stats.refresh(self.config, source.reader, self.clock, source.aliases)
+        where = f" of source {source.name}" if len(self.sources) > 1 else ""
         if done.problem is None:
             current = stats.current
             series = sum(len(v) for v in current.tool_stats.values()) if current is not None else 0
             took = self.clock() - started
             news = "changed" if done.changed else "unchanged"
-            log.info("run-time statistics refreshed (%s, %d points, %s): %d (tool, destination) series in %.1f s",
-                     done.kind, done.rows, news, series, took,
-                     extra=event("stats_refreshed", series=series, full=done.full, rows=done.rows,
-                                 changed=done.changed, duration_ms=round(took * 1000, 1)))
+            log.info("run-time statistics%s refreshed (%s, %d points, %s): %d (tool, destination) series in %.1f s",
+                     where, done.kind, done.rows, news, series, took,
+                     extra=event("stats_refreshed", source=source.name, series=series, full=done.full,
+                                 rows=done.rows, changed=done.changed, duration_ms=round(took * 1000, 1)))
         else:
-            log.warning("run-time statistics NOT refreshed (%s; the last ones stay): %s", done.kind, done.problem,
-                        extra=event("stats_refresh_failed", full=done.full, problem=done.problem))
+            log.warning("run-time statistics%s NOT refreshed (%s; the last ones stay): %s", where, done.kind,
+                        done.problem, extra=event("stats_refresh_failed", source=source.name, full=done.full,
+                                                  problem=done.problem))
         if self.metrics is not None:
             self.metrics.observe_stats_refresh(done.problem is None)
 

@@ -83,9 +83,11 @@ class Preset:
 PRESETS: dict[str, Preset] = {name: Preset(name, spec) for name, spec in BUILTIN_PRESETS.items()}
 
 
-def presets_for(s: CollectorSettings) -> list[Preset]:
-    """The configured presets, in order."""
-    return [Preset(name, spec) for name, spec in s.preset_specs().items()]
+def presets_for(s: CollectorSettings, names: Iterable[str] | None = None) -> list[Preset]:
+    """The configured presets (``names``: a source's), in order."""
+    if names is None:
+        return [Preset(name, spec) for name, spec in s.preset_specs().items()]
+    return [Preset(name, s.custom_presets.get(name) or BUILTIN_PRESETS[name]) for name in names]
 
 
 def live_sources(presets: Iterable[Preset]) -> frozenset[str]:

@@ -1,11 +1,12 @@
 """What a collector carries from one cycle to the next (``CollectorState``):
-the run-time statistics, read far less often than the live figures
-(``StatsCache``), the last good answer of each live preset
-(``LastAnswers``) and its last publication."""
+per metric source (``SourceMemory``) the run-time statistics, read far
+less often than the live figures (``StatsCache``), the last good answer of
+each live preset (``LastAnswers``) and when it last answered; and its last
+publication."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tpv_broker.config.settings import BrokerConfig
@@ -17,7 +18,7 @@ from .presets import PRESETS, RUNTIME_MEASUREMENT, CycleData
 from .rows import ReadResult
 from .run_times import DestinationRunTimes, ToolStats, destination_run_times, merge_newer
 from .source import MetricSource
-from .tool_levels import tool_levels
+from .tool_levels import merge_figures, tool_levels
 
 RUNTIME_PRESET = "destination_queue_run_time"
 
@@ -60,6 +61,20 @@ class RunTimeStats:
             if at is not None:
                 d.sources[RUNTIME_MEASUREMENT] = max(at, d.sources.get(RUNTIME_MEASUREMENT, at))
         data.tool_stats = self.tool_stats
+
+    @classmethod
+    def combined(cls, parts: Sequence[RunTimeStats]) -> RunTimeStats:
+        """Several Galaxies' statistics as one set: a (tool, destination)
+        that more than one reports gets their counts added and medians
+        weighted by them (``tool_levels.merge_figures``)."""
+        grouped: dict[str, dict[str, list[ToolFigures]]] = {}
+        for part in parts:
+            for tool_id, per_destination in part.tool_stats.items():
+                for dest_id, figures in per_destination.items():
+                    grouped.setdefault(tool_id, {}).setdefault(dest_id, []).append(figures)
+        tool_stats = {tool_id: {d: merge_figures(fs) for d, fs in per_destination.items()}
+                      for tool_id, per_destination in grouped.items()}
+        return cls.from_tool_stats(tool_stats, min(p.read_at for p in parts), sum(p.rows_read for p in parts))
 
 
 # How long after its time a point may reach InfluxDB and still be read by
@@ -135,10 +150,12 @@ class StatsCache:
         self.current = stats
         self.read_at = self.full_read_at = stats.read_at
 
-    def refresh(self, config: BrokerConfig, source: MetricSource, clock: Callable[[], float]) -> StatsRefresh:
+    def refresh(self, config: BrokerConfig, source: MetricSource, clock: Callable[[], float],
+                aliases: Mapping[str, str] | None = None) -> StatsRefresh:
         """Read the run-time statistics alone, or what changed in them, and
         keep them, with their fallback levels and Redis payload built here
-        rather than in a cycle. On failure the last ones stay."""
+        rather than in a cycle. On failure the last ones stay. ``aliases``:
+        the source's (``BrokerConfig.source_aliases``), else the config's."""
         started = clock()
         preset = PRESETS[RUNTIME_PRESET]
         kept, since = self.current, self._read_since(started)
@@ -151,7 +168,7 @@ class StatsCache:
             return StatsRefresh(full, str(e))
         if result.error is not None:
             return StatsRefresh(full, f"{preset.name}: {result.error}")
-        data = CycleData(aliases=config.alias_map())
+        data = CycleData(aliases=dict(aliases) if aliases is not None else config.alias_map())
         # The same guard as a cycle's: odd rows are this preset's problem.
         problem = preset.apply_checked(result.rows, data, config.collector)
         if problem is not None:
@@ -214,22 +231,58 @@ class Publication:
 
 
 @dataclass
-class CollectorState:
-    """What a collector carries from one cycle to the next: the run-time
-    statistics (``StatsCache``), the last good answer of each live preset
-    (``LastAnswers``) and its last publication. The daemon keeps one for its
-    life; a cycle given none starts from nothing and reads everything."""
+class SourceMemory:
+    """What the collector carries for one metric source: its run-time
+    statistics, its live presets' last good answers, and how its reads
+    went (with several sources, one that fails is retried with backoff
+    while the others are read every cycle)."""
 
     stats: StatsCache
     answers: LastAnswers = field(default_factory=LastAnswers)
+    # When it last answered a cycle (the collector's clock).
+    answered_at: float | None = None
+    failures_in_a_row: int = 0
+    retry_at: float | None = None
+
+
+@dataclass
+class CollectorState:
+    """What a collector carries from one cycle to the next: per source its
+    ``SourceMemory``, and its last publication. The daemon keeps one for
+    its life; a cycle given none starts from nothing and reads everything."""
+
+    new_stats: Callable[[], StatsCache]
+    sources: dict[str, SourceMemory] = field(default_factory=dict)
     published: Publication | None = None
+    # The last combination of several sources' statistics, and its parts:
+    # while they are the same objects, so is it (and its hash in Redis stays).
+    _combined: tuple[tuple[RunTimeStats, ...], RunTimeStats] | None = None
 
     @classmethod
     def new(cls, config: BrokerConfig, background_stats: bool = False) -> CollectorState:
         """``background_stats``: a job of the daemon's refreshes the run-time
         statistics (``StatsCache``), not the cycles."""
         collector = config.collector
-        return cls(StatsCache(collector.stats_refresh_s, background_stats, collector.stats_full_read_s))
+        return cls(lambda: StatsCache(collector.stats_refresh_s, background_stats, collector.stats_full_read_s))
+
+    def of(self, source: str) -> SourceMemory:
+        memory = self.sources.get(source)
+        if memory is None:
+            memory = self.sources[source] = SourceMemory(self.new_stats())
+        return memory
+
+    def combined_stats(self, parts: Sequence[RunTimeStats]) -> RunTimeStats | None:
+        """The sources' statistics as one set: the one source's own, or their
+        combination, built again only when one of them changed."""
+        if len(parts) <= 1:
+            return parts[0] if parts else None
+        last = self._combined
+        if last is not None and len(last[0]) == len(parts) and all(a is b for a, b in zip(last[0], parts,
+                                                                                            strict=True)):
+            return last[1]
+        combined = RunTimeStats.combined(parts)
+        self._combined = (tuple(parts), combined)
+        return combined
 
     def published_with(self, stats: RunTimeStats | None) -> str | None:
         """The last publication's id if it carried ``stats``: while it is the

@@ -10,8 +10,9 @@ from tpv_broker.core.models import ToolFigures
 from tpv_broker.core.tool_ids import stats_field, tool_id_forms
 
 
-def _merge(figures: list[ToolFigures]) -> ToolFigures:
-    """Several tool versions on one destination: counts add up, and medians
+def merge_figures(figures: list[ToolFigures]) -> ToolFigures:
+    """Several tool versions on one destination (or several Galaxies'
+    figures of one tool there): counts add up, and medians
     become their count-weighted mean (an approximation: the true median of
     the union is not recoverable from per-version medians). Exact sums
     (fsum): the result does not depend on the order the versions were read
@@ -42,4 +43,4 @@ def tool_levels(exact: dict[str, dict[str, ToolFigures]]) -> dict[str, dict[str,
         for level, form in tool_id_forms(tool_id):
             for dest_id, figures in per_dest.items():
                 grouped[stats_field(level, form)][dest_id].append(figures)
-    return {field: {d: _merge(fs) for d, fs in per_dest.items()} for field, per_dest in grouped.items()}
+    return {field: {d: merge_figures(fs) for d, fs in per_dest.items()} for field, per_dest in grouped.items()}

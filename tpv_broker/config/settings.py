@@ -30,7 +30,7 @@ from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url
 from tpv_broker.config.terms import DEFAULT_TERMS, check_terms
 from tpv_broker.config.urls import redact_url, url_password
 from tpv_broker.errors import ConfigError
-from tpv_broker.ids import DEFAULT_TENANT, check_destination_id, check_tenant_id
+from tpv_broker.ids import DEFAULT_TENANT, SOURCE_ID_RULE, check_destination_id, check_tenant_id, is_source_id
 
 ENV_PREFIX = "TPV_BROKER_"
 CONFIG_ENV = "TPV_BROKER_CONFIG"
@@ -38,6 +38,10 @@ CONFIG_ENV = "TPV_BROKER_CONFIG"
 # The presets read when collector.presets is not set (the built-in ones are
 # in preset_spec.BUILTIN_PRESETS; sites add theirs in collector.custom_presets).
 ALL_PRESETS: tuple[str, ...] = DEFAULT_PRESETS
+
+# The name of the one source of a config without ``sources`` (the
+# ``influxdb`` section and ``collector.presets``).
+SINGLE_SOURCE = "influxdb"
 
 
 def _known_preset(name: str, info: ValidationInfo) -> str:
@@ -89,6 +93,18 @@ class InfluxDBSettings(_Section):
             if missing:
                 raise ValueError("; ".join(f"{name}: required when api is flux" for name in missing))
         return self
+
+
+class SourceSettings(InfluxDBSettings):
+    """One InfluxDB of several (``sources``): where it is, how to log in,
+    and which presets the collector reads there. The Pulsar network's
+    endpoint metrics in one, each Galaxy's gxadmin figures in its own."""
+
+    # Preset names: built-in ones or collector.custom_presets.
+    presets: list[str]
+    # The Galaxy (an api.tenants name) whose destination ids this source
+    # reports: they go through that tenant's aliases to the snapshot's ids.
+    tenant: str | None = None
 
 
 class RedisSettings(_Section):
@@ -409,6 +425,9 @@ class DestinationSettings(_Section):
 
 class BrokerConfig(_Section):
     influxdb: InfluxDBSettings = Field(default_factory=InfluxDBSettings)
+    # Several InfluxDBs, read in one cycle (one request each, concurrently),
+    # instead of ``influxdb`` and ``collector.presets``: name -> source.
+    sources: dict[str, SourceSettings] = Field(default_factory=dict)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     collector: CollectorSettings = Field(default_factory=CollectorSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
@@ -417,6 +436,51 @@ class BrokerConfig(_Section):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     destinations: dict[str, DestinationSettings] = Field(default_factory=dict)
     object_stores: dict[str, Coordinates] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _sources_consistent(self) -> BrokerConfig:
+        if not self.sources:
+            return self
+        problems = []
+        # Set in the file or by a TPV_BROKER_INFLUXDB_* / _COLLECTOR_PRESETS variable.
+        if "influxdb" in self.model_fields_set:
+            problems.append("influxdb: not used with sources (each source has its own url, database and "
+                            "credentials): move it under sources.<name>")
+        if "presets" in self.collector.model_fields_set:
+            problems.append("collector.presets: not used with sources: list each source's presets under "
+                            "sources.<name>.presets")
+        known = [*BUILTIN_PRESETS, *self.collector.custom_presets]
+        for name, source in self.sources.items():
+            if not is_source_id(name):
+                problems.append(f"sources.{name}: {SOURCE_ID_RULE}")
+            if not source.presets:
+                problems.append(f"sources.{name}.presets: empty: a source needs at least one preset")
+            for preset in source.presets:
+                if preset not in known:
+                    problems.append(f"sources.{name}.presets: unknown preset {preset!r} (known: "
+                                    f"{', '.join(known)}, or define it in collector.custom_presets)")
+            if source.tenant is not None and source.tenant not in self.api.tenants:
+                problems.append(f"sources.{name}.tenant: {source.tenant!r} is not in api.tenants "
+                                f"(known: {', '.join(self.api.tenants) or 'none'})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def metric_sources(self) -> dict[str, SourceSettings]:
+        """Every InfluxDB the collector reads, by name: ``sources``, or else
+        the one of ``influxdb`` with ``collector.presets`` (``SINGLE_SOURCE``)."""
+        return dict(self.sources) or {SINGLE_SOURCE: SourceSettings.model_validate(
+            {**dict(self.influxdb), "presets": list(self.collector.presets)})}
+
+    def source_aliases(self, source: str) -> dict[str, str]:
+        """The ids ``source`` reports -> the snapshot's: the destinations'
+        aliases, and before them, for a Galaxy's own source, its tenant's."""
+        aliases = self.alias_map()
+        settings = self.metric_sources()[source]
+        tenant = self.api.tenants.get(settings.tenant) if settings.tenant is not None else None
+        if tenant is None:
+            return aliases
+        return {**aliases, **{own: aliases.get(theirs, theirs) for own, theirs in tenant.aliases.items()}}
 
     @model_validator(mode="after")
     def _aliases_unique(self) -> BrokerConfig:
@@ -448,8 +512,9 @@ class BrokerConfig(_Section):
     def secrets(self) -> list[str]:
         """Credential values that must never be logged (the log formatter
         replaces them with ``***``)."""
-        values = [s.get_secret_value() for s in (self.influxdb.password, self.influxdb.token) if s is not None]
-        for url in (self.redis.url, self.influxdb.url):
+        influxes = [self.influxdb, *self.sources.values()]
+        values = [s.get_secret_value() for i in influxes for s in (i.password, i.token) if s is not None]
+        for url in (self.redis.url, *(i.url for i in influxes)):
             password = url_password(url)
             if password:
                 values.append(unquote(password))
@@ -484,6 +549,30 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             else:
                 out.setdefault(section, {})[field_name] = value
     return out
+
+
+def source_env_name(source: str, field_name: str) -> str:
+    """``TPV_BROKER_SOURCES_<SOURCE>_<FIELD>``: a source's setting (its
+    password or token, say) from the environment, the source's name in
+    capitals with anything but letters and digits as ``_``."""
+    return f"{ENV_PREFIX}SOURCES_{re.sub(r'[^A-Za-z0-9]', '_', source)}_{field_name}".upper()
+
+
+def _source_env_overrides(sources: Any, environ: Mapping[str, str]) -> None:
+    """Apply ``source_env_name`` variables to the sources the file declares."""
+    if not isinstance(sources, dict):
+        return
+    for name, settings in sources.items():
+        if not isinstance(settings, dict):
+            continue
+        for field_name, field in SourceSettings.model_fields.items():
+            value = environ.get(source_env_name(str(name), field_name))
+            if value is None:
+                continue
+            if getattr(field.annotation, "__origin__", None) is list:
+                settings[field_name] = [v.strip() for v in value.split(",") if v.strip()]
+            else:
+                settings[field_name] = value
 
 
 _SUBPATH = re.compile(r"^([A-Za-z_][\w.]*): ")
@@ -543,6 +632,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             raise ConfigError(f"invalid configuration in {source}: {section}: must be a mapping")
         raw[section] = {**current, **values}
         from_env.update((section, k) for k in values)
+    _source_env_overrides(raw.get("sources"), environ)
     try:
         return BrokerConfig.model_validate(raw)
     except ValidationError as e:

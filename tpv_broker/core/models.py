@@ -72,6 +72,26 @@ class ToolFigures(_Payload):
     at: float | None = None
 
 
+SourceState = Literal["ok", "partial", "stale", "missing"]
+
+
+class SourceStatus(_Payload):
+    """How one metric source (an InfluxDB) fared in the cycle that built the
+    snapshot. ok: every preset read; partial: some failed (their last good
+    figures kept, if recent); stale: not read this cycle, its last good
+    figures kept; missing: not read, and nothing recent to keep."""
+
+    state: SourceState
+    # When it last answered (epoch s): the age of a stale source's figures.
+    answered_at: float | None = None
+    problem: str = ""
+    # The Galaxy it belongs to (api.tenants), if not shared.
+    tenant: str | None = None
+
+    def age_s(self, now: float) -> float | None:
+        return None if self.answered_at is None else max(0.0, now - self.answered_at)
+
+
 class SnapshotMeta(_Payload):
     created_at: float
     newest_point_at: float | None = None
@@ -90,9 +110,15 @@ class SnapshotMeta(_Payload):
     failed_cycles: int = 0
     stale_reason: str = ""
     retry_at: float | None = None
+    # Each metric source's state in the cycle that built it, by name.
+    sources: dict[str, SourceStatus] = Field(default_factory=dict)
 
     def age_s(self, now: float) -> float:
         return max(0.0, now - self.created_at)
+
+    def lagging_sources(self) -> dict[str, SourceStatus]:
+        """The sources whose figures in this snapshot are not this cycle's."""
+        return {name: s for name, s in self.sources.items() if s.state != "ok"}
 
 
 class Snapshot(_Payload):

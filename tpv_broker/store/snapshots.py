@@ -106,12 +106,16 @@ def _reason(exc: redis.RedisError) -> str:
         return str(exc).split(" : ", 1)[0] + " (no sentinel reachable, or none knows it)"
     return str(exc)
 # Written only when set: a healthy snapshot's hash stays as it was.
-_META_OPTIONAL = ("problems", "stale_since", "failed_cycles", "stale_reason", "retry_at")
+_META_OPTIONAL = ("problems", "stale_since", "failed_cycles", "stale_reason", "retry_at", "sources")
+# Fields held as JSON: name -> object.
+_META_JSON = ("sources",)
 
 
 def _meta_to_hash(meta: SnapshotMeta) -> dict[str, str]:
-    return {k: "" if v is None else str(v) for k, v in meta.model_dump().items()
-            if not (k in _META_OPTIONAL and v in (None, "", 0))}
+    fields = meta.model_dump(exclude_none=False)
+    return {k: json.dumps(v, separators=(",", ":"), sort_keys=True) if k in _META_JSON
+            else "" if v is None else str(v)
+            for k, v in fields.items() if not (k in _META_OPTIONAL and v in (None, "", 0, {}))}
 
 
 def _meta_from_hash(raw: dict[bytes, bytes]) -> SnapshotMeta | None:
@@ -124,6 +128,8 @@ def _meta_from_hash(raw: dict[bytes, bytes]) -> SnapshotMeta | None:
             fields[key] = float(val) if val else None
         elif key in _META_INTS:
             fields[key] = int(val)
+        elif key in _META_JSON:
+            fields[key] = json.loads(val) if val else {}
         else:
             fields[key] = val
     return SnapshotMeta.model_validate(fields)
