@@ -20,7 +20,7 @@ import yaml
 from click.testing import CliRunner
 
 from tpv_broker.cli import main
-from tpv_broker.config.settings import env_overrides, load_config
+from tpv_broker.config.settings import env_overrides, load_config, source_env_name
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -164,13 +164,20 @@ def _secrets_example() -> dict[str, str]:
 
 
 def test_secrets_example_names_real_settings():
-    env = _secrets_example()
+    every = _secrets_example()
+    per_source = {k: v for k, v in every.items() if k.startswith("TPV_BROKER_SOURCES_")}
+    env = {k: v for k, v in every.items() if k not in per_source}
     assert {"TPV_BROKER_INFLUXDB_PASSWORD", "TPV_BROKER_INFLUXDB_TOKEN", "TPV_BROKER_REDIS_URL"} <= set(env)
     parsed = env_overrides(env)
     assert sum(len(v) for v in parsed.values()) == len(env), env
     # The values are valid, too (a token or a password: either is accepted).
     config = load_config(ROOT / "config.yaml", env)
     assert config.influxdb.password is not None and config.redis.url.startswith("redis://")
+    # The per-source ones reach the sources of the multi-Galaxy example.
+    multi = load_config(ROOT / "examples" / "multi-galaxy.yaml", per_source)
+    secrets = {source_env_name(name, key): value.get_secret_value() for name, source in multi.sources.items()
+               for key, value in (("password", source.password), ("token", source.token)) if value is not None}
+    assert per_source and per_source.items() <= secrets.items()
 
 
 @pytest.mark.parametrize("service", ["collector", "api"])

@@ -24,7 +24,7 @@ from pathlib import Path
 from flask import Flask, Response, g, jsonify, request
 from pydantic import SecretStr
 
-from tpv_broker.config.settings import TOKEN_CHARS, ApiSettings, token_problem
+from tpv_broker.config.settings import TOKEN_CHARS, ApiSettings, BrokerConfig, token_problem
 from tpv_broker.errors import ConfigError
 from tpv_broker.ids import DEFAULT_TENANT
 
@@ -168,6 +168,20 @@ def request_tenant() -> str:
     broker's own when auth is off or the route needs no token."""
     tenant: str = g.get("tpv_tenant", DEFAULT_TENANT)
     return tenant
+
+
+# Not a tenant id (ids.py): sees only what every tenant shares.
+NOBODY = ""
+
+
+def viewer(config: BrokerConfig) -> str:
+    """Whose view a page or probe gets: the tenant of the token the request
+    carried (on a protected route); without one, while auth is on,
+    nobody's (only what is shared); with auth off, the operators'."""
+    tenant: str | None = g.get("tpv_tenant")
+    if tenant is not None:
+        return tenant
+    return DEFAULT_TENANT if not config.api.auth_configured else NOBODY
 
 
 def refusal(problem: str) -> dict[str, object]:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from tpv_broker.config.settings import BrokerConfig, ScoringSettings
 from tpv_broker.core.charges import Charge
 from tpv_broker.core.columns import DestinationColumns
 from tpv_broker.core.inputs import Candidate, Candidates, DatasetInput, JobFacts
-from tpv_broker.core.models import RankView
+from tpv_broker.core.models import RankView, SnapshotMeta
 from tpv_broker.core.ranking import rank, tpv_order
 from tpv_broker.core.result import DegradedReason, RankResult
 from tpv_broker.core.scoring import ScoringModel
@@ -84,6 +85,8 @@ class RankService:
         max_age_s = self.inflight.max_age_s if self.inflight is not None else 0.0
         result = rank(cands, job, datasets, view, now, self.model, self.max_snapshot_age_s, self.locations,
                       max_age_s, self.charge_by_work)
+        if view.meta is not None and view.meta.sources:
+            result.lagging_sources = _lagging(view.meta, tenant, now)
         if charge:
             self.charge_first(result, job, now, tenant)
         return result
@@ -112,3 +115,14 @@ class RankService:
                         tenant)
         # Logs its own trouble, once per outage.
         return first if self.charges.charge(charge) else None
+
+
+def _lagging(meta: SnapshotMeta, tenant: str, now: float) -> dict[str, dict[str, Any]]:
+    """The sources ``tenant`` may see whose figures are not the last cycle's."""
+    out = {}
+    for name, source in meta.sources_seen_by(tenant).items():
+        if source.state != "ok":
+            age = source.age_s(now)
+            out[name] = {"state": source.state, "age_s": None if age is None else round(age, 1),
+                         "problem": source.problem}
+    return out

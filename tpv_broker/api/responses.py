@@ -47,6 +47,19 @@ class ExplainedPlacement(_Answer):
     terms: list[TermExplanation] | SkipJsonSchema[None] = _absent("per-term breakdown (scored candidates only)")
 
 
+class LaggingSource(_Answer):
+    state: Literal["partial", "stale", "missing"] = Field(
+        description="partial: some of its presets failed; stale: not read in the last cycle, its last good "
+                    "figures used; missing: nothing recent to use, its figures are not in the snapshot")
+    age_s: float | None = Field(description="seconds since it last answered; null if it never did")
+    problem: str = Field(description="what went wrong, in words")
+
+
+class ReadySource(_Answer):
+    state: Literal["ok", "partial", "stale", "missing"]
+    age_s: float | None = Field(description="seconds since it last answered; null if it never did")
+
+
 class RankResponse(_Answer):
     destinations: list[str] = Field(description="every candidate exactly once, best first; nothing added")
     snapshot_age_s: float | None = Field(description="age of the snapshot ranked on; null without a snapshot")
@@ -57,6 +70,9 @@ class RankResponse(_Answer):
     degraded_reason: str | SkipJsonSchema[None] = _absent("why the answer is degraded, in words (only when it is)")
     explain: list[ExplainedPlacement] | SkipJsonSchema[None] = _absent("with ?explain=1: per candidate its "
                                                                        "place, group, score and reason")
+    sources: dict[str, LaggingSource] | SkipJsonSchema[None] = _absent(
+        "with ?explain=1, and only when some are: the metric sources (InfluxDBs) whose figures are not the "
+        "last cycle's, by name (the shared ones and the asking Galaxy's own)")
 
 
 class ProcessDataResponse(_Answer):
@@ -73,6 +89,9 @@ class ReadyResponse(_Answer):
     snapshot_age_s: float | SkipJsonSchema[None] = _absent("age of the snapshot in Redis, if there is one")
     max_snapshot_age_s: float | SkipJsonSchema[None] = _absent("api.max_snapshot_age_s")
     destinations: int | SkipJsonSchema[None] = _absent("destinations in the snapshot")
+    sources: dict[str, ReadySource] | SkipJsonSchema[None] = _absent(
+        "each metric source's state in the cycle that built the snapshot (the shared ones, and the asking "
+        "Galaxy's own)")
 
 
 class Problem(_Answer):

@@ -13,12 +13,13 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge, TooManyRequests
 
 from tpv_broker.core.explain import answer
+from tpv_broker.core.models import SourceStatus
 from tpv_broker.core.result import RankResult
 from tpv_broker.errors import StoreError
 from tpv_broker.logging_setup import event
 from tpv_broker.store.rate_limit import retry_after
 
-from .auth import request_tenant
+from .auth import request_tenant, viewer
 from .metrics import note_rank_result
 from .schemas import ProcessDataRequest, RankRequest, describe_errors
 from .state import get_state
@@ -158,6 +159,11 @@ def health() -> Response:
     return jsonify({"status": "ok"})
 
 
+def _source_state(source: SourceStatus, now: float) -> dict[str, Any]:
+    age = source.age_s(now)
+    return {"state": source.state, "age_s": None if age is None else round(age, 1)}
+
+
 @bp.get("/ready")
 def ready() -> tuple[Response, int]:
     state = get_state(current_app)
@@ -178,6 +184,10 @@ def ready() -> tuple[Response, int]:
                          "failed_cycles": meta.failed_cycles, "reason": meta.stale_reason}
     if meta.problems:
         body["problems"] = meta.problems
+    sources = meta.sources_seen_by(viewer(state.config))
+    if sources:
+        now = state.clock()
+        body["sources"] = {name: _source_state(s, now) for name, s in sources.items()}
     if age > limit:
         body["reason"] = f"snapshot is {age:.0f} s old (limit {limit:.0f} s)"
         return jsonify(body), 503

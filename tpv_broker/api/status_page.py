@@ -8,14 +8,14 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, Response, current_app, g, make_response, render_template
+from flask import Blueprint, Response, current_app, make_response, render_template
 
-from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.core.charges import ChargeState
 from tpv_broker.core.models import RankView
 from tpv_broker.errors import StoreError
 from tpv_broker.ids import DEFAULT_TENANT
 
+from .auth import viewer
 from .state import get_state
 from .status_view import build_status
 
@@ -52,23 +52,13 @@ def _utc(epoch: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
 
 
-def _viewer(config: BrokerConfig) -> str:
-    """Whose page this is: the tenant of the token the request carried
-    (when "/" is in api.auth_protected); without one, while auth is on,
-    nobody's (only shared endpoints); with auth off, the operators'."""
-    tenant: str | None = g.get("tpv_tenant")
-    if tenant is not None:
-        return tenant
-    return DEFAULT_TENANT if not config.api.auth_configured else _NOBODY
-
-
-# Not a tenant id (ids.py): every private endpoint is hidden from it.
-_NOBODY = ""
-
-
-def _as_seen_by(view: RankView, hidden: frozenset[str]) -> RankView:
-    """``view`` without the ``hidden`` destinations (another tenant's
-    private ones): neither their figures nor their charges."""
+def _as_seen_by(view: RankView, hidden: frozenset[str], tenant: str) -> RankView:
+    """``view`` as ``tenant`` may see it: without the ``hidden``
+    destinations (another tenant's private ones), neither their figures
+    nor their charges, and without another tenant's metric sources."""
+    meta = view.meta
+    if meta is not None and len(meta.sources_seen_by(tenant)) != len(meta.sources):
+        view = view.model_copy(update={"meta": meta.model_copy(update={"sources": meta.sources_seen_by(tenant)})})
     if not hidden:
         return view
     charges = view.charges
@@ -93,7 +83,8 @@ def status_page() -> Response:
         log.warning("status page: %s", e)
         error = str(e)
     if view is not None:
-        view = _as_seen_by(view, config.api.hidden_from(_viewer(config)))
+        tenant = viewer(config)
+        view = _as_seen_by(view, config.api.hidden_from(tenant), tenant)
     status = build_status(view, error, now, config, state.ranker.model)
     html = render_template("status.html", s=status, now=now, fmt=_fmt, age=_age, utc=_utc,
                            refresh_s=max(MIN_REFRESH_S, config.collector.interval_s))

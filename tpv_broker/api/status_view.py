@@ -74,6 +74,21 @@ class DestinationRow:
 
 
 @dataclass(frozen=True)
+class SourceRow:
+    """One metric source (an InfluxDB) as the cycle that built the snapshot left it."""
+
+    name: str
+    state: str  # ok, partial, stale, missing
+    age_s: float | None  # since it last answered
+    problem: str
+    tenant: str | None
+
+    @property
+    def lagging(self) -> bool:
+        return self.state != "ok"
+
+
+@dataclass(frozen=True)
 class StatusView:
     snapshot: SnapshotState
     rows: list[DestinationRow]
@@ -83,6 +98,7 @@ class StatusView:
     inflight_enabled: bool
     # Destinations the metrics report that config does not list (only when config lists some).
     unmatched: list[str] = field(default_factory=list)
+    sources: list[SourceRow] = field(default_factory=list)
 
     def count(self, state: Group | str) -> int:
         return sum(1 for r in self.rows if r.state == state)
@@ -147,5 +163,7 @@ def build_status(view: RankView | None, redis_error: str | None, now: float, con
             ))
         if config.destinations:
             unmatched = sorted(d for d, f in dests.items() if not f.in_config)
+    sources = [] if meta is None else [SourceRow(name, s.state, s.age_s(now), s.problem, s.tenant)
+                                       for name, s in sorted(meta.sources.items())]
     return StatusView(state, rows, PROBE_DESCRIPTION, config.api.max_snapshot_age_s,
-                      config.scoring.max_metrics_age_s, config.inflight.enabled, unmatched)
+                      config.scoring.max_metrics_age_s, config.inflight.enabled, unmatched, sources)

@@ -47,4 +47,6 @@ def answer(result: RankResult, with_explanation: bool) -> dict[str, Any]:
         body["degraded_reason"] = result.degraded_reason
     if with_explanation:
         body["explain"] = explain(result)
+        if result.lagging_sources:
+            body["sources"] = result.lagging_sources
     return body

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tpv_broker.core.charges import ChargeState
+from tpv_broker.ids import DEFAULT_TENANT
 
 MIB_PER_GB = 1024.0
 
@@ -119,6 +120,13 @@ class SnapshotMeta(_Payload):
     def lagging_sources(self) -> dict[str, SourceStatus]:
         """The sources whose figures in this snapshot are not this cycle's."""
         return {name: s for name, s in self.sources.items() if s.state != "ok"}
+
+    def sources_seen_by(self, tenant: str) -> dict[str, SourceStatus]:
+        """The sources ``tenant`` may see: the shared ones and its own (the
+        broker's own tenant, its operators, sees every one)."""
+        if tenant == DEFAULT_TENANT:
+            return dict(self.sources)
+        return {name: s for name, s in self.sources.items() if s.tenant in (None, tenant)}
 
 
 class Snapshot(_Payload):

@@ -79,6 +79,10 @@ class RankResult:
     first_run_s: float | None = None
     # Was the first one ranked on live figures? Only then is a job charged.
     first_scored: bool = False
+    # The metric sources whose figures in the snapshot are not the last
+    # cycle's (name -> state, age_s, problem), as the asking tenant may see
+    # them; shown with the explanation.
+    lagging_sources: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def degraded(self) -> bool:

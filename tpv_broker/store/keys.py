@@ -9,7 +9,8 @@ key                                type    value
 =================================  ======  ==============================================
 ``<p>:snapshot``                   hash    snapshot metadata: created_at, newest_point_at,
                                            destinations, tools, cycle_s, collector,
-                                           schema_version
+                                           schema_version; sources: JSON {source name:
+                                           {state, answered_at, problem, tenant}}
 ``<p>:destinations``               hash    destination id -> JSON of its figures
 ``<p>:tool_stats``                 hash    "<level>:<tool id form>" -> JSON {destination id:
                                            figures}; levels tool, tool_unversioned, tool_short
