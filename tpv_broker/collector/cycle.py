@@ -208,6 +208,10 @@ def collect_once(
     presets = [p for r in reads for p in r.source.presets]
     snapshot = _build(data, config, presets, now, now - started, stats, lease, report)
     snapshot.meta.sources = {r.source.name: r.status(state.of(r.source.name).answered_at, now) for r in reads}
+    if len(reads) > 1:
+        # Each source's problems are in its own entry, which a tenant sees
+        # only for the shared sources and its own.
+        snapshot.meta.problems = ""
     _publish(store, snapshot, state, stats, lease, report, store.inflight(config.inflight))
     _describe(report, snapshot, data, now)
     return _finished(report, clock, started)
@@ -234,7 +238,8 @@ def _read_source(source: Source, memory: SourceMemory, config: BrokerConfig, sta
     presets = [p for p in source.presets if not (cached is not None and p.name == RUNTIME_PRESET)]
     read = _SourceRead(source, CycleData(aliases=dict(source.aliases)), stats=cached, queries=len(presets))
     results: list[ReadResult] | None = None
-    if several and memory.retry_at is not None and started < memory.retry_at:
+    # Nothing to read (the statistics kept, read by their own job): no backoff either.
+    if presets and several and memory.retry_at is not None and started < memory.retry_at:
         read.queries = 0
         read.failure = (f"not read this cycle: failed {memory.failures_in_a_row} time(s) in a row, next try in "
                         f"{memory.retry_at - started:.0f} s")
@@ -367,7 +372,11 @@ def _combine(parts: list[CycleData]) -> CycleData:
     if len(parts) == 1:
         return parts[0]
     out = CycleData(aliases={})
-    newest = {d_id: -math.inf for p in parts for d_id in p.destinations}
+    # (endpoint, figure) -> the newest points of a source that set it. Per
+    # figure, not per endpoint: a source without the figure (a Galaxy's
+    # queue, newer than the capacity points) must not raise the bar for the
+    # sources that have it, or the winner depended on the sources' order.
+    newest: dict[tuple[str, str], float] = {}
     for part in parts:
         for dest_id, figures in part.destinations.items():
             target = out.destinations.get(dest_id)
@@ -380,9 +389,9 @@ def _combine(parts: list[CycleData]) -> CycleData:
                 if name in _ADDITIVE:
                     setattr(target, name, value if current is None else current if value is None
                             else current + value)
-                elif at >= newest[dest_id] or name not in target.model_fields_set:
+                elif at >= newest.get((dest_id, name), -math.inf):
                     setattr(target, name, value)
-            newest[dest_id] = max(newest[dest_id], at)
+                    newest[dest_id, name] = at
             for source, point_at in figures.sources.items():
                 target.sources[source] = max(point_at, target.sources.get(source, point_at))
         out.rows_read += part.rows_read

@@ -450,7 +450,12 @@ class BrokerConfig(_Section):
             problems.append("collector.presets: not used with sources: list each source's presets under "
                             "sources.<name>.presets")
         known = [*BUILTIN_PRESETS, *self.collector.custom_presets]
+        env_names: dict[str, str] = {}
         for name, source in self.sources.items():
+            other = env_names.setdefault(source_env_name(name, ""), name)
+            if other != name:
+                problems.append(f"sources.{name}: its environment variables would be {other!r}'s "
+                                f"({source_env_name(name, 'password')}): name one otherwise")
             if not is_source_id(name):
                 problems.append(f"sources.{name}: {SOURCE_ID_RULE}")
             if not source.presets:
@@ -590,7 +595,9 @@ def _format_validation_error(exc: ValidationError, source: str, from_env: set[tu
             # Validators of a mapping name the key inside it: "queue_wait.scale_s: ...".
             sub = _SUBPATH.match(msg)
             if sub:
-                problems.append(f"{loc}.{sub.group(1)}{where}: {msg[sub.end():]}")
+                # A model-level check names its key itself: no "(top level)." before it.
+                key = sub.group(1) if not err["loc"] else f"{loc}.{sub.group(1)}"
+                problems.append(f"{key}{where}: {msg[sub.end():]}")
             else:
                 problems.append(f"{loc}{where}: {msg}")
     return f"invalid configuration in {source}: " + "; ".join(problems)
