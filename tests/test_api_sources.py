@@ -5,11 +5,14 @@ Galaxy sees the shared sources and its own, never another Galaxy's."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from flask import Flask
 from flask.testing import FlaskClient
 
 from tpv_broker.api import create_app
@@ -35,6 +38,11 @@ SOURCES = {
 
 def _api(redis_client: redis.Redis, tmp_path: Path, sources: dict[str, SourceStatus],
          protected: str = "[/api/rank, /process_data, /]") -> FlaskClient:
+    return _app(redis_client, tmp_path, sources, protected).test_client()
+
+
+def _app(redis_client: redis.Redis, tmp_path: Path, sources: dict[str, SourceStatus], protected: str,
+         clock: Callable[[], float] = lambda: NOW + 1) -> Flask:
     path = tmp_path / "config.yaml"
     path.write_text(f"redis:\n  key_prefix: {PREFIX}\napi:\n  max_snapshot_age_s: 1000000\n"
                     f"  auth_protected: {protected}\n  auth_tokens: [{OWN}]\n  tenants:\n"
@@ -45,7 +53,7 @@ def _api(redis_client: redis.Redis, tmp_path: Path, sources: dict[str, SourceSta
                                      live_at=NOW, sources={"queue_by_destination": NOW})
                for d, q in (("a", 1), ("b", 9))}
     store.publish(Snapshot(meta=SnapshotMeta(created_at=NOW, destinations=2, sources=sources), destinations=figures))
-    return create_app(config, store=store, clock=lambda: NOW + 1).test_client()
+    return create_app(config, store=store, clock=clock)
 
 
 def _explained(api: FlaskClient, token: str) -> dict[str, Any]:
@@ -90,6 +98,58 @@ def test_without_explain_or_with_every_source_fine_the_answer_is_as_before(redis
     assert "sources" not in plain.get_json()
     fine = _api(redis_client, tmp_path, {"network": SourceStatus(state="ok", answered_at=NOW)})
     assert "sources" not in _explained(fine, EU)
+
+
+def test_ready_with_a_valid_token_shows_that_galaxys_view(redis_client: redis.Redis, tmp_path: Path) -> None:
+    # /ready stays open, but a token it is given says whose sources to list.
+    api = _api(redis_client, tmp_path, SOURCES)
+
+    def ready(token: str) -> set[str]:
+        resp = api.get("/ready", headers={"Authorization": f"Bearer {token}"})
+        assert resp.status_code == 200
+        return set(resp.get_json()["sources"])
+
+    assert ready(EU) == {"network", "eu"}
+    assert ready(FR) == {"network", "fr"}
+    assert ready(OWN) == {"network", "eu", "fr"}
+    # A wrong token on an open route: no refusal, and nobody's view.
+    assert ready("wrong-token-0123456789abcdef") == {"network"}
+
+
+def test_the_tenants_command_shows_every_sources_state_from_a_protected_api(redis_client: redis.Redis,
+                                                                           tmp_path: Path) -> None:
+    """The operators' command sends the broker's own token: it sees every
+    Galaxy's sources on /ready, and /metrics even when that is protected."""
+    from click.testing import CliRunner
+    from werkzeug.serving import make_server
+
+    from tpv_broker.cli import main
+    from tpv_broker.devtools.servers import free_port
+
+    app = _app(redis_client, tmp_path, SOURCES, "[/api/rank, /process_data, /, /metrics]")
+    config = tmp_path / "config.yaml"
+    config.write_text(config.read_text() + "sources:\n"
+                      "  network: {url: 'http://127.0.0.1:1', presets: [htcondor_cluster_usage]}\n"
+                      "  eu: {url: 'http://127.0.0.1:1', presets: [queue_by_destination], tenant: usegalaxy-eu}\n"
+                      "  fr: {url: 'http://127.0.0.1:1', presets: [queue_by_destination], tenant: usegalaxy-fr}\n")
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        _explained(app.test_client(), EU)
+        result = CliRunner().invoke(main, ["--config", str(config), "tenants", "--api", base])
+    finally:
+        server.shutdown()
+        thread.join()
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line for line in result.output.splitlines()[1:]}
+    assert "network (ok)" in rows["default"]
+    assert "eu (stale 121 s)" in rows["usegalaxy-eu"]
+    assert "fr (missing 4001 s)" in rows["usegalaxy-fr"]
+    # /metrics answered the operators' token: eu's one request is counted.
+    assert rows["usegalaxy-eu"].split()[-3:] == ["1", "0", "0"]
+    assert OWN not in result.output
 
 
 @pytest.mark.parametrize("protected", ["[/api/rank, /process_data]", "[/api/rank, /process_data, /]"])

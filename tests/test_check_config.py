@@ -7,15 +7,18 @@ from __future__ import annotations
 import os
 import pathlib
 import time
+import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 import requests
+import yaml
 from click.testing import CliRunner, Result
 
 from tpv_broker.cli import main
-from tpv_broker.core.models import Snapshot, SnapshotMeta
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.devtools.servers import InfluxServer, RedisServer, free_port
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
@@ -430,3 +433,152 @@ def test_flux_source_is_checked_with_the_collectors_own_query(redis_url: str, re
                                          (2.5, "2.5 checks"), (1_000_000, "1000000 checks")])
 def test_counts_are_printed_in_the_singular_for_one(n: float, text: str) -> None:
     assert counted(n, "check") == text
+
+
+# -- several InfluxDBs (config sources) --------------------------------------------------------
+OWN, EU = "own-token-0123456789abcdef", "eu-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def second_influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
+    """A second influxd: a Galaxy's own InfluxDB beside the network's (the session one)."""
+    server = InfluxServer(tmp_path_factory.mktemp("influxd-second")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _sources_config(tmp_path: pathlib.Path, redis_url: str, network: dict[str, object],
+                    eu: dict[str, object]) -> pathlib.Path:
+    """The network's shared source and usegalaxy-eu's own, whose tenant
+    has an alias to an endpoint nobody reports."""
+    config = {
+        "redis": {"url": redis_url},
+        "api": {"auth_tokens": [OWN], "tenants": {"usegalaxy-eu": {
+            "auth_tokens": [EU], "aliases": {"eu_de": "pulsar_de", "eu_x": "nowhere"}}}},
+        "sources": {"network": {**network, "presets": ["htcondor_cluster_usage"]},
+                    "eu": {**eu, "presets": ["queue_by_destination", "destination_queue_run_time"],
+                           "tenant": "usegalaxy-eu"}},
+    }
+    path = tmp_path / "sources.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _publish_pulsar_de(client: redis.Redis) -> None:
+    SnapshotStore(client, KeySchema("tpv_broker")).publish(Snapshot(
+        meta=SnapshotMeta(created_at=time.time(), destinations=1, collector="collector-host"),
+        destinations={"pulsar_de": DestinationFigures(id="pulsar_de", status="online")}))
+
+
+@pytest.fixture
+def network(influx_server: InfluxServer, influx_db: str) -> dict[str, object]:
+    load_prototype_data(influx_server, influx_db)
+    return {"url": influx_server.url, "database": influx_db}
+
+
+def test_each_source_is_checked_under_its_own_name(tmp_path: pathlib.Path, network: dict[str, object],
+                                                   second_influx: InfluxServer, redis_url: str,
+                                                   redis_client: redis.Redis) -> None:
+    _publish_pulsar_de(redis_client)
+    config = _sources_config(tmp_path, redis_url, network, {"url": second_influx.url, "database": "galaxy_eu"})
+    result = run(["--config", str(config)])
+    _clean(result)
+    assert result.exit_code == 1, result.output
+    checks = lines(result)
+    assert not [name for name in checks if name.startswith("influxdb")], result.output
+    assert checks["source network"][0].startswith(f"OK source network: {network['url']} answers (InfluxDB 1.")
+    assert checks["source network auth"] == ["OK source network auth: no credentials configured, none required"]
+    assert checks["source network database"] == [f"OK source network database: '{network['database']}' exists"]
+    (data,) = checks["source network data"]
+    assert data.startswith("OK source network data: htcondor_cluster_usage: newest point "), data
+    assert checks["source eu"][0].startswith(f"OK source eu: {second_influx.url} answers (InfluxDB 1.")
+    (database,) = checks["source eu database"]
+    assert database.startswith(f"FAIL source eu database: database 'galaxy_eu' does not exist on {second_influx.url}")
+    assert database.endswith("(hint: set sources.eu.database (TPV_BROKER_SOURCES_EU_DATABASE))")
+    assert "source eu data" not in checks  # nothing behind the missing database
+    # Redis, then the tenant's alias to an endpoint neither source reports (pulsar_de is in the snapshot).
+    assert checks["redis snapshot"][0].startswith("OK redis snapshot:")
+    assert checks["tenant usegalaxy-eu"][1] == (
+        "WARN tenant usegalaxy-eu: names endpoints no source reports in config or in the snapshot: nowhere "
+        "(hint: check its aliases and private lists against `tpv-broker inspect`)")
+    assert result.output.splitlines()[-1] == "13 checks, 1 failed"
+
+
+def test_an_unreachable_source_is_named_with_its_keys_and_variables(
+        tmp_path: pathlib.Path, network: dict[str, object], redis_url: str) -> None:
+    closed = free_port()
+    config = _sources_config(tmp_path, redis_url, network,
+                             {"url": f"http://127.0.0.1:{closed}", "username": "reader"})
+    result = run(["--config", str(config)], TPV_BROKER_SOURCES_EU_PASSWORD=SECRET)
+    _clean(result)
+    assert result.exit_code == 1
+    checks = lines(result)
+    # The variable counts (it is the source's password) and is named, never its value.
+    assert checks["config"] == [f"OK config: {config}: valid; overridden from the environment: "
+                                "TPV_BROKER_SOURCES_EU_PASSWORD"]
+    assert checks["source eu"] == [
+        f"FAIL source eu: http://127.0.0.1:{closed} is unreachable: connection refused "
+        "(hint: check sources.eu.url (TPV_BROKER_SOURCES_EU_URL) and that InfluxDB runs there)"]
+    assert not [name for name in checks if name.startswith("source eu ")]
+    # The other source is checked all the same.
+    assert checks["source network data"][0].startswith("OK source network data: htcondor_cluster_usage")
+
+
+def test_a_sources_missing_measurement_names_its_presets(tmp_path: pathlib.Path, network: dict[str, object],
+                                                         second_influx: InfluxServer, redis_url: str) -> None:
+    db = f"eu_{uuid.uuid4().hex[:8]}"
+    second_influx.create_database(db)
+    try:
+        second_influx.write_lines(db, [f"queue_by_destination,destination_id=eu_de,state=queued count=3 "
+                                       f"{int(time.time())}"])
+        config = _sources_config(tmp_path, redis_url, network, {"url": second_influx.url, "database": db})
+        result = run(["--config", str(config)])
+    finally:
+        second_influx.query(f'DROP DATABASE "{db}"')
+    _clean(result)
+    queue, runtime = lines(result)["source eu data"]
+    assert queue.startswith("OK source eu data: queue_by_destination: newest point ")
+    assert runtime.startswith(f"FAIL source eu data: destination-queue-run-time (preset destination_queue_run_time): "
+                              f"no such measurement in database '{db}'")
+    assert runtime.endswith("Or drop destination_queue_run_time from sources.eu.presets)")
+
+
+def test_a_sources_refused_credentials_name_its_variables(tmp_path: pathlib.Path, network: dict[str, object],
+                                                          auth_influx: InfluxServer, redis_url: str) -> None:
+    config = _sources_config(tmp_path, redis_url, network,
+                             {"url": auth_influx.url, "database": "galaxy", "username": "reader"})
+    result = run(["--config", str(config)], TPV_BROKER_SOURCES_EU_PASSWORD="wrong")
+    _clean(result)
+    assert lines(result)["source eu auth"] == [
+        f"FAIL source eu auth: {auth_influx.url} refused user 'reader' (HTTP 401) (hint: check "
+        "sources.eu.username / TPV_BROKER_SOURCES_EU_PASSWORD, or TPV_BROKER_SOURCES_EU_TOKEN)"]
+    good = run(["--config", str(config)], TPV_BROKER_SOURCES_EU_PASSWORD=SECRET)
+    _clean(good)
+    assert lines(good)["source eu auth"] == ["OK source eu auth: user 'reader' accepted"]
+
+
+def test_one_request_per_source_for_its_measurements(tmp_path: pathlib.Path, network: dict[str, object],
+                                                     second_influx: InfluxServer, redis_url: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    db = f"eu_{uuid.uuid4().hex[:8]}"
+    second_influx.create_database(db)
+    queries: list[str] = []
+    request = requests.Session.request
+
+    def counting(self: requests.Session, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        if url.endswith("/query"):
+            queries.append(url.removesuffix("/query"))
+        return request(self, method, url, *args, **kwargs)
+
+    config = _sources_config(tmp_path, redis_url, network, {"url": second_influx.url, "database": db})
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(requests.Session, "request", counting)
+            result = run(["--config", str(config)])
+    finally:
+        second_influx.query(f'DROP DATABASE "{db}"')
+    assert len(lines(result)["source eu data"]) == 2, result.output
+    # SHOW DATABASES, then every preset's probe in one request.
+    assert sorted(queries) == sorted([network["url"]] * 2 + [second_influx.url] * 2)

@@ -15,7 +15,7 @@ import redis
 from click.testing import CliRunner, Result
 
 from tpv_broker.cli import main
-from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
+from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, SourceStatus
 from tpv_broker.devtools.servers import InfluxServer, free_port
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
@@ -95,6 +95,53 @@ def test_inspect_json(redis_client: redis.Redis, redis_url: str) -> None:
     assert out["destinations"]["pulsar_de"]["queued"] == 5
     assert out["meta"]["created_at"] == snap.meta.created_at
     assert isinstance(out["meta"]["age_s"], (int, float)) and out["meta"]["age_s"] >= 0
+
+
+EU_DOWN = "InfluxDB at http://influx.eu.example.org:8086 (database 'galaxy') is unreachable: connection refused"
+
+
+def publish_with_sources(client: redis.Redis, now: float) -> None:
+    """A snapshot of three sources: the network's answered, usegalaxy-eu's
+    is down (its last good figures kept), usegalaxy-fr's never answered."""
+    snap = publish(client, now)
+    snap.meta.sources = {
+        "network": SourceStatus(state="ok", answered_at=now - 3),
+        "eu": SourceStatus(state="stale", answered_at=now - 125, problem=EU_DOWN, tenant="usegalaxy-eu"),
+        "fr": SourceStatus(state="missing", tenant="usegalaxy-fr"),
+    }
+    SnapshotStore(client, KeySchema(PREFIX)).publish(snap)
+
+
+def _age(line: str, pattern: str) -> int:
+    match = re.fullmatch(pattern, line)
+    assert match, line
+    return int(match.group(1))
+
+
+def test_inspect_shows_each_source(redis_client: redis.Redis, redis_url: str) -> None:
+    publish_with_sources(redis_client, time.time())
+    result = run(["inspect"], env={"TPV_BROKER_REDIS_URL": redis_url})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    # After the snapshot's summary, before the table, by name.
+    assert lines[0].startswith("snapshot age ") and lines[4].split()[0] == "destination"
+    eu = rf"source eu: stale, answered (\d+) s ago, tenant usegalaxy-eu: {re.escape(EU_DOWN)}"
+    assert 125 <= _age(lines[1], eu) <= 127
+    assert lines[2] == "source fr: missing, no answer on record, tenant usegalaxy-fr"
+    assert 3 <= _age(lines[3], r"source network: ok, answered (\d+) s ago, shared") <= 5
+
+
+def test_inspect_json_carries_each_sources_state_and_age(redis_client: redis.Redis, redis_url: str) -> None:
+    publish_with_sources(redis_client, time.time())
+    result = run(["inspect", "--json"], env={"TPV_BROKER_REDIS_URL": redis_url})
+    assert result.exit_code == 0, result.output
+    sources = json.loads(result.output)["meta"]["sources"]
+    assert sorted(sources) == ["eu", "fr", "network"]
+    eu = sources["eu"]
+    assert (eu["state"], eu["problem"], eu["tenant"]) == ("stale", EU_DOWN, "usegalaxy-eu")
+    assert 125 <= eu["age_s"] < 127
+    assert sources["network"]["tenant"] is None and 3 <= sources["network"]["age_s"] < 5
+    assert sources["fr"]["answered_at"] is None and sources["fr"]["age_s"] is None
 
 
 def test_inspect_uses_the_configured_prefix(redis_client: redis.Redis, redis_url: str) -> None:

@@ -430,6 +430,8 @@ def test_the_tenants_command_lists_them_and_their_requests(redis_client: redis.R
     assert sorted(lines) == ["default", "usegalaxy-eu", "usegalaxy-fr"]
     assert lines["usegalaxy-eu"][-3:] == ["3", "0", "0"] and lines["usegalaxy-fr"][-3:] == ["1", "0", "0"]
     assert "5/s," in lines["usegalaxy-eu"] and "a" in lines["usegalaxy-eu"]
+    # The one source of a config without sources is shared; this snapshot says nothing of its state.
+    assert "influxdb" in lines["default"] and "influxdb" not in lines["usegalaxy-eu"]
     assert EU not in result.output and FR not in result.output and OWN not in result.output
 
 
@@ -455,3 +457,94 @@ def test_the_multi_galaxy_example_is_a_valid_config() -> None:
     assert sorted(config.api.tenants) == ["usegalaxy-be", "usegalaxy-eu", "usegalaxy-fr"]
     assert config.api.hidden_from("usegalaxy-fr") == {"eu_cluster"}
     assert config.api.hidden_from("default") == set()
+
+
+def _sources_config(tmp_path: Path) -> Path:
+    """The multi config reading the network's InfluxDB (shared) and
+    usegalaxy-eu's own; usegalaxy-fr has none."""
+    path = _multi_config(tmp_path)
+    path.write_text(path.read_text() + "sources:\n"
+                    "  network: {url: 'http://influx.network:8086', presets: [htcondor_cluster_usage]}\n"
+                    "  eu: {url: 'http://influx.eu:8086', presets: [queue_by_destination], tenant: usegalaxy-eu}\n")
+    return path
+
+
+def _cells(output: str) -> dict[str, dict[str, str]]:
+    """tenant -> column -> cell of the tenants table (cells may hold spaces)."""
+    header, *rows = output.splitlines()
+    names = re.split(r"\s{2,}", header.strip())
+    starts = [header.index(n) for n in names]
+    ends = [*starts[1:], None]
+    return {row.split()[0]: {n: row[a:b].strip() for n, a, b in zip(names, starts, ends, strict=True)}
+            for row in rows}
+
+
+class _ApiStub:
+    """An API's /metrics and /ready as the tenants command reads them."""
+
+    METRICS = ("# TYPE tpv_broker_api_requests_total counter\n"
+               'tpv_broker_api_requests_total{endpoint="/api/rank",outcome="ok",tenant="usegalaxy-eu"} 3.0\n')
+
+    def __init__(self, ready_status: int, ready_body: str) -> None:
+        import http.server
+
+        stub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                status, body = (200, stub.METRICS) if self.path == "/metrics" else (ready_status, ready_body)
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_tenants_command_lists_each_tenants_sources(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tpv_broker.cli import main
+
+    result = CliRunner().invoke(main, ["--config", str(_sources_config(tmp_path)), "tenants"])
+    assert result.exit_code == 0, result.output
+    cells = _cells(result.output)
+    # Shared sources report the snapshot's own ids: the broker's own tenant's row.
+    assert {t: c["sources"] for t, c in cells.items()} == {
+        "default": "network", "usegalaxy-eu": "eu", "usegalaxy-fr": "-"}
+
+
+@pytest.mark.parametrize(("status", "body", "expected"), [
+    (200, '{"ready": true, "sources": {"network": {"state": "ok", "age_s": 2.5}, '
+          '"eu": {"state": "stale", "age_s": 120.4}}}',
+     {"default": "network (ok)", "usegalaxy-eu": "eu (stale 120 s)"}),
+    (503, '{"ready": false, "sources": {"eu": {"state": "missing", "age_s": null}}}',
+     {"default": "network", "usegalaxy-eu": "eu (missing)"}),
+    # An API that does not say (older, or /ready protected): the names only.
+    (200, '{"ready": true}', {"default": "network", "usegalaxy-eu": "eu"}),
+    (401, "Unauthorized", {"default": "network", "usegalaxy-eu": "eu"}),
+])
+def test_with_api_the_tenants_command_shows_each_sources_state(tmp_path: Path, status: int, body: str,
+                                                               expected: dict[str, str]) -> None:
+    from click.testing import CliRunner
+
+    from tpv_broker.cli import main
+
+    with _ApiStub(status, body) as base:
+        result = CliRunner().invoke(main, ["--config", str(_sources_config(tmp_path)), "tenants", "--api", base])
+    assert result.exit_code == 0, result.output
+    cells = _cells(result.output)
+    assert {t: cells[t]["sources"] for t in expected} == expected
+    assert cells["usegalaxy-fr"]["sources"] == "-"
+    assert cells["usegalaxy-eu"]["requests ok"] == "3"

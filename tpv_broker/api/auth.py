@@ -216,9 +216,14 @@ def install(app: Flask, settings: ApiSettings) -> None:
     @app.before_request
     def _require_token() -> tuple[Response, int] | None:
         rule = request.url_rule
+        header = request.headers.get("Authorization")
         if rule is None or rule.rule not in protected:
+            # An open route (/ready) needs no token, but one that is valid
+            # says whose view to give; a wrong one gives nobody's.
+            if header is not None and isinstance(opened := check_header(header, tokens), str):
+                g.tpv_tenant = opened
             return None
-        checked = check_header(request.headers.get("Authorization"), tokens)
+        checked = check_header(header, tokens)
         if isinstance(checked, str):
             g.tpv_tenant = checked
             return None

@@ -24,9 +24,13 @@ from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.influxql import quote_ident, time_window
 from tpv_broker.config.settings import (
     CONFIG_ENV,
+    ENV_PREFIX,
     BrokerConfig,
+    CollectorSettings,
+    SourceSettings,
     env_overrides,
     load_config,
+    source_env_name,
 )
 from tpv_broker.config.urls import redact_url
 from tpv_broker.errors import BrokerError, ConfigError, MetricSourceError
@@ -84,19 +88,22 @@ _WRITERS = {
 _WINDOW_KEYS = {"live": "lookback_s", "stats": "stats_lookback_s"}
 
 
-def measurement_probes(config: BrokerConfig) -> list[MeasurementProbe]:
-    """The measurements the configured presets read, with the window each
-    is read over. The one place that knows how presets map to measurements
+def measurement_probes(collector: CollectorSettings, source: SourceSettings) -> list[MeasurementProbe]:
+    """The measurements ``source``'s presets read, with the window each is
+    read over. The one place that knows how presets map to measurements
     for this check."""
+    from tpv_broker.collector.presets import presets_for
+
     out = []
-    for name, spec in config.collector.preset_specs().items():
+    for preset in presets_for(collector, source.presets):
+        spec = preset.spec
         lookback_key = _WINDOW_KEYS[spec.window]
         out.append(MeasurementProbe(
-            preset=name,
+            preset=preset.name,
             measurement=spec.measurement,
-            lookback_s=getattr(config.collector, lookback_key),
+            lookback_s=getattr(collector, lookback_key),
             lookback_key=f"collector.{lookback_key}",
-            writer=_WRITERS.get(name) or spec.description or f"the writer of {spec.measurement!r}",
+            writer=_WRITERS.get(preset.name) or spec.description or f"the writer of {spec.measurement!r}",
         ))
     return out
 
@@ -106,15 +113,18 @@ def check_config(path: str | Path | None, environ: Mapping[str, str]) -> tuple[C
     """Load the config exactly as the services do (file + environment)."""
     if path is None:
         path = environ.get(CONFIG_ENV) or None
-    overridden = sorted(
+    overridden = [
         f"TPV_BROKER_{section}_{key}".upper()
         for section, values in env_overrides(environ).items()
         for key in values
-    )
+    ]
     try:
         config = load_config(path, environ)
     except ConfigError as e:
         return Check("FAIL", "config", str(e)), None
+    # A source's variables count only for the sources the file declares.
+    overridden = sorted([*overridden, *(env for name in config.sources for field in SourceSettings.model_fields
+                                        if (env := source_env_name(name, field)) in environ)])
     if path is not None:
         source = f"{path}: valid"
     else:
@@ -124,6 +134,42 @@ def check_config(path: str | Path | None, environ: Mapping[str, str]) -> tuple[C
 
 
 # -- InfluxDB --------------------------------------------------------------------
+@dataclass(frozen=True)
+class SourceTarget:
+    """One InfluxDB to check and the words its checks use. A config without
+    ``sources`` keeps the words it always had (``influxdb``, ``influxdb.url``,
+    ``TPV_BROKER_INFLUXDB_URL``, ``collector.presets``), so its output and
+    the scripts reading it stay as they were."""
+
+    name: str
+    settings: SourceSettings
+    single: bool = False
+
+    def label(self, part: str = "") -> str:
+        base = "influxdb" if self.single else f"source {self.name}"
+        return f"{base} {part}" if part else base
+
+    def key(self, field: str) -> str:
+        return f"influxdb.{field}" if self.single else f"sources.{self.name}.{field}"
+
+    def env(self, field: str) -> str:
+        return f"{ENV_PREFIX}INFLUXDB_{field}".upper() if self.single else source_env_name(self.name, field)
+
+    def setting(self, field: str) -> str:
+        """``influxdb.url (TPV_BROKER_INFLUXDB_URL)``: the key and the variable that overrides it."""
+        return f"{self.key(field)} ({self.env(field)})"
+
+    @property
+    def presets_key(self) -> str:
+        return "collector.presets" if self.single else self.key("presets")
+
+
+def source_targets(config: BrokerConfig) -> list[SourceTarget]:
+    """Every InfluxDB the collector reads, in config order."""
+    return [SourceTarget(name, settings, single=not config.sources)
+            for name, settings in config.metric_sources().items()]
+
+
 def _reason(exc: Exception) -> str:
     # requests nests urllib3's reason several levels deep; the innermost
     # words are what an admin needs (and they never hold credentials).
@@ -139,50 +185,69 @@ def _reason(exc: Exception) -> str:
     return type(exc).__name__
 
 
-def check_flux(config: BrokerConfig) -> list[Check]:
-    """InfluxDB 2.x natively (``influxdb.api: flux``): the collector's own
-    read, one Flux query for every configured preset, through the same
-    client and error messages as the daemon's."""
+def check_flux(collector: CollectorSettings, target: SourceTarget) -> list[Check]:
+    """InfluxDB 2.x natively (``api: flux``): the collector's own read, one
+    Flux query for every preset of the source, through the same client and
+    error messages as the daemon's."""
     from tpv_broker.collector.presets import presets_for
     from tpv_broker.collector.source import metric_source
 
-    hint = "check influxdb.url, influxdb.org, influxdb.bucket and TPV_BROKER_INFLUXDB_TOKEN"
-    presets = presets_for(config.collector)
+    hint = (f"check {target.key('url')}, {target.key('org')}, {target.key('bucket')} and "
+            f"{target.env('token')}")
+    presets = presets_for(collector, target.settings.presets)
     try:
-        source = metric_source(config.influxdb)
-        results = source.read(presets, config.collector)
+        source = metric_source(target.settings)
+        results = source.read(presets, collector)
     except MetricSourceError as e:
-        return [Check("FAIL", "influxdb", str(e), hint)]
-    checks = [Check("OK", "influxdb", f"{source.where} answered the collector's query")]
+        return [Check("FAIL", target.label(), str(e), hint)]
+    checks = [Check("OK", target.label(), f"{source.where} answered the collector's query")]
+    probes = {p.preset: p for p in measurement_probes(collector, target.settings)}
     for preset, result in zip(presets, results, strict=True):
-        probe = next(p for p in measurement_probes(config) if p.preset == preset.name)
+        probe = probes[preset.name]
         if result.error:
-            checks.append(Check("FAIL", "influxdb data", f"{preset.name}: {result.error}"))
+            checks.append(Check("FAIL", target.label("data"), f"{preset.name}: {result.error}"))
         elif not result.rows:
-            checks.append(Check("FAIL", "influxdb data",
+            checks.append(Check("FAIL", target.label("data"),
                                 f"{preset.name}: no point of {probe.measurement!r} in the last "
                                 f"{probe.lookback_s:g} s ({probe.lookback_key})",
                                 f"is {probe.writer} writing to this bucket? "
-                                f"Or drop {preset.name} from collector.presets"))
+                                f"Or drop {preset.name} from {target.presets_key}"))
         else:
-            checks.append(Check("OK", "influxdb data", f"{preset.name}: {counted(len(result.rows), 'row')}"))
+            checks.append(Check("OK", target.label("data"), f"{preset.name}: {counted(len(result.rows), 'row')}"))
     return checks
 
 
-def check_influxdb(config: BrokerConfig, session: requests.Session | None = None) -> list[Check]:
-    settings = config.influxdb
+def check_influxdb(collector: CollectorSettings, target: SourceTarget,
+                   session: requests.Session | None = None) -> list[Check]:
+    """One InfluxDB: reachable, credentials, database, then each preset's
+    measurement; nothing is checked behind a step that failed."""
+    settings = target.settings
     if settings.api == "flux":
-        return check_flux(config)
+        return check_flux(collector, target)
     client = InfluxQLClient(settings, session)
+    checks = _check_ping(client, target)
+    if checks[-1].failed:
+        return checks
+    checks += _check_databases(client, target)
+    if checks[-1].failed:
+        return checks
+    return [*checks, *check_measurements(client, measurement_probes(collector, settings), target)]
+
+
+def _url_hint(target: SourceTarget) -> str:
+    return f"check {target.setting('url')} and that InfluxDB runs there"
+
+
+def _check_ping(client: InfluxQLClient, target: SourceTarget) -> list[Check]:
+    settings = target.settings
     url = redact_url(client.base)
-    url_hint = "check influxdb.url (TPV_BROKER_INFLUXDB_URL) and that InfluxDB runs there"
     try:
         ping = client.session.get(f"{client.base}/ping", timeout=settings.timeout_s)
     except requests.Timeout:
-        return [Check("FAIL", "influxdb", f"{url} did not answer within {settings.timeout_s:g} s "
-                      "(influxdb.timeout_s)", url_hint)]
+        return [Check("FAIL", target.label(), f"{url} did not answer within {settings.timeout_s:g} s "
+                      f"({target.key('timeout_s')})", _url_hint(target))]
     except requests.RequestException as e:
-        return [Check("FAIL", "influxdb", f"{url} is unreachable: {_reason(e)}", url_hint)]
+        return [Check("FAIL", target.label(), f"{url} is unreachable: {_reason(e)}", _url_hint(target))]
     version = ping.headers.get("X-Influxdb-Version")
     if ping.status_code in (200, 204):
         answers = f"answers (InfluxDB {version})" if version else "answers /ping (no version reported)"
@@ -190,57 +255,64 @@ def check_influxdb(config: BrokerConfig, session: requests.Session | None = None
         # Some InfluxDB versions want credentials even for /ping.
         answers = f"answers (InfluxDB {version}; /ping needs credentials)"
     else:
-        return [Check("FAIL", "influxdb", f"{url} answered /ping with HTTP {ping.status_code}, not as InfluxDB does",
-                      "influxdb.url must be InfluxDB's HTTP API (for 2.x/3.x: its v1-compatible endpoint)")]
-    checks = [Check("OK", "influxdb", f"{url} {answers}")]
+        return [Check("FAIL", target.label(),
+                      f"{url} answered /ping with HTTP {ping.status_code}, not as InfluxDB does",
+                      f"{target.key('url')} must be InfluxDB's HTTP API (for 2.x/3.x: its v1-compatible endpoint)")]
+    return [Check("OK", target.label(), f"{url} {answers}")]
 
+
+def _check_databases(client: InfluxQLClient, target: SourceTarget) -> list[Check]:
+    """The credentials (SHOW DATABASES), then the configured database among those listed."""
+    settings = target.settings
+    url = redact_url(client.base)
+    auth = target.label("auth")
     who = ("the token" if settings.token is not None else
            f"user {settings.username!r}" if settings.username is not None else None)
     try:
         resp = client.session.post(f"{client.base}/query", data={"q": "SHOW DATABASES"}, timeout=settings.timeout_s)
     except requests.RequestException as e:
-        return [*checks, Check("FAIL", "influxdb auth", f"SHOW DATABASES failed: {_reason(e)}", url_hint)]
+        return [Check("FAIL", auth, f"SHOW DATABASES failed: {_reason(e)}", _url_hint(target))]
     if resp.status_code in (401, 403):
-        hint = ("set influxdb.username and TPV_BROKER_INFLUXDB_PASSWORD (or TPV_BROKER_INFLUXDB_TOKEN)"
-                if who is None else
-                "check influxdb.username / TPV_BROKER_INFLUXDB_PASSWORD, or TPV_BROKER_INFLUXDB_TOKEN")
+        username, password, token = target.key("username"), target.env("password"), target.env("token")
+        hint = (f"set {username} and {password} (or {token})" if who is None else
+                f"check {username} / {password}, or {token}")
         refused = f"refused {who}" if who else "requires credentials"
-        return [*checks, Check("FAIL", "influxdb auth", f"{url} {refused} (HTTP {resp.status_code})", hint)]
+        return [Check("FAIL", auth, f"{url} {refused} (HTTP {resp.status_code})", hint)]
     try:
         result = resp.json()["results"][0]
         if "error" in result:
             raise ValueError(result["error"])
         names = sorted({row[0] for s in result.get("series") or [] for row in s.get("values") or []})
     except (ValueError, KeyError, IndexError, TypeError) as e:
-        return [*checks, Check("FAIL", "influxdb auth", f"SHOW DATABASES answered HTTP {resp.status_code}: {e}",
-                               "the user needs to be able to list the database it reads")]
-    checks.append(_auth_enforced(client, who))
-
+        return [Check("FAIL", auth, f"SHOW DATABASES answered HTTP {resp.status_code}: {e}",
+                      "the user needs to be able to list the database it reads")]
+    checks = [_auth_enforced(client, who, target)]
+    database = target.label("database")
     if settings.database not in names:
-        return [*checks, Check("FAIL", "influxdb database",
+        return [*checks, Check("FAIL", database,
                                f"database {settings.database!r} does not exist on {url} or is not readable "
                                f"{'by ' + who if who else 'without credentials'} "
                                f"(databases there: {', '.join(names) or 'none'})",
-                               "set influxdb.database (TPV_BROKER_INFLUXDB_DATABASE)")]
-    checks.append(Check("OK", "influxdb database", f"{settings.database!r} exists"))
-    return [*checks, *check_measurements(client, measurement_probes(config))]
+                               f"set {target.setting('database')}")]
+    return [*checks, Check("OK", database, f"{settings.database!r} exists")]
 
 
-def _auth_enforced(client: InfluxQLClient, who: str | None) -> Check:
+def _auth_enforced(client: InfluxQLClient, who: str | None, target: SourceTarget) -> Check:
     """InfluxDB with authentication off accepts any credentials: say so
     rather than call them correct."""
+    auth = target.label("auth")
     if who is None:
-        return Check("OK", "influxdb auth", "no credentials configured, none required")
+        return Check("OK", auth, "no credentials configured, none required")
     parts = urlsplit(client.base)
     bare_url = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
     try:
         bare = requests.post(f"{bare_url}/query", data={"q": "SHOW DATABASES"},
                              timeout=client.settings.timeout_s, verify=client.settings.verify_tls)
     except requests.RequestException as e:
-        return Check("FAIL", "influxdb auth", f"SHOW DATABASES without credentials failed: {_reason(e)}")
+        return Check("FAIL", auth, f"SHOW DATABASES without credentials failed: {_reason(e)}")
     if bare.status_code in (401, 403):
-        return Check("OK", "influxdb auth", f"{who} accepted")
-    return Check("OK", "influxdb auth", f"authentication is off on the server: {who} not checked")
+        return Check("OK", auth, f"{who} accepted")
+    return Check("OK", auth, f"authentication is off on the server: {who} not checked")
 
 
 def _probe_statement(p: MeasurementProbe) -> str:
@@ -248,20 +320,20 @@ def _probe_statement(p: MeasurementProbe) -> str:
     return f"SELECT * FROM {quote_ident(p.measurement)} WHERE {time_window(p.lookback_s)} ORDER BY time DESC LIMIT 1"
 
 
-def check_measurements(client: InfluxQLClient, probes: list[MeasurementProbe],
+def check_measurements(client: InfluxQLClient, probes: list[MeasurementProbe], target: SourceTarget,
                        now: float | None = None) -> list[Check]:
     """Which probed measurements have a point in their window: one request."""
+    name = target.label("data")
     if not probes:
-        return [Check("WARN", "influxdb data", "collector.presets is empty: the collector reads nothing")]
+        return [Check("WARN", name, f"{target.presets_key} is empty: the collector reads nothing")]
     try:
         results = client.query(["SHOW MEASUREMENTS", *(_probe_statement(p) for p in probes)])
     except MetricSourceError as e:
-        return [Check("FAIL", "influxdb data", str(e))]
+        return [Check("FAIL", name, str(e))]
     now = time.time() if now is None else now
     existing = {row[0] for s in results[0].series for row in s.values}
     checks = []
     for p, res in zip(probes, results[1:], strict=True):
-        name = "influxdb data"
         what = p.measurement if p.measurement == p.preset else f"{p.measurement} (preset {p.preset})"
         if res.error:
             checks.append(Check("FAIL", name, f"reading {what} failed: {res.error}"))
@@ -275,7 +347,8 @@ def check_measurements(client: InfluxQLClient, probes: list[MeasurementProbe],
         elif p.measurement not in existing:
             checks.append(Check("FAIL", name, f"{what}: no such measurement in database "
                                 f"{client.settings.database!r}",
-                                f"is {p.writer} writing to this database? Or drop {p.preset} from collector.presets"))
+                                f"is {p.writer} writing to this database? Or drop {p.preset} from "
+                                f"{target.presets_key}"))
         else:
             checks.append(Check("FAIL", name, f"{what}: no point in the last {p.lookback_s:g} s "
                                 f"({p.lookback_key})", f"has {p.writer} stopped?"))
@@ -416,4 +489,5 @@ def run_checks(path: str | Path | None, environ: Mapping[str, str], connect: boo
         return [config_check, *check_tenants(config, None)]
     redis_checks = check_redis(config)
     known = None if any(c.failed for c in redis_checks) or not config.api.tenants else _snapshot_ids(config)
-    return [config_check, *check_influxdb(config), *redis_checks, *check_tenants(config, known)]
+    influx_checks = [c for target in source_targets(config) for c in check_influxdb(config.collector, target)]
+    return [config_check, *influx_checks, *redis_checks, *check_tenants(config, known)]

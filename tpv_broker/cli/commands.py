@@ -14,13 +14,15 @@ import click
 
 from tpv_broker.config.settings import BrokerConfig, load_config
 from tpv_broker.config.urls import redact_url
-from tpv_broker.errors import BrokerError, StoreError
+from tpv_broker.errors import BrokerError, ConfigError, StoreError
+from tpv_broker.ids import DEFAULT_TENANT
 from tpv_broker.logging_setup import configure_logging, event
 from tpv_broker.store.snapshots import SnapshotStore, store_from_config
 from tpv_broker.wording import counted
 
 if TYPE_CHECKING:
     from tpv_broker.api.schemas import RankRequest
+    from tpv_broker.core.models import SnapshotMeta
 
 # What to do when Redis cannot be reached: most often a shell that does not
 # point at the running system (the demo's Redis is on a new port each run).
@@ -192,6 +194,9 @@ def inspect(obj: _Context, as_json: bool) -> None:
     if as_json:
         out = snapshot.model_dump(mode="json")
         out["meta"]["age_s"] = round(snapshot.meta.age_s(now), 3)
+        for name, source in snapshot.meta.sources.items():
+            age = source.age_s(now)
+            out["meta"]["sources"][name]["age_s"] = None if age is None else round(age, 3)
         out["unmatched_ids"] = unmatched
         click.echo(json.dumps(out, indent=2))
         return
@@ -206,6 +211,8 @@ def inspect(obj: _Context, as_json: bool) -> None:
                    f"{now - meta.stale_since:.0f} s ago{retry}: {meta.stale_reason}")
     if meta.problems:
         click.echo(f"problems in the cycle that built it: {meta.problems}")
+    for line in source_lines(meta, now):
+        click.echo(line)
     view = RankView(meta=meta, destinations=snapshot.destinations)
     probe = JobFacts(tool_id="", cores=1, mem=0)
     result = rank([Candidate(d) for d in sorted(snapshot.destinations)], probe, [], view, now,
@@ -221,6 +228,20 @@ def inspect(obj: _Context, as_json: bool) -> None:
     _table(header, rows)
     if unmatched:
         click.echo(f"ids seen in the metrics that match no configured destination or alias: {', '.join(unmatched)}")
+
+
+def source_lines(meta: SnapshotMeta, now: float) -> list[str]:
+    """One line per metric source of the cycle that built the snapshot:
+    its state, when it last answered, whose it is, and what went wrong.
+    The CLI is the operators' view (the default tenant): every source shows."""
+    lines = []
+    for name, s in sorted(meta.sources.items()):
+        age = s.age_s(now)
+        answered = "no answer on record" if age is None else f"answered {age:.0f} s ago"
+        owner = "shared" if s.tenant is None else f"tenant {s.tenant}"
+        problem = f": {s.problem}" if s.problem else ""
+        lines.append(f"source {name}: {s.state}, {answered}, {owner}{problem}")
+    return lines
 
 
 def _number(text: str) -> int | float:
@@ -370,12 +391,15 @@ def tenants(obj: _Context, api_url: str | None) -> None:
     """List the Galaxy servers this broker serves (api.tenants).
 
     Per tenant: its tokens' sources (never a token), its rate limit, its
-    aliases and private endpoints; with --api, its rank requests answered,
-    degraded and refused (429) so far."""
+    aliases and private endpoints, and the metric sources that report its
+    ids (the shared ones on the default row); with --api, its rank requests
+    answered, degraded and refused (429) so far, and each metric source's
+    state."""
     config = obj.config
-    names = ["default", *config.api.tenants]
-    counts = _tenant_counts(api_url) if api_url else None
-    header: tuple[str, ...] = ("tenant", "tokens from", "rate limit", "aliases", "private")
+    names = [DEFAULT_TENANT, *config.api.tenants]
+    counts = _tenant_counts(api_url, config) if api_url else None
+    states = _source_states(api_url, config) if api_url else None
+    header: tuple[str, ...] = ("tenant", "tokens from", "rate limit", "aliases", "private", "sources")
     if counts is not None:
         header += ("requests ok", "degraded", "refused 429")
     rows = []
@@ -390,6 +414,7 @@ def tenants(obj: _Context, api_url: str | None) -> None:
                                                                else [])]
             limit = f"{t.rate_per_s:g}/s, burst {t.burst_or_default}" if t.rate_per_s else "-"
             row = (name, ", ".join(sources), limit, str(len(t.aliases)), ", ".join(t.private) or "-")
+        row += (_tenant_sources(config, None if t is None else name, states),)
         if counts is not None:
             mine = counts.get(name, {})
             row += tuple(_fmt(mine.get(k, 0.0)) for k in ("ok", "degraded", "too_many_requests"))
@@ -397,14 +422,62 @@ def tenants(obj: _Context, api_url: str | None) -> None:
     _table(header, rows)
 
 
-def _tenant_counts(api_url: str) -> dict[str, dict[str, float]]:
+def _tenant_sources(config: BrokerConfig, tenant: str | None, states: dict[str, Any] | None) -> str:
+    """The metric sources of ``tenant`` (None: the shared ones, which the
+    broker's own tenant stands for: their ids are the snapshot's), each
+    with its state when the API told it."""
+    names = [n for n, s in config.metric_sources().items() if s.tenant == tenant]
+    return ", ".join(_with_state(n, (states or {}).get(n)) for n in names) or "-"
+
+
+def _with_state(name: str, state: Any) -> str:
+    """``eu (ok)``, ``eu (stale 120 s)``; the bare name when /ready did not say."""
+    if not isinstance(state, dict) or not isinstance(state.get("state"), str):
+        return name
+    age = state.get("age_s")
+    if state["state"] == "ok" or not isinstance(age, (int, float)):
+        return f"{name} ({state['state']})"
+    return f"{name} ({state['state']} {age:.0f} s)"
+
+
+def _operator_headers(config: BrokerConfig) -> dict[str, str]:
+    """The broker's own token (api.auth_tokens, else the first of its file),
+    so the API shows the operators' view: every tenant's sources, and
+    /metrics if protected. None readable: no header (the shared view)."""
+    from tpv_broker.api.auth import read_tokens_file
+
+    tokens = [t.get_secret_value() for t in config.api.auth_tokens]
+    if not tokens and config.api.auth_tokens_file is not None:
+        try:
+            tokens = read_tokens_file(config.api.auth_tokens_file)
+        except ConfigError:
+            tokens = []
+    return {"Authorization": f"Bearer {tokens[0]}"} if tokens else {}
+
+
+def _source_states(api_url: str, config: BrokerConfig) -> dict[str, Any] | None:
+    """Source name -> its state and age, from the API's /ready; None when
+    it does not say (an older API, no snapshot yet, /ready protected): the
+    table then names the sources only, as without --api."""
+    import requests
+
+    try:
+        body = requests.get(api_url.rstrip("/") + "/ready", headers=_operator_headers(config),
+                            timeout=5).json()
+    except (requests.RequestException, ValueError):
+        return None
+    sources = body.get("sources") if isinstance(body, dict) else None
+    return sources if isinstance(sources, dict) else None
+
+
+def _tenant_counts(api_url: str, config: BrokerConfig) -> dict[str, dict[str, float]]:
     """tenant -> outcome -> rank requests, from the API's /metrics."""
     import requests
     from prometheus_client.parser import text_string_to_metric_families
 
     url = api_url.rstrip("/") + "/metrics"
     try:
-        resp = requests.get(url, timeout=5)
+        resp = requests.get(url, headers=_operator_headers(config), timeout=5)
         resp.raise_for_status()
     except requests.RequestException as e:
         _fail(f"cannot read {redact_url(url)}: {type(e).__name__}: {str(e)[:200]}")
