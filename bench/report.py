@@ -451,6 +451,69 @@ def render_markdown(data: dict[str, Any]) -> str:
                  f"gunicorn for every service: {r['gunicorn']}."), "", rank_table(r), ""]
     if "collector" in data:
         c = data["collector"]
+        sizes = collector_table(c) if c.get("sizes") else "Only the multi-source phase (--multi-only)."
         out += [f"## Collector cycle{' (TINY mode: not a measurement)' if c.get('tiny') else ''}", "",
-                _machine_line(c.get("machine", {})), "", c.get("note", ""), "", collector_table(c), ""]
+                _machine_line(c.get("machine", {})), "", c.get("note", ""), "", sizes, ""]
+        if c.get("multi"):
+            out += [multi_table(c["multi"]), ""]
     return "\n".join(out)
+
+
+def multi_checks(m: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """The multi-source phase against what issue 21 asks (one request per
+    source per cycle) and against the single source (the same snapshot)."""
+    rows: list[tuple[str, str, bool | None]] = []
+    for kind in ("steady", "uncached"):
+        seen = m[kind]["multi"]["influx_requests_seen"]
+        rows.append((f"InfluxDB requests per source, every {kind} cycle: 1",
+                     ", ".join(f"{n}: {'/'.join(map(str, v))}" for n, v in seen.items()),
+                     all(v == [1] for v in seen.values())))
+    first = m["first"]["multi"]["influx_requests"]
+    rows.append(("InfluxDB requests per source, first cycle: 1", ", ".join(f"{n}: {v}" for n, v in first.items()),
+                 all(v == 1 for v in first.values())))
+    snap = m["snapshot"]
+    rows.append(("snapshot destinations: the single source's",
+                 f"{snap['destinations']['multi']} against {snap['destinations']['single']}",
+                 snap["destinations"]["multi"] == snap["destinations"]["single"] == m["destinations"]))
+    rows.append(("snapshot figures and tool statistics: the single source's",
+                 f"{snap['destinations_differing']} destinations differ; tool statistics "
+                 f"{'equal' if snap['tool_stats_equal'] else 'differ'}",
+                 snap["destinations_differing"] == 0 and snap["tool_stats_equal"]))
+    for kind in ("steady", "uncached"):
+        k = m[kind]
+        rows.append((f"{kind} cycle, several sources against one (median of {k['rounds']} rounds' ratios)",
+                     f"{k['ratio_median']:.2f}x ({min(k['ratio_rounds']):.2f}-{max(k['ratio_rounds']):.2f}x)", None))
+    return rows
+
+
+def multi_table(m: dict[str, Any]) -> str:
+    sources = ", ".join(f"{n} ({', '.join(s['presets'])}: {s['points']} points)" for n, s in m["sources"].items())
+    out = [f"### Several sources: {m['destinations']} x {m['tools']}", "",
+           f"One influxd each: {sources}; against one influxd with all {m['points_single']} points. "
+           "Rounds alternate the two collectors; a round's figure is the median of its cycles.", "",
+           "| run | collector | wall s (median) | rounds' medians s | InfluxDB requests per source | "
+           "InfluxQL statements per source | read s per source (median) | rows read | Redis commands |",
+           "|---|---|---:|---|---|---|---|---:|---:|"]
+    for kind in ("steady", "uncached"):
+        k = m[kind]
+        for which in ("single", "multi"):
+            c = k[which]
+            out.append(
+                f"| {kind} ({k['rounds']} x {k['cycles_per_round']}) | {which} | {c['wall_s_median']:.3f} | "
+                f"{min(c['round_medians_s']):.3f}-{max(c['round_medians_s']):.3f} | "
+                + ", ".join(f"{n} {'/'.join(map(str, v))}" for n, v in c["influx_requests_seen"].items()) + " | "
+                + ", ".join(f"{n} {v}" for n, v in c["influx_statements"].items()) + " | "
+                + ", ".join(f"{n} {v:.3f}" for n, v in c["read_s_median"].items())
+                + f" | {c['rows_read']} | {c['redis_commands']} |")
+    for which in ("single", "multi"):
+        c = m["first"][which]
+        out.append(f"| first (1) | {which} | {c['wall_s']:.3f} | - | "
+                   + ", ".join(f"{n} {v}" for n, v in c["influx_requests"].items()) + " | "
+                   + ", ".join(f"{n} {v}" for n, v in c["influx_statements"].items()) + " | "
+                   + ", ".join(f"{n} {v:.3f}" for n, v in c["read_s"].items())
+                   + f" | {c['rows_read']} | {c['redis_commands']} |")
+    out += ["", "| check | measured | |", "|---|---|---|"]
+    for check, measured, ok in multi_checks(m):
+        out.append(f"| {check} | {measured} | {'n/a' if ok is None else 'met' if ok else 'NOT met'} |")
+    return "\n".join(out)
+

@@ -103,7 +103,8 @@ def _rank_targets(md: str) -> list[list[str]]:
 def test_collector_bench_tiny(tmp_path: pathlib.Path) -> None:
     proc = _run("bench.collector", "--tiny", "--out", str(tmp_path))
     assert "| destinations x tools |" in proc.stdout
-    sizes = json.loads((tmp_path / "latest.json").read_text())["collector"]["sizes"]
+    collector = json.loads((tmp_path / "latest.json").read_text())["collector"]
+    sizes = collector["sizes"]
     assert [s["destinations"] for s in sizes] == [5, 12]
     statements = {"steady": 2, "after_refresh": 2, "refresh_unchanged": 1, "refresh_day": 1, "refresh_reread": 1,
                   "refresh_full": 1, "cold": 3, "uncached": 3}
@@ -111,7 +112,27 @@ def test_collector_bench_tiny(tmp_path: pathlib.Path) -> None:
         for kind, n in statements.items():
             assert s[kind]["influx_requests"] == 1
             assert s[kind]["influx_statements"] == n
-    assert "## Collector cycle" in (tmp_path / "latest.md").read_text()
+    md = (tmp_path / "latest.md").read_text()
+    assert "## Collector cycle" in md
+    # The largest size again, from three InfluxDBs (issue 21): one request
+    # each per cycle, the single source's snapshot, rounds against it.
+    multi = collector["multi"]
+    assert multi["destinations"] == 12
+    one_each = {"network": [1], "galaxy_a": [1], "galaxy_b": [1]}
+    for kind in ("steady", "uncached"):
+        assert multi[kind]["multi"]["influx_requests_seen"] == one_each
+        assert multi[kind]["single"]["influx_requests_seen"] == {"influxdb": [1]}
+        assert len(multi[kind]["ratio_rounds"]) == multi[kind]["rounds"] and multi[kind]["ratio_median"] > 0
+        assert multi[kind]["multi"]["destinations"] == multi[kind]["single"]["destinations"] == [12]
+    assert multi["steady"]["multi"]["influx_statements"] == {"network": 1, "galaxy_a": 1, "galaxy_b": 1}
+    assert multi["uncached"]["multi"]["influx_statements"] == {"network": 1, "galaxy_a": 2, "galaxy_b": 2}
+    assert multi["first"]["multi"]["influx_requests"] == {"network": 1, "galaxy_a": 1, "galaxy_b": 1}
+    snapshot = multi["snapshot"]
+    assert snapshot["destinations"] == {"single": 12, "multi": 12}
+    assert snapshot["destinations_differing"] == 0 and snapshot["tool_stats_equal"]
+    assert snapshot["source_states"] == {"network": "ok", "galaxy_a": "ok", "galaxy_b": "ok"}
+    part = md.split("### Several sources: 12 x 30", 1)[1]
+    assert "| met |" in part and "NOT met" not in part
 
 
 def test_rank_profile_runs(tmp_path: pathlib.Path) -> None:
