@@ -383,13 +383,15 @@ def test_after_all_of_it_the_snapshot_is_byte_for_byte_unchanged(fuzz_redis: red
     for key, dumped in published.items():
         assert after.get(key) == dumped, key
     keys = KeySchema(PREFIX)
-    # Nothing else but the in-flight charges of accepted requests.
+    # Nothing else but the in-flight charges of accepted requests, and their placement counts.
     extra = set(after) - set(published)
     job_keys = {keys.inflight_job(DEFAULT_TENANT, j).encode() for j in SENT["accepted_job_ids"]}
-    charges = {keys.inflight.encode(), keys.inflight_load.encode()}
+    charges = {keys.inflight.encode(), keys.inflight_load.encode(), keys.health_placements.encode()}
     assert extra <= charges | job_keys, sorted(extra - job_keys)[:10]
-    # The sums hold accepted candidates only, as the members do.
+    # The sums hold accepted candidates only, as the members and the counts do.
     assert {d.decode() for d in fuzz_redis.hkeys(keys.inflight_load)} <= SENT["accepted_candidates"]
+    counted = {f.decode().partition(":")[2] for f in fuzz_redis.hkeys(keys.health_placements)}
+    assert counted <= SENT["accepted_candidates"]
     assert SENT["accepted_job_ids"], "no request was accepted: the fuzz proves nothing about charges"
     members = [json.loads(m) for m in fuzz_redis.zrange(keys.inflight, 0, -1)]
     assert members

@@ -232,8 +232,8 @@ def test_the_only_key_holding_request_data_is_the_jobs_charge(api: FlaskClient, 
                                        "destinations": [{"id": "pulsar_de"}, {"id": "pulsar_eu:de01"}]})
     resp.get_data()  # the in-flight charge is written once the answer has gone out
     assert resp.status_code == 200
-    # (The load hash holds destination ids, which are already a hash's fields.)
-    assert set(real_redis.keys("*")) - before == {b"lim:inflight", b"lim:inflight:load",
+    # (The load hash and the placement counts hold destination ids, which are already a hash's fields.)
+    assert set(real_redis.keys("*")) - before == {b"lim:inflight", b"lim:inflight:load", b"lim:health:placements",
                                                   b"lim:inflight:job:default:4711"}
 
 

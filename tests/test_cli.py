@@ -56,7 +56,7 @@ def test_help_lists_commands() -> None:
     result = run(["--help"])
     assert result.exit_code == 0
     commands = re.findall(r"^\s{2}(\w+)\s", result.output.split("Commands:", 1)[1], re.MULTILINE)
-    assert set(commands) == {"collect", "serve", "inspect", "rank", "simulate", "tenants"}
+    assert set(commands) == {"collect", "serve", "inspect", "rank", "simulate", "tenants", "health"}
 
 
 @pytest.mark.parametrize("command", ["collect", "serve", "inspect"])
@@ -72,7 +72,7 @@ def test_inspect_shows_destinations_and_age(redis_client: redis.Redis, redis_url
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert re.match(r"snapshot age \d+\.\d s \(by collector-host, cycle \d+ ms\), 2 destinations, 0 tools$", lines[0])
-    assert lines[1].split()[0] == "destination" and lines[1].split()[-2:] == ["age", "s"]
+    assert lines[1].split()[0] == "destination" and lines[1].split()[-3:] == ["age", "s", "health"]
     rows = {line.split()[0]: line.split() for line in lines[2:]}
     assert set(rows) == {"pulsar_de", "condor_us"}
     # the job-independent order: scored pulsar_de, then offline condor_us (no score)
@@ -82,8 +82,8 @@ def test_inspect_shows_destinations_and_age(redis_client: redis.Redis, redis_url
     assert rows["pulsar_de"][1:5] == ["online", "5", "2", "16/32"]
     assert rows["pulsar_de"][5] == "31.2/62.5"  # 31.25 GB shown with 1 decimal
     assert rows["condor_us"][1] == "offline"
-    assert rows["condor_us"][-1] == "-"  # no metrics_at -> no age
-    assert re.fullmatch(r"\d+", rows["pulsar_de"][-1])  # age of the metrics, in whole seconds
+    assert rows["condor_us"][-2:] == ["-", "-"]  # no metrics_at -> no age; no health judged
+    assert re.fullmatch(r"\d+", rows["pulsar_de"][-2])  # age of the metrics, in whole seconds
 
 
 def test_inspect_json(redis_client: redis.Redis, redis_url: str) -> None:
@@ -342,7 +342,9 @@ def test_rank_charges_when_asked(redis_client: redis.Redis, redis_url: str, args
     assert result.output.splitlines()[-1] == (
         f"charged {'job ' + job_key if job_key else 'this job'} to pulsar_de (in-flight, as the API does)")
     added = set(redis_client.keys("*")) - before
-    expected = {f"{PREFIX}:inflight".encode(), f"{PREFIX}:inflight:load".encode()}
+    # The placement is counted for destination health, too.
+    expected = {f"{PREFIX}:inflight".encode(), f"{PREFIX}:inflight:load".encode(),
+                f"{PREFIX}:health:placements".encode()}
     if job_key:
         expected.add(f"{PREFIX}:inflight:job:default:{job_key}".encode())
     assert added == expected

@@ -353,8 +353,10 @@ def test_a_rank_read_does_not_grow_with_the_charges(redis_client):
     script = redis_client.register_script(_charge_script())
     for k in range(3000):
         c = Charge(f"d{k % 200}", 1, 1, T - k / 10, f"j{k}")
-        script(keys=["ifn:inflight", "ifn:inflight:load", "ifn:inflight:reflected", f"ifn:inflight:job:default:j{k}"],
-               args=[c.to_member(str(k)), c.charged_at, T - 600, 601], client=pipe)
+        script(keys=["ifn:inflight", "ifn:inflight:load", "ifn:inflight:reflected", "ifn:health:placements",
+                     f"ifn:inflight:job:default:j{k}"],
+               args=[c.to_member(str(k)), c.charged_at, T - 600, 601, placement_field(c.charged_at, c.destination),
+                     86400], client=pipe)
     pipe.execute()
     assert redis_client.zcard("ifn:inflight") == 3000
     spec = inflight.rank_read([f"d{i}" for i in range(5)], "default", "j7", T)
@@ -366,6 +368,12 @@ def test_a_rank_read_does_not_grow_with_the_charges(redis_client):
     state = spec.parse(replies)
     assert {d: v.count for d, v in state.loads.items()} == {f"d{i}": 15 for i in range(5)}
     assert state.own is not None and state.own.job_id == "j7"
+
+
+def placement_field(at: float, destination: str) -> str:
+    from tpv_broker.store.inflight import placement_field as field
+
+    return field(at, destination)
 
 
 def _charge_script() -> str:

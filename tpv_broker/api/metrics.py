@@ -19,19 +19,22 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, get_args
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, has_request_context, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from tpv_broker.config.settings import BrokerConfig
+from tpv_broker.core.models import HealthState
 from tpv_broker.core.result import DegradedReason, RankResult
 from tpv_broker.errors import StoreError
 from tpv_broker.ids import DEFAULT_TENANT
 from tpv_broker.store.snapshots import SnapshotStore
+
+from .auth import viewer
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -64,11 +67,16 @@ def note_rank_result(result: RankResult) -> None:
         g.tpv_degraded_reason = result.degraded_code.value
 
 
+HEALTH_STATES = get_args(HealthState)
+PLACEMENTS_WINDOW_S = 3600.0
+
+
 class SnapshotFigures(Collector):
     """Gauges computed at scrape time from Redis."""
 
     def __init__(self, store: SnapshotStore, config: BrokerConfig, clock: Callable[[], float]) -> None:
         self.store, self.clock = store, clock
+        self.config = config
         self.max_age_s = config.api.max_snapshot_age_s
         self.inflight = store.inflight(config.inflight)
 
@@ -104,6 +112,32 @@ class SnapshotFigures(Collector):
             yield GaugeMetricFamily("tpv_broker_inflight_charges",
                                     "In-flight charges that still count: made within inflight.max_age_s and "
                                     "not yet shown by the published figures", value=live_charges)
+        yield from self._per_destination(now)
+
+    def _per_destination(self, now: float) -> Iterator[Metric]:
+        """Each destination's health state and the jobs placed there in the
+        last hour, but those private to another tenant than the scraper's."""
+        try:
+            view = self.store.read_overview()
+            placed = self.store.health().read(now - PLACEMENTS_WINDOW_S, drop_old=False).placements
+        except StoreError:
+            return
+        hidden = self.config.api.hidden_from(viewer(self.config) if has_request_context() else DEFAULT_TENANT)
+        health = GaugeMetricFamily("tpv_broker_destination_health",
+                                   "1 for a destination's health state (healthy, degraded, excluded, probation, "
+                                   "drained) where it is judged (docs/health.md)", labels=["destination", "state"])
+        for dest_id, figures in sorted(view.destinations.items()):
+            if figures.health is not None and dest_id not in hidden:
+                for state in HEALTH_STATES:
+                    health.add_metric([dest_id, state], 1.0 if figures.health.state == state else 0.0)
+        yield health
+        placements = GaugeMetricFamily("tpv_broker_destination_placements_last_hour",
+                                       "Jobs the broker placed on a destination in the last hour (5-minute buckets)",
+                                       labels=["destination"])
+        for dest_id, buckets in sorted(placed.items()):
+            if dest_id not in hidden:
+                placements.add_metric([dest_id], sum(n for at, n in buckets if at >= now - PLACEMENTS_WINDOW_S))
+        yield placements
 
 
 class ApiMetrics:

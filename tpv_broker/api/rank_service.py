@@ -5,12 +5,14 @@ becomes a degraded answer in TPV's order, never an exception."""
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tpv_broker.config.settings import BrokerConfig, ScoringSettings
 from tpv_broker.core.charges import Charge
 from tpv_broker.core.columns import DestinationColumns
+from tpv_broker.core.health import probe_draw
 from tpv_broker.core.inputs import Candidate, Candidates, DatasetInput, JobFacts
 from tpv_broker.core.models import RankView, SnapshotMeta
 from tpv_broker.core.ranking import rank, tpv_order
@@ -32,9 +34,12 @@ def scoring_model(s: ScoringSettings) -> ScoringModel:
 
 
 class RankService:
-    def __init__(self, config: BrokerConfig, store: SnapshotStore, clock: Callable[[], float]) -> None:
+    def __init__(self, config: BrokerConfig, store: SnapshotStore, clock: Callable[[], float],
+                 probe_random: Callable[[], float] = random.random) -> None:
         self.store = store
         self.clock = clock
+        # Which job without an id is a probe of a destination on probation.
+        self.probe_random = probe_random
         self.model = scoring_model(config.scoring)
         self.max_snapshot_age_s = config.api.max_snapshot_age_s
         self.locations = config.destination_locations()
@@ -83,8 +88,10 @@ class RankService:
                              "TPV order: Redis unavailable")
         view.columns = self._columns(view)
         max_age_s = self.inflight.max_age_s if self.inflight is not None else 0.0
+        # A job with an id draws the same each time it is ranked; one without, anew.
+        draw = probe_draw(tenant, job.id) if job.id is not None else self.probe_random()
         result = rank(cands, job, datasets, view, now, self.model, self.max_snapshot_age_s, self.locations,
-                      max_age_s, self.charge_by_work)
+                      max_age_s, self.charge_by_work, draw)
         if view.meta is not None and view.meta.sources:
             result.lagging_sources = _lagging(view.meta, tenant, now)
         if charge:

@@ -36,15 +36,40 @@ class TermExplanation(_Answer):
                                           "tool_short, destination, default), null if not a per-tool figure")
 
 
+class HealthPinExplanation(_Answer):
+    state: Literal["drained", "healthy"]
+    reason: str
+    by: str
+    at: float = Field(description="when it was pinned (epoch s)")
+
+
+class HealthExplanation(_Answer):
+    state: Literal["healthy", "degraded", "excluded", "probation", "drained"]
+    since: float = Field(description="when it entered this state (epoch s)")
+    counted_from: float | SkipJsonSchema[None] = _absent("errors and placements before this are not held against "
+                                                         "it (its last probation began, or a pin ended)")
+    errors: float = Field(description="jobs that ended in error there in the window, by the error reports")
+    placements: float = Field(description="jobs the broker placed there in the window")
+    share: float | SkipJsonSchema[None] = _absent("errors / placements (at most 1)")
+    network_share: float | SkipJsonSchema[None] = _absent("the other endpoints' error share over the window")
+    reason: str
+    score_factor: float = Field(description="its score is multiplied by this (degraded: below 1)")
+    probe_share: float | SkipJsonSchema[None] = _absent("on probation: the share of jobs let through as probes")
+    pin: HealthPinExplanation | SkipJsonSchema[None] = _absent("an admin's pin (tpv-broker health pin)")
+
+
 class ExplainedPlacement(_Answer):
     position: int = Field(ge=1, description="1 = best")
     id: str
     group: Group = Field(
-        description="scored: ranked by score; no_metrics/stale: after the scored ones; offline: last; "
+        description="scored: ranked by score; no_metrics/stale: after the scored ones; offline and excluded "
+                    "(failing its jobs, drained, or on probation and this job not a probe): last; "
                     "tpv_order: degraded answer in TPV's order")
     reason: str = Field(description="why it is at this place, in words")
     score: float | SkipJsonSchema[None] = _absent("the total, 0-100 (scored candidates only)")
     terms: list[TermExplanation] | SkipJsonSchema[None] = _absent("per-term breakdown (scored candidates only)")
+    health: HealthExplanation | SkipJsonSchema[None] = _absent("its destination health, when judged (error counts "
+                                                               "read, or pinned by an admin)")
 
 
 class LaggingSource(_Answer):

@@ -33,6 +33,7 @@ STATE_LABELS = {
     Group.NO_METRICS: "no metrics",
     Group.STALE: "stale metrics",
     Group.OFFLINE: "offline",
+    Group.EXCLUDED: "excluded",
     Group.TPV_ORDER: "TPV order",
 }
 
@@ -67,6 +68,8 @@ class DestinationRow:
     metrics_age_s: float | None  # newest live point (queue, free capacity)
     sources: dict[str, float] = field(default_factory=dict)  # preset -> age of its newest point, s
     in_config: bool = False
+    # Destination health, when judged: its state (healthy, degraded, ...).
+    health: str | None = None
 
     @property
     def state_label(self) -> str:
@@ -159,7 +162,7 @@ def build_status(view: RankView | None, redis_error: str | None, now: float, con
                 mem_total_gb=d.mem_total_gb, gpus_free=d.gpus_free, gpus_total=d.gpus_total,
                 metrics_age_s=_age(now, d.live_at),
                 sources={k: max(0.0, now - v) for k, v in sorted(d.sources.items())},
-                in_config=d.in_config,
+                in_config=d.in_config, health=None if d.health is None else d.health.state,
             ))
         if config.destinations:
             unmatched = sorted(d for d, f in dests.items() if not f.in_config)

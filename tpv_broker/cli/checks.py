@@ -84,8 +84,10 @@ _WRITERS = {
     "htcondor_slot_shapes": "pulsar-util's HTCondor exporter, one line per free slot shape (every minute)",
     "slurm_nodes": "Telegraf's slurm input (every minute)",
     "queue_overview": "gxadmin's `iquery queue-overview` (every minute)",
+    "errored_jobs_by_destination": "gxadmin's `tsvquery errored-jobs 1` (hourly; no line for a destination "
+                                   "without errors, so an empty window can be right)",
 }
-_WINDOW_KEYS = {"live": "lookback_s", "stats": "stats_lookback_s"}
+_WINDOW_KEYS = {"live": "lookback_s", "stats": "stats_lookback_s", "health": "health.window_s"}
 
 
 def measurement_probes(collector: CollectorSettings, source: SourceSettings) -> list[MeasurementProbe]:
@@ -101,7 +103,7 @@ def measurement_probes(collector: CollectorSettings, source: SourceSettings) -> 
         out.append(MeasurementProbe(
             preset=preset.name,
             measurement=spec.measurement,
-            lookback_s=getattr(collector, lookback_key),
+            lookback_s=spec.window_s(collector.lookback_s, collector.stats_lookback_s, collector.health.window_s),
             lookback_key=f"collector.{lookback_key}",
             writer=_WRITERS.get(preset.name) or spec.description or f"the writer of {spec.measurement!r}",
         ))

@@ -217,15 +217,19 @@ def inspect(obj: _Context, as_json: bool) -> None:
     probe = JobFacts(tool_id="", cores=1, mem=0)
     result = rank([Candidate(d) for d in sorted(snapshot.destinations)], probe, [], view, now,
                   scoring_model(config.scoring), float("inf"), config.destination_locations())
-    header = ("destination", "status", "queued", "running", "cpus free/total", "mem GB free/total", "score", "age s")
+    header = ("destination", "status", "queued", "running", "cpus free/total", "mem GB free/total", "score", "age s",
+              "health")
     rows = []
     for p in result.placements:
         d = snapshot.destinations[p.id]
         score = _fmt(p.total * 100, 1) if p.total is not None else p.group.value
         rows.append((p.id, d.status, _fmt(d.queued), _fmt(d.running), f"{_fmt(d.cpus_free)}/{_fmt(d.cpus_total)}",
                      f"{_fmt(d.mem_free_gb, 1)}/{_fmt(d.mem_total_gb, 1)}", score,
-                     _fmt(None if d.live_at is None else now - d.live_at)))
+                     _fmt(None if d.live_at is None else now - d.live_at), "-" if d.health is None else d.health.state))
     _table(header, rows)
+    for dest_id, d in sorted(snapshot.destinations.items()):
+        if d.health is not None and d.health.state != "healthy":
+            click.echo(f"health of {dest_id}: {d.health.state}: {d.health.reason}")
     if unmatched:
         click.echo(f"ids seen in the metrics that match no configured destination or alias: {', '.join(unmatched)}")
 

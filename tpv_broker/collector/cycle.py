@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.core.models import (
     DestinationFigures,
+    DestinationHealth,
     Snapshot,
     SnapshotMeta,
     SourceState,
@@ -29,6 +30,7 @@ from tpv_broker.store.leader_lock import LeaderLease
 from tpv_broker.store.snapshots import SnapshotStore
 
 from .backoff import retry_delay
+from .health import Transition, judge_cycle, transitions
 from .presets import CycleData, Preset, live_sources, presets_for
 from .rows import ReadResult
 from .source import MetricSource, Source, as_sources
@@ -54,6 +56,8 @@ class CycleReport:
     # Presets whose statement failed but whose last good figures went into
     # this snapshot -> how old that answer is (s).
     kept: dict[str, float] = field(default_factory=dict)
+    # Destinations whose health changed in this snapshot (if published).
+    transitions: list[Transition] = field(default_factory=list)
 
     def summary(self) -> str:
         age = "n/a" if self.newest_point_age_s is None else f"{self.newest_point_age_s:.0f} s"
@@ -84,8 +88,19 @@ def _merge(part: CycleData, data: CycleData) -> None:
             target.sources[source] = max(at, target.sources.get(source, at))
     for tool_id, per_destination in part.tool_stats.items():
         data.tool_stats.setdefault(tool_id, {}).update(per_destination)
+    _add_errors(part, data)
     data.rows_read += part.rows_read
     data.read_ok |= part.read_ok
+
+
+def _add_errors(part: CycleData, data: CycleData) -> None:
+    """Error reports add up: each Galaxy reports its own jobs' errors."""
+    if part.errors is None:
+        return
+    if data.errors is None:
+        data.errors = {}
+    for dest_id, points in part.errors.items():
+        data.errors.setdefault(dest_id, []).extend(points)
 
 
 def build_snapshot(data: CycleData, config: BrokerConfig, now: float, cycle_s: float,
@@ -212,9 +227,38 @@ def collect_once(
         # Each source's problems are in its own entry, which a tenant sees
         # only for the shared sources and its own.
         snapshot.meta.problems = ""
+    verdicts = _health(snapshot, data, presets, config, store, state, now, report)
     _publish(store, snapshot, state, stats, lease, report, store.inflight(config.inflight))
+    if report.published:
+        report.transitions = transitions(state.health or {}, verdicts)
+        state.health = verdicts
     _describe(report, snapshot, data, now)
     return _finished(report, clock, started)
+
+
+def _health(snapshot: Snapshot, data: CycleData, presets: list[Preset], config: BrokerConfig, store: SnapshotStore,
+            state: CollectorState, now: float, report: CycleReport) -> dict[str, DestinationHealth]:
+    """Judge every destination's health and put it in the snapshot."""
+    if state.health is None:
+        state.health = _published_health(store)
+    verdicts, problem = judge_cycle(data, presets, config, store, state.health, now)
+    if problem is not None:
+        report.errors.append(problem)
+    for dest_id, verdict in verdicts.items():
+        figures = snapshot.destinations.get(dest_id)
+        if figures is not None:
+            figures.health = verdict
+    return verdicts
+
+
+def _published_health(store: SnapshotStore) -> dict[str, DestinationHealth]:
+    """The verdicts of the live snapshot, so a new collector goes on from
+    them (an excluded destination stays excluded until its time is up)."""
+    try:
+        view = store.read_overview()
+    except StoreError:
+        return {}
+    return {d: f.health for d, f in view.destinations.items() if f.health is not None}
 
 
 def _read_all(sources: list[Source], config: BrokerConfig, state: CollectorState,
@@ -394,6 +438,7 @@ def _combine(parts: list[CycleData]) -> CycleData:
                     newest[dest_id, name] = at
             for source, point_at in figures.sources.items():
                 target.sources[source] = max(point_at, target.sources.get(source, point_at))
+        _add_errors(part, out)
         out.rows_read += part.rows_read
         out.read_ok |= part.read_ok
     return out

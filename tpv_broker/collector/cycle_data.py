@@ -38,6 +38,9 @@ class CycleData:
     rows_read: int = 0
     # Presets whose statement succeeded this cycle (even with no rows).
     read_ok: set[str] = field(default_factory=set)
+    # Jobs that ended in error: destination -> (point time, count) per
+    # report (destination health); None: no source reads them.
+    errors: dict[str, list[tuple[float, float]]] | None = None
 
     # raw id -> canonical id: every row names one, and most name the same few.
     _canonical: dict[str, str] = field(default_factory=dict, repr=False)

@@ -23,6 +23,7 @@ from tpv_broker.store.snapshots import SnapshotStore
 
 from .backoff import retry_delay
 from .cycle import CycleReport, collect_once
+from .health import log_transitions
 from .metrics import CollectorMetrics, cycle_outcome
 from .source import MetricSource, Source, as_sources
 from .state import RUNTIME_PRESET, CollectorState
@@ -113,6 +114,7 @@ class CycleRunner:
                      extra=event("collector_recovered", failed_cycles=self.failures_in_a_row, down_s=round(down)))
             self._logged = ()
         self.failures_in_a_row, self.failing_since, self.retry_at, self.skipped = 0, None, None, 0
+        log_transitions(report.transitions)
         problems = tuple(report.errors)
         done = event("cycle_done", **_cycle_fields(report))
         if problems and problems != self._logged:

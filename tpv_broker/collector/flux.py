@@ -62,7 +62,7 @@ def _window(preset: Preset, s: CollectorSettings) -> tuple[str, float]:
     points are what changed (Flux's ``last()`` costs no grouping)."""
     if preset.since_s is not None:
         return f"{preset.spec.window}_since_window", preset.since_s
-    return f"{preset.spec.window}_window", preset.spec.window_s(s.lookback_s, s.stats_lookback_s)
+    return f"{preset.spec.window}_window", preset.spec.window_s(s.lookback_s, s.stats_lookback_s, s.health.window_s)
 
 
 def flux_query(presets: Sequence[Preset], s: CollectorSettings, bucket: str) -> str:

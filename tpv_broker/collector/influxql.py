@@ -55,7 +55,7 @@ def influxql_statement(spec: PresetSpec, s: CollectorSettings, since_s: float | 
     (``points_since``)."""
     if since_s is not None:
         return points_since(spec, since_s)
-    where = time_window(spec.window_s(s.lookback_s, s.stats_lookback_s))
+    where = time_window(spec.window_s(s.lookback_s, s.stats_lookback_s, s.health.window_s))
     measurement = quote_ident(spec.measurement)
     if spec.read == "all_rows":
         return f"SELECT * FROM {measurement} WHERE {where}"

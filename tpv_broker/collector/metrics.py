@@ -67,6 +67,10 @@ class CollectorMetrics:
                                   "When the last snapshot was published (epoch seconds; 0: not yet)", registry=r)
         self.failures_in_a_row = Gauge("tpv_broker_collector_consecutive_failures",
                                        "Cycles in a row that published nothing", registry=r)
+        self.health_transitions = Counter("tpv_broker_collector_health_transitions",
+                                          "Destination health changes, by destination and the states before and "
+                                          "after (healthy, degraded, excluded, probation, drained)",
+                                          ["destination", "before", "after"], registry=r)
         self.stats_refreshes = Counter("tpv_broker_collector_stats_refreshes",
                                        "Re-reads of the daily run-time statistics, by outcome (ok, failed)",
                                        ["outcome"], registry=r)
@@ -85,6 +89,8 @@ class CollectorMetrics:
         self.cycles.labels(outcome).inc()
         self.cycle_duration.labels(outcome).observe(report.duration_s)
         self.rows_read.inc(report.rows_read)
+        for t in report.transitions:
+            self.health_transitions.labels(t.destination, t.before, t.after.state).inc()
         self.failures_in_a_row.set(failures_in_a_row)
         if report.published:
             self.published_at = now

@@ -319,6 +319,20 @@ def tool_stats(spec: PresetSpec, found: list[Entry], data: CycleData, s: Collect
             d.median_queue_s, d.median_run_s = median_queue, median_run
 
 
+def error_counts(spec: PresetSpec, found: list[Entry], data: CycleData, s: CollectorSettings) -> None:
+    """Every point of the window: each reports the errors of its own
+    period (gxadmin: the hour before it). Kept as points, so health can
+    count those after a given time; no destination figures."""
+    errors = data.errors if data.errors is not None else {}
+    data.errors = errors
+    for e in found:
+        count = e.figures.get("errors")
+        if count is None:
+            continue
+        data.rows_read += 1
+        errors.setdefault(e.dest_id, []).append((e.at, count))
+
+
 Reducer = Callable[[PresetSpec, list[Entry], CycleData, CollectorSettings], None]
 
 REDUCERS: dict[str, Reducer] = {
@@ -326,6 +340,7 @@ REDUCERS: dict[str, Reducer] = {
     "sum_newest_batch": sum_newest_batch,
     "slot_shapes": slot_shapes,
     "tool_stats": tool_stats,
+    "error_counts": error_counts,
 }
 
 

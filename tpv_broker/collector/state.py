@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tpv_broker.config.settings import BrokerConfig
-from tpv_broker.core.models import DestinationFigures, ToolFigures
+from tpv_broker.core.models import DestinationFigures, DestinationHealth, ToolFigures
 from tpv_broker.errors import MetricSourceError
 from tpv_broker.store.snapshots import encode_tool_stats
 
@@ -254,6 +254,9 @@ class CollectorState:
     new_stats: Callable[[], StatsCache]
     sources: dict[str, SourceMemory] = field(default_factory=dict)
     published: Publication | None = None
+    # Each destination's last published health verdict; None until the
+    # first cycle seeds it from the live snapshot (so a restart goes on).
+    health: dict[str, DestinationHealth] | None = None
     # The last combination of several sources' statistics, and its parts:
     # while they are the same objects, so is it (and its hash in Redis stays).
     _combined: tuple[tuple[RunTimeStats, ...], RunTimeStats] | None = None

@@ -27,6 +27,8 @@ Figure = Literal[
     "slot_count", "slot_cpus", "slot_mem", "slot_gpus",
     # per (tool, destination) run-time statistics (combine tool_stats)
     "job_count", "median_queue", "median_run", "perc_95_run",
+    # jobs that ended in error (combine error_counts): destination health
+    "errors",
 ]
 Unit = Literal[
     "count", "cores", "gpus",
@@ -34,7 +36,7 @@ Unit = Literal[
     "ms", "seconds", "minutes", "hours", "days",
     "text",
 ]
-Combine = Literal["newest", "sum_newest_batch", "slot_shapes", "tool_stats"]
+Combine = Literal["newest", "sum_newest_batch", "slot_shapes", "tool_stats", "error_counts"]
 
 MEMORY_FIGURES = frozenset({"mem_total", "mem_free", "mem_used", "slot_mem"})
 TIME_FIGURES = frozenset({"median_queue", "median_run", "perc_95_run"})
@@ -60,6 +62,7 @@ _COMBINE_FIGURES: dict[str, frozenset[str]] = {
     "sum_newest_batch": DESTINATION_FIGURES | {"node_state"},
     "slot_shapes": SHAPE_FIGURES | {"status"},
     "tool_stats": TOOL_FIGURES,
+    "error_counts": frozenset({"errors"}),
 }
 
 
@@ -160,8 +163,9 @@ class PresetSpec(_Strict):
     # newest_per_group: the newest point of each group; all_rows: every point
     # in the window (needed when the destination id is a field).
     read: Literal["newest_per_group", "all_rows"] = "newest_per_group"
-    # live: collector.lookback_s; stats: collector.stats_lookback_s (daily figures).
-    window: Literal["live", "stats"] = "live"
+    # live: collector.lookback_s; stats: collector.stats_lookback_s (daily
+    # figures); health: collector.health.window_s (error counts).
+    window: Literal["live", "stats", "health"] = "live"
     combine: Combine
     # sum_newest_batch / slot_shapes: rows within collector.batch_window_s of
     # the newest one count, the newest across all destinations (global: one
@@ -189,6 +193,8 @@ class PresetSpec(_Strict):
             raise ValueError("tool_tag: combine tool_stats needs the tag holding the tool id")
         if self.combine != "tool_stats" and self.tool_tag:
             raise ValueError("tool_tag: only combine tool_stats uses a tool tag")
+        if (self.combine == "error_counts") != (self.window == "health"):
+            raise ValueError("window: combine error_counts reads window health, and only it does")
         if self.combine == "slot_shapes" and not ({"slot_count"} <= figures and figures & {"slot_cpus", "slot_mem"}):
             raise ValueError("fields: combine slot_shapes needs slot_count and slot_cpus and/or slot_mem")
         if self.unavailable_states and "node_state" not in figures:
@@ -222,8 +228,8 @@ class PresetSpec(_Strict):
                 out.append(name)
         return out
 
-    def window_s(self, lookback_s: float, stats_lookback_s: float) -> float:
-        return stats_lookback_s if self.window == "stats" else lookback_s
+    def window_s(self, lookback_s: float, stats_lookback_s: float, health_window_s: float) -> float:
+        return {"stats": stats_lookback_s, "health": health_window_s}.get(self.window, lookback_s)
 
 
 _UNAVAILABLE_SLURM = [
@@ -316,6 +322,16 @@ BUILTIN_PRESETS: dict[str, PresetSpec] = {
             ],
             "combine": "sum_newest_batch",
             "unavailable_states": _UNAVAILABLE_SLURM,
+        },
+        "errored_jobs_by_destination": {
+            "description": "gxadmin tsvquery errored-jobs 1, hourly: jobs that ended in error in the last hour",
+            "measurement": "errored_jobs_by_destination",
+            "destination": {"tag": "destination_id"},
+            # Every hourly point of the window: each counts its own hour.
+            "read": "all_rows",
+            "window": "health",
+            "fields": [{"field": "count", "figure": "errors", "where": {"state": ["errored"]}}],
+            "combine": "error_counts",
         },
         "queue_overview": {
             "description": "gxadmin iquery queue-overview: jobs per tool, destination, state, ...",

@@ -131,6 +131,41 @@ class RedisSettings(_Section):
         return url
 
 
+class HealthSettings(_Section):
+    """Destination health (docs/health.md): an endpoint whose jobs fail
+    far more often than the others' is penalised, then excluded, then let
+    back in through probes. Judged only when a source reads error counts
+    (a preset with combine error_counts, e.g. errored_jobs_by_destination);
+    the defaults are argued in docs/health.md against DIRAC's and PanDA's."""
+
+    # The errors and the broker's own placements counted: three of
+    # gxadmin's hourly error reports.
+    window_s: float = Field(3 * 3600.0, ge=600)
+    # Fewer placements in the window: too few to judge, healthy.
+    min_jobs: int = Field(10, ge=1)
+    # The error share (its 95 % lower bound: small counts prove little)
+    # minus the other endpoints' share: from this much on, degraded ...
+    degraded_excess: float = Field(0.1, gt=0, le=1)
+    # ... and from this much on, excluded.
+    excluded_excess: float = Field(0.5, gt=0, le=1)
+    # A degraded endpoint's score is multiplied by this.
+    degraded_factor: float = Field(0.5, gt=0, lt=1)
+    # How long an excluded endpoint gets no job before probation.
+    exclude_s: float = Field(1800.0, gt=0)
+    # On probation, this share of jobs may go there (probes) ...
+    probe_share: float = Field(0.05, gt=0, le=1)
+    # ... and once this many went and one error report has had time to
+    # count them (report_lag_s after probation began), it is judged on them.
+    probe_jobs: int = Field(5, ge=1)
+    report_lag_s: float = Field(3900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HealthSettings:
+        if self.excluded_excess < self.degraded_excess:
+            raise ValueError("excluded_excess: must be at least degraded_excess")
+        return self
+
+
 class CollectorSettings(_Section):
     interval_s: float = Field(15.0, gt=0, le=3600)
     # A site's own presets (name -> description, see preset_spec.PresetSpec);
@@ -158,6 +193,7 @@ class CollectorSettings(_Section):
     # no port: not served.
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
+    health: HealthSettings = Field(default_factory=HealthSettings)
 
     @field_validator("custom_presets")
     @classmethod

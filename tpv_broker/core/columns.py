@@ -33,6 +33,8 @@ def snapshot_group(f: DestinationFigures | None) -> Group:
         return Group.NO_METRICS
     if f.status == "offline":
         return Group.OFFLINE
+    if f.health is not None and f.health.state in ("excluded", "drained"):
+        return Group.EXCLUDED
     return Group.NO_METRICS if f.live_at is None else Group.SCORED
 
 
@@ -55,6 +57,10 @@ class DestinationColumns:
     # Reports free slot shapes (maybe none), and every row's shapes.
     shaped: np.ndarray
     shapes: SlotShapeColumns
+    # Destination health: what a score is multiplied by (degraded: less
+    # than 1), and the share of jobs let through on probation (NaN: not on it).
+    score_factor: np.ndarray
+    probe_share: np.ndarray
     # tool_times' answers, kept as long as these columns are: the few tools
     # a Galaxy runs most ask again and again.
     _tool_times: dict[tuple[object, ...], ToolTimes] = field(default_factory=dict, init=False, repr=False)
@@ -119,6 +125,9 @@ class DestinationColumns:
             group=np.array([GROUPS.index(snapshot_group(f)) for f in (*figs, None)], dtype=np.int8),
             shaped=np.array([f.slot_shapes is not None for f in figs] + [False], dtype=bool),
             shapes=SlotShapeColumns.build([f.slot_shapes or () for f in figs]),
+            score_factor=np.array([f.health.score_factor if f.health is not None else 1.0 for f in figs] + [1.0]),
+            probe_share=np.array([f.health.probe_share if f.health is not None and f.health.probe_share is not None
+                                  else NAN for f in figs] + [NAN]),
         )
 
 

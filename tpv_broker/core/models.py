@@ -33,6 +33,43 @@ class SlotShape(_Payload):
     gpus: float | None = None
 
 
+HealthState = Literal["healthy", "degraded", "excluded", "probation", "drained"]
+
+
+class HealthPin(_Payload):
+    """An admin's word on a destination, over what its errors say:
+    drained (no jobs, e.g. for maintenance) or healthy (errors ignored)."""
+
+    state: Literal["drained", "healthy"]
+    reason: str
+    by: str
+    at: float
+
+
+class DestinationHealth(_Payload):
+    """A destination's health as the collector judged it (core/health.py),
+    with the figures it was judged on."""
+
+    state: HealthState
+    # When it entered this state (epoch s).
+    since: float
+    # Errors and placements before this are not held against it (its last
+    # probation began then, or a pin ended).
+    counted_from: float | None = None
+    # In the window (``collector.health.window_s``), from counted_from on.
+    errors: float = 0.0
+    placements: float = 0.0
+    share: float | None = None
+    # The other endpoints' error share over the whole window.
+    network_share: float | None = None
+    reason: str = ""
+    # degraded: its score is multiplied by this.
+    score_factor: float = 1.0
+    # probation: the share of jobs let through as probes.
+    probe_share: float | None = None
+    pin: HealthPin | None = None
+
+
 class DestinationFigures(_Payload):
     """What the collector knows about one destination. ``None`` = not reported."""
 
@@ -61,6 +98,8 @@ class DestinationFigures(_Payload):
     # Where the figures came from: preset name -> newest point's epoch seconds.
     sources: dict[str, float] = Field(default_factory=dict)
     in_config: bool = False
+    # Judged only when error counts are read, or an admin pinned it.
+    health: DestinationHealth | None = None
 
 
 class ToolFigures(_Payload):

@@ -7,7 +7,11 @@ Order:
    their weighted score (``scoring.py``), best first;
 2. destinations without live metrics, or whose metrics are older than
    ``scoring.max_metrics_age_s``, in TPV's order;
-3. destinations reported offline, in TPV's order.
+3. destinations reported offline, excluded for failing their jobs or
+   drained (destination health, ``health.py``), in TPV's order. One on
+   probation is scored for the jobs that are its probes (``probe_draw``
+   under its probe share), excluded for the others; a degraded one's score
+   is multiplied by its health's ``score_factor``.
 
 TPV's order is tag score (highest first), then input order; it also breaks
 ties of equal score. Every candidate comes back exactly once; nothing is ever
@@ -31,12 +35,12 @@ from tpv_broker.core.charges import ChargeLoad
 from tpv_broker.core.columns import FIGURES, GROUPS, DestinationColumns
 from tpv_broker.core.inflight import LoadColumns, charged_columns, counted_loads
 from tpv_broker.core.inputs import Candidate, Candidates, DatasetInput, JobFacts
-from tpv_broker.core.models import DestinationFigures, RankView
+from tpv_broker.core.models import DestinationFigures, DestinationHealth, RankView
 from tpv_broker.core.result import DegradedReason, Group, Placement, RankResult
 from tpv_broker.core.scoring import Scores, ScoringModel
 from tpv_broker.core.tool_ids import stats_field, tool_id_forms
 
-_SCORED, _STALE = GROUPS.index(Group.SCORED), GROUPS.index(Group.STALE)
+_SCORED, _STALE, _EXCLUDED = GROUPS.index(Group.SCORED), GROUPS.index(Group.STALE), GROUPS.index(Group.EXCLUDED)
 # Each group code's place in the answer (Group.place).
 _PLACE = np.array([g.place for g in GROUPS])
 _CPUS, _MEM, _GPUS, _QUEUED, _RUNNING, _LIVE_AT, _RUN, _CPUS_TOTAL = (
@@ -76,6 +80,7 @@ def rank(
     locations: Mapping[str, tuple[float, float]],
     charge_max_age_s: float = math.inf,
     charge_by_work: bool = False,
+    probe_draw: float = 1.0,
 ) -> RankResult:
     """``locations``: configured destination coordinates (id -> (lat, lon));
     a candidate's TPV context fills the gaps. The in-flight charges in the
@@ -83,7 +88,10 @@ def rank(
     those older than ``charge_max_age_s`` and the job's own
     (``inflight.counted_loads``; ``charge_by_work``: see
     ``inflight.charged_figures``). ``view.columns``: the snapshot's figures
-    as columns, when the caller keeps them per snapshot; built here if not."""
+    as columns, when the caller keeps them per snapshot; built here if not.
+    ``probe_draw``: the job's draw in [0, 1) (``health.probe_draw``): it is
+    a probe of a destination on probation if under its probe share (1.0:
+    a probe of none)."""
     cands = Candidates.of(candidates)
     meta = view.meta
     if meta is None:
@@ -102,14 +110,17 @@ def rank(
     group = cols.group[rows]
     group = np.where((group == _SCORED) & (now - cols.matrix[_LIVE_AT][rows] > model.max_metrics_age_s),
                      _STALE, group)
+    # NaN (not on probation) compares false: only rows on probation change.
+    group = np.where((group == _SCORED) & (cols.probe_share[rows] <= probe_draw), _EXCLUDED, group)
     positions = (group == _SCORED).nonzero()[0]
     in_flight = counted_loads(view.charges, now, charge_max_age_s)
     batch, charges = _batch(cands, positions, rows[positions], cols, job, datasets, view, model, locations,
                             in_flight, charge_by_work)
     scores = model.evaluate(batch)
+    factor = cols.score_factor[rows[positions]]
 
     minus_total = np.zeros(len(ids))
-    minus_total[positions] = -scores.totals
+    minus_total[positions] = -scores.totals * factor
     order = _order(_PLACE[group], minus_total, cands.tpv_scores)
     # Candidate index -> its index in the batch (-1: not scored).
     in_batch = np.full(len(ids), -1)
@@ -120,12 +131,15 @@ def rank(
         out = []
         for i in order:
             k = int(in_batch[i])
+            figures = cols.figures_at(rows[i])
+            health = figures.health if figures is not None else None
             if k >= 0:
-                out.append(_scored(ids[i], scores, k, model, charges[k].count if k in charges else 0))
+                out.append(_scored(ids[i], scores, k, model, charges[k].count if k in charges else 0,
+                                   float(factor[k]), health))
             else:
                 g = GROUPS[group[i]]
-                out.append(Placement(ids[i], g, _unscored_reason(g, cols.figures_at(rows[i]), now,
-                                                                  model.max_metrics_age_s)))
+                reason = _unscored_reason(g, figures, now, model.max_metrics_age_s)
+                out.append(Placement(ids[i], g, reason, health=health))
         return out
 
     return RankResult([ids[i] for i in order], age, placements,
@@ -193,18 +207,28 @@ def _context_column(contexts: list[Any], key: str, limit: float) -> np.ndarray:
     return out
 
 
-def _scored(dest_id: str, scores: Scores, k: int, model: ScoringModel, charges: int) -> Placement:
+def _scored(dest_id: str, scores: Scores, k: int, model: ScoringModel, charges: int, factor: float,
+            health: DestinationHealth | None) -> Placement:
     terms = model.breakdown(scores, k)
-    total = float(scores.totals[k])
+    total = float(scores.totals[k]) * factor
     reason = f"score {total * 100:.1f}: " + ", ".join(t.summary for t in terms if t.summary)
     if charges:
         reason += f" ({charges} placed here since its figures)"
-    return Placement(dest_id, Group.SCORED, reason, total, terms)
+    if health is not None and health.state == "degraded":
+        reason += f" (x {factor:g}: {health.reason})"
+    elif health is not None and health.state == "probation":
+        reason += f" (this job is one of its probes: {health.reason})"
+    return Placement(dest_id, Group.SCORED, reason, total, terms, health)
 
 
 def _unscored_reason(group: Group, figures: DestinationFigures | None, now: float, max_age: float) -> str:
     if group is Group.OFFLINE:
         return "reported offline"
+    if group is Group.EXCLUDED:
+        health = figures.health if figures is not None else None
+        if health is not None and health.state == "probation":
+            return f"on probation, and this job is not one of its probes: {health.reason}"
+        return health.reason if health is not None else "excluded"
     if group is Group.STALE:
         assert figures is not None and figures.live_at is not None
         return f"metrics {now - figures.live_at:.0f} s old (limit {max_age:.0f} s)"

@@ -8,7 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tpv_broker.core.models import DestinationHealth
 
 
 class Group(StrEnum):
@@ -20,6 +23,9 @@ class Group(StrEnum):
     NO_METRICS = "no_metrics"
     STALE = "stale"
     OFFLINE = "offline"
+    # Failing its jobs, drained by an admin, or on probation and this job
+    # not a probe (destination health): last, as offline ones.
+    EXCLUDED = "excluded"
     TPV_ORDER = "tpv_order"
 
     @property
@@ -28,7 +34,8 @@ class Group(StrEnum):
         return _PLACE[self]
 
 
-_PLACE = {Group.SCORED: 0, Group.TPV_ORDER: 0, Group.NO_METRICS: 1, Group.STALE: 1, Group.OFFLINE: 2}
+_PLACE = {Group.SCORED: 0, Group.TPV_ORDER: 0, Group.NO_METRICS: 1, Group.STALE: 1, Group.OFFLINE: 2,
+          Group.EXCLUDED: 2}
 
 
 class DegradedReason(StrEnum):
@@ -60,6 +67,8 @@ class Placement:
     reason: str
     total: float | None = None
     terms: tuple[TermBreakdown, ...] = ()
+    # Its destination health, when judged (core/health.py).
+    health: DestinationHealth | None = None
 
 
 @dataclass(eq=False)

@@ -97,24 +97,36 @@ local function drop_older_than(t)
 end
 """
 
-# KEYS[4] (optional): the job's key. ARGV: member, charged at, drop charges
-# older than this, TTL (s). Returns 1 if charged, 0 if the destination's
-# figures already show a job charged that early (the clocks disagree).
+# KEYS[4]: the placement counts (destination health); KEYS[5] (optional):
+# the job's key. ARGV: member, charged at, drop charges older than this,
+# TTL (s), the placement count's field, its TTL (s). Returns 1 if charged,
+# 0 if the destination's figures already show a job charged that early
+# (the clocks disagree). Either way the job went there: it is counted, once
+# per job and destination (a job ranked again to the same place is not).
 _CHARGE = _LIB + """
 drop_older_than(ARGV[3])
-if KEYS[4] then
-  local old = redis.call('GET', KEYS[4])
-  if old then drop(old) end
-end
 local c = cjson.decode(ARGV[1])
+local placed = true
+if KEYS[5] then
+  local old = redis.call('GET', KEYS[5])
+  if old then
+    local was = decode(old)
+    if was and was.d == c.d then placed = false end
+    drop(old)
+  end
+end
+if placed then
+  redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
+  redis.call('EXPIRE', KEYS[4], ARGV[6])
+end
 local shown = reflected(c.d)
 if shown and c.t < shown then
-  if KEYS[4] then redis.call('DEL', KEYS[4]) end
+  if KEYS[5] then redis.call('DEL', KEYS[5]) end
   return 0
 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 change(c, 1)
-if KEYS[4] then redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[4]) end
+if KEYS[5] then redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[4]) end
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
 return 1
 """
@@ -144,6 +156,18 @@ for d in pairs(cut) do
 end
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 """
+
+
+# Placements are counted per destination in buckets of this many seconds
+# (``<p>:health:placements``, field "<bucket start>:<destination>"); the
+# collector drops the buckets its health window has passed, and the hash
+# expires if nothing is placed for a day.
+PLACEMENT_BUCKET_S = 300
+PLACEMENTS_TTL_S = 86400
+
+
+def placement_field(at: float, destination: str) -> str:
+    return f"{int(at // PLACEMENT_BUCKET_S) * PLACEMENT_BUCKET_S}:{destination}"
 
 
 # Parsed loads a worker keeps (a few hundred bytes each): a few per
@@ -224,9 +248,10 @@ class InflightStore:
         already charged moves its charge (never adds a second). False if
         the destination's figures already show a job charged that early."""
         job_key = self.job_key(charge.tenant, charge.job_id)
-        keys = self._keys + ([job_key] if job_key is not None else [])
+        keys = [*self._keys, self.keys.health_placements, *([job_key] if job_key is not None else [])]
         args: list[str | float] = [charge.to_member(uuid.uuid4().hex[:12]), charge.charged_at,
-                                   charge.charged_at - self.max_age_s, self._ttl]
+                                   charge.charged_at - self.max_age_s, self._ttl,
+                                   placement_field(charge.charged_at, charge.destination), PLACEMENTS_TTL_S]
         try:
             return bool(self._charge(keys=keys, args=args))
         except redis.RedisError as e:

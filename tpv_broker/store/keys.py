@@ -26,6 +26,11 @@ key                                type    value
                                            show every charge made before then
 ``<p>:inflight:job:<t>:<job id>``  string  the member charged for job <job id> of tenant <t>,
                                            so a job ranked again moves its charge
+``<p>:health:placements``          hash    "<bucket start>:<destination id>" -> jobs the broker placed
+                                           there in those 5 minutes (destination health); old
+                                           buckets dropped by the collector
+``<p>:health:pins``                hash    destination id -> JSON {state: drained | healthy, reason,
+                                           by, at}: an admin's pin (``tpv-broker health``)
 ``<p>:ratelimit:<tenant>``        string  epoch s: when the tenant's next request is due at its
                                            rate (api.tenants.<t>.rate_per_s); expires when idle
 ``<p>:check:<token>``              string  written, read back and deleted by
@@ -81,6 +86,14 @@ class KeySchema:
         # already; checked again here so no other caller can build a key
         # with spaces, colons, glob characters or newlines in it.
         return f"{self.prefix}:inflight:job:{check_tenant_id(tenant)}:{check_job_id(job_id)}"
+
+    @property
+    def health_placements(self) -> str:
+        return f"{self.prefix}:health:placements"
+
+    @property
+    def health_pins(self) -> str:
+        return f"{self.prefix}:health:pins"
 
     def rate_limit(self, tenant: str) -> str:
         return f"{self.prefix}:ratelimit:{check_tenant_id(tenant)}"

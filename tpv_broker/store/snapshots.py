@@ -25,6 +25,7 @@ from tpv_broker.config.urls import redact_url, scrub, url_secrets
 from tpv_broker.core.charges import ChargeState
 from tpv_broker.core.models import DestinationFigures, RankView, Snapshot, SnapshotMeta, ToolFigures
 from tpv_broker.errors import StoreError
+from tpv_broker.store.health import HealthStore
 from tpv_broker.store.inflight import ChargeRead, InflightStore
 from tpv_broker.store.keys import SCHEMA_VERSION, STAGING_TTL_S, KeySchema
 from tpv_broker.store.leader_lock import Fence, LeaseLost
@@ -230,6 +231,10 @@ class SnapshotStore:
         if not settings.enabled:
             return None
         return InflightStore(self.client, self.keys, settings.max_age_s, settings.reflect_lag_s, self.failure)
+
+    def health(self) -> HealthStore:
+        """Destination health's placements and pins, on this store's Redis."""
+        return HealthStore(self.client, self.keys, self.failure)
 
     def ping(self) -> bool:
         try:

@@ -1,0 +1,200 @@
+"""Destination health, pure: from each destination's error reports and the
+broker's own placements there, and the previous verdict, the next one.
+
+An endpoint that fails its jobs (storage full, staging broken, nodes
+killing jobs) finishes them in seconds with an empty queue: to a
+capacity-based ranker the best destination there is. Its error share
+gives it away, compared with the other endpoints' over the same window
+(a day of broken user inputs raises everyone's):
+
+    healthy -> degraded (score x degraded_factor) -> excluded (after the
+    others, as offline ones are) -> probation (probe_share of jobs let
+    through) -> healthy, or excluded again if the probes fail.
+
+The share is judged on its 95 % Wilson lower bound, so 3 failures in 10
+jobs prove less than 30 in 100. No clock, no I/O: ``now`` and the signals
+come in, the verdicts go out (docs/health.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from tpv_broker.core.models import DestinationHealth, HealthPin, HealthState
+
+# The 95 % two-sided normal quantile.
+_Z = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class HealthRules:
+    """``collector.health`` as plain numbers (config/settings.HealthSettings)."""
+
+    window_s: float = 3 * 3600.0
+    min_jobs: int = 10
+    degraded_excess: float = 0.1
+    excluded_excess: float = 0.5
+    degraded_factor: float = 0.5
+    exclude_s: float = 1800.0
+    probe_share: float = 0.05
+    probe_jobs: int = 5
+    report_lag_s: float = 3900.0
+
+
+@dataclass(frozen=True)
+class Signals:
+    """One destination's raw signals in the window."""
+
+    # (start of a placement bucket, jobs the broker placed there in it)
+    placements: Sequence[tuple[float, float]] = ()
+    # (time of an error report, jobs it says ended in error)
+    errors: Sequence[tuple[float, float]] = ()
+
+    def counted(self, since: float) -> tuple[float, float]:
+        """Placements and errors after ``since``."""
+        return (math.fsum(n for at, n in self.placements if at >= since),
+                math.fsum(n for at, n in self.errors if at > since))
+
+
+def wilson_lower(errors: float, jobs: float) -> float:
+    """The 95 % lower bound of the error share ``errors / jobs``."""
+    if jobs <= 0:
+        return 0.0
+    p = min(1.0, errors / jobs)
+    z2 = _Z * _Z
+    centre = p + z2 / (2 * jobs)
+    spread = _Z * math.sqrt(p * (1 - p) / jobs + z2 / (4 * jobs * jobs))
+    return max(0.0, (centre - spread) / (1 + z2 / jobs))
+
+
+def judge_all(previous: Mapping[str, DestinationHealth], signals: Mapping[str, Signals],
+              pins: Mapping[str, HealthPin], now: float, rules: HealthRules) -> dict[str, DestinationHealth]:
+    """The next verdict of every destination with signals, a verdict or a pin."""
+    since = now - rules.window_s
+    totals = {d: s.counted(since) for d, s in signals.items()}
+    all_placed = math.fsum(p for p, _ in totals.values())
+    all_failed = math.fsum(e for _, e in totals.values())
+    out = {}
+    for dest_id in sorted({*signals, *previous, *pins}):
+        own_placed, own_failed = totals.get(dest_id, (0.0, 0.0))
+        others = all_placed - own_placed
+        network = (all_failed - own_failed) / others if others > 0 else 0.0
+        out[dest_id] = judge(previous.get(dest_id), signals.get(dest_id, Signals()), min(1.0, network),
+                             pins.get(dest_id), now, rules)
+    return out
+
+
+def judge(previous: DestinationHealth | None, signals: Signals, network_share: float, pin: HealthPin | None,
+          now: float, rules: HealthRules) -> DestinationHealth:
+    """The next verdict of one destination (the table in docs/health.md)."""
+    if pin is not None:
+        return _pinned(pin, previous, now)
+    was: HealthState = "healthy" if previous is None or previous.pin is not None else previous.state
+    counted_from = None if previous is None else previous.counted_from
+    if previous is not None and previous.pin is not None:
+        # What happened while it was pinned is not held against it.
+        counted_from = now
+    start = max(now - rules.window_s, counted_from if counted_from is not None else -math.inf)
+    placed, failed = signals.counted(start)
+    figures = _Figures(placed, failed, network_share)
+    if was == "excluded" and previous is not None:
+        if now - previous.since >= rules.exclude_s:
+            return _verdict("probation", now, now, _Figures(0.0, 0.0, network_share), rules,
+                            f"on probation since {_clock(now)}: {rules.probe_share:.0%} of jobs go there as "
+                            f"probes")
+        return _verdict("excluded", previous.since, counted_from, figures, rules, previous.reason)
+    if was == "probation" and previous is not None:
+        return _on_probation(previous, figures, now, rules)
+    state = _level(figures, rules)
+    since = previous.since if previous is not None and previous.state == state and previous.pin is None else now
+    return _verdict(state, since, counted_from, figures, rules, _why(state, figures, rules, since))
+
+
+def probe_draw(tenant: str, job_id: str) -> float:
+    """A job's draw in [0, 1) for probation, the same each time it is
+    ranked (a job ranked again is a probe again, or not)."""
+    digest = hashlib.blake2b(f"{tenant}:{job_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+@dataclass(frozen=True)
+class _Figures:
+    placed: float
+    failed: float
+    network: float
+
+    @property
+    def share(self) -> float | None:
+        jobs = max(self.placed, self.failed)
+        return None if jobs <= 0 else self.failed / jobs
+
+    @property
+    def excess(self) -> float:
+        # Errors of jobs the broker did not place there (placed by another
+        # way) can outnumber its placements: the share is at most 1.
+        return wilson_lower(self.failed, max(self.placed, self.failed)) - self.network
+
+
+def _level(f: _Figures, rules: HealthRules) -> HealthState:
+    if f.placed < rules.min_jobs:
+        return "healthy"
+    if f.excess >= rules.excluded_excess:
+        return "excluded"
+    if f.excess >= rules.degraded_excess:
+        return "degraded"
+    return "healthy"
+
+
+def _on_probation(previous: DestinationHealth, f: _Figures, now: float, rules: HealthRules) -> DestinationHealth:
+    """Judged on its probes only (counted from the start of probation):
+    excluded again as soon as enough of them failed, healthy once enough
+    went there, an error report has had time to count them and they fail
+    no more than the others' jobs; in between, it waits for more probes."""
+    start = previous.since
+    if f.placed >= rules.probe_jobs and f.excess >= rules.excluded_excess:
+        return _verdict("excluded", now, previous.counted_from, f, rules,
+                        f"excluded again at {_clock(now)}, on its probes: {_failed(f)}")
+    if f.placed >= rules.probe_jobs and now - start >= rules.report_lag_s and f.excess < rules.degraded_excess:
+        return _verdict("healthy", now, previous.counted_from, f, rules,
+                        f"healthy again since {_clock(now)}, on its probes: {_failed(f)}")
+    return _verdict("probation", start, previous.counted_from, f, rules,
+                    f"on probation since {_clock(start)}: {f.placed:.0f} probe(s) so far, {f.failed:.0f} failed")
+
+
+def _pinned(pin: HealthPin, previous: DestinationHealth | None, now: float) -> DestinationHealth:
+    state: HealthState = "drained" if pin.state == "drained" else "healthy"
+    what = "drained" if pin.state == "drained" else "pinned healthy (its errors ignored)"
+    counted_from = None if previous is None else previous.counted_from
+    return DestinationHealth(state=state, since=pin.at, counted_from=counted_from,
+                             reason=f"{what} by {pin.by} at {_clock(pin.at)}: {pin.reason}", pin=pin)
+
+
+def _verdict(state: HealthState, since: float, counted_from: float | None, f: _Figures, rules: HealthRules,
+             reason: str) -> DestinationHealth:
+    return DestinationHealth(
+        state=state, since=since, counted_from=counted_from, errors=f.failed, placements=f.placed,
+        share=None if f.share is None else round(f.share, 4), network_share=round(f.network, 4), reason=reason,
+        score_factor=rules.degraded_factor if state == "degraded" else 1.0,
+        probe_share=rules.probe_share if state == "probation" else None)
+
+
+def _why(state: HealthState, f: _Figures, rules: HealthRules, since: float) -> str:
+    hours = f"{rules.window_s / 3600:g} h"
+    if state == "healthy":
+        if f.placed < rules.min_jobs:
+            return f"{f.placed:.0f} job(s) placed in the last {hours}: too few to judge (min_jobs {rules.min_jobs})"
+        return f"{_failed(f)} in the last {hours}"
+    what = "excluded" if state == "excluded" else "degraded"
+    return f"{what} since {_clock(since)}: {_failed(f)} in the last {hours}"
+
+
+def _failed(f: _Figures) -> str:
+    share = "" if f.share is None else f" ({f.share:.0%}; the other endpoints {f.network:.0%})"
+    return f"{f.failed:.0f} of {max(f.placed, f.failed):.0f} jobs failed{share}"
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%H:%M UTC", time.gmtime(epoch))
