@@ -82,8 +82,10 @@ def judge_all(previous: Mapping[str, DestinationHealth], signals: Mapping[str, S
         own_placed, own_failed = totals.get(dest_id, (0.0, 0.0))
         others = all_placed - own_placed
         network = (all_failed - own_failed) / others if others > 0 else 0.0
-        out[dest_id] = judge(previous.get(dest_id), signals.get(dest_id, Signals()), min(1.0, network),
-                             pins.get(dest_id), now, rules)
+        own = signals.get(dest_id, Signals())
+        verdict = judge(previous.get(dest_id), own, min(1.0, network), pins.get(dest_id), now, rules)
+        reports = sorted((at, n) for at, n in own.errors if at > since)
+        out[dest_id] = verdict.model_copy(update={"reports": reports}) if reports else verdict
     return out
 
 

@@ -68,6 +68,9 @@ class DestinationHealth(_Payload):
     # probation: the share of jobs let through as probes.
     probe_share: float | None = None
     pin: HealthPin | None = None
+    # The error reports of the window (report time, errors), for the
+    # status page's chart; counted_from does not apply.
+    reports: list[tuple[float, float]] = Field(default_factory=list)
 
 
 class DestinationFigures(_Payload):
