@@ -582,3 +582,28 @@ def test_one_request_per_source_for_its_measurements(tmp_path: pathlib.Path, net
     assert len(lines(result)["source eu data"]) == 2, result.output
     # SHOW DATABASES, then every preset's probe in one request.
     assert sorted(queries) == sorted([network["url"]] * 2 + [second_influx.url] * 2)
+
+
+def test_error_counts_with_no_error_in_the_window_are_fine(influx_server: InfluxServer, influx_db: str,
+                                                             redis_url: str, redis_client: redis.Redis) -> None:
+    """gxadmin's errored-jobs writes no line for a destination without
+    errors: an empty window is good news. A measurement never written is
+    still a failure (is the cron job there?)."""
+    now = int(time.time())
+    influx_server.write_lines(influx_db, [
+        f"queue_by_destination,destination_id=pulsar_de,state=queued count=3 {now - 10}",
+        # Yesterday's errors: outside the 3 h health window.
+        f"errored_jobs_by_destination,destination_id=pulsar_de,state=errored count=4 {now - 86400}",
+    ])
+    env = dict(TPV_BROKER_INFLUXDB_URL=influx_server.url, TPV_BROKER_INFLUXDB_DATABASE=influx_db,
+               TPV_BROKER_REDIS_URL=redis_url)
+    result = run([], TPV_BROKER_COLLECTOR_PRESETS="queue_by_destination,errored_jobs_by_destination", **env)
+    _clean(result)
+    queue, errors = lines(result)["influxdb data"]
+    assert queue.startswith("OK influxdb data: queue_by_destination: newest point")
+    assert errors == ("OK influxdb data: errored_jobs_by_destination: no error reported in the last 10800 s "
+                      "(collector.health.window_s)")
+    influx_server.query('DROP MEASUREMENT "errored_jobs_by_destination"', db=influx_db)
+    never = run([], TPV_BROKER_COLLECTOR_PRESETS="queue_by_destination,errored_jobs_by_destination", **env)
+    assert lines(never)["influxdb data"][1].startswith(
+        "FAIL influxdb data: errored_jobs_by_destination: no such measurement")

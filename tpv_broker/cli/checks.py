@@ -73,6 +73,9 @@ class MeasurementProbe:
     lookback_s: float
     lookback_key: str
     writer: str
+    # Error counts: a writer prints nothing when there is nothing to count,
+    # so an empty window is good news, not silence.
+    empty_is_fine: bool = False
 
 
 # Who writes each built-in preset's measurement, for the hint when it has no
@@ -106,6 +109,7 @@ def measurement_probes(collector: CollectorSettings, source: SourceSettings) -> 
             lookback_s=spec.window_s(collector.lookback_s, collector.stats_lookback_s, collector.health.window_s),
             lookback_key=f"collector.{lookback_key}",
             writer=_WRITERS.get(preset.name) or spec.description or f"the writer of {spec.measurement!r}",
+            empty_is_fine=spec.combine == "error_counts",
         ))
     return out
 
@@ -351,6 +355,9 @@ def check_measurements(client: InfluxQLClient, probes: list[MeasurementProbe], t
                                 f"{client.settings.database!r}",
                                 f"is {p.writer} writing to this database? Or drop {p.preset} from "
                                 f"{target.presets_key}"))
+        elif p.empty_is_fine:
+            checks.append(Check("OK", name, f"{what}: no error reported in the last {p.lookback_s:g} s "
+                                f"({p.lookback_key})"))
         else:
             checks.append(Check("FAIL", name, f"{what}: no point in the last {p.lookback_s:g} s "
                                 f"({p.lookback_key})", f"has {p.writer} stopped?"))
