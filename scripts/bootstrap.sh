@@ -63,20 +63,24 @@ if (( with_tests )); then
     # chromium drives the status page and /docs; nginx and systemd's tools
     # check the deploy/ files (tests/test_nginx_proxy.py runs the nginx
     # example on free loopback ports, tests/test_deployment_files.py runs
-    # systemd-analyze and systemd-sysusers on the units). Nothing is started
+    # systemd-analyze and systemd-sysusers on the units; Debian's prometheus
+    # package brings promtool, which evaluates every query of the Grafana
+    # dashboard, tests/test_grafana_dashboard.py). Nothing is started
     # here. On a machine running systemd, Debian's nginx package starts its
     # default site on port 80 (`systemctl disable --now nginx` stops it).
     test_packages=()
     have chromium || have chromium-browser || test_packages+=(chromium)
     have nginx || test_packages+=(nginx)
     { have systemd-analyze && have systemd-sysusers; } || test_packages+=(systemd)
+    have promtool || test_packages+=(prometheus)
     if ((${#test_packages[@]})); then
         apt_install "${test_packages[*]} (for the tests)" "${test_packages[@]}"
         { have chromium || have chromium-browser; } || die "chromium still not found after installing"
         have nginx || die "nginx still not found after installing"
         have systemd-analyze || die "systemd-analyze still not found after installing"
+        have promtool || die "promtool still not found after installing (Debian package prometheus)"
     else
-        say "chromium, nginx and systemd-analyze present"
+        say "chromium, nginx, systemd-analyze and promtool present"
     fi
 fi
 
