@@ -6,6 +6,7 @@ shows when it loads the page from a running API on a real redis-server."""
 from __future__ import annotations
 
 import itertools
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,15 @@ import redis
 from tpv_broker.api import create_app
 from tpv_broker.api import examples as ex
 from tpv_broker.api.status_page import PAGE_CSP
-from tpv_broker.api.status_view import PROBE_DESCRIPTION, build_status
+from tpv_broker.api.status_view import CHART_HEIGHT, CHART_WIDTH, PROBE_DESCRIPTION, PlacementChart, build_status
 from tpv_broker.config.settings import BrokerConfig, load_config
-from tpv_broker.core.models import DestinationFigures, RankView, Snapshot
+from tpv_broker.core.models import DestinationFigures, DestinationHealth, RankView, Snapshot
 from tpv_broker.devtools.servers import free_port
+from tpv_broker.store.inflight import placement_field
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore, connect_redis
 
-from .web_helpers import PageReader, dump_dom, serving
+from .web_helpers import CHROMIUM_FLAGS, CHROMIUM_TIMEOUT_S, PageReader, chromium_binary, dump_dom, serving
 
 NOW = 1_700_000_000.0
 KEYS = KeySchema("sp")
@@ -46,6 +48,18 @@ def _view(snap: Snapshot | None) -> RankView | None:
     if snap is None:
         return RankView()
     return RankView(meta=snap.meta, destinations=snap.destinations)
+
+
+def _row_tags(page: PageReader, dest: str) -> list[tuple[str, dict[str, str]]]:
+    """The tags inside the destination row of ``dest``."""
+    out: list[tuple[str, dict[str, str]]] = []
+    inside = False
+    for tag, attrs in page.tags:
+        if tag == "tr":
+            inside = attrs.get("data-dest") == dest
+        elif inside:
+            out.append((tag, attrs))
+    return out
 
 
 STALE_DEST = DestinationFigures(id="pulsar_old", status="online", queued=1, running=2, cpus_free=4, cpus_total=8,
@@ -136,11 +150,18 @@ def test_scores_and_order_are_the_rank_apis(redis_client: redis.Redis) -> None:
         cells = rows[e["id"]]
         # The page shows one decimal, explain two.
         assert (cells[4] == "–") if "score" not in e else abs(float(cells[4]) - e["score"]) <= 0.05 + 1e-9, e["id"]
-        assert cells[12] == e["reason"]
+        assert cells[13] == e["reason"]
     in_flight = {d: int(c[7]) for d, c in rows.items()}
     assert sum(in_flight.values()) == 2
     for dest, n in in_flight.items():
-        assert (f"({n} placed here since its figures)" in rows[dest][12]) == (n > 0), dest
+        assert (f"({n} placed here since its figures)" in rows[dest][13]) == (n > 0), dest
+        # The charge script counted them: the last hour's chart shows them in its last bar.
+        if n:
+            bars = [a for t, a in _row_tags(page, dest) if t == "rect" and a.get("class") == "bar"]
+            assert [(b["x"], b["data-count"]) for b in bars] == [("89", str(n))]
+            assert rows[dest][8].endswith(f"{n} placed")
+        else:
+            assert rows[dest][8] == "–"
 
 
 # -- the page (app factory) ---------------------------------------------------------------------------------
@@ -191,6 +212,179 @@ def test_page_assets_are_served_locally(redis_client: redis.Redis) -> None:
             assert asset.status_code == 200 and asset.data
 
 
+# -- the last hour's chart ------------------------------------------------------------------------------
+# NOW is 10:13:20 into its hour (22:13:20 UTC): the current bucket began at
+# NOW - 200, the chart's first one 11 buckets (55 min) before that.
+CURRENT = NOW - 200
+FIRST = CURRENT - 11 * 300
+# pulsar_de: 4 jobs in the first bucket, 8 in the sixth, 2 in the current
+# one; 99 before the chart (dropped). One error report 10 min ago of 24
+# errors in the hour before it (2 per 5 min), one before the chart's hour.
+PLACED = [(FIRST - 300, 99.0), (FIRST, 4.0), (FIRST + 5 * 300, 8.0), (CURRENT, 2.0)]
+REPORTS = [(NOW - 3700, 50.0), (NOW - 600, 24.0)]
+
+
+def _with_reports(d: DestinationFigures, reports: list[tuple[float, float]]) -> DestinationFigures:
+    return d.model_copy(update={"health": DestinationHealth(state="healthy", since=NOW - 7200, reports=reports)})
+
+
+def test_placement_chart_buckets_and_error_reports() -> None:
+    chart = PlacementChart.build(PLACED, REPORTS, NOW)
+    assert chart is not None
+    assert chart.start == FIRST and chart.counts == (4, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 2)
+    assert chart.reports == ((NOW - 600, 24),)
+    # The largest bucket (8) tops the chart; the report's 24 errors over an
+    # hour are 2 per 5 min, below it.
+    assert chart.top == 8
+    # A bar per bucket that holds placements (an empty one draws nothing),
+    # 8 px a bucket, as high as its count over the top.
+    bars = chart.bars
+    assert [(b.start, b.count) for b in bars] == [(FIRST, 4), (FIRST + 1500, 8), (CURRENT, 2)]
+    assert [b.height for b in bars] == [CHART_HEIGHT * n / 8 for n in (4, 8, 2)] == [12, 24, 6]
+    assert [b.y + b.height for b in bars] == [CHART_HEIGHT] * 3  # standing on the baseline
+    assert [b.x for b in bars] == [1 + 8 * i for i in (0, 5, 11)] and {b.width for b in bars} == {6}
+    assert [b.title for b in bars] == ["21:15–21:20 UTC: 4 placed", "21:40–21:45 UTC: 8 placed",
+                                       "22:10–now UTC: 2 placed"]
+    (mark,) = chart.errors
+    # From the chart's start (its hour began before it) to 10 min ago:
+    # (NOW - 600 - FIRST) / 3600 of the width; at 2 / 8 of the height.
+    assert mark.x_from == 0 and mark.x == round(2900 / 3600 * CHART_WIDTH, 2) == 77.33
+    assert mark.y == CHART_HEIGHT - CHART_HEIGHT * 2 / 8 == 18
+    assert mark.title == "24 failed in the hour to 22:03 UTC (2 per 5 min)"
+    assert (chart.placed, chart.failed) == (14, 24)
+    assert chart.label == "last hour: 14 placed, 24 failed"
+
+
+@pytest.mark.parametrize(
+    ("placed", "reports", "top", "label"),
+    [
+        # A black hole: 10 placed every 5 minutes, 120 failed in the hour
+        # (10 per 5 min): the red line stands as high as the bars.
+        ([(FIRST + 300 * i, 10.0) for i in range(12)], [(NOW - 60, 120.0)], 10,
+         "last hour: 120 placed, 120 failed"),
+        # Excluded, nothing placed, still failing jobs placed by other means:
+        # the errors alone make the chart, their rate tops it.
+        ([], [(NOW - 60, 36.0)], 3, "last hour: 0 placed, 36 failed"),
+        ([(CURRENT, 3.0)], [], 3, "last hour: 3 placed, no errors reported"),
+    ],
+)
+def test_placement_chart_scale(placed: list[tuple[float, float]], reports: list[tuple[float, float]],
+                               top: float, label: str) -> None:
+    chart = PlacementChart.build(placed, reports, NOW)
+    assert chart is not None and (chart.top, chart.label) == (top, label)
+    # Where errors are reported here, their rate reaches the top.
+    assert [e.y for e in chart.errors] == [0.0] * len(reports)
+
+
+def test_a_bucket_of_one_among_hundreds_stays_visible() -> None:
+    chart = PlacementChart.build([(FIRST, 1.0), (CURRENT, 500.0)], [], NOW)
+    assert chart is not None and [b.height for b in chart.bars] == [1, CHART_HEIGHT]
+
+
+def test_nothing_in_the_last_hour_is_no_chart() -> None:
+    assert PlacementChart.build([], [], NOW) is None
+    assert PlacementChart.build([(FIRST - 300, 5.0)], [(FIRST - 1, 3.0)], NOW) is None
+
+
+def test_rows_carry_their_charts() -> None:
+    view = _view(_snapshot(extra=[_with_reports(STALE_DEST, REPORTS)]))
+    placements = {"pulsar_de": PLACED, "nowhere": [(CURRENT, 5.0)]}
+    charts = {r.id: r.chart for r in build_status(view, None, NOW, _config(), placements=placements).rows}
+    assert charts["pulsar_de"] == PlacementChart.build(PLACED, [], NOW)
+    assert charts["pulsar_old"] == PlacementChart.build([], REPORTS, NOW)
+    assert [d for d, c in charts.items() if c is None] == ["pulsar_fr", "pulsar_uk", "pulsar_be", "condor_us"]
+    # Not read, or failed: no charts at all.
+    failed = build_status(view, None, NOW, _config(), placements=None, placements_error="Redis failed")
+    assert [r.chart for r in failed.rows] == [None] * len(failed.rows) and failed.charts_problem == "Redis failed"
+
+
+def _count_placements(client: redis.Redis, dest: str, placed: list[tuple[float, float]]) -> None:
+    """As the charge script counts them."""
+    for at, n in placed:
+        client.hincrbyfloat(KEYS.health_placements, placement_field(at, dest), n)
+
+
+def _chart(page: PageReader, dest: str) -> tuple[dict[str, str], list[dict[str, str]], list[dict[str, str]]]:
+    """The row's svg, its bars and its error marks."""
+    tags = _row_tags(page, dest)
+    (svg,) = [a for t, a in tags if t == "svg"]
+    return (svg, [a for t, a in tags if t == "rect" and a.get("class") == "bar"],
+            [a for t, a in tags if t == "g" and a.get("class") == "errors"])
+
+
+def test_page_shows_the_last_hour_per_destination(redis_client: redis.Redis) -> None:
+    store = SnapshotStore(redis_client, KEYS)
+    snap = _snapshot()
+    snap.destinations["pulsar_de"] = _with_reports(snap.destinations["pulsar_de"], REPORTS)
+    store.publish(snap)
+    _count_placements(redis_client, "pulsar_de", PLACED)
+    resp, page = _page(store)
+    assert resp.status_code == 200
+    svg, bars, errors = _chart(page, "pulsar_de")
+    assert svg["aria-label"] == "last hour: 14 placed, 24 failed" and svg["role"] == "img"
+    # Three buckets hold placements: three bars, in their slots, as high as their counts over 8.
+    assert [(b["x"], b["data-count"]) for b in bars] == [("1", "4"), ("41", "8"), ("89", "2")]
+    assert [float(b["height"]) for b in bars] == [CHART_HEIGHT * n / 8 for n in (4, 8, 2)]
+    assert [float(b["y"]) + float(b["height"]) for b in bars] == [CHART_HEIGHT] * 3
+    assert [e["data-errors"] for e in errors] == ["24"]
+    cells = {r["id"]: r["cells"] for r in page.rows}
+    # The tooltips (<title>s: the chart's, each bar's, the report's), then the totals as text.
+    text = cells["pulsar_de"][8]
+    for title in ("last hour: 14 placed, 24 failed", "21:15–21:20 UTC: 4 placed", "21:40–21:45 UTC: 8 placed",
+                  "22:10–now UTC: 2 placed", "24 failed in the hour to 22:03 UTC (2 per 5 min)"):
+        assert title in text
+    assert text.endswith("14 placed, 24 failed")
+    # Nothing placed there, no error reported: a dash.
+    assert cells["pulsar_fr"][8] == "–"
+    assert [a for t, a in _row_tags(page, "pulsar_fr") if t == "svg"] == []
+    # The page's CSP allows no inline style or script: the chart has none.
+    assert not [t for t, a in page.tags if t == "style" or "style" in a or (t == "script" and "src" not in a)]
+    assert not [a for _, a in page.tags if any(k.startswith("on") for k in a)]
+
+
+def test_page_without_its_placements_still_renders(redis_client: redis.Redis) -> None:
+    """Reading the placements fails (here: their key holds a string): the
+    page is the same, without charts."""
+    store = SnapshotStore(redis_client, KEYS)
+    snap = _snapshot()
+    snap.destinations["pulsar_de"] = _with_reports(snap.destinations["pulsar_de"], REPORTS)
+    store.publish(snap)
+    redis_client.set(KEYS.health_placements, b"not a hash")
+    resp, page = _page(store)
+    assert resp.status_code == 200
+    assert page.attrs_by_id["snapshot"]["data-kind"] == "fresh" and len(page.rows) == len(ex.SNAPSHOT)
+    assert [r["cells"][8] for r in page.rows] == ["–"] * len(ex.SNAPSHOT)
+    assert not [t for t, _ in page.tags if t == "svg"]
+    (title,) = {a["title"] for t, a in page.tags if t == "td" and a.get("class") == "chart none"}
+    assert "reading placements" in title and "WRONGTYPE" in title
+
+
+TENANT_EU, TENANT_FR, OPERATORS = "eu-token-0123456789abcdef", "fr-token-0123456789abcdef", "op-token-0123456789abcdef"
+
+
+def test_another_tenants_private_endpoint_gets_no_chart(redis_client: redis.Redis) -> None:
+    config = BrokerConfig.model_validate({"api": {
+        "auth_tokens": [OPERATORS], "auth_protected": ["/api/rank", "/process_data", "/"],
+        "tenants": {"usegalaxy-eu": {"auth_tokens": [TENANT_EU], "private": ["eu_cluster"]},
+                    "usegalaxy-fr": {"auth_tokens": [TENANT_FR]}}}})
+    store = SnapshotStore(redis_client, KEYS)
+    eu = DestinationFigures(id="eu_cluster", status="online", cpus_free=8, cpus_total=8, live_at=NOW,
+                            sources={"queue_by_destination": NOW})
+    store.publish(_snapshot(extra=[_with_reports(eu, [(NOW - 60, 4321.0)])]))
+    _count_placements(redis_client, "eu_cluster", [(CURRENT, 7777.0)])
+    _count_placements(redis_client, "pulsar_de", [(CURRENT, 3.0)])
+    client = create_app(config, store=store, clock=lambda: NOW).test_client()
+    pages = {token: client.get("/", headers={"Authorization": f"Bearer {token}"}).get_data(as_text=True)
+             for token in (TENANT_EU, TENANT_FR, OPERATORS)}
+    for token, html in pages.items():
+        page = PageReader(html)
+        sees = token != TENANT_FR
+        assert ("eu_cluster" in html, "7777" in html, "4321" in html) == (sees, sees, sees), token
+        assert _chart(page, "pulsar_de")[0]["aria-label"] == "last hour: 3 placed, no errors reported"
+        if sees:
+            assert _chart(page, "eu_cluster")[0]["aria-label"] == "last hour: 7777 placed, 4321 failed"
+
+
 # -- in headless Chromium, from a running API on a real redis-server --------------------------------------------
 def test_chromium_shows_destinations_states_and_snapshot_age(redis_client: redis.Redis, tmp_path: Path) -> None:
     store = SnapshotStore(redis_client, KEYS)
@@ -208,12 +402,34 @@ def test_chromium_shows_destinations_states_and_snapshot_age(redis_client: redis
     cells = {r["id"]: r["cells"] for r in page.rows}
     assert cells["pulsar_de"][2:5] == ["scored", "online", "80.3"]
     assert cells["pulsar_de"][5:7] == ["5", "5"]  # queued, running
-    assert cells["pulsar_de"][8:10] == ["24 / –", "46.9 / –"]  # free / total cores, mem
+    assert cells["pulsar_de"][9:11] == ["24 / –", "46.9 / –"]  # free / total cores, mem
     assert cells["condor_us"][2] == "offline"
-    assert cells[EVIL_ID][1] == EVIL_ID and cells[EVIL_ID][11] == "17 min"
+    assert cells[EVIL_ID][1] == EVIL_ID and cells[EVIL_ID][12] == "17 min"
     # The id stayed text: Chromium built no element from it and ran nothing.
     assert not [t for t, _ in page.tags if t in ("img", "b")]
     assert "<title>TPV Broker status</title>" in dom  # the onerror would have set it
+
+
+def test_chromium_draws_the_chart_within_the_csp(redis_client: redis.Redis, tmp_path: Path) -> None:
+    """The chart is in the DOM Chromium built, and Chromium's console
+    reports no Content-Security-Policy violation (an inline style or script
+    would be one; SVG's geometry attributes are not)."""
+    store = SnapshotStore(redis_client, KEYS)
+    snap = _snapshot()
+    snap.destinations["pulsar_de"] = _with_reports(snap.destinations["pulsar_de"], REPORTS)
+    store.publish(snap)
+    _count_placements(redis_client, "pulsar_de", PLACED)
+    with serving(create_app(_config(), store=store, clock=lambda: NOW)) as url:
+        proc = subprocess.run([chromium_binary(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                               "--enable-logging=stderr", "--v=0", "--dump-dom", f"{url}/"],
+                              capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    page = PageReader(proc.stdout)
+    svg, bars, errors = _chart(page, "pulsar_de")
+    assert svg["aria-label"] == "last hour: 14 placed, 24 failed"
+    assert len(bars) == 3 and len(errors) == 1
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    assert not [line for line in console if "Content Security Policy" in line], console
 
 
 def test_chromium_page_refreshes_itself(redis_client: redis.Redis, tmp_path: Path) -> None:

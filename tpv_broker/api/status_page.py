@@ -1,6 +1,7 @@
 """``GET /``: the status page for admins. Server-rendered from one Redis read
-(``SnapshotStore.read_overview``); a small script reloads its content every
-collector interval. It always renders: no snapshot, a stale one or no Redis
+(``SnapshotStore.read_overview``) and, for the last hour's charts, the
+placement counts (``HealthStore.read``); a small script reloads its content
+every collector interval. It always renders: no snapshot, a stale one or no Redis
 is shown as such, never as an error page."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tpv_broker.ids import DEFAULT_TENANT
 
 from .auth import viewer
 from .state import get_state
-from .status_view import build_status
+from .status_view import CHART_SPAN_S, build_status
 
 log = logging.getLogger("tpv_broker.api")
 
@@ -82,10 +83,19 @@ def status_page() -> Response:
     except StoreError as e:
         log.warning("status page: %s", e)
         error = str(e)
-    if view is not None:
+    placements, placements_error = None, None
+    if view is not None and view.meta is not None:
+        # A second round trip, for the charts only: without it the page
+        # still renders, without charts. Buckets before the chart's hour
+        # stay for the collector (its window is longer).
+        try:
+            placements = state.store.health().read(now - CHART_SPAN_S, drop_old=False).placements
+        except StoreError as e:
+            log.warning("status page: no placement charts: %s", e)
+            placements_error = str(e)
         tenant = viewer(config)
         view = _as_seen_by(view, config.api.hidden_from(tenant), tenant)
-    status = build_status(view, error, now, config, state.ranker.model)
+    status = build_status(view, error, now, config, state.ranker.model, placements, placements_error)
     html = render_template("status.html", s=status, now=now, fmt=_fmt, age=_age, utc=_utc,
                            refresh_s=max(MIN_REFRESH_S, config.collector.interval_s))
     resp = make_response(html)
