@@ -34,8 +34,8 @@ ANCHOR = 1767225600  # 2026-01-01T00:00:00Z: "now" in sample.lp and flux_all_pre
 TOKEN = "s3cret-token-value"
 # InfluxDB 2's answer to a refused token.
 UNAUTHORIZED = '{"code":"unauthorized","message":"unauthorized access"}'
-# queue_by_destination ... queue_overview, in the order the CSV was recorded (before the error counts were)
-ALL = [name for name in BUILTIN_PRESETS if name != "errored_jobs_by_destination"]
+# queue_by_destination ... queue_overview, in the order the CSV was recorded (before error counts and carbon were)
+ALL = [name for name in BUILTIN_PRESETS if name not in ("errored_jobs_by_destination", "pulsar_carbon_intensity")]
 FASTP = "toolshed.g2.bx.psu.edu/repos/iuc/fastp/fastp/0.23.4+galaxy0"
 DESTINATIONS = {
     "pulsar_sk01_tpv": {"aliases": ["galaxy_sk01"]},

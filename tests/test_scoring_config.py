@@ -205,7 +205,7 @@ def test_listing_terms_replaces_the_defaults(tmp_path: pathlib.Path) -> None:
         # an unknown term lists the known ones
         ({"queue_time": {"weight": 1}},
          "scoring.terms.queue_time: unknown term "
-         "(known: data_locality, finish_time, fit_now, queue_wait, run_time, tpv_score)"),
+         "(known: carbon, data_locality, finish_time, fit_now, queue_wait, run_time, staging_time, tpv_score)"),
         # a misspelt parameter
         ({"tpv_score": {"weight": 1, "scale": 1, "scael": 2}},
          "scoring.terms.tpv_score.scael: Extra inputs are not permitted"),

@@ -767,7 +767,8 @@ def test_property_more_free_capacity_or_fewer_queued_never_lowers_wait_or_fit(
 
 
 def test_registry_holds_the_terms() -> None:
-    assert sorted(REGISTRY) == ["data_locality", "finish_time", "fit_now", "queue_wait", "run_time", "tpv_score"]
+    assert sorted(REGISTRY) == ["carbon", "data_locality", "finish_time", "fit_now", "queue_wait", "run_time",
+                                "staging_time", "tpv_score"]
     assert list(DEFAULT_TERMS) == ["queue_wait", "run_time", "fit_now", "data_locality", "tpv_score"]
     # config knows each term's parameters, the core each term: the same names on both sides
     assert sorted(TERM_PARAMS) == sorted(REGISTRY)

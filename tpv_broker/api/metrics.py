@@ -136,7 +136,8 @@ class SnapshotFigures(Collector):
                                        labels=["destination"])
         for dest_id, buckets in sorted(placed.items()):
             if dest_id not in hidden:
-                placements.add_metric([dest_id], sum(n for at, n in buckets if at >= now - PLACEMENTS_WINDOW_S))
+                # Twelve 5-minute buckets, the current one included.
+                placements.add_metric([dest_id], sum(n for at, n in buckets if at > now - PLACEMENTS_WINDOW_S))
         yield placements
 
 

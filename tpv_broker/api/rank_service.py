@@ -15,6 +15,7 @@ from tpv_broker.core.columns import DestinationColumns
 from tpv_broker.core.health import probe_draw
 from tpv_broker.core.inputs import Candidate, Candidates, DatasetInput, JobFacts
 from tpv_broker.core.models import RankView, SnapshotMeta
+from tpv_broker.core.policy import Cap, SitePolicy, StagingTable
 from tpv_broker.core.ranking import rank, tpv_order
 from tpv_broker.core.result import DegradedReason, RankResult
 from tpv_broker.core.scoring import ScoringModel
@@ -31,6 +32,13 @@ log = logging.getLogger("tpv_broker.rank")
 def scoring_model(s: ScoringSettings) -> ScoringModel:
     """The rank core's scoring model for this config's ``scoring`` section."""
     return ScoringModel.from_settings(s.terms, s.default_queue_s, s.default_run_s, s.max_metrics_age_s)
+
+
+def site_policy(config: BrokerConfig, tenant: str = DEFAULT_TENANT) -> SitePolicy:
+    """Caps and the staging table for ``tenant``'s jobs, as the rank core takes them."""
+    st = config.scoring.staging
+    return SitePolicy({d: Cap(**c.model_dump()) for d, c in config.caps_for(tenant).items()},
+                      StagingTable(st.throughput_mb_s, st.default_mb_s, st.halving_km))
 
 
 class RankService:
@@ -52,6 +60,7 @@ class RankService:
         # endpoints private to the others.
         self.aliases = {name: t.aliases for name, t in config.api.tenants.items() if t.aliases}
         self.hidden = {name: config.api.hidden_from(name) for name in config.api.tenants}
+        self.policies = {name: site_policy(config, name) for name in [DEFAULT_TENANT, *config.api.tenants]}
 
     def datasets(
         self, datasets: Sequence[tuple[str, float]], request_locations: Mapping[str, tuple[float, float]]
@@ -91,7 +100,7 @@ class RankService:
         # A job with an id draws the same each time it is ranked; one without, anew.
         draw = probe_draw(tenant, job.id) if job.id is not None else self.probe_random()
         result = rank(cands, job, datasets, view, now, self.model, self.max_snapshot_age_s, self.locations,
-                      max_age_s, self.charge_by_work, draw)
+                      max_age_s, self.charge_by_work, draw, self.policies.get(tenant, self.policies[DEFAULT_TENANT]))
         if view.meta is not None and view.meta.sources:
             result.lagging_sources = _lagging(view.meta, tenant, now)
         if charge:

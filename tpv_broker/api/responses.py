@@ -58,11 +58,23 @@ class HealthExplanation(_Answer):
     pin: HealthPinExplanation | SkipJsonSchema[None] = _absent("an admin's pin (tpv-broker health pin)")
 
 
+class CapExplanation(_Answer):
+    cap: Literal["max_jobs", "max_queued", "max_running", "max_queued_per_running"] = Field(
+        description="its tightest cap (destinations.<id>.caps, or the tenant's own)")
+    limit: float
+    usage: float = Field(description="how much of that cap is used, in-flight charges counted (1: at the cap)")
+    jobs: float = Field(description="queued + running + in flight")
+    queued: float = Field(description="queued, with the in-flight charges that do not fit now")
+    running: float = Field(description="running, with the in-flight charges that fit now")
+    score_factor: float = Field(description="its score is multiplied by this (below 1 from soft_from of the cap)")
+
+
 class ExplainedPlacement(_Answer):
     position: int = Field(ge=1, description="1 = best")
     id: str
     group: Group = Field(
-        description="scored: ranked by score; no_metrics/stale: after the scored ones; offline and excluded "
+        description="scored: ranked by score; at_cap: scored, but at or over a cap, after the scored ones; "
+                    "no_metrics/stale: after those; offline and excluded "
                     "(failing its jobs, drained, or on probation and this job not a probe): last; "
                     "tpv_order: degraded answer in TPV's order")
     reason: str = Field(description="why it is at this place, in words")
@@ -70,6 +82,7 @@ class ExplainedPlacement(_Answer):
     terms: list[TermExplanation] | SkipJsonSchema[None] = _absent("per-term breakdown (scored candidates only)")
     health: HealthExplanation | SkipJsonSchema[None] = _absent("its destination health, when judged (error counts "
                                                                "read, or pinned by an admin)")
+    cap: CapExplanation | SkipJsonSchema[None] = _absent("its tightest cap and how near it is (destinations with caps)")
 
 
 class LaggingSource(_Answer):

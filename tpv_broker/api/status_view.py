@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tpv_broker.api.rank_service import scoring_model
+from tpv_broker.api.rank_service import scoring_model, site_policy
 from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.core.inflight import counted_loads
 from tpv_broker.core.inputs import Candidate, JobFacts
@@ -37,6 +37,7 @@ STATE_LABELS = {
     Group.STALE: "stale metrics",
     Group.OFFLINE: "offline",
     Group.EXCLUDED: "excluded",
+    Group.AT_CAP: "at cap",
     Group.TPV_ORDER: "TPV order",
 }
 
@@ -319,9 +320,10 @@ def build_status(view: RankView | None, redis_error: str | None, now: float, con
     if view is not None and meta is not None:
         dests = view.destinations
         # Age limit off: a stale snapshot still shows what the scores were.
+        # The operators' caps, with the in-flight charges: who is at a cap.
         result = rank([Candidate(d) for d in sorted(dests)], PROBE_JOB, [], view, now,
                       model or scoring_model(config.scoring), float("inf"), config.destination_locations(),
-                      config.inflight.max_age_s)
+                      config.inflight.max_age_s, policy=site_policy(config))
         charges = counted_loads(view.charges, now, config.inflight.max_age_s)
         for position, p in enumerate(result.placements, start=1):
             d: DestinationFigures = dests[p.id]

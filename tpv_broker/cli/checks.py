@@ -87,6 +87,7 @@ _WRITERS = {
     "htcondor_slot_shapes": "pulsar-util's HTCondor exporter, one line per free slot shape (every minute)",
     "slurm_nodes": "Telegraf's slurm input (every minute)",
     "queue_overview": "gxadmin's `iquery queue-overview` (every minute)",
+    "pulsar_carbon_intensity": "pulsar-util's AMQP consumer (with an electricity-data token)",
     "errored_jobs_by_destination": "gxadmin's `tsvquery errored-jobs 1` (hourly; no line for a destination "
                                    "without errors, so an empty window can be right)",
 }

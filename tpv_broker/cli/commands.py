@@ -175,7 +175,7 @@ def inspect(obj: _Context, as_json: bool) -> None:
 
     The score is the one a 1-core job of a tool with no history and no
     inputs would get, i.e. the job-independent part of the order."""
-    from tpv_broker.api.rank_service import scoring_model
+    from tpv_broker.api.rank_service import scoring_model, site_policy
     from tpv_broker.core.inputs import Candidate, JobFacts
     from tpv_broker.core.models import RankView
     from tpv_broker.core.ranking import rank
@@ -216,7 +216,8 @@ def inspect(obj: _Context, as_json: bool) -> None:
     view = RankView(meta=meta, destinations=snapshot.destinations)
     probe = JobFacts(tool_id="", cores=1, mem=0)
     result = rank([Candidate(d) for d in sorted(snapshot.destinations)], probe, [], view, now,
-                  scoring_model(config.scoring), float("inf"), config.destination_locations())
+                  scoring_model(config.scoring), float("inf"), config.destination_locations(),
+                  policy=site_policy(config))
     header = ("destination", "status", "queued", "running", "cpus free/total", "mem GB free/total", "score", "age s",
               "health")
     rows = []

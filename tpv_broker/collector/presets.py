@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from tpv_broker.config.preset_spec import BUILTIN_PRESETS, PresetSpec
+from tpv_broker.config.preset_spec import BUILTIN_PRESETS, CONTEXT_FIGURES, PresetSpec
 from tpv_broker.config.settings import CollectorSettings
 
 from .cycle_data import CycleData, num, strip_quotes
@@ -93,6 +93,7 @@ def presets_for(s: CollectorSettings, names: Iterable[str] | None = None) -> lis
 def live_sources(presets: Iterable[Preset]) -> frozenset[str]:
     """Sources of live figures (queue, free capacity), as opposed to daily
     statistics: destination freshness is judged on these."""
-    return frozenset(p.spec.measurement for p in presets if p.spec.window == "live")
+    return frozenset(p.spec.measurement for p in presets
+                     if p.spec.window == "live" and any(fm.figure not in CONTEXT_FIGURES for fm in p.spec.fields))
 
 

@@ -36,6 +36,7 @@ _ATTR = {
     "cpus_total": "cpus_total", "cpus_free": "cpus_free",
     "mem_total": "mem_total_gb", "mem_free": "mem_free_gb",
     "gpus_total": "gpus_total", "gpus_free": "gpus_free",
+    "carbon_intensity": "carbon_intensity",
 }
 _RESOURCES = (("cpus_total", "cpus_used", "cpus_free"), ("mem_total", "mem_used", "mem_free"),
               ("gpus_total", "gpus_used", "gpus_free"))

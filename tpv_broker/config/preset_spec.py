@@ -22,6 +22,7 @@ Figure = Literal[
     "mem_total", "mem_free", "mem_used",
     "gpus_total", "gpus_free", "gpus_used",
     "status",  # text: online / offline (anything else is ignored)
+    "carbon_intensity",  # the grid's, where the destination is (gCO2e/kWh)
     "node_state",  # text: a node's state (combine sum_newest_batch); see unavailable_states
     # free slot shapes (combine slot_shapes): `slot_count` slots of this size are free
     "slot_count", "slot_cpus", "slot_mem", "slot_gpus",
@@ -35,6 +36,7 @@ Unit = Literal[
     "bytes", "kB", "KiB", "MB", "MiB", "GB", "GiB",
     "ms", "seconds", "minutes", "hours", "days",
     "text",
+    "g_per_kwh",
 ]
 Combine = Literal["newest", "sum_newest_batch", "slot_shapes", "tool_stats", "error_counts"]
 
@@ -43,8 +45,11 @@ TIME_FIGURES = frozenset({"median_queue", "median_run", "perc_95_run"})
 TEXT_FIGURES = frozenset({"status", "node_state"})
 DESTINATION_FIGURES = frozenset({
     "queued", "running", "cpus_total", "cpus_free", "cpus_used", "mem_total", "mem_free", "mem_used",
-    "gpus_total", "gpus_free", "gpus_used", "status",
+    "gpus_total", "gpus_free", "gpus_used", "status", "carbon_intensity",
 })
+# Figures that say nothing of whether a destination's live figures are
+# current: a preset of these alone is no live source.
+CONTEXT_FIGURES = frozenset({"carbon_intensity"})
 SHAPE_FIGURES = frozenset({"slot_count", "slot_cpus", "slot_mem", "slot_gpus"})
 TOOL_FIGURES = frozenset({"job_count", "median_queue", "median_run", "perc_95_run"})
 
@@ -54,7 +59,7 @@ MEMORY_UNITS: dict[str, float] = {
     "MiB": 1 / 1024, "GB": 1e9 / 2**30, "GiB": 1.0,
 }
 TIME_UNITS: dict[str, float] = {"ms": 0.001, "seconds": 1.0, "minutes": 60.0, "hours": 3600.0, "days": 86400.0}
-PLAIN_UNITS: dict[str, float] = {"count": 1.0, "cores": 1.0, "gpus": 1.0}
+PLAIN_UNITS: dict[str, float] = {"count": 1.0, "cores": 1.0, "gpus": 1.0, "g_per_kwh": 1.0}
 
 # What each strategy accepts (status is accepted by all but tool_stats).
 _COMBINE_FIGURES: dict[str, frozenset[str]] = {
@@ -90,6 +95,8 @@ class FieldMap(_Strict):
             allowed = TIME_UNITS
         elif figure in TEXT_FIGURES:
             allowed = {"text": 1.0}
+        elif figure in CONTEXT_FIGURES:
+            allowed = {"g_per_kwh": 1.0}
         else:
             allowed = PLAIN_UNITS
         if unit not in allowed:
@@ -105,6 +112,8 @@ class FieldMap(_Strict):
             return "seconds"
         if self.figure in TEXT_FIGURES:
             return "text"
+        if self.figure in CONTEXT_FIGURES:
+            return "g_per_kwh"
         if self.figure in MEMORY_FIGURES:
             return None
         return "count"
@@ -332,6 +341,15 @@ BUILTIN_PRESETS: dict[str, PresetSpec] = {
             "window": "health",
             "fields": [{"field": "count", "figure": "errors", "where": {"state": ["errored"]}}],
             "combine": "error_counts",
+        },
+        "pulsar_carbon_intensity": {
+            "description": "pulsar-util's AMQP consumer: the grid's carbon intensity at each endpoint (hourly figures)",
+            "measurement": "pulsar_carbon_intensity",
+            # No tags: the endpoint's vhost is a string field.
+            "destination": {"field": "destination_id"},
+            "read": "all_rows",
+            "fields": [{"field": "carbon_intensity", "figure": "carbon_intensity"}],
+            "combine": "newest",
         },
         "queue_overview": {
             "description": "gxadmin iquery queue-overview: jobs per tool, destination, state, ...",

@@ -27,7 +27,7 @@ from pydantic import (
 
 from tpv_broker.config.preset_spec import BUILTIN_PRESETS, DEFAULT_PRESETS, PresetSpec
 from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url
-from tpv_broker.config.terms import DEFAULT_TERMS, check_terms
+from tpv_broker.config.terms import DEFAULT_TERMS, check_terms, with_defaults
 from tpv_broker.config.urls import redact_url, url_password
 from tpv_broker.errors import ConfigError
 from tpv_broker.ids import DEFAULT_TENANT, SOURCE_ID_RULE, check_destination_id, check_tenant_id, is_source_id
@@ -239,6 +239,48 @@ def _empty_is_none(value: Any) -> Any:
     return None if value == "" else value
 
 
+class CapSettings(_Section):
+    """Caps on a destination (docs/policy.md): at or over one, counting its
+    in-flight charges, it goes after the destinations under theirs; from
+    ``soft_from`` of a cap on, its score falls linearly to
+    ``at_cap_factor`` at the cap."""
+
+    # Jobs there: queued + running + placed by the broker but not yet shown.
+    max_jobs: float | None = Field(None, gt=0)
+    max_queued: float | None = Field(None, gt=0)
+    max_running: float | None = Field(None, gt=0)
+    # PanDA's rule: no more queued than twice the running ones.
+    max_queued_per_running: float | None = Field(None, gt=0)
+    soft_from: float = Field(0.8, gt=0, lt=1)
+    at_cap_factor: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _some_cap(self) -> CapSettings:
+        if all(v is None for v in (self.max_jobs, self.max_queued, self.max_running, self.max_queued_per_running)):
+            raise ValueError("give at least one of max_jobs, max_queued, max_running, max_queued_per_running")
+        return self
+
+
+class StagingSettings(_Section):
+    """Throughput between object stores and destinations, for the
+    staging_time term and finish_time's turnaround (docs/policy.md)."""
+
+    # object store id -> destination id -> MB/s (measured or agreed).
+    throughput_mb_s: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # A pair not in the table: this, halved every halving_km of distance.
+    default_mb_s: float = Field(100.0, gt=0)
+    halving_km: float = Field(1000.0, gt=0)
+
+    @field_validator("throughput_mb_s")
+    @classmethod
+    def _positive(cls, table: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for store, row in table.items():
+            for dest, mb_s in row.items():
+                if not mb_s > 0:
+                    raise ValueError(f"{store}.{dest}: must be more than 0 MB/s, got {mb_s}")
+        return table
+
+
 class TenantSettings(_Section):
     """One Galaxy server on a shared broker: the tokens its requests carry
     (inline and/or a file, one per line, re-read when workers start)."""
@@ -257,6 +299,9 @@ class TenantSettings(_Section):
     # endpoint), by the snapshot's ids: any other tenant's ranking treats
     # them as unknown, and no other tenant sees their figures.
     private: list[str] = Field(default_factory=list)
+    # This Galaxy's own caps (its allocation there), by the snapshot's ids:
+    # for its jobs they replace the destination's caps.
+    caps: dict[str, CapSettings] = Field(default_factory=dict)
 
     _token_shape = field_validator("auth_tokens")(_token_shapes)
     _no_empty_file = field_validator("auth_tokens_file", mode="before")(_empty_is_none)
@@ -431,6 +476,7 @@ class ScoringSettings(_Section):
     default_run_s: float = Field(3600.0, gt=0)
     # term name -> weight and parameters; listing terms replaces the defaults.
     terms: dict[str, dict[str, Any]] = Field(default_factory=lambda: copy.deepcopy(DEFAULT_TERMS))
+    staging: StagingSettings = Field(default_factory=StagingSettings)
 
     @field_validator("terms")
     @classmethod
@@ -438,7 +484,7 @@ class ScoringSettings(_Section):
         problems = check_terms(terms)
         if problems:
             raise ValueError("; ".join(problems))
-        return terms
+        return with_defaults(terms)
 
 
 class Coordinates(BaseModel):
@@ -457,6 +503,7 @@ class DestinationSettings(_Section):
     cores: float | None = Field(None, gt=0)
     mem: float | None = Field(None, gt=0)
     gpus: float | None = Field(None, ge=0)
+    caps: CapSettings | None = None
 
 
 class BrokerConfig(_Section):
@@ -561,6 +608,13 @@ class BrokerConfig(_Section):
                 values.append(unquote(password))
                 values.append(password)
         return values
+
+    def caps_for(self, tenant: str = DEFAULT_TENANT) -> dict[str, CapSettings]:
+        """Caps by destination for ``tenant``'s jobs: its own replace the
+        destination's."""
+        caps = {d: s.caps for d, s in self.destinations.items() if s.caps is not None}
+        own = self.api.tenants.get(tenant)
+        return caps | dict(own.caps) if own is not None else caps
 
     def object_store_locations(self) -> dict[str, tuple[float, float]]:
         return {store_id: (c.latitude, c.longitude) for store_id, c in self.object_stores.items()}

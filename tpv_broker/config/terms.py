@@ -38,6 +38,22 @@ class TpvScoreParams(TermParams):
     scale: float = Field(gt=0)
 
 
+class StagingTimeParams(SecondsParams):
+    unknown_score: float = Field(0.5, ge=0, le=1)
+
+
+class CarbonParams(TermParams):
+    # A server core under load draws about 10-15 W (node power / cores).
+    watts_per_core: float = Field(12.0, gt=0)
+    # Grams: 1 g is the resolution, 10 kg scores 0.
+    scale_g: float = Field(1.0, gt=0)
+    cap_g: float = Field(10000.0, gt=0)
+    unknown_score: float = Field(0.5, ge=0, le=1)
+    # Above 0: carbon only breaks near-ties, among the candidates whose
+    # expected turnaround is within this share of the best one.
+    near_ties_share: float = Field(0.0, ge=0, le=10)
+
+
 TERM_PARAMS: dict[str, type[TermParams]] = {
     "queue_wait": SecondsParams,
     "run_time": SecondsParams,
@@ -45,6 +61,8 @@ TERM_PARAMS: dict[str, type[TermParams]] = {
     "data_locality": DataLocalityParams,
     "tpv_score": TpvScoreParams,
     "finish_time": SecondsParams,
+    "staging_time": StagingTimeParams,
+    "carbon": CarbonParams,
 }
 
 # Why these weights: turnaround is what users feel, and its two measured
@@ -81,3 +99,9 @@ def check_terms(terms: dict[str, Any]) -> list[str]:
     if not problems and not any(float(p["weight"]) > 0 for p in terms.values()):
         problems.append("no term has a positive weight: at least one needs one")
     return problems
+
+
+def with_defaults(terms: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """A checked ``scoring.terms`` mapping with every parameter's default
+    filled in, as the terms take them."""
+    return {name: TERM_PARAMS[name].model_validate(params).model_dump() for name, params in terms.items()}

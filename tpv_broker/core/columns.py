@@ -20,7 +20,7 @@ from tpv_broker.core.tool_ids import DEFAULT, DESTINATION
 NAN = float("nan")
 # The figures the score terms read, in DestinationFigures' own names.
 FIGURES = ("cpus_free", "mem_free_gb", "gpus_free", "queued", "running", "median_queue_s", "median_run_s", "live_at",
-           "cpus_total")
+           "cpus_total", "carbon_intensity")
 # A destination's group as a small int (its index here), in an array.
 GROUPS = tuple(Group)
 

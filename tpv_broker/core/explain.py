@@ -19,6 +19,8 @@ def explain(result: RankResult) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"position": position, "id": p.id, "group": p.group.value, "reason": p.reason}
         if p.health is not None:
             entry["health"] = p.health.model_dump(exclude_none=True)
+        if p.cap is not None:
+            entry["cap"] = p.cap
         if p.total is not None:
             entry["score"] = round(p.total * 100, 2)
             entry["terms"] = [

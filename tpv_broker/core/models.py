@@ -90,6 +90,8 @@ class DestinationFigures(_Payload):
     # reported; []: no free slot). A job fits now only if one shape holds it,
     # whatever the free totals above say.
     slot_shapes: list[SlotShape] | None = None
+    # The grid's carbon intensity where it is (gCO2e/kWh, pulsar_carbon_intensity).
+    carbon_intensity: float | None = None
     # All tools together: count-weighted mean of the per-tool medians.
     median_queue_s: float | None = None
     median_run_s: float | None = None

@@ -36,16 +36,19 @@ from tpv_broker.core.columns import FIGURES, GROUPS, DestinationColumns
 from tpv_broker.core.inflight import LoadColumns, charged_columns, counted_loads
 from tpv_broker.core.inputs import Candidate, Candidates, DatasetInput, JobFacts
 from tpv_broker.core.models import DestinationFigures, DestinationHealth, RankView
+from tpv_broker.core.policy import SitePolicy, StagingTable, cap_state
 from tpv_broker.core.result import DegradedReason, Group, Placement, RankResult
 from tpv_broker.core.scoring import Scores, ScoringModel
 from tpv_broker.core.tool_ids import stats_field, tool_id_forms
 
-_SCORED, _STALE, _EXCLUDED = GROUPS.index(Group.SCORED), GROUPS.index(Group.STALE), GROUPS.index(Group.EXCLUDED)
+_SCORED, _STALE, _EXCLUDED, _AT_CAP = (GROUPS.index(g) for g in (Group.SCORED, Group.STALE, Group.EXCLUDED,
+                                                                 Group.AT_CAP))
+NO_POLICY = SitePolicy()
 # Each group code's place in the answer (Group.place).
 _PLACE = np.array([g.place for g in GROUPS])
-_CPUS, _MEM, _GPUS, _QUEUED, _RUNNING, _LIVE_AT, _RUN, _CPUS_TOTAL = (
+_CPUS, _MEM, _GPUS, _QUEUED, _RUNNING, _LIVE_AT, _RUN, _CPUS_TOTAL, _CARBON = (
     FIGURES.index(f) for f in ("cpus_free", "mem_free_gb", "gpus_free", "queued", "running", "live_at", "median_run_s",
-                               "cpus_total"))
+                               "cpus_total", "carbon_intensity"))
 
 
 def tpv_order(candidates: Sequence[Candidate] | Candidates, code: DegradedReason, why: str,
@@ -81,6 +84,7 @@ def rank(
     charge_max_age_s: float = math.inf,
     charge_by_work: bool = False,
     probe_draw: float = 1.0,
+    policy: SitePolicy = NO_POLICY,
 ) -> RankResult:
     """``locations``: configured destination coordinates (id -> (lat, lon));
     a candidate's TPV context fills the gaps. The in-flight charges in the
@@ -91,7 +95,8 @@ def rank(
     as columns, when the caller keeps them per snapshot; built here if not.
     ``probe_draw``: the job's draw in [0, 1) (``health.probe_draw``): it is
     a probe of a destination on probation if under its probe share (1.0:
-    a probe of none)."""
+    a probe of none). ``policy``: caps by destination and the staging
+    table (``policy.py``)."""
     cands = Candidates.of(candidates)
     meta = view.meta
     if meta is None:
@@ -115,9 +120,16 @@ def rank(
     positions = (group == _SCORED).nonzero()[0]
     in_flight = counted_loads(view.charges, now, charge_max_age_s)
     batch, charges = _batch(cands, positions, rows[positions], cols, job, datasets, view, model, locations,
-                            in_flight, charge_by_work)
+                            in_flight, charge_by_work, policy.staging)
     scores = model.evaluate(batch)
     factor = cols.score_factor[rows[positions]]
+    caps = [policy.caps.get(cands.keys[i]) for i in positions.tolist()] if policy.caps else []
+    capped = None
+    if any(c is not None for c in caps):
+        charged = np.array([charges[k].count if k in charges else 0.0 for k in range(len(positions))])
+        capped = cap_state(caps, cols.matrix[_QUEUED][rows[positions]], batch.queued, batch.running, charged)
+        factor = factor * capped.factor
+        group[positions[capped.over]] = _AT_CAP
 
     minus_total = np.zeros(len(ids))
     minus_total[positions] = -scores.totals * factor
@@ -134,8 +146,10 @@ def rank(
             figures = cols.figures_at(rows[i])
             health = figures.health if figures is not None else None
             if k >= 0:
+                cap = capped.explain(k, caps) if capped is not None else None
+                words = capped.words(k, caps) if cap is not None and capped is not None else ""
                 out.append(_scored(ids[i], scores, k, model, charges[k].count if k in charges else 0,
-                                   float(factor[k]), health))
+                                   float(factor[k]), health, cap, words))
             else:
                 g = GROUPS[group[i]]
                 reason = _unscored_reason(g, figures, now, model.max_metrics_age_s)
@@ -150,7 +164,7 @@ def rank(
 def _batch(cands: Candidates, positions: np.ndarray, rows: np.ndarray, cols: DestinationColumns, job: JobFacts,
            datasets: Sequence[DatasetInput], view: RankView, model: ScoringModel,
            locations: Mapping[str, tuple[float, float]], in_flight: Mapping[str, ChargeLoad],
-           charge_by_work: bool) -> tuple[Batch, dict[int, ChargeLoad]]:
+           charge_by_work: bool, staging: StagingTable) -> tuple[Batch, dict[int, ChargeLoad]]:
     """The scored candidates' figures (``rows`` of the columns), with the
     in-flight charges applied; and the charges of each (by batch index)."""
     levels = [(level, stats_field(level, form)) for level, form in tool_id_forms(job.tool_id)]
@@ -166,9 +180,9 @@ def _batch(cands: Candidates, positions: np.ndarray, rows: np.ndarray, cols: Des
         figures[_CPUS], figures[_MEM], figures[_QUEUED] = charged_columns(
             figures[_CPUS], figures[_MEM], figures[_QUEUED], figures[_RUNNING], figures[_CPUS_TOTAL], figures[_RUN],
             LoadColumns.of(loads), charge_by_work)
-    if any(ds.location is not None for ds in datasets):
+    if datasets:
         lat, lon = _coordinates([cands.contexts[i] for i in chosen], [locations.get(d) for d in keys])
-    else:  # data locality is neutral: no need to know where the candidates are
+    else:  # data locality and staging are neutral: no need to know where the candidates are
         lat = lon = np.full(len(ids), math.nan)
     tpv = np.array([cands.tpv_scores[i] for i in chosen], dtype=np.float64)
     batch = Batch(
@@ -177,8 +191,8 @@ def _batch(cands: Candidates, positions: np.ndarray, rows: np.ndarray, cols: Des
         median_queue_s=times.median_queue_s[rows], queue_level=times.queue_level[rows],
         median_run_s=times.median_run_s[rows], run_level=times.run_level[rows],
         destination_run_s=times.destination_run_s[rows], level_names=times.level_names, tpv_score=tpv,
-        latitude=lat, longitude=lon,
-        datasets=datasets, shaped=cols.shaped[rows], slot_shapes=cols.shapes.of_rows(rows),
+        latitude=lat, longitude=lon, datasets=datasets, staging_s=staging.seconds(datasets, keys, lat, lon),
+        carbon_intensity=figures[_CARBON], shaped=cols.shaped[rows], slot_shapes=cols.shapes.of_rows(rows),
     )
     return batch, charges
 
@@ -208,17 +222,23 @@ def _context_column(contexts: list[Any], key: str, limit: float) -> np.ndarray:
 
 
 def _scored(dest_id: str, scores: Scores, k: int, model: ScoringModel, charges: int, factor: float,
-            health: DestinationHealth | None) -> Placement:
+            health: DestinationHealth | None, cap: dict[str, Any] | None, cap_words: str) -> Placement:
     terms = model.breakdown(scores, k)
     total = float(scores.totals[k]) * factor
     reason = f"score {total * 100:.1f}: " + ", ".join(t.summary for t in terms if t.summary)
     if charges:
         reason += f" ({charges} placed here since its figures)"
     if health is not None and health.state == "degraded":
-        reason += f" (x {factor:g}: {health.reason})"
+        reason += f" (health x {health.score_factor:g}: {health.reason})"
     elif health is not None and health.state == "probation":
         reason += f" (this job is one of its probes: {health.reason})"
-    return Placement(dest_id, Group.SCORED, reason, total, terms, health)
+    group = Group.SCORED
+    if cap is not None and cap["usage"] >= 1.0:
+        group = Group.AT_CAP
+        reason = f"at its cap, after those under theirs: {cap_words}; {reason}"
+    elif cap is not None and cap["score_factor"] < 1.0:
+        reason += f" (near its cap, x {cap['score_factor']:g}: {cap_words})"
+    return Placement(dest_id, group, reason, total, terms, health, cap)
 
 
 def _unscored_reason(group: Group, figures: DestinationFigures | None, now: float, max_age: float) -> str:

@@ -26,6 +26,9 @@ class Group(StrEnum):
     # Failing its jobs, drained by an admin, or on probation and this job
     # not a probe (destination health): last, as offline ones.
     EXCLUDED = "excluded"
+    # Scored, but at or over one of its caps (site policy): after every
+    # scored one under its caps, by score.
+    AT_CAP = "at_cap"
     TPV_ORDER = "tpv_order"
 
     @property
@@ -34,8 +37,8 @@ class Group(StrEnum):
         return _PLACE[self]
 
 
-_PLACE = {Group.SCORED: 0, Group.TPV_ORDER: 0, Group.NO_METRICS: 1, Group.STALE: 1, Group.OFFLINE: 2,
-          Group.EXCLUDED: 2}
+_PLACE = {Group.SCORED: 0, Group.TPV_ORDER: 0, Group.AT_CAP: 1, Group.NO_METRICS: 1, Group.STALE: 1,
+          Group.OFFLINE: 2, Group.EXCLUDED: 2}
 
 
 class DegradedReason(StrEnum):
@@ -69,6 +72,8 @@ class Placement:
     terms: tuple[TermBreakdown, ...] = ()
     # Its destination health, when judged (core/health.py).
     health: DestinationHealth | None = None
+    # Its tightest cap and how near it is (core/policy.py), if it has caps.
+    cap: dict[str, Any] | None = None
 
 
 @dataclass(eq=False)

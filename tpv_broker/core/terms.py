@@ -309,12 +309,20 @@ class TpvScore:
         return TermDetail({"tpv_score": s}, summary="" if s is None else f"TPV tag score {s:g}")
 
 
+def turnaround(b: Batch) -> np.ndarray:
+    """Expected seconds until the job is done here: staging its inputs (an
+    unknown throughput counts none), waiting, running."""
+    out: np.ndarray = or_zero(b.staging_s) + b.derived(expected_waits).wait + b.median_run_s
+    return out
+
+
 class FinishTime:
-    """Expected time until the job is done here, in seconds: ``queue_wait``'s
-    expected wait plus the tool's median run time on this destination, on
-    one log scale. Unlike the two terms apart, a second counts the same
-    whether it is spent waiting or running: a site 10 % faster is not worth
-    a 20-minute queue for a 90 s job, and is for a 5 h one (30 min saved)."""
+    """Expected time until the job is done here, in seconds (``turnaround``:
+    staging, ``queue_wait``'s expected wait and the tool's median run time
+    on this destination), on one log scale. Unlike the terms apart, a second
+    counts the same whether it is spent staging, waiting or running: a site
+    10 % faster is not worth a 20-minute queue for a 90 s job, and is for a
+    5 h one (30 min saved)."""
 
     name: ClassVar[str] = "finish_time"
 
@@ -322,19 +330,92 @@ class FinishTime:
         self.scale_s, self.cap_s = scale_s, cap_s
 
     def evaluate(self, b: Batch) -> TermValues:
-        finish = b.derived(expected_waits).wait + b.median_run_s
+        finish = b.derived(turnaround)
         return TermValues(cost_scores(finish, self.scale_s, self.cap_s), {"finish": finish})
 
     def explain(self, b: Batch, v: TermValues, k: int) -> TermDetail:
         finish, wait = float(v.parts["finish"][k]), float(b.derived(expected_waits).wait[k])
         level = b.level_names[b.run_level[k]]
         raw = {"expected_finish_s": round(finish, 1), "expected_wait_s": round(wait, 1),
-               "run_s": float(b.median_run_s[k])}
+               "run_s": float(b.median_run_s[k]), "staging_s": _rounded(_figure(b.staging_s, k))}
         return TermDetail(raw, level, f"done in ~{_duration(finish)} ({level} run time)")
 
 
-REGISTRY: dict[str, type[QueueWait | RunTime | FitNow | DataLocality | TpvScore | FinishTime]] = {
-    t.name: t for t in (QueueWait, RunTime, FitNow, DataLocality, TpvScore, FinishTime)
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+class StagingTime:
+    """Seconds to move the job's inputs here: each input's bytes over the
+    throughput between its object store and this destination
+    (``policy.StagingTable``: configured pairs, else derived from distance).
+    What a user waits for, where ``data_locality`` only says how far. No
+    input: 0 s everywhere (neutral); a throughput unknown: ``unknown_score``."""
+
+    name: ClassVar[str] = "staging_time"
+
+    def __init__(self, scale_s: float, cap_s: float, unknown_score: float) -> None:
+        self.scale_s, self.cap_s = scale_s, cap_s
+        self.unknown_score = unknown_score
+
+    def evaluate(self, b: Batch) -> TermValues:
+        staging = b.staging_s
+        return TermValues(np.where(np.isnan(staging), self.unknown_score,
+                                   cost_scores(or_zero(staging), self.scale_s, self.cap_s)))
+
+    def explain(self, b: Batch, v: TermValues, k: int) -> TermDetail:
+        seconds = _figure(b.staging_s, k)
+        size = sum(ds.size for ds in b.datasets)
+        if seconds is None:
+            return TermDetail({"bytes": size, "staging_s": None}, summary="staging time unknown")
+        return TermDetail({"bytes": size, "staging_s": round(seconds, 1)},
+                          summary=f"stages in ~{_duration(seconds)}" if seconds > 0 else "")
+
+
+class Carbon:
+    """Grams of CO2e the job would cause here: cores x expected run time x
+    ``watts_per_core`` (the energy) x the grid's carbon intensity there
+    (``pulsar_carbon_intensity``). Off unless configured. With
+    ``near_ties_share`` above 0 it only breaks near-ties: it scores the
+    candidates whose expected turnaround is within that share of the best
+    one, and gives the others 0, so no minute of turnaround beyond that
+    share is traded for grams; at 0 it weighs in everywhere."""
+
+    name: ClassVar[str] = "carbon"
+
+    def __init__(self, watts_per_core: float, scale_g: float, cap_g: float, unknown_score: float,
+                 near_ties_share: float) -> None:
+        self.watts_per_core = watts_per_core
+        self.scale_g, self.cap_g = scale_g, cap_g
+        self.unknown_score = unknown_score
+        self.near_ties_share = near_ties_share
+
+    def evaluate(self, b: Batch) -> TermValues:
+        kwh = b.job.cores * b.median_run_s * self.watts_per_core / 3.6e6
+        grams = kwh * b.carbon_intensity
+        scores = np.where(np.isnan(grams), self.unknown_score, cost_scores(or_zero(grams), self.scale_g, self.cap_g))
+        parts = {"grams": grams, "kwh": kwh}
+        if self.near_ties_share > 0:
+            finish = b.derived(turnaround)
+            in_band = finish <= finish.min() * (1.0 + self.near_ties_share) if b.size else finish > 0
+            scores = np.where(in_band, scores, 0.0)
+            parts["in_band"] = in_band.astype(np.float64)
+        return TermValues(scores, parts)
+
+    def explain(self, b: Batch, v: TermValues, k: int) -> TermDetail:
+        grams, intensity = _figure(v.parts["grams"], k), _figure(b.carbon_intensity, k)
+        raw: dict[str, Any] = {"grams_co2e": _rounded(grams), "carbon_intensity_g_per_kwh": intensity,
+                               "energy_kwh": round(float(v.parts["kwh"][k]), 4)}
+        if "in_band" in v.parts:
+            raw["near_tie"] = bool(v.parts["in_band"][k])
+        if grams is None:
+            return TermDetail(raw, summary="carbon intensity unknown")
+        return TermDetail(raw, summary=f"~{grams:.0f} g CO2e")
+
+
+AnyTerm = QueueWait | RunTime | FitNow | DataLocality | TpvScore | FinishTime | StagingTime | Carbon
+REGISTRY: dict[str, type[AnyTerm]] = {
+    t.name: t for t in (QueueWait, RunTime, FitNow, DataLocality, TpvScore, FinishTime, StagingTime, Carbon)
 }
 
 
