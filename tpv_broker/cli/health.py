@@ -13,6 +13,7 @@ import time
 import click
 
 from tpv_broker.core.models import HealthPin
+from tpv_broker.errors import StoreError
 from tpv_broker.ids import check_destination_id
 
 from .commands import _Context, _fail, _store, _table
@@ -84,6 +85,16 @@ def pin(obj: _Context, destination: str, state: str | None, reason: str, by: str
     store.health().pin(destination, entry)
     click.echo(f"{destination} pinned {entry.state} by {entry.by}: {entry.reason} (the collector applies it at its "
                f"next cycle)")
+    # A typo (or an alias, not the snapshot's id) would drain nothing while
+    # the admin believes it drained: say so, and keep the pin (the
+    # destination may appear later).
+    try:
+        known = store.read_overview().destinations
+    except StoreError:
+        known = {}  # the pin is written; only the warning is lost
+    if known and destination not in known:
+        click.echo(f"warning: {destination} is not a destination of the live snapshot (a typo, or an alias?): "
+                   f"the pin does nothing until the metrics or the config name it", err=True)
 
 
 @health.command("unpin")

@@ -15,6 +15,7 @@ from tpv_broker.core.health import HealthRules, Signals, judge, judge_all
 from tpv_broker.core.models import DestinationHealth, HealthPin
 from tpv_broker.errors import StoreError
 from tpv_broker.logging_setup import event
+from tpv_broker.store.inflight import PLACEMENT_BUCKET_S
 from tpv_broker.store.snapshots import SnapshotStore
 
 from .cycle_data import CycleData
@@ -59,7 +60,10 @@ def judge_cycle(data: CycleData, presets: Sequence[Preset], config: BrokerConfig
             else:
                 kept[dest_id] = pinned
         return kept, None
-    signals = {d: Signals(placements=inputs.placements.get(d, ()), errors=data.errors.get(d, ()))
+    # bucket_s: placements are counted in buckets (store/inflight.py); one
+    # that began before probation (or an unpinning) holds its first probes.
+    signals = {d: Signals(placements=inputs.placements.get(d, ()), errors=data.errors.get(d, ()),
+                          bucket_s=PLACEMENT_BUCKET_S)
                for d in {*inputs.placements, *data.errors}}
     return judge_all(previous, signals, pins, now, rules), None
 

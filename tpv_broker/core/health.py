@@ -52,10 +52,15 @@ class Signals:
     placements: Sequence[tuple[float, float]] = ()
     # (time of an error report, jobs it says ended in error)
     errors: Sequence[tuple[float, float]] = ()
+    # How long a placement bucket lasts (s; 0: placements are points). A
+    # bucket that began before ``since`` but ends after it counts: its jobs
+    # may have been placed after (the probes of a probation's first minutes
+    # were lost otherwise, while their errors counted).
+    bucket_s: float = 0.0
 
     def counted(self, since: float) -> tuple[float, float]:
         """Placements and errors after ``since``."""
-        return (math.fsum(n for at, n in self.placements if at >= since),
+        return (math.fsum(n for at, n in self.placements if at >= since or at + self.bucket_s > since),
                 math.fsum(n for at, n in self.errors if at > since))
 
 
@@ -184,7 +189,7 @@ def _verdict(state: HealthState, since: float, counted_from: float | None, f: _F
 
 
 def _why(state: HealthState, f: _Figures, rules: HealthRules, since: float) -> str:
-    hours = f"{rules.window_s / 3600:g} h"
+    hours = f"{rules.window_s / 3600:g} h" if rules.window_s >= 3600 else f"{rules.window_s / 60:.0f} min"
     if state == "healthy":
         if f.placed < rules.min_jobs:
             return f"{f.placed:.0f} job(s) placed in the last {hours}: too few to judge (min_jobs {rules.min_jobs})"

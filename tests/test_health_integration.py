@@ -1,0 +1,575 @@
+"""Destination health on real servers (issue 22, docs/health.md): error
+lines written to a real influxd and placements made through the real API
+(the charge script on a real redis-server) turn a black hole excluded
+through ``collect_once``; the API ranks it last (group ``excluded``, its
+health in ``?explain=1``); after ``exclude_s`` it is on probation and lets
+``probe_share`` of the jobs through (each job's decision its own, the same
+when ranked again); its probes bring it back to healthy after
+``report_lag_s``. A restarted collector goes on from the live snapshot's
+verdicts; a network-wide bad day excludes nobody. The admin's override
+through the CLI (pin drained or healthy, list, unpin, an unknown id, bad
+input, no Redis); ``/metrics``' health and placements gauges, per tenant;
+with no error preset and no pin, nothing of it shows; the health store's
+buckets and pins.
+
+The collector and the API get an injected clock, near real time (InfluxDB
+answers relative to its own now()), moved forward past the short windows
+configured here. The pure judge's table is in test_health.py."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner, Result
+from flask.testing import FlaskClient
+
+from tpv_broker.api import create_app
+from tpv_broker.cli import main
+from tpv_broker.collector.cycle import CycleReport, collect_once
+from tpv_broker.collector.influx import InfluxQLClient
+from tpv_broker.collector.metrics import CollectorMetrics
+from tpv_broker.collector.state import CollectorState
+from tpv_broker.config.settings import BrokerConfig, load_config
+from tpv_broker.core.health import probe_draw
+from tpv_broker.core.models import DestinationFigures, DestinationHealth, Snapshot, SnapshotMeta
+from tpv_broker.devtools.servers import InfluxServer
+from tpv_broker.store.inflight import PLACEMENT_BUCKET_S
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.store.snapshots import SnapshotStore
+
+from .test_api_metrics import scrape, value
+
+PREFIX = "healthit"
+BH, A, B = "pulsar_bh", "pulsar_a", "pulsar_b"
+LIVE_PRESETS = ["queue_by_destination", "htcondor_cluster_usage"]
+ERRORS = "errored_jobs_by_destination"
+# Short enough to go through in a test with a clock moved by hand; the
+# defaults (docs/health.md) are hours.
+HEALTH = {"window_s": 600, "min_jobs": 10, "exclude_s": 900, "probe_share": 0.3, "probe_jobs": 5,
+          "report_lag_s": 300}
+
+
+class Clock:
+    """The collector's and the API's clock, moved by the test."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def __call__(self) -> float:
+        return self.at
+
+
+def config_of(influx: InfluxServer, db: str, presets: list[str], **health: float) -> BrokerConfig:
+    return BrokerConfig.model_validate({
+        "influxdb": {"url": influx.url, "database": db, "timeout_s": 5},
+        "redis": {"key_prefix": PREFIX},
+        "collector": {"presets": presets, "health": {**HEALTH, **health}},
+        # The clock moves ~20 min past the figures written at the start: they must still count as live.
+        "api": {"max_snapshot_age_s": 86400},
+        "scoring": {"max_metrics_age_s": 86400},
+        "inflight": {"max_age_s": 86400, "reflect_lag_s": 0},
+    })
+
+
+def start_time() -> float:
+    """A bucket start at least a minute in the past: the points written
+    "now" on the test's clock are in InfluxDB's past too, and the probation
+    below begins in the middle of a placement bucket."""
+    return float(int((time.time() - 60) // PLACEMENT_BUCKET_S) * PLACEMENT_BUCKET_S)
+
+
+def write_capacity(influx: InfluxServer, db: str, at: float) -> None:
+    """The black hole looks best: an empty queue and every core free (its
+    jobs fail in seconds); a and b are busy."""
+    lines = []
+    for i, (dest, queued, free) in enumerate(((BH, 0, 4000), (A, 60, 8), (B, 80, 4))):
+        lines += [f"queue_by_destination,destination_id={dest},state=queued count={queued} {int(at)}",
+                  f"queue_by_destination,destination_id={dest},state=running count=10 {int(at)}",
+                  # a second apart: the destination is a field, and InfluxDB keeps one point per series and time
+                  f'htcondor_cluster_usage,classad=machine total_detected_cpus={free + 64},unclaimed_cpus={free},'
+                  f'total_memory=1048576,unclaimed_memory=524288,destination_id="{dest}",'
+                  f'destination_status="online" {int(at) - i}']
+    influx.write_lines(db, lines)
+
+
+def write_errors(influx: InfluxServer, db: str, at: float, **counts: int) -> None:
+    # As gxadmin's hourly `tsvquery errored-jobs 1` writes them.
+    influx.write_lines(db, [f"{ERRORS},destination_id={d},state=errored count={n} {int(at)}"
+                            for d, n in counts.items()])
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis) -> SnapshotStore:
+    return SnapshotStore(redis_client, KeySchema(PREFIX))
+
+
+def collect(config: BrokerConfig, store: SnapshotStore, clock: Clock, state: CollectorState) -> CycleReport:
+    report = collect_once(config, InfluxQLClient(config.influxdb), store, clock, state)
+    assert report.published and report.errors == [], report.summary()
+    return report
+
+
+def health_of(store: SnapshotStore) -> dict[str, DestinationHealth | None]:
+    snapshot = store.read_all()
+    assert snapshot is not None
+    return {d: f.health for d, f in snapshot.destinations.items()}
+
+
+def rank(api: FlaskClient, job_id: int, headers: Mapping[str, str] | None = None,
+         ids: tuple[str, ...] = (A, B, BH)) -> dict[str, Any]:
+    resp = api.post("/api/rank?explain=1", headers=dict(headers or {}),
+                    json={"job": {"id": job_id, "tool_id": "bwa", "cores": 1, "mem": 1},
+                          "destinations": [{"id": d} for d in ids]})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    body = resp.get_json()  # reading the whole answer runs the charge (api.routes._then)
+    assert body["degraded"] is False
+    return body
+
+
+def explained(body: dict[str, Any], dest: str) -> dict[str, Any]:
+    return next(e for e in body["explain"] if e["id"] == dest)
+
+
+def placed(store: SnapshotStore, dest: str, since: float = 0.0) -> float:
+    """The jobs the charge script counted on ``dest`` in the buckets from
+    ``since`` on (those the collector has not dropped yet)."""
+    buckets = store.health().read(since, drop_old=False).placements.get(dest, [])
+    return sum(n for at, n in buckets if at >= since)
+
+
+# -- a black hole: excluded, probed, back -------------------------------------------------------------
+def test_a_black_hole_is_excluded_probed_and_let_back_in(influx_server: InfluxServer, influx_db: str,
+                                                         store: SnapshotStore) -> None:
+    t0 = start_time()
+    clock = Clock(t0)
+    config = config_of(influx_server, influx_db, [*LIVE_PRESETS, ERRORS])
+    write_capacity(influx_server, influx_db, t0)
+    state = CollectorState.new(config)
+    # the collector daemon's /metrics, fed each cycle's report as the daemon does
+    metrics = CollectorMetrics(clock)
+    collect = counted(metrics)
+    # No error report yet, no placement: nobody is judged, the answers are those without health.
+    assert collect(config, store, clock, state).transitions == []
+    assert set(health_of(store).values()) == {None}
+    api = create_app(config, store=store, clock=clock).test_client()
+
+    # It attracts every job: 20 placed there through the API's charge.
+    clock.at = t0 + 10
+    for job in range(1, 21):
+        assert rank(api, job)["destinations"][0] == BH
+    assert placed(store, BH) == 20
+    # ... and gxadmin reports all 20 failed.
+    write_errors(influx_server, influx_db, t0 + 20, **{BH: 20})
+
+    # 20 of 20 failed, the others placed nothing (share 0): Wilson 0.839 - 0 >= 0.5: excluded.
+    clock.at = t0 + 60
+    report = collect(config, store, clock, state)
+    assert [(t.destination, t.before, t.after.state) for t in report.transitions] == [(BH, "healthy", "excluded")]
+    bh = health_of(store)[BH]
+    assert bh is not None and (bh.state, bh.since, bh.errors, bh.placements, bh.share) == (
+        "excluded", t0 + 60, 20, 20, 1.0)
+    assert health_of(store)[A] is None  # nothing placed there, no errors: not judged
+
+    clock.at = t0 + 70
+    body = rank(api, 100)
+    assert body["destinations"] == [A, B, BH]
+    entry = explained(body, BH)
+    assert entry["group"] == "excluded" and "score" not in entry
+    assert entry["reason"] == bh.reason and entry["reason"].startswith("excluded since ")
+    assert entry["health"]["state"] == "excluded" and entry["health"]["errors"] == 20
+    assert entry["health"]["placements"] == 20 and entry["health"]["share"] == 1.0
+    # nothing is placed on it while excluded
+    assert placed(store, BH) == 20
+
+    # A collector started anew goes on from the live snapshot: still excluded, same since. (Its error report
+    # is out of the 600 s window by now: judged afresh, 0 errors of the 20 placed would be healthy.)
+    clock.at = t0 + 700
+    restarted = CollectorState.new(config)
+    assert collect(config, store, clock, restarted).transitions == []
+    kept = health_of(store)[BH]
+    assert kept is not None and (kept.state, kept.since, kept.reason) == ("excluded", bh.since, bh.reason)
+    assert kept.errors == 0
+    assert rank(api, 101)["destinations"][-1] == BH
+
+    # exclude_s (900) after it was excluded: probation, counted from now.
+    clock.at = t0 + 959
+    collect(config, store, clock, restarted)
+    assert health_of(store)[BH].state == "excluded"
+    clock.at = t0 + 960
+    report = collect(config, store, clock, restarted)
+    assert [(t.destination, t.before, t.after.state) for t in report.transitions] == [(BH, "excluded", "probation")]
+    probation = health_of(store)[BH]
+    assert probation is not None and (probation.state, probation.counted_from, probation.probe_share) == (
+        "probation", t0 + 960, 0.3)
+
+    # probe_share 0.3 of the jobs go there: exactly those whose draw is under it, about 90 of 300
+    # (binomial sd sqrt(300 * 0.3 * 0.7) = 7.9: within 4 sd, 58 to 122). Each of the others would have
+    # gone there too (nothing else comes near it): it is last for them, excluded.
+    clock.at = t0 + 970
+    first = {}
+    for job in range(1000, 1300):
+        body = rank(api, job)
+        first[job] = body["destinations"][0] == BH
+        expected = probe_draw("default", str(job)) < 0.3
+        assert first[job] is expected, job
+        entry = explained(body, BH)
+        if expected:
+            assert entry["group"] == "scored" and "this job is one of its probes" in entry["reason"]
+        else:
+            assert entry["group"] == "excluded" and entry["reason"].startswith("on probation, and this job is not")
+            assert body["destinations"][-1] == BH
+    probes = sum(first.values())
+    assert 58 <= probes <= 122, probes
+    # a job ranked again gets the same decision, and is not counted twice
+    for job in range(1000, 1030):
+        assert (rank(api, job)["destinations"][0] == BH) is first[job]
+    assert placed(store, BH, since=t0 + 900) == probes
+
+    # 40 s into probation: enough probes, none failed, but no error report could have counted them yet.
+    # They are counted although their bucket [t0 + 900, t0 + 1200) began before probation did.
+    clock.at = t0 + 1000
+    collect(config, store, clock, restarted)
+    waiting = health_of(store)[BH]
+    assert waiting is not None
+    assert (waiting.state, waiting.since, waiting.placements, waiting.errors) == ("probation", t0 + 960, probes, 0)
+    # report_lag_s (300) into probation, still no new error: healthy again, counted from probation's start.
+    clock.at = t0 + 1260
+    report = collect(config, store, clock, restarted)
+    assert [(t.destination, t.before, t.after.state) for t in report.transitions] == [(BH, "probation", "healthy")]
+    healthy = health_of(store)[BH]
+    assert healthy is not None
+    assert (healthy.state, healthy.since, healthy.counted_from) == ("healthy", t0 + 1260, t0 + 960)
+    clock.at = t0 + 1270
+    body = rank(api, 5000)
+    assert body["destinations"][0] == BH and explained(body, BH)["health"]["state"] == "healthy"
+    # each transition counted once
+    assert transition_counts(metrics) == {(BH, "healthy", "excluded"): 1, (BH, "excluded", "probation"): 1,
+                           (BH, "probation", "healthy"): 1}
+
+
+def counted(metrics: CollectorMetrics) -> Any:
+    def collect_and_count(config: BrokerConfig, store: SnapshotStore, clock: Clock,
+                          state: CollectorState) -> CycleReport:
+        report = collect(config, store, clock, state)
+        metrics.observe_cycle(report, 0)
+        return report
+
+    return collect_and_count
+
+
+def transition_counts(metrics: CollectorMetrics) -> dict[tuple[str, str, str], float]:
+    """(destination, before, after) -> count, as the daemon's /metrics shows them."""
+    return {(s.labels["destination"], s.labels["before"], s.labels["after"]): s.value
+            for family in metrics.registry.collect() for s in family.samples
+            if s.name == "tpv_broker_collector_health_transitions_total"}
+
+
+def test_the_network_share_keeps_a_bad_day_from_excluding_anyone(influx_server: InfluxServer, influx_db: str,
+                                                                  store: SnapshotStore) -> None:
+    """Every endpoint fails 40 % of its jobs (broken user inputs): nobody
+    is degraded or excluded. The errors add up per destination over the
+    window's reports."""
+    t0 = start_time()
+    clock = Clock(t0 + 10)
+    config = config_of(influx_server, influx_db, [*LIVE_PRESETS, ERRORS])
+    write_capacity(influx_server, influx_db, t0)
+    state = CollectorState.new(config)
+    collect(config, store, clock, state)
+    api = create_app(config, store=store, clock=clock).test_client()
+    # 20 jobs on each (asked one candidate at a time), then 8 of each 20 failed, in two reports
+    for n, dest in enumerate((BH, A, B)):
+        for job in range(20):
+            assert rank(api, n * 100 + job, ids=(dest,))["destinations"] == [dest]
+    write_errors(influx_server, influx_db, t0 + 20, **{BH: 5, A: 3, B: 4})
+    write_errors(influx_server, influx_db, t0 + 30, **{BH: 3, A: 5, B: 4})
+    clock.at = t0 + 60
+    collect(config, store, clock, state)
+    verdicts = health_of(store)
+    # each: 8 of 20 (lower bound 0.219) against the others' 16 of 40 (0.4): healthy
+    assert {d: (v.state, v.errors, v.placements, v.network_share) for d, v in verdicts.items() if v} == {
+        d: ("healthy", 8, 20, 0.4) for d in (BH, A, B)}
+
+
+# -- the override through the CLI --------------------------------------------------------------------
+def cli(redis_url: str, *args: str, user: str = "alice") -> Result:
+    # SUDO_USER: who pins, as `sudo tpv-broker health pin` would say; nothing from the developer's shell.
+    env = {"TPV_BROKER_CONFIG": None, "TPV_BROKER_REDIS_URL": redis_url, "TPV_BROKER_REDIS_KEY_PREFIX": PREFIX,
+           "SUDO_USER": user}
+    result = CliRunner().invoke(main, ["health", *args], env=env)
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.mark.parametrize("presets", [LIVE_PRESETS, [*LIVE_PRESETS, ERRORS]], ids=["without-error-presets",
+                                                                                  "with-error-presets"])
+def test_an_admin_drains_a_destination_and_returns_it(influx_server: InfluxServer, influx_db: str,
+                                                      store: SnapshotStore, redis_url: str,
+                                                      presets: list[str]) -> None:
+    """A drained pin takes effect at the collector's next cycle, with or
+    without error counts, names who and why, and goes with unpin."""
+    t0 = start_time()
+    clock = Clock(t0 + 10)
+    config = config_of(influx_server, influx_db, presets)
+    write_capacity(influx_server, influx_db, t0)
+    state = CollectorState.new(config)
+    collect(config, store, clock, state)
+    api = create_app(config, store=store, clock=clock).test_client()
+    assert rank(api, 1)["destinations"][0] == BH
+
+    before = time.time()
+    result = cli(redis_url, "pin", BH, "--drained", "--reason", "storage migration, back Monday")
+    assert result.exit_code == 0, result.output
+    assert result.output == (f"{BH} pinned drained by alice: storage migration, back Monday (the collector applies "
+                             f"it at its next cycle)\n")
+    listed = cli(redis_url, "list")
+    assert listed.exit_code == 0 and listed.output.splitlines()[-1] == (
+        f"pinned, not in the snapshot yet (the collector applies pins at its next cycle): {BH}")
+
+    clock.at = t0 + 20
+    report = collect(config, store, clock, state)
+    assert [(t.destination, t.before, t.after.state) for t in report.transitions] == [(BH, "healthy", "drained")]
+    drained = health_of(store)[BH]
+    assert drained is not None and drained.pin is not None
+    assert drained.state == "drained" and drained.pin.by == "alice" and before <= drained.pin.at <= time.time()
+    at = time.strftime("%H:%M UTC", time.gmtime(drained.pin.at))
+    assert drained.reason == f"drained by alice at {at}: storage migration, back Monday"
+    body = rank(api, 2)
+    assert body["destinations"] == [A, B, BH]
+    entry = explained(body, BH)
+    assert (entry["group"], entry["reason"]) == ("excluded", drained.reason)
+    assert entry["health"]["pin"]["by"] == "alice"
+
+    listed = cli(redis_url, "list")
+    assert listed.exit_code == 0, listed.output
+    row = next(line for line in listed.output.splitlines() if line.startswith(BH))
+    assert row.split()[1] == "drained" and row.endswith(drained.reason)
+    as_json = json.loads(cli(redis_url, "list", "--json").output)
+    assert as_json["destinations"][BH]["state"] == "drained"
+    assert as_json["pins"][BH]["by"] == "alice" and as_json["pins"][BH]["reason"] == "storage migration, back Monday"
+
+    # unpinned: back at the next cycle; without error counts not judged at all, with them judged from now
+    result = cli(redis_url, "unpin", BH)
+    assert result.exit_code == 0 and result.output.startswith(f"{BH} unpinned")
+    again = cli(redis_url, "unpin", BH)
+    assert again.exit_code == 1 and f"{BH} is not pinned" in again.output
+    clock.at = t0 + 30
+    report = collect(config, store, clock, state)
+    assert [(t.destination, t.before, t.after.state) for t in report.transitions] == [(BH, "drained", "healthy")]
+    back = health_of(store)[BH]
+    if ERRORS in presets:
+        assert back is not None and (back.state, back.counted_from, back.pin) == ("healthy", t0 + 30, None)
+    else:
+        assert back is None
+    assert rank(api, 3)["destinations"][0] == BH
+    assert cli(redis_url, "list", "--json").output.count('"pins": {}') == 1
+
+
+def test_a_healthy_pin_ignores_errors_and_unpinning_counts_from_then(influx_server: InfluxServer, influx_db: str,
+                                                                     store: SnapshotStore, redis_url: str) -> None:
+    t0 = start_time()
+    clock = Clock(t0 + 10)
+    config = config_of(influx_server, influx_db, [*LIVE_PRESETS, ERRORS])
+    write_capacity(influx_server, influx_db, t0)
+    state = CollectorState.new(config)
+    collect(config, store, clock, state)
+    api = create_app(config, store=store, clock=clock).test_client()
+    assert cli(redis_url, "pin", BH, "--healthy", "--reason", "a user's broken workflow", "--by", "bob",
+               user="root").exit_code == 0
+    for job in range(20):
+        assert rank(api, job)["destinations"][0] == BH
+    write_errors(influx_server, influx_db, t0 + 20, **{BH: 20})
+    clock.at = t0 + 60
+    collect(config, store, clock, state)
+    pinned = health_of(store)[BH]
+    # 20 of 20 failed would exclude it: the pin says healthy
+    assert pinned is not None and pinned.state == "healthy" and pinned.reason.startswith(
+        "pinned healthy (its errors ignored) by bob at ")
+    assert rank(api, 100)["destinations"][0] == BH
+    assert cli(redis_url, "unpin", BH).exit_code == 0
+    clock.at = t0 + 120
+    collect(config, store, clock, state)
+    # the 20 of 20 of while it was pinned are not held against it: counted from the unpinning on
+    unpinned = health_of(store)[BH]
+    assert unpinned is not None and (unpinned.state, unpinned.counted_from, unpinned.errors) == (
+        "healthy", t0 + 120, 0)
+    assert rank(api, 101)["destinations"][0] == BH
+
+
+def test_a_pin_of_an_unknown_destination_says_so(influx_server: InfluxServer, influx_db: str,
+                                                store: SnapshotStore, redis_url: str) -> None:
+    """A typo (or an alias) drains nothing: the admin is told, the pin is
+    kept for when the metrics name it."""
+    t0 = start_time()
+    config = config_of(influx_server, influx_db, LIVE_PRESETS)
+    write_capacity(influx_server, influx_db, t0)
+    collect(config, store, Clock(t0 + 10), CollectorState.new(config))
+    result = cli(redis_url, "pin", "pulsar_bhh", "--drained", "--reason", "maintenance")
+    assert result.exit_code == 0
+    assert "warning: pulsar_bhh is not a destination of the live snapshot (a typo, or an alias?)" in result.output
+    assert set(store.health().pins()) == {"pulsar_bhh"}
+    known = cli(redis_url, "pin", BH, "--drained", "--reason", "maintenance")
+    assert known.exit_code == 0 and "warning" not in known.output
+
+
+def test_the_cli_without_redis_says_so_in_one_line() -> None:
+    result = cli("redis://127.0.0.1:1/0", "pin", BH, "--drained", "--reason", "maintenance")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "pinning a destination" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (["pin", "bad id", "--drained", "--reason", "x"], "not a valid destination id"),
+    (["pin", "-x", "--drained", "--reason", "x"], "No such option"),
+    (["unpin", "pulsar de"], "not a valid destination id"),
+    (["pin", BH, "--drained"], "Missing option '--reason'"),
+    (["pin", BH, "--drained", "--reason", "  "], "give a reason"),
+    (["pin", BH, "--reason", "maintenance"], "say --drained or --healthy"),
+])
+def test_the_cli_refuses_bad_input(store: SnapshotStore, redis_url: str, args: list[str], problem: str) -> None:
+    result = cli(redis_url, *args)
+    assert result.exit_code == 2, result.output
+    assert problem in result.output
+    assert store.health().pins() == {}
+
+
+# -- /metrics ----------------------------------------------------------------------------------------
+EU, FR, OWN = "eu-token-0123456789abcdef", "fr-token-0123456789abcdef", "own-token-0123456789abcdef"
+
+
+def test_metrics_show_health_and_placements_per_tenant(store: SnapshotStore, tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"redis:\n  key_prefix: {PREFIX}\napi:\n  max_snapshot_age_s: 1000000\n"
+                    f"  auth_tokens: [{OWN}]\n  tenants:\n"
+                    f"    usegalaxy-eu: {{auth_tokens: [{EU}], private: [eu_cluster]}}\n"
+                    f"    usegalaxy-fr: {{auth_tokens: [{FR}]}}\n"
+                    f"inflight:\n  reflect_lag_s: 0\n")
+    config = load_config(path, environ={})
+    now = time.time()
+    verdicts = {BH: DestinationHealth(state="excluded", since=now - 60, reason="failing"),
+                "eu_cluster": DestinationHealth(state="degraded", since=now - 60, reason="slow", score_factor=0.5),
+                A: DestinationHealth(state="healthy", since=now - 60)}
+    figures = {d: DestinationFigures(id=d, status="online", queued=0, running=1, cpus_total=64, cpus_free=free,
+                                     mem_free_gb=128, live_at=now - 5, sources={"queue_by_destination": now - 5},
+                                     health=verdicts.get(d))
+               for d, free in ((BH, 64), ("eu_cluster", 63), (A, 32), (B, 8))}
+    store.publish(Snapshot(meta=SnapshotMeta(created_at=now - 1, destinations=len(figures)), destinations=figures),
+                  charges=store.inflight(config.inflight))
+    api = create_app(config, store=store).test_client()
+    eu, fr = {"Authorization": f"Bearer {EU}"}, {"Authorization": f"Bearer {FR}"}
+    # each job charged to whichever is first (never the excluded one), counted by the charge script
+    firsts: dict[str, int] = {}
+    for job in range(6):
+        first = rank(api, job, eu, ids=("eu_cluster", A, B, BH))["destinations"][0]
+        firsts[first] = firsts.get(first, 0) + 1
+    for job in range(4):
+        first = rank(api, job, fr, ids=(A, B, BH))["destinations"][0]
+        firsts[first] = firsts.get(first, 0) + 1
+    assert BH not in firsts  # excluded: never placed there
+
+    # eu sees its own private endpoint, fr and a scrape without a token the shared ones only, the
+    # operators' token every one
+    for headers, sees_eu in ((eu, True), (fr, False), ({"Authorization": f"Bearer {OWN}"}, True), ({}, False)):
+        samples = scrape_as(api, headers)
+        states = {(dict(labels)["destination"], dict(labels)["state"]): v for (name, labels), v in samples.items()
+                  if name == "tpv_broker_destination_health"}
+        judged = {BH, A} | ({"eu_cluster"} if sees_eu else set())
+        assert {d for d, _ in states} == judged, headers
+        for dest in judged:
+            ones = [s for (d, s), v in states.items() if d == dest and v == 1.0]
+            assert ones == [verdicts[dest].state], (dest, states)
+            assert sum(v for (d, _), v in states.items() if d == dest) == 1.0
+        placements = {dict(labels)["destination"]: v for (name, labels), v in samples.items()
+                      if name == "tpv_broker_destination_placements_last_hour"}
+        assert placements == {d: float(n) for d, n in firsts.items() if sees_eu or d != "eu_cluster"}, headers
+        assert value(samples, "tpv_broker_destination_placements_last_hour", destination=BH) is None
+        if not sees_eu:
+            text = api.get("/metrics", headers=headers).get_data(as_text=True)
+            assert "eu_cluster" not in text
+
+
+def scrape_as(api: FlaskClient, headers: Mapping[str, str]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    # test_api_metrics' scrape, with a tenant's token (/metrics is open: a valid token says whose view)
+    class _WithToken:
+        def get(self, path: str) -> Any:
+            return api.get(path, headers=dict(headers))
+
+    return scrape(_WithToken())
+
+
+# -- off: no error preset, no pin ----------------------------------------------------------------------
+def off_run(influx: InfluxServer, db: str, store: SnapshotStore, t0: float) -> tuple[list[dict[str, Any]], Snapshot]:
+    """Error counts read (a black hole excluded), then the error preset
+    taken out of the config and a collector started on it; the answers
+    then, and the snapshot."""
+    clock = Clock(t0 + 10)
+    with_errors = config_of(influx, db, [*LIVE_PRESETS, ERRORS])
+    collect(with_errors, store, clock, CollectorState.new(with_errors))
+    api = create_app(with_errors, store=store, clock=clock).test_client()
+    for job in range(20):
+        rank(api, job)
+    write_errors(influx, db, t0 + 20, **{BH: 20})
+    clock.at = t0 + 60
+    collect(with_errors, store, clock, CollectorState.new(with_errors))
+    without = config_of(influx, db, LIVE_PRESETS)
+    clock.at = t0 + 70
+    collect(without, store, clock, CollectorState.new(without))
+    api = create_app(without, store=store, clock=clock).test_client()
+    answers = [rank(api, job) for job in range(200, 210)]
+    snapshot = store.read_all()
+    assert snapshot is not None
+    return answers, snapshot
+
+
+def test_without_error_presets_and_pins_nothing_shows(influx_server: InfluxServer, influx_db: str,
+                                                      store: SnapshotStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collector without an error preset judges nobody, not even from the
+    live snapshot's verdicts (a black hole excluded while error counts were
+    read comes back); its answers are those of a collector without the
+    health step at all, though the placements are still counted."""
+    t0 = start_time()
+    write_capacity(influx_server, influx_db, t0)
+    answers, snapshot = off_run(influx_server, influx_db, store, t0)
+    assert {d: f.health for d, f in snapshot.destinations.items()} == dict.fromkeys((BH, A, B))
+    assert placed(store, BH) == 30
+    for body in answers:
+        assert body["destinations"][0] == BH
+        assert all("health" not in e and e["group"] == "scored" for e in body["explain"])
+        assert not any("probe" in e["reason"] or "health" in e["reason"] for e in body["explain"])
+
+    # the same, from the same start, on another prefix, with the health step skipped (as before
+    # destination health): the same answers and snapshot figures
+    from tpv_broker.collector import cycle
+
+    monkeypatch.setattr(cycle, "_health", lambda *args: {})
+    plain, plain_snapshot = off_run(influx_server, influx_db, SnapshotStore(store.client, KeySchema(PREFIX + "b")),
+                                    t0)
+    assert plain == answers
+    assert ({d: f.model_dump() for d, f in plain_snapshot.destinations.items()}
+            == {d: f.model_dump() for d, f in snapshot.destinations.items()})
+
+
+# -- the store ---------------------------------------------------------------------------------------
+def test_the_health_store_reads_buckets_and_pins(store: SnapshotStore, redis_client: redis.Redis) -> None:
+    """Buckets past the window are dropped (unless the reader's window is
+    shorter); what is not ours is never counted, a garbled pin is no pin."""
+    keys = KeySchema(PREFIX)
+    now = 1_700_000_100.0
+    redis_client.hset(keys.health_placements, mapping={"1700000100:a": 3, "1700000400:a": 2, "1699990000:a": 7,
+                                                       "1700000100:b:with:colons": 1, "garbage": 5, "17000:": 9})
+    redis_client.hset(keys.health_pins, mapping={"x": "{not json", "y": json.dumps({"state": "gone"})})
+    inputs = store.health().read(now - 600, drop_old=False)
+    assert {d: sorted(b) for d, b in inputs.placements.items()} == {
+        "a": [(1700000100.0, 3.0), (1700000400.0, 2.0)], "b:with:colons": [(1700000100.0, 1.0)]}
+    assert inputs.pins == {}
+    assert redis_client.hlen(keys.health_placements) == 6  # drop_old=False: nothing removed
+    store.health().read(now - 600)
+    assert sorted(redis_client.hkeys(keys.health_placements)) == [b"1700000100:a", b"1700000100:b:with:colons",
+                                                                   b"1700000400:a"]
+    assert math.isclose(sum(n for _, n in store.health().read(now - 600).placements["a"]), 5.0)
