@@ -36,7 +36,7 @@ from tpv_broker.core.columns import FIGURES, GROUPS, DestinationColumns
 from tpv_broker.core.inflight import LoadColumns, charged_columns, counted_loads
 from tpv_broker.core.inputs import Candidate, Candidates, DatasetInput, JobFacts
 from tpv_broker.core.models import DestinationFigures, DestinationHealth, RankView
-from tpv_broker.core.policy import SitePolicy, StagingTable, cap_state
+from tpv_broker.core.policy import Cap, CapState, SitePolicy, StagingTable, cap_state
 from tpv_broker.core.result import DegradedReason, Group, Placement, RankResult
 from tpv_broker.core.scoring import Scores, ScoringModel
 from tpv_broker.core.tool_ids import stats_field, tool_id_forms
@@ -126,8 +126,7 @@ def rank(
     caps = [policy.caps.get(cands.keys[i]) for i in positions.tolist()] if policy.caps else []
     capped = None
     if any(c is not None for c in caps):
-        charged = np.array([charges[k].count if k in charges else 0.0 for k in range(len(positions))])
-        capped = cap_state(caps, cols.matrix[_QUEUED][rows[positions]], batch.queued, batch.running, charged)
+        capped = _caps(caps, cols, rows[positions], batch, charges, charge_by_work)
         factor = factor * capped.factor
         group[positions[capped.over]] = _AT_CAP
 
@@ -148,8 +147,9 @@ def rank(
             if k >= 0:
                 cap = capped.explain(k, caps) if capped is not None else None
                 words = capped.words(k, caps) if cap is not None and capped is not None else ""
+                at_cap = bool(capped.over[k]) if capped is not None else False
                 out.append(_scored(ids[i], scores, k, model, charges[k].count if k in charges else 0,
-                                   float(factor[k]), health, cap, words))
+                                   float(factor[k]), health, cap, words, at_cap))
             else:
                 g = GROUPS[group[i]]
                 reason = _unscored_reason(g, figures, now, model.max_metrics_age_s)
@@ -159,6 +159,21 @@ def rank(
     return RankResult([ids[i] for i in order], age, placements,
                       first_run_s=float(batch.median_run_s[first_k]) if first_k >= 0 else None,
                       first_scored=first_k >= 0)
+
+
+def _caps(caps: Sequence[Cap | None], cols: DestinationColumns, rows: np.ndarray, batch: Batch,
+          charges: Mapping[int, ChargeLoad], charge_by_work: bool) -> CapState:
+    """The scored candidates' use of their caps. Caps count jobs: when the
+    queue is charged in typical jobs' work (``charge_by_work``), the queue
+    the caps see is charged in jobs."""
+    charged = np.array([charges[k].count if k in charges else 0.0 for k in range(batch.size)])
+    queued = batch.queued
+    if charge_by_work and charges:
+        before = cols.matrix[:, rows]
+        loads = LoadColumns.of([charges.get(k) for k in range(batch.size)])
+        queued = charged_columns(before[_CPUS], before[_MEM], before[_QUEUED], before[_RUNNING], before[_CPUS_TOTAL],
+                                 before[_RUN], loads, by_work=False)[2]
+    return cap_state(caps, cols.matrix[_QUEUED][rows], queued, batch.running, charged)
 
 
 def _batch(cands: Candidates, positions: np.ndarray, rows: np.ndarray, cols: DestinationColumns, job: JobFacts,
@@ -222,7 +237,8 @@ def _context_column(contexts: list[Any], key: str, limit: float) -> np.ndarray:
 
 
 def _scored(dest_id: str, scores: Scores, k: int, model: ScoringModel, charges: int, factor: float,
-            health: DestinationHealth | None, cap: dict[str, Any] | None, cap_words: str) -> Placement:
+            health: DestinationHealth | None, cap: dict[str, Any] | None, cap_words: str,
+            at_cap: bool) -> Placement:
     terms = model.breakdown(scores, k)
     total = float(scores.totals[k]) * factor
     reason = f"score {total * 100:.1f}: " + ", ".join(t.summary for t in terms if t.summary)
@@ -233,7 +249,7 @@ def _scored(dest_id: str, scores: Scores, k: int, model: ScoringModel, charges: 
     elif health is not None and health.state == "probation":
         reason += f" (this job is one of its probes: {health.reason})"
     group = Group.SCORED
-    if cap is not None and cap["usage"] >= 1.0:
+    if at_cap:
         group = Group.AT_CAP
         reason = f"at its cap, after those under theirs: {cap_words}; {reason}"
     elif cap is not None and cap["score_factor"] < 1.0:

@@ -37,8 +37,10 @@ class Group(StrEnum):
         return _PLACE[self]
 
 
-_PLACE = {Group.SCORED: 0, Group.TPV_ORDER: 0, Group.AT_CAP: 1, Group.NO_METRICS: 1, Group.STALE: 1,
-          Group.OFFLINE: 2, Group.EXCLUDED: 2}
+# At a cap is a place of its own: known figures, known to be full, before
+# the unknown ones whatever its score (at_cap_factor may make it 0).
+_PLACE = {Group.SCORED: 0, Group.TPV_ORDER: 0, Group.AT_CAP: 1, Group.NO_METRICS: 2, Group.STALE: 2,
+          Group.OFFLINE: 3, Group.EXCLUDED: 3}
 
 
 class DegradedReason(StrEnum):
