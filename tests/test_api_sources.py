@@ -186,3 +186,22 @@ def test_a_single_source_that_is_fine_adds_no_section(redis_client: redis.Redis,
                                                                      problem="slurm_nodes: boom")},
                    "[/api/rank, /process_data]")
     assert 'data-source="influxdb" data-state="partial"' in lagging.get("/").get_data(as_text=True)
+
+
+def test_a_stale_mark_with_several_sources_tells_each_galaxy_only_its_own(redis_client: redis.Redis,
+                                                                          tmp_path: Path) -> None:
+    """Every source failed: the collector marks the live snapshot stale
+    with a reason naming no source, and each source's problem in its entry."""
+    api = _api(redis_client, tmp_path, SOURCES)
+    store = SnapshotStore(redis_client, KeySchema(PREFIX))
+    failing = {"network": SourceStatus(state="missing", answered_at=NOW - 60, problem="InfluxDB at net is down"),
+               "fr": SourceStatus(state="missing", answered_at=NOW - 60, problem=FR_SECRET_PROBLEM,
+                                  tenant="usegalaxy-fr")}
+    assert store.mark_stale(NOW - 30, 3, "no source could be read; keeping the last snapshot", NOW + 30,
+                            sources=failing)
+    anonymous = api.get("/ready").get_json()
+    assert anonymous["stale"]["reason"] == "no source could be read; keeping the last snapshot"
+    assert anonymous["sources"] == {"network": {"state": "missing", "age_s": 61.0}}
+    assert "influxdb-fr" not in api.get("/ready", headers={"Authorization": f"Bearer {EU}"}).get_data(as_text=True)
+    assert api.get("/ready", headers={"Authorization": f"Bearer {FR}"}).get_json()["sources"].keys() == {
+        "network", "fr"}

@@ -119,7 +119,7 @@ ROWS = {
     # 5 probes (probe_jobs), none failed: 0 - 0.05 < 0.1, and 3900 s >= report_lag_s 3900 since probation began
     "probation -> healthy": Row(was("probation", NOW - 3900, NOW - 3900), [(NOW - 3600, 5)], [], 0.05, "healthy",
                                 NOW, counted=(5, 0), counted_from=NOW - 3900, extra={"probe_share": None},
-                                reason=f"healthy again since {clock(NOW)}, on its probes: 0 of 5 jobs failed (0%; "
+                                reason=f"healthy since {clock(NOW)}, on its probes: 0 of 5 jobs failed (0%; "
                                        f"the other endpoints 5%)"),
     # the same 5 good probes, 3899 s < report_lag_s 3900: no error report has counted them yet, it waits
     "probation waits for report_lag_s": Row(was("probation", NOW - 3899, NOW - 3899), [(NOW - 3600, 5)], [], 0.05,
@@ -129,9 +129,11 @@ ROWS = {
                                           [(NOW - 60, 4)], 0.0, "probation", NOW - 4000,
                                           reason=f"on probation since {clock(NOW - 4000)}: 4 probe(s) so far, "
                                                  f"4 failed"),
-    # 5 probes, 3 failed: 0.231 - 0.05 = 0.181: not < 0.1 (healthy) nor >= 0.5 (excluded): it waits for more
-    "probation waits in between": Row(was("probation", NOW - 3900, NOW - 3900), [(NOW - 3600, 5)],
-                                      [(NOW - 60, 3)], 0.05, "probation", NOW - 3900, counted=(5, 3)),
+    # 5 probes, 3 failed: 0.231 - 0.05 = 0.181: not < 0.1 (healthy) nor >= 0.5 (excluded), and reported
+    # (3900 s >= report_lag_s): degraded, as a healthy endpoint with these figures would be (waiting for
+    # more probes could last for ever: the window slides)
+    "probation -> degraded in between": Row(was("probation", NOW - 3900, NOW - 3900), [(NOW - 3600, 5)],
+                                            [(NOW - 60, 3)], 0.05, "degraded", NOW, counted=(5, 3)),
     # probation began at NOW - 3900, inside the 5-minute bucket [NOW - 4000, NOW - 3700): its 5 probes there
     # count (they can only have been placed after it began: it got no job while excluded); 0 of 5 failed,
     # 3900 s >= report_lag_s: healthy
@@ -553,3 +555,75 @@ def test_judge_is_pure_and_total_over_its_inputs() -> None:
         if previous is not None and previous.state == v.state and v.state != "healthy":
             assert v.since == previous.since
         assert v.state != "drained"  # only a pin drains
+
+
+def test_only_the_galaxies_whose_errors_are_read_count_as_placements() -> None:
+    """Two Galaxies share a black hole; only fr's own InfluxDB has error
+    counts. Its 20 placements and 20 errors there are a 100 % share: eu's
+    80 placements, whose errors nobody reports, must not dilute it to 20 %."""
+    from tpv_broker.collector.health import error_tenants
+    from tpv_broker.collector.presets import presets_for
+    from tpv_broker.collector.source import Source
+    from tpv_broker.config.settings import CollectorSettings
+
+    s = CollectorSettings()
+    errors = tuple(presets_for(s, ["queue_by_destination", "errored_jobs_by_destination"]))
+    queue = tuple(presets_for(s, ["queue_by_destination"]))
+
+    def source(name: str, presets: tuple[Any, ...], tenant: str | None) -> Source:
+        return Source(name, None, presets, {}, tenant)  # type: ignore[arg-type]
+
+    assert error_tenants([source("eu", queue, "eu"), source("fr", errors, "fr")]) == frozenset({"fr"})
+    # A shared source of error counts covers every Galaxy's jobs; so does a single Galaxy's one source.
+    assert error_tenants([source("net", errors, None), source("fr", errors, "fr")]) is None
+    assert error_tenants([source("influxdb", errors, None)]) is None
+    # 20 of 20 (fr's) against 20 of 100 (everyone's): excluded against degraded.
+    only_fr = judge(None, Signals(placements=[(NOW - H, 20)], errors=[(NOW - 60, 20)]), 0.0, None, NOW, RULES)
+    everyone = judge(None, Signals(placements=[(NOW - H, 100)], errors=[(NOW - 60, 20)]), 0.0, None, NOW, RULES)
+    assert (only_fr.state, everyone.state) == ("excluded", "degraded")
+
+
+def test_errors_without_placements_do_not_raise_the_networks_bar() -> None:
+    """A Galaxy's local runner reports 250 errors where the broker placed
+    nothing: they are not the network's, and must not hide a black hole."""
+    signals = {"bh": Signals(placements=[(NOW - H, 20)], errors=[(NOW - 60, 20)]),
+               "b": Signals(placements=[(NOW - H, 100)], errors=[(NOW - 60, 2)]),
+               "local_slurm": Signals(errors=[(NOW - 60, 250)])}
+    verdicts = judge_all({}, signals, {}, NOW, RULES)
+    assert verdicts["bh"].state == "excluded" and verdicts["bh"].network_share == 0.02
+
+
+def test_a_collector_standing_by_goes_on_from_the_live_verdicts_when_it_takes_over() -> None:
+    """While another collector holds the lease it publishes transitions; the
+    one standing by must not take over with its own, older verdicts."""
+    from tpv_broker.collector.daemon import CycleRunner
+    from tpv_broker.config.settings import BrokerConfig
+
+    class Standby:
+        last_error, last_holder = None, "collector-b"
+
+        def is_leader(self) -> bool:
+            return False
+
+    runner = CycleRunner(BrokerConfig(), object(), None, leader=Standby())  # type: ignore[arg-type]
+    runner.state.health = {"bh": DestinationHealth(state="excluded", since=NOW)}
+    report = runner()
+    assert report is not None and not report.published
+    assert runner.state.health is None  # the next cycle as leader seeds them from the live snapshot
+
+
+def test_error_counts_that_are_no_count_of_jobs_are_left_out() -> None:
+    """-3 or NaN jobs in error is garbage (a hand-written line, a broken
+    awk): it must take neither the judge nor the collector down."""
+    from tpv_broker.collector.cycle_data import CycleData
+    from tpv_broker.collector.presets import PRESETS
+    from tpv_broker.collector.rows import Row
+    from tpv_broker.config.settings import CollectorSettings
+
+    rows = [Row(NOW - 60, {"destination_id": d, "state": "errored"}, {"count": n})
+            for d, n in (("a", -3), ("b", float("nan")), ("c", float("inf")), ("d", 4), ("e", "NaN"))]
+    data = CycleData(aliases={})
+    assert PRESETS["errored_jobs_by_destination"].apply_checked(rows, data, CollectorSettings()) is None
+    assert data.errors == {"d": [(NOW - 60, 4.0)]}
+    # The judge does not fail on them either, were they to reach it.
+    assert 0.0 <= wilson_lower(-3, 20) <= 1.0 and wilson_lower(float("nan"), 20) == 0.0

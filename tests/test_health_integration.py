@@ -31,6 +31,7 @@ from click.testing import CliRunner, Result
 from flask.testing import FlaskClient
 
 from tpv_broker.api import create_app
+from tpv_broker.api.responses import RankResponse
 from tpv_broker.cli import main
 from tpv_broker.collector.cycle import CycleReport, collect_once
 from tpv_broker.collector.influx import InfluxQLClient
@@ -130,6 +131,8 @@ def rank(api: FlaskClient, job_id: int, headers: Mapping[str, str] | None = None
     assert resp.status_code == 200, resp.get_data(as_text=True)
     body = resp.get_json()  # reading the whole answer runs the charge (api.routes._then)
     assert body["degraded"] is False
+    # Every answer, health entries included, as /openapi.json says it is.
+    RankResponse.model_validate(body)
     return body
 
 
@@ -561,15 +564,20 @@ def test_the_health_store_reads_buckets_and_pins(store: SnapshotStore, redis_cli
     shorter); what is not ours is never counted, a garbled pin is no pin."""
     keys = KeySchema(PREFIX)
     now = 1_700_000_100.0
-    redis_client.hset(keys.health_placements, mapping={"1700000100:a": 3, "1700000400:a": 2, "1699990000:a": 7,
-                                                       "1700000100:b:with:colons": 1, "garbage": 5, "17000:": 9})
+    # "<bucket>:<tenant>:<destination>"; a destination id may hold colons, a tenant id never does.
+    redis_client.hset(keys.health_placements, mapping={
+        "1700000100:eu:a": 3, "1700000400:fr:a": 2, "1699990000:eu:a": 7, "1700000100:eu:b:with:colons": 1,
+        "garbage": 5, "17000:": 9, "1700000100:a": 4})
     redis_client.hset(keys.health_pins, mapping={"x": "{not json", "y": json.dumps({"state": "gone"})})
     inputs = store.health().read(now - 600, drop_old=False)
     assert {d: sorted(b) for d, b in inputs.placements.items()} == {
         "a": [(1700000100.0, 3.0), (1700000400.0, 2.0)], "b:with:colons": [(1700000100.0, 1.0)]}
+    # Per tenant, for health when only some Galaxies' errors are read.
+    assert inputs.placed_by(frozenset({"fr"})) == {"a": [(1700000400.0, 2.0)]}
+    assert inputs.placed_by(None) == inputs.placements
     assert inputs.pins == {}
-    assert redis_client.hlen(keys.health_placements) == 6  # drop_old=False: nothing removed
+    assert redis_client.hlen(keys.health_placements) == 7  # drop_old=False: nothing removed
     store.health().read(now - 600)
-    assert sorted(redis_client.hkeys(keys.health_placements)) == [b"1700000100:a", b"1700000100:b:with:colons",
-                                                                   b"1700000400:a"]
+    assert sorted(redis_client.hkeys(keys.health_placements)) == [
+        b"1700000100:a", b"1700000100:eu:a", b"1700000100:eu:b:with:colons", b"1700000400:fr:a"]
     assert math.isclose(sum(n for _, n in store.health().read(now - 600).placements["a"]), 5.0)

@@ -355,8 +355,8 @@ def test_a_rank_read_does_not_grow_with_the_charges(redis_client):
         c = Charge(f"d{k % 200}", 1, 1, T - k / 10, f"j{k}")
         script(keys=["ifn:inflight", "ifn:inflight:load", "ifn:inflight:reflected", "ifn:health:placements",
                      f"ifn:inflight:job:default:j{k}"],
-               args=[c.to_member(str(k)), c.charged_at, T - 600, 601, placement_field(c.charged_at, c.destination),
-                     86400], client=pipe)
+               args=[c.to_member(str(k)), c.charged_at, T - 600, 601,
+                     placement_field(c.charged_at, c.tenant, c.destination), 86400], client=pipe)
     pipe.execute()
     assert redis_client.zcard("ifn:inflight") == 3000
     spec = inflight.rank_read([f"d{i}" for i in range(5)], "default", "j7", T)
@@ -370,10 +370,10 @@ def test_a_rank_read_does_not_grow_with_the_charges(redis_client):
     assert state.own is not None and state.own.job_id == "j7"
 
 
-def placement_field(at: float, destination: str) -> str:
+def placement_field(at: float, tenant: str, destination: str) -> str:
     from tpv_broker.store.inflight import placement_field as field
 
-    return field(at, destination)
+    return field(at, tenant, destination)
 
 
 def _charge_script() -> str:

@@ -605,3 +605,38 @@ def test_scores_stay_in_range_with_every_new_term() -> None:
                     locations={"a": ORIGIN})
     assert sorted(result.ids) == ["a", "b"]
     assert all(p.total is not None and 0.0 <= p.total <= 1.0 for p in result.placements)
+
+
+def test_staging_counts_only_where_a_config_asks_for_it() -> None:
+    """A config from before staging (finish_time, no staging_time term, no
+    scoring.staging) ranks as it did: its turnaround counts no staging."""
+    from tpv_broker.api.rank_service import site_policy
+    from tpv_broker.config.settings import BrokerConfig
+
+    finish_only = {"finish_time": {"weight": 1, "scale_s": 60, "cap_s": 604800}}
+    assert site_policy(BrokerConfig.model_validate({"scoring": {"terms": finish_only}})).staging is None
+    with_term = {**finish_only, "staging_time": {"weight": 1, "scale_s": 60, "cap_s": 86400}}
+    assert site_policy(BrokerConfig.model_validate({"scoring": {"terms": with_term}})).staging is not None
+    table = {"terms": finish_only, "staging": {"default_mb_s": 50}}
+    staging = site_policy(BrokerConfig.model_validate({"scoring": table})).staging
+    assert staging is not None and staging.default_mb_s == 50
+
+
+def test_many_inputs_from_one_store_cost_one_throughput() -> None:
+    # 1,000 inputs of 1 MB in one store at 10 MB/s: 100 s, as one 1,000 MB input.
+    table = StagingTable({"s": {"d": 10.0}})
+    many = table.seconds([DatasetInput("s", 1e6)] * 1000, ["d"], np.array([0.0]), np.array([0.0]))
+    one = table.seconds([DatasetInput("s", 1e9)], ["d"], np.array([0.0]), np.array([0.0]))
+    assert many.tolist() == one.tolist() == [100.0]
+
+
+def test_a_galaxys_caps_may_name_the_endpoint_as_its_tpv_config_does() -> None:
+    """fr calls pulsar_it01 pulsar-it (its alias): its cap there applies to
+    the snapshot's pulsar_it01, not to an id nobody ranks."""
+    from tpv_broker.config.settings import BrokerConfig
+
+    config = BrokerConfig.model_validate({"api": {"tenants": {"usegalaxy-fr": {
+        "auth_tokens": [FR_TOKEN], "aliases": {"pulsar-it": "pulsar_it01"},
+        "caps": {"pulsar-it": {"max_jobs": 20}}}}}})
+    assert config.caps_for("usegalaxy-fr").keys() == {"pulsar_it01"}
+    assert config.caps_for("default") == {}

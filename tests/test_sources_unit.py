@@ -267,3 +267,19 @@ def test_a_source_with_nothing_to_read_this_cycle_is_not_backed_off():
     assert (read.answered, read.errors, read.queries) == (True, [], 0)
     assert read.stats is cache.current
     assert (memory.failures_in_a_row, memory.retry_at) == (0, None)
+
+
+def test_the_stale_mark_names_no_source_when_there_are_several():
+    """Every tenant reads the stale mark (/ready, degraded answers): with
+    several sources each one's problem stays in its own entry."""
+    from tpv_broker.collector.cycle import CycleReport
+    from tpv_broker.core.models import SourceStatus
+
+    errors = ["source fr: InfluxDB at http://fr.internal:8086 (database 'frdb') is unreachable",
+              "no source could be read; keeping the last snapshot"]
+    several = CycleReport(published=False, errors=errors, sources={
+        "fr": SourceStatus(state="missing", tenant="fr"), "net": SourceStatus(state="missing")})
+    assert several.stale_reason() == "no source could be read; keeping the last snapshot"
+    one = CycleReport(published=False, errors=["InfluxDB at x is unreachable"],
+                      sources={"influxdb": SourceStatus(state="missing")})
+    assert one.stale_reason() == "InfluxDB at x is unreachable"

@@ -301,7 +301,7 @@ def test_rows_carry_their_charts() -> None:
 def _count_placements(client: redis.Redis, dest: str, placed: list[tuple[float, float]]) -> None:
     """As the charge script counts them."""
     for at, n in placed:
-        client.hincrbyfloat(KEYS.health_placements, placement_field(at, dest), n)
+        client.hincrbyfloat(KEYS.health_placements, placement_field(at, "default", dest), n)
 
 
 def _chart(page: PageReader, dest: str) -> tuple[dict[str, str], list[dict[str, str]], list[dict[str, str]]]:

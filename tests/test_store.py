@@ -389,3 +389,17 @@ def test_read_for_rank_reads_its_candidates_charges_with_the_snapshot(store: Sna
     view = store.read_for_rank([], read)
     assert view.meta is not None and view.meta.created_at == NOW + 5
     assert view.charges.loads["d1"].count == 2
+
+
+def test_a_destination_whose_figures_cannot_be_read_is_left_out(store: SnapshotStore,
+                                                               redis_client: redis.Redis) -> None:
+    """Figures written by hand, or with a NaN a collector let through, must
+    not fail every rank read (a 500 for every job): that destination is
+    left out, as if the snapshot did not hold it; the others are read."""
+    store.publish(Snapshot(meta=SnapshotMeta(created_at=1000.0), destinations={
+        "good": DestinationFigures(id="good", queued=1.0)}))
+    redis_client.hset(store.keys.destinations, mapping={"bad": b'{"id": "bad", "queued": "lots"}',
+                                                        "worse": b"not json"})
+    assert set(store.read_all().destinations) == {"good"}  # type: ignore[union-attr]
+    assert set(store.read_overview().destinations) == {"good"}
+    assert set(store.read_for_rank().destinations) == {"good"}

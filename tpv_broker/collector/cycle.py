@@ -58,6 +58,17 @@ class CycleReport:
     kept: dict[str, float] = field(default_factory=dict)
     # Destinations whose health changed in this snapshot (if published).
     transitions: list[Transition] = field(default_factory=list)
+    # Each source's state in this cycle, published or not.
+    sources: dict[str, SourceStatus] = field(default_factory=dict)
+
+    def stale_reason(self) -> str:
+        """What went wrong, for the live snapshot's stale mark, which every
+        tenant reads: with several sources, each source's own problem stays
+        in its entry (``sources``), which a tenant sees only for its own and
+        the shared sources."""
+        if len(self.sources) <= 1:
+            return "; ".join(self.errors)
+        return "; ".join(e for e in self.errors if not e.startswith("source "))
 
     def summary(self) -> str:
         age = "n/a" if self.newest_point_age_s is None else f"{self.newest_point_age_s:.0f} s"
@@ -170,7 +181,10 @@ class _SourceRead:
 
     def status(self, answered_at: float | None, now: float) -> SourceStatus:
         if not self.answered:
-            state: SourceState = "stale" if self.kept or self.stats is not None else "missing"
+            # Kept statistics alone make a source of statistics stale, not
+            # one whose live figures have gone missing.
+            live = any(p.name != RUNTIME_PRESET for p in self.source.presets)
+            state: SourceState = "stale" if self.kept or (self.stats is not None and not live) else "missing"
         else:
             state = "partial" if self.errors else "ok"
         return SourceStatus(state=state, answered_at=answered_at, problem="; ".join(self.errors),
@@ -203,6 +217,7 @@ def collect_once(
     started = clock()
     reads = _read_all(every, config, state, started)
     report = _report(reads)
+    report.sources = {r.source.name: r.status(state.of(r.source.name).answered_at, started) for r in reads}
     if not any(r.answered for r in reads):
         # Kept figures alone never make a new snapshot: it would look fresh.
         report.kept.clear()
@@ -222,12 +237,11 @@ def collect_once(
     now = clock()
     presets = [p for r in reads for p in r.source.presets]
     snapshot = _build(data, config, presets, now, now - started, stats, lease, report)
-    snapshot.meta.sources = {r.source.name: r.status(state.of(r.source.name).answered_at, now) for r in reads}
-    if len(reads) > 1:
-        # Each source's problems are in its own entry, which a tenant sees
-        # only for the shared sources and its own.
-        snapshot.meta.problems = ""
-    verdicts = _health(snapshot, data, presets, config, store, state, now, report)
+    snapshot.meta.sources = report.sources
+    verdicts = _health(snapshot, data, every, config, store, state, now, report)
+    # Each source's problems are in its own entry, which a tenant sees only
+    # for the shared sources and its own.
+    snapshot.meta.problems = report.stale_reason()
     _publish(store, snapshot, state, stats, lease, report, store.inflight(config.inflight))
     if report.published:
         report.transitions = transitions(state.health or {}, verdicts)
@@ -236,12 +250,12 @@ def collect_once(
     return _finished(report, clock, started)
 
 
-def _health(snapshot: Snapshot, data: CycleData, presets: list[Preset], config: BrokerConfig, store: SnapshotStore,
+def _health(snapshot: Snapshot, data: CycleData, sources: list[Source], config: BrokerConfig, store: SnapshotStore,
             state: CollectorState, now: float, report: CycleReport) -> dict[str, DestinationHealth]:
     """Judge every destination's health and put it in the snapshot."""
     if state.health is None:
         state.health = _published_health(store)
-    verdicts, problem = judge_cycle(data, presets, config, store, state.health, now)
+    verdicts, problem = judge_cycle(data, sources, config, store, state.health, now)
     if problem is not None:
         report.errors.append(problem)
     for dest_id, verdict in verdicts.items():

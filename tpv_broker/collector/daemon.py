@@ -84,6 +84,9 @@ class CycleRunner:
             else:
                 why = f"standing by: the collector lease is held by {self.leader.last_holder or 'another collector'}"
             report = CycleReport(published=False, errors=[why])
+            # Another collector publishes meanwhile: on taking over, go on
+            # from its health verdicts (the live snapshot's), not ours.
+            self.state.health = None
             return report
         # Half an interval of slack: scheduled cycles start a little late or early.
         if self.retry_at is not None and started < self.retry_at - interval / 2:
@@ -155,9 +158,10 @@ class CycleRunner:
         if not self.marks_stale:
             return
         try:
-            self.store.mark_stale(self.failing_since, self.failures_in_a_row, "; ".join(problems),
+            self.store.mark_stale(self.failing_since, self.failures_in_a_row, report.stale_reason(),
                                   self.retry_at if report.source_failed else None,
-                                  fence=self.leader.fence if self.leader is not None else None)
+                                  fence=self.leader.fence if self.leader is not None else None,
+                                  sources=report.sources if len(report.sources) > 1 else None)
         except StoreError as e:
             log.debug("could not mark the snapshot stale: %s", e)
 

@@ -20,6 +20,7 @@ from tpv_broker.store.snapshots import SnapshotStore
 
 from .cycle_data import CycleData
 from .presets import Preset
+from .source import Source
 
 log = logging.getLogger("tpv_broker.collector")
 
@@ -39,15 +40,28 @@ def reads_errors(presets: Sequence[Preset]) -> bool:
     return any(p.spec.combine == "error_counts" for p in presets)
 
 
-def judge_cycle(data: CycleData, presets: Sequence[Preset], config: BrokerConfig, store: SnapshotStore,
+def error_tenants(sources: Sequence[Source]) -> frozenset[str] | None:
+    """Whose jobs the error counts cover: every tenant's when a shared
+    source reads them (or the one source of a single Galaxy), else only
+    those of the Galaxies whose own sources do. The placements of the
+    others must not dilute the share: their errors go unreported."""
+    readers = [s for s in sources if reads_errors(s.presets)]
+    if any(s.tenant is None for s in readers):
+        return None
+    return frozenset(s.tenant for s in readers if s.tenant is not None)
+
+
+def judge_cycle(data: CycleData, sources: Sequence[Source], config: BrokerConfig, store: SnapshotStore,
                 previous: dict[str, DestinationHealth], now: float) -> tuple[dict[str, DestinationHealth], str | None]:
     """Every destination's verdict for this cycle, and what went wrong
     reading Redis (the previous verdicts stand then). Without error
     counts configured only pins are judged; when they are configured but
     could not be read this cycle, the verdicts stand but for pins."""
     rules = rules_of(config)
+    presets = [p for s in sources for p in s.presets]
     try:
-        inputs = store.health().read(now - rules.window_s)
+        # The status page's chart and /metrics read the last hour of them.
+        inputs = store.health().read(now - max(rules.window_s, 3600.0))
     except StoreError as e:
         return previous, f"destination health not judged: {e}"
     pins = inputs.pins
@@ -62,9 +76,9 @@ def judge_cycle(data: CycleData, presets: Sequence[Preset], config: BrokerConfig
         return kept, None
     # bucket_s: placements are counted in buckets (store/inflight.py); one
     # that began before probation (or an unpinning) holds its first probes.
-    signals = {d: Signals(placements=inputs.placements.get(d, ()), errors=data.errors.get(d, ()),
-                          bucket_s=PLACEMENT_BUCKET_S)
-               for d in {*inputs.placements, *data.errors}}
+    placed = inputs.placed_by(error_tenants(sources))
+    signals = {d: Signals(placements=placed.get(d, ()), errors=data.errors.get(d, ()), bucket_s=PLACEMENT_BUCKET_S)
+               for d in {*placed, *data.errors}}
     return judge_all(previous, signals, pins, now, rules), None
 
 

@@ -16,6 +16,7 @@ the only per-preset code.
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -328,7 +329,9 @@ def error_counts(spec: PresetSpec, found: list[Entry], data: CycleData, s: Colle
     data.errors = errors
     for e in found:
         count = e.figures.get("errors")
-        if count is None:
+        # A count is a whole number of jobs, 0 or more: anything else (NaN,
+        # -3) is garbage that must not take health, or the collector, down.
+        if count is None or not math.isfinite(count) or count < 0:
             continue
         data.rows_read += 1
         errors.setdefault(e.dest_id, []).append((e.at, count))

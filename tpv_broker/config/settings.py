@@ -299,8 +299,8 @@ class TenantSettings(_Section):
     # endpoint), by the snapshot's ids: any other tenant's ranking treats
     # them as unknown, and no other tenant sees their figures.
     private: list[str] = Field(default_factory=list)
-    # This Galaxy's own caps (its allocation there), by the snapshot's ids:
-    # for its jobs they replace the destination's caps.
+    # This Galaxy's own caps (its allocation there), by the snapshot's ids
+    # or its own (aliases): for its jobs they replace the destination's caps.
     caps: dict[str, CapSettings] = Field(default_factory=dict)
 
     _token_shape = field_validator("auth_tokens")(_token_shapes)
@@ -614,7 +614,10 @@ class BrokerConfig(_Section):
         destination's."""
         caps = {d: s.caps for d, s in self.destinations.items() if s.caps is not None}
         own = self.api.tenants.get(tenant)
-        return caps | dict(own.caps) if own is not None else caps
+        if own is None:
+            return caps
+        # A Galaxy may name the endpoint as its TPV config does (its aliases).
+        return caps | {own.aliases.get(d, d): c for d, c in own.caps.items()}
 
     def object_store_locations(self) -> dict[str, tuple[float, float]]:
         return {store_id: (c.latitude, c.longitude) for store_id, c in self.object_stores.items()}

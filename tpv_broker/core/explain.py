@@ -18,7 +18,8 @@ def explain(result: RankResult) -> list[dict[str, Any]]:
     for position, p in enumerate(result.placements, start=1):
         entry: dict[str, Any] = {"position": position, "id": p.id, "group": p.group.value, "reason": p.reason}
         if p.health is not None:
-            entry["health"] = p.health.model_dump(exclude_none=True)
+            # The error reports feed the status page's chart, not an answer.
+            entry["health"] = p.health.model_dump(exclude_none=True, exclude={"reports"})
         if p.cap is not None:
             entry["cap"] = p.cap
         if p.total is not None:

@@ -66,9 +66,9 @@ class Signals:
 
 def wilson_lower(errors: float, jobs: float) -> float:
     """The 95 % lower bound of the error share ``errors / jobs``."""
-    if jobs <= 0:
+    if not jobs > 0:
         return 0.0
-    p = min(1.0, errors / jobs)
+    p = min(1.0, max(0.0, errors / jobs))
     z2 = _Z * _Z
     centre = p + z2 / (2 * jobs)
     spread = _Z * math.sqrt(p * (1 - p) / jobs + z2 / (4 * jobs * jobs))
@@ -79,14 +79,17 @@ def judge_all(previous: Mapping[str, DestinationHealth], signals: Mapping[str, S
               pins: Mapping[str, HealthPin], now: float, rules: HealthRules) -> dict[str, DestinationHealth]:
     """The next verdict of every destination with signals, a verdict or a pin."""
     since = now - rules.window_s
-    totals = {d: s.counted(since) for d, s in signals.items()}
+    # The network's share counts the jobs the broker placed and, of their
+    # errors, no more than them: errors of jobs placed by other means (a
+    # Galaxy's local runners) would raise the bar for everyone.
+    totals = {d: (p, min(e, p)) for d, s in signals.items() for p, e in [s.counted(since)] if p > 0}
     all_placed = math.fsum(p for p, _ in totals.values())
     all_failed = math.fsum(e for _, e in totals.values())
     out = {}
     for dest_id in sorted({*signals, *previous, *pins}):
         own_placed, own_failed = totals.get(dest_id, (0.0, 0.0))
         others = all_placed - own_placed
-        network = (all_failed - own_failed) / others if others > 0 else 0.0
+        network = max(0.0, all_failed - own_failed) / others if others > 0 else 0.0
         own = signals.get(dest_id, Signals())
         verdict = judge(previous.get(dest_id), own, min(1.0, network), pins.get(dest_id), now, rules)
         reports = sorted((at, n) for at, n in own.errors if at > since)
@@ -157,16 +160,19 @@ def _level(f: _Figures, rules: HealthRules) -> HealthState:
 
 def _on_probation(previous: DestinationHealth, f: _Figures, now: float, rules: HealthRules) -> DestinationHealth:
     """Judged on its probes only (counted from the start of probation):
-    excluded again as soon as enough of them failed, healthy once enough
-    went there, an error report has had time to count them and they fail
-    no more than the others' jobs; in between, it waits for more probes."""
+    excluded again as soon as enough of them failed; once enough went
+    there and an error report has had time to count them, healthy, or
+    degraded if they fail clearly more than the others' jobs."""
     start = previous.since
     if f.placed >= rules.probe_jobs and f.excess >= rules.excluded_excess:
         return _verdict("excluded", now, previous.counted_from, f, rules,
                         f"excluded again at {_clock(now)}, on its probes: {_failed(f)}")
-    if f.placed >= rules.probe_jobs and now - start >= rules.report_lag_s and f.excess < rules.degraded_excess:
-        return _verdict("healthy", now, previous.counted_from, f, rules,
-                        f"healthy again since {_clock(now)}, on its probes: {_failed(f)}")
+    if f.placed >= rules.probe_jobs and now - start >= rules.report_lag_s:
+        # Reported, and not bad enough to exclude: healthy, or degraded as
+        # a healthy endpoint with these figures would be.
+        state: HealthState = "healthy" if f.excess < rules.degraded_excess else "degraded"
+        return _verdict(state, now, previous.counted_from, f, rules,
+                        f"{state} since {_clock(now)}, on its probes: {_failed(f)}")
     return _verdict("probation", start, previous.counted_from, f, rules,
                     f"on probation since {_clock(start)}: {f.placed:.0f} probe(s) so far, {f.failed:.0f} failed")
 

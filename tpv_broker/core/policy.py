@@ -128,11 +128,14 @@ class StagingTable:
         """Each destination's time to stage every input (NaN: a store's
         throughput to it unknown). No inputs: 0."""
         total = np.zeros(len(destinations))
+        # Thousands of inputs come from a few stores: one throughput each.
+        size: dict[tuple[str, tuple[float, float] | None], float] = {}
         for ds in datasets:
-            if ds.size <= 0:
-                continue
-            mb_s = self._mb_s(ds, destinations, latitude, longitude)
-            total = total + ds.size / 1e6 / mb_s
+            if ds.size > 0:
+                size[(ds.object_store_id, ds.location)] = size.get((ds.object_store_id, ds.location), 0.0) + ds.size
+        for (store, location), nbytes in size.items():
+            mb_s = self._mb_s(DatasetInput(store, nbytes, location), destinations, latitude, longitude)
+            total = total + nbytes / 1e6 / mb_s
         return total
 
     def _mb_s(self, ds: DatasetInput, destinations: Sequence[str], latitude: np.ndarray,
@@ -149,17 +152,12 @@ class StagingTable:
         out: np.ndarray = np.where(np.isnan(known), derived, known)
         return out
 
-    def explain(self, datasets: Sequence[DatasetInput], destination: str, lat: float, lon: float) -> dict[str, Any]:
-        per_store = {}
-        for ds in datasets:
-            mb_s = float(self._mb_s(ds, [destination], np.array([lat]), np.array([lon]))[0])
-            per_store[ds.object_store_id] = {"bytes": ds.size, "mb_s": None if mb_s != mb_s else round(mb_s, 2)}
-        return per_store
-
 
 @dataclass(frozen=True)
 class SitePolicy:
-    """Caps by destination (the snapshot's ids) and the staging table."""
+    """Caps by destination (the snapshot's ids) and the staging table
+    (None: staging is not configured, and counts as no time, so configs
+    from before it rank as they did)."""
 
     caps: Mapping[str, Cap] = field(default_factory=dict)
-    staging: StagingTable = field(default_factory=StagingTable)
+    staging: StagingTable | None = None

@@ -179,7 +179,7 @@ def _caps(caps: Sequence[Cap | None], cols: DestinationColumns, rows: np.ndarray
 def _batch(cands: Candidates, positions: np.ndarray, rows: np.ndarray, cols: DestinationColumns, job: JobFacts,
            datasets: Sequence[DatasetInput], view: RankView, model: ScoringModel,
            locations: Mapping[str, tuple[float, float]], in_flight: Mapping[str, ChargeLoad],
-           charge_by_work: bool, staging: StagingTable) -> tuple[Batch, dict[int, ChargeLoad]]:
+           charge_by_work: bool, staging: StagingTable | None) -> tuple[Batch, dict[int, ChargeLoad]]:
     """The scored candidates' figures (``rows`` of the columns), with the
     in-flight charges applied; and the charges of each (by batch index)."""
     levels = [(level, stats_field(level, form)) for level, form in tool_id_forms(job.tool_id)]
@@ -206,7 +206,8 @@ def _batch(cands: Candidates, positions: np.ndarray, rows: np.ndarray, cols: Des
         median_queue_s=times.median_queue_s[rows], queue_level=times.queue_level[rows],
         median_run_s=times.median_run_s[rows], run_level=times.run_level[rows],
         destination_run_s=times.destination_run_s[rows], level_names=times.level_names, tpv_score=tpv,
-        latitude=lat, longitude=lon, datasets=datasets, staging_s=staging.seconds(datasets, keys, lat, lon),
+        latitude=lat, longitude=lon, datasets=datasets,
+        staging_s=staging.seconds(datasets, keys, lat, lon) if staging is not None else np.zeros(len(ids)),
         carbon_intensity=figures[_CARBON], shaped=cols.shaped[rows], slot_shapes=cols.shapes.of_rows(rows),
     )
     return batch, charges

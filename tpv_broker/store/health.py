@@ -21,10 +21,22 @@ from tpv_broker.store.keys import KeySchema
 
 @dataclass(frozen=True)
 class HealthInputs:
-    """Per destination, its placement buckets (start, jobs); and the pins."""
+    """Per destination, its placement buckets (start, jobs), every tenant's
+    together and per tenant; and the pins."""
 
     placements: dict[str, list[tuple[float, float]]]
     pins: dict[str, HealthPin]
+    by_tenant: dict[str, dict[str, list[tuple[float, float]]]]
+
+    def placed_by(self, tenants: frozenset[str] | None) -> dict[str, list[tuple[float, float]]]:
+        """The placements of these tenants only (None: every tenant's)."""
+        if tenants is None:
+            return self.placements
+        out: dict[str, list[tuple[float, float]]] = {}
+        for tenant in sorted(tenants):
+            for dest, buckets in self.by_tenant.get(tenant, {}).items():
+                out.setdefault(dest, []).extend(buckets)
+        return out
 
 
 class HealthStore:
@@ -43,12 +55,16 @@ class HealthStore:
             pipe.hgetall(self.keys.health_placements)
             pipe.hgetall(self.keys.health_pins)
             raw_placed, raw_pins = cast("list[dict[bytes, bytes]]", pipe.execute())
-            placements, old = _placements(raw_placed, since)
+            by_tenant, old = _placements(raw_placed, since)
             if old and drop_old:
                 self.client.hdel(self.keys.health_placements, *old)
         except redis.RedisError as e:
             raise self.failure("reading placements and health pins", e) from None
-        return HealthInputs(placements, _pins(raw_pins))
+        placements: dict[str, list[tuple[float, float]]] = {}
+        for per_dest in by_tenant.values():
+            for dest, buckets in per_dest.items():
+                placements.setdefault(dest, []).extend(buckets)
+        return HealthInputs(placements, _pins(raw_pins), by_tenant)
 
     def pins(self) -> dict[str, HealthPin]:
         try:
@@ -71,11 +87,14 @@ class HealthStore:
             raise self.failure("unpinning a destination", e) from None
 
 
-def _placements(raw: dict[bytes, bytes], since: float) -> tuple[dict[str, list[tuple[float, float]]], list[bytes]]:
-    out: dict[str, list[tuple[float, float]]] = {}
+def _placements(raw: dict[bytes, bytes],
+                since: float) -> tuple[dict[str, dict[str, list[tuple[float, float]]]], list[bytes]]:
+    """tenant -> destination -> buckets, and the fields to drop."""
+    out: dict[str, dict[str, list[tuple[float, float]]]] = {}
     old: list[bytes] = []
     for field, value in raw.items():
-        bucket, _, destination = field.decode(errors="replace").partition(":")
+        bucket, _, rest = field.decode(errors="replace").partition(":")
+        tenant, _, destination = rest.partition(":")
         try:
             start, count = float(bucket), float(value)
         except ValueError:
@@ -84,8 +103,8 @@ def _placements(raw: dict[bytes, bytes], since: float) -> tuple[dict[str, list[t
         # Kept while any of it is inside the window.
         if start + PLACEMENT_BUCKET_S < since:
             old.append(field)
-        elif destination:
-            out.setdefault(destination, []).append((start, count))
+        elif tenant and destination:
+            out.setdefault(tenant, {}).setdefault(destination, []).append((start, count))
     return out, old
 
 

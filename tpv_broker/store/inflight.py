@@ -159,15 +159,16 @@ for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 
 
 # Placements are counted per destination in buckets of this many seconds
-# (``<p>:health:placements``, field "<bucket start>:<destination>"); the
+# and tenant (``<p>:health:placements``, field
+# "<bucket start>:<tenant>:<destination>": a tenant id holds no colon); the
 # collector drops the buckets its health window has passed, and the hash
 # expires if nothing is placed for a day.
 PLACEMENT_BUCKET_S = 300
 PLACEMENTS_TTL_S = 86400
 
 
-def placement_field(at: float, destination: str) -> str:
-    return f"{int(at // PLACEMENT_BUCKET_S) * PLACEMENT_BUCKET_S}:{destination}"
+def placement_field(at: float, tenant: str, destination: str) -> str:
+    return f"{int(at // PLACEMENT_BUCKET_S) * PLACEMENT_BUCKET_S}:{tenant}:{destination}"
 
 
 # Parsed loads a worker keeps (a few hundred bytes each): a few per
@@ -251,7 +252,8 @@ class InflightStore:
         keys = [*self._keys, self.keys.health_placements, *([job_key] if job_key is not None else [])]
         args: list[str | float] = [charge.to_member(uuid.uuid4().hex[:12]), charge.charged_at,
                                    charge.charged_at - self.max_age_s, self._ttl,
-                                   placement_field(charge.charged_at, charge.destination), PLACEMENTS_TTL_S]
+                                   placement_field(charge.charged_at, charge.tenant, charge.destination),
+                                   PLACEMENTS_TTL_S]
         try:
             return bool(self._charge(keys=keys, args=args))
         except redis.RedisError as e:

@@ -26,9 +26,9 @@ key                                type    value
                                            show every charge made before then
 ``<p>:inflight:job:<t>:<job id>``  string  the member charged for job <job id> of tenant <t>,
                                            so a job ranked again moves its charge
-``<p>:health:placements``          hash    "<bucket start>:<destination id>" -> jobs the broker placed
-                                           there in those 5 minutes (destination health); old
-                                           buckets dropped by the collector
+``<p>:health:placements``          hash    "<bucket start>:<tenant>:<destination id>" -> jobs the
+                                           broker placed there for that tenant in those 5 minutes
+                                           (destination health); old buckets dropped by the collector
 ``<p>:health:pins``                hash    destination id -> JSON {state: drained | healthy, reason,
                                            by, at}: an admin's pin (``tpv-broker health``)
 ``<p>:ratelimit:<tenant>``        string  epoch s: when the tenant's next request is due at its

@@ -9,8 +9,9 @@ the old snapshot or the new one, never a mix, in one network round trip.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
 import redis
@@ -23,12 +24,14 @@ from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url
 from tpv_broker.config.settings import InflightSettings
 from tpv_broker.config.urls import redact_url, scrub, url_secrets
 from tpv_broker.core.charges import ChargeState
-from tpv_broker.core.models import DestinationFigures, RankView, Snapshot, SnapshotMeta, ToolFigures
+from tpv_broker.core.models import DestinationFigures, RankView, Snapshot, SnapshotMeta, SourceStatus, ToolFigures
 from tpv_broker.errors import StoreError
 from tpv_broker.store.health import HealthStore
 from tpv_broker.store.inflight import ChargeRead, InflightStore
 from tpv_broker.store.keys import SCHEMA_VERSION, STAGING_TTL_S, KeySchema
 from tpv_broker.store.leader_lock import Fence, LeaseLost
+
+log = logging.getLogger("tpv_broker.store")
 
 _META_FLOATS = ("created_at", "newest_point_at", "cycle_s", "stale_since", "retry_at")
 _META_INTS = ("destinations", "tools", "schema_version", "failed_cycles")
@@ -134,6 +137,18 @@ def _meta_from_hash(raw: dict[bytes, bytes]) -> SnapshotMeta | None:
         else:
             fields[key] = val
     return SnapshotMeta.model_validate(fields)
+
+
+# What _figures_or_unreadable gives for a value it cannot read (cached like any).
+_UNREADABLE: Any = False
+
+
+def _figures_or_unreadable(raw: bytes) -> Any:
+    try:
+        return DestinationFigures.model_validate_json(raw)
+    except ValueError:  # pydantic's ValidationError is one
+        log.warning("a destination's figures in Redis cannot be read; left out: %r", raw[:120])
+        return _UNREADABLE
 
 
 class _ParsedCache:
@@ -355,12 +370,15 @@ class SnapshotStore:
         pipe.multi()
 
     def mark_stale(self, since: float, failed_cycles: int, reason: str, retry_at: float | None,
-                   fence: Fence | None = None) -> bool:
-        """Say on the live snapshot that the collector cannot replace it.
-        False if there is no snapshot to mark, or ``fence`` says this
-        collector no longer holds the lease."""
+                   fence: Fence | None = None, sources: Mapping[str, SourceStatus] | None = None) -> bool:
+        """Say on the live snapshot that the collector cannot replace it
+        (and, with several sources, each one's state now). False if there
+        is no snapshot to mark, or ``fence`` says this collector no longer
+        holds the lease."""
         fields = {"stale_since": str(since), "failed_cycles": str(failed_cycles), "stale_reason": reason,
                   "retry_at": "" if retry_at is None else str(retry_at)}
+        if sources:
+            fields["sources"] = _meta_to_hash(SnapshotMeta(created_at=0.0, sources=dict(sources)))["sources"]
         args = [v for kv in fields.items() for v in kv]
         keys = [self.keys.snapshot_meta]
         if fence is not None:
@@ -440,10 +458,20 @@ class SnapshotStore:
                             results[len(results) - replies:] if replies else None)
 
     def _keep_live(self, created_at: bytes, raw: dict[bytes, bytes]) -> _LiveSnapshot:
-        live = _LiveSnapshot(created_at, {
-            k.decode(): self._parsed.get(v, DestinationFigures.model_validate_json) for k, v in raw.items()})
+        live = _LiveSnapshot(created_at, self._destinations(raw))
         self._live = live
         return live
+
+    def _destinations(self, raw: dict[bytes, bytes]) -> dict[str, DestinationFigures]:
+        """Each destination's figures, parsed once per value; one that cannot
+        be read (written by hand, or by a collector with a bug) is left out,
+        as if the snapshot did not hold it, rather than failing every read."""
+        out = {}
+        for k, v in raw.items():
+            figures = self._parsed.get(v, _figures_or_unreadable)
+            if figures is not _UNREADABLE:
+                out[k.decode(errors="replace")] = figures
+        return out
 
     def read_overview(self, charges: ChargeRead | None = None) -> RankView:
         """Every destination's figures (no tool statistics, which can be
@@ -457,9 +485,7 @@ class SnapshotStore:
             results = pipe.execute()
         except redis.RedisError as e:
             raise self.failure("reading the snapshot", e) from None
-        destinations = {
-            k.decode(): self._parsed.get(v, DestinationFigures.model_validate_json) for k, v in results[1].items()
-        }
+        destinations = self._destinations(results[1])
         state = charges.parse(results[2:2 + replies]) if charges is not None else ChargeState()
         return RankView.model_construct(meta=_meta_from_hash(results[0]), destinations=destinations, tool_stats={},
                                         charges=state)
@@ -479,9 +505,7 @@ class SnapshotStore:
             return None
         return Snapshot(
             meta=meta,
-            destinations={
-                k.decode(): DestinationFigures.model_validate_json(v) for k, v in raw_dests.items()
-            },
+            destinations=self._destinations(raw_dests),
             tool_stats={
                 k.decode(): _parse_tool_stats(v) for k, v in raw_tools.items()
             },
