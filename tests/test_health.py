@@ -90,7 +90,7 @@ ROWS = {
     "min_jobs placements are judged": Row(None, [(NOW - H, 10)], [(NOW - 600, 10)], 0.0, "excluded", NOW),
     # 9 of 9 failed (Wilson 0.701 would exclude it) but 9 < min_jobs 10: too few to judge
     "too few jobs: healthy": Row(None, [(NOW - H, 9)], [(NOW - 600, 9)], 0.0, "healthy", NOW, counted=(9, 9),
-                                 reason="9 job(s) placed in the last 3 h: too few to judge (min_jobs 10)"),
+                                 reason="9 job(s) placed in the last 3 h: too few to judge (at least 10)"),
     # 6 of 20 still: 0.146 - 0.02 = 0.126 >= 0.1: degraded, since when it became so is kept
     "degraded stays degraded": Row(was("degraded", NOW - 900), [(NOW - H, 20)], [(NOW - 600, 6)], 0.02, "degraded",
                                    NOW - 900),
@@ -116,9 +116,10 @@ ROWS = {
         was("probation", NOW - 600, NOW - 600), [(NOW - 300, 5)], [(NOW - 60, 5)], 0.05, "excluded", NOW,
         counted=(5, 5), counted_from=NOW - 600,
         reason=f"excluded again at {clock(NOW)}, on its probes: 5 of 5 jobs failed (100%; the other endpoints 5%)"),
-    # 5 probes (probe_jobs), none failed: 0 - 0.05 < 0.1, and 3900 s >= report_lag_s 3900 since probation began
-    "probation -> healthy": Row(was("probation", NOW - 3900, NOW - 3900), [(NOW - 3600, 5)], [], 0.05, "healthy",
-                                NOW, counted=(5, 0), counted_from=NOW - 3900, extra={"probe_share": None},
+    # 5 probes (probe_jobs) placed at NOW - 7000, report_lag_s 3900 ago or more: reported; none failed:
+    # 0 - 0.05 < 0.1
+    "probation -> healthy": Row(was("probation", NOW - 8000, NOW - 8000), [(NOW - 7000, 5)], [], 0.05, "healthy",
+                                NOW, counted=(5, 0), counted_from=NOW - 8000, extra={"probe_share": None},
                                 reason=f"healthy since {clock(NOW)}, on its probes: 0 of 5 jobs failed (0%; "
                                        f"the other endpoints 5%)"),
     # the same 5 good probes, 3899 s < report_lag_s 3900: no error report has counted them yet, it waits
@@ -132,21 +133,30 @@ ROWS = {
     # 5 probes, 3 failed: 0.231 - 0.05 = 0.181: not < 0.1 (healthy) nor >= 0.5 (excluded), and reported
     # (3900 s >= report_lag_s): degraded, as a healthy endpoint with these figures would be (waiting for
     # more probes could last for ever: the window slides)
-    "probation -> degraded in between": Row(was("probation", NOW - 3900, NOW - 3900), [(NOW - 3600, 5)],
+    "probation -> degraded in between": Row(was("probation", NOW - 8000, NOW - 8000), [(NOW - 7000, 5)],
                                             [(NOW - 60, 3)], 0.05, "degraded", NOW, counted=(5, 3)),
-    # probation began at NOW - 3900, inside the 5-minute bucket [NOW - 4000, NOW - 3700): its 5 probes there
-    # count (they can only have been placed after it began: it got no job while excluded); 0 of 5 failed,
-    # 3900 s >= report_lag_s: healthy
-    "probes in the bucket probation began in count": Row(was("probation", NOW - 3900, NOW - 3900),
-                                                         [(NOW - 4000, 5)], [], 0.0, "healthy", NOW,
+    # 5 good-looking probes, but placed 600 s ago (< report_lag_s 3900): their errors may not be reported
+    # yet, so they prove nothing: it waits
+    "probes not yet reported do not heal it": Row(was("probation", NOW - 4000, NOW - 4000), [(NOW - 600, 5)], [],
+                                                  0.05, "probation", NOW - 4000, counted=(5, 0)),
+    # back from probation as degraded (counted from NOW - 8000): 6 placed since, fewer than min_jobs 10 but
+    # as many as probation needed (probe_jobs 5): still judged, 3 of 6: 0.188 - 0.05 = 0.138 >= 0.1: degraded
+    "back from probation it is judged on probe_jobs": Row(was("degraded", NOW - 600, NOW - 8000), [(NOW - 7000, 6)],
+                                                          [(NOW - 60, 3)], 0.05, "degraded", NOW - 600,
+                                                          counted=(6, 3)),
+    # probation began at NOW - 8000, inside the 5-minute bucket [NOW - 8100, NOW - 7800): its 5 probes there
+    # count (they can only have been placed after it began: it got no job while excluded); the bucket ended
+    # report_lag_s ago or more: reported; 0 of 5 failed: healthy
+    "probes in the bucket probation began in count": Row(was("probation", NOW - 8000, NOW - 8000),
+                                                         [(NOW - 8100, 5)], [], 0.0, "healthy", NOW,
                                                          counted=(5, 0), bucket_s=300),
     # a bucket [NOW - 4200, NOW - 3900) that ends as probation begins holds none of its probes: 0 counted
     "a bucket that ended before probation does not count": Row(was("probation", NOW - 3900, NOW - 3900),
                                                                [(NOW - 4200, 5)], [], 0.0, "probation", NOW - 3900,
                                                                counted=(0, 0), bucket_s=300),
-    # 20 errors reported at NOW - 4000, before probation began at NOW - 3900: not held; 5 good probes after
-    "errors before probation are not held": Row(was("probation", NOW - 3900, NOW - 3900), [(NOW - 3600, 5)],
-                                                [(NOW - 4000, 20)], 0.0, "healthy", NOW, counted=(5, 0)),
+    # 20 errors reported at NOW - 8100, before probation began at NOW - 8000: not held; 5 good probes after
+    "errors before probation are not held": Row(was("probation", NOW - 8000, NOW - 8000), [(NOW - 7000, 5)],
+                                                [(NOW - 8100, 20)], 0.0, "healthy", NOW, counted=(5, 0)),
     # back to healthy after probation: its errors are still counted from probation's start (NOW - 5000), so
     # the 20 of 20 of before (at NOW - 2 h) do not send it out again; 0 of 10 since
     "healthy again: old errors not held": Row(was("healthy", NOW - 1000, NOW - 5000),
@@ -223,11 +233,14 @@ def test_the_whole_cycle_a_black_hole_goes_through() -> None:
     placed.append((t + 600, 6.0))
     v = judge(v, Signals(placed, failed), 0.02, None, t + 3000, rules)
     assert (v.state, v.placements, v.errors) == ("probation", 6, 0)  # 3000 s < report_lag_s
+    # report_lag_s after probation began, but its probes went at t + 600: their errors may be unreported
     v = judge(v, Signals(placed, failed), 0.02, None, t + 3900, rules)
-    assert (v.state, v.since, v.counted_from) == ("healthy", t + 3900, t)
-    # an hour later its old 30 of 30 are still inside the window, yet not held against it
-    v = judge(v, Signals(placed, failed), 0.02, None, t + 4000, rules)
-    assert (v.state, v.since, v.placements, v.errors) == ("healthy", t + 3900, 6, 0)
+    assert v.state == "probation"
+    v = judge(v, Signals(placed, failed), 0.02, None, t + 4500, rules)
+    assert (v.state, v.since, v.counted_from) == ("healthy", t + 4500, t)
+    # later its old 30 of 30 are still inside the window, yet not held against it
+    v = judge(v, Signals(placed, failed), 0.02, None, t + 4600, rules)
+    assert (v.state, v.since, v.placements, v.errors) == ("healthy", t + 4500, 6, 0)
 
 
 # -- the network share: judge_all ----------------------------------------------------------------
@@ -326,7 +339,7 @@ def test_transitions_name_each_change_once() -> None:
 
 def test_each_transition_is_logged_once_with_its_figures(caplog: pytest.LogCaptureFixture) -> None:
     verdict = judge(None, Signals([(NOW - H, 20)], [(NOW - 600, 20)]), 0.05, None, NOW, RULES)
-    back = judge(was("probation", NOW - 3900, NOW - 3900), Signals([(NOW - 3600, 5)], []), 0.0, None, NOW, RULES)
+    back = judge(was("probation", NOW - 8000, NOW - 8000), Signals([(NOW - 7000, 5)], []), 0.0, None, NOW, RULES)
     with caplog.at_level(logging.INFO, logger="tpv_broker.collector"):
         log_transitions(transitions({"b": was("probation", NOW - 3900)}, {"a": verdict, "b": back}))
     records = [r for r in caplog.records if getattr(r, "tpv_event", None) == "health_transition"]

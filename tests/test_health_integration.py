@@ -242,14 +242,19 @@ def test_a_black_hole_is_excluded_probed_and_let_back_in(influx_server: InfluxSe
     waiting = health_of(store)[BH]
     assert waiting is not None
     assert (waiting.state, waiting.since, waiting.placements, waiting.errors) == ("probation", t0 + 960, probes, 0)
-    # report_lag_s (300) into probation, still no new error: healthy again, counted from probation's start.
+    # report_lag_s (300) into probation, but the probes' bucket ends at t0 + 1200: errors of probes placed
+    # up to then may be reported only by t0 + 1500. Until then they prove nothing.
     clock.at = t0 + 1260
+    assert collect(config, store, clock, restarted).transitions == []
+    assert health_of(store)[BH].state == "probation"
+    # Reported, still no new error: healthy again, counted from probation's start.
+    clock.at = t0 + 1500
     report = collect(config, store, clock, restarted)
     assert [(t.destination, t.before, t.after.state) for t in report.transitions] == [(BH, "probation", "healthy")]
     healthy = health_of(store)[BH]
     assert healthy is not None
-    assert (healthy.state, healthy.since, healthy.counted_from) == ("healthy", t0 + 1260, t0 + 960)
-    clock.at = t0 + 1270
+    assert (healthy.state, healthy.since, healthy.counted_from) == ("healthy", t0 + 1500, t0 + 960)
+    clock.at = t0 + 1510
     body = rank(api, 5000)
     assert body["destinations"][0] == BH and explained(body, BH)["health"]["state"] == "healthy"
     # each transition counted once

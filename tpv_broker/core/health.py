@@ -63,6 +63,11 @@ class Signals:
         return (math.fsum(n for at, n in self.placements if at >= since or at + self.bucket_s > since),
                 math.fsum(n for at, n in self.errors if at > since))
 
+    def placed_between(self, since: float, until: float) -> float:
+        """Placements after ``since`` in buckets that ended by ``until``."""
+        return math.fsum(n for at, n in self.placements
+                         if (at >= since or at + self.bucket_s > since) and at + self.bucket_s <= until)
+
 
 def wilson_lower(errors: float, jobs: float) -> float:
     """The 95 % lower bound of the error share ``errors / jobs``."""
@@ -117,10 +122,16 @@ def judge(previous: DestinationHealth | None, signals: Signals, network_share: f
                             f"probes")
         return _verdict("excluded", previous.since, counted_from, figures, rules, previous.reason)
     if was == "probation" and previous is not None:
-        return _on_probation(previous, figures, now, rules)
-    state = _level(figures, rules)
+        # Probes placed in the last report_lag_s may have failed unreported:
+        # only those placed before can show it healed.
+        reported = signals.placed_between(start, now - rules.report_lag_s)
+        return _on_probation(previous, figures, _Figures(reported, failed, network_share), now, rules)
+    # Just back from probation (or a pin), it is judged on what came since,
+    # from as many jobs as probation needed.
+    least = rules.probe_jobs if counted_from is not None and counted_from > now - rules.window_s else rules.min_jobs
+    state = _level(figures, rules, least)
     since = previous.since if previous is not None and previous.state == state and previous.pin is None else now
-    return _verdict(state, since, counted_from, figures, rules, _why(state, figures, rules, since))
+    return _verdict(state, since, counted_from, figures, rules, _why(state, figures, rules, since, least))
 
 
 def probe_draw(tenant: str, job_id: str) -> float:
@@ -148,8 +159,8 @@ class _Figures:
         return wilson_lower(self.failed, max(self.placed, self.failed)) - self.network
 
 
-def _level(f: _Figures, rules: HealthRules) -> HealthState:
-    if f.placed < rules.min_jobs:
+def _level(f: _Figures, rules: HealthRules, least: int) -> HealthState:
+    if f.placed < least:
         return "healthy"
     if f.excess >= rules.excluded_excess:
         return "excluded"
@@ -158,21 +169,23 @@ def _level(f: _Figures, rules: HealthRules) -> HealthState:
     return "healthy"
 
 
-def _on_probation(previous: DestinationHealth, f: _Figures, now: float, rules: HealthRules) -> DestinationHealth:
+def _on_probation(previous: DestinationHealth, f: _Figures, reported: _Figures, now: float,
+                  rules: HealthRules) -> DestinationHealth:
     """Judged on its probes only (counted from the start of probation):
     excluded again as soon as enough of them failed; once enough went
-    there and an error report has had time to count them, healthy, or
-    degraded if they fail clearly more than the others' jobs."""
+    there ``report_lag_s`` ago or more (``reported``: their errors have
+    been reported), healthy, or degraded if they fail clearly more than
+    the others' jobs."""
     start = previous.since
     if f.placed >= rules.probe_jobs and f.excess >= rules.excluded_excess:
         return _verdict("excluded", now, previous.counted_from, f, rules,
                         f"excluded again at {_clock(now)}, on its probes: {_failed(f)}")
-    if f.placed >= rules.probe_jobs and now - start >= rules.report_lag_s:
+    if reported.placed >= rules.probe_jobs:
         # Reported, and not bad enough to exclude: healthy, or degraded as
         # a healthy endpoint with these figures would be.
-        state: HealthState = "healthy" if f.excess < rules.degraded_excess else "degraded"
-        return _verdict(state, now, previous.counted_from, f, rules,
-                        f"{state} since {_clock(now)}, on its probes: {_failed(f)}")
+        state: HealthState = "healthy" if reported.excess < rules.degraded_excess else "degraded"
+        return _verdict(state, now, previous.counted_from, reported, rules,
+                        f"{state} since {_clock(now)}, on its probes: {_failed(reported)}")
     return _verdict("probation", start, previous.counted_from, f, rules,
                     f"on probation since {_clock(start)}: {f.placed:.0f} probe(s) so far, {f.failed:.0f} failed")
 
@@ -194,11 +207,11 @@ def _verdict(state: HealthState, since: float, counted_from: float | None, f: _F
         probe_share=rules.probe_share if state == "probation" else None)
 
 
-def _why(state: HealthState, f: _Figures, rules: HealthRules, since: float) -> str:
+def _why(state: HealthState, f: _Figures, rules: HealthRules, since: float, least: int) -> str:
     hours = f"{rules.window_s / 3600:g} h" if rules.window_s >= 3600 else f"{rules.window_s / 60:.0f} min"
     if state == "healthy":
-        if f.placed < rules.min_jobs:
-            return f"{f.placed:.0f} job(s) placed in the last {hours}: too few to judge (min_jobs {rules.min_jobs})"
+        if f.placed < least:
+            return f"{f.placed:.0f} job(s) placed in the last {hours}: too few to judge (at least {least})"
         return f"{_failed(f)} in the last {hours}"
     what = "excluded" if state == "excluded" else "degraded"
     return f"{what} since {_clock(since)}: {_failed(f)} in the last {hours}"
