@@ -258,3 +258,151 @@ def test_simulate_galaxies_quick_json():
     assert all(r["jobs"] > 0 for r in data["results"])
     (ratios,) = data["ratios"]
     assert set(ratios) == {"load", "per_galaxy_broker_vs_shared", "per_galaxy_no_charges_vs_shared"}
+
+
+# -- failure scenarios and destination health (issue 22) -------------------------------------------
+def test_error_reports_count_the_hour_before_on_the_hour_and_no_line_for_none():
+    from tpv_broker.collector.cycle_data import CycleData
+    from tpv_broker.collector.presets import PRESETS
+    from tpv_broker.config.settings import CollectorSettings
+    from tpv_broker.simulator.failures import ErrorReports
+
+    reports = ErrorReports()
+    for dest_id, at in (("a", 10.0), ("a", 3600.0), ("a", 3601.0), ("b", 7000.0)):
+        reports.note(dest_id, at)
+    # the report at 1:00 counts (0:00, 1:00]: 10 s and 3600 s; the one at 2:00 (1:00, 2:00]: 3601 s
+    assert (reports.count("a", 3600), reports.count("a", 7200), reports.count("b", 3600)) == (2, 1, 0)
+    # readable from its hour on; b has no line at 1:00
+    assert [(r.at, r.tags["destination_id"], r.values["count"]) for r in reports.rows(7199, 10800)] == [(3600, "a", 2)]
+    rows = reports.rows(7200, 10800)
+    assert [(r.at, r.tags["destination_id"], r.values["count"]) for r in rows] == [
+        (3600, "a", 2), (7200, "a", 1), (7200, "b", 1)]
+    # through the collector's own preset and reducer, as InfluxDB's answer would go
+    data = CycleData(aliases={})
+    PRESETS["errored_jobs_by_destination"].apply_rows(rows, data, CollectorSettings())
+    assert data.errors == {"a": [(3600, 2), (7200, 1)], "b": [(7200, 1)]}
+    assert (reports.first_showing("a", 0), reports.first_showing("a", 3600), reports.first_showing("b", 7200)) == (
+        3600, 7200, None)
+
+
+def test_the_failure_model_black_hole_noise_and_what_the_report_counts():
+    from tpv_broker.simulator.failures import QUICK, SCENARIOS, FailureModel
+
+    hole = FailureModel(SCENARIOS["blackhole"], seed=1)
+    job = JOBS[0]
+    # pulsar_uk fails every job within 30 s from hour 2 to hour 6, nothing else fails
+    assert hole.fate(job, "pulsar_uk", 7199, 1) is None and hole.fate(job, "pulsar_uk", 6 * 3600, 1) is None
+    fates = [hole.fate(j, "pulsar_uk", 7200 + i, 1) for i, j in enumerate(JOBS[:50])]
+    assert all(f is not None and f.fast_s is not None and 1 <= f.fast_s <= 30 for f in fates)
+    assert hole.fate(job, "pulsar_de", 3 * 3600, 1) is None
+    noisy = FailureModel(SCENARIOS["noisy"], seed=1)
+    assert all(0.05 <= share <= 0.10 for share in noisy.user_error_share.values())
+    # an attempt's fate depends on the seed, job and attempt only: both policies draw alike
+    assert noisy.fate(job, "pulsar_de", 0, 1) == FailureModel(QUICK["noisy"], seed=1).fate(job, "pulsar_de", 99, 1)
+    failed = sum(noisy.fate(j, "pulsar_de", 0, 1) is not None for j in arrivals(0.8, 4 * 3600, 2))
+    assert failed > 0
+    # Galaxy's resubmission: the first failure is no error in Galaxy's database (final);
+    # counting every attempt (attempts) reports both
+    for errors, reported in (("final", [7300.0]), ("attempts", [7210.0, 7300.0])):
+        model = FailureModel(SCENARIOS["blackhole"], seed=1, errors=errors)
+        model.failed(job, "pulsar_uk", 7210.0, final=False)
+        model.failed(job, "pulsar_uk", 7300.0, final=True)
+        assert model.reports.ends == {"pulsar_uk": reported}
+        assert model.replayed("attempts", model.reports.__class__()).reports.ends == {"pulsar_uk": [7210.0, 7300.0]}
+
+
+class _FailFirst:
+    """Every job's first attempt fails 5 s after it is placed; with ``always``, every attempt."""
+
+    attempts, resubmit_delay_s = 2, 1.0
+
+    def __init__(self, always: bool) -> None:
+        self.always = always
+        self.noted: list[tuple[str, str, bool]] = []
+
+    def fate(self, job, dest_id, now, attempt):
+        from tpv_broker.simulator.engine import Fate
+
+        return Fate(fast_s=5.0) if attempt == 1 or self.always else None
+
+    def failed(self, job, dest_id, now, final):
+        self.noted.append((job.id, dest_id, final))
+
+
+@pytest.mark.parametrize("always", [False, True])
+def test_a_failed_job_is_ranked_again_once_with_its_id(always):
+    world = new_world()
+    store = SnapshotStore(fakeredis.FakeRedis(), KeySchema("f"))
+    ranker = RankService(broker_config(0.0), store, clock=lambda: world.now)
+    faults = _FailFirst(always)
+    jobs = JOBS[:30]
+    result = run(jobs, Broker(ranker, charge=True).choose, "b", store, world, faults=faults)
+    for r in result.records:
+        assert len(r.failed_at) == (2 if always else 1) and r.failed is always
+        assert r.end >= r.job.arrival + 5 * len(r.failed_at)
+        if not always:
+            assert r.end - r.start == pytest.approx(r.job.run_s * world.sites[r.destination].site.speed)
+    assert len(faults.noted) == len(jobs) * (2 if always else 1)
+    assert [final for _, _, final in faults.noted].count(True) == (len(jobs) if always else 0)
+    # the real charge script counted each job once per destination: a retry to the same one
+    # (same job id) is not a second placement
+    where = [r.failed_at if always else [*r.failed_at, r.destination] for r in result.records]
+    placed = sum(int(v) for v in store.client.hgetall("f:health:placements").values())
+    assert placed == sum(len(set(d)) for d in where)
+    assert not any(d.staging or d.queue or d.running for d in world.sites.values())
+
+
+def test_black_hole_quick_excluded_soon_after_the_first_report_and_fewer_failed_jobs():
+    from tpv_broker.simulator.failures import QUICK, simulate_failures
+
+    rows = simulate_failures([QUICK["blackhole"]], [0.4], seed=1, seeds=1, errors=("final", "attempts"),
+                             baseline=False)
+    by = {(r["errors"], r["policy"]): r for r in rows}
+    for errors in ("final", "attempts"):
+        without, health = by[errors, "broker_inflight"], by[errors, "broker_inflight_health"]
+        # the first hourly report showing pulsar_uk's failures is 2:00 (it breaks at 1:00)
+        assert without["first_report_s"] == health["first_report_s"] == 7200
+        assert health["jobs_failed"] < without["jobs_failed"] and without["jobs_failed"] > 20
+        assert health["jobs_failed_twice"] <= health["jobs_failed"]
+        # judged at that very cycle: degraded or excluded (counting each job once, its share is diluted by
+        # the jobs it ran well before it broke, and it is excluded later: docs/simulation.md)
+        assert 0 <= health["demotion_delay_s"] <= 600 and "pulsar_uk" in health["excluded"]
+        assert health["failed_after_exclusion"] <= 5
+    # every failed attempt reported: excluded within 10 minutes of that report
+    assert 0 <= by["attempts", "broker_inflight_health"]["exclusion_delay_s"] <= 600
+
+
+def test_noisy_network_quick_excludes_nobody():
+    from tpv_broker.simulator.failures import QUICK, simulate_failures
+
+    # every failed attempt reported, so the broker sees all the noise (5-10 % per endpoint)
+    rows = simulate_failures([QUICK["noisy"]], [0.4], seed=1, seeds=1, errors=("attempts",), baseline=False)
+    without, health = (next(r for r in rows if r["policy"] == p) for p in ("broker_inflight", "broker_inflight_health"))
+    assert 0.03 * health["jobs"] < health["jobs_failed"] < 0.15 * health["jobs"]
+    assert health["errors_reported"] == health["failed_attempts"] > 0
+    assert health["excluded"] == [] and without["jobs_failed"] > 0
+    assert all(excess < 0.5 for excess, _ in health["max_excess"].values())
+
+
+def test_simulate_cli_failures_quick_json():
+    result = CliRunner().invoke(main, ["simulate", "--failures", "noisy", "--quick", "--seeds", "1", "--loads", "0.2",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert {r["policy"] for r in body["results"]} == {"no_failures", "broker_inflight", "broker_inflight_health"}
+    assert body["scenarios"]["noisy"]["user_errors"] == [0.05, 0.1]
+    (summary,) = body["summary"]
+    assert (summary["scenario"], summary["errors"], summary["report_every_s"]) == ("noisy", "final", 3600)
+    assert summary["targets"]["nobody_excluded"]["of"] == 1
+    assert summary["no_failures"]["jobs_failed"]["max"] == 0
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (["--failures", "meteor"], ["--failures", "meteor"]),
+    (["--failures", "noisy", "--error-count", "some"], ["--error-count"]),
+    (["--failures", "noisy", "--report-every", "5"], ["--report-every"]),
+    (["--failures", "noisy", "--galaxies"], ["--galaxies"]),
+])
+def test_simulate_failures_rejects_bad_options(args, names):
+    result = CliRunner().invoke(main, ["simulate", "--quick", *args])
+    assert result.exit_code == 2 and all(n in result.output for n in names), result.output

@@ -542,8 +542,20 @@ def check_config(obj: _Context, config_path: str | None, no_connect: bool) -> No
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also write a PNG plot here.")
 @click.option("--galaxies", is_flag=True, help="Three Galaxy servers (50/30/20 %% of the jobs) on the same sites: "
               "one shared broker against a broker per Galaxy, with and without charges.")
+@click.option("--failures", "failure_list", default=None,
+              help="Failure scenarios, comma-separated: blackhole (one endpoint fails every job within 30 s from "
+              "hour 2 to hour 6), noisy (every endpoint fails 5-10 % of jobs); a failed job is submitted again "
+              "once. Compares the broker with charges with and without destination health (and where nothing "
+              "fails); default load 0.6 and the scenario's 9 hours; with --quick, short versions (the black hole "
+              "from hour 1 to 2.5 of 4, the noise over 3 hours).")
+@click.option("--error-count", "error_counts", default="final", show_default=True,
+              help="With --failures: what the hourly error report counts, comma-separated: final (a job once, if "
+              "its last attempt failed: Galaxy's resubmission) or attempts (every failed attempt).")
+@click.option("--report-every", "report_every", default="3600", show_default=True,
+              help="With --failures: seconds between two error reports (gxadmin's: hourly), comma-separated.")
 def simulate(loads: str, hours: float, seed: int, seeds: int, refresh_s: float, lag_s: float, bursts: str,
-             policy_list: str | None, quick: bool, as_json: bool, plot_path: str | None, galaxies: bool) -> None:
+             policy_list: str | None, quick: bool, as_json: bool, plot_path: str | None, galaxies: bool,
+             failure_list: str | None, error_counts: str, report_every: str) -> None:
     """Compare placement policies in a discrete-event simulation that drives
     the real ranking code and stores (fakeredis, simulated clock)."""
     try:
@@ -574,9 +586,53 @@ def simulate(loads: str, hours: float, seed: int, seeds: int, refresh_s: float, 
     if unknown or not policies:
         raise click.BadParameter(f"unknown policy {', '.join(unknown) or '(none given)'} (known: {', '.join(known)})",
                                  param_hint="--policies")
+    progress = (lambda _: None) if as_json else (lambda line: click.echo(line, err=True))
+    if failure_list is not None:
+        from dataclasses import replace
+
+        from click.core import ParameterSource
+
+        from tpv_broker.simulator import failures as sim
+
+        ctx = click.get_current_context()
+        for name, given in (("--galaxies", galaxies), ("--policies", policy_list is not None),
+                            ("--plot", plot_path is not None)):
+            if given:
+                raise click.BadParameter(f"{name} does not go with --failures", param_hint="--failures")
+        names = [x.strip() for x in failure_list.split(",") if x.strip()]
+        unknown = [x for x in names if x not in sim.SCENARIOS]
+        if unknown or not names:
+            raise click.BadParameter(f"unknown scenario {', '.join(unknown) or '(none given)'} "
+                                     f"(known: {', '.join(sim.SCENARIOS)})", param_hint="--failures")
+        counts = [x.strip() for x in error_counts.split(",") if x.strip()]
+        if not counts or not set(counts) <= set(sim.ERROR_COUNTS):
+            raise click.BadParameter(f"{error_counts!r}: expected {' or '.join(sim.ERROR_COUNTS)}, comma-separated",
+                                     param_hint="--error-count")
+        try:
+            intervals = [float(x) for x in report_every.split(",") if x.strip()]
+        except ValueError:
+            intervals = []
+        if not intervals or not all(60 <= x <= 86400 for x in intervals):
+            raise click.BadParameter(f"{report_every!r}: expected seconds in [60, 86400], comma-separated",
+                                     param_hint="--report-every")
+        scenarios = [(sim.QUICK if quick else sim.SCENARIOS)[n] for n in names]
+        if ctx.get_parameter_source("loads") is ParameterSource.DEFAULT:
+            load_list = [0.6]
+        if quick:
+            load_list, seeds = load_list[:1], min(seeds, 2)
+        elif ctx.get_parameter_source("hours") is not ParameterSource.DEFAULT:
+            scenarios = [replace(sc, hours=hours) for sc in scenarios]
+        failure_rows = sim.simulate_failures(scenarios, load_list, seed, seeds,
+                                             [c for c in sim.ERROR_COUNTS if c in counts], intervals, refresh_s,
+                                             lag_s, progress, burst_size=(low, high))
+        if as_json:
+            click.echo(json.dumps(sim.failure_json(failure_rows, scenarios, seed=seed, seeds=seeds,
+                                                   refresh_s=refresh_s, lag_s=lag_s, bursts=[low, high]), indent=2))
+        else:
+            click.echo("\n".join(sim.failure_lines(failure_rows)))
+        return
     if quick:
         load_list, hours, seeds = load_list[:1], 1 / 3, min(seeds, 2)
-    progress = (lambda _: None) if as_json else (lambda line: click.echo(line, err=True))
     if galaxies:
         from tpv_broker.simulator import galaxies as multi
 

@@ -1,6 +1,7 @@
 """The event loop: arrivals, staging, starts and finishes at the sites, and
 metrics sampled every refresh interval and published after the exporter lag,
-through the real snapshot store."""
+through the real snapshot store. With ``faults`` (failures.py), attempts
+fail and a failed job is submitted again, ranked anew."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from tpv_broker.core.geo import great_circle_km
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
@@ -27,9 +28,14 @@ _S_PER_GB_BASE, _S_PER_GB_PER_1000KM = 1.0, 2.0
 @dataclass
 class JobRecord:
     job: Job
+    # Of its last attempt.
     destination: str
     start: float = math.nan
     end: float = math.nan
+    # Where its attempts failed, in order (failure scenarios).
+    failed_at: list[str] = field(default_factory=list)
+    # Its last attempt failed: it ended in error.
+    failed: bool = False
 
     @property
     def wait_s(self) -> float:
@@ -109,6 +115,30 @@ class View:
     galaxy: str | None = None
 
 
+@dataclass(frozen=True)
+class Fate:
+    """How an attempt fails: ``fast_s`` after it was placed, without ever
+    running (a broken endpoint), or else after running ``run_share`` of its
+    run time (a tool's error)."""
+
+    fast_s: float | None = None
+    run_share: float = 1.0
+
+
+class Faults(Protocol):
+    """What fails, and what happens then (failures.py)."""
+
+    # Attempts a job gets: 2 = submitted again once after a failure.
+    attempts: int
+    resubmit_delay_s: float
+
+    def fate(self, job: Job, dest_id: str, now: float, attempt: int) -> Fate | None:
+        """How this attempt (1, 2, ...) fails there, placed now; None: it does not."""
+
+    def failed(self, job: Job, dest_id: str, now: float, final: bool) -> None:
+        """An attempt failed (``final``: the job ended in error)."""
+
+
 @dataclass
 class RunResult:
     policy: str
@@ -128,12 +158,17 @@ def run(
     lag_s: float = 30.0,
     charges: InflightStore | None = None,
     views: Sequence[View] = (),
+    faults: Faults | None = None,
+    on_publish: Callable[[Snapshot], None] | None = None,
 ) -> RunResult:
     """Place every job with ``choose``; publish a snapshot every ``refresh_s``
     showing the state ``lag_s`` earlier (ending the in-flight ``charges``
     it shows, as the collector does). Runs until every job has finished.
     ``views``: more stores to publish to, each with what one Galaxy's own
-    collector sees (the multi-Galaxy scenario)."""
+    collector sees (the multi-Galaxy scenario). ``faults``: which attempts
+    fail (a failed job arrives again, up to ``faults.attempts``);
+    ``on_publish``: called with each snapshot of ``store`` before it is
+    published (destination health puts its verdicts in)."""
     views = [View(store, charges), *views]
     seq = itertools.count()
     events: list[tuple[float, int, str, Any]] = []
@@ -153,6 +188,22 @@ def run(
     samples: dict[float, dict[str | None, dict[str, DestinationFigures]]] = {}
     records: dict[str, JobRecord] = {}
     pending = len(jobs)
+    # Jobs whose current attempt fails when its run ends; jobs to arrive again.
+    failing: set[str] = set()
+    retrying: set[str] = set()
+
+    def attempt_failed(record: JobRecord, dest_id: str, t: float) -> bool:
+        """True if the job ended in error; else it arrives again."""
+        assert faults is not None
+        record.failed_at.append(dest_id)
+        final = len(record.failed_at) >= faults.attempts
+        faults.failed(record.job, dest_id, t, final)
+        if final:
+            record.end, record.failed = t, True
+        else:
+            retrying.add(record.job.id)
+            at(t + faults.resubmit_delay_s, "arrive", record.job)
+        return final
 
     def started(dest_id: str, runs: list[Any]) -> None:
         for r in runs:
@@ -170,20 +221,41 @@ def run(
         world.now = t
         if kind == "arrive":
             job: Job = payload
-            dest_id = choose(job, world)
-            if job.id in records:
+            record = records.get(job.id)
+            if record is not None and job.id not in retrying:
                 raise AssertionError(f"{job.id} placed twice")
-            records[job.id] = JobRecord(job, dest_id)
+            retrying.discard(job.id)
+            dest_id = choose(job, world)
+            if record is None:
+                record = records[job.id] = JobRecord(job, dest_id)
+            record.destination = dest_id
+            fate = faults.fate(job, dest_id, t, len(record.failed_at) + 1) if faults is not None else None
+            if fate is not None and fate.fast_s is not None:
+                world.sites[dest_id].place(job)
+                at(t + fate.fast_s, "fail", (dest_id, job))
+                continue
+            if fate is not None:
+                # This attempt runs a share of the job, then fails.
+                failing.add(job.id)
+                job = replace(job, run_s=job.run_s * fate.run_share)
             world.sites[dest_id].place(job)
             at(t + world.staging_s(job, dest_id), "enqueue", (dest_id, job))
         elif kind == "enqueue":
             dest_id, job = payload
             started(dest_id, world.sites[dest_id].enqueue(job, t))
+        elif kind == "fail":
+            dest_id, job = payload
+            world.sites[dest_id].staging.remove(job)
+            pending -= attempt_failed(records[job.id], dest_id, t)
         elif kind == "finish":
             dest_id, job_id = payload
             _, runs = world.sites[dest_id].finish(job_id, t)
-            records[job_id].end = t
-            pending -= 1
+            if job_id in failing:
+                failing.discard(job_id)
+                pending -= attempt_failed(records[job_id], dest_id, t)
+            else:
+                records[job_id].end = t
+                pending -= 1
             started(dest_id, runs)
         elif kind == "sample":
             publish_at = payload
@@ -199,6 +271,8 @@ def run(
                     destinations=figures,
                     tool_stats=tool_levels(world.tool_stats),
                 )
+                if view.galaxy is None and on_publish is not None:
+                    on_publish(snap)
                 view.store.publish(snap, charges=view.charges)
                 if view.galaxy is None:
                     world.published = snap

@@ -1,0 +1,590 @@
+"""Failure scenarios (issue 22): destinations that fail jobs, the error
+reports Galaxy sites write about them, and the broker's destination health
+judged on those reports, compared with the same broker without health.
+
+* ``blackhole``: one well-sized endpoint fails every job within 30 s of
+  its placement from hour 2 on, and heals at hour 6;
+* ``noisy``: every endpoint fails 5-10 % of the jobs at random (user
+  errors: the tool runs part of its time, then fails).
+
+A failed job is submitted again once, ranked anew, **with the same job
+id**: that is Galaxy's job resubmission (``resubmit`` in the job
+configuration) which puts the same job back in the queue, and TPV maps the
+same job again, so the broker sees the same id. Hence a retry draws the
+same probe draw (a probe's retry is a probe again), and the charge script
+counts it as a placement again only if it goes to another destination.
+
+The error reports are what usegalaxy.eu writes: every hour on the hour,
+``gxadmin tsvquery errored-jobs 1`` per destination, the jobs that ended in
+error in the hour before, no line for a destination without any. Galaxy's
+resubmission does not put a job in state ``error``, it goes back to
+``queued``: by default (``errors="final"``) a job is counted once, when its
+last attempt fails, at the destination of that attempt (what gxadmin's
+query of ``job.state = 'error'`` by ``job.destination_id`` returns).
+``errors="attempts"`` counts every failed attempt where it failed (as if
+each were its own Galaxy job): more errors for health to see, both the
+black hole's and the noise.
+
+The broker's health is judged by the collector's own code every refresh
+(``collector.health.judge_cycle`` over ``core.health.judge_all``): the
+reports are read from a source shared by every Galaxy (``ReportSource``)
+through the real ``errored_jobs_by_destination`` preset and its reducer,
+the placements are those the real charge script counted in
+(fake)redis, and the verdicts go into the published snapshot's
+destinations, as ``collector.cycle`` puts them. The rank service draws each
+job's probe draw from ``core.health.probe_draw`` (tenant, job id)."""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+import random
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import fakeredis
+
+from tpv_broker.api.rank_service import RankService
+from tpv_broker.collector.cycle_data import CycleData
+from tpv_broker.collector.health import judge_cycle, rules_of, transitions
+from tpv_broker.collector.presets import PRESETS, Preset
+from tpv_broker.collector.rows import ReadResult, Row
+from tpv_broker.collector.source import Source
+from tpv_broker.config.settings import BrokerConfig, CollectorSettings
+from tpv_broker.core.health import wilson_lower
+from tpv_broker.core.models import DestinationHealth, Snapshot
+from tpv_broker.store.keys import KeySchema
+from tpv_broker.store.snapshots import SnapshotStore
+
+from .compare import broker_config, offered
+from .engine import Fate, JobRecord, new_world, run
+from .policies import Broker
+from .report import spread
+from .workload import SITES, Job, arrivals
+
+ErrorCount = Literal["final", "attempts"]
+ERROR_COUNTS: tuple[ErrorCount, ...] = ("final", "attempts")
+# The same broker with in-flight charges, without and with destination
+# health; and, for reference, without any failure.
+FAILURE_POLICIES = ("broker_inflight", "broker_inflight_health")
+BASELINE = "no_failures"
+HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    hours: float
+    # The endpoint that turns into a black hole, when, and when it heals.
+    black_hole: str | None = None
+    broken_from_s: float = 2 * HOUR
+    heals_at_s: float = 6 * HOUR
+    # A job placed there while broken ends in error this soon (uniform).
+    fail_within_s: float = 30.0
+    # Each endpoint's share of failing jobs, drawn per seed in this range.
+    user_errors: tuple[float, float] | None = None
+    # 2: a failed job is submitted again once.
+    attempts: int = 2
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "blackhole": Scenario(
+        "blackhole", "pulsar_uk (256 cores) fails every job within 30 s from hour 2 to hour 6", hours=9.0,
+        black_hole="pulsar_uk"),
+    "noisy": Scenario("noisy", "every endpoint fails 5-10 % of jobs at random (user errors)", hours=9.0,
+                      user_errors=(0.05, 0.10)),
+}
+# The tests' and --quick's short versions: the black hole from hour 1 to 2.5.
+QUICK: dict[str, Scenario] = {
+    "blackhole": replace(SCENARIOS["blackhole"], hours=4.0, broken_from_s=1 * HOUR, heals_at_s=2.5 * HOUR,
+                         description="pulsar_uk fails every job within 30 s from hour 1 to hour 2.5"),
+    "noisy": replace(SCENARIOS["noisy"], hours=3.0),
+}
+
+
+def _uniforms(*key: object) -> tuple[float, float]:
+    """Two draws in [0, 1) from ``key`` alone: an attempt's fate does not
+    depend on what else happened, so both policies' runs draw alike."""
+    digest = hashlib.blake2b(":".join(map(str, key)).encode(), digest_size=16).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64, int.from_bytes(digest[8:], "big") / 2**64
+
+
+class ErrorReports:
+    """What gxadmin writes, every ``interval_s`` on the hour: per
+    destination the jobs that ended in error in the interval before (point
+    time: the hour), no line for none; a point is readable ``delay_s``
+    after its time."""
+
+    def __init__(self, interval_s: float = HOUR, delay_s: float = 0.0) -> None:
+        self.interval_s = interval_s
+        self.delay_s = delay_s
+        # destination -> when jobs ended in error there (in time order).
+        self.ends: dict[str, list[float]] = {}
+
+    def note(self, dest_id: str, at: float) -> None:
+        self.ends.setdefault(dest_id, []).append(at)
+
+    def count(self, dest_id: str, report_at: float) -> int:
+        """The count the report at ``report_at`` gives ``dest_id``."""
+        ends = self.ends.get(dest_id, [])
+        return bisect.bisect_right(ends, report_at) - bisect.bisect_right(ends, report_at - self.interval_s)
+
+    def report_times(self, now: float, window_s: float) -> list[float]:
+        """The reports readable at ``now`` whose time is in the window."""
+        last = math.floor((now - self.delay_s) / self.interval_s)
+        first = math.floor((now - window_s) / self.interval_s) + 1
+        return [k * self.interval_s for k in range(max(first, 1), last + 1)]
+
+    def rows(self, now: float, window_s: float) -> list[Row]:
+        """The points an InfluxDB query of the window returns at ``now``,
+        as the collector's query paths hand them to the reducers."""
+        out = []
+        for at in self.report_times(now, window_s):
+            for dest_id in sorted(self.ends):
+                n = self.count(dest_id, at)
+                if n:
+                    out.append(Row(at, {"destination_id": dest_id, "state": "errored"}, {"count": float(n)}))
+        return out
+
+    def first_showing(self, dest_id: str, after: float) -> float | None:
+        """The time of the first report after ``after`` that counts errors
+        of ``dest_id``."""
+        ends = self.ends.get(dest_id, [])
+        i = bisect.bisect_right(ends, after)
+        if i == len(ends):
+            return None
+        return math.ceil(ends[i] / self.interval_s) * self.interval_s
+
+
+class ReportSource:
+    """The error reports as a metric source (``collector.source.MetricSource``):
+    what an InfluxDB holding gxadmin's points answers at the simulated
+    ``now``, over the preset's window (``collector.health.window_s``)."""
+
+    where = "simulated gxadmin error reports"
+
+    def __init__(self, reports: ErrorReports) -> None:
+        self.reports = reports
+        self.now = 0.0
+
+    def read(self, presets: Sequence[Preset], s: CollectorSettings) -> list[ReadResult]:
+        return [ReadResult(self.reports.rows(self.now, s.health.window_s)) for _ in presets]
+
+    def database_problem(self) -> str | None:
+        return None
+
+
+class FailureModel:
+    """Which attempts fail (engine.Faults), and the error reports about them."""
+
+    def __init__(self, scenario: Scenario, seed: int, errors: ErrorCount = "final",
+                 reports: ErrorReports | None = None, resubmit_delay_s: float = 5.0) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.errors = errors
+        self.reports = reports if reports is not None else ErrorReports()
+        self.attempts = scenario.attempts
+        self.resubmit_delay_s = resubmit_delay_s
+        rng = random.Random(seed * 104729 + 17)
+        low, high = scenario.user_errors or (0.0, 0.0)
+        self.user_error_share = {s.id: rng.uniform(low, high) if scenario.user_errors else 0.0 for s in SITES}
+        # Every failed attempt: (when, where, which job).
+        self.failures: list[tuple[float, str, str]] = []
+
+    def broken(self, dest_id: str, now: float) -> bool:
+        s = self.scenario
+        return dest_id == s.black_hole and s.broken_from_s <= now < s.heals_at_s
+
+    def fate(self, job: Job, dest_id: str, now: float, attempt: int) -> Fate | None:
+        u, v = _uniforms(self.seed, job.id, attempt)
+        if self.broken(dest_id, now):
+            return Fate(fast_s=1.0 + (self.scenario.fail_within_s - 1.0) * u)
+        if u < self.user_error_share.get(dest_id, 0.0):
+            return Fate(run_share=v)
+        return None
+
+    def failed(self, job: Job, dest_id: str, now: float, final: bool) -> None:
+        self.note(job.id, dest_id, now, final)
+
+    def note(self, job_id: str, dest_id: str, now: float, final: bool) -> None:
+        self.failures.append((now, dest_id, job_id))
+        if final or self.errors == "attempts":
+            self.reports.note(dest_id, now)
+
+    def replayed(self, errors: ErrorCount, reports: ErrorReports) -> FailureModel:
+        """The same failures, counted and reported another way."""
+        model = FailureModel(self.scenario, self.seed, errors, reports, self.resubmit_delay_s)
+        seen: dict[str, int] = {}
+        for at, dest_id, job_id in self.failures:
+            seen[job_id] = seen.get(job_id, 0) + 1
+            model.note(job_id, dest_id, at, seen[job_id] >= self.attempts)
+        return model
+
+
+@dataclass
+class Transition:
+    at: float
+    destination: str
+    before: str
+    after: str
+    reason: str
+
+
+class HealthJudge:
+    """The collector's health step, run on each snapshot before it is
+    published: the error reports read from one source (shared by every
+    Galaxy) through the real preset and reducer, the placements from the
+    store, ``judge_cycle``, the verdicts put into the snapshot's
+    destinations (as ``collector.cycle._health`` does)."""
+
+    def __init__(self, store: SnapshotStore, config: BrokerConfig, reports: ErrorReports) -> None:
+        self.store = store
+        self.config = config
+        self.reader = ReportSource(reports)
+        self.source = Source("gxadmin", self.reader, (PRESETS["errored_jobs_by_destination"],), {})
+        self.min_jobs = rules_of(config).min_jobs
+        self.verdicts: dict[str, DestinationHealth] = {}
+        self.timeline: list[Transition] = []
+        # Per destination, the highest excess it was judged on (the lower
+        # bound of its error share minus the others' share; degraded from
+        # 0.1 on, excluded from 0.5 on, by default) and when.
+        self.max_excess: dict[str, tuple[float, float]] = {}
+
+    def __call__(self, snapshot: Snapshot) -> None:
+        now = snapshot.meta.created_at
+        self.reader.now = now
+        data = CycleData(aliases={})
+        settings = self.config.collector
+        for preset, result in zip(self.source.presets, self.reader.read(self.source.presets, settings), strict=True):
+            preset.apply_rows(result.rows, data, settings)
+        verdicts, problem = judge_cycle(data, [self.source], self.config, self.store, self.verdicts, now)
+        if problem is not None:
+            raise AssertionError(problem)
+        for t in transitions(self.verdicts, verdicts):
+            self.timeline.append(Transition(now, t.destination, t.before, t.after.state, t.after.reason))
+        self.verdicts = verdicts
+        for dest_id, verdict in verdicts.items():
+            if verdict.placements >= self.min_jobs and verdict.state in ("healthy", "degraded"):
+                jobs = max(verdict.placements, verdict.errors)
+                excess = wilson_lower(verdict.errors, jobs) - (verdict.network_share or 0.0)
+                if excess > self.max_excess.get(dest_id, (-math.inf, 0.0))[0]:
+                    self.max_excess[dest_id] = (round(excess, 4), now)
+            figures = snapshot.destinations.get(dest_id)
+            if figures is not None:
+                figures.health = verdict
+
+    def states(self, dest_id: str) -> list[Transition]:
+        return [t for t in self.timeline if t.destination == dest_id]
+
+
+def run_failures(scenario: Scenario, jobs: list[Job], seed: int, health: bool, errors: ErrorCount = "final",
+                 report_every_s: float = HOUR, refresh_s: float = 60.0, lag_s: float = 30.0,
+                 failures: bool = True) -> dict[str, Any]:
+    """One run of the broker with in-flight charges, with or without
+    health, on ``jobs``: its row (``failure_row``). Without ``failures``:
+    the reference run where nothing fails."""
+    records, model, judge, name = _run(scenario, jobs, seed, health, errors, report_every_s, refresh_s, lag_s,
+                                       failures)
+    return failure_row(scenario, records, model, judge, name, seed)
+
+
+def _run(scenario: Scenario, jobs: list[Job], seed: int, health: bool, errors: ErrorCount, report_every_s: float,
+         refresh_s: float, lag_s: float, failures: bool = True
+         ) -> tuple[list[JobRecord], FailureModel, HealthJudge | None, str]:
+    world = new_world()
+    store = SnapshotStore(fakeredis.FakeRedis(), KeySchema("sim"))
+    config = broker_config(0.0)
+    model = FailureModel(scenario, seed, errors, ErrorReports(report_every_s))
+    judge = HealthJudge(store, config, model.reports) if health else None
+    broker = Broker(RankService(config, store, clock=lambda: world.now), charge=True, seed=seed)
+    name = FAILURE_POLICIES[health] if failures else BASELINE
+    result = run(jobs, broker.choose, name, store, world, refresh_s, lag_s, store.inflight(config.inflight),
+                 faults=model if failures else None, on_publish=judge)
+    return result.records, model, judge, name
+
+
+def _first(transitions: Sequence[Transition], state: str, after: float) -> float | None:
+    return next((t.at for t in transitions if t.after == state and t.at >= after), None)
+
+
+def failure_row(scenario: Scenario, records: list[JobRecord], model: FailureModel, judge: HealthJudge | None,
+                policy: str, seed: int) -> dict[str, Any]:
+    """A run's figures: jobs failed (once or more), failed twice (ended in
+    error), mean turnaround, and the black hole's exclusion and return."""
+    turns = [r.turnaround_s for r in records]
+    ok = [r.turnaround_s for r in records if not r.failed]
+    lost = sum(r.job.tool.cores * r.job.run_s for r in records if r.failed)
+    row: dict[str, Any] = {
+        "scenario": scenario.name,
+        "seed": seed,
+        "policy": policy,
+        "jobs": len(records),
+        "jobs_failed": sum(1 for r in records if r.failed_at),
+        "jobs_failed_twice": sum(1 for r in records if len(r.failed_at) >= 2),
+        "failed_attempts": len(model.failures),
+        "errors_reported": sum(len(v) for v in model.reports.ends.values()),
+        "mean_turnaround_s": round(statistics.fmean(turns), 1) if turns else 0.0,
+        "mean_turnaround_ok_s": round(statistics.fmean(ok), 1) if ok else 0.0,
+        # Work never done: the core-hours (at speed 1.0) of the jobs that ended in error.
+        "core_hours_lost": round(lost / HOUR, 1),
+    }
+    if judge is not None:
+        ever: dict[str, set[str]] = {t.destination: set() for t in judge.timeline}
+        for t in judge.timeline:
+            ever[t.destination].add(t.after)
+        row["excluded"] = sorted(d for d, s in ever.items() if "excluded" in s)
+        row["degraded"] = sorted(d for d, s in ever.items() if "degraded" in s)
+        row["transitions"] = [[t.at, t.destination, t.before, t.after, t.reason] for t in judge.timeline]
+        row["max_excess"] = {d: list(v) for d, v in sorted(judge.max_excess.items())}
+    if scenario.user_errors is not None and policy != BASELINE:
+        row["user_error_share"] = {d: round(v, 4) for d, v in model.user_error_share.items()}
+    hole = scenario.black_hole
+    if hole is None:
+        return row
+    at_hole = [at for at, d, _ in model.failures if d == hole]
+    first_report = model.reports.first_showing(hole, scenario.broken_from_s)
+    row.update({
+        "failed_at_black_hole": len(at_hole),
+        # The first error report showing its failures, readable from then on.
+        "first_report_s": first_report,
+        # What no judge of that report can save: the jobs failed before it.
+        "jobs_failed_before_first_report": len({job for at, _, job in model.failures
+                                                if first_report is not None
+                                                and at < first_report + model.reports.delay_s}),
+        "demoted_s": None, "demotion_delay_s": None, "excluded_s": None, "exclusion_delay_s": None,
+        "excluded_times": 0, "readmitted_s": None,
+        "probations": [], "healthy_while_broken": [],
+    })
+    if judge is None:
+        return row
+    states = judge.states(hole)
+    excluded = _first(states, "excluded", scenario.broken_from_s)
+    # Its first verdict other than healthy: degraded (score x 0.5) or excluded.
+    demoted = next((t for t in states if t.after in ("degraded", "excluded") and t.at >= scenario.broken_from_s),
+                   None)
+    row["excluded_s"] = excluded
+    row["demoted_s"] = demoted.at if demoted is not None else None
+    row["demotion_reason"] = demoted.reason if demoted is not None else None
+    if demoted is not None and first_report is not None:
+        row["demotion_delay_s"] = round(demoted.at - (first_report + model.reports.delay_s), 1)
+    if excluded is not None and first_report is not None:
+        row["exclusion_delay_s"] = round(excluded - (first_report + model.reports.delay_s), 1)
+        row["failed_before_exclusion"] = sum(1 for at in at_hole if at < excluded)
+        row["failed_after_exclusion"] = sum(1 for at in at_hole if at >= excluded)
+    row["excluded_times"] = sum(1 for t in states if t.after == "excluded")
+    row["probations"] = [t.at for t in states if t.after == "probation"]
+    row["readmitted_s"] = _first(states, "healthy", scenario.heals_at_s)
+    row["exclusion_reason"] = next((t.reason for t in states if t.after == "excluded"), None)
+    # Let back in (healthy) before it healed (docs/simulation.md: the probation defects).
+    row["healthy_while_broken"] = [t.at for t in states if t.after == "healthy"
+                                   and excluded is not None and excluded < t.at < scenario.heals_at_s]
+    # ... and the attempts that failed there while it was.
+    ends = [next((u.at for u in states if u.at > at), math.inf) for at in row["healthy_while_broken"]]
+    row["failed_while_readmitted_early"] = sum(
+        1 for at in at_hole for start, end in zip(row["healthy_while_broken"], ends, strict=True) if start <= at < end)
+    return row
+
+
+def simulate_failures(scenarios: Sequence[Scenario], loads: Sequence[float], seed: int, seeds: int,
+                      errors: Sequence[ErrorCount] = ("final",), report_every: Sequence[float] = (HOUR,),
+                      refresh_s: float = 60.0, lag_s: float = 30.0,
+                      progress: Callable[[str], None] = lambda _: None, baseline: bool = True,
+                      burst_size: tuple[int, int] = (10, 40)) -> list[dict[str, Any]]:
+    """Per scenario, way of counting errors, report interval, load and
+    seed, both policies on the same arrivals, and with ``baseline`` the
+    same broker where nothing fails (run once per arrivals): one row each."""
+    rows = []
+    baselines: dict[tuple[float, float, int], dict[str, Any]] = {}
+    # Without health, how errors are counted and reported changes no
+    # placement: one run, its failures reported each way.
+    without: dict[tuple[str, float, int], tuple[list[JobRecord], FailureModel, HealthJudge | None, str]] = {}
+    for scenario in scenarios:
+        duration_s = scenario.hours * HOUR
+        for count in errors:
+            for every in report_every:
+                for load in loads:
+                    for s in range(seed, seed + seeds):
+                        jobs = arrivals(load, duration_s, s, burst_size=burst_size)
+                        config = {"scenario": scenario.name, "errors": count, "report_every_s": every, "load": load,
+                                  "offered_load": round(offered(jobs, duration_s), 3)}
+                        if baseline:
+                            key = (duration_s, load, s)
+                            if key not in baselines:
+                                baselines[key] = run_failures(replace(scenario, black_hole=None), jobs, s, False,
+                                                              failures=False, refresh_s=refresh_s, lag_s=lag_s)
+                            rows.append({**config, **baselines[key], "scenario": scenario.name})
+                        for health in (False, True):
+                            if health:
+                                row = run_failures(scenario, jobs, s, health, count, every, refresh_s, lag_s)
+                            else:
+                                key2 = (scenario.name, load, s)
+                                if key2 not in without:
+                                    without[key2] = _run(scenario, jobs, s, False, count, every, refresh_s, lag_s)
+                                records, model, _, name = without[key2]
+                                row = failure_row(scenario, records, model.replayed(count, ErrorReports(every)),
+                                                  None, name, s)
+                            rows.append({**config, **row})
+                            progress(f"{scenario.name} ({count} errors, reports every {every:g} s) load {load:.0%} "
+                                     f"seed {s} {row['policy']}: {row['jobs']} jobs, {row['jobs_failed']} failed, "
+                                     f"{row['jobs_failed_twice']} twice")
+    return rows
+
+
+def _group(row: dict[str, Any]) -> tuple[str, str, float, float]:
+    return row["scenario"], row["errors"], row["report_every_s"], row["load"]
+
+
+def _values(runs: list[dict[str, Any]], key: str) -> list[float]:
+    return [float(r[key]) for r in runs if r.get(key) is not None]
+
+
+def failure_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per scenario, load and policy, each figure's spread over the seeds;
+    and per scenario and load, the targets: the black hole's failed jobs
+    at least 10x fewer with health, excluded within 10 minutes of the first
+    report showing its failures; in the noisy network nobody excluded."""
+    out = []
+    for group in dict.fromkeys(_group(r) for r in rows):
+        at = [r for r in rows if _group(r) == group]
+        scenario, errors, every, load = group
+        entry: dict[str, Any] = {"scenario": scenario, "errors": errors, "report_every_s": every, "load": load,
+                                 "seeds": len({r["seed"] for r in at})}
+        for policy in (BASELINE, *FAILURE_POLICIES):
+            runs = [r for r in at if r["policy"] == policy]
+            if not runs:
+                continue
+            figures: dict[str, Any] = {}
+            for key in ("jobs", "jobs_failed", "jobs_failed_twice", "failed_attempts", "errors_reported",
+                        "mean_turnaround_s", "mean_turnaround_ok_s", "core_hours_lost", "failed_at_black_hole",
+                        "jobs_failed_before_first_report", "first_report_s", "demoted_s", "demotion_delay_s",
+                        "excluded_s", "exclusion_delay_s", "failed_while_readmitted_early",
+                        "readmitted_s", "excluded_times", "failed_before_exclusion", "failed_after_exclusion"):
+                values = _values(runs, key)
+                if values:
+                    figures[key] = spread(values)
+            if policy == "broker_inflight_health":
+                figures["ever_excluded"] = sorted({d for r in runs for d in r.get("excluded", [])})
+                figures["ever_degraded"] = sorted({d for r in runs for d in r.get("degraded", [])})
+                figures["seeds_healthy_while_broken"] = sum(bool(r.get("healthy_while_broken")) for r in runs)
+            entry[policy] = figures
+        entry["targets"] = _targets(scenario, at)
+        out.append(entry)
+    return out
+
+
+def _targets(scenario: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    by = {(r["seed"], r["policy"]): r for r in runs}
+    seeds = sorted({s for s, _ in by})
+    paired = [s for s in seeds if (s, FAILURE_POLICIES[0]) in by and (s, FAILURE_POLICIES[1]) in by]
+    out: dict[str, Any] = {}
+    if paired:
+        without = {s: by[s, FAILURE_POLICIES[0]] for s in paired}
+        health = {s: by[s, FAILURE_POLICIES[1]] for s in paired}
+        for key in ("jobs_failed", "jobs_failed_twice"):
+            # None: no job failed with health (the ratio has no bound).
+            per_seed = {s: _ratio(without[s][key], health[s][key]) for s in paired}
+            out[f"{key}_without_vs_health"] = {
+                "per_seed": per_seed, **_spread(per_seed),
+                "pooled": _ratio(sum(without[s][key] for s in paired), sum(health[s][key] for s in paired))}
+    if scenario == "blackhole" and paired:
+        # The most any judge of the same reports could reach: every job
+        # that failed without health, over those failed before the first
+        # report showing the black hole's failures.
+        ceiling = {s: _ratio(without[s]["jobs_failed"], health[s].get("jobs_failed_before_first_report") or 0)
+                   for s in paired}
+        out["ceiling_without_vs_first_report"] = {"per_seed": ceiling, **_spread(ceiling)}
+        ratio = out["jobs_failed_without_vs_health"]
+        delays = {s: by[s, FAILURE_POLICIES[1]].get("exclusion_delay_s") for s in paired}
+        out["fewer_failed_10x"] = {"target": ">= 10", "of": len(paired),
+                                   "seeds_meeting": sum(v is None or v >= 10 for v in ratio["per_seed"].values())}
+        out["excluded_within_10_min"] = {
+            "target": "<= 600 s after the first report showing its failures",
+            "per_seed": delays,
+            "seeds_meeting": sum(d is not None and d <= 600 for d in delays.values()), "of": len(paired)}
+    if scenario == "noisy":
+        excluded = {s: by[s, FAILURE_POLICIES[1]].get("excluded", []) for s in seeds
+                    if (s, FAILURE_POLICIES[1]) in by}
+        out["nobody_excluded"] = {"per_seed": excluded, "seeds_meeting": sum(not v for v in excluded.values()),
+                                  "of": len(excluded)}
+    return out
+
+
+def failure_json(rows: list[dict[str, Any]], scenarios: Sequence[Scenario], **run: Any) -> dict[str, Any]:
+    """What ``simulate --failures --json`` prints: how it was run, the
+    scenarios, one row per run and the summary with the targets."""
+    return {
+        **run,
+        "scenarios": {sc.name: {"description": sc.description, "hours": sc.hours, "black_hole": sc.black_hole,
+                                "broken_from_s": sc.broken_from_s, "heals_at_s": sc.heals_at_s,
+                                "fail_within_s": sc.fail_within_s, "user_errors": sc.user_errors,
+                                "attempts": sc.attempts} for sc in scenarios},
+        "results": rows,
+        "summary": failure_summary(rows),
+    }
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 2) if b else None
+
+
+def _spread(per_seed: dict[int, float | None]) -> dict[str, float]:
+    finite = [v for v in per_seed.values() if v is not None]
+    return spread(finite) if finite else {}
+
+
+def _hm(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}"
+
+
+def failure_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per run, then per scenario and load the spreads and targets."""
+    header = ("scenario", "errors", "reports", "load", "seed", "policy", "jobs", "failed", "twice",
+              "mean turnaround s", "(ok jobs)", "first report", "excluded", "delay s", "readmitted", "ever excluded")
+    lines = [header]
+    for r in rows:
+        lines.append((r["scenario"], r["errors"], f"{r['report_every_s']:g} s", f"{r['load']:.0%}", str(r["seed"]),
+                      r["policy"], str(r["jobs"]),
+                      str(r["jobs_failed"]), str(r["jobs_failed_twice"]), f"{r['mean_turnaround_s']:.0f}",
+                      f"{r['mean_turnaround_ok_s']:.0f}", _hm(r.get("first_report_s")), _hm(r.get("excluded_s")),
+                      "-" if r.get("exclusion_delay_s") is None else f"{r['exclusion_delay_s']:.0f}",
+                      _hm(r.get("readmitted_s")),
+                      ",".join(r["excluded"]) or "none" if "excluded" in r else "-"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines]
+    for entry in failure_summary(rows):
+        out.append(f"{entry['scenario']} ({entry['errors']} errors counted, a report every "
+                   f"{entry['report_every_s']:g} s) at load {entry['load']:.0%}, {entry['seeds']} seed(s), mean ± sd:")
+        for policy in (BASELINE, *FAILURE_POLICIES):
+            f = entry.get(policy)
+            if not f:
+                continue
+            parts = [f"failed {_pm(f['jobs_failed'])}", f"twice {_pm(f['jobs_failed_twice'])}",
+                     f"turnaround {_pm(f['mean_turnaround_s'])} s (ok jobs {_pm(f['mean_turnaround_ok_s'])} s)"]
+            if "demotion_delay_s" in f:
+                parts.append(f"first degraded or excluded {_pm(f['demotion_delay_s'])} s after the first report")
+            if "exclusion_delay_s" in f:
+                parts.append(f"excluded {_pm(f['exclusion_delay_s'])} s after that report")
+            if "readmitted_s" in f:
+                parts.append(f"readmitted at {_hm(f['readmitted_s']['min'])}-{_hm(f['readmitted_s']['max'])}")
+            if "ever_excluded" in f:
+                parts.append(f"ever excluded: {', '.join(f['ever_excluded']) or 'none'}")
+            out.append(f"  {policy}: " + "; ".join(parts))
+        for name, t in entry["targets"].items():
+            if "seeds_meeting" in t:
+                out.append(f"  target {name}: {t['seeds_meeting']}/{t['of']} seeds")
+            else:
+                pooled = f", pooled {t['pooled']}" if "pooled" in t else ""
+                out.append(f"  {name}: median {t.get('median')} ({t.get('min')}-{t.get('max')}){pooled}; "
+                           f"per seed {t['per_seed']}")
+    return out
+
+
+def _pm(s: dict[str, float]) -> str:
+    return f"{s['mean']:.0f} ± {s['sd']:.0f}"
+
