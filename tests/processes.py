@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -58,3 +59,23 @@ def stop(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def serving(config: Path, logs: Path, workers: int = 2) -> Iterator[str]:
+    """``tpv-broker serve`` with ``config`` under gunicorn on a free port,
+    its stderr in ``logs``/err.log; yields its base URL once it answers,
+    stops it as systemd would on the way out."""
+    from tpv_broker.devtools.servers import free_port
+
+    port = free_port()
+    log = logs / "err.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([*CLI, "--config", str(config), "serve", "--bind", f"127.0.0.1:{port}",
+                                 "--workers", str(workers)], env=clean_env(), stdout=subprocess.DEVNULL, stderr=err)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(proc, base, log)
+        yield base
+    finally:
+        stop(proc)

@@ -10,7 +10,6 @@ without making it live."""
 from __future__ import annotations
 
 import concurrent.futures
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,11 +28,11 @@ from tpv_broker.config.settings import BrokerConfig, load_config
 from tpv_broker.core.charges import Charge
 from tpv_broker.core.geo import EARTH_RADIUS_KM, great_circle_km
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
-from tpv_broker.devtools.servers import InfluxServer, free_port
+from tpv_broker.devtools.servers import InfluxServer
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
 
-from .processes import CLI, clean_env, stop, wait_until_serving
+from .processes import serving
 from .web_helpers import PageReader
 
 NOW = 1_700_000_000.0
@@ -274,21 +273,13 @@ def test_a_burst_never_overshoots_a_cap_by_more_than_the_requests_in_flight(redi
                     f"    usegalaxy-fr: {{auth_tokens: [{FR}], caps: {{capped: {{max_jobs: 100000}}}}}}\n"
                     f"destinations:\n  capped: {{caps: {{max_jobs: {CAP}}}}}\n")
     store = SnapshotStore(redis_client, KeySchema(PREFIX))
-    port = free_port()
-    with open(tmp_path / "err.log", "w") as err:
-        proc = subprocess.Popen([*CLI, "--config", str(path), "serve", "--bind", f"127.0.0.1:{port}",
-                                 "--workers", "2"], env=clean_env(), stdout=subprocess.DEVNULL, stderr=err)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(proc, base, tmp_path / "err.log")
+    with serving(path, tmp_path) as base:
         _publish_burst(store)
         capped = _burst(base, EU)
         charges = [Charge.from_member(m) for m in redis_client.zrange(f"{PREFIX}:inflight", 0, -1)]
         redis_client.flushall()
         _publish_burst(store)
         uncapped = _burst(base, FR)
-    finally:
-        stop(proc)
     total = THREADS * JOBS_PER_THREAD
     assert sum(capped.values()) == sum(uncapped.values()) == total
     # Room under the cap: 6 - 2 = 4 jobs; below 0.8 of the cap (4.8 jobs) nothing bends the score, so

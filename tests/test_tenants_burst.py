@@ -7,7 +7,6 @@ apart would send both halves to the best endpoint."""
 from __future__ import annotations
 
 import concurrent.futures
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,11 +15,10 @@ import redis
 import requests
 
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
-from tpv_broker.devtools.servers import free_port
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
 
-from .processes import CLI, clean_env, stop, wait_until_serving
+from .processes import serving
 
 PREFIX = "burst"
 EU, FR = "eu-token-0123456789abcdef", "fr-token-0123456789abcdef"
@@ -67,13 +65,7 @@ def test_two_galaxies_spread_one_burst_as_one_galaxy_would(redis_url: str, redis
     config = tmp_path / "config.yaml"
     config.write_text(f"redis:\n  url: {redis_url}\n  key_prefix: {PREFIX}\napi:\n  tenants:\n"
                       f"    usegalaxy-eu: {{auth_tokens: [{EU}]}}\n    usegalaxy-fr: {{auth_tokens: [{FR}]}}\n")
-    port = free_port()
-    with open(tmp_path / "err.log", "w") as err:
-        proc = subprocess.Popen([*CLI, "--config", str(config), "serve", "--bind", f"127.0.0.1:{port}",
-                                 "--workers", "2"], env=clean_env(), stdout=subprocess.DEVNULL, stderr=err)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(proc, base, tmp_path / "err.log")
+    with serving(config, tmp_path) as base:
         _publish(store)
         # One Galaxy sends the whole burst from two job handlers at once.
         alone = _burst(base, [(EU, 1), (EU, 1001)])
@@ -81,8 +73,6 @@ def test_two_galaxies_spread_one_burst_as_one_galaxy_would(redis_url: str, redis
         _publish(store)
         # Two Galaxies send half each, at once, with the same job ids.
         shared = _burst(base, [(EU, 1), (FR, 1)])
-    finally:
-        stop(proc)
     total = 2 * JOBS_PER_GALAXY
     assert sum(alone.values()) == sum(shared.values()) == total
     # "best" takes what fits (8 jobs, give or take a request racing
