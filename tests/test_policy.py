@@ -25,7 +25,7 @@ import pytest
 from tpv_broker.api.rank_service import scoring_model, site_policy
 from tpv_broker.collector.presets import live_sources, presets_for
 from tpv_broker.config.settings import CollectorSettings, ScoringSettings, load_config
-from tpv_broker.config.terms import with_defaults
+from tpv_broker.config.terms import DEFAULT_TERMS, with_defaults
 from tpv_broker.core.charges import ChargeLoad, ChargeState
 from tpv_broker.core.geo import EARTH_RADIUS_KM, great_circle_km
 from tpv_broker.core.inputs import Candidate, DatasetInput, JobFacts
@@ -288,14 +288,38 @@ def _near_ties(share: float) -> RankResult:
 
 
 def test_carbon_only_breaks_near_ties() -> None:
+    # Alike for all, so it pulls no job into the band; the band is ordered by grams among its places.
     rows = term_rows(_near_ties(0.05), "carbon")
-    assert {d: round(s, 6) for d, (s, _, _) in rows.items()} == {"a": 0.7, "b": 0.8, "c": 0.9, "d": 0.0, "e": 0.0}
+    assert {d: round(s, 6) for d, (s, _, _) in rows.items()} == dict.fromkeys("abcde", 1.0)
     assert {d: raw["near_tie"] for d, (_, raw, _) in rows.items()} == {
         "a": True, "b": True, "c": True, "d": False, "e": False}
     # the grams are shown out of the band too: 0.01 kWh x intensity
     assert {d: raw["grams_co2e"] for d, (_, raw, _) in rows.items()} == {
         "a": 7.0, "b": 3.0, "c": 1.0, "d": 0.0, "e": 0.0}
     assert _near_ties(0.05).ids == ["c", "b", "a", "d", "e"]
+
+
+def test_near_ties_mode_moves_nobody_out_of_the_band() -> None:
+    """Two sites alike in carbon: a (TPV tag 3, runs 1,100 s) is ahead of b
+    (tag 1, 1,000 s) on the default terms. Carbon in near-ties mode must not
+    pull the job to b because b is in the band of best turnaround."""
+    a = fig("a", queued=0, running=0, cpus_free=64, mem_free_gb=64, median_run_s=1100, carbon_intensity=300)
+    b = fig("b", queued=0, running=0, cpus_free=64, mem_free_gb=64, median_run_s=1000, carbon_intensity=300)
+    cands = [Candidate("a", tpv_score=3), Candidate("b", tpv_score=1)]
+    plain = ranked(view(a, b), MODEL, job=JOB, candidates=cands)
+    carbon = scoring_model(ScoringSettings(terms={**DEFAULT_TERMS, "carbon": {"weight": 2, "near_ties_share": 0.05}}))
+    assert plain.ids == ranked(view(a, b), carbon, job=JOB, candidates=cands).ids == ["a", "b"]
+    # Within the band the cleaner goes first, whatever its score; others keep their places.
+    c = b.model_copy(update={"id": "c", "carbon_intensity": 30})
+    d = fig("d", queued=50, running=1, cpus_free=0, mem_free_gb=64, median_run_s=1000, carbon_intensity=10)
+    with_band = ranked(view(a, b, c, d), carbon, job=JOB,
+                       candidates=[*cands, Candidate("c", tpv_score=0), Candidate("d", tpv_score=9)])
+    without = ranked(view(a, b, c, d), MODEL, job=JOB,
+                     candidates=[*cands, Candidate("c", tpv_score=0), Candidate("d", tpv_score=9)])
+    band = {"b", "c"}  # turnaround within 5 % of the best (a's 1,100 s run is 10 % longer; d queues)
+    assert [i for i in with_band.ids if i not in band] == [i for i in without.ids if i not in band]
+    slots = sorted(without.ids.index(i) for i in band)
+    assert [with_band.ids[j] for j in slots] == ["c", "b"]
 
 
 def test_carbon_without_near_ties_weighs_in_everywhere() -> None:

@@ -136,6 +136,8 @@ def rank(
     # Candidate index -> its index in the batch (-1: not scored).
     in_batch = np.full(len(ids), -1)
     in_batch[positions] = np.arange(len(positions))
+    if scores.tie_key is not None:
+        order = _break_near_ties(order, in_batch, group, scores.tie_key)
     first_k = int(in_batch[order[0]]) if order else -1
 
     def placements() -> list[Placement]:
@@ -159,6 +161,21 @@ def rank(
     return RankResult([ids[i] for i in order], age, placements,
                       first_run_s=float(batch.median_run_s[first_k]) if first_k >= 0 else None,
                       first_scored=first_k >= 0)
+
+
+def _break_near_ties(order: list[int], in_batch: np.ndarray, group: np.ndarray, key: np.ndarray) -> list[int]:
+    """The scored candidates in the near-tie band (a key that is not NaN)
+    ordered by their key among the places they hold; every other candidate
+    keeps its place."""
+    slots = [j for j, i in enumerate(order) if in_batch[i] >= 0 and group[i] == _SCORED
+             and not np.isnan(key[in_batch[i]])]
+    if len(slots) < 2:
+        return order
+    band = sorted((order[j] for j in slots), key=lambda i: (float(key[in_batch[i]]), order.index(i)))
+    out = list(order)
+    for j, i in zip(slots, band, strict=True):
+        out[j] = i
+    return out
 
 
 def _caps(caps: Sequence[Cap | None], cols: DestinationColumns, rows: np.ndarray, batch: Batch,

@@ -29,11 +29,15 @@ class TermRangeError(ValueError):
 @dataclass(frozen=True, eq=False)
 class Scores:
     """A batch's scores: each term's values (in the model's term order) and
-    the weighted totals, in [0, 1]."""
+    the weighted totals, in [0, 1]; and, where a term breaks near-ties
+    (carbon's near_ties_share), its key per candidate (NaN: not in the
+    band): the ranker orders the band's candidates by it among the places
+    they hold."""
 
     batch: Batch
     values: list[TermValues]
     totals: np.ndarray
+    tie_key: np.ndarray | None = None
 
 
 class ScoringModel:
@@ -64,7 +68,9 @@ class ScoringModel:
             t, k = (int(i) for i in np.argwhere(bad)[0])
             raise TermRangeError(f"term {self.terms[t][0].name} scored {float(scores[t, k])!r} for "
                                  f"{b.ids[k]!r}, outside [0, 1]")
-        return Scores(b, values, (self._weights * scores).sum(axis=0) / self.total_weight)
+        ties = [v.parts["tie_key"] for v in values if "tie_key" in v.parts]
+        return Scores(b, values, (self._weights * scores).sum(axis=0) / self.total_weight,
+                      ties[0] if ties else None)
 
     def breakdown(self, scores: Scores, k: int) -> tuple[TermBreakdown, ...]:
         """Candidate ``k``'s terms: weight, score, contribution, and what

@@ -375,11 +375,14 @@ class StagingTime:
 class Carbon:
     """Grams of CO2e the job would cause here: cores x expected run time x
     ``watts_per_core`` (the energy) x the grid's carbon intensity there
-    (``pulsar_carbon_intensity``). Off unless configured. With
-    ``near_ties_share`` above 0 it only breaks near-ties: it scores the
-    candidates whose expected turnaround is within that share of the best
-    one, and gives the others 0, so no minute of turnaround beyond that
-    share is traded for grams; at 0 it weighs in everywhere."""
+    (``pulsar_carbon_intensity``). Off unless configured. At
+    ``near_ties_share`` 0 it weighs in everywhere, by its weight. Above 0
+    it only breaks near-ties: it scores every candidate alike (so it moves
+    nobody by score) and gives, as ``tie_key``, the grams of the candidates
+    whose expected turnaround is within that share of the best one; the
+    ranker orders those among the places they hold (``ScoringModel``), so
+    nothing outside the band moves and no minute beyond the share is
+    traded for grams."""
 
     name: ClassVar[str] = "carbon"
 
@@ -398,8 +401,11 @@ class Carbon:
         if self.near_ties_share > 0:
             finish = b.derived(turnaround)
             in_band = finish <= finish.min() * (1.0 + self.near_ties_share) if b.size else finish > 0
-            scores = np.where(in_band, scores, 0.0)
+            # Alike for all: a score here would pull every job into the band.
+            scores = np.ones(b.size)
             parts["in_band"] = in_band.astype(np.float64)
+            # Unknown grams go after the known ones of the band.
+            parts["tie_key"] = np.where(in_band, np.where(np.isnan(grams), np.inf, grams), np.nan)
         return TermValues(scores, parts)
 
     def explain(self, b: Batch, v: TermValues, k: int) -> TermDetail:
@@ -410,7 +416,8 @@ class Carbon:
             raw["near_tie"] = bool(v.parts["in_band"][k])
         if grams is None:
             return TermDetail(raw, summary="carbon intensity unknown")
-        return TermDetail(raw, summary=f"~{grams:.0f} g CO2e")
+        tie = " (a near tie: ordered by carbon)" if raw.get("near_tie") else ""
+        return TermDetail(raw, summary=f"~{grams:.0f} g CO2e{tie}")
 
 
 AnyTerm = QueueWait | RunTime | FitNow | DataLocality | TpvScore | FinishTime | StagingTime | Carbon
