@@ -406,3 +406,138 @@ def test_simulate_cli_failures_quick_json():
 def test_simulate_failures_rejects_bad_options(args, names):
     result = CliRunner().invoke(main, ["simulate", "--quick", *args])
     assert result.exit_code == 2 and all(n in result.output for n in names), result.output
+
+
+# -- carbon-aware placement: what the carbon term costs and gains (issue 23) -----------------------
+def test_carbon_intensities_follow_the_configured_daily_cycle():
+    import math
+
+    from tpv_broker.simulator.carbon import GRIDS, CarbonModel, day_start_h
+
+    h = 3600.0
+    model = CarbonModel(GRIDS, start_h=0.0)
+    pl, uk = GRIDS["pulsar_pl"], GRIDS["pulsar_uk"]
+    # Poland: 660 g/kWh +- 20 %, peak at 19:00 local = 18:00 UTC, lowest 12 h earlier; the UK (UTC+0) at 19:00 UTC
+    assert model.intensity("pulsar_pl", 18 * h) == pytest.approx(pl.mean * (1 + pl.amplitude)) == pytest.approx(792)
+    assert model.intensity("pulsar_pl", 6 * h) == pytest.approx(528)
+    assert model.intensity("pulsar_uk", 19 * h) == pytest.approx(uk.mean * (1 + uk.amplitude))
+    # the whole day averages to the yearly mean; a span's mean is the integral of the cycle over it
+    assert model.mean_intensity("pulsar_pl", 0, 24 * h) == pytest.approx(660)
+    steps = [model.intensity("pulsar_fr", 3 * h + (k + 0.5) * 9) for k in range(1000)]
+    assert model.mean_intensity("pulsar_fr", 3 * h, 3 * h + 9000) == pytest.approx(sum(steps) / 1000, rel=1e-6)
+    # 16 cores for 1 h at 12 W: 0.192 kWh x the hour's mean intensity
+    assert model.grams("pulsar_pl", 16, 18 * h - 1800, 18 * h + 1800) == pytest.approx(
+        0.192 * 660 * (1 + 0.2 * math.sin(math.pi / 24) / (math.pi / 24)))
+    # each seed's window starts at another hour of the day; a later start shifts the cycle
+    assert [day_start_h(s) for s in range(1, 6)] == pytest.approx([4.8, 9.6, 14.4, 19.2, 0.0])
+    later = CarbonModel(GRIDS, start_h=4.8)
+    assert later.intensity("pulsar_pl", (18 - 4.8) * h) == pytest.approx(792)
+
+
+def test_carbon_intensities_are_published_and_ranked_on():
+    from tpv_broker.core.inputs import Candidate, JobFacts
+    from tpv_broker.simulator.carbon import CarbonModel, Variant, staging_settings, terms_of, throughput_table
+
+    world = new_world()
+    table = throughput_table()
+    world.throughput_mb_s = table
+    model = CarbonModel(start_h=17.0)
+    store = SnapshotStore(fakeredis.FakeRedis(), KeySchema("c"))
+    config = broker_config(0.0, terms_of(Variant("w", 1.0)), staging=staging_settings(table))
+    ranker = RankService(config, store, clock=lambda: world.now)
+    published = []
+
+    def hook(snapshot):
+        model.publish(snapshot)
+        published.append(snapshot)
+
+    jobs = arrivals(0.5, 1800, seed=2)
+    run(jobs, Broker(ranker, charge=True).choose, "b", store, world, on_publish=hook)
+    assert len(published) > 20
+    for snap in published:
+        # the intensity at the time the snapshot's figures show (sampled lag_s before it is published)
+        at = snap.meta.newest_point_at
+        assert snap.meta.created_at - at in (0.0, 30.0)
+        assert {d: f.carbon_intensity for d, f in snap.destinations.items()} == {
+            d: round(model.intensity(d, at), 2) for d in snap.destinations}
+    # the real ranker reads it: explain shows the last snapshot's intensity and the grams
+    world.now = published[-1].meta.created_at
+    job = jobs[0]
+    result = ranker.rank([Candidate(s.id, s.tpv_score) for s in SITES],
+                         JobFacts(tool_id=job.tool.id, cores=job.tool.cores, mem=job.tool.mem_gb),
+                         ranker.datasets([(job.input_store, job.input_bytes)], {}), charge=False)
+    last = published[-1].destinations
+    assert len(result.placements) == len(SITES)
+    for p in result.placements:
+        carbon = next(t for t in p.terms if t.term == "carbon")
+        assert carbon.raw["carbon_intensity_g_per_kwh"] == last[p.id].carbon_intensity
+        assert carbon.raw["grams_co2e"] == pytest.approx(
+            job.tool.cores * job.tool.median_run_s * world.sites[p.id].site.speed * 12 / 3.6e6
+            * last[p.id].carbon_intensity, abs=0.05)
+    # staging: the given pairs, else 1,000 MB/s halved every 500 km; the world and the broker use the same table
+    assert table["object_store_poland"]["pulsar_pl"] == 2000 and table["object_store_france"]["pulsar_no"] == 150
+    from tpv_broker.core.geo import great_circle_km
+    from tpv_broker.simulator.workload import OBJECT_STORES
+
+    cz = next(s for s in SITES if s.id == "pulsar_cz")
+    km = great_circle_km(cz.latitude, cz.longitude, *OBJECT_STORES["object_store_germany"])
+    assert table["object_store_germany"]["pulsar_cz"] == round(1000 / (1 + km / 500))
+    assert world.staging_s(job, "pulsar_cz") == job.input_bytes / 1e6 / table[job.input_store]["pulsar_cz"]
+    staging = ranker.policies["default"].staging
+    assert staging is not None and staging.throughput_mb_s == table
+
+
+def test_carbon_variants_name_the_term_settings():
+    from tpv_broker.simulator.carbon import NEAR_TIES_WEIGHT, VARIANTS, terms_of, variant
+
+    assert [variant(n).mode for n in VARIANTS[:9]] == ["off"] + ["near_ties"] * 4 + ["weighted"] * 4
+    assert [variant(n).flat for n in VARIANTS] == [False] * (len(VARIANTS) - 4) + [True] * 4
+    v = variant("near_ties_0.05")
+    assert (v.weight, v.near_ties_share, v.flat) == (NEAR_TIES_WEIGHT, 0.05, False)
+    assert (variant("near_ties_0.1_w8").weight, variant("weighted_4_flat").flat) == (8.0, True)
+    assert "carbon" not in terms_of(variant("off"))
+    assert terms_of(variant("weighted_2"))["carbon"] == {"weight": 2.0, "watts_per_core": 12.0, "near_ties_share": 0.0}
+    # the other terms are the default config's in every variant
+    assert {k: p for k, p in terms_of(v).items() if k != "carbon"} == terms_of(variant("off"))
+    for bad in ("weighted_0", "near_ties_0", "greedy", "near_ties_x"):
+        with pytest.raises(ValueError, match="carbon variant"):
+            variant(bad)
+
+
+def test_carbon_quick_weighted_is_cleaner_and_near_ties_costs_little_turnaround():
+    from tpv_broker.simulator.carbon import carbon_summary, simulate_carbon
+
+    rows = simulate_carbon(["off", "near_ties_0.05", "weighted_4"], [0.5], 2 * 3600, seed=1, seeds=2)
+    by = {(r["seed"], r["variant"]): r for r in rows}
+    for seed in (1, 2):
+        off, ties, weighted = (by[seed, v] for v in ("off", "near_ties_0.05", "weighted_4"))
+        assert off["jobs"] == ties["jobs"] == weighted["jobs"] > 300
+        assert weighted["kg_co2e"] < 0.9 * off["kg_co2e"]
+        assert ties["mean_turnaround_s"] <= 1.05 * off["mean_turnaround_s"]
+        # the energy is the same work at the sites' speeds; the grams differ by where and when it ran
+        assert abs(weighted["kwh"] / off["kwh"] - 1) < 0.15 and weighted["g_per_kwh"] < off["g_per_kwh"]
+        assert sum(off["work_share"].values()) == pytest.approx(1, abs=1e-3)
+        band = ties["bands"]["0.05"]
+        assert band["decisions"] == ties["jobs"] and 0 < band["tied_share"] < 1
+        assert ties["bands"]["0.2"]["mean_members"] >= band["mean_members"] >= 1
+    summary = {e["variant"]: e for e in carbon_summary(rows)}
+    assert "vs" not in summary["off"] and summary["weighted_4"]["vs"] == "off"
+    assert summary["weighted_4"]["emissions_reduction_pct"]["mean"] > 10
+    assert set(summary["near_ties_0.05"]["target"]) == {"wanted", "met_on_means", "seeds_meeting"}
+
+
+def test_simulate_cli_carbon_quick_json(tmp_path: Path):
+    png = tmp_path / "carbon.png"
+    result = CliRunner().invoke(main, ["simulate", "--carbon", "--quick", "--seeds", "1", "--policies",
+                                       "off,near_ties_0.05,weighted_1", "--json", "--plot", str(png)])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert [r["variant"] for r in body["results"]] == ["off", "near_ties_0.05", "weighted_1"]
+    assert body["loads"] == [0.5] and body["grids"]["pulsar_no"]["mean_g_per_kwh"] == 30
+    assert body["throughput_mb_s"]["object_store_germany"]["pulsar_de"] == 2000
+    assert [e["variant"] for e in body["summary"] if e.get("vs") == "off"] == ["near_ties_0.05", "weighted_1"]
+    assert png.stat().st_size > 1000
+    bad = CliRunner().invoke(main, ["simulate", "--carbon", "--quick", "--policies", "off,greedy"])
+    assert bad.exit_code == 2 and "--policies" in bad.output and "greedy" in bad.output, bad.output
+    both = CliRunner().invoke(main, ["simulate", "--carbon", "--quick", "--galaxies"])
+    assert both.exit_code == 2 and "--galaxies" in both.output, both.output

@@ -553,9 +553,15 @@ def check_config(obj: _Context, config_path: str | None, no_connect: bool) -> No
               "its last attempt failed: Galaxy's resubmission) or attempts (every failed attempt).")
 @click.option("--report-every", "report_every", default="3600", show_default=True,
               help="With --failures: seconds between two error reports (gxadmin's: hourly), comma-separated.")
+@click.option("--carbon", is_flag=True,
+              help="The carbon term off, in near-ties mode and weighted, on grids whose carbon intensity follows a "
+              "daily cycle, staging from a throughput table: mean turnaround and kg CO2e per variant, and their "
+              "change against off (default loads 0.5,0.8; --policies picks variants: off, near_ties_<share>"
+              "[_w<weight>], weighted_<weight>, each with _flat (the broker shown flat grids) and/or _anti (the "
+              "grids dealt out against speed)).")
 def simulate(loads: str, hours: float, seed: int, seeds: int, refresh_s: float, lag_s: float, bursts: str,
              policy_list: str | None, quick: bool, as_json: bool, plot_path: str | None, galaxies: bool,
-             failure_list: str | None, error_counts: str, report_every: str) -> None:
+             failure_list: str | None, error_counts: str, report_every: str, carbon: bool) -> None:
     """Compare placement policies in a discrete-event simulation that drives
     the real ranking code and stores (fakeredis, simulated clock)."""
     try:
@@ -576,6 +582,38 @@ def simulate(loads: str, hours: float, seed: int, seeds: int, refresh_s: float, 
         raise click.BadParameter(f"{bursts!r}: expected MIN-MAX, like 10-40", param_hint="--bursts") from None
     if not 1 <= low <= high:
         raise click.BadParameter(f"{bursts!r}: need 1 <= MIN <= MAX", param_hint="--bursts")
+    if carbon:
+        from click.core import ParameterSource
+
+        from tpv_broker.simulator import carbon as carbon_sim
+
+        for name, given in (("--galaxies", galaxies), ("--failures", failure_list is not None)):
+            if given:
+                raise click.BadParameter(f"{name} does not go with --carbon", param_hint="--carbon")
+        variants: tuple[str, ...] = carbon_sim.VARIANTS
+        if policy_list is not None:
+            variants = tuple(p.strip() for p in policy_list.split(",") if p.strip())
+            for name in variants or ("(none given)",):
+                try:
+                    carbon_sim.variant(name)
+                except ValueError as e:
+                    raise click.BadParameter(str(e), param_hint="--policies") from None
+        if click.get_current_context().get_parameter_source("loads") is ParameterSource.DEFAULT:
+            load_list = [0.5, 0.8]
+        if quick:
+            load_list, hours, seeds = load_list[:1], 1 / 3, min(seeds, 2)
+        carbon_rows = carbon_sim.simulate_carbon(
+            variants, load_list, hours * 3600, seed, seeds, refresh_s, lag_s, (low, high),
+            progress=(lambda _: None) if as_json else (lambda line: click.echo(line, err=True)))
+        if plot_path:
+            carbon_sim.plot(carbon_rows, Path(plot_path))
+        if as_json:
+            click.echo(json.dumps(carbon_sim.carbon_json(carbon_rows, seed=seed, seeds=seeds, hours=hours,
+                                                         refresh_s=refresh_s, lag_s=lag_s, bursts=[low, high],
+                                                         loads=load_list), indent=2))
+        else:
+            click.echo("\n".join(carbon_sim.carbon_lines(carbon_rows)))
+        return
     known = compare.POLICIES + compare.VARIANTS
     policies: tuple[str, ...]
     if policy_list is None:

@@ -86,10 +86,14 @@ def offered(jobs: list[Job], duration_s: float) -> float:
 
 
 def broker_config(reflect_lag_s: float, terms: dict[str, dict[str, Any]] | None = None,
-                  charge_by: str = "slot") -> BrokerConfig:
+                  charge_by: str = "slot", staging: dict[str, Any] | None = None) -> BrokerConfig:
+    """``staging``: a ``scoring.staging`` section (carbon.py), else none."""
+    scoring: dict[str, Any] = {"terms": terms} if terms is not None else {}
+    if staging is not None:
+        scoring["staging"] = staging
     return BrokerConfig(
         api=ApiSettings(max_snapshot_age_s=10**9),
-        scoring={"terms": terms} if terms is not None else {},
+        scoring=scoring,
         inflight=InflightSettings(reflect_lag_s=reflect_lag_s, max_age_s=600, charge_by=charge_by),
         destinations={s.id: DestinationSettings(latitude=s.latitude, longitude=s.longitude) for s in SITES},
         object_stores={k: {"latitude": v[0], "longitude": v[1]} for k, v in OBJECT_STORES.items()},

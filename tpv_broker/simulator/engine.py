@@ -8,7 +8,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -55,8 +55,13 @@ class World:
     tool_stats: dict[str, dict[str, ToolFigures]] = field(default_factory=dict)
     expected_run: dict[str, float] = field(default_factory=dict)
     published: Snapshot | None = None
+    # Object store -> site -> MB/s: staging from this table (carbon.py)
+    # instead of the distance rule above.
+    throughput_mb_s: Mapping[str, Mapping[str, float]] | None = None
 
     def staging_s(self, job: Job, dest_id: str) -> float:
+        if self.throughput_mb_s is not None:
+            return job.input_bytes / 1e6 / self.throughput_mb_s[job.input_store][dest_id]
         site = self.sites[dest_id].site
         km = great_circle_km(site.latitude, site.longitude, *OBJECT_STORES[job.input_store])
         return job.input_bytes / 1e9 * (_S_PER_GB_BASE + _S_PER_GB_PER_1000KM * km / 1000)
