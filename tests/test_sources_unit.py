@@ -277,7 +277,7 @@ def test_the_stale_mark_names_no_source_when_there_are_several():
 
     errors = ["source fr: InfluxDB at http://fr.internal:8086 (database 'frdb') is unreachable",
               "no source could be read; keeping the last snapshot"]
-    several = CycleReport(published=False, errors=errors, sources={
+    several = CycleReport(published=False, errors=errors, source_problems=errors[:1], sources={
         "fr": SourceStatus(state="missing", tenant="fr"), "net": SourceStatus(state="missing")})
     assert several.stale_reason() == "no source could be read; keeping the last snapshot"
     one = CycleReport(published=False, errors=["InfluxDB at x is unreachable"],

@@ -60,6 +60,8 @@ class CycleReport:
     transitions: list[Transition] = field(default_factory=list)
     # Each source's state in this cycle, published or not.
     sources: dict[str, SourceStatus] = field(default_factory=dict)
+    # The lines of ``errors`` that are one source's own problem.
+    source_problems: list[str] = field(default_factory=list)
 
     def stale_reason(self) -> str:
         """What went wrong, for the live snapshot's stale mark, which every
@@ -68,7 +70,7 @@ class CycleReport:
         the shared sources."""
         if len(self.sources) <= 1:
             return "; ".join(self.errors)
-        return "; ".join(e for e in self.errors if not e.startswith("source "))
+        return "; ".join(e for e in self.errors if e not in self.source_problems)
 
     def summary(self) -> str:
         age = "n/a" if self.newest_point_age_s is None else f"{self.newest_point_age_s:.0f} s"
@@ -353,7 +355,10 @@ def _report(reads: list[_SourceRead]) -> CycleReport:
     several = len(reads) > 1
     for r in reads:
         prefix = f"source {r.source.name}: " if several else ""
-        report.errors.extend(prefix + e for e in r.errors)
+        own = [prefix + e for e in r.errors]
+        report.errors.extend(own)
+        if several:
+            report.source_problems.extend(own)
         for preset, age in r.kept.items():
             report.kept[f"{r.source.name}/{preset}" if several else preset] = age
     return report
