@@ -171,10 +171,11 @@ def _break_near_ties(order: list[int], in_batch: np.ndarray, group: np.ndarray, 
              and not np.isnan(key[in_batch[i]])]
     if len(slots) < 2:
         return order
-    band = sorted((order[j] for j in slots), key=lambda i: (float(key[in_batch[i]]), order.index(i)))
+    # By key; equal keys keep the order they had.
+    band = sorted(slots, key=lambda j: (float(key[in_batch[order[j]]]), j))
     out = list(order)
-    for j, i in zip(slots, band, strict=True):
-        out[j] = i
+    for j, b in zip(slots, band, strict=True):
+        out[j] = order[b]
     return out
 
 
