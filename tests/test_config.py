@@ -150,6 +150,10 @@ BAD_FILES = [
     ("non-mapping-top-level-list", "- a\n- b\n", ["top level", "list"]),
     ("non-mapping-top-level-scalar", "hello\n", ["top level", "str"]),
     ("invalid-yaml", "collector: [unclosed\n", ["not valid YAML"]),
+    ("health-excluded-below-degraded", "collector:\n  health:\n    degraded_excess: 0.3\n    excluded_excess: 0.2\n",
+     ["collector.health", "excluded_excess: must be at least degraded_excess"]),
+    ("health-recent-beyond-window", "collector:\n  health:\n    window_s: 1200\n    recent_s: 1800\n",
+     ["collector.health", "recent_s: must be at most window_s"]),
 ]
 
 BAD_URL_FILES = [

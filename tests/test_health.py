@@ -67,6 +67,8 @@ class Row:
     extra: dict[str, Any] = field(default_factory=dict)
     # placements in buckets of this many seconds (the collector's: 300), 0: points
     bucket_s: float = 0.0
+    # (bucket start, jobs that came back to be placed again), counted as the placements
+    returned: list[tuple[float, float]] = field(default_factory=list)
 
 
 ROWS = {
@@ -185,6 +187,43 @@ ROWS = {
                                              f"endpoints 0%) in the last 3 h"),
     # 30 errors but 5 placements: min_jobs counts placements (5 < 10), too few to judge
     "errors > placements, too few placed": Row(None, [(NOW - H, 5)], [(NOW - 600, 30)], 0.0, "healthy", NOW),
+    # no error report yet, but 20 of 20 came back (Galaxy resubmitted them): 0.839 - 0.05 >= 0.5
+    "jobs that came back exclude it before any report": Row(
+        was("healthy", NOW - 2 * H), [(NOW - 600, 20)], [], 0.05, "excluded", NOW, counted=(20, 20),
+        returned=[(NOW - 600, 20)], extra={"returned": 20},
+        reason=f"excluded since {clock(NOW)}: 20 of 20 jobs failed (100%; the other endpoints 5%), 20 came back "
+               f"to be placed again in the last 3 h"),
+    # 6 came back, and the report (an hour later) counts 8 errors, most of them the same jobs: the larger of
+    # the two, 8 of 20, not 14: 0.219 - 0 >= 0.1 (degraded), < 0.5
+    "returns and reports are not added up": Row(None, [(NOW - H, 20)], [(NOW - 60, 8)], 0.0, "degraded", NOW,
+                                                counted=(20, 8), returned=[(NOW - H, 6)], extra={"returned": 6}),
+    # 12 came back, the report counts 2: 12 of 20, 0.387 >= 0.1: degraded on the returns
+    "more returns than reported errors": Row(None, [(NOW - H, 20)], [(NOW - 60, 2)], 0.0, "degraded", NOW,
+                                             counted=(20, 12), returned=[(NOW - H, 12)]),
+    # returned just before the 3 h window: not counted
+    "returns outside the window: forgotten": Row(None, [(NOW - H, 20)], [], 0.0, "healthy", NOW, counted=(20, 0),
+                                                 returned=[(NOW - 3 * H - 1, 20)], extra={"returned": 0}),
+    # 200 jobs ran well in the last 3 h, then 12 placed in the last 10 min all came back: over the window
+    # 12 of 212 (Wilson 0.033, healthy); over recent_s (600 s), returns alone: 12 of 12, 0.757 - 0 >= 0.5
+    "recent returns exclude it though the window dilutes them": Row(
+        was("healthy", NOW - 2 * H), [(NOW - 2 * H, 200), (NOW - 600, 12)], [], 0.0, "excluded", NOW,
+        counted=(12, 12), returned=[(NOW - 600, 12)], bucket_s=300,
+        reason=f"excluded since {clock(NOW)}: 12 of 12 jobs failed (100%; the other endpoints 0%), 12 came back to "
+               f"be placed again in the last 10 min"),
+    # 4 of 10 came back recently (Wilson 0.168 - 0.04 would be degraded over the window): the recent span
+    # only excludes, and 4 of 210 over the window is healthy; a few minutes of user errors look like that
+    "the recent span does not degrade": Row(was("healthy", NOW - 2 * H), [(NOW - 2 * H, 200), (NOW - 600, 10)], [],
+                                            0.04, "healthy", NOW - 2 * H, counted=(210, 4),
+                                            returned=[(NOW - 600, 4)], bucket_s=300),
+    # the same, 9 of 9 recently: fewer than min_jobs (10) over recent_s, and 9 of 209 over the window: healthy
+    "too few recent returns: healthy": Row(was("healthy", NOW - 2 * H), [(NOW - 2 * H, 200), (NOW - 600, 9)], [],
+                                           0.0, "healthy", NOW - 2 * H, counted=(209, 9),
+                                           returned=[(NOW - 600, 9)], bucket_s=300),
+    # 12 placed recently and an error report of 12 a minute ago, but nothing came back: the recent span
+    # judges returns only (a report covers the hour before it, not 10 min): 12 of 212 over the window
+    "the recent span ignores error reports": Row(was("healthy", NOW - 2 * H), [(NOW - 2 * H, 200), (NOW - 600, 12)],
+                                                 [(NOW - 60, 12)], 0.0, "healthy", NOW - 2 * H, counted=(212, 12),
+                                                 bucket_s=300),
     # 20 of 20 placed and failed just before the 3 h window: nothing counted
     "outside the window: forgotten": Row(was("degraded", NOW - 2 * H), [(NOW - 3 * H - 1, 20)],
                                          [(NOW - 3 * H, 20)], 0.0, "healthy", NOW, counted=(0, 0)),
@@ -193,7 +232,8 @@ ROWS = {
 
 @pytest.mark.parametrize("row", ROWS.values(), ids=ROWS.keys())
 def test_each_transition(row: Row) -> None:
-    verdict = judge(row.previous, Signals(row.placed, row.failed, row.bucket_s), row.network, row.pin, NOW, RULES)
+    verdict = judge(row.previous, Signals(row.placed, row.failed, row.bucket_s, row.returned), row.network, row.pin,
+                    NOW, RULES)
     assert (verdict.state, verdict.since) == (row.state, row.since), verdict
     if row.counted is not None:
         assert (verdict.placements, verdict.errors) == row.counted
@@ -266,6 +306,19 @@ def test_a_black_hole_among_healthy_endpoints() -> None:
     verdicts = judge_all({}, _signals(("a", 20, 20), ("b", 20, 1), ("c", 20, 1)), {}, NOW, RULES)
     assert [verdicts[d].state for d in "abc"] == ["excluded", "healthy", "healthy"]
     assert (verdicts["a"].network_share, verdicts["b"].network_share) == (0.05, 0.525)
+
+
+def test_a_network_wide_bad_ten_minutes_take_nobody_out() -> None:
+    # A shared object store fails for 10 min: every endpoint's recent jobs come back. a: 12 of 12 (0.757)
+    # against its others' 20 of 24 (0.833) recently: below; b and c likewise: nobody is out. Alone among
+    # endpoints whose jobs stay, a is excluded (0.757 - 0 >= 0.5).
+    def recent(*per: tuple[str, float]) -> dict[str, Signals]:
+        return {d: Signals([(NOW - 600, 12)], [], 300, [(NOW - 600, back)]) for d, back in per}
+
+    verdicts = judge_all({}, recent(("a", 12), ("b", 10), ("c", 10)), {}, NOW, RULES)
+    assert {d: v.state for d, v in verdicts.items()} == dict.fromkeys("abc", "healthy")
+    alone = judge_all({}, recent(("a", 12), ("b", 0), ("c", 0)), {}, NOW, RULES)
+    assert [alone[d].state for d in "abc"] == ["excluded", "healthy", "healthy"]
 
 
 def test_the_network_share_is_at_most_one() -> None:

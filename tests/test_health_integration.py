@@ -38,10 +38,11 @@ from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.metrics import CollectorMetrics
 from tpv_broker.collector.state import CollectorState
 from tpv_broker.config.settings import BrokerConfig, load_config
+from tpv_broker.core.charges import Charge
 from tpv_broker.core.health import probe_draw
 from tpv_broker.core.models import DestinationFigures, DestinationHealth, Snapshot, SnapshotMeta
 from tpv_broker.devtools.servers import InfluxServer
-from tpv_broker.store.inflight import PLACEMENT_BUCKET_S
+from tpv_broker.store.inflight import PLACEMENT_BUCKET_S, RETURN_AFTER_S, InflightStore, placement_field
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
 
@@ -54,7 +55,7 @@ ERRORS = "errored_jobs_by_destination"
 # Short enough to go through in a test with a clock moved by hand; the
 # defaults (docs/health.md) are hours.
 HEALTH = {"window_s": 600, "min_jobs": 10, "exclude_s": 900, "probe_share": 0.3, "probe_jobs": 5,
-          "report_lag_s": 300}
+          "report_lag_s": 300, "recent_s": 300}
 
 
 class Clock:
@@ -124,9 +125,9 @@ def health_of(store: SnapshotStore) -> dict[str, DestinationHealth | None]:
 
 
 def rank(api: FlaskClient, job_id: int, headers: Mapping[str, str] | None = None,
-         ids: tuple[str, ...] = (A, B, BH)) -> dict[str, Any]:
+         ids: tuple[str, ...] = (A, B, BH), mem: float = 1) -> dict[str, Any]:
     resp = api.post("/api/rank?explain=1", headers=dict(headers or {}),
-                    json={"job": {"id": job_id, "tool_id": "bwa", "cores": 1, "mem": 1},
+                    json={"job": {"id": job_id, "tool_id": "bwa", "cores": 1, "mem": mem},
                           "destinations": [{"id": d} for d in ids]})
     assert resp.status_code == 200, resp.get_data(as_text=True)
     body = resp.get_json()  # reading the whole answer runs the charge (api.routes._then)
@@ -260,6 +261,85 @@ def test_a_black_hole_is_excluded_probed_and_let_back_in(influx_server: InfluxSe
     # each transition counted once
     assert transition_counts(metrics) == {(BH, "healthy", "excluded"): 1, (BH, "excluded", "probation"): 1,
                            (BH, "probation", "healthy"): 1}
+
+
+def test_jobs_that_come_back_expose_a_black_hole_before_any_error_report(
+        influx_server: InfluxServer, influx_db: str, store: SnapshotStore) -> None:
+    """Galaxy resubmits a job that failed, and ranks it again: the broker
+    counts it as returned by where it went, and judges on it at the next
+    cycle, while gxadmin's error report is an hour away (none is written
+    here). The same with ``count_returns: false``: nothing is judged."""
+    t0 = start_time()
+    clock = Clock(t0)
+    write_capacity(influx_server, influx_db, t0)
+    for count_returns, expected in ((True, "excluded"), (False, None)):
+        config = config_of(influx_server, influx_db, [*LIVE_PRESETS, ERRORS], count_returns=count_returns)
+        store.client.flushdb()
+        clock.at = t0
+        state = CollectorState.new(config)
+        collect(config, store, clock, state)
+        api = create_app(config, store=store, clock=clock).test_client()
+        clock.at = t0 + 10
+        for job in range(1, 21):
+            assert rank(api, job)["destinations"][0] == BH
+        # Each fails within seconds; resubmitted, TPV sends it to the other endpoints (say, an environment
+        # without the black hole): 20 returns on it. One more comes back asking for more memory (resized by
+        # TPV after running out): not the destination's fault, not counted.
+        clock.at = t0 + 40
+        for job in range(1, 21):
+            assert rank(api, job, ids=(A, B))["destinations"][0] in (A, B)
+        assert rank(api, 21)["destinations"][0] == BH
+        clock.at = t0 + 50
+        assert rank(api, 21, ids=(A, B), mem=4)["destinations"][0] in (A, B)
+        clock.at = t0 + 60
+        report = collect(config, store, clock, state)
+        bh = health_of(store)[BH]
+        if expected is None:
+            # placements alone, no failure: judged healthy, nothing changes
+            assert report.transitions == [] and bh is not None and (bh.state, bh.errors) == ("healthy", 0)
+            assert rank(api, 100)["destinations"][0] == BH
+            continue
+        # 20 of 21 failed (they came back), the others' share 0: Wilson 0.77 - 0 >= 0.5: excluded.
+        assert [(t.destination, t.after.state) for t in report.transitions] == [(BH, "excluded")]
+        assert bh is not None and (bh.state, bh.errors, bh.returned, bh.placements) == ("excluded", 20, 20, 21)
+        assert "20 of 21 jobs failed" in bh.reason and "20 came back to be placed again" in bh.reason
+        clock.at = t0 + 70
+        body = rank(api, 100)
+        assert body["destinations"][-1] == BH
+        assert explained(body, BH)["health"]["returned"] == 20
+
+
+def test_the_charge_script_counts_a_job_that_comes_back_where_it_had_gone(store: SnapshotStore) -> None:
+    """A return is counted once per job coming back, against the
+    destination of its previous charge, in its own tenant, and only when
+    it comes back RETURN_AFTER_S or more after that charge asking for no
+    more cores or memory. Placements count jobs: one that comes back to
+    where it was is not placed there a second time."""
+    inflight = InflightStore(store.client, KeySchema(PREFIX), max_age_s=600)
+    t = 1_700_000_100.0  # a bucket start
+    later = t + RETURN_AFTER_S
+    charges = [
+        # (job, tenant, destination, charged at, cores, mem)
+        ("moved", "eu", A, t, 1, 1), ("moved", "eu", B, later, 1, 1),  # back from A: returned by A
+        ("again", "eu", A, t, 1, 1), ("again", "eu", A, later, 1, 1),  # back to where it failed: returned by A
+        ("soon", "eu", A, t, 1, 1), ("soon", "eu", B, later - 0.5, 1, 1),  # ranked twice at once: no return
+        ("bigger", "eu", A, t, 1, 1), ("bigger", "eu", B, later, 1, 8),  # resized by TPV: no return
+        ("wider", "eu", A, t, 1, 1), ("wider", "eu", B, later, 2, 1),  # more cores: no return
+        ("smaller", "eu", A, t, 4, 8), ("smaller", "eu", B, later, 2, 8),  # less: returned by A
+        ("twin", "eu", A, t, 1, 1), ("twin", "fr", A, later, 1, 1),  # another Galaxy's job 4711
+        ("moved", "eu", A, later + 1, 1, 1),  # back from B a second later: too soon
+    ]
+    for job, tenant, dest, at, cores, mem in charges:
+        inflight.charge(Charge(dest, cores, mem, at, job, tenant=tenant))
+    inflight.charge(Charge(A, 1, 1, later, None, tenant="eu"))  # no id: never a return
+    inputs = store.health().read(t - 600, drop_old=False)
+    assert inputs.returned_by(None) == {A: [(t, 3.0)]}  # moved, again, smaller
+    assert inputs.returned_by(frozenset({"fr"})) == {}
+    placed = {d: sum(n for _, n in b) for d, b in inputs.placed_by(frozenset({"eu"})).items()}
+    # A: the seven jobs' first charges ("again" not twice), the job without id, "moved" back (to A from B);
+    # B: moved, soon, bigger, wider, smaller.
+    assert placed == {A: 9.0, B: 5.0}
+    assert store.client.hgetall(KeySchema(PREFIX).health_returns) == {f"{int(t)}:eu:{A}".encode(): b"3"}
 
 
 def counted(metrics: CollectorMetrics) -> Any:
@@ -480,6 +560,11 @@ def test_metrics_show_health_and_placements_per_tenant(store: SnapshotStore, tmp
         first = rank(api, job, fr, ids=(A, B, BH))["destinations"][0]
         firsts[first] = firsts.get(first, 0) + 1
     assert BH not in firsts  # excluded: never placed there
+    # jobs that came back, as the charge script counts them
+    keys = KeySchema(PREFIX)
+    store.client.hincrby(keys.health_returns, placement_field(now, "usegalaxy-eu", "eu_cluster"), 2)
+    store.client.hincrby(keys.health_returns, placement_field(now, "usegalaxy-fr", A), 1)
+    store.client.hincrby(keys.health_returns, placement_field(now - 7200, "usegalaxy-fr", A), 5)  # not last hour
 
     # eu sees its own private endpoint, fr and a scrape without a token the shared ones only, the
     # operators' token every one
@@ -497,6 +582,9 @@ def test_metrics_show_health_and_placements_per_tenant(store: SnapshotStore, tmp
                       if name == "tpv_broker_destination_placements_last_hour"}
         assert placements == {d: float(n) for d, n in firsts.items() if sees_eu or d != "eu_cluster"}, headers
         assert value(samples, "tpv_broker_destination_placements_last_hour", destination=BH) is None
+        returns = {dict(labels)["destination"]: v for (name, labels), v in samples.items()
+                   if name == "tpv_broker_destination_returns_last_hour"}
+        assert returns == ({"eu_cluster": 2.0, A: 1.0} if sees_eu else {A: 1.0}), headers
         if not sees_eu:
             text = api.get("/metrics", headers=headers).get_data(as_text=True)
             assert "eu_cluster" not in text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import fakeredis
@@ -344,15 +345,22 @@ def test_a_failed_job_is_ranked_again_once_with_its_id(always):
             assert r.end - r.start == pytest.approx(r.job.run_s * world.sites[r.destination].site.speed)
     assert len(faults.noted) == len(jobs) * (2 if always else 1)
     assert [final for _, _, final in faults.noted].count(True) == (len(jobs) if always else 0)
-    # the real charge script counted each job once per destination: a retry to the same one
-    # (same job id) is not a second placement
+    # the real charge script counted each job once per destination: a retry to the same one (same job
+    # id) is not a second placement; a retry comes back 6 s after its charge (failed after 5 s,
+    # resubmitted 1 s later), so it is returned by where it failed; the second failure is not
+    # resubmitted, nothing comes back from it
     where = [r.failed_at if always else [*r.failed_at, r.destination] for r in result.records]
     placed = sum(int(v) for v in store.client.hgetall("f:health:placements").values())
     assert placed == sum(len(set(d)) for d in where)
+    returned: dict[str, int] = {}
+    for field, n in store.client.hgetall("f:health:returns").items():
+        dest = field.decode().split(":", 2)[2]
+        returned[dest] = returned.get(dest, 0) + int(n)
+    assert returned == dict(Counter(r.failed_at[0] for r in result.records))
     assert not any(d.staging or d.queue or d.running for d in world.sites.values())
 
 
-def test_black_hole_quick_excluded_soon_after_the_first_report_and_fewer_failed_jobs():
+def test_black_hole_quick_excluded_soon_after_its_first_failure_and_fewer_failed_jobs():
     from tpv_broker.simulator.failures import QUICK, simulate_failures
 
     rows = simulate_failures([QUICK["blackhole"]], [0.4], seed=1, seeds=1, errors=("final", "attempts"),
@@ -360,16 +368,23 @@ def test_black_hole_quick_excluded_soon_after_the_first_report_and_fewer_failed_
     by = {(r["errors"], r["policy"]): r for r in rows}
     for errors in ("final", "attempts"):
         without, health = by[errors, "broker_inflight"], by[errors, "broker_inflight_health"]
-        # the first hourly report showing pulsar_uk's failures is 2:00 (it breaks at 1:00)
+        # the first hourly report showing pulsar_uk's failures is 2:00 (it breaks at 1:00); its first job
+        # failed and came back within minutes
         assert without["first_report_s"] == health["first_report_s"] == 7200
+        assert 3600 < health["first_return_s"] == health["first_signal_s"] < 3600 + 600
         assert health["jobs_failed"] < without["jobs_failed"] and without["jobs_failed"] > 20
         assert health["jobs_failed_twice"] <= health["jobs_failed"]
-        # judged at that very cycle: degraded or excluded (counting each job once, its share is diluted by
-        # the jobs it ran well before it broke, and it is excluded later: docs/simulation.md)
-        assert 0 <= health["demotion_delay_s"] <= 600 and "pulsar_uk" in health["excluded"]
+        # excluded on the jobs that came back, within 10 minutes of the first, before any error report
+        assert 0 <= health["exclusion_delay_s"] <= 600 and health["excluded_s"] < 7200
+        assert "came back" in health["exclusion_reason"]
         assert health["failed_after_exclusion"] <= 5
-    # every failed attempt reported: excluded within 10 minutes of that report
-    assert 0 <= by["attempts", "broker_inflight_health"]["exclusion_delay_s"] <= 600
+    # the reports alone: every failed attempt reported, excluded at the first report
+    rows = simulate_failures([QUICK["blackhole"]], [0.4], seed=1, seeds=1, errors=("attempts",), baseline=False,
+                             signals=("reports",))
+    health = next(r for r in rows if r["policy"] == "broker_inflight_health")
+    assert health["first_signal_s"] == health["excluded_s"] == 7200 and health["exclusion_delay_s"] == 0
+    assert "came back" not in health["exclusion_reason"]
+    assert health["jobs_failed"] > by["attempts", "broker_inflight_health"]["jobs_failed"]
 
 
 def test_noisy_network_quick_excludes_nobody():
@@ -392,7 +407,8 @@ def test_simulate_cli_failures_quick_json():
     assert {r["policy"] for r in body["results"]} == {"no_failures", "broker_inflight", "broker_inflight_health"}
     assert body["scenarios"]["noisy"]["user_errors"] == [0.05, 0.1]
     (summary,) = body["summary"]
-    assert (summary["scenario"], summary["errors"], summary["report_every_s"]) == ("noisy", "final", 3600)
+    assert (summary["scenario"], summary["signals"], summary["errors"], summary["report_every_s"]) == (
+        "noisy", "returns", "final", 3600)
     assert summary["targets"]["nobody_excluded"]["of"] == 1
     assert summary["no_failures"]["jobs_failed"]["max"] == 0
 
@@ -401,6 +417,7 @@ def test_simulate_cli_failures_quick_json():
     (["--failures", "meteor"], ["--failures", "meteor"]),
     (["--failures", "noisy", "--error-count", "some"], ["--error-count"]),
     (["--failures", "noisy", "--report-every", "5"], ["--report-every"]),
+    (["--failures", "noisy", "--health-signals", "rumours"], ["--health-signals", "rumours"]),
     (["--failures", "noisy", "--galaxies"], ["--galaxies"]),
 ])
 def test_simulate_failures_rejects_bad_options(args, names):

@@ -119,7 +119,7 @@ class SnapshotFigures(Collector):
         last hour, but those private to another tenant than the scraper's."""
         try:
             view = self.store.read_overview()
-            placed = self.store.health().read(now - PLACEMENTS_WINDOW_S, drop_old=False).placements
+            inputs = self.store.health().read(now - PLACEMENTS_WINDOW_S, drop_old=False)
         except StoreError:
             return
         hidden = self.config.api.hidden_from(viewer(self.config) if has_request_context() else DEFAULT_TENANT)
@@ -131,14 +131,18 @@ class SnapshotFigures(Collector):
                 for state in HEALTH_STATES:
                     health.add_metric([dest_id, state], 1.0 if figures.health.state == state else 0.0)
         yield health
-        placements = GaugeMetricFamily("tpv_broker_destination_placements_last_hour",
-                                       "Jobs the broker placed on a destination in the last hour (5-minute buckets)",
-                                       labels=["destination"])
-        for dest_id, buckets in sorted(placed.items()):
-            if dest_id not in hidden:
-                # Twelve 5-minute buckets, the current one included.
-                placements.add_metric([dest_id], sum(n for at, n in buckets if at > now - PLACEMENTS_WINDOW_S))
-        yield placements
+        for name, what, per_dest in (
+                ("tpv_broker_destination_placements_last_hour",
+                 "Jobs the broker placed on a destination in the last hour (5-minute buckets)", inputs.placements),
+                ("tpv_broker_destination_returns_last_hour",
+                 "Jobs placed on a destination that came back to be placed again (resubmitted after they failed) "
+                 "in the last hour (5-minute buckets)", inputs.returned_by(None))):
+            family = GaugeMetricFamily(name, what, labels=["destination"])
+            for dest_id, buckets in sorted(per_dest.items()):
+                if dest_id not in hidden:
+                    # Twelve 5-minute buckets, the current one included.
+                    family.add_metric([dest_id], sum(n for at, n in buckets if at > now - PLACEMENTS_WINDOW_S))
+            yield family
 
 
 class ApiMetrics:

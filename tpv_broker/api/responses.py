@@ -48,7 +48,10 @@ class HealthExplanation(_Answer):
     since: float = Field(description="when it entered this state (epoch s)")
     counted_from: float | SkipJsonSchema[None] = _absent("errors and placements before this are not held against "
                                                          "it (its last probation began, or a pin ended)")
-    errors: float = Field(description="jobs that ended in error there in the window, by the error reports")
+    errors: float = Field(description="jobs that failed there in the window: those the error reports count, or "
+                                      "those that came back to be placed again (returned) if more")
+    returned: float = Field(0.0, description="jobs placed there in the window that came back to be placed again "
+                                             "(Galaxy resubmitted them)")
     placements: float = Field(description="jobs the broker placed there in the window")
     share: float | SkipJsonSchema[None] = _absent("errors / placements (at most 1)")
     network_share: float | SkipJsonSchema[None] = _absent("the other endpoints' error share over the window")

@@ -553,6 +553,10 @@ def check_config(obj: _Context, config_path: str | None, no_connect: bool) -> No
               "its last attempt failed: Galaxy's resubmission) or attempts (every failed attempt).")
 @click.option("--report-every", "report_every", default="3600", show_default=True,
               help="With --failures: seconds between two error reports (gxadmin's: hourly), comma-separated.")
+@click.option("--health-signals", "health_signals", default="returns", show_default=True,
+              help="With --failures: what health judges on, comma-separated: returns (the error reports and the "
+              "jobs that come back to be ranked again, collector.health.count_returns) or reports (the error "
+              "reports alone).")
 @click.option("--carbon", is_flag=True,
               help="The carbon term off, in near-ties mode and weighted, on grids whose carbon intensity follows a "
               "daily cycle, staging from a throughput table: mean turnaround and kg CO2e per variant, and their "
@@ -561,7 +565,8 @@ def check_config(obj: _Context, config_path: str | None, no_connect: bool) -> No
               "grids dealt out against speed)).")
 def simulate(loads: str, hours: float, seed: int, seeds: int, refresh_s: float, lag_s: float, bursts: str,
              policy_list: str | None, quick: bool, as_json: bool, plot_path: str | None, galaxies: bool,
-             failure_list: str | None, error_counts: str, report_every: str, carbon: bool) -> None:
+             failure_list: str | None, error_counts: str, report_every: str, health_signals: str,
+             carbon: bool) -> None:
     """Compare placement policies in a discrete-event simulation that drives
     the real ranking code and stores (fakeredis, simulated clock)."""
     try:
@@ -653,6 +658,10 @@ def simulate(loads: str, hours: float, seed: int, seeds: int, refresh_s: float, 
         if not intervals or not all(60 <= x <= 86400 for x in intervals):
             raise click.BadParameter(f"{report_every!r}: expected seconds in [60, 86400], comma-separated",
                                      param_hint="--report-every")
+        signals = [x.strip() for x in health_signals.split(",") if x.strip()]
+        if not signals or not set(signals) <= set(sim.HEALTH_SIGNALS):
+            raise click.BadParameter(f"{health_signals!r}: expected {' or '.join(sim.HEALTH_SIGNALS)}, "
+                                     f"comma-separated", param_hint="--health-signals")
         scenarios = [(sim.QUICK if quick else sim.SCENARIOS)[n] for n in names]
         if ctx.get_parameter_source("loads") is ParameterSource.DEFAULT:
             load_list = [0.6]
@@ -662,7 +671,8 @@ def simulate(loads: str, hours: float, seed: int, seeds: int, refresh_s: float, 
             scenarios = [replace(sc, hours=hours) for sc in scenarios]
         failure_rows = sim.simulate_failures(scenarios, load_list, seed, seeds,
                                              [c for c in sim.ERROR_COUNTS if c in counts], intervals, refresh_s,
-                                             lag_s, progress, burst_size=(low, high))
+                                             lag_s, progress, burst_size=(low, high),
+                                             signals=[x for x in sim.HEALTH_SIGNALS if x in signals])
         if as_json:
             click.echo(json.dumps(sim.failure_json(failure_rows, scenarios, seed=seed, seeds=seeds,
                                                    refresh_s=refresh_s, lag_s=lag_s, bursts=[low, high]), indent=2))

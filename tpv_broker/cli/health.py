@@ -57,9 +57,9 @@ def list_health(obj: _Context, as_json: bool) -> None:
     for dest_id, h in sorted(judged.items()):
         share = "-" if h.share is None else f"{h.share:.0%}"
         network = "-" if h.network_share is None else f"{h.network_share:.0%}"
-        rows.append((dest_id, h.state, f"{now - h.since:.0f} s", f"{h.errors:.0f}", f"{h.placements:.0f}", share,
-                     network, h.reason))
-    _table(("destination", "state", "for", "errors", "placed", "share", "others", "why"), rows)
+        rows.append((dest_id, h.state, f"{now - h.since:.0f} s", f"{h.errors:.0f}", f"{h.returned:.0f}",
+                     f"{h.placements:.0f}", share, network, h.reason))
+    _table(("destination", "state", "for", "failed", "came back", "placed", "share", "others", "why"), rows)
     waiting = sorted(set(pins) - set(judged))
     if waiting:
         click.echo(f"pinned, not in the snapshot yet (the collector applies pins at its next cycle): "

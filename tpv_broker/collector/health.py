@@ -1,5 +1,6 @@
 """Destination health in a cycle: the signals gathered (error reports from
-the sources, the broker's own placements and the admins' pins from Redis),
+the sources, the broker's own placements and returns and the admins' pins
+from Redis),
 judged by the pure core (``core/health.py``), the transitions told. Only
 when a source reads error counts, or an admin pinned a destination:
 otherwise nothing here changes a snapshot."""
@@ -33,7 +34,8 @@ class Transition:
 
 
 def rules_of(config: BrokerConfig) -> HealthRules:
-    return HealthRules(**config.collector.health.model_dump())
+    # count_returns chooses the signals, not how they are judged.
+    return HealthRules(**config.collector.health.model_dump(exclude={"count_returns"}))
 
 
 def reads_errors(presets: Sequence[Preset]) -> bool:
@@ -76,9 +78,12 @@ def judge_cycle(data: CycleData, sources: Sequence[Source], config: BrokerConfig
         return kept, None
     # bucket_s: placements are counted in buckets (store/inflight.py); one
     # that began before probation (or an unpinning) holds its first probes.
-    placed = inputs.placed_by(error_tenants(sources))
-    signals = {d: Signals(placements=placed.get(d, ()), errors=data.errors.get(d, ()), bucket_s=PLACEMENT_BUCKET_S)
-               for d in {*placed, *data.errors}}
+    tenants = error_tenants(sources)
+    placed = inputs.placed_by(tenants)
+    returned = inputs.returned_by(tenants) if config.collector.health.count_returns else {}
+    signals = {d: Signals(placements=placed.get(d, ()), errors=data.errors.get(d, ()), returns=returned.get(d, ()),
+                          bucket_s=PLACEMENT_BUCKET_S)
+               for d in {*placed, *data.errors, *returned}}
     return judge_all(previous, signals, pins, now, rules), None
 
 

@@ -158,11 +158,22 @@ class HealthSettings(_Section):
     # count them (report_lag_s after probation began), it is judged on them.
     probe_jobs: int = Field(5, ge=1)
     report_lag_s: float = Field(3900.0, gt=0)
+    # The jobs that came back are also judged over this recent span alone
+    # (error reports are hourly: they are not): a black hole is excluded
+    # minutes after it broke, however well it ran before in window_s.
+    recent_s: float = Field(600.0, ge=300)
+    # A job placed on a destination that comes back to be placed again
+    # (Galaxy resubmitted it) failed there: counted at once, without
+    # waiting for the error report. Off for a site whose Galaxy ranks jobs
+    # again for other reasons.
+    count_returns: bool = True
 
     @model_validator(mode="after")
     def _ordered(self) -> HealthSettings:
         if self.excluded_excess < self.degraded_excess:
             raise ValueError("excluded_excess: must be at least degraded_excess")
+        if self.recent_s > self.window_s:
+            raise ValueError("recent_s: must be at most window_s")
         return self
 
 

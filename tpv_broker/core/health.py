@@ -1,5 +1,8 @@
-"""Destination health, pure: from each destination's error reports and the
-broker's own placements there, and the previous verdict, the next one.
+"""Destination health, pure: from each destination's error reports, the
+broker's own placements there and the jobs that came back from there (a
+job Galaxy resubmits after it failed is ranked again: the broker sees it
+within seconds, the error report up to an hour later), and the previous
+verdict, the next one.
 
 An endpoint that fails its jobs (storage full, staging broken, nodes
 killing jobs) finishes them in seconds with an empty queue: to a
@@ -21,7 +24,7 @@ import hashlib
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tpv_broker.core.models import DestinationHealth, HealthPin, HealthState
 
@@ -42,6 +45,7 @@ class HealthRules:
     probe_share: float = 0.05
     probe_jobs: int = 5
     report_lag_s: float = 3900.0
+    recent_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -57,11 +61,27 @@ class Signals:
     # may have been placed after (the probes of a probation's first minutes
     # were lost otherwise, while their errors counted).
     bucket_s: float = 0.0
+    # (start of a bucket, jobs placed there that came back to be placed
+    # again in it): failures too, known at once; counted as the placements.
+    returns: Sequence[tuple[float, float]] = ()
 
     def counted(self, since: float) -> tuple[float, float]:
-        """Placements and errors after ``since``."""
-        return (math.fsum(n for at, n in self.placements if at >= since or at + self.bucket_s > since),
-                math.fsum(n for at, n in self.errors if at > since))
+        """Placements and failures after ``since``: the failures are the
+        errors reported or the jobs returned, whichever are more (most
+        returned jobs are reported too, an hour later; some failed jobs are
+        not resubmitted, some returned ones end well elsewhere)."""
+        return (self._in_buckets(self.placements, since),
+                max(math.fsum(n for at, n in self.errors if at > since), self.returned(since)))
+
+    def returned(self, since: float) -> float:
+        return self._in_buckets(self.returns, since)
+
+    def counted_returns(self, since: float) -> tuple[float, float]:
+        """Placements and returns after ``since`` (no error report)."""
+        return self._in_buckets(self.placements, since), self.returned(since)
+
+    def _in_buckets(self, buckets: Sequence[tuple[float, float]], since: float) -> float:
+        return math.fsum(n for at, n in buckets if at >= since or at + self.bucket_s > since)
 
     def placed_between(self, since: float, until: float) -> float:
         """Placements after ``since`` in buckets that ended by ``until``."""
@@ -84,27 +104,43 @@ def judge_all(previous: Mapping[str, DestinationHealth], signals: Mapping[str, S
               pins: Mapping[str, HealthPin], now: float, rules: HealthRules) -> dict[str, DestinationHealth]:
     """The next verdict of every destination with signals, a verdict or a pin."""
     since = now - rules.window_s
-    # The network's share counts the jobs the broker placed and, of their
-    # errors, no more than them: errors of jobs placed by other means (a
-    # Galaxy's local runners) would raise the bar for everyone.
-    totals = {d: (p, min(e, p)) for d, s in signals.items() for p, e in [s.counted(since)] if p > 0}
-    all_placed = math.fsum(p for p, _ in totals.values())
-    all_failed = math.fsum(e for _, e in totals.values())
+    ids = sorted({*signals, *previous, *pins})
+    network = _network_shares({d: s.counted(since) for d, s in signals.items()}, ids)
+    # Over the recent window, the returns alone: the error reports are
+    # hourly and would not line up with a few minutes of placements.
+    recent = _network_shares({d: s.counted_returns(now - rules.recent_s) for d, s in signals.items()}, ids)
     out = {}
-    for dest_id in sorted({*signals, *previous, *pins}):
-        own_placed, own_failed = totals.get(dest_id, (0.0, 0.0))
-        others = all_placed - own_placed
-        network = max(0.0, all_failed - own_failed) / others if others > 0 else 0.0
+    for dest_id in ids:
         own = signals.get(dest_id, Signals())
-        verdict = judge(previous.get(dest_id), own, min(1.0, network), pins.get(dest_id), now, rules)
+        verdict = judge(previous.get(dest_id), own, network[dest_id], pins.get(dest_id), now, rules,
+                        recent[dest_id])
         reports = sorted((at, n) for at, n in own.errors if at > since)
         out[dest_id] = verdict.model_copy(update={"reports": reports}) if reports else verdict
     return out
 
 
+def _network_shares(counts: Mapping[str, tuple[float, float]], ids: Sequence[str]) -> dict[str, float]:
+    """Per destination of ``ids``, the other endpoints' failure share,
+    from each one's (placements, failures). It counts the jobs the broker placed
+    and, of their failures, no more than them: errors of jobs placed by
+    other means (a Galaxy's local runners) would raise the bar for
+    everyone."""
+    totals = {d: (p, min(e, p)) for d, (p, e) in counts.items() if p > 0}
+    all_placed = math.fsum(p for p, _ in totals.values())
+    all_failed = math.fsum(e for _, e in totals.values())
+    out = {}
+    for dest_id in ids:
+        own_placed, own_failed = totals.get(dest_id, (0.0, 0.0))
+        others = all_placed - own_placed
+        out[dest_id] = min(1.0, max(0.0, all_failed - own_failed) / others) if others > 0 else 0.0
+    return out
+
+
 def judge(previous: DestinationHealth | None, signals: Signals, network_share: float, pin: HealthPin | None,
-          now: float, rules: HealthRules) -> DestinationHealth:
-    """The next verdict of one destination (the table in docs/health.md)."""
+          now: float, rules: HealthRules, recent_network_share: float = 0.0) -> DestinationHealth:
+    """The next verdict of one destination (the table in docs/health.md);
+    ``recent_network_share``: the others' share of returns over
+    ``recent_s``."""
     if pin is not None:
         return _pinned(pin, previous, now)
     was: HealthState = "healthy" if previous is None or previous.pin is not None else previous.state
@@ -112,9 +148,10 @@ def judge(previous: DestinationHealth | None, signals: Signals, network_share: f
     if previous is not None and previous.pin is not None:
         # What happened while it was pinned is not held against it.
         counted_from = now
-    start = max(now - rules.window_s, counted_from if counted_from is not None else -math.inf)
+    after = counted_from if counted_from is not None else -math.inf
+    start = max(now - rules.window_s, after)
     placed, failed = signals.counted(start)
-    figures = _Figures(placed, failed, network_share)
+    figures = _Figures(placed, failed, network_share, signals.returned(start))
     if was == "excluded" and previous is not None:
         if now - previous.since >= rules.exclude_s:
             return _verdict("probation", now, now, _Figures(0.0, 0.0, network_share), rules,
@@ -125,13 +162,23 @@ def judge(previous: DestinationHealth | None, signals: Signals, network_share: f
         # Probes placed in the last report_lag_s may have failed unreported:
         # only those placed before can show it healed.
         reported = signals.placed_between(start, now - rules.report_lag_s)
-        return _on_probation(previous, figures, _Figures(reported, failed, network_share), now, rules)
+        return _on_probation(previous, figures, replace(figures, placed=reported), now, rules)
     # Just back from probation (or a pin), it is judged on what came since,
     # from as many jobs as probation needed.
     least = rules.probe_jobs if counted_from is not None and counted_from > now - rules.window_s else rules.min_jobs
-    state = _level(figures, rules, least)
+    state, span = _level(figures, rules, least), rules.window_s
+    # A black hole's failures come back within a minute, but over the whole
+    # window the hours it ran well dilute them: judged on the recent
+    # returns too, it is excluded in minutes, not hours. Excluded only: a
+    # few minutes of user errors can look degraded (4 of 10 jobs), not
+    # like nearly every job failing.
+    recent_start = max(now - rules.recent_s, after)
+    recent_placed, recent_returned = signals.counted_returns(recent_start)
+    recent = _Figures(recent_placed, recent_returned, recent_network_share, recent_returned)
+    if state != "excluded" and _level(recent, rules, least) == "excluded":
+        state, figures, span = "excluded", recent, rules.recent_s
     since = previous.since if previous is not None and previous.state == state and previous.pin is None else now
-    return _verdict(state, since, counted_from, figures, rules, _why(state, figures, rules, since, least))
+    return _verdict(state, since, counted_from, figures, rules, _why(state, figures, since, least, span))
 
 
 def probe_draw(tenant: str, job_id: str) -> float:
@@ -146,6 +193,8 @@ class _Figures:
     placed: float
     failed: float
     network: float
+    # Of the jobs placed, those that came back (at most ``failed``).
+    returned: float = 0.0
 
     @property
     def share(self) -> float | None:
@@ -201,14 +250,15 @@ def _pinned(pin: HealthPin, previous: DestinationHealth | None, now: float) -> D
 def _verdict(state: HealthState, since: float, counted_from: float | None, f: _Figures, rules: HealthRules,
              reason: str) -> DestinationHealth:
     return DestinationHealth(
-        state=state, since=since, counted_from=counted_from, errors=f.failed, placements=f.placed,
+        state=state, since=since, counted_from=counted_from, errors=f.failed, returned=f.returned,
+        placements=f.placed,
         share=None if f.share is None else round(f.share, 4), network_share=round(f.network, 4), reason=reason,
         score_factor=rules.degraded_factor if state == "degraded" else 1.0,
         probe_share=rules.probe_share if state == "probation" else None)
 
 
-def _why(state: HealthState, f: _Figures, rules: HealthRules, since: float, least: int) -> str:
-    hours = f"{rules.window_s / 3600:g} h" if rules.window_s >= 3600 else f"{rules.window_s / 60:.0f} min"
+def _why(state: HealthState, f: _Figures, since: float, least: int, span_s: float) -> str:
+    hours = f"{span_s / 3600:g} h" if span_s >= 3600 else f"{span_s / 60:.0f} min"
     if state == "healthy":
         if f.placed < least:
             return f"{f.placed:.0f} job(s) placed in the last {hours}: too few to judge (at least {least})"
@@ -219,7 +269,8 @@ def _why(state: HealthState, f: _Figures, rules: HealthRules, since: float, leas
 
 def _failed(f: _Figures) -> str:
     share = "" if f.share is None else f" ({f.share:.0%}; the other endpoints {f.network:.0%})"
-    return f"{f.failed:.0f} of {max(f.placed, f.failed):.0f} jobs failed{share}"
+    back = f", {f.returned:.0f} came back to be placed again" if f.returned else ""
+    return f"{f.failed:.0f} of {max(f.placed, f.failed):.0f} jobs failed{share}{back}"
 
 
 def _clock(epoch: float) -> str:

@@ -56,8 +56,11 @@ class DestinationHealth(_Payload):
     # Errors and placements before this are not held against it (its last
     # probation began then, or a pin ended).
     counted_from: float | None = None
-    # In the window (``collector.health.window_s``), from counted_from on.
+    # In the window (``collector.health.window_s``), from counted_from on:
+    # the failures (errors reported, or jobs returned if more) ...
     errors: float = 0.0
+    # ... of which jobs that came back to be placed again (resubmitted).
+    returned: float = 0.0
     placements: float = 0.0
     share: float | None = None
     # The other endpoints' error share over the whole window.

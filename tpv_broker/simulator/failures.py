@@ -25,6 +25,11 @@ query of ``job.state = 'error'`` by ``job.destination_id`` returns).
 each were its own Galaxy job): more errors for health to see, both the
 black hole's and the noise.
 
+The broker sees a failure two ways: in the error reports, and at once when
+the failed job comes back to be ranked again (``signals="returns"``, the
+default, as ``collector.health.count_returns``); ``signals="reports"``
+judges on the reports alone.
+
 The broker's health is judged by the collector's own code every refresh
 (``collector.health.judge_cycle`` over ``core.health.judge_all``): the
 reports are read from a source shared by every Galaxy (``ReportSource``)
@@ -67,6 +72,10 @@ from .workload import SITES, Job, arrivals
 
 ErrorCount = Literal["final", "attempts"]
 ERROR_COUNTS: tuple[ErrorCount, ...] = ("final", "attempts")
+# What health judges on: the error reports and the jobs that come back, or
+# the reports alone.
+HealthSignals = Literal["returns", "reports"]
+HEALTH_SIGNALS: tuple[HealthSignals, ...] = ("returns", "reports")
 # The same broker with in-flight charges, without and with destination
 # health; and, for reference, without any failure.
 FAILURE_POLICIES = ("broker_inflight", "broker_inflight_health")
@@ -283,21 +292,24 @@ class HealthJudge:
 
 def run_failures(scenario: Scenario, jobs: list[Job], seed: int, health: bool, errors: ErrorCount = "final",
                  report_every_s: float = HOUR, refresh_s: float = 60.0, lag_s: float = 30.0,
-                 failures: bool = True) -> dict[str, Any]:
+                 failures: bool = True, signals: HealthSignals = "returns") -> dict[str, Any]:
     """One run of the broker with in-flight charges, with or without
     health, on ``jobs``: its row (``failure_row``). Without ``failures``:
     the reference run where nothing fails."""
     records, model, judge, name = _run(scenario, jobs, seed, health, errors, report_every_s, refresh_s, lag_s,
-                                       failures)
+                                       failures, signals)
     return failure_row(scenario, records, model, judge, name, seed)
 
 
 def _run(scenario: Scenario, jobs: list[Job], seed: int, health: bool, errors: ErrorCount, report_every_s: float,
-         refresh_s: float, lag_s: float, failures: bool = True
+         refresh_s: float, lag_s: float, failures: bool = True, signals: HealthSignals = "returns"
          ) -> tuple[list[JobRecord], FailureModel, HealthJudge | None, str]:
     world = new_world()
     store = SnapshotStore(fakeredis.FakeRedis(), KeySchema("sim"))
     config = broker_config(0.0)
+    if signals == "reports":
+        rules = config.collector.health.model_copy(update={"count_returns": False})
+        config = config.model_copy(update={"collector": config.collector.model_copy(update={"health": rules})})
     model = FailureModel(scenario, seed, errors, ErrorReports(report_every_s))
     judge = HealthJudge(store, config, model.reports) if health else None
     broker = Broker(RankService(config, store, clock=lambda: world.now), charge=True, seed=seed)
@@ -351,16 +363,24 @@ def failure_row(scenario: Scenario, records: list[JobRecord], model: FailureMode
         "failed_at_black_hole": len(at_hole),
         # The first error report showing its failures, readable from then on.
         "first_report_s": first_report,
-        # What no judge of that report can save: the jobs failed before it.
+        # The first job that failed there coming back (resubmitted).
+        "first_return_s": _first_return(model, hole),
+        # What no judge of the reports alone can save: the jobs failed before the first.
         "jobs_failed_before_first_report": len({job for at, _, job in model.failures
                                                 if first_report is not None
                                                 and at < first_report + model.reports.delay_s}),
-        "demoted_s": None, "demotion_delay_s": None, "excluded_s": None, "exclusion_delay_s": None,
-        "excluded_times": 0, "readmitted_s": None,
+        "first_signal_s": None, "demoted_s": None, "demotion_delay_s": None, "excluded_s": None,
+        "exclusion_delay_s": None, "excluded_times": 0, "readmitted_s": None,
         "probations": [], "healthy_while_broken": [],
     })
     if judge is None:
         return row
+    returns = judge.config.collector.health.count_returns
+    row["signals"] = "returns" if returns else "reports"
+    # The first failure the broker's signals show it: a job come back, or the first report (once readable).
+    shown = [t for t in (None if first_report is None else first_report + model.reports.delay_s,
+                         row["first_return_s"] if returns else None) if t is not None]
+    first_signal = row["first_signal_s"] = min(shown) if shown else None
     states = judge.states(hole)
     excluded = _first(states, "excluded", scenario.broken_from_s)
     # Its first verdict other than healthy: degraded (score x 0.5) or excluded.
@@ -369,10 +389,10 @@ def failure_row(scenario: Scenario, records: list[JobRecord], model: FailureMode
     row["excluded_s"] = excluded
     row["demoted_s"] = demoted.at if demoted is not None else None
     row["demotion_reason"] = demoted.reason if demoted is not None else None
-    if demoted is not None and first_report is not None:
-        row["demotion_delay_s"] = round(demoted.at - (first_report + model.reports.delay_s), 1)
-    if excluded is not None and first_report is not None:
-        row["exclusion_delay_s"] = round(excluded - (first_report + model.reports.delay_s), 1)
+    if demoted is not None and first_signal is not None:
+        row["demotion_delay_s"] = round(demoted.at - first_signal, 1)
+    if excluded is not None and first_signal is not None:
+        row["exclusion_delay_s"] = round(excluded - first_signal, 1)
         row["failed_before_exclusion"] = sum(1 for at in at_hole if at < excluded)
         row["failed_after_exclusion"] = sum(1 for at in at_hole if at >= excluded)
     row["excluded_times"] = sum(1 for t in states if t.after == "excluded")
@@ -389,27 +409,41 @@ def failure_row(scenario: Scenario, records: list[JobRecord], model: FailureMode
     return row
 
 
+def _first_return(model: FailureModel, dest_id: str) -> float | None:
+    """When the first job that failed at ``dest_id`` and was submitted
+    again came back to be ranked."""
+    seen: dict[str, int] = {}
+    for at, d, job in model.failures:
+        seen[job] = seen.get(job, 0) + 1
+        if d == dest_id and seen[job] < model.attempts:
+            return at + model.resubmit_delay_s
+    return None
+
+
 def simulate_failures(scenarios: Sequence[Scenario], loads: Sequence[float], seed: int, seeds: int,
                       errors: Sequence[ErrorCount] = ("final",), report_every: Sequence[float] = (HOUR,),
                       refresh_s: float = 60.0, lag_s: float = 30.0,
                       progress: Callable[[str], None] = lambda _: None, baseline: bool = True,
-                      burst_size: tuple[int, int] = (10, 40)) -> list[dict[str, Any]]:
-    """Per scenario, way of counting errors, report interval, load and
-    seed, both policies on the same arrivals, and with ``baseline`` the
-    same broker where nothing fails (run once per arrivals): one row each."""
+                      burst_size: tuple[int, int] = (10, 40),
+                      signals: Sequence[HealthSignals] = ("returns",)) -> list[dict[str, Any]]:
+    """Per scenario, health's signals, way of counting errors, report
+    interval, load and seed, both policies on the same arrivals, and with
+    ``baseline`` the same broker where nothing fails (run once per
+    arrivals): one row each."""
     rows = []
     baselines: dict[tuple[float, float, int], dict[str, Any]] = {}
     # Without health, how errors are counted and reported changes no
     # placement: one run, its failures reported each way.
     without: dict[tuple[str, float, int], tuple[list[JobRecord], FailureModel, HealthJudge | None, str]] = {}
-    for scenario in scenarios:
+    for scenario, signal in ((sc, sig) for sc in scenarios for sig in signals):
         duration_s = scenario.hours * HOUR
         for count in errors:
             for every in report_every:
                 for load in loads:
                     for s in range(seed, seed + seeds):
                         jobs = arrivals(load, duration_s, s, burst_size=burst_size)
-                        config = {"scenario": scenario.name, "errors": count, "report_every_s": every, "load": load,
+                        config = {"scenario": scenario.name, "signals": signal, "errors": count,
+                                  "report_every_s": every, "load": load,
                                   "offered_load": round(offered(jobs, duration_s), 3)}
                         if baseline:
                             key = (duration_s, load, s)
@@ -419,7 +453,8 @@ def simulate_failures(scenarios: Sequence[Scenario], loads: Sequence[float], see
                             rows.append({**config, **baselines[key], "scenario": scenario.name})
                         for health in (False, True):
                             if health:
-                                row = run_failures(scenario, jobs, s, health, count, every, refresh_s, lag_s)
+                                row = run_failures(scenario, jobs, s, health, count, every, refresh_s, lag_s,
+                                                   signals=signal)
                             else:
                                 key2 = (scenario.name, load, s)
                                 if key2 not in without:
@@ -428,14 +463,15 @@ def simulate_failures(scenarios: Sequence[Scenario], loads: Sequence[float], see
                                 row = failure_row(scenario, records, model.replayed(count, ErrorReports(every)),
                                                   None, name, s)
                             rows.append({**config, **row})
-                            progress(f"{scenario.name} ({count} errors, reports every {every:g} s) load {load:.0%} "
+                            progress(f"{scenario.name} ({signal}, {count} errors, reports every {every:g} s) "
+                                     f"load {load:.0%} "
                                      f"seed {s} {row['policy']}: {row['jobs']} jobs, {row['jobs_failed']} failed, "
                                      f"{row['jobs_failed_twice']} twice")
     return rows
 
 
-def _group(row: dict[str, Any]) -> tuple[str, str, float, float]:
-    return row["scenario"], row["errors"], row["report_every_s"], row["load"]
+def _group(row: dict[str, Any]) -> tuple[str, str, str, float, float]:
+    return row["scenario"], row["signals"], row["errors"], row["report_every_s"], row["load"]
 
 
 def _values(runs: list[dict[str, Any]], key: str) -> list[float]:
@@ -450,9 +486,9 @@ def failure_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for group in dict.fromkeys(_group(r) for r in rows):
         at = [r for r in rows if _group(r) == group]
-        scenario, errors, every, load = group
-        entry: dict[str, Any] = {"scenario": scenario, "errors": errors, "report_every_s": every, "load": load,
-                                 "seeds": len({r["seed"] for r in at})}
+        scenario, signal, errors, every, load = group
+        entry: dict[str, Any] = {"scenario": scenario, "signals": signal, "errors": errors, "report_every_s": every,
+                                 "load": load, "seeds": len({r["seed"] for r in at})}
         for policy in (BASELINE, *FAILURE_POLICIES):
             runs = [r for r in at if r["policy"] == policy]
             if not runs:
@@ -460,7 +496,8 @@ def failure_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             figures: dict[str, Any] = {}
             for key in ("jobs", "jobs_failed", "jobs_failed_twice", "failed_attempts", "errors_reported",
                         "mean_turnaround_s", "mean_turnaround_ok_s", "core_hours_lost", "failed_at_black_hole",
-                        "jobs_failed_before_first_report", "first_report_s", "demoted_s", "demotion_delay_s",
+                        "jobs_failed_before_first_report", "first_report_s", "first_return_s", "first_signal_s",
+                        "demoted_s", "demotion_delay_s",
                         "excluded_s", "exclusion_delay_s", "failed_while_readmitted_early",
                         "readmitted_s", "excluded_times", "failed_before_exclusion", "failed_after_exclusion"):
                 values = _values(runs, key)
@@ -491,7 +528,7 @@ def _targets(scenario: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "per_seed": per_seed, **_spread(per_seed),
                 "pooled": _ratio(sum(without[s][key] for s in paired), sum(health[s][key] for s in paired))}
     if scenario == "blackhole" and paired:
-        # The most any judge of the same reports could reach: every job
+        # The most a judge of the reports alone could reach: every job
         # that failed without health, over those failed before the first
         # report showing the black hole's failures.
         ceiling = {s: _ratio(without[s]["jobs_failed"], health[s].get("jobs_failed_before_first_report") or 0)
@@ -502,7 +539,7 @@ def _targets(scenario: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         out["fewer_failed_10x"] = {"target": ">= 10", "of": len(paired),
                                    "seeds_meeting": sum(v is None or v >= 10 for v in ratio["per_seed"].values())}
         out["excluded_within_10_min"] = {
-            "target": "<= 600 s after the first report showing its failures",
+            "target": "<= 600 s after the first failure health's signals show (a job come back, or a report)",
             "per_seed": delays,
             "seeds_meeting": sum(d is not None and d <= 600 for d in delays.values()), "of": len(paired)}
     if scenario == "noisy":
@@ -544,22 +581,25 @@ def _hm(seconds: float | None) -> str:
 
 def failure_lines(rows: list[dict[str, Any]]) -> list[str]:
     """One line per run, then per scenario and load the spreads and targets."""
-    header = ("scenario", "errors", "reports", "load", "seed", "policy", "jobs", "failed", "twice",
-              "mean turnaround s", "(ok jobs)", "first report", "excluded", "delay s", "readmitted", "ever excluded")
+    header = ("scenario", "signals", "errors", "reports", "load", "seed", "policy", "jobs", "failed", "twice",
+              "mean turnaround s", "(ok jobs)", "first report", "first seen", "excluded", "delay s", "readmitted",
+              "ever excluded")
     lines = [header]
     for r in rows:
-        lines.append((r["scenario"], r["errors"], f"{r['report_every_s']:g} s", f"{r['load']:.0%}", str(r["seed"]),
-                      r["policy"], str(r["jobs"]),
+        lines.append((r["scenario"], r["signals"], r["errors"], f"{r['report_every_s']:g} s", f"{r['load']:.0%}",
+                      str(r["seed"]), r["policy"], str(r["jobs"]),
                       str(r["jobs_failed"]), str(r["jobs_failed_twice"]), f"{r['mean_turnaround_s']:.0f}",
-                      f"{r['mean_turnaround_ok_s']:.0f}", _hm(r.get("first_report_s")), _hm(r.get("excluded_s")),
+                      f"{r['mean_turnaround_ok_s']:.0f}", _hm(r.get("first_report_s")), _hm(r.get("first_signal_s")),
+                      _hm(r.get("excluded_s")),
                       "-" if r.get("exclusion_delay_s") is None else f"{r['exclusion_delay_s']:.0f}",
                       _hm(r.get("readmitted_s")),
                       ",".join(r["excluded"]) or "none" if "excluded" in r else "-"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines]
     for entry in failure_summary(rows):
-        out.append(f"{entry['scenario']} ({entry['errors']} errors counted, a report every "
-                   f"{entry['report_every_s']:g} s) at load {entry['load']:.0%}, {entry['seeds']} seed(s), mean ± sd:")
+        out.append(f"{entry['scenario']} (health on {entry['signals']}, {entry['errors']} errors counted, a report "
+                   f"every {entry['report_every_s']:g} s) at load {entry['load']:.0%}, {entry['seeds']} seed(s), "
+                   f"mean ± sd:")
         for policy in (BASELINE, *FAILURE_POLICIES):
             f = entry.get(policy)
             if not f:
@@ -567,9 +607,10 @@ def failure_lines(rows: list[dict[str, Any]]) -> list[str]:
             parts = [f"failed {_pm(f['jobs_failed'])}", f"twice {_pm(f['jobs_failed_twice'])}",
                      f"turnaround {_pm(f['mean_turnaround_s'])} s (ok jobs {_pm(f['mean_turnaround_ok_s'])} s)"]
             if "demotion_delay_s" in f:
-                parts.append(f"first degraded or excluded {_pm(f['demotion_delay_s'])} s after the first report")
+                parts.append(f"first degraded or excluded {_pm(f['demotion_delay_s'])} s after its first failure "
+                             f"was seen")
             if "exclusion_delay_s" in f:
-                parts.append(f"excluded {_pm(f['exclusion_delay_s'])} s after that report")
+                parts.append(f"excluded {_pm(f['exclusion_delay_s'])} s after that")
             if "readmitted_s" in f:
                 parts.append(f"readmitted at {_hm(f['readmitted_s']['min'])}-{_hm(f['readmitted_s']['max'])}")
             if "ever_excluded" in f:

@@ -1,6 +1,7 @@
 """What destination health reads and writes in Redis (keys: ``keys.py``):
-the placements the charge script counts (``<p>:health:placements``) and
-the admins' pins (``<p>:health:pins``). The judging itself is pure
+the placements and returns the charge script counts
+(``<p>:health:placements``, ``<p>:health:returns``) and the admins' pins
+(``<p>:health:pins``). The judging itself is pure
 (``core/health.py``)."""
 
 from __future__ import annotations
@@ -18,25 +19,39 @@ from tpv_broker.errors import StoreError
 from tpv_broker.store.inflight import PLACEMENT_BUCKET_S
 from tpv_broker.store.keys import KeySchema
 
+Buckets = dict[str, list[tuple[float, float]]]
+
 
 @dataclass(frozen=True)
 class HealthInputs:
-    """Per destination, its placement buckets (start, jobs), every tenant's
-    together and per tenant; and the pins."""
+    """Per tenant and destination, the buckets (start, jobs) of its
+    placements and of its returns (jobs that came back to be placed again);
+    and the pins."""
 
-    placements: dict[str, list[tuple[float, float]]]
+    by_tenant: dict[str, Buckets]
+    returns_by_tenant: dict[str, Buckets]
     pins: dict[str, HealthPin]
-    by_tenant: dict[str, dict[str, list[tuple[float, float]]]]
 
-    def placed_by(self, tenants: frozenset[str] | None) -> dict[str, list[tuple[float, float]]]:
+    @property
+    def placements(self) -> Buckets:
+        """Every tenant's placements together."""
+        return self.placed_by(None)
+
+    def placed_by(self, tenants: frozenset[str] | None) -> Buckets:
         """The placements of these tenants only (None: every tenant's)."""
-        if tenants is None:
-            return self.placements
-        out: dict[str, list[tuple[float, float]]] = {}
-        for tenant in sorted(tenants):
-            for dest, buckets in self.by_tenant.get(tenant, {}).items():
-                out.setdefault(dest, []).extend(buckets)
-        return out
+        return _joined(self.by_tenant, tenants)
+
+    def returned_by(self, tenants: frozenset[str] | None) -> Buckets:
+        """The returns of these tenants only (None: every tenant's)."""
+        return _joined(self.returns_by_tenant, tenants)
+
+
+def _joined(per_tenant: dict[str, Buckets], tenants: frozenset[str] | None) -> Buckets:
+    out: Buckets = {}
+    for tenant in sorted(per_tenant if tenants is None else tenants):
+        for dest, buckets in per_tenant.get(tenant, {}).items():
+            out.setdefault(dest, []).extend(buckets)
+    return out
 
 
 class HealthStore:
@@ -47,24 +62,26 @@ class HealthStore:
         self.failure = failure
 
     def read(self, since: float, drop_old: bool = True) -> HealthInputs:
-        """The placements from ``since`` on and every pin, in one round
-        trip; the buckets before ``since`` are dropped (nobody counts them)
-        unless ``drop_old`` is false (a reader with a shorter window)."""
+        """The placements and returns from ``since`` on and every pin, in
+        one round trip; the buckets before ``since`` are dropped (nobody
+        counts them) unless ``drop_old`` is false (a reader with a shorter
+        window)."""
         try:
             pipe = self.client.pipeline(transaction=False)
             pipe.hgetall(self.keys.health_placements)
+            pipe.hgetall(self.keys.health_returns)
             pipe.hgetall(self.keys.health_pins)
-            raw_placed, raw_pins = cast("list[dict[bytes, bytes]]", pipe.execute())
-            by_tenant, old = _placements(raw_placed, since)
-            if old and drop_old:
-                self.client.hdel(self.keys.health_placements, *old)
+            raw_placed, raw_returned, raw_pins = cast("list[dict[bytes, bytes]]", pipe.execute())
+            by_tenant, old = _buckets(raw_placed, since)
+            returns, old_returns = _buckets(raw_returned, since)
+            if drop_old:
+                if old:
+                    self.client.hdel(self.keys.health_placements, *old)
+                if old_returns:
+                    self.client.hdel(self.keys.health_returns, *old_returns)
         except redis.RedisError as e:
             raise self.failure("reading placements and health pins", e) from None
-        placements: dict[str, list[tuple[float, float]]] = {}
-        for per_dest in by_tenant.values():
-            for dest, buckets in per_dest.items():
-                placements.setdefault(dest, []).extend(buckets)
-        return HealthInputs(placements, _pins(raw_pins), by_tenant)
+        return HealthInputs(by_tenant, returns, _pins(raw_pins))
 
     def pins(self) -> dict[str, HealthPin]:
         try:
@@ -87,10 +104,9 @@ class HealthStore:
             raise self.failure("unpinning a destination", e) from None
 
 
-def _placements(raw: dict[bytes, bytes],
-                since: float) -> tuple[dict[str, dict[str, list[tuple[float, float]]]], list[bytes]]:
+def _buckets(raw: dict[bytes, bytes], since: float) -> tuple[dict[str, Buckets], list[bytes]]:
     """tenant -> destination -> buckets, and the fields to drop."""
-    out: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    out: dict[str, Buckets] = {}
     old: list[bytes] = []
     for field, value in raw.items():
         bucket, _, rest = field.decode(errors="replace").partition(":")

@@ -15,7 +15,11 @@ leave the sums in a script too, never on the request path:
   (``ChargeRead`` asks for them; there are few).
 
 A job charged again (Galaxy resubmits, a handler restarts) moves its charge:
-``<p>:inflight:job:<tenant>:<job id>`` holds its member.
+``<p>:inflight:job:<tenant>:<job id>`` holds its member. One that comes
+back ``RETURN_AFTER_S`` or more after its charge, asking for no more cores
+or memory, is counted as returned by the destination it had gone to
+(``<p>:health:returns``): Galaxy resubmits a job that failed there, and
+the broker learns of it within seconds instead of at the next error report.
 
 Scripts, so several API workers charging at once, a job ranked twice and a
 publish in between all stay exact."""
@@ -97,20 +101,30 @@ local function drop_older_than(t)
 end
 """
 
-# KEYS[4]: the placement counts (destination health); KEYS[5] (optional):
-# the job's key. ARGV: member, charged at, drop charges older than this,
-# TTL (s), the placement count's field, its TTL (s). Returns 1 if charged,
-# 0 if the destination's figures already show a job charged that early
-# (the clocks disagree). Either way the job went there: it is counted, once
-# per job and destination (a job ranked again to the same place is not).
+# KEYS[4]: the placement counts, KEYS[5]: the return counts (destination
+# health); KEYS[6] (optional): the job's key. ARGV: member, charged at, drop
+# charges older than this, TTL (s), the placement count's field, the
+# counts' TTL (s), the return count's field less its destination, the
+# least age (s) of a charge whose job comes back for it to count as
+# returned. Returns 1 if charged, 0 if the destination's figures already
+# show a job charged that early (the clocks disagree). Either way the job
+# went there: it is counted, once per job and destination (a job ranked
+# again to the same place is not: placements and returns count jobs, as
+# the error reports do, so a job failing there twice is one of one).
 _CHARGE = _LIB + """
 drop_older_than(ARGV[3])
 local c = cjson.decode(ARGV[1])
 local placed = true
-if KEYS[5] then
-  local old = redis.call('GET', KEYS[5])
+if KEYS[6] then
+  local old = redis.call('GET', KEYS[6])
   if old then
     local was = decode(old)
+    -- More cores or memory: TPV resized it after it ran out, no fault of
+    -- the destination's.
+    if valid(was) and c.t - was.t >= tonumber(ARGV[8]) and c.c <= was.c and c.m <= was.m then
+      redis.call('HINCRBY', KEYS[5], ARGV[7] .. was.d, 1)
+      redis.call('EXPIRE', KEYS[5], ARGV[6])
+    end
     if was and was.d == c.d then placed = false end
     drop(old)
   end
@@ -121,12 +135,12 @@ if placed then
 end
 local shown = reflected(c.d)
 if shown and c.t < shown then
-  if KEYS[5] then redis.call('DEL', KEYS[5]) end
+  if KEYS[6] then redis.call('DEL', KEYS[6]) end
   return 0
 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 change(c, 1)
-if KEYS[5] then redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[4]) end
+if KEYS[6] then redis.call('SET', KEYS[6], ARGV[1], 'EX', ARGV[4]) end
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
 return 1
 """
@@ -167,7 +181,18 @@ PLACEMENT_BUCKET_S = 300
 PLACEMENTS_TTL_S = 86400
 
 
+# A job charged again this soon after its charge did not fail where it
+# went: a job through a runner, failed and resubmitted by Galaxy takes
+# longer (the handler alone waits a second between its passes); a handler
+# that maps the job again at once, or an admin ranking it twice, does not.
+# Returns are counted from the same buckets as placements, and only while
+# the job's key lives (inflight.max_age_s): a job failing later is left to
+# the error reports.
+RETURN_AFTER_S = 5.0
+
+
 def placement_field(at: float, tenant: str, destination: str) -> str:
+    """The field of a placement (or return) count: its bucket, tenant and destination."""
     return f"{int(at // PLACEMENT_BUCKET_S) * PLACEMENT_BUCKET_S}:{tenant}:{destination}"
 
 
@@ -249,11 +274,13 @@ class InflightStore:
         already charged moves its charge (never adds a second). False if
         the destination's figures already show a job charged that early."""
         job_key = self.job_key(charge.tenant, charge.job_id)
-        keys = [*self._keys, self.keys.health_placements, *([job_key] if job_key is not None else [])]
+        keys = [*self._keys, self.keys.health_placements, self.keys.health_returns,
+                *([job_key] if job_key is not None else [])]
         args: list[str | float] = [charge.to_member(uuid.uuid4().hex[:12]), charge.charged_at,
                                    charge.charged_at - self.max_age_s, self._ttl,
                                    placement_field(charge.charged_at, charge.tenant, charge.destination),
-                                   PLACEMENTS_TTL_S]
+                                   PLACEMENTS_TTL_S, placement_field(charge.charged_at, charge.tenant, ""),
+                                   RETURN_AFTER_S]
         try:
             return bool(self._charge(keys=keys, args=args))
         except redis.RedisError as e:

@@ -29,6 +29,9 @@ key                                type    value
 ``<p>:health:placements``          hash    "<bucket start>:<tenant>:<destination id>" -> jobs the
                                            broker placed there for that tenant in those 5 minutes
                                            (destination health); old buckets dropped by the collector
+``<p>:health:returns``             hash    "<bucket start>:<tenant>:<destination id>" -> jobs placed
+                                           there that came back to be placed again (Galaxy
+                                           resubmitted them) in those 5 minutes; as placements
 ``<p>:health:pins``                hash    destination id -> JSON {state: drained | healthy, reason,
                                            by, at}: an admin's pin (``tpv-broker health``)
 ``<p>:ratelimit:<tenant>``        string  epoch s: when the tenant's next request is due at its
@@ -92,6 +95,10 @@ class KeySchema:
         return f"{self.prefix}:health:placements"
 
     @property
+    def health_returns(self) -> str:
+        return f"{self.prefix}:health:returns"
+
+    @property
     def health_pins(self) -> str:
         return f"{self.prefix}:health:pins"
 
@@ -101,6 +108,7 @@ class KeySchema:
     def check_probe(self, token: str) -> str:
         # check-config proves it may write under the prefix with this key.
         return f"{self.prefix}:check:{token}"
+
     @property
     def collector_lease(self) -> str:
         return f"{self.prefix}:collector:lease"
