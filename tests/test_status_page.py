@@ -276,6 +276,27 @@ def test_placement_chart_scale(placed: list[tuple[float, float]], reports: list[
     assert [e.y for e in chart.errors] == [0.0] * len(reports)
 
 
+def test_placement_chart_draws_the_jobs_that_came_back() -> None:
+    # A black hole caught by its returns: 8 placed in the sixth bucket and 6 of them back, 3 back in the
+    # current bucket (placed in the one before: no placement bar there, a red one only); no report yet.
+    returns = [(FIRST - 300, 50.0), (FIRST + 5 * 300, 6.0), (CURRENT, 3.0)]
+    chart = PlacementChart.build(PLACED, [], NOW, returns)
+    assert chart is not None and chart.returned == (0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 3)
+    assert chart.top == 8 and chart.came_back == 9
+    bars = {b.start: b for b in chart.bars}
+    six = bars[FIRST + 5 * 300]
+    # red from the baseline, 6 / 8 of the height, inside the blue bar of 8
+    assert (six.returned, six.returned_height, six.returned_y) == (6, 18, 6)
+    assert six.title == "21:40–21:45 UTC: 8 placed, 6 came back"
+    current = bars[CURRENT]
+    assert (current.count, current.height, current.returned, current.returned_height) == (2, 6, 3, 9)
+    assert bars[FIRST].returned == 0 and bars[FIRST].returned_height == 0
+    assert chart.label == "last hour: 14 placed, 9 came back, no errors reported"
+    # returns alone make a chart
+    alone = PlacementChart.build([], [], NOW, [(CURRENT, 2.0)])
+    assert alone is not None and [(b.count, b.returned) for b in alone.bars] == [(0, 2)]
+
+
 def test_a_bucket_of_one_among_hundreds_stays_visible() -> None:
     chart = PlacementChart.build([(FIRST, 1.0), (CURRENT, 500.0)], [], NOW)
     assert chart is not None and [b.height for b in chart.bars] == [1, CHART_HEIGHT]
@@ -340,6 +361,21 @@ def test_page_shows_the_last_hour_per_destination(redis_client: redis.Redis) -> 
     # The page's CSP allows no inline style or script: the chart has none.
     assert not [t for t, a in page.tags if t == "style" or "style" in a or (t == "script" and "src" not in a)]
     assert not [a for _, a in page.tags if any(k.startswith("on") for k in a)]
+
+
+def test_page_shows_the_jobs_that_came_back(redis_client: redis.Redis) -> None:
+    store = SnapshotStore(redis_client, KEYS)
+    store.publish(_snapshot())
+    _count_placements(redis_client, "pulsar_de", PLACED)
+    redis_client.hincrbyfloat(KEYS.health_returns, placement_field(FIRST + 5 * 300, "default", "pulsar_de"), 6)
+    _, page = _page(store)
+    svg, _, _ = _chart(page, "pulsar_de")
+    assert svg["aria-label"] == "last hour: 14 placed, 6 came back, no errors reported"
+    (back,) = [a for t, a in _row_tags(page, "pulsar_de") if t == "rect" and a.get("class") == "returned"]
+    # in the sixth bucket's slot, from the baseline, 6 / 8 of the height
+    assert (back["x"], back["data-returned"], float(back["height"]), float(back["y"])) == ("41", "6", 18, 6)
+    text = {r["id"]: r["cells"] for r in page.rows}["pulsar_de"][8]
+    assert "21:40–21:45 UTC: 8 placed, 6 came back" in text and text.endswith("14 placed, 6 came back")
 
 
 def test_page_without_its_placements_still_renders(redis_client: redis.Redis) -> None:

@@ -83,19 +83,20 @@ def status_page() -> Response:
     except StoreError as e:
         log.warning("status page: %s", e)
         error = str(e)
-    placements, placements_error = None, None
+    placements, returns, placements_error = None, None, None
     if view is not None and view.meta is not None:
         # A second round trip, for the charts only: without it the page
         # still renders, without charts. Buckets before the chart's hour
         # stay for the collector (its window is longer).
         try:
-            placements = state.store.health().read(now - CHART_SPAN_S, drop_old=False).placements
+            inputs = state.store.health().read(now - CHART_SPAN_S, drop_old=False)
+            placements, returns = inputs.placements, inputs.returned_by(None)
         except StoreError as e:
             log.warning("status page: no placement charts: %s", e)
             placements_error = str(e)
         tenant = viewer(config)
         view = _as_seen_by(view, config.api.hidden_from(tenant), tenant)
-    status = build_status(view, error, now, config, state.ranker.model, placements, placements_error)
+    status = build_status(view, error, now, config, state.ranker.model, placements, placements_error, returns)
     html = render_template("status.html", s=status, now=now, fmt=_fmt, age=_age, utc=_utc,
                            refresh_s=max(MIN_REFRESH_S, config.collector.interval_s))
     resp = make_response(html)

@@ -79,7 +79,9 @@ def _height(value: float, top: float) -> float:
 
 @dataclass(frozen=True)
 class ChartBar:
-    """One 5-minute bucket of placements, drawn."""
+    """One 5-minute bucket of placements, drawn; the jobs that came back
+    in it (returned: resubmitted after they failed) drawn red from the
+    baseline, on the same scale."""
 
     start: float
     count: float
@@ -88,6 +90,12 @@ class ChartBar:
     width: float
     height: float
     title: str
+    returned: float = 0.0
+    returned_height: float = 0.0
+
+    @property
+    def returned_y(self) -> float:
+        return round(CHART_HEIGHT - self.returned_height, 2)
 
 
 @dataclass(frozen=True)
@@ -136,33 +144,37 @@ class PlacementChart:
     counts: tuple[float, ...]
     reports: tuple[tuple[float, float], ...]
     top: float
-    # Drawn: a bar per bucket that holds placements (an empty one draws
-    # nothing: the chart's background shows), a mark per error report.
+    # Drawn: a bar per bucket that holds placements or returns (an empty
+    # one draws nothing: the chart's background shows), a mark per error
+    # report.
     bars: tuple[ChartBar, ...] = ()
     errors: tuple[ErrorMark, ...] = ()
+    # Per bucket as ``counts``, the jobs that came back.
+    returned: tuple[float, ...] = (0.0,) * CHART_BUCKETS
 
     @classmethod
     def build(cls, buckets: Sequence[tuple[float, float]], reports: Sequence[tuple[float, float]],
-              now: float) -> PlacementChart | None:
-        """From a destination's placement buckets (start, jobs) and error
-        reports (time, errors), whatever their age; None if the last hour
-        has neither a placement nor an error report."""
+              now: float, returns: Sequence[tuple[float, float]] = ()) -> PlacementChart | None:
+        """From a destination's placement buckets (start, jobs), error
+        reports (time, errors) and return buckets (start, jobs), whatever
+        their age; None if the last hour has none of them."""
         start = (now // PLACEMENT_BUCKET_S - (CHART_BUCKETS - 1)) * PLACEMENT_BUCKET_S
-        counts = [0.0] * CHART_BUCKETS
-        for at, n in buckets:
-            i = int((at - start) // PLACEMENT_BUCKET_S)
-            if 0 <= i < CHART_BUCKETS and n > 0:
-                counts[i] += n
+        counts, returned = _per_bucket(buckets, start), _per_bucket(returns, start)
         kept = tuple(sorted((at, n) for at, n in reports if start <= at < start + CHART_SPAN_S and n > 0))
-        if not kept and not any(counts):
+        if not kept and not any(counts) and not any(returned):
             return None
         rates = [n / (ERROR_REPORT_SPAN_S / PLACEMENT_BUCKET_S) for _, n in kept]
-        top = max([*counts, *rates])
-        return cls(start, tuple(counts), kept, top, _bars(start, counts, top), _errors(start, kept, top))
+        top = max([*counts, *returned, *rates])
+        return cls(start, counts, kept, top, _bars(start, counts, returned, top), _errors(start, kept, top),
+                   returned)
 
     @property
     def placed(self) -> float:
         return sum(self.counts)
+
+    @property
+    def came_back(self) -> float:
+        return sum(self.returned)
 
     @property
     def failed(self) -> float:
@@ -170,8 +182,9 @@ class PlacementChart:
 
     @property
     def label(self) -> str:
+        back = f", {self.came_back:g} came back" if self.came_back else ""
         failed = f"{self.failed:g} failed" if self.reports else "no errors reported"
-        return f"last hour: {self.placed:g} placed, {failed}"
+        return f"last hour: {self.placed:g} placed{back}, {failed}"
 
     @property
     def width(self) -> float:
@@ -186,17 +199,27 @@ def _x(start: float, at: float) -> float:
     return round(min(max(at - start, 0.0), CHART_SPAN_S) / CHART_SPAN_S * CHART_WIDTH, 2)
 
 
-def _bars(start: float, counts: Sequence[float], top: float) -> tuple[ChartBar, ...]:
+def _per_bucket(buckets: Sequence[tuple[float, float]], start: float) -> tuple[float, ...]:
+    counts = [0.0] * CHART_BUCKETS
+    for at, n in buckets:
+        i = int((at - start) // PLACEMENT_BUCKET_S)
+        if 0 <= i < CHART_BUCKETS and n > 0:
+            counts[i] += n
+    return tuple(counts)
+
+
+def _bars(start: float, counts: Sequence[float], returned: Sequence[float], top: float) -> tuple[ChartBar, ...]:
     step = CHART_WIDTH / CHART_BUCKETS
     out = []
-    for i, n in enumerate(counts):
-        if n <= 0:
+    for i, (n, back) in enumerate(zip(counts, returned, strict=True)):
+        if n <= 0 and back <= 0:
             continue
         at = start + i * PLACEMENT_BUCKET_S
         h = _height(n, top)
         until = "now" if i == CHART_BUCKETS - 1 else _hhmm(at + PLACEMENT_BUCKET_S)
+        title = f"{_hhmm(at)}–{until} UTC: {n:g} placed" + (f", {back:g} came back" if back > 0 else "")
         out.append(ChartBar(at, n, round(i * step + BAR_GAP / 2, 2), round(CHART_HEIGHT - h, 2),
-                            round(step - BAR_GAP, 2), h, f"{_hhmm(at)}–{until} UTC: {n:g} placed"))
+                            round(step - BAR_GAP, 2), h, title, back, _height(back, top)))
     return tuple(out)
 
 
@@ -306,13 +329,14 @@ def _age(now: float, at: float | None) -> float | None:
 def build_status(view: RankView | None, redis_error: str | None, now: float, config: BrokerConfig,
                  model: ScoringModel | None = None,
                  placements: Mapping[str, Sequence[tuple[float, float]]] | None = None,
-                 placements_error: str | None = None) -> StatusView:
+                 placements_error: str | None = None,
+                 returns: Mapping[str, Sequence[tuple[float, float]]] | None = None) -> StatusView:
     """``view``: the snapshot's meta, every destination and the in-flight
     charges (``SnapshotStore.read_overview``); ``redis_error`` if that read failed.
     ``model``: the API's own, built once at start-up (else built from ``config``).
-    ``placements``: per destination, the buckets (start, jobs) the charges
-    counted (``HealthStore.read``), for the last hour's charts; None, or
-    ``placements_error`` if that read failed: no charts."""
+    ``placements`` and ``returns``: per destination, the buckets (start,
+    jobs) the charges counted (``HealthStore.read``), for the last hour's
+    charts; None, or ``placements_error`` if that read failed: no charts."""
     meta = None if view is None else view.meta
     state = _snapshot_state(meta, redis_error, now, config)
     rows: list[DestinationRow] = []
@@ -329,7 +353,8 @@ def build_status(view: RankView | None, redis_error: str | None, now: float, con
             d: DestinationFigures = dests[p.id]
             chart = None
             if placements is not None and placements_error is None:
-                chart = PlacementChart.build(placements.get(p.id, ()), d.health.reports if d.health else (), now)
+                chart = PlacementChart.build(placements.get(p.id, ()), d.health.reports if d.health else (), now,
+                                             (returns or {}).get(p.id, ()))
             rows.append(DestinationRow(
                 position=position, id=p.id, state=p.group, reason=p.reason, status=d.status,
                 score=None if p.total is None else round(p.total * 100, 1),
