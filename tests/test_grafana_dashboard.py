@@ -135,6 +135,11 @@ def exported(redis_url: str) -> dict[str, Any]:
         assert answer.status_code == 200 and answer.json["degraded"] is False, answer.json
         # Health put the excluded destination last: the job was charged to the other.
         assert answer.json["destinations"][0] == "pulsar_uk", answer.json
+        # It failed and Galaxy resubmitted it: ranked again 30 s later, it came back from there.
+        later = create_app(load_config(environ={}), store=store, clock=lambda: NOW + 30).test_client()
+        again = later.post("/api/rank", json=rank)
+        # reading the answer runs the charge (it is sent first)
+        assert again.status_code == 200 and again.json["destinations"][0] == "pulsar_uk"
         scrape = app.get("/metrics")
         assert scrape.status_code == 200
         api = _families(scrape.get_data(as_text=True))
@@ -171,6 +176,9 @@ def test_the_scrape_has_what_the_dashboard_is_about(samples: dict[str, set[str]]
     placed = {s.labels["destination"]: s.value for f in exported["api"] for s in f.samples
               if s.name == "tpv_broker_destination_placements_last_hour"}
     assert placed == {"pulsar_uk": 1}
+    back = {s.labels["destination"]: s.value for f in exported["api"] for s in f.samples
+            if s.name == "tpv_broker_destination_returns_last_hour"}
+    assert back == {"pulsar_uk": 1}
     assert "tpv_broker_api_request_duration_seconds_bucket" in api and "tpv_broker_inflight_charges" in api
     assert samples["tpv_broker_collector_health_transitions_total"] >= {"destination", "before", "after"}
 
@@ -224,7 +232,8 @@ def test_panels_cover_the_issue() -> None:
     for name in ("tpv_broker_api_requests_total", "tpv_broker_api_request_duration_seconds_bucket",
                  "tpv_broker_api_degraded_answers_total", "tpv_broker_snapshot_age_seconds",
                  "tpv_broker_collector_snapshot_age_seconds", "tpv_broker_inflight_charges",
-                 "tpv_broker_destination_placements_last_hour", "tpv_broker_destination_health",
+                 "tpv_broker_destination_placements_last_hour", "tpv_broker_destination_returns_last_hour",
+                 "tpv_broker_destination_health",
                  "tpv_broker_collector_health_transitions_total", "tpv_broker_collector_cycles_total",
                  "tpv_broker_collector_cycle_duration_seconds_bucket"):
         assert name in by_metric, name
