@@ -224,6 +224,11 @@ ROWS = {
     "the recent span ignores error reports": Row(was("healthy", NOW - 2 * H), [(NOW - 2 * H, 200), (NOW - 600, 12)],
                                                  [(NOW - 60, 12)], 0.0, "healthy", NOW - 2 * H, counted=(212, 12),
                                                  bucket_s=300),
+    # unpinned 5 min ago (counted from then): the 12 of 12 that came back while it was pinned are not held
+    # against it over the recent span either: 0 placed since
+    "the recent span counts from counted_from": Row(was("healthy", NOW - 300, NOW - 300), [(NOW - 600, 12)], [],
+                                                    0.0, "healthy", NOW - 300, counted=(0, 0),
+                                                    returned=[(NOW - 600, 12)]),
     # 20 of 20 placed and failed just before the 3 h window: nothing counted
     "outside the window: forgotten": Row(was("degraded", NOW - 2 * H), [(NOW - 3 * H - 1, 20)],
                                          [(NOW - 3 * H, 20)], 0.0, "healthy", NOW, counted=(0, 0)),
@@ -647,6 +652,53 @@ def test_only_the_galaxies_whose_errors_are_read_count_as_placements() -> None:
     only_fr = judge(None, Signals(placements=[(NOW - H, 20)], errors=[(NOW - 60, 20)]), 0.0, None, NOW, RULES)
     everyone = judge(None, Signals(placements=[(NOW - H, 100)], errors=[(NOW - 60, 20)]), 0.0, None, NOW, RULES)
     assert (only_fr.state, everyone.state) == ("excluded", "degraded")
+
+
+def test_only_the_galaxies_whose_errors_are_read_count_their_returns_too() -> None:
+    """The same split for the jobs that come back: eu's 20 returns from the
+    black hole go with its placements, out of the count (fr's errors are
+    the ones read, its 20 jobs there went well); counted, they would make
+    20 of 20. The store is fakeredis: this is judge_cycle's choice of
+    signals (the charge script's counting is tested on a real Redis)."""
+    import fakeredis
+
+    from tpv_broker.collector.cycle_data import CycleData
+    from tpv_broker.collector.health import judge_cycle
+    from tpv_broker.collector.presets import presets_for
+    from tpv_broker.collector.source import Source
+    from tpv_broker.config.settings import BrokerConfig, CollectorSettings
+    from tpv_broker.store.inflight import placement_field
+    from tpv_broker.store.keys import KeySchema
+    from tpv_broker.store.snapshots import SnapshotStore
+
+    store = SnapshotStore(fakeredis.FakeRedis(), KeySchema("t"))
+    at = NOW - 600
+    store.client.hset(store.keys.health_placements, mapping={placement_field(at, "eu", "bh"): 20,
+                                                             placement_field(at, "fr", "bh"): 20})
+    store.client.hset(store.keys.health_returns, mapping={placement_field(at, "eu", "bh"): 20})
+    errors = tuple(presets_for(CollectorSettings(), ["errored_jobs_by_destination"]))
+    sources = [Source("eu", None, (), {}, "eu"), Source("fr", None, errors, {}, "fr")]  # type: ignore[arg-type]
+    data = CycleData(aliases={}, errors={})
+    verdicts, problem = judge_cycle(data, sources, BrokerConfig(), store, {}, NOW)
+    assert problem is None
+    bh = verdicts["bh"]
+    assert (bh.state, bh.placements, bh.errors, bh.returned) == ("healthy", 20, 0, 0)
+    # a shared source of error counts covers everyone: 20 of 40 came back (Wilson 0.35): degraded
+    shared = [Source("net", None, errors, {}, None)]  # type: ignore[arg-type]
+    verdicts, _ = judge_cycle(data, shared, BrokerConfig(), store, {}, NOW)
+    assert (verdicts["bh"].state, verdicts["bh"].errors, verdicts["bh"].placements) == ("degraded", 20, 40)
+
+
+def test_the_recent_network_share_counts_returns_only() -> None:
+    """b and c have error reports but nothing came back from them: over
+    the recent span the others' share is 0, and a's 12 of 12 returns
+    exclude it (over the window its 12 of 12 against the others' reported
+    10 of 24 would not: 0.757 - 0.417 < 0.5)."""
+    signals = {"a": Signals([(NOW - 600, 12)], [], 300, [(NOW - 600, 12)]),
+               "b": Signals([(NOW - 600, 12)], [(NOW - 60, 5)], 300),
+               "c": Signals([(NOW - 600, 12)], [(NOW - 60, 5)], 300)}
+    verdicts = judge_all({}, signals, {}, NOW, RULES)
+    assert verdicts["a"].state == "excluded" and "in the last 10 min" in verdicts["a"].reason
 
 
 def test_errors_without_placements_do_not_raise_the_networks_bar() -> None:

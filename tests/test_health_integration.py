@@ -339,7 +339,52 @@ def test_the_charge_script_counts_a_job_that_comes_back_where_it_had_gone(store:
     # A: the seven jobs' first charges ("again" not twice), the job without id, "moved" back (to A from B);
     # B: moved, soon, bigger, wider, smaller.
     assert placed == {A: 9.0, B: 5.0}
-    assert store.client.hgetall(KeySchema(PREFIX).health_returns) == {f"{int(t)}:eu:{A}".encode(): b"3"}
+    keys = KeySchema(PREFIX)
+    assert store.client.hgetall(keys.health_returns) == {f"{int(t)}:eu:{A}".encode(): b"3"}
+    # the counts expire a day after the last one, as the placements
+    assert 86400 - 5 <= store.client.ttl(keys.health_returns) <= 86400
+
+
+def test_a_job_coming_back_again_and_again_from_one_place_counts_once_there(store: SnapshotStore) -> None:
+    """As placements count a job once where it went again, returns count
+    it once where it came back from again (Galaxy resubmitting it three
+    times); back from another place in between, it counts again."""
+    inflight = InflightStore(store.client, KeySchema(PREFIX), max_age_s=600)
+    t = 1_700_000_100.0
+    for i, dest in enumerate((A, A, A, A)):  # placed on A, back from A three times
+        inflight.charge(Charge(dest, 1, 1, t + 30 * i, "same", tenant="eu"))
+    for i, dest in enumerate((A, B, A, B)):  # A, back from A, B, back from B, A, back from A, B
+        inflight.charge(Charge(dest, 1, 1, t + 30 * i, "zigzag", tenant="eu"))
+    inputs = store.health().read(t - 600, drop_old=False)
+    returned = {d: sum(n for _, n in b) for d, b in inputs.returned_by(None).items()}
+    placed = {d: sum(n for _, n in b) for d, b in inputs.placed_by(None).items()}
+    assert returned == {A: 1 + 2, B: 1}
+    assert placed == {A: 1 + 2, B: 2}
+
+
+@pytest.mark.parametrize("garbage", [b"not json", b"[]", b'{"d": 3}',
+                                     b'{"d": "x", "g": "eu", "c": "1", "m": 1, "t": 1}', b"\xff\xfe"])
+def test_garbage_under_a_jobs_key_charges_and_counts_no_return(store: SnapshotStore, garbage: bytes) -> None:
+    keys = KeySchema(PREFIX)
+    inflight = InflightStore(store.client, keys, max_age_s=600)
+    store.client.set(keys.inflight_job("eu", "j1"), garbage)
+    assert inflight.charge(Charge(A, 1, 1, 1_700_000_100.0, "j1", tenant="eu"))
+    assert store.client.hlen(keys.health_returns) == 0
+    assert [c.destination for c in inflight.members()] == [A]
+
+
+def test_a_count_of_another_type_does_not_stop_a_charge(store: SnapshotStore) -> None:
+    """Someone replaced the counts with a string: the charge still goes
+    through (the counts are health's, the charge steers the ranking)."""
+    keys = KeySchema(PREFIX)
+    inflight = InflightStore(store.client, keys, max_age_s=600)
+    store.client.set(keys.health_placements, b"mine")
+    store.client.set(keys.health_returns, b"mine too")
+    t = 1_700_000_100.0
+    assert inflight.charge(Charge(A, 1, 1, t, "j1", tenant="eu"))
+    assert inflight.charge(Charge(B, 1, 1, t + 30, "j1", tenant="eu"))
+    assert [c.destination for c in inflight.members()] == [B]
+    assert store.client.get(keys.health_returns) == b"mine too"
 
 
 def counted(metrics: CollectorMetrics) -> Any:
@@ -674,3 +719,9 @@ def test_the_health_store_reads_buckets_and_pins(store: SnapshotStore, redis_cli
     assert sorted(redis_client.hkeys(keys.health_placements)) == [
         b"1700000100:a", b"1700000100:eu:a", b"1700000100:eu:b:with:colons", b"1700000400:fr:a"]
     assert math.isclose(sum(n for _, n in store.health().read(now - 600).placements["a"]), 5.0)
+    # the returns alike: per tenant, old buckets dropped
+    redis_client.hset(keys.health_returns, mapping={"1700000100:eu:a": 2, "1699990000:eu:a": 4, "1700000400:fr:b": 1})
+    inputs = store.health().read(now - 600)
+    assert inputs.returned_by(None) == {"a": [(1700000100.0, 2.0)], "b": [(1700000400.0, 1.0)]}
+    assert inputs.returned_by(frozenset({"eu"})) == {"a": [(1700000100.0, 2.0)]}
+    assert sorted(redis_client.hkeys(keys.health_returns)) == [b"1700000100:eu:a", b"1700000400:fr:b"]

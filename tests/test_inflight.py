@@ -354,7 +354,7 @@ def test_a_rank_read_does_not_grow_with_the_charges(redis_client):
     for k in range(3000):
         c = Charge(f"d{k % 200}", 1, 1, T - k / 10, f"j{k}")
         script(keys=["ifn:inflight", "ifn:inflight:load", "ifn:inflight:reflected", "ifn:health:placements",
-                     "ifn:health:returns", f"ifn:inflight:job:default:j{k}"],
+                     "ifn:health:returns", f"ifn:inflight:job:default:j{k}", f"ifn:health:back:default:j{k}"],
                args=[c.to_member(str(k)), c.charged_at, T - 600, 601,
                      placement_field(c.charged_at, c.tenant, c.destination), 86400,
                      placement_field(c.charged_at, c.tenant, ""), 5], client=pipe)

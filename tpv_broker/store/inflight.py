@@ -18,8 +18,10 @@ A job charged again (Galaxy resubmits, a handler restarts) moves its charge:
 ``<p>:inflight:job:<tenant>:<job id>`` holds its member. One that comes
 back ``RETURN_AFTER_S`` or more after its charge, asking for no more cores
 or memory, is counted as returned by the destination it had gone to
-(``<p>:health:returns``): Galaxy resubmits a job that failed there, and
-the broker learns of it within seconds instead of at the next error report.
+(``<p>:health:returns``; ``<p>:health:back:<tenant>:<job id>`` remembers
+where from, so a job coming back from one place again and again counts
+once there): Galaxy resubmits a job that failed there, and the broker
+learns of it within seconds instead of at the next error report.
 
 Scripts, so several API workers charging at once, a job ranked twice and a
 publish in between all stay exact."""
@@ -102,16 +104,25 @@ end
 """
 
 # KEYS[4]: the placement counts, KEYS[5]: the return counts (destination
-# health); KEYS[6] (optional): the job's key. ARGV: member, charged at, drop
+# health); KEYS[6] and KEYS[7] (optional, together): the job's key and the
+# destination it last came back from. ARGV: member, charged at, drop
 # charges older than this, TTL (s), the placement count's field, the
 # counts' TTL (s), the return count's field less its destination, the
 # least age (s) of a charge whose job comes back for it to count as
 # returned. Returns 1 if charged, 0 if the destination's figures already
 # show a job charged that early (the clocks disagree). Either way the job
-# went there: it is counted, once per job and destination (a job ranked
-# again to the same place is not: placements and returns count jobs, as
-# the error reports do, so a job failing there twice is one of one).
+# went there: it is counted, once per job and destination in a row (a job
+# ranked again to the same place is not), and so is a job coming back
+# (one resubmitted three times from the same place is one of one there,
+# as the error reports count jobs).
 _CHARGE = _LIB + """
+-- A hash someone else replaced by another type must not stop a charge.
+local function count(key, field)
+  local kind = redis.call('TYPE', key).ok
+  if kind ~= 'hash' and kind ~= 'none' then return end
+  redis.call('HINCRBY', key, field, 1)
+  redis.call('EXPIRE', key, ARGV[6])
+end
 drop_older_than(ARGV[3])
 local c = cjson.decode(ARGV[1])
 local placed = true
@@ -122,17 +133,14 @@ if KEYS[6] then
     -- More cores or memory: TPV resized it after it ran out, no fault of
     -- the destination's.
     if valid(was) and c.t - was.t >= tonumber(ARGV[8]) and c.c <= was.c and c.m <= was.m then
-      redis.call('HINCRBY', KEYS[5], ARGV[7] .. was.d, 1)
-      redis.call('EXPIRE', KEYS[5], ARGV[6])
+      if redis.call('GET', KEYS[7]) ~= was.d then count(KEYS[5], ARGV[7] .. was.d) end
+      redis.call('SET', KEYS[7], was.d, 'EX', ARGV[4])
     end
     if was and was.d == c.d then placed = false end
     drop(old)
   end
 end
-if placed then
-  redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
-  redis.call('EXPIRE', KEYS[4], ARGV[6])
-end
+if placed then count(KEYS[4], ARGV[5]) end
 local shown = reflected(c.d)
 if shown and c.t < shown then
   if KEYS[6] then redis.call('DEL', KEYS[6]) end
@@ -183,11 +191,12 @@ PLACEMENTS_TTL_S = 86400
 
 # A job charged again this soon after its charge did not fail where it
 # went: a job through a runner, failed and resubmitted by Galaxy takes
-# longer (the handler alone waits a second between its passes); a handler
-# that maps the job again at once, or an admin ranking it twice, does not.
-# Returns are counted from the same buckets as placements, and only while
-# the job's key lives (inflight.max_age_s): a job failing later is left to
-# the error reports.
+# longer (the handler alone waits a second between its passes); a client
+# that retries a request, or a double rank, does not. A job charged again
+# later for another reason (an admin's `rank --job-id`, a handler mapping
+# it again) is counted as returned: docs/health.md. Returns are counted in
+# the same buckets as placements, and only while the job's key lives
+# (inflight.max_age_s): a job failing later is left to the error reports.
 RETURN_AFTER_S = 5.0
 
 
@@ -274,8 +283,9 @@ class InflightStore:
         already charged moves its charge (never adds a second). False if
         the destination's figures already show a job charged that early."""
         job_key = self.job_key(charge.tenant, charge.job_id)
-        keys = [*self._keys, self.keys.health_placements, self.keys.health_returns,
-                *([job_key] if job_key is not None else [])]
+        keys = [*self._keys, self.keys.health_placements, self.keys.health_returns]
+        if job_key is not None and charge.job_id is not None:
+            keys += [job_key, self.keys.health_came_back(charge.tenant, charge.job_id)]
         args: list[str | float] = [charge.to_member(uuid.uuid4().hex[:12]), charge.charged_at,
                                    charge.charged_at - self.max_age_s, self._ttl,
                                    placement_field(charge.charged_at, charge.tenant, charge.destination),

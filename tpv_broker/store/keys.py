@@ -32,6 +32,8 @@ key                                type    value
 ``<p>:health:returns``             hash    "<bucket start>:<tenant>:<destination id>" -> jobs placed
                                            there that came back to be placed again (Galaxy
                                            resubmitted them) in those 5 minutes; as placements
+``<p>:health:back:<t>:<job id>``   string  the destination job <job id> of tenant <t> last came back
+                                           from (counted once there); expires with the job's key
 ``<p>:health:pins``                hash    destination id -> JSON {state: drained | healthy, reason,
                                            by, at}: an admin's pin (``tpv-broker health``)
 ``<p>:ratelimit:<tenant>``        string  epoch s: when the tenant's next request is due at its
@@ -97,6 +99,10 @@ class KeySchema:
     @property
     def health_returns(self) -> str:
         return f"{self.prefix}:health:returns"
+
+    def health_came_back(self, tenant: str, job_id: str) -> str:
+        # Checked as inflight_job's: the job id comes from the request.
+        return f"{self.prefix}:health:back:{check_tenant_id(tenant)}:{check_job_id(job_id)}"
 
     @property
     def health_pins(self) -> str:
