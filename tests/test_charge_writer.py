@@ -19,7 +19,10 @@ import redis
 from flask.testing import FlaskClient
 
 from tpv_broker.api import create_app
-from tpv_broker.config.settings import ApiSettings, BrokerConfig, InflightSettings, RedisSettings
+from tpv_broker.config.api_settings import ApiSettings
+from tpv_broker.config.ranking_settings import InflightSettings
+from tpv_broker.config.server_settings import RedisSettings
+from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.core.charges import Charge
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.store.charge_writer import ChargeWriter

@@ -20,7 +20,10 @@ from tpv_broker.cli import main
 from tpv_broker.collector.backoff import retry_delay
 from tpv_broker.collector.daemon import CycleRunner, run_daemon
 from tpv_broker.collector.influx import InfluxQLClient, StatementResult
-from tpv_broker.config.settings import ApiSettings, BrokerConfig, CollectorSettings, InfluxDBSettings
+from tpv_broker.config.api_settings import ApiSettings
+from tpv_broker.config.collector_settings import CollectorSettings
+from tpv_broker.config.server_settings import InfluxDBSettings
+from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.devtools.servers import InfluxServer
 from tpv_broker.errors import MetricSourceError
 from tpv_broker.store.keys import KeySchema

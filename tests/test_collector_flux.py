@@ -21,8 +21,10 @@ from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.presets import PRESETS, presets_for
 from tpv_broker.collector.source import metric_source
 from tpv_broker.collector.state import StatsCache
+from tpv_broker.config.collector_settings import CollectorSettings
 from tpv_broker.config.preset_spec import BUILTIN_PRESETS
-from tpv_broker.config.settings import BrokerConfig, CollectorSettings, InfluxDBSettings, RedisSettings
+from tpv_broker.config.server_settings import InfluxDBSettings, RedisSettings
+from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.errors import MetricSourceError
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore

@@ -11,7 +11,8 @@ import requests
 
 from tpv_broker.collector.cycle import collect_once
 from tpv_broker.collector.influx import InfluxQLClient
-from tpv_broker.config.settings import BrokerConfig, InfluxDBSettings, RedisSettings
+from tpv_broker.config.server_settings import InfluxDBSettings, RedisSettings
+from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.devtools.servers import InfluxServer
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore

@@ -8,7 +8,7 @@ import pytest
 from tpv_broker.collector.presets import PRESETS, CycleData
 from tpv_broker.collector.rows import Row
 from tpv_broker.collector.run_times import ToolStats, destination_run_times, merge_newer
-from tpv_broker.config.settings import CollectorSettings
+from tpv_broker.config.collector_settings import CollectorSettings
 from tpv_broker.core.models import ToolFigures
 
 

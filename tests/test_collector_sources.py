@@ -30,7 +30,8 @@ from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.source import Source, sources_for
 from tpv_broker.collector.state import CollectorState
 from tpv_broker.config.preset_spec import DEFAULT_PRESETS
-from tpv_broker.config.settings import BrokerConfig, InfluxDBSettings, RedisSettings
+from tpv_broker.config.server_settings import InfluxDBSettings, RedisSettings
+from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.core.models import Snapshot, SourceStatus
 from tpv_broker.devtools.servers import InfluxServer
 from tpv_broker.store.keys import KeySchema

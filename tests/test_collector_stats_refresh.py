@@ -16,7 +16,9 @@ import requests
 from tpv_broker.collector.cycle import collect_once
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.state import CollectorState, RunTimeStats, StatsCache
-from tpv_broker.config.settings import BrokerConfig, CollectorSettings, InfluxDBSettings, RedisSettings
+from tpv_broker.config.collector_settings import CollectorSettings
+from tpv_broker.config.server_settings import InfluxDBSettings, RedisSettings
+from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
 

@@ -9,7 +9,8 @@ import textwrap
 import pytest
 from pydantic import SecretStr
 
-from tpv_broker.config.settings import ALL_PRESETS, BrokerConfig, load_config
+from tpv_broker.config.collector_settings import ALL_PRESETS
+from tpv_broker.config.settings import BrokerConfig, load_config
 from tpv_broker.errors import ConfigError
 
 REPO_CONFIG = pathlib.Path(__file__).resolve().parent.parent / "config.yaml"

@@ -199,7 +199,7 @@ def test_unit_runs_hardened_as_its_own_user(service):
 
 def test_stop_timeouts_cover_a_graceful_stop():
     from tpv_broker.api.server import gunicorn_options
-    from tpv_broker.config.settings import InfluxDBSettings
+    from tpv_broker.config.server_settings import InfluxDBSettings
 
     api, collector = UNITS["api"], UNITS["collector"]
     # gunicorn lets each worker finish for graceful_timeout; systemd must wait longer.
@@ -293,7 +293,7 @@ def test_nginx_timeouts_fit_the_clients_budget():
 
 
 def test_nginx_upstream_is_the_apis_bind():
-    from tpv_broker.config.settings import ApiSettings
+    from tpv_broker.config.api_settings import ApiSettings
 
     upstream = re.search(r"upstream tpv_broker_api \{(.*?)\}", NGINX, re.S).group(1)
     assert re.findall(r"^\s*server (\S+);", upstream, re.M) == [ApiSettings().bind]
@@ -305,7 +305,7 @@ def test_nginx_upstream_is_the_apis_bind():
 
 
 def test_nginx_body_limit_is_max_request_bytes():
-    from tpv_broker.config.settings import ApiSettings
+    from tpv_broker.config.api_settings import ApiSettings
 
     size = re.search(r"^\s*client_max_body_size (\d+)([km]?);", NGINX, re.M)
     assert size

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from tpv_broker.api.rank_service import scoring_model
 from tpv_broker.collector.health import log_transitions, transitions
-from tpv_broker.config.settings import ScoringSettings
+from tpv_broker.config.ranking_settings import ScoringSettings
 from tpv_broker.core.charges import Charge, ChargeLoad, ChargeState
 from tpv_broker.core.explain import explain
 from tpv_broker.core.health import HealthRules, Signals, judge, judge_all, probe_draw, wilson_lower
@@ -635,7 +635,7 @@ def test_only_the_galaxies_whose_errors_are_read_count_as_placements() -> None:
     from tpv_broker.collector.health import error_tenants
     from tpv_broker.collector.presets import presets_for
     from tpv_broker.collector.source import Source
-    from tpv_broker.config.settings import CollectorSettings
+    from tpv_broker.config.collector_settings import CollectorSettings
 
     s = CollectorSettings()
     errors = tuple(presets_for(s, ["queue_by_destination", "errored_jobs_by_destination"]))
@@ -666,7 +666,8 @@ def test_only_the_galaxies_whose_errors_are_read_count_their_returns_too() -> No
     from tpv_broker.collector.health import judge_cycle
     from tpv_broker.collector.presets import presets_for
     from tpv_broker.collector.source import Source
-    from tpv_broker.config.settings import BrokerConfig, CollectorSettings
+    from tpv_broker.config.collector_settings import CollectorSettings
+    from tpv_broker.config.settings import BrokerConfig
     from tpv_broker.store.inflight import placement_field
     from tpv_broker.store.keys import KeySchema
     from tpv_broker.store.snapshots import SnapshotStore
@@ -736,7 +737,7 @@ def test_error_counts_that_are_no_count_of_jobs_are_left_out() -> None:
     from tpv_broker.collector.cycle_data import CycleData
     from tpv_broker.collector.presets import PRESETS
     from tpv_broker.collector.rows import Row
-    from tpv_broker.config.settings import CollectorSettings
+    from tpv_broker.config.collector_settings import CollectorSettings
 
     rows = [Row(NOW - 60, {"destination_id": d, "state": "errored"}, {"count": n})
             for d, n in (("a", -3), ("b", float("nan")), ("c", float("inf")), ("d", 4), ("e", "NaN"))]

@@ -14,7 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tpv_broker.api.rank_service import RankService
-from tpv_broker.config.settings import ApiSettings, BrokerConfig, InflightSettings
+from tpv_broker.config.api_settings import ApiSettings
+from tpv_broker.config.ranking_settings import InflightSettings
+from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.core.charges import Charge, ChargeLoad, ChargeState
 from tpv_broker.core.inflight import counted_loads
 from tpv_broker.core.inputs import Candidate, JobFacts

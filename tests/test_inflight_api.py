@@ -18,7 +18,10 @@ import requests
 
 from tpv_broker.api import create_app
 from tpv_broker.api.rank_service import scoring_model
-from tpv_broker.config.settings import ApiSettings, BrokerConfig, InflightSettings, RedisSettings
+from tpv_broker.config.api_settings import ApiSettings
+from tpv_broker.config.ranking_settings import InflightSettings
+from tpv_broker.config.server_settings import RedisSettings
+from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.core.charges import Charge, ChargeLoad, ChargeState
 from tpv_broker.core.inputs import Candidate, JobFacts
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta

@@ -106,7 +106,7 @@ def test_a_paused_holder_cannot_mark_the_new_holders_snapshot_stale(redis_client
 def test_a_cycle_of_a_paused_holder_is_refused_with_a_clear_line(redis_client: redis.Redis, influx_server,
                                                                  influx_db, caplog) -> None:
     from tpv_broker.collector.influx import InfluxQLClient
-    from tpv_broker.config.settings import InfluxDBSettings
+    from tpv_broker.config.server_settings import InfluxDBSettings
 
     from .helpers import load_prototype_data
 

@@ -29,7 +29,7 @@ import redis
 import requests
 from requests.adapters import HTTPAdapter
 
-from tpv_broker.config.settings import ApiSettings
+from tpv_broker.config.api_settings import ApiSettings
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta
 from tpv_broker.devtools.servers import free_port
 from tpv_broker.store.keys import KeySchema

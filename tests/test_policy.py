@@ -24,7 +24,9 @@ import pytest
 
 from tpv_broker.api.rank_service import scoring_model, site_policy
 from tpv_broker.collector.presets import live_sources, presets_for
-from tpv_broker.config.settings import CollectorSettings, ScoringSettings, load_config
+from tpv_broker.config.collector_settings import CollectorSettings
+from tpv_broker.config.ranking_settings import ScoringSettings
+from tpv_broker.config.settings import load_config
 from tpv_broker.config.terms import DEFAULT_TERMS, with_defaults
 from tpv_broker.core.charges import ChargeLoad, ChargeState
 from tpv_broker.core.geo import EARTH_RADIUS_KM, great_circle_km

@@ -18,8 +18,10 @@ from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.presets import PRESETS, Preset
 from tpv_broker.collector.reducers import REDUCERS
 from tpv_broker.collector.rows import Row
+from tpv_broker.config.collector_settings import CollectorSettings
 from tpv_broker.config.preset_spec import BUILTIN_PRESETS, Combine, FieldMap, PresetSpec
-from tpv_broker.config.settings import BrokerConfig, CollectorSettings, InfluxDBSettings, RedisSettings, load_config
+from tpv_broker.config.server_settings import InfluxDBSettings, RedisSettings
+from tpv_broker.config.settings import BrokerConfig, load_config
 from tpv_broker.errors import ConfigError
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore

@@ -17,8 +17,8 @@ from tpv_broker.collector.presets import (
     CycleData,
     strip_quotes,
 )
+from tpv_broker.config.collector_settings import ALL_PRESETS, CollectorSettings
 from tpv_broker.config.preset_spec import BUILTIN_PRESETS
-from tpv_broker.config.settings import ALL_PRESETS, CollectorSettings
 
 T = 1_700_000_000.0  # the newest batch's timestamp (epoch seconds, as the client asks with epoch=s)
 S = CollectorSettings()  # batch_window_s = 30

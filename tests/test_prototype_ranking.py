@@ -72,7 +72,8 @@ import redis
 from tpv_broker.api import create_app
 from tpv_broker.collector.cycle import collect_once
 from tpv_broker.collector.influx import InfluxQLClient
-from tpv_broker.config.settings import BrokerConfig, InfluxDBSettings, RedisSettings
+from tpv_broker.config.server_settings import InfluxDBSettings, RedisSettings
+from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.devtools.servers import InfluxServer
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore

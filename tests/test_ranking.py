@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tpv_broker.api.rank_service import scoring_model
-from tpv_broker.config.settings import ScoringSettings
+from tpv_broker.config.ranking_settings import ScoringSettings
 from tpv_broker.config.terms import DEFAULT_TERMS
 from tpv_broker.core.geo import great_circle_km
 from tpv_broker.core.inputs import Candidate, DatasetInput, JobFacts

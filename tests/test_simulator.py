@@ -265,7 +265,7 @@ def test_simulate_galaxies_quick_json():
 def test_error_reports_count_the_hour_before_on_the_hour_and_no_line_for_none():
     from tpv_broker.collector.cycle_data import CycleData
     from tpv_broker.collector.presets import PRESETS
-    from tpv_broker.config.settings import CollectorSettings
+    from tpv_broker.config.collector_settings import CollectorSettings
     from tpv_broker.simulator.failures import ErrorReports
 
     reports = ErrorReports()

@@ -10,7 +10,9 @@ import threading
 import redis
 
 from tpv_broker.api.app import create_app
-from tpv_broker.config.settings import ApiSettings, BrokerConfig, InflightSettings
+from tpv_broker.config.api_settings import ApiSettings
+from tpv_broker.config.ranking_settings import InflightSettings
+from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.core.models import DestinationFigures, Snapshot, SnapshotMeta, ToolFigures
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore

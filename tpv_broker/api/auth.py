@@ -24,7 +24,8 @@ from pathlib import Path
 from flask import Flask, Response, g, jsonify, request
 from pydantic import SecretStr
 
-from tpv_broker.config.settings import TOKEN_CHARS, ApiSettings, BrokerConfig, token_problem
+from tpv_broker.config.api_settings import TOKEN_CHARS, ApiSettings, token_problem
+from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.errors import ConfigError
 from tpv_broker.ids import DEFAULT_TENANT
 

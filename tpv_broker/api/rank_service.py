@@ -9,7 +9,8 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tpv_broker.config.settings import BrokerConfig, ScoringSettings
+from tpv_broker.config.ranking_settings import ScoringSettings
+from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.core.charges import Charge
 from tpv_broker.core.columns import DestinationColumns
 from tpv_broker.core.health import probe_draw

@@ -22,16 +22,9 @@ import requests
 
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.influxql import quote_ident, time_window
-from tpv_broker.config.settings import (
-    CONFIG_ENV,
-    ENV_PREFIX,
-    BrokerConfig,
-    CollectorSettings,
-    SourceSettings,
-    env_overrides,
-    load_config,
-    source_env_name,
-)
+from tpv_broker.config.collector_settings import CollectorSettings
+from tpv_broker.config.server_settings import SourceSettings
+from tpv_broker.config.settings import CONFIG_ENV, ENV_PREFIX, BrokerConfig, env_overrides, load_config, source_env_name
 from tpv_broker.config.urls import redact_url
 from tpv_broker.errors import BrokerError, ConfigError, MetricSourceError
 from tpv_broker.store.keys import KeySchema

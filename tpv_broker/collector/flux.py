@@ -22,8 +22,9 @@ from influxdb_client.client.flux_csv_parser import FluxCsvParserException, FluxQ
 from influxdb_client.client.flux_table import FluxRecord
 from influxdb_client.client.influxdb_client import InfluxDBClient
 
+from tpv_broker.config.collector_settings import CollectorSettings
 from tpv_broker.config.preset_spec import PresetSpec
-from tpv_broker.config.settings import CollectorSettings, InfluxDBSettings
+from tpv_broker.config.server_settings import InfluxDBSettings
 from tpv_broker.config.urls import redact_url
 from tpv_broker.errors import MetricSourceError
 

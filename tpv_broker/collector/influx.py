@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import requests
 import urllib3
 
-from tpv_broker.config.settings import CollectorSettings, InfluxDBSettings
+from tpv_broker.config.collector_settings import CollectorSettings
+from tpv_broker.config.server_settings import InfluxDBSettings
 from tpv_broker.config.urls import redact_url, scrub, url_secrets
 from tpv_broker.errors import MetricSourceError
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tpv_broker.config.collector_settings import CollectorSettings
 from tpv_broker.config.preset_spec import PresetSpec
-from tpv_broker.config.settings import CollectorSettings
 
 from .rows import Row
 

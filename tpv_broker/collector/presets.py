@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from tpv_broker.config.collector_settings import CollectorSettings
 from tpv_broker.config.preset_spec import BUILTIN_PRESETS, CONTEXT_FIGURES, PresetSpec
-from tpv_broker.config.settings import CollectorSettings
 
 from .cycle_data import CycleData, num, strip_quotes
 from .influxql import MAX_CLOCK_SKEW_S, Series, influxql_statement, series_rows

@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tpv_broker.config.collector_settings import CollectorSettings
 from tpv_broker.config.preset_spec import DESTINATION_FIGURES, TEXT_FIGURES, PresetSpec
-from tpv_broker.config.settings import CollectorSettings
 from tpv_broker.core.models import SlotShape, Status, ToolFigures
 
 from .cycle_data import CycleData, num, strip_quotes

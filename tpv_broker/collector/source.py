@@ -11,7 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from tpv_broker.config.settings import BrokerConfig, CollectorSettings, InfluxDBSettings
+from tpv_broker.config.collector_settings import CollectorSettings
+from tpv_broker.config.server_settings import InfluxDBSettings
+from tpv_broker.config.settings import BrokerConfig
 
 from .rows import ReadResult
 

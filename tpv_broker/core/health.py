@@ -34,7 +34,7 @@ _Z = 1.959963984540054
 
 @dataclass(frozen=True)
 class HealthRules:
-    """``collector.health`` as plain numbers (config/settings.HealthSettings)."""
+    """``collector.health`` as plain numbers (config/collector_settings.HealthSettings)."""
 
     window_s: float = 3 * 3600.0
     min_jobs: int = 10

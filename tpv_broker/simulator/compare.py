@@ -14,7 +14,9 @@ from typing import Any
 import fakeredis
 
 from tpv_broker.api.rank_service import RankService
-from tpv_broker.config.settings import ApiSettings, BrokerConfig, DestinationSettings, InflightSettings
+from tpv_broker.config.api_settings import ApiSettings
+from tpv_broker.config.ranking_settings import DestinationSettings, InflightSettings
+from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.config.terms import DEFAULT_TERMS
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore

@@ -58,7 +58,8 @@ from tpv_broker.collector.health import judge_cycle, rules_of, transitions
 from tpv_broker.collector.presets import PRESETS, Preset
 from tpv_broker.collector.rows import ReadResult, Row
 from tpv_broker.collector.source import Source
-from tpv_broker.config.settings import BrokerConfig, CollectorSettings
+from tpv_broker.config.collector_settings import CollectorSettings
+from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.core.health import wilson_lower
 from tpv_broker.core.models import DestinationHealth, Snapshot
 from tpv_broker.store.keys import KeySchema

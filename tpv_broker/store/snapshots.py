@@ -20,8 +20,8 @@ from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
 from redis.typing import EncodableT, FieldT
 
+from tpv_broker.config.ranking_settings import InflightSettings
 from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url
-from tpv_broker.config.settings import InflightSettings
 from tpv_broker.config.urls import redact_url, scrub, url_secrets
 from tpv_broker.core.charges import ChargeState
 from tpv_broker.core.models import DestinationFigures, RankView, Snapshot, SnapshotMeta, SourceStatus, ToolFigures

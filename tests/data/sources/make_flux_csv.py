@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from tpv_broker.collector.flux import _fields
 from tpv_broker.collector.presets import presets_for
-from tpv_broker.config.settings import CollectorSettings
+from tpv_broker.config.collector_settings import CollectorSettings
 
 ANCHOR = 1767225600
 
