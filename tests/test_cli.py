@@ -351,6 +351,32 @@ def test_rank_charges_when_asked(redis_client: redis.Redis, redis_url: str, args
     assert redis_client.zcard(f"{PREFIX}:inflight") == 1
 
 
+def test_rank_by_hand_moves_a_placed_jobs_charge_without_counting_it_returned(redis_client: redis.Redis,
+                                                                               redis_url: str) -> None:
+    """Job 4711 went to pulsar_uk a minute ago (the API charged it); an
+    admin places it by hand: its charge moves to pulsar_de, and that is
+    no sign it failed on pulsar_uk (through the API it would count as
+    returned: docs/health.md)."""
+    from tpv_broker.core.charges import Charge
+    from tpv_broker.store.inflight import InflightStore
+    from tpv_broker.store.keys import KeySchema
+
+    now = time.time()
+    publish(redis_client, now)
+    keys = KeySchema(PREFIX)
+    # as many cores and as much memory as the CLI asks for (more would be a resize, never a return)
+    InflightStore(redis_client, keys, max_age_s=600).charge(Charge("pulsar_uk", 2, 1000, now - 60, "4711"))
+    result = run([*RANKED, "--job-id", "4711"], env={"TPV_BROKER_REDIS_URL": redis_url})
+    assert result.exit_code == 0, result.output + result.stderr
+    assert result.output.splitlines()[-1] == "charged job 4711 to pulsar_de (in-flight, as the API does)"
+    members = [json.loads(m) for m in redis_client.zrange(keys.inflight, 0, -1)]
+    assert [(m["d"], m["j"]) for m in members] == [("pulsar_de", "4711")]
+    assert not redis_client.exists(keys.health_returns)
+    # placed on pulsar_uk, then on pulsar_de: both counted
+    assert sorted(f.decode().rsplit(":", 1)[1] for f in redis_client.hkeys(keys.health_placements)) == [
+        "pulsar_de", "pulsar_uk"]
+
+
 # Values the API refuses, as JSON carries them and as typed after the option.
 BAD_JOB_VALUES = [
     ("--cores", "-4", -4), ("--cores", "0", 0), ("--cores", "nan", float("nan")), ("--cores", "inf", float("inf")),

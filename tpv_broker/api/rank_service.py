@@ -121,11 +121,12 @@ class RankService:
         return kept[1]
 
     def charge_first(self, result: RankResult, job: JobFacts, now: float | None = None,
-                     tenant: str = DEFAULT_TENANT) -> str | None:
+                     tenant: str = DEFAULT_TENANT, by_galaxy: bool = True) -> str | None:
         """Charge the job to the destination ranked first (if in-flight
         accounting is on and it was ranked on live figures); the destination
         charged (as the snapshot names it), None if none was. Never raises
-        for Redis trouble: the answer stands either way."""
+        for Redis trouble: the answer stands either way. ``by_galaxy``
+        false: an admin's placement by hand, never a job coming back."""
         first = result.first_scored_id
         if self.charges is None or first is None:
             return None
@@ -133,7 +134,7 @@ class RankService:
         charge = Charge(first, job.cores, job.mem, self.clock() if now is None else now, job.id, result.first_run_s,
                         tenant)
         # Logs its own trouble, once per outage.
-        return first if self.charges.charge(charge) else None
+        return first if self.charges.charge(charge, by_galaxy) else None
 
 
 def _lagging(meta: SnapshotMeta, tenant: str, now: float) -> dict[str, dict[str, Any]]:

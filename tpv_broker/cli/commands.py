@@ -369,7 +369,8 @@ def rank_command(obj: _Context, destinations: tuple[str, ...], tool_id: str, cor
     job = request.job.facts()
     inputs = service.datasets([(d.object_store_id, d.size) for d in request.datasets], {})
     result = service.rank(request.candidates(), job, inputs, charge=False)
-    charged = service.charge_first(result, job) if charge or job_id is not None else None
+    # By hand: ranking a placed job again here is no sign that it failed there.
+    charged = service.charge_first(result, job, by_galaxy=False) if charge or job_id is not None else None
     if as_json:
         click.echo(json.dumps(answer_body(result, explain), indent=2))
         return

@@ -42,11 +42,11 @@ class ChargeWriter:
                                  "do): %s", "in-flight charges reach Redis again; %d charge(s) unconfirmed or lost "
                                  "meanwhile", "lost")
 
-    def charge(self, charge: Charge) -> bool:
-        """Write ``charge``: True if Redis confirmed it. Never raises for
-        Redis trouble (it is logged)."""
+    def charge(self, charge: Charge, by_galaxy: bool = True) -> bool:
+        """Write ``charge`` (``InflightStore.charge``): True if Redis
+        confirmed it. Never raises for Redis trouble (it is logged)."""
         try:
-            self.inflight.charge(charge)
+            self.inflight.charge(charge, by_galaxy)
         except StoreError as e:
             self._outage.failed(e)
             return False

@@ -109,12 +109,13 @@ end
 # charges older than this, TTL (s), the placement count's field, the
 # counts' TTL (s), the return count's field less its destination, the
 # least age (s) of a charge whose job comes back for it to count as
-# returned. Returns 1 if charged, 0 if the destination's figures already
-# show a job charged that early (the clocks disagree). Either way the job
-# went there: it is counted, once per job and destination in a row (a job
-# ranked again to the same place is not), and so is a job coming back
-# (one resubmitted three times from the same place is one of one there,
-# as the error reports count jobs).
+# returned ("": it does not count, the charge is an admin's). Returns 1 if
+# charged, 0 if the destination's figures already show a job charged that
+# early (the clocks disagree). Either way the job went there: it is
+# counted, once per job and destination in a row (a job ranked again to
+# the same place is not), and so is a job coming back (one resubmitted
+# three times from the same place is one of one there, as the error
+# reports count jobs).
 _CHARGE = _LIB + """
 -- A hash someone else replaced by another type must not stop a charge.
 local function count(key, field)
@@ -132,7 +133,8 @@ if KEYS[6] then
     local was = decode(old)
     -- More cores or memory: TPV resized it after it ran out, no fault of
     -- the destination's.
-    if valid(was) and c.t - was.t >= tonumber(ARGV[8]) and c.c <= was.c and c.m <= was.m then
+    local after = tonumber(ARGV[8])
+    if after and valid(was) and c.t - was.t >= after and c.c <= was.c and c.m <= was.m then
       if redis.call('GET', KEYS[7]) ~= was.d then count(KEYS[5], ARGV[7] .. was.d) end
       redis.call('SET', KEYS[7], was.d, 'EX', ARGV[4])
     end
@@ -193,8 +195,8 @@ PLACEMENTS_TTL_S = 86400
 # went: a job through a runner, failed and resubmitted by Galaxy takes
 # longer (the handler alone waits a second between its passes); a client
 # that retries a request, or a double rank, does not. A job charged again
-# later for another reason (an admin's `rank --job-id`, a handler mapping
-# it again) is counted as returned: docs/health.md. Returns are counted in
+# later through the API for another reason (a handler mapping it again, a
+# request made by hand with its id) is counted as returned: docs/health.md. Returns are counted in
 # the same buckets as placements, and only while the job's key lives
 # (inflight.max_age_s): a job failing later is left to the error reports.
 RETURN_AFTER_S = 5.0
@@ -278,10 +280,12 @@ class InflightStore:
         that must not become part of a key."""
         return None if job_id is None else self.keys.inflight_job(tenant, job_id)
 
-    def charge(self, charge: Charge) -> bool:
+    def charge(self, charge: Charge, by_galaxy: bool = True) -> bool:
         """Charge a placement and wait for Redis to confirm it; a job
         already charged moves its charge (never adds a second). False if
-        the destination's figures already show a job charged that early."""
+        the destination's figures already show a job charged that early.
+        ``by_galaxy`` false (an admin placing a job by hand): the job's
+        earlier charge is not taken for a failure where it went."""
         job_key = self.job_key(charge.tenant, charge.job_id)
         keys = [*self._keys, self.keys.health_placements, self.keys.health_returns]
         if job_key is not None and charge.job_id is not None:
@@ -290,7 +294,7 @@ class InflightStore:
                                    charge.charged_at - self.max_age_s, self._ttl,
                                    placement_field(charge.charged_at, charge.tenant, charge.destination),
                                    PLACEMENTS_TTL_S, placement_field(charge.charged_at, charge.tenant, ""),
-                                   RETURN_AFTER_S]
+                                   RETURN_AFTER_S if by_galaxy else ""]
         try:
             return bool(self._charge(keys=keys, args=args))
         except redis.RedisError as e:
