@@ -360,6 +360,46 @@ def test_a_job_coming_back_again_and_again_from_one_place_counts_once_there(stor
     placed = {d: sum(n for _, n in b) for d, b in inputs.placed_by(None).items()}
     assert returned == {A: 1 + 2, B: 1}
     assert placed == {A: 1 + 2, B: 2}
+    # where it came back from is kept while it is placed there again, as long as its charge lives
+    keys = KeySchema(PREFIX)
+    assert store.client.get(keys.health_came_back("eu", "same")) == A.encode()
+    assert 600 - 5 <= store.client.ttl(keys.health_came_back("eu", "same")) <= 601
+
+
+@pytest.mark.parametrize(("steps", "returned", "placed"), [
+    # (destination, seconds after the first charge, mem): each a charge of job 7 of eu
+    # A; back from A to B; to A again as a resize (more memory: no return, but placed on A anew); back
+    # from A to C: A's second return counts
+    ([(A, 0, 1), (B, 30, 1), (A, 60, 4), ("c", 90, 4)], {A: 2}, {A: 2, B: 1, "c": 1}),
+    # A; ranked again at once (no return); back from A half a minute later: counted
+    ([(A, 0, 1), (A, 1, 1), (A, 31, 1)], {A: 1}, {A: 1}),
+    # A; placed on B by hand within 5 s (no return); back from B to A: counted for B, and back from A
+    # later counts for A
+    ([(A, 0, 1), (B, 2, 1), (A, 40, 1), (B, 80, 1)], {B: 1, A: 1}, {A: 2, B: 2}),
+])
+def test_returns_count_each_stay_at_a_destination_once(store: SnapshotStore, steps: list[tuple[str, float, float]],
+                                                       returned: dict[str, float], placed: dict[str, float]) -> None:
+    inflight = InflightStore(store.client, KeySchema(PREFIX), max_age_s=600)
+    t = 1_700_000_100.0
+    for dest, after, mem in steps:
+        inflight.charge(Charge(dest, 1, mem, t + after, "7", tenant="eu"))
+    inputs = store.health().read(t - 600, drop_old=False)
+    assert {d: sum(n for _, n in b) for d, b in inputs.returned_by(None).items()} == returned
+    assert {d: sum(n for _, n in b) for d, b in inputs.placed_by(None).items()} == placed
+
+
+def test_where_a_job_came_back_from_is_per_tenant(store: SnapshotStore) -> None:
+    """Job 7 of eu and job 7 of fr both come back from A twice in a row:
+    one return each, counted for each tenant (one shared record would
+    take fr's first return for eu's second)."""
+    inflight = InflightStore(store.client, KeySchema(PREFIX), max_age_s=600)
+    t = 1_700_000_100.0
+    for i in range(3):
+        for tenant in ("eu", "fr"):
+            inflight.charge(Charge(A, 1, 1, t + 30 * i, "7", tenant=tenant))
+    inputs = store.health().read(t - 600, drop_old=False)
+    for tenant in ("eu", "fr"):
+        assert inputs.returned_by(frozenset({tenant})) == {A: [(t, 1.0)]}, tenant
 
 
 @pytest.mark.parametrize("garbage", [b"not json", b"[]", b'{"d": 3}',
@@ -374,17 +414,22 @@ def test_garbage_under_a_jobs_key_charges_and_counts_no_return(store: SnapshotSt
 
 
 def test_a_count_of_another_type_does_not_stop_a_charge(store: SnapshotStore) -> None:
-    """Someone replaced the counts with a string: the charge still goes
-    through (the counts are health's, the charge steers the ranking)."""
+    """Someone replaced the counts with a string, the job's keys with a
+    hash: the charge still goes through (the counts are health's, the
+    charge steers the ranking)."""
     keys = KeySchema(PREFIX)
     inflight = InflightStore(store.client, keys, max_age_s=600)
     store.client.set(keys.health_placements, b"mine")
     store.client.set(keys.health_returns, b"mine too")
+    store.client.hset(keys.health_came_back("eu", "j1"), "x", 1)
     t = 1_700_000_100.0
     assert inflight.charge(Charge(A, 1, 1, t, "j1", tenant="eu"))
     assert inflight.charge(Charge(B, 1, 1, t + 30, "j1", tenant="eu"))
     assert [c.destination for c in inflight.members()] == [B]
     assert store.client.get(keys.health_returns) == b"mine too"
+    store.client.hset(keys.inflight_job("eu", "j2"), "x", 1)
+    assert inflight.charge(Charge(A, 1, 1, t + 60, "j2", tenant="eu"))
+    assert sorted(c.destination for c in inflight.members()) == [A, B]
 
 
 def counted(metrics: CollectorMetrics) -> Any:

@@ -19,8 +19,8 @@ A job charged again (Galaxy resubmits, a handler restarts) moves its charge:
 back ``RETURN_AFTER_S`` or more after its charge, asking for no more cores
 or memory, is counted as returned by the destination it had gone to
 (``<p>:health:returns``; ``<p>:health:back:<tenant>:<job id>`` remembers
-where from, so a job coming back from one place again and again counts
-once there): Galaxy resubmits a job that failed there, and the broker
+where from while the job is placed there again, so a job coming back from
+one place again and again counts once there): Galaxy resubmits a job that failed there, and the broker
 learns of it within seconds instead of at the next error report.
 
 Scripts, so several API workers charging at once, a job ranked twice and a
@@ -105,47 +105,55 @@ end
 
 # KEYS[4]: the placement counts, KEYS[5]: the return counts (destination
 # health); KEYS[6] and KEYS[7] (optional, together): the job's key and the
-# destination it last came back from. ARGV: member, charged at, drop
-# charges older than this, TTL (s), the placement count's field, the
-# counts' TTL (s), the return count's field less its destination, the
-# least age (s) of a charge whose job comes back for it to count as
-# returned ("": it does not count, the charge is an admin's). Returns 1 if
-# charged, 0 if the destination's figures already show a job charged that
-# early (the clocks disagree). Either way the job went there: it is
-# counted, once per job and destination in a row (a job ranked again to
-# the same place is not), and so is a job coming back (one resubmitted
-# three times from the same place is one of one there, as the error
-# reports count jobs).
+# destination it came back from and was placed on again. ARGV: member,
+# charged at, drop charges older than this, TTL (s), the placement
+# count's field, the counts' TTL (s), the return count's field less its
+# destination, the least age (s) of a charge whose job comes back for it
+# to count as returned ("": it does not count, the charge is an admin's).
+# Returns 1 if charged, 0 if the destination's figures already show a job
+# charged that early (the clocks disagree). Either way the job went
+# there: it is counted, once per job and destination in a row (a job
+# ranked again to the same place is not), and so is a job coming back
+# (one resubmitted three times from the same place is one of one there,
+# as the error reports count jobs).
 _CHARGE = _LIB + """
--- A hash someone else replaced by another type must not stop a charge.
+-- A key someone else gave another type must not stop a charge.
 local function count(key, field)
   local kind = redis.call('TYPE', key).ok
   if kind ~= 'hash' and kind ~= 'none' then return end
   redis.call('HINCRBY', key, field, 1)
   redis.call('EXPIRE', key, ARGV[6])
 end
+local function get(key)
+  if redis.call('TYPE', key).ok ~= 'string' then return false end
+  return redis.call('GET', key)
+end
 drop_older_than(ARGV[3])
 local c = cjson.decode(ARGV[1])
 local placed = true
 if KEYS[6] then
-  local old = redis.call('GET', KEYS[6])
+  local old = get(KEYS[6])
   if old then
     local was = decode(old)
     -- More cores or memory: TPV resized it after it ran out, no fault of
     -- the destination's.
     local after = tonumber(ARGV[8])
     if after and valid(was) and c.t - was.t >= after and c.c <= was.c and c.m <= was.m then
-      if redis.call('GET', KEYS[7]) ~= was.d then count(KEYS[5], ARGV[7] .. was.d) end
+      if get(KEYS[7]) ~= was.d then count(KEYS[5], ARGV[7] .. was.d) end
       redis.call('SET', KEYS[7], was.d, 'EX', ARGV[4])
     end
     if was and was.d == c.d then placed = false end
     drop(old)
   end
 end
-if placed then count(KEYS[4], ARGV[5]) end
+if placed then
+  count(KEYS[4], ARGV[5])
+  -- Placed anew: coming back from here (or anywhere) counts again.
+  if KEYS[7] then redis.call('DEL', KEYS[7]) end
+end
 local shown = reflected(c.d)
 if shown and c.t < shown then
-  if KEYS[6] then redis.call('DEL', KEYS[6]) end
+  if KEYS[6] then redis.call('DEL', KEYS[6], KEYS[7]) end
   return 0
 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])

@@ -32,8 +32,9 @@ key                                type    value
 ``<p>:health:returns``             hash    "<bucket start>:<tenant>:<destination id>" -> jobs placed
                                            there that came back to be placed again (Galaxy
                                            resubmitted them) in those 5 minutes; as placements
-``<p>:health:back:<t>:<job id>``   string  the destination job <job id> of tenant <t> last came back
-                                           from (counted once there); expires with the job's key
+``<p>:health:back:<t>:<job id>``   string  the destination job <job id> of tenant <t> came back from
+                                           while placed there again (counted once there); expires
+                                           inflight.max_age_s after that return
 ``<p>:health:pins``                hash    destination id -> JSON {state: drained | healthy, reason,
                                            by, at}: an admin's pin (``tpv-broker health``)
 ``<p>:ratelimit:<tenant>``        string  epoch s: when the tenant's next request is due at its
