@@ -121,10 +121,10 @@ def judge_all(previous: Mapping[str, DestinationHealth], signals: Mapping[str, S
 
 def _network_shares(counts: Mapping[str, tuple[float, float]], ids: Sequence[str]) -> dict[str, float]:
     """Per destination of ``ids``, the other endpoints' failure share,
-    from each one's (placements, failures). It counts the jobs the broker placed
-    and, of their failures, no more than them: errors of jobs placed by
-    other means (a Galaxy's local runners) would raise the bar for
-    everyone."""
+    from each one's (placements, failures). It counts the jobs the broker
+    placed and, of their failures, no more than them: errors of jobs
+    placed by other means (a Galaxy's local runners) would raise the bar
+    for everyone."""
     totals = {d: (p, min(e, p)) for d, (p, e) in counts.items() if p > 0}
     all_placed = math.fsum(p for p, _ in totals.values())
     all_failed = math.fsum(e for _, e in totals.values())
