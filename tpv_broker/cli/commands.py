@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -265,6 +265,17 @@ def _number(text: str) -> int | float:
 
 def _number_option(_ctx: click.Context, _param: click.Parameter, value: str) -> int | float:
     return _number(value)
+
+
+Choice = TypeVar("Choice", bound=str)
+
+
+def _chosen(value: str, known: Sequence[Choice], option: str) -> list[Choice]:
+    """The comma-separated choices of ``value``, in ``known``'s order."""
+    given = {x.strip() for x in value.split(",") if x.strip()}
+    if not given or not given <= set(known):
+        raise click.BadParameter(f"{value!r}: expected {' or '.join(known)}, comma-separated", param_hint=option)
+    return [k for k in known if k in given]
 
 
 def _parse_dataset(value: str) -> dict[str, Any]:
@@ -648,10 +659,7 @@ def simulate(loads: str, hours: float, seed: int, seeds: int, refresh_s: float, 
         if unknown or not names:
             raise click.BadParameter(f"unknown scenario {', '.join(unknown) or '(none given)'} "
                                      f"(known: {', '.join(sim.SCENARIOS)})", param_hint="--failures")
-        counts = [x.strip() for x in error_counts.split(",") if x.strip()]
-        if not counts or not set(counts) <= set(sim.ERROR_COUNTS):
-            raise click.BadParameter(f"{error_counts!r}: expected {' or '.join(sim.ERROR_COUNTS)}, comma-separated",
-                                     param_hint="--error-count")
+        counts = _chosen(error_counts, sim.ERROR_COUNTS, "--error-count")
         try:
             intervals = [float(x) for x in report_every.split(",") if x.strip()]
         except ValueError:
@@ -659,10 +667,7 @@ def simulate(loads: str, hours: float, seed: int, seeds: int, refresh_s: float, 
         if not intervals or not all(60 <= x <= 86400 for x in intervals):
             raise click.BadParameter(f"{report_every!r}: expected seconds in [60, 86400], comma-separated",
                                      param_hint="--report-every")
-        signals = [x.strip() for x in health_signals.split(",") if x.strip()]
-        if not signals or not set(signals) <= set(sim.HEALTH_SIGNALS):
-            raise click.BadParameter(f"{health_signals!r}: expected {' or '.join(sim.HEALTH_SIGNALS)}, "
-                                     f"comma-separated", param_hint="--health-signals")
+        signals = _chosen(health_signals, sim.HEALTH_SIGNALS, "--health-signals")
         scenarios = [(sim.QUICK if quick else sim.SCENARIOS)[n] for n in names]
         if ctx.get_parameter_source("loads") is ParameterSource.DEFAULT:
             load_list = [0.6]
@@ -671,9 +676,9 @@ def simulate(loads: str, hours: float, seed: int, seeds: int, refresh_s: float, 
         elif ctx.get_parameter_source("hours") is not ParameterSource.DEFAULT:
             scenarios = [replace(sc, hours=hours) for sc in scenarios]
         failure_rows = sim.simulate_failures(scenarios, load_list, seed, seeds,
-                                             [c for c in sim.ERROR_COUNTS if c in counts], intervals, refresh_s,
+                                             counts, intervals, refresh_s,
                                              lag_s, progress, burst_size=(low, high),
-                                             signals=[x for x in sim.HEALTH_SIGNALS if x in signals])
+                                             signals=signals)
         if as_json:
             click.echo(json.dumps(sim.failure_json(failure_rows, scenarios, seed=seed, seeds=seeds,
                                                    refresh_s=refresh_s, lag_s=lag_s, bursts=[low, high]), indent=2))
