@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from importlib import metadata
 from typing import Any
 
 import yaml
@@ -22,6 +23,23 @@ from .loadgen import Client
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+
+# The libraries on the request path, recorded with every result, so that a
+# figure that moved between two runs can be told from an upgrade (a fresh
+# venv takes the newest releases): redis-py 8.2, for one, packs each
+# argument of a command in Python (bench/README.md).
+LIBRARIES = ("redis", "hiredis", "Flask", "Werkzeug", "gunicorn", "pydantic", "numpy")
+
+
+def library_versions() -> dict[str, str]:
+    """Each of ``LIBRARIES``' installed version ("-": not installed)."""
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "-"
+    return out
 
 
 def machine() -> dict[str, Any]:
@@ -47,6 +65,7 @@ def machine() -> dict[str, Any]:
         "os": platform.platform(),
         "redis": next((w.split("=")[1] for w in redis_v if w.startswith("v=")), "?"),
         "influxdb": influx_v,
+        "libraries": library_versions(),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

@@ -436,8 +436,11 @@ def collector_targets(result: dict[str, Any]) -> list[tuple[str, str, bool | Non
 def _machine_line(m: dict[str, Any]) -> str:
     if not m:
         return "Machine: not recorded."
+    libraries = m.get("libraries")
+    # Results from before the libraries were recorded have none.
+    shown = f" Libraries: {', '.join(f'{k} {v}' for k, v in libraries.items())}." if libraries else ""
     return (f"Machine: {m.get('cpus')} CPUs ({m.get('cpu_model')}), {m.get('memory_gb')} GB, Python {m.get('python')}, "
-            f"Redis {m.get('redis')}, {m.get('influxdb')}; measured {m.get('date_utc')}.")
+            f"Redis {m.get('redis')}, {m.get('influxdb')}; measured {m.get('date_utc')}.{shown}")
 
 
 def render_markdown(data: dict[str, Any]) -> str:

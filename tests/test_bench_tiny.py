@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import redis
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
@@ -45,6 +46,8 @@ def test_rank_bench_tiny(tmp_path: pathlib.Path) -> None:
         rounds = paired["round_p50_ms"]
         assert sorted(rounds) == ["2", "5"] and all(len(v) == 1 and v[0] > 0 for v in rounds.values())
     assert rank["machine"]["date_utc"]
+    # The request path's libraries, as installed: a result moves with them.
+    assert rank["machine"]["libraries"]["redis"] == redis.__version__
     # The busy site: ours with 0 and (tiny) 30 live charges preloaded, beside the floor, both modes.
     busy = rank["busy"]
     assert {(r["service"], r["mode"]) for r in busy["runs"]} == {
@@ -59,6 +62,7 @@ def test_rank_bench_tiny(tmp_path: pathlib.Path) -> None:
 
     md = (tmp_path / "latest.md").read_text()
     assert "## Rank path" in md and "Each extra candidate" in md
+    assert f"Libraries: redis {redis.__version__}, hiredis " in md
     rows = _rank_targets(md)
     assert [r[0] for r in rows] == [
         "p50 at 5 candidates: ours at most 2x the floor's",
