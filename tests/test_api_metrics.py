@@ -105,6 +105,19 @@ def test_requests_counted_by_endpoint_and_outcome(store: SnapshotStore, client: 
     assert value(s, "tpv_broker_api_workers") == 1
 
 
+def test_degraded_answers_counted_when_they_are_503s(store: SnapshotStore) -> None:
+    # api.degraded_status: 503: the request's outcome says unavailable, and
+    # the degraded answer is counted all the same (the alert rules divide
+    # these by the rank requests).
+    client = create_app(config(degraded_status=503), store=store, clock=lambda: NOW).test_client()
+    resp = client.post("/api/rank", json=RANK)
+    assert resp.status_code == 503 and resp.json["degraded"] is True
+    s = scrape(client)
+    assert value(s, "tpv_broker_api_degraded_answers_total", reason="no_snapshot") == 1
+    assert value(s, "tpv_broker_api_requests_total", endpoint="/api/rank", outcome="unavailable",
+                 tenant="default") == 1
+
+
 def test_unmatched_paths_share_one_series(client: FlaskClient) -> None:
     for i in range(20):
         client.get(f"/random/{i}")

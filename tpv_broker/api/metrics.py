@@ -197,7 +197,9 @@ class ApiMetrics:
         children[0].inc()
         if seconds is not None:
             children[1].observe(seconds)
-        if degraded_reason is not None and status < 400:
+        # A degraded answer is a 503 under api.degraded_status: 503, and
+        # counts all the same.
+        if degraded_reason is not None and (status < 400 or status == 503):
             self.degraded.labels(degraded_reason).inc()
 
     def exposition(self) -> Response:
