@@ -724,11 +724,18 @@ def test_a_collector_standing_by_goes_on_from_the_live_verdicts_when_it_takes_ov
         def is_leader(self) -> bool:
             return False
 
-    runner = CycleRunner(BrokerConfig(), object(), None, leader=Standby())  # type: ignore[arg-type]
+    from tpv_broker.collector.metrics import CollectorMetrics
+
+    metrics = CollectorMetrics(clock=lambda: NOW)
+    # It had failed as leader before it lost the lease.
+    metrics.failures_in_a_row.set(4)
+    runner = CycleRunner(BrokerConfig(), object(), None, metrics=metrics, leader=Standby())  # type: ignore[arg-type]
     runner.state.health = {"bh": DestinationHealth(state="excluded", since=NOW)}
     report = runner()
     assert report is not None and not report.published
     assert runner.state.health is None  # the next cycle as leader seeds them from the live snapshot
+    # Standing by is no failure (an alert on failures in a row would fire for as long as it stands by).
+    assert metrics.registry.get_sample_value("tpv_broker_collector_consecutive_failures") == 0
 
 
 def test_error_counts_that_are_no_count_of_jobs_are_left_out() -> None:

@@ -87,6 +87,8 @@ class CycleRunner:
             # Another collector publishes meanwhile: on taking over, go on
             # from its health verdicts (the live snapshot's), not ours.
             self.state.health = None
+            if self.metrics is not None:
+                self.metrics.standing_by()
             return report
         # Half an interval of slack: scheduled cycles start a little late or early.
         if self.retry_at is not None and started < self.retry_at - interval / 2:

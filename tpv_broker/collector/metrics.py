@@ -66,7 +66,7 @@ class CollectorMetrics:
         self.last_success = Gauge("tpv_broker_collector_last_success_timestamp_seconds",
                                   "When the last snapshot was published (epoch seconds; 0: not yet)", registry=r)
         self.failures_in_a_row = Gauge("tpv_broker_collector_consecutive_failures",
-                                       "Cycles in a row that published nothing", registry=r)
+                                       "Cycles in a row that published nothing (0 while standing by)", registry=r)
         self.health_transitions = Counter("tpv_broker_collector_health_transitions",
                                           "Destination health changes, by destination and the states before and "
                                           "after (healthy, degraded, excluded, probation, drained)",
@@ -98,6 +98,12 @@ class CollectorMetrics:
             self.destinations.set(report.destinations)
             self.tools.set(report.tools)
             self.newest_point_at = None if report.newest_point_age_s is None else now - report.newest_point_age_s
+
+    def standing_by(self) -> None:
+        """A cycle as a standby, while another collector holds the lease: it
+        publishes nothing, and fails nothing either (its failures as leader
+        would otherwise read as failing for as long as it stands by)."""
+        self.failures_in_a_row.set(0)
 
     def observe_stats_refresh(self, ok: bool) -> None:
         self.stats_refreshes.labels("ok" if ok else "failed").inc()
