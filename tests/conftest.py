@@ -16,6 +16,10 @@ import redis
 
 from tpv_broker.devtools.servers import InfluxServer, RedisServer, ServerError
 
+# Helpers with asserts of their own, imported by several test modules:
+# pytest's detailed failure messages there too.
+pytest.register_assert_rewrite("tests.prometheus_scrape")
+
 # Requesting any of these (directly or through another fixture) makes a test
 # an integration test; see pytest_collection_modifyitems.
 INTEGRATION_FIXTURES = frozenset(
