@@ -399,6 +399,47 @@ def test_noisy_network_quick_excludes_nobody():
     assert all(excess < 0.5 for excess, _ in health["max_excess"].values())
 
 
+def test_a_users_broken_workflow_fails_everywhere_and_nothing_else_does():
+    from tpv_broker.simulator.failures import BROKEN_PREFIX, QUICK, SCENARIOS, FailureModel, scenario_jobs
+
+    sc = SCENARIOS["userburst"]
+    w = sc.broken_workflow
+    jobs = scenario_jobs(sc, 0.4, seed=3)
+    broken = [j for j in jobs if j.id.startswith(BROKEN_PREFIX)]
+    # The workflow's jobs beside the usual arrivals, all at once, one tool, one store.
+    assert len(broken) == w.jobs == 200 and len(jobs) == len(arrivals(0.4, sc.hours * 3600, 3)) + 200
+    assert {(j.arrival, j.tool.id, j.input_store) for j in broken} == {(w.at_s, w.tool, w.input_store)}
+    assert [j.arrival for j in jobs] == sorted(j.arrival for j in jobs)
+    model = FailureModel(sc, seed=3)
+    # Every attempt of theirs fails, anywhere, after running a little; nothing else fails.
+    for dest in ("pulsar_de", "pulsar_pt"):
+        for attempt in (1, 2):
+            fates = [model.fate(j, dest, w.at_s, attempt) for j in broken]
+            assert all(f is not None and f.fast_s is None and 0.05 <= f.run_share <= 0.2 for f in fates)
+    assert all(model.fate(j, "pulsar_de", w.at_s, 1) is None for j in jobs if not j.id.startswith(BROKEN_PREFIX))
+    assert QUICK["userburst"].broken_workflow.at_s == 3600 and "hour 1" in QUICK["userburst"].description
+
+
+def test_a_users_broken_workflow_quick_shows_what_health_makes_of_it():
+    from tpv_broker.simulator.failures import QUICK, failure_summary, simulate_failures
+
+    rows = simulate_failures([QUICK["userburst"]], [0.6], seed=1, seeds=1, baseline=False)
+    without, health = (next(r for r in rows if r["policy"] == p) for p in ("broker_inflight", "broker_inflight_health"))
+    # Both attempts of each of its 200 jobs failed where the broker had placed them.
+    for row in (without, health):
+        assert row["jobs_failed"] == row["jobs_failed_twice"] == 200
+        assert sum(row["broken_failures_at"].values()) == row["failed_attempts"] == 400
+    # What health made of it is recorded, whatever it was (docs/simulation.md:
+    # it excludes healthy endpoints): the time each was not healthy, and
+    # the target, which a run without exclusions meets.
+    assert set(health["not_healthy_s"]) == set(health["excluded"]) | set(health["degraded"])
+    assert all(0 < v <= 3 * 3600 for v in health["not_healthy_s"].values())
+    assert "not_healthy_s" not in without
+    (summary,) = failure_summary(rows)
+    target = summary["targets"]["nobody_excluded"]
+    assert target["seeds_meeting"] == (0 if health["excluded"] else 1) and target["of"] == 1
+
+
 def test_simulate_cli_failures_quick_json():
     result = CliRunner().invoke(main, ["simulate", "--failures", "noisy", "--quick", "--seeds", "1", "--loads", "0.2",
                                        "--json"])

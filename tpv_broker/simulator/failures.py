@@ -5,7 +5,11 @@ judged on those reports, compared with the same broker without health.
 * ``blackhole``: one well-sized endpoint fails every job within 30 s of
   its placement from hour 2 on, and heals at hour 6;
 * ``noisy``: every endpoint fails 5-10 % of the jobs at random (user
-  errors: the tool runs part of its time, then fails).
+  errors: the tool runs part of its time, then fails);
+* ``userburst``: no endpoint is at fault, but a user's workflow (a tool run
+  over a large collection, on bad input) fails every job, every attempt,
+  wherever it runs: its jobs all come back, from where the broker placed
+  them. Health must not exclude a destination for that.
 
 A failed job is submitted again once, ranked anew, **with the same job
 id**: that is Galaxy's job resubmission (``resubmit`` in the job
@@ -46,6 +50,7 @@ import hashlib
 import math
 import random
 import statistics
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -69,7 +74,7 @@ from .compare import broker_config, offered
 from .engine import Fate, JobRecord, new_world, run
 from .policies import Broker
 from .report import spread
-from .workload import SITES, Job, arrivals
+from .workload import SITES, TOOLS, Job, arrivals
 
 ErrorCount = Literal["final", "attempts"]
 ERROR_COUNTS: tuple[ErrorCount, ...] = ("final", "attempts")
@@ -82,6 +87,23 @@ HEALTH_SIGNALS: tuple[HealthSignals, ...] = ("returns", "reports")
 FAILURE_POLICIES = ("broker_inflight", "broker_inflight_health")
 BASELINE = "no_failures"
 HOUR = 3600.0
+
+
+# The ids of a broken workflow's jobs start with this.
+BROKEN_PREFIX = "broken"
+
+
+@dataclass(frozen=True)
+class BrokenWorkflow:
+    """A user's workflow whose every job fails whatever the destination:
+    ``jobs`` jobs of ``tool`` on inputs in ``input_store``, all submitted
+    at ``at_s`` (a tool over a collection), each attempt failing after
+    5-20 % of its run time (a tool's error on bad input)."""
+
+    at_s: float
+    jobs: int
+    tool: str
+    input_store: str
 
 
 @dataclass(frozen=True)
@@ -99,21 +121,43 @@ class Scenario:
     user_errors: tuple[float, float] | None = None
     # 2: a failed job is submitted again once.
     attempts: int = 2
+    broken_workflow: BrokenWorkflow | None = None
 
 
+# fastp (4 cores, 5 min) over a collection of 200 samples, in one store.
+_BROKEN = BrokenWorkflow(2 * HOUR, 200, TOOLS[2].id, "object_store_poland")
 SCENARIOS: dict[str, Scenario] = {
     "blackhole": Scenario(
         "blackhole", "pulsar_uk (256 cores) fails every job within 30 s from hour 2 to hour 6", hours=9.0,
         black_hole="pulsar_uk"),
     "noisy": Scenario("noisy", "every endpoint fails 5-10 % of jobs at random (user errors)", hours=9.0,
                       user_errors=(0.05, 0.10)),
+    "userburst": Scenario(
+        "userburst", "no endpoint at fault; at hour 2 a user's workflow of 200 fastp jobs on data in "
+        "object_store_poland fails every attempt wherever it runs", hours=6.0,
+        broken_workflow=_BROKEN),
 }
 # The tests' and --quick's short versions: the black hole from hour 1 to 2.5.
 QUICK: dict[str, Scenario] = {
     "blackhole": replace(SCENARIOS["blackhole"], hours=4.0, broken_from_s=1 * HOUR, heals_at_s=2.5 * HOUR,
                          description="pulsar_uk fails every job within 30 s from hour 1 to hour 2.5"),
     "noisy": replace(SCENARIOS["noisy"], hours=3.0),
+    "userburst": replace(SCENARIOS["userburst"], hours=3.0, description=SCENARIOS["userburst"].description.replace(
+        "hour 2", "hour 1"), broken_workflow=replace(_BROKEN, at_s=1 * HOUR)),
 }
+
+
+def scenario_jobs(scenario: Scenario, load: float, seed: int, burst_size: tuple[int, int] = (10, 40)) -> list[Job]:
+    """The arrivals of ``scenario`` at ``load``, and its broken workflow's jobs."""
+    jobs = arrivals(load, scenario.hours * HOUR, seed, burst_size=burst_size)
+    w = scenario.broken_workflow
+    if w is None:
+        return jobs
+    (tool,) = [t for t in TOOLS if t.id == w.tool]
+    rng = random.Random(seed * 7919 + 3)
+    broken = [Job(f"{BROKEN_PREFIX}{k}", w.at_s, tool, tool.median_run_s * math.exp(rng.gauss(0, tool.sigma)),
+                  w.input_store, rng.lognormvariate(math.log(2e9), 1.0)) for k in range(w.jobs)]
+    return sorted(jobs + broken, key=lambda j: j.arrival)
 
 
 def _uniforms(*key: object) -> tuple[float, float]:
@@ -213,6 +257,8 @@ class FailureModel:
         u, v = _uniforms(self.seed, job.id, attempt)
         if self.broken(dest_id, now):
             return Fate(fast_s=1.0 + (self.scenario.fail_within_s - 1.0) * u)
+        if job.id.startswith(BROKEN_PREFIX):
+            return Fate(run_share=0.05 + 0.15 * v)
         if u < self.user_error_share.get(dest_id, 0.0):
             return Fate(run_share=v)
         return None
@@ -320,6 +366,20 @@ def _run(scenario: Scenario, jobs: list[Job], seed: int, health: bool, errors: E
     return result.records, model, judge, name
 
 
+def _not_healthy_s(timeline: Sequence[Transition], end: float) -> dict[str, float]:
+    """Per destination that was ever anything but healthy, for how long in all."""
+    out: dict[str, float] = {}
+    since: dict[str, float] = {}
+    for t in timeline:
+        if t.before == "healthy" and t.after != "healthy":
+            since[t.destination] = t.at
+        elif t.after == "healthy" and t.destination in since:
+            out[t.destination] = out.get(t.destination, 0.0) + t.at - since.pop(t.destination)
+    for dest_id, at in since.items():
+        out[dest_id] = out.get(dest_id, 0.0) + end - at
+    return {d: round(v, 1) for d, v in sorted(out.items())}
+
+
 def _first(transitions: Sequence[Transition], state: str, after: float) -> float | None:
     return next((t.at for t in transitions if t.after == state and t.at >= after), None)
 
@@ -355,6 +415,13 @@ def failure_row(scenario: Scenario, records: list[JobRecord], model: FailureMode
         row["max_excess"] = {d: list(v) for d, v in sorted(judge.max_excess.items())}
     if scenario.user_errors is not None and policy != BASELINE:
         row["user_error_share"] = {d: round(v, 4) for d, v in model.user_error_share.items()}
+    if scenario.broken_workflow is not None and policy != BASELINE:
+        row["broken_jobs"] = scenario.broken_workflow.jobs
+        # Where its attempts failed: where the broker had placed them.
+        row["broken_failures_at"] = dict(sorted(Counter(
+            d for _, d, job in model.failures if job.startswith(BROKEN_PREFIX)).items()))
+        if judge is not None:
+            row["not_healthy_s"] = _not_healthy_s(judge.timeline, scenario.hours * HOUR)
     hole = scenario.black_hole
     if hole is None:
         return row
@@ -432,7 +499,7 @@ def simulate_failures(scenarios: Sequence[Scenario], loads: Sequence[float], see
     ``baseline`` the same broker where nothing fails (run once per
     arrivals): one row each."""
     rows = []
-    baselines: dict[tuple[float, float, int], dict[str, Any]] = {}
+    baselines: dict[tuple[float, float, int, BrokenWorkflow | None], dict[str, Any]] = {}
     # Without health, how errors are counted and reported changes no
     # placement: one run, its failures reported each way.
     without: dict[tuple[str, float, int], tuple[list[JobRecord], FailureModel, HealthJudge | None, str]] = {}
@@ -442,12 +509,12 @@ def simulate_failures(scenarios: Sequence[Scenario], loads: Sequence[float], see
             for every in report_every:
                 for load in loads:
                     for s in range(seed, seed + seeds):
-                        jobs = arrivals(load, duration_s, s, burst_size=burst_size)
+                        jobs = scenario_jobs(scenario, load, s, burst_size)
                         config = {"scenario": scenario.name, "signals": signal, "errors": count,
                                   "report_every_s": every, "load": load,
                                   "offered_load": round(offered(jobs, duration_s), 3)}
                         if baseline:
-                            key = (duration_s, load, s)
+                            key = (duration_s, load, s, scenario.broken_workflow)
                             if key not in baselines:
                                 baselines[key] = run_failures(replace(scenario, black_hole=None), jobs, s, False,
                                                               failures=False, refresh_s=refresh_s, lag_s=lag_s)
@@ -543,7 +610,8 @@ def _targets(scenario: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
             "target": "<= 600 s after the first failure health's signals show (a job come back, or a report)",
             "per_seed": delays,
             "seeds_meeting": sum(d is not None and d <= 600 for d in delays.values()), "of": len(paired)}
-    if scenario == "noisy":
+    if scenario in ("noisy", "userburst"):
+        # Nobody's fault but the users': any exclusion is a wrong one.
         excluded = {s: by[s, FAILURE_POLICIES[1]].get("excluded", []) for s in seeds
                     if (s, FAILURE_POLICIES[1]) in by}
         out["nobody_excluded"] = {"per_seed": excluded, "seeds_meeting": sum(not v for v in excluded.values()),
@@ -559,7 +627,11 @@ def failure_json(rows: list[dict[str, Any]], scenarios: Sequence[Scenario], **ru
         "scenarios": {sc.name: {"description": sc.description, "hours": sc.hours, "black_hole": sc.black_hole,
                                 "broken_from_s": sc.broken_from_s, "heals_at_s": sc.heals_at_s,
                                 "fail_within_s": sc.fail_within_s, "user_errors": sc.user_errors,
-                                "attempts": sc.attempts} for sc in scenarios},
+                                "attempts": sc.attempts,
+                                "broken_workflow": None if sc.broken_workflow is None else {
+                                    "at_s": sc.broken_workflow.at_s, "jobs": sc.broken_workflow.jobs,
+                                    "tool": sc.broken_workflow.tool,
+                                    "input_store": sc.broken_workflow.input_store}} for sc in scenarios},
         "results": rows,
         "summary": failure_summary(rows),
     }
@@ -616,6 +688,8 @@ def failure_lines(rows: list[dict[str, Any]]) -> list[str]:
                 parts.append(f"readmitted at {_hm(f['readmitted_s']['min'])}-{_hm(f['readmitted_s']['max'])}")
             if "ever_excluded" in f:
                 parts.append(f"ever excluded: {', '.join(f['ever_excluded']) or 'none'}")
+            if f.get("ever_degraded"):
+                parts.append(f"ever degraded: {', '.join(f['ever_degraded'])}")
             out.append(f"  {policy}: " + "; ".join(parts))
         for name, t in entry["targets"].items():
             if "seeds_meeting" in t:
