@@ -556,10 +556,12 @@ def check_config(obj: _Context, config_path: str | None, no_connect: bool) -> No
               "one shared broker against a broker per Galaxy, with and without charges.")
 @click.option("--failures", "failure_list", default=None,
               help="Failure scenarios, comma-separated: blackhole (one endpoint fails every job within 30 s from "
-              "hour 2 to hour 6), noisy (every endpoint fails 5-10 % of jobs); a failed job is submitted again "
-              "once. Compares the broker with charges with and without destination health (and where nothing "
-              "fails); default load 0.6 and the scenario's 9 hours; with --quick, short versions (the black hole "
-              "from hour 1 to 2.5 of 4, the noise over 3 hours).")
+              "hour 2 to hour 6), noisy (every endpoint fails 5-10 % of jobs), userburst (no endpoint at fault: "
+              "a user's workflow of 200 jobs fails everywhere at hour 2 of 6), userburst_noretry (the same, "
+              "not resubmitted); a failed job is submitted again once. Compares the broker with charges with and "
+              "without destination health (and where nothing fails); default load 0.6 and the scenario's hours; "
+              "with --quick, short versions (the black hole from hour 1 to 2.5 of 4, the noise over 3 hours, "
+              "the workflow at hour 1 of 3).")
 @click.option("--error-count", "error_counts", default="final", show_default=True,
               help="With --failures: what the hourly error report counts, comma-separated: final (a job once, if "
               "its last attempt failed: Galaxy's resubmission) or attempts (every failed attempt).")

@@ -9,7 +9,8 @@ judged on those reports, compared with the same broker without health.
 * ``userburst``: no endpoint is at fault, but a user's workflow (a tool run
   over a large collection, on bad input) fails every job, every attempt,
   wherever it runs: its jobs all come back, from where the broker placed
-  them. Health must not exclude a destination for that.
+  them. Health must not exclude a destination for that (it does:
+  docs/simulation.md). ``userburst_noretry``: the same, not resubmitted.
 
 A failed job is submitted again once, ranked anew, **with the same job
 id**: that is Galaxy's job resubmission (``resubmit`` in the job
