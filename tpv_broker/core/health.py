@@ -81,12 +81,15 @@ class Signals:
         return self._in_buckets(self.placements, since), self.returned(since)
 
     def _in_buckets(self, buckets: Sequence[tuple[float, float]], since: float) -> float:
-        return math.fsum(n for at, n in buckets if at >= since or at + self.bucket_s > since)
+        return math.fsum(n for at, n in buckets if self._after(at, since))
+
+    def _after(self, at: float, since: float) -> bool:
+        """Whether the bucket starting at ``at`` may hold jobs placed after ``since``."""
+        return at >= since or at + self.bucket_s > since
 
     def placed_between(self, since: float, until: float) -> float:
         """Placements after ``since`` in buckets that ended by ``until``."""
-        return math.fsum(n for at, n in self.placements
-                         if (at >= since or at + self.bucket_s > since) and at + self.bucket_s <= until)
+        return math.fsum(n for at, n in self.placements if self._after(at, since) and at + self.bucket_s <= until)
 
 
 def wilson_lower(errors: float, jobs: float) -> float:

@@ -20,8 +20,9 @@ back ``RETURN_AFTER_S`` or more after its charge, asking for no more cores
 or memory, is counted as returned by the destination it had gone to
 (``<p>:health:returns``; ``<p>:health:back:<tenant>:<job id>`` remembers
 where from while the job is placed there again, so a job coming back from
-one place again and again counts once there): Galaxy resubmits a job that failed there, and the broker
-learns of it within seconds instead of at the next error report.
+one place again and again counts once there): Galaxy resubmits a job that
+failed there, and the broker learns of it within seconds instead of at
+the next error report.
 
 Scripts, so several API workers charging at once, a job ranked twice and a
 publish in between all stay exact."""
@@ -204,9 +205,10 @@ PLACEMENTS_TTL_S = 86400
 # longer (the handler alone waits a second between its passes); a client
 # that retries a request, or a double rank, does not. A job charged again
 # later through the API for another reason (a handler mapping it again, a
-# request made by hand with its id) is counted as returned: docs/health.md. Returns are counted in
-# the same buckets as placements, and only while the job's key lives
-# (inflight.max_age_s): a job failing later is left to the error reports.
+# request made by hand with its id) is counted as returned: docs/health.md.
+# Returns are counted in the same buckets as placements, and only while
+# the job's key lives (inflight.max_age_s): a job failing later is left to
+# the error reports.
 RETURN_AFTER_S = 5.0
 
 
@@ -294,10 +296,10 @@ class InflightStore:
         the destination's figures already show a job charged that early.
         ``by_galaxy`` false (an admin placing a job by hand): the job's
         earlier charge is not taken for a failure where it went."""
-        job_key = self.job_key(charge.tenant, charge.job_id)
         keys = [*self._keys, self.keys.health_placements, self.keys.health_returns]
-        if job_key is not None and charge.job_id is not None:
-            keys += [job_key, self.keys.health_came_back(charge.tenant, charge.job_id)]
+        if charge.job_id is not None:
+            keys += [self.keys.inflight_job(charge.tenant, charge.job_id),
+                     self.keys.health_came_back(charge.tenant, charge.job_id)]
         args: list[str | float] = [charge.to_member(uuid.uuid4().hex[:12]), charge.charged_at,
                                    charge.charged_at - self.max_age_s, self._ttl,
                                    placement_field(charge.charged_at, charge.tenant, charge.destination),
