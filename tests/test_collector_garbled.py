@@ -392,3 +392,39 @@ def test_a_queue_answer_with_no_usable_row_is_not_read_as_zero_jobs(replay, reco
     assert f"queue_by_destination: {rows} row(s), none usable (values of the wrong type?) " \
            "(its last good figures kept)" in report.errors, report.errors
     assert {d: f.queued for d, f in store.read_all().destinations.items()} == {d: f.queued for d, f in before.items()}
+
+
+def _set_column(body: dict[str, Any], statement: int, column: str, value: Any, series: int | None = None) -> None:
+    for i, s in enumerate(body["results"][statement]["series"]):
+        if series is not None and i != series:
+            continue
+        at = s["columns"].index(column)
+        for row in s["values"]:
+            row[at] = value
+
+
+def test_negative_and_implausibly_large_values_are_read_as_missing_and_reported(replay, recorded, redis_client):
+    # Values a real influxd stores and returns: a writer's bug, not a garbled answer.
+    odd = copy.deepcopy(recorded)
+    _set_column(odd, QUEUE, "count", -50, series=0)
+    _set_column(odd, QUEUE, "count", 1e300, series=1)
+    _set_column(odd, QUEUE, "count", "NaN", series=2)
+    _set_column(odd, CONDOR, "unclaimed_cpus", -8)
+    # Counts of 1e308 overflowed the sums of a tool's versions: every cycle failed.
+    _set_column(odd, RUNTIME, "count", 1e308)
+    replay.answer(odd)
+    store = _store(redis_client)
+    state = _remembering()
+    for _ in range(2):
+        report = _cycle(replay.url, store, state)
+        assert report.published, report.errors
+    text = "; ".join(report.errors)
+    for preset in ("queue_by_destination", "htcondor_cluster_usage", "destination_queue_run_time"):
+        assert f"{preset}: " in text and "negative, not a number or implausibly large (at least 1e+12), read as " \
+            "missing" in text.split(f"{preset}: ", 1)[1], text
+    snapshot = store.read_all()
+    assert snapshot is not None
+    for d in snapshot.destinations.values():
+        for name, value in d.model_dump().items():
+            assert not (isinstance(value, float) and not 0 <= value < 1e12), (d.id, name, value)
+    assert snapshot.tool_stats, "the tools are still there, without their counts"

@@ -32,6 +32,7 @@ from tpv_broker.store.snapshots import SnapshotStore
 from .backoff import retry_delay
 from .health import Transition, judge_cycle, transitions
 from .presets import CycleData, Preset, live_sources, presets_for
+from .reducers import IMPLAUSIBLE
 from .rows import ReadResult
 from .source import MetricSource, Source, as_sources
 from .state import RUNTIME_PRESET, CollectorState, LastAnswers, Publication, RunTimeStats, SourceMemory
@@ -379,6 +380,9 @@ def _apply_with_fallback(presets: list[Preset], results: list[ReadResult], confi
         if problem is None:
             read.presets_read += 1
             read.errors.extend(f"{preset.name}: {w}" for w in result.warnings)
+            if part.implausible:
+                read.errors.append(f"{preset.name}: {part.implausible} value(s) negative, not a number or "
+                                   f"implausibly large (at least {IMPLAUSIBLE:g}), read as missing")
             _take(preset, part, read, started)
             if preset.name != RUNTIME_PRESET:
                 answers.keep(preset.name, result, started)

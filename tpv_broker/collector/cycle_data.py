@@ -41,6 +41,8 @@ class CycleData:
     # Jobs that ended in error: destination -> (point time, count) per
     # report (destination health); None: no source reads them.
     errors: dict[str, list[tuple[float, float]]] | None = None
+    # Values read as missing for being negative, not a number or too large.
+    implausible: int = 0
 
     # raw id -> canonical id: every row names one, and most name the same few.
     _canonical: dict[str, str] = field(default_factory=dict, repr=False)

@@ -72,7 +72,9 @@ class Preset:
         if rows and not data.rows_read:
             # Rows, none of them usable (every count text, say): read as "no
             # rows", that would say "no jobs anywhere".
-            return f"{len(rows)} row(s), none usable (values of the wrong type?)"
+            why = ("values negative, not a number or implausibly large" if data.implausible
+                   else "values of the wrong type?")
+            return f"{len(rows)} row(s), none usable ({why})"
         return None
 
     @property

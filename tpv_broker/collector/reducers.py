@@ -112,7 +112,13 @@ def _destinations(plan: _Plan, row: Row, data: CycleData) -> list[str]:
     return out
 
 
-def _figures(plan: _Plan, row: Row) -> dict[str, Any]:
+# No count, capacity, time or intensity is negative or reaches a trillion
+# (jobs, cores, GB, seconds): such a value is a writer's bug, and two of
+# 1e308 overflowed the sums built from them, every cycle.
+IMPLAUSIBLE = 1e12
+
+
+def _figures(plan: _Plan, row: Row, data: CycleData) -> dict[str, Any]:
     out: dict[str, Any] = {}
     values = row.values
     for name, alt, figure, factor, text, where in plan.fields:
@@ -126,8 +132,14 @@ def _figures(plan: _Plan, row: Row) -> dict[str, Any]:
                 out[figure] = strip_quotes(raw)
             continue
         value = raw if type(raw) is float else num(raw)
-        if value is not None:
-            out[figure] = value * factor
+        if value is None:
+            continue
+        value *= factor
+        # Written this way, NaN (text "NaN" reads as one) fails it too.
+        if not 0.0 <= value < IMPLAUSIBLE:
+            data.implausible += 1
+            continue
+        out[figure] = value
     return out
 
 
@@ -157,7 +169,7 @@ def entries(spec: PresetSpec, rows: Iterable[Row], data: CycleData) -> list[Entr
         dests = _destinations(plan, row, data)
         if not dests:
             continue
-        figures = _figures(plan, row)
+        figures = _figures(plan, row, data)
         complete = all(row.field(name) is not None for name in plan.require) if plan.require else True
         for dest in dests:
             out.append(Entry(dest, at, figures, complete, row))
