@@ -41,7 +41,7 @@ from tpv_broker.config.settings import BrokerConfig, load_config
 from tpv_broker.core.charges import Charge
 from tpv_broker.core.health import probe_draw
 from tpv_broker.core.models import DestinationFigures, DestinationHealth, Snapshot, SnapshotMeta
-from tpv_broker.devtools.servers import InfluxServer
+from tpv_broker.devtools.servers import InfluxServer, free_port
 from tpv_broker.store.inflight import PLACEMENT_BUCKET_S, RETURN_AFTER_S, InflightStore, placement_field
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
@@ -196,6 +196,11 @@ def test_a_black_hole_is_excluded_probed_and_let_back_in(influx_server: InfluxSe
     # is out of the 600 s window by now: judged afresh, 0 errors of the 20 placed would be healthy.)
     clock.at = t0 + 700
     restarted = CollectorState.new(config)
+    # Its first cycle finds Redis down: nothing published, and the verdicts are read once it is back.
+    down = SnapshotStore(redis.Redis(port=free_port(), socket_timeout=1), KeySchema(PREFIX))
+    missed = collect_once(config, InfluxQLClient(config.influxdb), down, clock, restarted)
+    assert not missed.published and "not publishing until the live health verdicts can be read" in \
+        missed.errors[-1], missed.errors
     assert collect(config, store, clock, restarted).transitions == []
     kept = health_of(store)[BH]
     assert kept is not None and (kept.state, kept.since, kept.reason) == ("excluded", bh.since, bh.reason)

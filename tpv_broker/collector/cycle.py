@@ -242,6 +242,8 @@ def collect_once(
     snapshot = _build(data, config, presets, now, now - started, stats, lease, report)
     snapshot.meta.sources = report.sources
     verdicts = _health(snapshot, data, every, config, store, state, now, report)
+    if verdicts is None:
+        return _finished(report, clock, started)
     # Each source's problems are in its own entry, which a tenant sees only
     # for the shared sources and its own.
     snapshot.meta.problems = report.stale_reason()
@@ -254,10 +256,17 @@ def collect_once(
 
 
 def _health(snapshot: Snapshot, data: CycleData, sources: list[Source], config: BrokerConfig, store: SnapshotStore,
-            state: CollectorState, now: float, report: CycleReport) -> dict[str, DestinationHealth]:
-    """Judge every destination's health and put it in the snapshot."""
+            state: CollectorState, now: float, report: CycleReport) -> dict[str, DestinationHealth] | None:
+    """Judge every destination's health and put it in the snapshot; None
+    if the verdicts to go on from cannot be read (nothing to publish)."""
     if state.health is None:
-        state.health = _published_health(store)
+        try:
+            state.health = _published_health(store)
+        except StoreError as e:
+            # Judged from nothing, an excluded black hole would be let
+            # straight back in once Redis answers again.
+            report.errors.append(f"{e}; not publishing until the live health verdicts can be read")
+            return None
     verdicts, problem = judge_cycle(data, sources, config, store, state.health, now)
     if problem is not None:
         report.errors.append(problem)
@@ -270,11 +279,9 @@ def _health(snapshot: Snapshot, data: CycleData, sources: list[Source], config: 
 
 def _published_health(store: SnapshotStore) -> dict[str, DestinationHealth]:
     """The verdicts of the live snapshot, so a new collector goes on from
-    them (an excluded destination stays excluded until its time is up)."""
-    try:
-        view = store.read_overview()
-    except StoreError:
-        return {}
+    them (an excluded destination stays excluded until its time is up).
+    Raises StoreError if Redis cannot be read."""
+    view = store.read_overview()
     return {d: f.health for d, f in view.destinations.items() if f.health is not None}
 
 
