@@ -275,6 +275,16 @@ def test_a_publish_ends_the_charges_its_figures_show(inflight, redis_client):
     assert float(redis_client.hget("if:inflight:reflected", "a")) == T - 35
 
 
+def test_a_publish_forgets_the_times_of_destinations_long_gone(inflight, redis_client):
+    # Ids that come and go (renamed endpoints, a writer's junk tags) must not pile up in the hash.
+    for k in range(50):
+        publish(redis_client, inflight, {f"gone{k}": T + k * 100}, T + k * 100)
+    now = T + 49 * 100
+    kept = {k.decode(): float(v) for k, v in redis_client.hgetall("if:inflight:reflected").items()}
+    assert kept and all(at >= now - inflight.max_age_s for at in kept.values()), kept
+    assert len(kept) < 50
+
+
 # The test clears its own keys before each example.
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(["charge", "charge", "charge", "publish"]), st.sampled_from("abc"),

@@ -184,6 +184,14 @@ if latest then
     if not valid(c) or (cut[c.d] and c.t < cut[c.d]) then drop(m) end
   end
 end
+-- A time before the oldest live charge shows nothing any more: dropped,
+-- or the ids of destinations gone from the snapshot piled up for ever.
+local oldest = tonumber(ARGV[1])
+local times = redis.call('HGETALL', KEYS[3])
+for i = 1, #times, 2 do
+  local t = tonumber(times[i + 1])
+  if not t or t < oldest then redis.call('HDEL', KEYS[3], times[i]) end
+end
 for d in pairs(cut) do
   if redis.call('HEXISTS', KEYS[2], d) == 1 then save(d, load_of(d)) end
 end
