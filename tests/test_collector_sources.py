@@ -43,6 +43,7 @@ from .test_collector_influx import QUEUE
 PREFIX = "srcs"
 KEYS = KeySchema(PREFIX)
 QUEUE_P, RUNTIME_P, CONDOR_P = "queue_by_destination", "destination_queue_run_time", "htcondor_cluster_usage"
+ERRORS_P = "errored_jobs_by_destination"
 # usegalaxy.fr calls the network's pulsar_it01 "pulsar-it" in its TPV config and its gxadmin figures.
 TENANTS = {
     "usegalaxy-eu": {"auth_tokens": ["eu-token-0123456789abcdef"]},
@@ -454,3 +455,48 @@ def test_run_time_statistics_of_two_galaxies_combine_and_are_reused(world: World
     # (3 x 10 + 3 x 50) / 6 = 30 s; (300 + 1500) / 6 = 300 s.
     bwa = _snapshot(store).tool_stats["tool:bwa"]["pulsar_it01"]
     assert (bwa.count, bwa.median_queue_s, bwa.median_run_s) == (6, 30, 300)
+
+
+def test_a_galaxys_source_does_not_report_on_another_tenants_private_endpoint(world: World, store: SnapshotStore):
+    # usegalaxy.eu's private cluster is called "slurm", as usegalaxy.fr's own cluster is in its gxadmin figures.
+    t0 = int(time.time())
+    world.eu.write_lines(world.db, [*_queue("slurm", 3, 10, t0 - 6), _run_time("bwa", "slurm", 3, 10, 100, t0 - 100)])
+    world.fr.write_lines(world.db, [*_queue("slurm", 500, 40, t0 - 5), *_queue("pulsar_de", 1, 0, t0 - 5),
+                                    _run_time("bwa", "slurm", 9, 900, 900, t0 - 90),
+                                    f"{ERRORS_P},destination_id=slurm,state=errored count=60 {t0 - 60}"])
+    tenants = {**TENANTS, "usegalaxy-eu": {**TENANTS["usegalaxy-eu"], "private": ["slurm"]}}
+    config = BrokerConfig.model_validate({
+        "sources": {"eu": _source(world.eu, world.db, [QUEUE_P, RUNTIME_P, ERRORS_P],
+                                  "usegalaxy-eu"),
+                    "fr": _source(world.fr, world.db, [QUEUE_P, RUNTIME_P, ERRORS_P],
+                                  "usegalaxy-fr")},
+        "redis": {"key_prefix": PREFIX}, "api": {"tenants": tenants}})
+    sources = sources_for(config)
+    assert {s.name: s.hidden for s in sources} == {"eu": frozenset(), "fr": frozenset({"slurm"})}
+    report = collect_once(config, sources, store, Clock(), CollectorState.new(config))
+    assert report.published and report.errors == [], report.errors
+    snap = _snapshot(store)
+    # Only eu's own figures: fr's queue, run times and errors there are of another cluster.
+    assert _queues(snap) == {"slurm": (3, 10), "pulsar_de": (1, 0)}
+    bwa = snap.tool_stats["tool:bwa"]["slurm"]
+    assert (bwa.count, bwa.median_queue_s, bwa.median_run_s) == (3, 10, 100)
+    health = snap.destinations["slurm"].health
+    assert health is None or health.errors == 0, health
+
+
+@pytest.mark.parametrize("tenant", [None, "usegalaxy-eu"])
+def test_a_galaxys_only_source_keeps_its_problem_to_its_entry(world: World, store: SnapshotStore,
+                                                              tenant: str | None):
+    # The stale mark and meta.problems are read by every tenant (/ready is open): a Galaxy's own
+    # source's problem (its InfluxDB's address, its database) goes only into its entry of ``sources``.
+    config = _config({"eu": _source(world.eu, f"{world.db}_missing", [QUEUE_P], tenant)})
+    report = collect_once(config, sources_for(config), store, Clock(), CollectorState.new(config))
+    assert not report.published
+    problem = next(e for e in report.errors if f"{world.db}_missing" in e)
+    assert problem in report.sources["eu"].problem
+    if tenant is None:
+        # The broker's own single source: its problem is the whole story, said as before.
+        assert problem in report.stale_reason() and not report.per_source
+    else:
+        assert f"{world.db}_missing" not in report.stale_reason() and report.per_source
+        assert report.stale_reason() == "no preset could be read; keeping the last snapshot"

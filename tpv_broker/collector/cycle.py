@@ -61,17 +61,21 @@ class CycleReport:
     transitions: list[Transition] = field(default_factory=list)
     # Each source's state in this cycle, published or not.
     sources: dict[str, SourceStatus] = field(default_factory=dict)
-    # The lines of ``errors`` that are one source's own problem.
+    # The lines of ``errors`` that are one source's own problem (with
+    # several sources, or a Galaxy's own), said in its entry of ``sources``.
     source_problems: list[str] = field(default_factory=list)
 
     def stale_reason(self) -> str:
         """What went wrong, for the live snapshot's stale mark, which every
-        tenant reads: with several sources, each source's own problem stays
-        in its entry (``sources``), which a tenant sees only for its own and
-        the shared sources."""
-        if len(self.sources) <= 1:
-            return "; ".join(self.errors)
+        tenant reads: a source's own problem stays in its entry
+        (``sources``), which a tenant sees only for its own and the shared
+        sources."""
         return "; ".join(e for e in self.errors if e not in self.source_problems)
+
+    @property
+    def per_source(self) -> bool:
+        """Whether the sources' states are kept apart (``sources``)."""
+        return len(self.sources) > 1 or bool(self.source_problems)
 
     def summary(self) -> str:
         age = "n/a" if self.newest_point_age_s is None else f"{self.newest_point_age_s:.0f} s"
@@ -304,7 +308,8 @@ def _read_source(source: Source, memory: SourceMemory, config: BrokerConfig, sta
     backoff (``backoff.retry_delay``), its last good figures used meanwhile."""
     cached = memory.stats.reuse(started)
     presets = [p for p in source.presets if not (cached is not None and p.name == RUNTIME_PRESET)]
-    read = _SourceRead(source, CycleData(aliases=dict(source.aliases)), stats=cached, queries=len(presets))
+    data = CycleData(aliases=dict(source.aliases), hidden=source.hidden)
+    read = _SourceRead(source, data, stats=cached, queries=len(presets))
     results: list[ReadResult] | None = None
     # Nothing to read (the statistics kept, read by their own job): no backoff either.
     if presets and several and memory.retry_at is not None and started < memory.retry_at:
@@ -365,7 +370,8 @@ def _report(reads: list[_SourceRead]) -> CycleReport:
         prefix = f"source {r.source.name}: " if several else ""
         own = [prefix + e for e in r.errors]
         report.errors.extend(own)
-        if several:
+        # A Galaxy's own source may name what only its tenant may see.
+        if several or r.source.tenant is not None:
             report.source_problems.extend(own)
         for preset, age in r.kept.items():
             report.kept[f"{r.source.name}/{preset}" if several else preset] = age
@@ -381,7 +387,7 @@ def _apply_with_fallback(presets: list[Preset], results: list[ReadResult], confi
     either way it is named, and the others are kept."""
     failed: list[tuple[str, str]] = []
     for preset, result in zip(presets, results, strict=True):
-        part = CycleData(aliases=read.data.aliases)
+        part = CycleData(aliases=read.data.aliases, hidden=read.data.hidden)
         problem = (result.error if result.error is not None
                    else preset.apply_checked(result.rows, part, config.collector))
         if problem is None:
@@ -427,7 +433,7 @@ def _apply_last_good(preset: Preset, answers: LastAnswers, config: BrokerConfig,
     if earlier is None:
         return None
     read_at, previous = earlier
-    part = CycleData(aliases=data.aliases)
+    part = CycleData(aliases=data.aliases, hidden=data.hidden)
     if preset.apply_checked(previous.rows, part, config.collector) is not None:
         return None
     part.read_ok.add(preset.name)

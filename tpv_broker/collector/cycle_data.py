@@ -33,6 +33,10 @@ class CycleData:
     """What one cycle has gathered so far, keyed by canonical destination id."""
 
     aliases: dict[str, str]
+    # Ids (after aliases) this source must not report on, and how many rows
+    # named one (dropped, though usable).
+    hidden: frozenset[str] = frozenset()
+    rows_hidden: int = 0
     destinations: dict[str, DestinationFigures] = field(default_factory=dict)
     tool_stats: dict[str, dict[str, ToolFigures]] = field(default_factory=dict)
     rows_read: int = 0

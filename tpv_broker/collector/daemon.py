@@ -163,7 +163,7 @@ class CycleRunner:
             self.store.mark_stale(self.failing_since, self.failures_in_a_row, report.stale_reason(),
                                   self.retry_at if report.source_failed else None,
                                   fence=self.leader.fence if self.leader is not None else None,
-                                  sources=report.sources if len(report.sources) > 1 else None)
+                                  sources=report.sources if report.per_source else None)
         except StoreError as e:
             log.debug("could not mark the snapshot stale: %s", e)
 
@@ -178,7 +178,7 @@ class CycleRunner:
     def _refresh_stats(self, source: Source) -> None:
         started = self.clock()
         stats = self.state.of(source.name).stats
-        done = stats.refresh(self.config, source.reader, self.clock, source.aliases)
+        done = stats.refresh(self.config, source.reader, self.clock, source.aliases, source.hidden)
         where = f" of source {source.name}" if len(self.sources) > 1 else ""
         if done.problem is None:
             current = stats.current

@@ -100,7 +100,7 @@ def _destinations(plan: _Plan, row: Row, data: CycleData) -> list[str]:
         return []
     if not plan.groups:
         dest = data.canonical(raw)
-        return [dest] if dest else []
+        return [dest] if dest and _shown(dest, data) else []
     value = strip_quotes(raw)
     out = []
     for dest_id, patterns, tags in plan.groups:
@@ -108,8 +108,17 @@ def _destinations(plan: _Plan, row: Row, data: CycleData) -> list[str]:
             continue
         if any(strip_quotes(str(row.tag(tag) or "")) != want for tag, want in tags):
             continue
-        out.append(data.canonical(dest_id))
+        dest = data.canonical(dest_id)
+        if _shown(dest, data):
+            out.append(dest)
     return out
+
+
+def _shown(dest_id: str, data: CycleData) -> bool:
+    if dest_id in data.hidden:
+        data.rows_hidden += 1
+        return False
+    return True
 
 
 # No count, capacity, time or intensity is negative or reaches a trillion

@@ -52,6 +52,8 @@ class Source:
     presets: tuple[Preset, ...]
     aliases: Mapping[str, str]
     tenant: str | None = None
+    # Ids (after aliases) whose rows are dropped: BrokerConfig.source_hidden.
+    hidden: frozenset[str] = frozenset()
 
 
 def sources_for(config: BrokerConfig, readers: Mapping[str, MetricSource] | None = None) -> list[Source]:
@@ -64,7 +66,7 @@ def sources_for(config: BrokerConfig, readers: Mapping[str, MetricSource] | None
     for name, settings in config.metric_sources().items():
         reader = readers[name] if readers is not None else metric_source(settings)
         out.append(Source(name, reader, tuple(presets_for(config.collector, settings.presets)),
-                          config.source_aliases(name), settings.tenant))
+                          config.source_aliases(name), settings.tenant, config.source_hidden(name)))
     return out
 
 

@@ -151,11 +151,12 @@ class StatsCache:
         self.read_at = self.full_read_at = stats.read_at
 
     def refresh(self, config: BrokerConfig, source: MetricSource, clock: Callable[[], float],
-                aliases: Mapping[str, str] | None = None) -> StatsRefresh:
+                aliases: Mapping[str, str] | None = None, hidden: frozenset[str] = frozenset()) -> StatsRefresh:
         """Read the run-time statistics alone, or what changed in them, and
         keep them, with their fallback levels and Redis payload built here
-        rather than in a cycle. On failure the last ones stay. ``aliases``:
-        the source's (``BrokerConfig.source_aliases``), else the config's."""
+        rather than in a cycle. On failure the last ones stay. ``aliases``
+        and ``hidden``: the source's (``collector.source.Source``), else the
+        config's aliases."""
         started = clock()
         preset = PRESETS[RUNTIME_PRESET]
         kept, since = self.current, self._read_since(started)
@@ -168,7 +169,7 @@ class StatsCache:
             return StatsRefresh(full, str(e))
         if result.error is not None:
             return StatsRefresh(full, f"{preset.name}: {result.error}")
-        data = CycleData(aliases=dict(aliases) if aliases is not None else config.alias_map())
+        data = CycleData(aliases=dict(aliases) if aliases is not None else config.alias_map(), hidden=hidden)
         # The same guard as a cycle's: odd rows are this preset's problem.
         problem = preset.apply_checked(result.rows, data, config.collector)
         if problem is not None:

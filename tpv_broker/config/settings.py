@@ -118,6 +118,13 @@ class BrokerConfig(Section):
             return aliases
         return {**aliases, **{own: aliases.get(theirs, theirs) for own, theirs in tenant.aliases.items()}}
 
+    def source_hidden(self, source: str) -> frozenset[str]:
+        """The destinations ``source`` must not report on: for a Galaxy's
+        own source, the endpoints private to the other tenants (its jobs at
+        an endpoint of the same name are not theirs)."""
+        tenant = self.metric_sources()[source].tenant
+        return frozenset() if tenant is None else self.api.hidden_from(tenant)
+
     @model_validator(mode="after")
     def _aliases_unique(self) -> BrokerConfig:
         seen: dict[str, str] = {}
