@@ -6,6 +6,8 @@ one warning, within the budget."""
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import socket
 import threading
 import time
@@ -127,8 +129,8 @@ def test_the_request_carries_the_job_its_inputs_and_each_candidates_score_and_co
     assert body == {
         "job": {"tool_id": Tool().id, "id": "4711", "cores": 4.0, "mem": 15.2},
         "destinations": [
-            {"id": "pulsar_de", "tpv_score": 2,
-             "context": {"latitude": 50.1, "longitude": 8.7, "n": 3, "flag": True, "none": None}},
+            # What the API reads of a context, no more.
+            {"id": "pulsar_de", "tpv_score": 2, "context": {"latitude": 50.1, "longitude": 8.7}},
             {"id": "pulsar_uk", "tpv_score": 1},
         ],
         "datasets": [{"object_store_id": "object_store_germany", "size": 2_000_001_000.0},
@@ -163,14 +165,66 @@ def test_undefined_or_odd_facts_are_left_out_and_the_job_is_still_ranked(broker,
 
 def test_an_unreadable_input_list_ranks_without_datasets_and_says_so_once(broker, caplog):
     class Broken:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
         def get_dataset_attributes(self, datasets: object) -> dict:
-            raise RuntimeError("DB went away")
+            # Each job's error names its own datasets: still one warning, and nothing kept per job.
+            raise RuntimeError(f"DB went away reading dataset {self.n}")
 
     c = client(broker.url)
-    for _ in range(2):
-        assert ids(c.rank(candidates(), names(helpers=Broken()))) == ["pulsar_it01", "pulsar_uk", "pulsar_de"]
-    assert all("datasets" not in r for r in broker.requests) and len(broker.requests) == 2
-    assert len([w for w in warnings_of(caplog) if "DB went away" in w]) == 1
+    for n in range(3):
+        assert ids(c.rank(candidates(), names(helpers=Broken(n)))) == ["pulsar_it01", "pulsar_uk", "pulsar_de"]
+    assert all("datasets" not in r for r in broker.requests) and len(broker.requests) == 3
+    said = [w for w in warnings_of(caplog) if "input datasets could not be read" in w]
+    assert said == ["tpv-broker: input datasets could not be read, ranking without them: RuntimeError"]
+    assert len(c._warned) == 1
+
+
+def test_inputs_that_take_the_budget_to_read_do_not_count_against_the_broker(broker, caplog):
+    class Slow:
+        def get_dataset_attributes(self, datasets: object) -> dict:
+            time.sleep(BUDGET_S * 1.2)  # a big Galaxy database query
+            return {}
+
+    c = client(broker.url, failures_to_open=2)
+    for _ in range(3):
+        assert ids(c.rank(candidates(), names(helpers=Slow()))) == TPV_DEFAULT
+    assert broker.requests == [] and not c.breaker.is_open
+    assert warnings_of(caplog) == ["tpv-broker not asked: reading the job's inputs took the whole 0.3 s budget; "
+                                   "TPV's order used"] * 3
+    # The next job with its inputs read in time is ranked by the broker.
+    assert ids(c.rank(candidates(), names())) == ["pulsar_it01", "pulsar_uk", "pulsar_de"]
+    assert len(broker.requests) == 1
+
+
+def test_a_tpv_context_of_any_size_is_sent_as_the_api_reads_it(broker):
+    # A shared TPV config's contexts may hold hundreds of values: sent whole, six candidates made a
+    # request over the API's 1 MiB limit, answered 413, and every job fell back.
+    big = {**{f"k{i}": "x" * 900 for i in range(200)}, "latitude": 50.1, "longitude": 8.7}
+    cands = [Dest(f"pulsar_{i}", 0, dict(big)) for i in range(6)]
+    c = client(broker.url)
+    assert len(c.rank(cands, names())) == 6
+    (body,) = broker.requests
+    assert [d["context"] for d in body["destinations"]] == [{"latitude": 50.1, "longitude": 8.7}] * 6
+
+
+def _rank_in_child(url: str) -> None:
+    out = rank(candidates(), names(), url=url, budget_s=BUDGET_S)
+    os._exit(0 if ids(out) == ["pulsar_it01", "pulsar_uk", "pulsar_de"] else 1)
+
+
+def test_a_child_forked_while_another_thread_makes_a_client_still_ranks(broker):
+    import tpv_broker_client.client as module
+
+    # Another thread of Galaxy's was making a client (reading a slow token file) at the fork.
+    with module._clients_lock:
+        child = multiprocessing.get_context("fork").Process(target=_rank_in_child, args=(broker.url,))
+        child.start()
+    child.join(10)
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0
 
 
 def test_ids_the_api_would_reject_are_not_sent_and_come_after_the_ranked_ones(broker, caplog):

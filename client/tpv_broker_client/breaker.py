@@ -53,6 +53,12 @@ class Breaker:
             self._probing = False
             return was_open
 
+    def release(self) -> None:
+        """Record neither: the job did not ask after all (a probe it was let
+        through for may go to the next job)."""
+        with self._lock:
+            self._probing = False
+
     def failure(self) -> bool:
         """Record a failure; True if that opened the breaker (a failed probe
         only re-opens it: it was open already)."""

@@ -171,6 +171,13 @@ class BrokerClient:
         # probe the breaker let through would keep it half-open for ever.
         try:
             payload = self._payload(job, destinations, namespace)
+            if time.monotonic() >= deadline:
+                # Galaxy's own lookup of the inputs took the budget: the
+                # broker was never asked, so it has not failed.
+                self.breaker.release()
+                log.warning("tpv-broker not asked: reading the job's inputs took the whole %g s budget; TPV's "
+                            "order used", self.budget_s)
+                return ordered
             status, answer = run_until(
                 deadline, lambda: post_json(self.session, self.url, payload, deadline, MAX_ANSWER_BYTES), self.budget_s
             )
@@ -214,7 +221,9 @@ class BrokerClient:
         try:
             datasets = datasets_section(namespace)
         except Exception as exc:  # noqa: BLE001 - rank without locality rather than not at all
-            self._warn_once(f"input datasets could not be read, ranking without them: {exc!r}")
+            # Once per kind of error: the text names datasets, new in every job.
+            self._warn_once(f"input datasets could not be read, ranking without them: {type(exc).__name__}")
+            log.debug("tpv-broker: input datasets could not be read: %r", exc)
             datasets = []
         if datasets:
             body["datasets"] = datasets
@@ -237,6 +246,16 @@ _clients: dict[tuple[Any, ...], BrokerClient] = {}
 _clients_lock = threading.Lock()
 
 
+def _new_lock_in_child() -> None:
+    # A lock another thread of the parent held at the fork stays held in
+    # the child, where no thread will release it.
+    global _clients_lock
+    _clients_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
 def client_for(**settings: Any) -> BrokerClient:
     """The process's client for these ``BrokerClient`` settings, made on
     first use, so every job reuses its connections and its breaker. Keyed by
@@ -244,11 +263,12 @@ def client_for(**settings: Any) -> BrokerClient:
     key = (os.getpid(), json.dumps(settings, sort_keys=True, default=repr))
     client = _clients.get(key)
     if client is None:
+        # Made outside the lock: a process forked while another thread held
+        # it (reading a slow token file) would wait on it for ever. Two
+        # threads may both make one; the first kept is every job's.
+        made = BrokerClient(**settings)
         with _clients_lock:
-            client = _clients.get(key)
-            if client is None:
-                client = BrokerClient(**settings)
-                _clients[key] = client
+            client = _clients.setdefault(key, made)
     return client
 
 

@@ -119,12 +119,18 @@ def _json_scalar(value: object) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
+# The only context keys the API reads: a site's contexts may hold much more
+# (hundreds of values in a shared config made requests over the API's size
+# limit, and every job fell back to TPV's order).
+CONTEXT_KEYS = ("latitude", "longitude")
+
+
 def context_section(context: object) -> Json:
-    """A destination's TPV context, JSON scalars only: contexts may hold any
-    Python object, and the API needs only ``latitude``/``longitude``."""
+    """A destination's TPV context as the API reads it: its ``latitude`` and
+    ``longitude``, when JSON scalars (contexts may hold any Python object)."""
     if not isinstance(context, Mapping):
         return {}
-    return {k: v for k, v in context.items() if isinstance(k, str) and _utf8(k) and _json_scalar(v)}
+    return {k: context[k] for k in CONTEXT_KEYS if k in context and _json_scalar(context[k])}
 
 
 def destination_entry(destination: Any, tpv_score: object) -> Json | None:
