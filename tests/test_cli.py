@@ -419,3 +419,48 @@ def test_rank_names_every_bad_option_and_argument_at_once() -> None:
     result = run(["rank", "--tool", "bwa", "pulsar_de", "pulsar_uk", "pulsar_de"])
     assert result.exit_code == 2
     assert "Error: DESTINATIONS[2]: duplicate destination id 'pulsar_de'" in result.output
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (["simulate", "--quick", "--hours", "0"], "Invalid value for '--hours': 0 is not a finite number above 0"),
+    (["simulate", "--quick", "--hours", "nan"], "'--hours': nan is not a finite number above 0"),
+    (["simulate", "--quick", "--refresh", "inf"], "'--refresh': inf is not a finite number above 0"),
+    (["simulate", "--quick", "--lag", "-1"], "'--lag': -1 is not a finite number of at least 0"),
+    (["simulate", "--quick", "--plot", "/nonexistent/dir/x.png"], "'--plot': /nonexistent/dir/x.png: its "
+                                                                  "directory does not exist"),
+    (["serve", "--bind", "127.0.0.1:99999"], "'--bind': port '99999' is not a number from 0 to 65535"),
+])
+def test_options_that_would_hang_or_crash_later_are_refused_at_once(args: list[str], problem: str) -> None:
+    # Each of these hung, divided by zero, or failed with a traceback (after a whole simulation, for --plot).
+    result = run(args)
+    assert result.exit_code == 2, result.output
+    assert problem in " ".join(result.output.split()), result.output
+
+
+def test_tenants_api_answering_something_else_than_metrics_says_so(tmp_path: pathlib.Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html><body>Welcome to nginx!</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = run(["tenants", "--api", url])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1, result.output
+    assert f"error: {url}/metrics is not the broker's /metrics (not Prometheus text:" in result.output
+    assert "Traceback" not in result.output

@@ -155,6 +155,15 @@ BAD_FILES = [
      ["collector.health", "excluded_excess: must be at least degraded_excess"]),
     ("health-recent-beyond-window", "collector:\n  health:\n    window_s: 1200\n    recent_s: 1800\n",
      ["collector.health", "recent_s: must be at most window_s"]),
+    # No setting means infinity: each of these passed, then failed every rank answer or collector cycle.
+    ("infinite-term-scale", "scoring:\n  terms:\n    queue_wait: {weight: 1, scale_s: .inf, cap_s: 604800}\n",
+     ["scoring.terms.queue_wait.scale_s"]),
+    ("port-out-of-range", "api:\n  bind: 127.0.0.1:99999\n", ["api.bind", "port '99999' is not a number"]),
+    ("infinite-charge-age", "inflight:\n  max_age_s: .inf\n", ["inflight.max_age_s"]),
+    ("infinite-lookback", "collector:\n  lookback_s: .inf\n", ["collector.lookback_s"]),
+    ("nan-snapshot-age", "api:\n  max_snapshot_age_s: .nan\n", ["api.max_snapshot_age_s"]),
+    ("infinite-tenant-rate", "api:\n  tenants:\n    eu: {auth_tokens: [eu-token-0123456789abcdef], "
+     "rate_per_s: .inf}\n", ["api.tenants.eu.rate_per_s"]),
 ]
 
 BAD_URL_FILES = [
@@ -202,6 +211,14 @@ def test_missing_file_from_tpv_broker_config(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ConfigError, match="not found") as info:
         load_config(environ={"TPV_BROKER_CONFIG": str(missing)})
     assert str(missing) in str(info.value)
+
+
+def test_a_config_file_that_is_not_utf8_says_so(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes('redis:\n  key_prefix: "café"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml is not UTF-8 text \(byte 25: invalid continuation") as info:
+        load_config(path, environ={})
+    assert info.value.__cause__ is None
 
 
 def test_config_path_is_a_directory(tmp_path: pathlib.Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -28,6 +29,19 @@ if TYPE_CHECKING:
 # point at the running system (the demo's Redis is on a new port each run).
 REDIS_HINT = ("set TPV_BROKER_REDIS_URL (or redis.url in --config) to a running Redis; "
               "for the demo (scripts/run-local.sh, while it runs): source .local/demo/env")
+
+
+def _above_zero(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    # A simulated span of 0, NaN or infinity divided by zero or never ended.
+    if not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value:g} is not a finite number above 0")
+    return value
+
+
+def _zero_or_more(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise click.BadParameter(f"{value:g} is not a finite number of at least 0")
+    return value
 
 
 def _fail(message: str) -> NoReturn:
@@ -136,7 +150,11 @@ def collect(obj: _Context, once: bool) -> None:
 def serve(obj: _Context, bind: str | None, workers: int | None) -> None:
     """Serve the rank API with gunicorn."""
     from tpv_broker.api.server import run_gunicorn
+    from tpv_broker.config.api_settings import bind_problem
 
+    problem = bind_problem(bind) if bind is not None else None
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint="'--bind'")
     config = obj.config
     run_gunicorn(config, bind or config.api.bind, workers or config.api.workers)
 
@@ -499,13 +517,17 @@ def _tenant_counts(api_url: str, config: BrokerConfig) -> dict[str, dict[str, fl
     except requests.RequestException as e:
         _fail(f"cannot read {redact_url(url)}: {type(e).__name__}: {str(e)[:200]}")
     counts: dict[str, dict[str, float]] = {}
-    for family in text_string_to_metric_families(resp.text):
-        for sample in family.samples:
-            if sample.name == "tpv_broker_api_requests_total" and sample.labels.get("endpoint") in (
-                    "/api/rank", "/process_data"):
-                per = counts.setdefault(sample.labels.get("tenant", ""), {})
-                outcome = sample.labels.get("outcome", "")
-                per[outcome] = per.get(outcome, 0.0) + sample.value
+    try:
+        for family in text_string_to_metric_families(resp.text):
+            for sample in family.samples:
+                if sample.name == "tpv_broker_api_requests_total" and sample.labels.get("endpoint") in (
+                        "/api/rank", "/process_data"):
+                    per = counts.setdefault(sample.labels.get("tenant", ""), {})
+                    outcome = sample.labels.get("outcome", "")
+                    per[outcome] = per.get(outcome, 0.0) + sample.value
+    except ValueError as e:
+        # A wrong port or a proxy's page answers 200 too.
+        _fail(f"{redact_url(url)} is not the broker's /metrics (not Prometheus text: {str(e)[:120]})")
     return counts
 
 
@@ -539,12 +561,15 @@ def check_config(obj: _Context, config_path: str | None, no_connect: bool) -> No
 @main.command()
 @click.option("--loads", default="0.5,0.8,0.95", show_default=True,
               help="Offered loads, as fractions of the sites' capacity, comma-separated.")
-@click.option("--hours", type=float, default=4.0, show_default=True, help="Simulated hours of arrivals per load.")
+@click.option("--hours", type=float, callback=_above_zero, default=4.0, show_default=True,
+              help="Simulated hours of arrivals per load.")
 @click.option("--seed", type=int, default=1, show_default=True, help="The first seed.")
 @click.option("--seeds", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="Seeds per load (seed, seed+1, ...): every ratio is reported per seed and over them.")
-@click.option("--refresh", "refresh_s", type=float, default=60.0, show_default=True, help="Metrics refresh, s.")
-@click.option("--lag", "lag_s", type=float, default=30.0, show_default=True, help="Exporter lag, s.")
+@click.option("--refresh", "refresh_s", type=float, callback=_above_zero, default=60.0, show_default=True,
+              help="Metrics refresh, s.")
+@click.option("--lag", "lag_s", type=float, callback=_zero_or_more, default=30.0, show_default=True,
+              help="Exporter lag, s.")
 @click.option("--bursts", default="10-40", show_default=True, help="Workflow burst sizes, MIN-MAX jobs.")
 @click.option("--policies", "policy_list", default=None,
               help="Comma-separated policies (default: the comparison's; also the experiments' variants).")
@@ -583,6 +608,9 @@ def simulate(loads: str, hours: float, seed: int, seeds: int, refresh_s: float, 
              carbon: bool) -> None:
     """Compare placement policies in a discrete-event simulation that drives
     the real ranking code and stores (fakeredis, simulated clock)."""
+    if plot_path is not None and not Path(plot_path).resolve().parent.is_dir():
+        # Said now, not after minutes of simulation.
+        raise click.BadParameter(f"{plot_path}: its directory does not exist", param_hint="'--plot'")
     try:
         from tpv_broker.simulator import compare, report
     except ImportError as e:

@@ -102,8 +102,32 @@ class TenantSettings(Section):
         return self.burst if self.burst is not None else max(1, math.ceil(self.rate_per_s or 1))
 
 
+def bind_problem(bind: str) -> str | None:
+    """Why gunicorn could not listen on ``bind`` (host, host:port,
+    [v6 address]:port or unix:path), or None."""
+    if bind.startswith("unix:"):
+        return None if bind[5:] else "unix: needs a socket path"
+    host, sep, port = bind.rpartition(":")
+    if not sep or host.endswith(":"):
+        return None  # a host alone (gunicorn's port 8000), or a bare IPv6 address
+    if not host:
+        return f"{bind!r} has no host"
+    if not port.isdigit() or int(port) > 65535:
+        return f"port {port!r} is not a number from 0 to 65535"
+    return None
+
+
 class ApiSettings(Section):
     bind: str = "127.0.0.1:8000"
+
+    @field_validator("bind")
+    @classmethod
+    def _bind_shape(cls, bind: str) -> str:
+        problem = bind_problem(bind)
+        if problem is not None:
+            raise ValueError(problem)
+        return bind
+
     workers: int = Field(2, ge=1, le=64)
     # Older snapshots make rank answers fall back to TPV's order (degraded).
     max_snapshot_age_s: float = Field(300.0, gt=0)

@@ -268,6 +268,8 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             raise ConfigError(f"config file not found: {p}") from None
         except OSError as e:
             raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {p} is not UTF-8 text (byte {e.start}: {e.reason})") from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as e:

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class TermParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # An infinite scale made every term score NaN, every rank answer a 500.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     weight: float = Field(ge=0, allow_inf_nan=False)
 
 
