@@ -166,6 +166,25 @@ BAD_FILES = [
      "rate_per_s: .inf}\n", ["api.tenants.eu.rate_per_s"]),
 ]
 
+@pytest.mark.parametrize(("url", "problem"), [
+    # redis-py takes both, and fails only when connecting: outside its own errors, so every command
+    # ended in a traceback and every API request in a 500.
+    ("redis://127.0.0.1:6379/0?socket_timout=1", "unknown option 'socket_timout' in the query"),
+    ("redis://redis..local:6379/0", "the host name is not a valid one (an empty or over-long label)"),
+    ("redis://127.0.0.1:63x9/0", "Port could not be cast to integer value as '63x9'"),
+])
+def test_a_redis_url_redis_py_would_trip_on_is_refused_with_the_config(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(environ={"TPV_BROKER_REDIS_URL": url})
+    assert f"redis.url (from TPV_BROKER_REDIS_URL): {url!r}: {problem}" in str(info.value)
+
+
+def test_redis_urls_redis_py_takes_pass() -> None:
+    for url in ("redis://127.0.0.1:6379/0?socket_timeout=1", "rediss://:pw@redis.example.org:6380/1?ssl_cert_reqs=none",
+                "unix:///run/redis.sock?db=2", "redis://[::1]:6379/0"):
+        assert load_config(environ={"TPV_BROKER_REDIS_URL": url}).redis.url == url
+
+
 BAD_URL_FILES = [
     pytest.param("influxdb:\n  url: ftp://influx:8086\n", "influxdb.url", id="influx-ftp"),
     pytest.param("redis:\n  url: http://redis:6379\n", "redis.url", id="redis-http"),

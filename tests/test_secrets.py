@@ -179,7 +179,8 @@ def test_an_unparseable_redis_url_is_reported_without_its_password(command: list
     env = {"TPV_BROKER_REDIS_URL": f"redis://:{AWKWARD}@127.0.0.1:6379/0"}
     result, out = run(command, env, caplog)
     assert result.exit_code == 1
-    assert ("error: invalid Redis URL redis://***@127.0.0.1:6379/0: "
+    # Refused with the config, before anything runs.
+    assert ("redis.url (from TPV_BROKER_REDIS_URL): 'redis://***@127.0.0.1:6379/0': "
             "cannot be parsed (%-encode / # ? @ and % in a password)") in out
 
 

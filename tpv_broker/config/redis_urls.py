@@ -8,10 +8,13 @@ sentinels. Anything shown to people goes through ``redact_url``."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from tpv_broker.config.urls import redact_url
+import redis
+
+from tpv_broker.config.urls import redact_url, url_secrets
 
 SENTINEL_SCHEME = "redis+sentinel://"
 DEFAULT_SENTINEL_PORT = 26379
@@ -62,3 +65,27 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
         except ValueError:
             raise ValueError(f"{shown!r}: database {segments[1]!r} is not a number") from None
     return SentinelTarget(tuple(sentinels), unquote(segments[0]), db, username, password)
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with a redis://, rediss:// or unix:// URL that redis-py
+    would only trip on when connecting (an option it does not know, a host
+    name no resolver takes), as a TypeError or UnicodeError outside its own
+    errors: every command a traceback, every API request a 500. None if
+    nothing is."""
+    try:
+        pool = redis.ConnectionPool.from_url(url)
+        pool.make_connection()  # builds the connection object; connects nothing
+        host = pool.connection_kwargs.get("host")
+        if isinstance(host, str):
+            host.encode("idna")
+    except TypeError as e:
+        unknown = re.search(r"keyword argument '([^']+)'", str(e))
+        return f"unknown option {unknown.group(1)!r} in the query" if unknown else f"cannot be used: {e}"
+    except UnicodeError:
+        return "the host name is not a valid one (an empty or over-long label)"
+    except ValueError as e:
+        # The parser's message can quote a piece of a password that holds
+        # an unescaped / # ? or @ (it took the piece for a port or a db).
+        return "cannot be parsed (%-encode / # ? @ and % in a password)" if url_secrets(url) else str(e)
+    return None

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url
+from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url, redis_url_problem
 from tpv_broker.config.section import Section
 from tpv_broker.config.urls import redact_url
 
@@ -76,4 +76,8 @@ class RedisSettings(Section):
             raise ValueError(
                 f"must start with redis://, rediss://, unix:// or {SENTINEL_SCHEME}, got {redact_url(url)!r}"
             )
+        else:
+            problem = redis_url_problem(url)
+            if problem is not None:
+                raise ValueError(f"{redact_url(url)!r}: {problem}")
         return url
