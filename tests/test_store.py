@@ -403,3 +403,39 @@ def test_a_destination_whose_figures_cannot_be_read_is_left_out(store: SnapshotS
     assert set(store.read_all().destinations) == {"good"}  # type: ignore[union-attr]
     assert set(store.read_overview().destinations) == {"good"}
     assert set(store.read_for_rank().destinations) == {"good"}
+
+
+@pytest.mark.parametrize(("field", "garbage"), [
+    ("created_at", b"soon"), ("created_at", b"nan"), ("destinations", b"\xff\xfe"), ("sources", b"[1, 2"),
+])
+def test_snapshot_metadata_that_cannot_be_read_is_no_snapshot_not_an_error(
+        store: SnapshotStore, redis_client: redis.Redis, field: str, garbage: bytes) -> None:
+    # Written by hand while debugging, say: every endpoint answered 500.
+    from tpv_broker.api import create_app
+    from tpv_broker.config.settings import load_config
+
+    store.publish(make_snapshot(["pulsar_de", "pulsar_uk"], TOOLS))
+    redis_client.hset(KEYS.snapshot_meta, field, garbage)
+    assert store.read_meta() is None and store.read_all() is None
+    app = create_app(load_config(environ={}), store=store, clock=lambda: NOW).test_client()
+    resp = app.post("/api/rank", json={"job": {"tool_id": "bwa"}, "destinations": [{"id": "pulsar_uk"},
+                                                                                    {"id": "pulsar_de"}]})
+    assert resp.status_code == 200 and resp.get_json()["degraded"] is True, resp.get_data(as_text=True)
+    assert resp.get_json()["destinations"] == ["pulsar_uk", "pulsar_de"]
+    assert app.get("/ready").status_code == 503
+    assert app.get("/").status_code == 200 and app.get("/metrics").status_code == 200
+
+
+def test_a_tools_statistics_that_cannot_be_read_are_left_out(store: SnapshotStore, redis_client: redis.Redis) -> None:
+    from tpv_broker.api import create_app
+    from tpv_broker.config.settings import load_config
+
+    fastp = "toolshed.g2.bx.psu.edu/repos/iuc/fastp/fastp/0.23.4+galaxy0"
+    store.publish(make_snapshot(["pulsar_de", "pulsar_uk"], {f"tool:{fastp}": TOOLS[fastp]}))
+    redis_client.hset(KEYS.tool_stats, f"tool:{fastp}", b'[["pulsar_de", 12]]')
+    view = store.read_for_rank([f"tool:{fastp}"])
+    assert view.tool_stats == {f"tool:{fastp}": {}}
+    app = create_app(load_config(environ={}), store=store, clock=lambda: NOW).test_client()
+    resp = app.post("/api/rank", json={"job": {"tool_id": fastp}, "destinations": [{"id": "pulsar_uk"},
+                                                                                  {"id": "pulsar_de"}]})
+    assert resp.status_code == 200 and resp.get_json()["degraded"] is False, resp.get_data(as_text=True)

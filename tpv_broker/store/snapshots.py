@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, cast
@@ -123,20 +124,29 @@ def _meta_to_hash(meta: SnapshotMeta) -> dict[str, str]:
 
 
 def _meta_from_hash(raw: dict[bytes, bytes]) -> SnapshotMeta | None:
+    """The snapshot's metadata; None if there is none, or none readable
+    (garbage written by hand reads as no snapshot, never as an error 500)."""
     if not raw:
         return None
     fields: dict[str, Any] = {}
-    for k, v in raw.items():
-        key, val = k.decode(), v.decode()
-        if key in _META_FLOATS:
-            fields[key] = float(val) if val else None
-        elif key in _META_INTS:
-            fields[key] = int(val)
-        elif key in _META_JSON:
-            fields[key] = json.loads(val) if val else {}
-        else:
-            fields[key] = val
-    return SnapshotMeta.model_validate(fields)
+    try:
+        for k, v in raw.items():
+            key, val = k.decode(), v.decode()
+            if key in _META_FLOATS:
+                number = float(val) if val else None
+                if number is not None and not math.isfinite(number):
+                    raise ValueError(f"{key} is {val}")
+                fields[key] = number
+            elif key in _META_INTS:
+                fields[key] = int(val)
+            elif key in _META_JSON:
+                fields[key] = json.loads(val) if val else {}
+            else:
+                fields[key] = val
+        return SnapshotMeta.model_validate(fields)
+    except ValueError as e:  # UnicodeDecodeError and pydantic's ValidationError are ones
+        log.warning("the snapshot's metadata in Redis cannot be read; taken as no snapshot: %s", str(e)[:200])
+        return None
 
 
 # What _figures_or_unreadable gives for a value it cannot read (cached like any).
@@ -194,7 +204,12 @@ class _RawRankView(NamedTuple):
 
 
 def _parse_tool_stats(raw: bytes) -> dict[str, ToolFigures]:
-    return {d: ToolFigures.model_validate(f) for d, f in json.loads(raw).items()}
+    try:
+        per_destination = json.loads(raw)
+        return {d: ToolFigures.model_validate(f) for d, f in per_destination.items()}
+    except (ValueError, AttributeError):
+        log.warning("a tool's run-time statistics in Redis cannot be read; left out: %r", raw[:120])
+        return {}
 
 
 def encode_tool_stats(tool_stats: dict[str, dict[str, ToolFigures]]) -> dict[str, str]:
