@@ -150,6 +150,15 @@ def test_explain_off(client: FlaskClient, flag: str) -> None:
     assert "explain" not in client.post(f"/api/rank?explain={flag}", json=GOOD).get_json()
 
 
+@pytest.mark.parametrize("flag", ["on", "2", "maybe", ""])
+def test_an_explain_flag_the_api_does_not_know_is_a_400_naming_it(client: FlaskClient, flag: str) -> None:
+    # Answered 200 without the explanation asked for.
+    resp = client.post(f"/api/rank?explain={flag}", json=GOOD)
+    assert resp.status_code == 400
+    assert resp.get_json()["errors"] == [{"field": "explain", "problem": "must be one of 1, true, yes, 0, false, "
+                                                                         f"no, got {flag!r}"}]
+
+
 def test_empty_candidate_list(client: FlaskClient) -> None:
     resp = client.post("/api/rank", json={"job": {"tool_id": "t"}, "destinations": []})
     assert resp.status_code == 200 and resp.get_json()["destinations"] == []

@@ -138,10 +138,25 @@ def _admit() -> None:
 @bp.post("/api/rank")
 def rank_endpoint() -> Response:
     _admit()
+    explain = _explain_asked()
     req: RankRequest = _parse(RankRequest)
-    explain = request.args.get("explain", "0").lower() in ("1", "true", "yes")
     result, charge = _rank(req)
     return _then(_status(jsonify(answer(result, explain)), result), charge)
+
+
+_EXPLAIN = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def _explain_asked() -> bool:
+    # ?explain=on answered without the explanation asked for.
+    value = request.args.get("explain")
+    if value is None:
+        return False
+    asked = _EXPLAIN.get(value.lower())
+    if asked is None:
+        raise BadRequest([{"field": "explain", "problem": f"must be one of {', '.join(_EXPLAIN)}, got "
+                                                         f"{value[:40]!r}"}])
+    return asked
 
 
 @bp.post("/process_data")
