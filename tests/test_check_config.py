@@ -164,6 +164,20 @@ def test_bad_config_file_names_the_key(tmp_path: pathlib.Path, text: str, named:
     assert result.output.splitlines()[-1].startswith("1 check, 1 failed")
 
 
+@pytest.mark.parametrize(("text", "named"), [
+    ("api:\n  auth_protected: [/nope]\n", "FAIL api: api.auth_protected: '/nope' is not an endpoint of this API"),
+    ("api:\n  auth_tokens_file: {tmp}\n", "FAIL api: api.auth_tokens_file: cannot read {tmp}: Is a directory"),
+])
+def test_what_serve_refuses_at_start_up_fails_the_check(tmp_path: pathlib.Path, text: str, named: str) -> None:
+    # A valid config that serve refuses (said "valid" before: only tenants' tokens were read).
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(text.format(tmp=tmp_path))
+    result = run(["--config", str(cfg), "--no-connect"])
+    assert result.exit_code == 1, result.output
+    assert named.format(tmp=tmp_path) in result.output
+    assert result.output.splitlines()[-1].startswith("2 checks, 1 failed")
+
+
 def test_bad_environment_override_names_the_variable(tmp_path: pathlib.Path) -> None:
     result = run(["--no-connect"], TPV_BROKER_API_WORKERS="many")
     assert result.exit_code == 1

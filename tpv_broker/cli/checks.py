@@ -483,14 +483,33 @@ def _snapshot_ids(config: BrokerConfig) -> set[str] | None:
     return None if snapshot is None else set(snapshot.destinations)
 
 
+def check_api(config: BrokerConfig) -> list[Check]:
+    """What ``serve`` refuses at start-up beyond the config's validation (a
+    protected path that is no route, a tokens file that cannot be read),
+    found by building the app as each worker does; nothing is connected."""
+    from tpv_broker.api.app import create_app
+
+    try:
+        create_app(config)
+    except BrokerError as e:
+        return [Check("FAIL", "api", str(e))]
+    return []
+
+
+def _startup_checks(config: BrokerConfig, known: set[str] | None) -> list[Check]:
+    tenants = check_tenants(config, known)
+    # A tenant's tokens that fail are said once, under its name.
+    return tenants if any(c.failed for c in tenants) else [*tenants, *check_api(config)]
+
+
 def run_checks(path: str | Path | None, environ: Mapping[str, str], connect: bool = True) -> list[Check]:
     """Every check, in order; connection checks only for a valid config."""
     config_check, config = check_config(path, environ)
     if config is None:
         return [config_check]
     if not connect:
-        return [config_check, *check_tenants(config, None)]
+        return [config_check, *_startup_checks(config, None)]
     redis_checks = check_redis(config)
     known = None if any(c.failed for c in redis_checks) or not config.api.tenants else _snapshot_ids(config)
     influx_checks = [c for target in source_targets(config) for c in check_influxdb(config.collector, target)]
-    return [config_check, *influx_checks, *redis_checks, *check_tenants(config, known)]
+    return [config_check, *influx_checks, *redis_checks, *_startup_checks(config, known)]
