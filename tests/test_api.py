@@ -150,6 +150,16 @@ def test_explain_off(client: FlaskClient, flag: str) -> None:
     assert "explain" not in client.post(f"/api/rank?explain={flag}", json=GOOD).get_json()
 
 
+@pytest.mark.parametrize(("field", "problem"), [("id", "job.id: Input should be a valid string (got inf)"),
+                                                ("cores", "job.cores: Input should be a finite number (got inf)")])
+def test_a_number_of_thousands_of_digits_is_named_by_its_field(client: FlaskClient, field: str,
+                                                                problem: str) -> None:
+    # Valid JSON that Python will not read as an int (over 4,300 digits): answered "body: not valid JSON".
+    body = '{"job": {"tool_id": "bwa", "' + field + '": ' + "9" * 5000 + '}, "destinations": [{"id": "pulsar_de"}]}'
+    resp = client.post("/api/rank", data=body, content_type="application/json")
+    assert resp.status_code == 400 and resp.get_json()["message"] == problem, resp.get_json()
+
+
 @pytest.mark.parametrize("flag", ["on", "2", "maybe", ""])
 def test_an_explain_flag_the_api_does_not_know_is_a_400_naming_it(client: FlaskClient, flag: str) -> None:
     # Answered 200 without the explanation asked for.
