@@ -305,6 +305,19 @@ def test_a_network_wide_bad_day_takes_nobody_out() -> None:
     assert alone["a"].state == "degraded" and alone["a"].network_share == 0.0
 
 
+def test_a_private_endpoints_failures_are_left_out_of_the_others_share() -> None:
+    # Every tenant sees the shared endpoints' verdicts: with eu's private endpoint the only other one, their
+    # "other endpoints 90 %" was its share. Left out, the shared ones compare with each other only, and the
+    # private one is still judged against them.
+    signals = _signals(("a", 30, 3), ("b", 30, 3), ("eu_cluster", 30, 27))
+    verdicts = judge_all({}, signals, {}, NOW, RULES, private=frozenset({"eu_cluster"}))
+    assert verdicts["a"].network_share == verdicts["b"].network_share == 0.1
+    assert "the other endpoints 10%" in verdicts["a"].reason
+    assert verdicts["eu_cluster"].network_share == 0.1 and verdicts["eu_cluster"].state == "excluded"
+    mixed = judge_all({}, signals, {}, NOW, RULES)
+    assert mixed["a"].network_share == 0.5  # (3 + 27) / 60: eu's figure shows through
+
+
 def test_a_black_hole_among_healthy_endpoints() -> None:
     # a: 20 of 20, its others 2 of 40 = 0.05: 0.839 - 0.05 = 0.789 >= 0.5: excluded. b: 1 of 20 (lower bound
     # 0.009) against the others' 21 of 40 = 0.525: healthy; a black hole does not lift its neighbours.

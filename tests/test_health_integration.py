@@ -480,6 +480,37 @@ def test_the_network_share_keeps_a_bad_day_from_excluding_anyone(influx_server: 
         d: ("healthy", 8, 20, 0.4) for d in (BH, A, B)}
 
 
+EU_TOKEN = "eu-token-0123456789abcdef"
+
+
+def test_a_private_endpoints_failures_stay_out_of_what_every_tenant_sees(influx_server: InfluxServer,
+                                                                        influx_db: str, store: SnapshotStore) -> None:
+    """A tenant's private endpoint fails 15 of its 20 jobs: the shared
+    endpoints' "other endpoints" share, shown to every tenant, is theirs
+    alone."""
+    t0 = start_time()
+    clock = Clock(t0 + 10)
+    base = config_of(influx_server, influx_db, [*LIVE_PRESETS, ERRORS])
+    config = BrokerConfig.model_validate({**base.model_dump(mode="json"), "api": {
+        **base.api.model_dump(mode="json"),
+        "tenants": {"usegalaxy-eu": {"auth_tokens": [EU_TOKEN], "private": [BH]}}}})
+    write_capacity(influx_server, influx_db, t0)
+    state = CollectorState.new(config)
+    collect(config, store, clock, state)
+    api = create_app(config, store=store, clock=clock).test_client()
+    for n, dest in enumerate((BH, A, B)):
+        for job in range(20):
+            assert rank(api, n * 100 + job, {"Authorization": f"Bearer {EU_TOKEN}"}, ids=(dest,))["destinations"] \
+                == [dest]
+    write_errors(influx_server, influx_db, t0 + 20, **{BH: 15, A: 8, B: 8})
+    clock.at = t0 + 60
+    collect(config, store, clock, state)
+    verdicts = health_of(store)
+    # a and b: each other's 8 of 20, not (15 + 8) of 40
+    assert verdicts[A] is not None and verdicts[B] is not None and verdicts[BH] is not None
+    assert (verdicts[A].network_share, verdicts[B].network_share, verdicts[BH].network_share) == (0.4, 0.4, 0.4)
+
+
 # -- the override through the CLI --------------------------------------------------------------------
 def cli(redis_url: str, *args: str, user: str = "alice") -> Result:
     # SUDO_USER: who pins, as `sudo tpv-broker health pin` would say; nothing from the developer's shell.

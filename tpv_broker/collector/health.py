@@ -84,7 +84,7 @@ def judge_cycle(data: CycleData, sources: Sequence[Source], config: BrokerConfig
     signals = {d: Signals(placements=placed.get(d, ()), errors=data.errors.get(d, ()), returns=returned.get(d, ()),
                           bucket_s=PLACEMENT_BUCKET_S)
                for d in {*placed, *data.errors, *returned}}
-    return judge_all(previous, signals, pins, now, rules), None
+    return judge_all(previous, signals, pins, now, rules, config.api.private_endpoints()), None
 
 
 def _judge_pin(previous: DestinationHealth | None, pin: HealthPin | None, now: float,

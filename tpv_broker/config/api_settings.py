@@ -196,6 +196,10 @@ class ApiSettings(Section):
             return frozenset()
         return frozenset(d for name, t in self.tenants.items() if name != tenant for d in t.private)
 
+    def private_endpoints(self) -> frozenset[str]:
+        """Every endpoint private to some tenant."""
+        return frozenset(d for t in self.tenants.values() for d in t.private)
+
     @field_validator("auth_protected")
     @classmethod
     def _protected_paths(cls, paths: list[str]) -> list[str]:

@@ -104,14 +104,19 @@ def wilson_lower(errors: float, jobs: float) -> float:
 
 
 def judge_all(previous: Mapping[str, DestinationHealth], signals: Mapping[str, Signals],
-              pins: Mapping[str, HealthPin], now: float, rules: HealthRules) -> dict[str, DestinationHealth]:
-    """The next verdict of every destination with signals, a verdict or a pin."""
+              pins: Mapping[str, HealthPin], now: float, rules: HealthRules,
+              private: frozenset[str] = frozenset()) -> dict[str, DestinationHealth]:
+    """The next verdict of every destination with signals, a verdict or a
+    pin. ``private``: endpoints private to a tenant, left out of the
+    others' share (every tenant sees that share in the verdicts of the
+    shared endpoints: with one other endpoint, it was that one's)."""
     since = now - rules.window_s
     ids = sorted({*signals, *previous, *pins})
-    network = _network_shares({d: s.counted(since) for d, s in signals.items()}, ids)
+    shared = {d: s for d, s in signals.items() if d not in private}
+    network = _network_shares({d: s.counted(since) for d, s in shared.items()}, ids)
     # Over the recent window, the returns alone: the error reports are
     # hourly and would not line up with a few minutes of placements.
-    recent = _network_shares({d: s.counted_returns(now - rules.recent_s) for d, s in signals.items()}, ids)
+    recent = _network_shares({d: s.counted_returns(now - rules.recent_s) for d, s in shared.items()}, ids)
     out = {}
     for dest_id in ids:
         own = signals.get(dest_id, Signals())
