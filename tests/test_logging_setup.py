@@ -64,6 +64,17 @@ def test_text_line_is_key_value_with_the_event_fields(emit) -> None:
     assert fields["destinations"] == "12"
 
 
+def test_control_characters_from_an_exporter_go_out_escaped(emit) -> None:
+    # A destination id reported with an escape sequence that erases its own line on a terminal, and
+    # separators str.splitlines() splits on: the record stays one printable line, the id readable back.
+    dest = "pulsar_x\x1b[2K\x1b[1G\x7f\x9b\x85\u2028"
+    line = emit("text", msg="destination %s excluded", args=(dest,), extra=event("health_transition",
+                                                                                 destination=dest))
+    assert line.rstrip("\n").isprintable() and len(line.splitlines()) == 1, repr(line)
+    fields = logfmt(line)
+    assert fields["destination"] == dest and fields["msg"] == f"destination {dest} excluded"
+
+
 def test_lines_without_an_event_say_log(emit) -> None:
     assert logfmt(emit("text"))["event"] == "log"
     assert json.loads(emit("json"))["event"] == "log"

@@ -35,6 +35,8 @@ _FIELDS = "tpv_fields"
 _OURS = "_tpv_broker_handler"
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@")
 _BARE = re.compile(r"^[^\s\"=\\]+$")
+# What json.dumps(ensure_ascii=False) leaves raw that is no printable text.
+_UNPRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029]")
 
 
 def event(name: str, **fields: Any) -> dict[str, Any]:
@@ -50,9 +52,12 @@ def _logfmt_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     text = value if isinstance(value, str) else str(value)
-    if text and _BARE.match(text):
+    if text and _BARE.match(text) and text.isprintable():
         return text
-    return json.dumps(text, ensure_ascii=False)
+    # Ids come from exporters: a control character (an escape sequence that
+    # erases the line on a terminal, a separator splitlines() splits on)
+    # goes out escaped, as \n does.
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m[0]):04x}", json.dumps(text, ensure_ascii=False))
 
 
 def _json_value(value: Any) -> Any:
