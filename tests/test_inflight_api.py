@@ -100,6 +100,28 @@ def test_ranking_the_same_job_again_replaces_its_charge(redis_client):
     assert _rank(api, job_id=44) == "b"
 
 
+def test_ranking_a_job_again_on_a_slot_boundary_keeps_its_order(redis_client):
+    # a: 4.0 GB free, 0.4 GB charged to another job: 3.6 GB, two slots of the job's 1.8 GB. Its own charge
+    # taken out of Redis's float sum (0.4 + 1.8 - 1.8 = 0.40000000000000013) left 3.5999999999999996 GB,
+    # one slot: the order flipped on every rank, and the charge moved a -> b -> a.
+    store = SnapshotStore(redis_client, KeySchema(PREFIX))
+
+    def d(i: str, mem_free: float, median_queue: float) -> DestinationFigures:
+        return DestinationFigures(id=i, status="online", queued=1, running=4, cpus_total=64, cpus_free=32,
+                                  mem_total_gb=256, mem_free_gb=mem_free, median_queue_s=median_queue,
+                                  median_run_s=600, live_at=NOW, metrics_at=NOW, sources={"queue_by_destination": NOW})
+
+    store.publish(Snapshot(meta=SnapshotMeta(created_at=NOW, destinations=2),
+                           destinations={"a": d("a", 4.0, 30), "b": d("b", 64.0, 60)}))
+    store.inflight(CONFIG.inflight).charge(Charge("a", 1, 0.4, NOW))
+    api = create_app(CONFIG, store=store, clock=lambda: NOW + 1).test_client()
+    orders = [api.post("/api/rank", json={"job": {"id": 4711, "tool_id": "bwa", "cores": 1, "mem": 1.8},
+                                          "destinations": [{"id": "a"}, {"id": "b"}]}).get_json()["destinations"]
+              for _ in range(4)]
+    assert orders == [["a", "b"]] * 4
+    assert redis_client.zcard(f"{PREFIX}:inflight") == 2
+
+
 def _random_snapshot(rng: random.Random, ids: list[str], live_at: float) -> Snapshot:
     def d(i: str) -> DestinationFigures:
         total = rng.choice([8, 16, 64, 128])

@@ -51,6 +51,10 @@ class Charge:
             return None
 
 
+# Far below a core, a megabyte or a core-second; far above float drift.
+_SUM_DIGITS = 6
+
+
 @dataclass(frozen=True)
 class ChargeLoad:
     """The sums of one destination's live charges."""
@@ -65,6 +69,15 @@ class ChargeLoad:
     # The published figures show every charge made here before this time
     # (epoch s; None: no figures yet): those are not in the sums.
     reflected: float | None = None
+
+    def __post_init__(self) -> None:
+        # Float sums that gained and lost charges drift (0.4 + 1.8 - 1.8 is
+        # 0.40000000000000013): a job ranked again, its own charge taken
+        # out, then saw 3.5999999999999996 GB free where it had seen 3.6,
+        # one slot of 1.8 GB fewer, and the order flipped on every rank.
+        # Rounded alike wherever sums are made, both rankings see 0.4.
+        for name in ("cores", "mem", "core_s"):
+            object.__setattr__(self, name, round(getattr(self, name), _SUM_DIGITS))
 
     def plus(self, c: Charge) -> ChargeLoad:
         """With ``c`` added, as the charge script adds it in Redis."""
