@@ -275,6 +275,26 @@ def test_a_publish_ends_the_charges_its_figures_show(inflight, redis_client):
     assert float(redis_client.hget("if:inflight:reflected", "a")) == T - 35
 
 
+@pytest.mark.parametrize("job_id", [None, "j1"])
+def test_a_charge_sent_twice_is_made_once(inflight, redis_client, monkeypatch, job_id):
+    # redis-py sends a command again when the connection drops before its reply: the script then runs
+    # twice with the same member. A job without an id (every /process_data request) was counted twice in
+    # the sums, for good: the extra count outlived every member.
+    import uuid
+
+    class Same:
+        hex = "0123456789abcdef"
+
+    monkeypatch.setattr(uuid, "uuid4", lambda: Same())
+    charge = Charge("a", 4, 8, T - 10, job_id)
+    assert inflight.charge(charge) and inflight.charge(charge)
+    assert [c.destination for c in inflight.members()] == ["a"]
+    assert loads_in_redis(inflight) == {"a": ChargeLoad(1, 4, 8)}
+    assert same_loads(loads_in_redis(inflight), sums_of_members(inflight))
+    placements = redis_client.hgetall("if:health:placements")
+    assert list(placements.values()) == [b"1"], placements
+
+
 def test_a_publish_forgets_the_times_of_destinations_long_gone(inflight, redis_client):
     # Ids that come and go (renamed endpoints, a writer's junk tags) must not pile up in the hash.
     for k in range(50):

@@ -129,6 +129,9 @@ local function get(key)
   if redis.call('TYPE', key).ok ~= 'string' then return false end
   return redis.call('GET', key)
 end
+-- The same charge again (its member is unique): redis-py sent it twice,
+-- retrying after the connection dropped before the reply came. Made once.
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
 drop_older_than(ARGV[3])
 local c = cjson.decode(ARGV[1])
 local placed = true
