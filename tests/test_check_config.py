@@ -178,6 +178,19 @@ def test_what_serve_refuses_at_start_up_fails_the_check(tmp_path: pathlib.Path, 
     assert result.output.splitlines()[-1].startswith("2 checks, 1 failed")
 
 
+def test_variables_nothing_reads_are_named(tmp_path: pathlib.Path) -> None:
+    # The docs said every scalar key could be set so: scoring.* and collector.health.* were ignored in silence.
+    result = run(["--no-connect"], TPV_BROKER_SCORING_MAX_METRICS_AGE_S="5", TPV_BROKER_INFLIGHT_MAX_AGE_S="7",
+                 TPV_BROKER_COLLECTOR_HEALTH_WINDOW_S="60", TPV_BROKER_SOURCES_EU_PASSWORD="x",
+                 TPV_BROKER_TOKEN="client-token-0123456789")
+    assert result.exit_code == 0, result.output
+    assert statuses(result) == ["OK", "WARN"]
+    (line,) = lines(result)["environment"]
+    assert line.startswith("WARN environment: ignored, no such setting: TPV_BROKER_COLLECTOR_HEALTH_WINDOW_S, "
+                           "TPV_BROKER_SCORING_MAX_METRICS_AGE_S, TPV_BROKER_SOURCES_EU_PASSWORD (hint: "), line
+    assert "overridden from the environment: TPV_BROKER_INFLIGHT_MAX_AGE_S" in lines(result)["config"][0]
+
+
 def test_bad_environment_override_names_the_variable(tmp_path: pathlib.Path) -> None:
     result = run(["--no-connect"], TPV_BROKER_API_WORKERS="many")
     assert result.exit_code == 1

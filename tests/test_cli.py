@@ -4,6 +4,7 @@ redis-server and influxd started by conftest.py."""
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 import re
 import time
@@ -464,3 +465,10 @@ def test_tenants_api_answering_something_else_than_metrics_says_so(tmp_path: pat
     assert result.exit_code == 1, result.output
     assert f"error: {url}/metrics is not the broker's /metrics (not Prometheus text:" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_command_warns_of_variables_nothing_reads(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="tpv_broker.cli")
+    run(["inspect"], {"TPV_BROKER_SCORING_MAX_METRICS_AGE_S": "5",
+                      "TPV_BROKER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    assert "environment variables ignored, no such setting: TPV_BROKER_SCORING_MAX_METRICS_AGE_S (" in caplog.text

@@ -24,7 +24,16 @@ from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.influxql import quote_ident, time_window
 from tpv_broker.config.collector_settings import CollectorSettings
 from tpv_broker.config.server_settings import SourceSettings
-from tpv_broker.config.settings import CONFIG_ENV, ENV_PREFIX, BrokerConfig, env_overrides, load_config, source_env_name
+from tpv_broker.config.settings import (
+    CONFIG_ENV,
+    ENV_COVERS,
+    ENV_PREFIX,
+    BrokerConfig,
+    env_overrides,
+    ignored_env,
+    load_config,
+    source_env_name,
+)
 from tpv_broker.config.urls import redact_url
 from tpv_broker.errors import BrokerError, ConfigError, MetricSourceError
 from tpv_broker.store.keys import KeySchema
@@ -131,6 +140,13 @@ def check_config(path: str | Path | None, environ: Mapping[str, str]) -> tuple[C
         source = f"no file (no --config, {CONFIG_ENV} unset): the built-in defaults"
     extra = f"; overridden from the environment: {', '.join(overridden)}" if overridden else ""
     return Check("OK", "config", f"{source}{extra}"), config
+
+
+def check_environment(config: BrokerConfig, environ: Mapping[str, str]) -> list[Check]:
+    """``TPV_BROKER_*`` variables nothing reads (``ignored_env``)."""
+    ignored = ignored_env(config, environ)
+    return [Check("WARN", "environment", f"ignored, no such setting: {', '.join(ignored)}", ENV_COVERS)] \
+        if ignored else []
 
 
 # -- InfluxDB --------------------------------------------------------------------
@@ -507,9 +523,10 @@ def run_checks(path: str | Path | None, environ: Mapping[str, str], connect: boo
     config_check, config = check_config(path, environ)
     if config is None:
         return [config_check]
+    config_checks = [config_check, *check_environment(config, environ)]
     if not connect:
-        return [config_check, *_startup_checks(config, None)]
+        return [*config_checks, *_startup_checks(config, None)]
     redis_checks = check_redis(config)
     known = None if any(c.failed for c in redis_checks) or not config.api.tenants else _snapshot_ids(config)
     influx_checks = [c for target in source_targets(config) for c in check_influxdb(config.collector, target)]
-    return [config_check, *influx_checks, *redis_checks, *_startup_checks(config, known)]
+    return [*config_checks, *influx_checks, *redis_checks, *_startup_checks(config, known)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from tpv_broker.config.settings import BrokerConfig, load_config
+from tpv_broker.config.settings import ENV_COVERS, BrokerConfig, ignored_env, load_config
 from tpv_broker.config.urls import redact_url
 from tpv_broker.errors import BrokerError, ConfigError, StoreError
 from tpv_broker.ids import DEFAULT_TENANT
@@ -24,6 +25,8 @@ from tpv_broker.wording import counted
 if TYPE_CHECKING:
     from tpv_broker.api.schemas import RankRequest
     from tpv_broker.core.models import SnapshotMeta
+
+log = logging.getLogger("tpv_broker.cli")
 
 # What to do when Redis cannot be reached: most often a shell that does not
 # point at the running system (the demo's Redis is on a new port each run).
@@ -62,6 +65,10 @@ class _Context:
             # Now the format, the level and the secrets to keep out of logs are known.
             configure_logging(self.log_level or self._config.logging.level, self._config.logging.format,
                               self._config.secrets())
+            ignored = ignored_env(self._config, os.environ)
+            if ignored:
+                log.warning("environment variables ignored, no such setting: %s (%s)", ", ".join(ignored),
+                            ENV_COVERS, extra=event("config_env_ignored", variables=ignored))
         return self._config
 
 

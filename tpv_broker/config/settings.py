@@ -204,6 +204,24 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def ignored_env(config: BrokerConfig, environ: Mapping[str, str]) -> list[str]:
+    """The ``TPV_BROKER_*`` variables nothing reads for ``config``: a typo,
+    a nested or list setting (``collector.health.*``, ``scoring.*``: the
+    file only), or a source the file does not declare."""
+    # The client's own may share a host's environment.
+    read = {CONFIG_ENV, f"{ENV_PREFIX}TOKEN", f"{ENV_PREFIX}TOKEN_FILE"}
+    read |= {f"{ENV_PREFIX}{section}_{name}".upper() for section, model in _ENV_SECTIONS.items()
+             for name in model.model_fields}
+    read |= {source_env_name(source, name) for source in config.sources for name in SourceSettings.model_fields}
+    return sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in read)
+
+
+# Said with every warning about ignored variables.
+ENV_COVERS = ("overrides cover the scalar keys of influxdb, redis, collector, api, inflight and logging "
+              "(TPV_BROKER_<SECTION>_<KEY>) and of each source the file declares (TPV_BROKER_SOURCES_<NAME>_<KEY>); "
+              "set the rest in the file")
+
+
 def source_env_name(source: str, field_name: str) -> str:
     """``TPV_BROKER_SOURCES_<SOURCE>_<FIELD>``: a source's setting (its
     password or token, say) from the environment, the source's name in
