@@ -3,6 +3,8 @@ collect`` (the APScheduler daemon) as real processes, stopped by SIGTERM."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -72,6 +74,67 @@ def test_serve_answers_rank_requests_and_stops_on_sigterm(influx_server, influx_
         bad = requests.post(f"{base}/api/rank", data=b"{not json", headers={"Content-Type": "application/json"},
                             timeout=2)
         assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "body"
+    finally:
+        log = _stop(proc, tmp_path)
+    assert proc.returncode == 0, log
+    assert "Traceback" not in log
+
+
+def _worker_pids(master: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_serve_rotates_tokens_on_reload_and_survives_a_worker_ending(redis_url, tmp_path):
+    """docs/security.md's rotation without downtime, on the real gunicorn:
+    each HUP takes up the tokens file; a bad file is refused with the
+    previous tokens kept; a worker that ends (a timeout, a reload) leaves
+    the others' shared metrics directory in place. Each of these stopped
+    the whole API before."""
+    old, new = "old-token-0123456789abcdef", "new-token-0123456789abcdef"
+    tokens = tmp_path / "eu-tokens"
+    tokens.write_text(old + "\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"api:\n  tenants:\n    usegalaxy-eu:\n      auth_tokens_file: {tokens}\n")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with open(tmp_path / "err.log", "w") as err:
+        proc = subprocess.Popen([*CLI, "--config", str(config), "serve", "--bind", f"127.0.0.1:{port}",
+                                 "--workers", "2"], env=_env(TPV_BROKER_REDIS_URL=redis_url),
+                                stdout=subprocess.DEVNULL, stderr=err)
+
+    def status(token: str) -> int:
+        body = {"job": {"tool_id": "bwa"}, "destinations": [{"id": "a"}]}
+        return requests.post(f"{base}/api/rank", json=body, headers={"Authorization": f"Bearer {token}"},
+                             timeout=2).status_code
+
+    def rotate(text: str) -> None:
+        # As docs/security.md says: a new file moved over the old one, then HUP.
+        staged = tmp_path / "eu-tokens.new"
+        staged.write_text(text)
+        staged.replace(tokens)
+        proc.send_signal(signal.SIGHUP)
+
+    try:
+        wait_until_serving(proc, base, tmp_path / "err.log")
+        assert (status(old), status(new)) == (200, 401)
+        rotate(f"{old}\n{new}\n")
+        wait_for(lambda: status(new) == 200 and status(old) == 200 and status(new) == 200, "the new token")
+        rotate(f"{old}\n{new}\nshort-token\n")  # a bad line: refused, the previous tokens stay
+        wait_for(lambda: "tokens not reloaded, the previous ones are kept" in (tmp_path / "err.log").read_text(),
+                 "the refused reload in the log")
+        assert proc.poll() is None and (status(old), status(new)) == (200, 200)
+        rotate(f"{new}\n")
+        wait_for(lambda: status(old) == 401 and status(old) == 401, "the old token to go")
+        assert status(new) == 200
+        # A worker that ends by itself (as on a timeout) is replaced; the API keeps serving.
+        wait_for(lambda: len(_worker_pids(proc.pid)) == 2, "the reloads' old workers to finish")
+        before = _worker_pids(proc.pid)
+        os.kill(before[0], signal.SIGTERM)
+        wait_for(lambda: len(set(_worker_pids(proc.pid)) - set(before)) == 1, "a new worker")
+        assert proc.poll() is None
+        assert all(status(new) == 200 for _ in range(6))
+        assert requests.get(f"{base}/metrics", timeout=2).status_code == 200
     finally:
         log = _stop(proc, tmp_path)
     assert proc.returncode == 0, log

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from tpv_broker.api.auth import TokenSet
 from tpv_broker.api.rank_service import RankService
 from tpv_broker.api.state import ApiState
 from tpv_broker.config.settings import BrokerConfig, load_config
@@ -24,9 +25,12 @@ def create_app(
     *,
     store: SnapshotStore | None = None,
     clock: Callable[[], float] = time.time,
+    tokens: Callable[[], TokenSet | None] | None = None,
 ) -> Flask:
     """``config`` defaults to ``load_config()`` (file from $TPV_BROKER_CONFIG
-    plus environment overrides), which is what gunicorn workers use."""
+    plus environment overrides), which is what gunicorn workers use.
+    ``tokens``: the accepted tokens (``serve``: the gunicorn master's);
+    without it they are read from the config's settings and files."""
     config = config or load_config()
     if store is None:
         store = store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s,
@@ -77,7 +81,8 @@ def create_app(
         return jsonify({"error": "internal error", "message": "internal error; see the API log"}), 500
 
     from .auth import install as install_auth
+    from .auth import load_tokens
 
     # Last: it checks that every path in api.auth_protected is a route.
-    install_auth(app, config.api)
+    install_auth(app, config.api, tokens() if tokens is not None else load_tokens(config.api))
     return app

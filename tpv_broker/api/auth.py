@@ -200,16 +200,15 @@ def _unauthorized(code: str, problem: str) -> tuple[Response, int]:
     return response, 401
 
 
-def install(app: Flask, settings: ApiSettings) -> None:
-    """Guard ``settings.auth_protected``. Call once every route is
-    registered: a listed path that is no route fails start-up (a typo
-    there would leave the real route open)."""
+def install(app: Flask, settings: ApiSettings, tokens: TokenSet | None) -> None:
+    """Guard ``settings.auth_protected`` with ``tokens`` (None: auth off).
+    Call once every route is registered: a listed path that is no route
+    fails start-up (a typo there would leave the real route open)."""
     routes = {rule.rule for rule in app.url_map.iter_rules()}
     unknown = [p for p in settings.auth_protected if p not in routes]
     if unknown:
         raise ConfigError(f"api.auth_protected: {', '.join(map(repr, unknown))} is not an endpoint of this API "
                           f"(endpoints: {', '.join(sorted(routes - {'/static/<path:filename>'}))})")
-    tokens = load_tokens(settings)
     if tokens is None:
         return
     protected = frozenset(settings.auth_protected)

@@ -110,14 +110,21 @@ def metrics_directory(parent: str | None) -> Iterator[str]:
                           f"{e.strerror or e}") from None
     previous = os.environ.get(MULTIPROC_ENV)
     os.environ[MULTIPROC_ENV] = path
+    owner = os.getpid()
     try:
         yield path
     finally:
-        if previous is None:
-            os.environ.pop(MULTIPROC_ENV, None)
-        else:
-            os.environ[MULTIPROC_ENV] = previous
-        shutil.rmtree(path, ignore_errors=True)
+        # gunicorn forks its workers inside this block, and a worker that
+        # exits normally (a reload, a timeout, a crash) unwinds through it
+        # too: only the process that made the directory removes it. A worker
+        # that did took the shared directory away, the next worker failed to
+        # boot, and gunicorn stopped the whole API.
+        if os.getpid() == owner:
+            if previous is None:
+                os.environ.pop(MULTIPROC_ENV, None)
+            else:
+                os.environ[MULTIPROC_ENV] = previous
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _worker_gone(metrics_dir: str) -> Callable[[Any, Any], None]:
@@ -131,23 +138,48 @@ def _worker_gone(metrics_dir: str) -> Callable[[Any, Any], None]:
     return child_exit
 
 
+class _MasterTokens:
+    """The accepted tokens as the gunicorn master holds them: read at start
+    and again on each reload (SIGHUP, ``systemctl reload``). Workers take
+    what it holds when they are forked, and read no file themselves: a
+    tokens file caught half-written, or with a bad line, is refused with the
+    previous tokens kept, instead of failing every new worker's boot (on
+    which gunicorn stops the API)."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.settings = config.api
+        # A bad tokens file is one clear line and exit 1, before anything else.
+        self.current = auth.load_tokens(self.settings)
+
+    def get(self) -> auth.TokenSet | None:
+        return self.current
+
+    def reload(self, _server: Any) -> None:
+        try:
+            self.current = auth.load_tokens(self.settings)
+        except BrokerError as e:
+            log.error("tokens not reloaded, the previous ones are kept: %s", e)
+            return
+        log.info("tokens reloaded: %s", auth.describe(self.settings, self.current))
+
+
 def run_gunicorn(config: BrokerConfig, bind: str, workers: int) -> None:
-    # A bad tokens file is one clear line and exit 1, before anything else.
-    tokens = auth.load_tokens(config.api)
+    tokens = _MasterTokens(config)
     with metrics_directory(config.api.metrics_dir) as metrics_dir:
-        # Built once here, in the master, so that a bad tokens file, protected
-        # path or Redis URL is one clear line and exit 1 (BrokerError), not a
+        # Built once here, in the master, so that a bad protected path or
+        # Redis URL is one clear line and exit 1 (BrokerError), not a
         # traceback from every worker. It opens no connection. The master is
         # no worker: its "alive" gauge files go at once.
-        create_app(config)
+        create_app(config, tokens=tokens.get)
         _worker_gone(metrics_dir)(None, _Pid(os.getpid()))
-        log.info(auth.describe(config.api, tokens))
+        log.info(auth.describe(config.api, tokens.current))
         warning = auth.file_warning(config.api)
         if warning:
             log.warning(warning)
         options = gunicorn_options(bind, workers)
-        options.update(logger_class=StructuredGunicornLogger, child_exit=_worker_gone(metrics_dir))
-        _Gunicorn(lambda: create_app(config), options).run()
+        options.update(logger_class=StructuredGunicornLogger, child_exit=_worker_gone(metrics_dir),
+                       on_reload=tokens.reload)
+        _Gunicorn(lambda: create_app(config, tokens=tokens.get), options).run()
 
 
 class _Pid:
