@@ -3,8 +3,10 @@
 A token bucket (as GCRA: one number per tenant, the "theoretical arrival
 time" of its next request, ``<p>:ratelimit:<tenant>``): ``rate_per_s``
 requests a second on average, up to ``burst`` at once. One script call per
-request of a limited tenant, so the limit holds across workers and hosts;
-tenants without a limit cost nothing.
+request of a limited tenant, so the limit holds across workers and hosts
+(the time is the API host's: hosts whose clocks disagree by s seconds let
+about s x rate_per_s requests more through, once; docs/inflight.md asks
+for clocks within a second); tenants without a limit cost nothing.
 
 Redis trouble lets requests through (the rank request itself then answers
 in TPV's order): a limit protects the broker from one Galaxy, it must not
