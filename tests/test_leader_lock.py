@@ -63,6 +63,25 @@ def test_expired_lease_is_taken_and_the_old_holder_cannot_renew_or_release_it(re
     assert redis_client.get(KEYS.collector_lease).decode() == b.token, "a's release must not free b's lease"
 
 
+def test_a_collector_never_stands_by_behind_its_own_lease(redis_client: redis.Redis) -> None:
+    # Redis stalled while a free lease was being taken: the SET NX reached it after the client had given
+    # up, so the key holds our token while we believe we hold nothing. SET NX then fails on our own token:
+    # we stood by behind ourselves for a whole lease, and nobody published.
+    a = lease(redis_client, "a", lease_s=30)
+    redis_client.set(KEYS.collector_lease, a.token, px=30_000)
+    assert not a.is_leader()
+    assert a.hold() and a.is_leader()
+    assert 29_000 < redis_client.pttl(KEYS.collector_lease) <= 30_000
+
+
+def test_a_released_lease_is_not_taken_back_by_a_late_renewal(redis_client: redis.Redis) -> None:
+    # A lease job still running when the daemon stops must not take the lease again after the release.
+    a = lease(redis_client, "a")
+    assert a.hold()
+    a.release()
+    assert not a.hold() and redis_client.get(KEYS.collector_lease) is None
+
+
 @pytest.mark.parametrize("reuse", [False, True], ids=["full-publish", "publish-reusing-tool-stats"])
 def test_a_paused_holder_cannot_publish_over_the_new_one(redis_client: redis.Redis, reuse: bool) -> None:
     store = SnapshotStore(redis_client, KEYS)

@@ -65,6 +65,7 @@ class LeaderLease:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._valid_until = float("-inf")
+        self._released = False
         self._state = "starting"  # what was last logged: leader, standby, redis-down
         self.last_holder: str | None = None  # who held it at the last hold() we did not win
         self.last_error: str | None = None  # why the last hold() could not ask Redis
@@ -81,8 +82,13 @@ class LeaderLease:
         trouble: the lease then lapses by itself (locally and in Redis)."""
         started = self.clock()
         ms = max(1, int(self.lease_s * 1000))
+        if self._released:
+            return False  # a lease job still running at a stop must not take it back
         try:
-            held = self.is_leader() and bool(self._renew(keys=[self.key], args=[self.token, ms]))
+            # Renewed whenever Redis holds our token, whatever our own clock
+            # says: a SET NX that reached Redis after its reply timed out (a
+            # stall) left the key ours, and we stood by behind it for a lease.
+            held = bool(self._renew(keys=[self.key], args=[self.token, ms]))
             if not held:
                 # Not ours (any more), or expired: take it if it is free
                 # (also after a Redis restart wiped it).
@@ -115,6 +121,7 @@ class LeaderLease:
 
     def release(self) -> None:
         """On a clean stop, so a standby need not wait for the lease to expire."""
+        self._released = True
         self._valid_until = float("-inf")
         try:
             if self._release(keys=[self.key], args=[self.token]):
