@@ -46,3 +46,29 @@ def test_cycles_never_overlap_when_slower_than_the_interval() -> None:
     assert not daemon.is_alive(), "the daemon did not stop when asked"
     assert cycle.calls >= 4
     assert cycle.most_at_once == 1
+
+
+def test_a_collector_that_cannot_reach_redis_counts_failures_not_standing_by() -> None:
+    # With Redis down its lease lapses, and its cycles took the standby path: the failure gauge read 0
+    # for the whole outage, so the "collector failing" alert (whose runbook names Redis down) never fired.
+    import redis
+
+    from tpv_broker.collector.daemon import CycleRunner
+    from tpv_broker.collector.metrics import CollectorMetrics
+    from tpv_broker.config.settings import BrokerConfig
+    from tpv_broker.devtools.servers import free_port
+    from tpv_broker.store.keys import KeySchema
+    from tpv_broker.store.leader_lock import LeaderLease
+    from tpv_broker.store.snapshots import SnapshotStore
+
+    client = redis.Redis(port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2)
+    store = SnapshotStore(client, KeySchema("down"))
+    lease = LeaderLease(client, store.keys.collector_lease, "c1", 15)
+    assert not lease.hold() and lease.last_error is not None
+    metrics = CollectorMetrics(clock=time.time)
+    runner = CycleRunner(BrokerConfig(), [], store, clock=time.time, metrics=metrics, leader=lease)
+    for n in (1, 2, 3):
+        report = runner()
+        assert report is not None and not report.published
+        assert "the collector lease cannot be checked" in report.errors[0]
+        assert metrics.registry.get_sample_value("tpv_broker_collector_consecutive_failures") == n

@@ -78,18 +78,23 @@ class CycleRunner:
         started = self.clock()
         interval = self.interval_s
         if self.leader is not None and not self.leader.is_leader():
-            # A standby: the lease job logs who holds it, once.
-            if self.leader.last_error is not None:
-                why = f"the collector lease cannot be checked, Redis at {self.store.where}: {self.leader.last_error}"
-            else:
-                why = f"standing by: the collector lease is held by {self.leader.last_holder or 'another collector'}"
-            report = CycleReport(published=False, errors=[why])
-            # Another collector publishes meanwhile: on taking over, go on
+            # Another collector may publish meanwhile: on taking over, go on
             # from its health verdicts (the live snapshot's), not ours.
             self.state.health = None
+            if self.leader.last_error is not None:
+                # Redis down is no standing by: nobody publishes, and the
+                # failure count and its alert must say so.
+                why = f"the collector lease cannot be checked, Redis at {self.store.where}: {self.leader.last_error}"
+                report = CycleReport(published=False, errors=[why])
+                self._failed(report, started)
+                if self.metrics is not None:
+                    self.metrics.observe_cycle(report, self.failures_in_a_row)
+                return report
+            # A standby: the lease job logs who holds it, once.
+            why = f"standing by: the collector lease is held by {self.leader.last_holder or 'another collector'}"
             if self.metrics is not None:
                 self.metrics.standing_by()
-            return report
+            return CycleReport(published=False, errors=[why])
         # Half an interval of slack: scheduled cycles start a little late or early.
         if self.retry_at is not None and started < self.retry_at - interval / 2:
             self.skipped += 1
