@@ -14,6 +14,7 @@ import json
 import math
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,7 +27,7 @@ from tpv_broker.api.app import create_app
 from tpv_broker.collector.cycle import collect_once
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.presets import PRESETS
-from tpv_broker.collector.state import CollectorState, StatsCache
+from tpv_broker.collector.state import RUNTIME_PRESET, CollectorState, StatsCache
 from tpv_broker.config.server_settings import InfluxDBSettings, RedisSettings
 from tpv_broker.config.settings import BrokerConfig
 from tpv_broker.store.keys import KeySchema
@@ -45,13 +46,15 @@ class Replay:
     def __init__(self) -> None:
         self.status, self.content_type, self.body, self.mode = 200, "application/json", b"{}", "normal"
         self.requests = 0
+        self.last_query = ""
         replay = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                form = urllib.parse.parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+                replay.last_query = form.get("q", [""])[0]
                 replay.requests += 1
                 body, mode = replay.body, replay.mode
                 self.send_response(replay.status)
@@ -221,6 +224,26 @@ def test_a_trickling_answer_is_abandoned_at_the_time_limit(replay, recorded, red
     assert "did not finish its answer within 0.5 s" in report.errors[0], report.errors
     # The configured limit (0.5 s) plus one read timeout, and generous slack.
     assert took < 0.5 + 0.5 + 5.0, took
+
+
+def test_statistics_too_slow_for_the_time_limit_do_not_hold_the_live_figures_hostage(replay, recorded,
+                                                                                     redis_client):
+    # A large site's first read of the 3-day statistics window took longer than influxdb.timeout_s, and
+    # a daemon's cycles sent it with the live statements until it had them once: every cycle's request
+    # timed out, and no live figure was ever published.
+    store, state = _store(redis_client), CollectorState.new(_config(replay.url), background_stats=True)
+    replay.answer(recorded, mode="trickle")
+    report = _cycle(replay.url, store, state)
+    assert not report.published and PRESETS[RUNTIME_PRESET].spec.measurement in replay.last_query
+    assert "the run-time statistics are left to the refresh job" in " ".join(report.errors), report.errors
+    # The live statements alone, numbered as InfluxDB numbers them in a request of two.
+    live = {"results": [{**recorded["results"][QUEUE], "statement_id": 0},
+                        {**recorded["results"][CONDOR], "statement_id": 1}]}
+    replay.answer(live)
+    report = _cycle(replay.url, store, state)
+    assert report.published and report.errors == [], report.errors
+    assert PRESETS[RUNTIME_PRESET].spec.measurement not in replay.last_query
+    assert store.read_all().destinations  # type: ignore[union-attr]
 
 
 # -- one statement fails: the others update, that preset keeps its last figures --

@@ -307,7 +307,10 @@ def _read_source(source: Source, memory: SourceMemory, config: BrokerConfig, sta
     With several sources, one that keeps failing is tried again with
     backoff (``backoff.retry_delay``), its last good figures used meanwhile."""
     cached = memory.stats.reuse(started)
-    presets = [p for p in source.presets if not (cached is not None and p.name == RUNTIME_PRESET)]
+    # Else a statistics read slower than the timeout failed every cycle's
+    # request, and no live figure was ever published.
+    skip_stats = cached is not None or (memory.stats.background and memory.stats_left_to_refresh)
+    presets = [p for p in source.presets if not (skip_stats and p.name == RUNTIME_PRESET)]
     data = CycleData(aliases=dict(source.aliases), hidden=source.hidden)
     read = _SourceRead(source, data, stats=cached, queries=len(presets))
     results: list[ReadResult] | None = None
@@ -333,6 +336,11 @@ def _read_source(source: Source, memory: SourceMemory, config: BrokerConfig, sta
             read.errors.append("no preset could be read" + _kept_note(read, several))
     if read.failure is not None:
         read.errors = [read.failure + _kept_note(read, several)]
+        if memory.stats.background and any(p.name == RUNTIME_PRESET for p in presets):
+            memory.stats_left_to_refresh = True
+            read.errors.append("the run-time statistics are left to the refresh job (every "
+                               "collector.stats_refresh_s) from now on: they were in this failed request, and a "
+                               "read of them slower than influxdb.timeout_s would fail every cycle's")
     if read.stats is None and read.fresh_stats is None and RUNTIME_PRESET in [p.name for p in source.presets]:
         # This read of them failed: the last ones are better than none.
         read.stats = memory.stats.current

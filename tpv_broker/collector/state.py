@@ -244,6 +244,10 @@ class SourceMemory:
     answered_at: float | None = None
     failures_in_a_row: int = 0
     retry_at: float | None = None
+    # A cycle's request that held the run-time statistics failed as a whole
+    # (a large site's 3-day window past influxdb.timeout_s): with a refresh
+    # job (the daemon), the cycles read the live figures alone from then on.
+    stats_left_to_refresh: bool = False
 
 
 @dataclass
