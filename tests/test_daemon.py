@@ -72,3 +72,51 @@ def test_a_collector_that_cannot_reach_redis_counts_failures_not_standing_by() -
         assert report is not None and not report.published
         assert "the collector lease cannot be checked" in report.errors[0]
         assert metrics.registry.get_sample_value("tpv_broker_collector_consecutive_failures") == n
+
+
+def test_a_failing_statistics_refresh_is_logged_when_it_starts_and_when_it_ends(influx_server, influx_db, caplog):
+    # Every refresh of an outage said it again: a warning every 5 minutes for as long as InfluxDB was down.
+    import logging
+
+    from tpv_broker.collector.daemon import CycleRunner
+    from tpv_broker.collector.influx import InfluxQLClient
+    from tpv_broker.collector.source import sources_for
+    from tpv_broker.config.server_settings import InfluxDBSettings
+    from tpv_broker.config.settings import BrokerConfig
+    from tpv_broker.devtools.servers import free_port
+
+    from .helpers import load_prototype_data
+
+    load_prototype_data(influx_server, influx_db)
+    config = BrokerConfig.model_validate({"influxdb": {"url": influx_server.url, "database": influx_db}})
+    up, down = InfluxQLClient(config.influxdb), InfluxQLClient(InfluxDBSettings(
+        url=f"http://127.0.0.1:{free_port()}", database=influx_db, timeout_s=1))
+
+    class Switch:
+        """The collector's reader, pointed at a stopped or a running influxd."""
+
+        reader = down
+
+        @property
+        def where(self) -> str:
+            return self.reader.where
+
+        def read(self, presets, s):  # type: ignore[no-untyped-def]
+            return self.reader.read(presets, s)
+
+        def database_problem(self) -> str | None:
+            return self.reader.database_problem()
+
+    switch = Switch()
+    runner = CycleRunner(config, sources_for(config, {"influxdb": switch}), None, clock=time.time,  # type: ignore[arg-type]
+                         daemon=True)
+    caplog.set_level(logging.DEBUG, logger="tpv_broker.collector")
+    for _ in range(3):
+        runner.refresh_stats()
+    said = [r for r in caplog.records if "NOT refreshed" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+    switch.reader = up
+    runner.refresh_stats()
+    runner.refresh_stats()
+    back = [r.getMessage() for r in caplog.records if "refreshed" in r.getMessage() and "NOT" not in r.getMessage()]
+    assert len(back) == 2 and " refreshed again (" in back[0] and " refreshed (" in back[1], back

@@ -73,6 +73,8 @@ class CycleRunner:
         self._logged: tuple[str, ...] = ()
         # Whether the last cycle took longer than the interval (said once).
         self._slow = False
+        # Per source, the last statistics refresh's problem (None: it went well).
+        self._refresh_problems: dict[str, str | None] = {}
 
     def __call__(self) -> CycleReport | None:
         started = self.clock()
@@ -185,19 +187,24 @@ class CycleRunner:
         stats = self.state.of(source.name).stats
         done = stats.refresh(self.config, source.reader, self.clock, source.aliases, source.hidden)
         where = f" of source {source.name}" if len(self.sources) > 1 else ""
+        # A problem is logged when it starts or changes, and its end once.
+        before = self._refresh_problems.get(source.name)
+        self._refresh_problems[source.name] = done.problem
         if done.problem is None:
             current = stats.current
             series = sum(len(v) for v in current.tool_stats.values()) if current is not None else 0
             took = self.clock() - started
             news = "changed" if done.changed else "unchanged"
-            log.info("run-time statistics%s refreshed (%s, %d points, %s): %d (tool, destination) series in %.1f s",
-                     where, done.kind, done.rows, news, series, took,
+            again = " again" if before is not None else ""
+            log.info("run-time statistics%s refreshed%s (%s, %d points, %s): %d (tool, destination) series in "
+                     "%.1f s", where, again, done.kind, done.rows, news, series, took,
                      extra=event("stats_refreshed", source=source.name, series=series, full=done.full,
                                  rows=done.rows, changed=done.changed, duration_ms=round(took * 1000, 1)))
         else:
-            log.warning("run-time statistics%s NOT refreshed (%s; the last ones stay): %s", where, done.kind,
-                        done.problem, extra=event("stats_refresh_failed", source=source.name, full=done.full,
-                                                  problem=done.problem))
+            level = logging.WARNING if done.problem != before else logging.DEBUG
+            log.log(level, "run-time statistics%s NOT refreshed (%s; the last ones stay; logged again when this "
+                    "changes or ends): %s", where, done.kind, done.problem,
+                    extra=event("stats_refresh_failed", source=source.name, full=done.full, problem=done.problem))
         if self.metrics is not None:
             self.metrics.observe_stats_refresh(done.problem is None)
 
