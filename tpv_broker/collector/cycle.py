@@ -25,6 +25,7 @@ from tpv_broker.core.models import (
     ToolFigures,
 )
 from tpv_broker.errors import MetricSourceError, StoreError
+from tpv_broker.logging_setup import event
 from tpv_broker.store.inflight import InflightStore
 from tpv_broker.store.leader_lock import LeaderLease
 from tpv_broker.store.snapshots import SnapshotStore
@@ -337,10 +338,13 @@ def _read_source(source: Source, memory: SourceMemory, config: BrokerConfig, sta
     if read.failure is not None:
         read.errors = [read.failure + _kept_note(read, several)]
         if memory.stats.background and any(p.name == RUNTIME_PRESET for p in presets):
+            # Said once, apart from the cycle's problems (those are logged
+            # when they change: this one would make the next cycle's new).
             memory.stats_left_to_refresh = True
-            read.errors.append("the run-time statistics are left to the refresh job (every "
-                               "collector.stats_refresh_s) from now on: they were in this failed request, and a "
-                               "read of them slower than influxdb.timeout_s would fail every cycle's")
+            log.warning("the run-time statistics%s are left to the refresh job (every collector.stats_refresh_s) "
+                        "from now on: they were in a failed request, and a read of them slower than "
+                        "influxdb.timeout_s would fail every cycle's", f" of source {source.name}" if several else "",
+                        extra=event("stats_left_to_refresh", source=source.name))
     if read.stats is None and read.fresh_stats is None and RUNTIME_PRESET in [p.name for p in source.presets]:
         # This read of them failed: the last ones are better than none.
         read.stats = memory.stats.current
