@@ -324,6 +324,43 @@ def test_near_ties_mode_moves_nobody_out_of_the_band() -> None:
     assert [with_band.ids[j] for j in slots] == ["c", "b"]
 
 
+def test_near_ties_mode_leaves_a_degraded_or_capped_destination_where_its_factor_puts_it() -> None:
+    """Health and caps scale a score down; the band of near ties must not
+    lift such a destination back up: a degraded one (a black hole is the
+    fastest there is) with the lowest carbon went first whatever its
+    factor, as did one near its cap."""
+    from tpv_broker.core.models import DestinationHealth
+
+    carbon = scoring_model(ScoringSettings(terms={**DEFAULT_TERMS, "carbon": {"weight": 1, "near_ties_share": 0.05}}))
+    good = fig("good", queued=0, running=1, cpus_free=64, mem_free_gb=64, median_run_s=600, carbon_intensity=400)
+    sick = fig("sick", queued=0, running=1, cpus_free=64, mem_free_gb=64, median_run_s=600, carbon_intensity=50,
+               health=DestinationHealth(state="degraded", since=NOW - 100, score_factor=0.5, reason="failing"))
+    assert ranked(view(good, sick), carbon, job=JOB).ids == ["good", "sick"]
+    capped = sick.model_copy(update={"id": "capped", "health": None, "running": 9})
+    policy = SitePolicy(caps={"capped": Cap(max_jobs=10, soft_from=0.5, at_cap_factor=0.0)})
+    assert ranked(view(good, capped), carbon, job=JOB, policy=policy).ids == ["good", "capped"]
+
+
+def test_a_staging_time_term_weighted_0_changes_no_order() -> None:
+    # Listed with weight 0, it turned staging on for finish_time, which then reordered by data distance.
+    def policy_and_model(terms: dict[str, Any]) -> tuple[SitePolicy, ScoringModel]:
+        config = load_config(environ={}).model_copy(update={"scoring": ScoringSettings(terms=terms)})
+        return site_policy(config), scoring_model(config.scoring)
+
+    finish = {"finish_time": {"weight": 1.0, "scale_s": 60, "cap_s": 86400}}
+    datasets = [DatasetInput("os", 50e9, ORIGIN)]
+    near = fig("near", **{**ROOMY, "median_run_s": 900.0})
+    far = fig("far", **{**ROOMY, "median_run_s": 800.0})
+    locations = {"near": ORIGIN, "far": east(3000)}
+    orders = []
+    for terms in (finish, {**finish, "staging_time": {"weight": 0.0, "scale_s": 60, "cap_s": 86400}}):
+        policy, model = policy_and_model(terms)
+        orders.append(ranked(view(near, far), model, datasets=datasets, locations=locations, policy=policy).ids)
+    assert orders == [["far", "near"], ["far", "near"]]
+    policy, _ = policy_and_model({**finish, "staging_time": {"weight": 1.0, "scale_s": 60, "cap_s": 86400}})
+    assert policy.staging is not None
+
+
 def test_carbon_without_near_ties_weighs_in_everywhere() -> None:
     rows = term_rows(_near_ties(0.0), "carbon")
     assert {d: round(s, 6) for d, (s, _, _) in rows.items()} == {"a": 0.7, "b": 0.8, "c": 0.9, "d": 1.0, "e": 1.0}

@@ -38,8 +38,11 @@ def scoring_model(s: ScoringSettings) -> ScoringModel:
 def site_policy(config: BrokerConfig, tenant: str = DEFAULT_TENANT) -> SitePolicy:
     """Caps and the staging table for ``tenant``'s jobs, as the rank core takes them."""
     st = config.scoring.staging
-    # Only when asked for: finish_time of a config from before counts no staging.
-    staged = "staging_time" in config.scoring.terms or "staging" in config.scoring.model_fields_set
+    # Only when asked for: finish_time of a config from before counts no
+    # staging, nor does one that lists staging_time weighted 0 (a term
+    # weighted 0 has no effect).
+    staging_time = config.scoring.terms.get("staging_time")
+    staged = (staging_time is not None and staging_time["weight"] > 0) or "staging" in config.scoring.model_fields_set
     return SitePolicy({d: Cap(**c.model_dump()) for d, c in config.caps_for(tenant).items()},
                       StagingTable(st.throughput_mb_s, st.default_mb_s, st.halving_km) if staged else None)
 

@@ -137,7 +137,10 @@ def rank(
     in_batch = np.full(len(ids), -1)
     in_batch[positions] = np.arange(len(positions))
     if scores.tie_key is not None:
-        order = _break_near_ties(order, in_batch, group, scores.tie_key)
+        # A destination whose score health or a cap scaled down is no near
+        # tie of anyone's: in the band, a degraded (or nearly capped) one
+        # with the lowest carbon went first whatever its factor.
+        order = _break_near_ties(order, in_batch, group, np.where(factor < 1.0, np.nan, scores.tie_key))
     first_k = int(in_batch[order[0]]) if order else -1
 
     def placements() -> list[Placement]:
