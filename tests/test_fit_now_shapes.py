@@ -85,8 +85,8 @@ def test_best_shape_is_explained() -> None:
     # in this order: explain shows them as they come
     assert list(r.raw.items()) == [("cores_needed", 8), ("mem_gb_needed", 16), ("free_slot_shapes", 2),
                                    ("best_shape", {"count": 3, "cpus": 8, "mem_gb": 15.625}), ("fits", False)]
-    # the best slot's fraction: 15.625 / 16 = 0.9765625, shown rounded
-    assert r.summary == "does not fit now (98% of the need is free)"
+    # the best slot's fraction: 15.625 / 16 = 0.9765625, shown rounded down
+    assert r.summary == "does not fit now (97% of the need is free)"
     _, values = evaluated(FitNow(unknown_score=0.5), x(job, {"slot_shapes": EIGHT_AND_TWOS}))
     assert values.parts["worst"].tolist() == [0.9765625]
 

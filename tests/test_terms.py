@@ -496,6 +496,9 @@ def test_fit_now_raw_and_summary() -> None:
     r = term_score(fit_now(), x({"cpus_free": 2, "mem_free_gb": 64}, job=JobFacts("t", cores=4, mem=8)))
     assert r.raw == {"cores_needed": 4, "cores_free": 2, "mem_gb_needed": 8, "mem_gb_free": 64, "fits": False}
     assert r.summary == "does not fit now (50% of the need is free)"
+    # 7.99 GB free of 8 (8,180 MiB from HTCondor) does not fit: it read "100% of the need is free".
+    almost = term_score(fit_now(), x({"cpus_free": 8, "mem_free_gb": 7.99}, job=JobFacts("t", cores=4, mem=8)))
+    assert almost.summary == "does not fit now (99% of the need is free)"
     assert term_score(fit_now(), x({"cpus_free": 8}, job=JobFacts("t", cores=4))).summary == "fits now"
     assert term_score(fit_now(), x({})).summary == "free capacity unknown"
     # a GPU job without GPU figures: the raw figures say which one is missing

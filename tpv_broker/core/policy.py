@@ -21,6 +21,7 @@ import numpy as np
 
 from tpv_broker.core.geo import great_circle_km
 from tpv_broker.core.inputs import DatasetInput
+from tpv_broker.wording import percent_below
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class CapState:
         detail = self.explain(k, caps)
         if detail is None:
             return ""
-        return (f"{detail['cap']} {detail['limit']:g}: at {detail['usage']:.0%} "
+        return (f"{detail['cap']} {detail['limit']:g}: at {percent_below(detail['usage'])} "
                 f"({detail['queued']:g} queued, {detail['running']:g} running, in-flight charges counted)")
 
 

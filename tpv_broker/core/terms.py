@@ -26,6 +26,7 @@ import numpy as np
 
 from tpv_broker.core.batch import Batch, cost_scores, or_zero
 from tpv_broker.core.geo import great_circle_km
+from tpv_broker.wording import percent_below
 
 
 @dataclass(frozen=True, eq=False)
@@ -245,7 +246,7 @@ class FitNow:
             return TermDetail(raw, summary="free capacity unknown")
         if fits:
             return TermDetail(raw, summary="fits now")
-        return TermDetail(raw, summary=f"does not fit now ({worst or 0.0:.0%} of the need is free)")
+        return TermDetail(raw, summary=f"does not fit now ({percent_below(worst or 0.0)} of the need is free)")
 
 
 class DataLocality:
