@@ -335,7 +335,11 @@ def test_near_ties_mode_leaves_a_degraded_or_capped_destination_where_its_factor
     good = fig("good", queued=0, running=1, cpus_free=64, mem_free_gb=64, median_run_s=600, carbon_intensity=400)
     sick = fig("sick", queued=0, running=1, cpus_free=64, mem_free_gb=64, median_run_s=600, carbon_intensity=50,
                health=DestinationHealth(state="degraded", since=NOW - 100, score_factor=0.5, reason="failing"))
-    assert ranked(view(good, sick), carbon, job=JOB).ids == ["good", "sick"]
+    result = ranked(view(good, sick), carbon, job=JOB)
+    assert result.ids == ["good", "sick"]
+    # The explanation is the same computation: the degraded one is no near tie.
+    assert {d: raw["near_tie"] for d, (_, raw, _) in term_rows(result, "carbon").items()} == {
+        "good": True, "sick": False}
     capped = sick.model_copy(update={"id": "capped", "health": None, "running": 9})
     policy = SitePolicy(caps={"capped": Cap(max_jobs=10, soft_from=0.5, at_cap_factor=0.0)})
     assert ranked(view(good, capped), carbon, job=JOB, policy=policy).ids == ["good", "capped"]

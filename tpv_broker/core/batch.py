@@ -49,6 +49,9 @@ class Batch:
     # and those shapes (no in-flight charge changes them).
     shaped: np.ndarray
     slot_shapes: ShapeRows
+    # What health and caps multiply each score by (1: nothing): a term that
+    # compares candidates (carbon's near ties) leaves the scaled-down out.
+    score_factor: np.ndarray
     _derived: dict[Callable[[Batch], Any], Any] = field(default_factory=dict, init=False, repr=False)
 
     @property

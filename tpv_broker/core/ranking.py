@@ -121,14 +121,14 @@ def rank(
     in_flight = counted_loads(view.charges, now, charge_max_age_s)
     batch, charges = _batch(cands, positions, rows[positions], cols, job, datasets, view, model, locations,
                             in_flight, charge_by_work, policy.staging)
-    scores = model.evaluate(batch)
-    factor = cols.score_factor[rows[positions]]
     caps = [policy.caps.get(cands.keys[i]) for i in positions.tolist()] if policy.caps else []
     capped = None
     if any(c is not None for c in caps):
         capped = _caps(caps, cols, rows[positions], batch, charges, charge_by_work)
-        factor = factor * capped.factor
+        batch.score_factor = batch.score_factor * capped.factor
         group[positions[capped.over]] = _AT_CAP
+    factor = batch.score_factor
+    scores = model.evaluate(batch)
 
     minus_total = np.zeros(len(ids))
     minus_total[positions] = -scores.totals * factor
@@ -137,10 +137,7 @@ def rank(
     in_batch = np.full(len(ids), -1)
     in_batch[positions] = np.arange(len(positions))
     if scores.tie_key is not None:
-        # A destination whose score health or a cap scaled down is no near
-        # tie of anyone's: in the band, a degraded (or nearly capped) one
-        # with the lowest carbon went first whatever its factor.
-        order = _break_near_ties(order, in_batch, group, np.where(factor < 1.0, np.nan, scores.tie_key))
+        order = _break_near_ties(order, in_batch, group, scores.tie_key)
     first_k = int(in_batch[order[0]]) if order else -1
 
     def placements() -> list[Placement]:
@@ -230,6 +227,7 @@ def _batch(cands: Candidates, positions: np.ndarray, rows: np.ndarray, cols: Des
         latitude=lat, longitude=lon, datasets=datasets,
         staging_s=staging.seconds(datasets, keys, lat, lon) if staging is not None else np.zeros(len(ids)),
         carbon_intensity=figures[_CARBON], shaped=cols.shaped[rows], slot_shapes=cols.shapes.of_rows(rows),
+        score_factor=cols.score_factor[rows],
     )
     return batch, charges
 

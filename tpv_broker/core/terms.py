@@ -18,6 +18,7 @@ figure always scores better.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -401,7 +402,12 @@ class Carbon:
         parts = {"grams": grams, "kwh": kwh}
         if self.near_ties_share > 0:
             finish = b.derived(turnaround)
-            in_band = finish <= finish.min() * (1.0 + self.near_ties_share) if b.size else finish > 0
+            # Health or a cap scaled these down: a degraded destination (a
+            # black hole is the fastest there is) with the lowest carbon went
+            # first whatever its factor, and set the band for the others.
+            full = b.score_factor >= 1.0
+            best = finish[full].min() if full.any() else math.inf
+            in_band = full & (finish <= best * (1.0 + self.near_ties_share))
             # Alike for all: a score here would pull every job into the band.
             scores = np.ones(b.size)
             parts["in_band"] = in_band.astype(np.float64)
