@@ -246,6 +246,20 @@ def test_statistics_too_slow_for_the_time_limit_do_not_hold_the_live_figures_hos
     assert store.read_all().destinations  # type: ignore[union-attr]
 
 
+def test_influxdb_down_at_start_leaves_the_statistics_to_the_cycles(replay, recorded, redis_client, caplog):
+    # Not a time-out: the next cycle reads them with the live figures, as before (the refresh job runs
+    # only stats_refresh_s later, and the snapshots had none until then).
+    store, state = _store(redis_client), CollectorState.new(_config(replay.url), background_stats=True)
+    replay.answer(HTML_502, status=502, content_type="text/html")
+    assert not _cycle(replay.url, store, state).published
+    replay.answer(recorded)
+    report = _cycle(replay.url, store, state)
+    assert report.published and report.errors == [], report.errors
+    assert PRESETS[RUNTIME_PRESET].spec.measurement in replay.last_query
+    assert store.read_all().tool_stats  # type: ignore[union-attr]
+    assert "left to the refresh job" not in caplog.text
+
+
 # -- one statement fails: the others update, that preset keeps its last figures --
 
 def _expected(replay: Replay, redis_client: redis.Redis, body: dict[str, Any]) -> dict[str, Any]:

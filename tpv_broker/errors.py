@@ -14,5 +14,9 @@ class MetricSourceError(BrokerError):
     """InfluxDB could not be reached or did not answer sensibly."""
 
 
+class MetricSourceTimeout(MetricSourceError):
+    """InfluxDB did not answer, or finish its answer, within the time limit."""
+
+
 class StoreError(BrokerError):
     """Redis could not be reached or refused a command."""

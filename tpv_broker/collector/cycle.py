@@ -24,7 +24,7 @@ from tpv_broker.core.models import (
     SourceStatus,
     ToolFigures,
 )
-from tpv_broker.errors import MetricSourceError, StoreError
+from tpv_broker.errors import MetricSourceError, MetricSourceTimeout, StoreError
 from tpv_broker.logging_setup import event
 from tpv_broker.store.inflight import InflightStore
 from tpv_broker.store.leader_lock import LeaderLease
@@ -315,6 +315,7 @@ def _read_source(source: Source, memory: SourceMemory, config: BrokerConfig, sta
     data = CycleData(aliases=dict(source.aliases), hidden=source.hidden)
     read = _SourceRead(source, data, stats=cached, queries=len(presets))
     results: list[ReadResult] | None = None
+    timed_out = False
     # Nothing to read (the statistics kept, read by their own job): no backoff either.
     if presets and several and memory.retry_at is not None and started < memory.retry_at:
         read.queries = 0
@@ -325,6 +326,7 @@ def _read_source(source: Source, memory: SourceMemory, config: BrokerConfig, sta
             results = source.reader.read(presets, config.collector)
         except MetricSourceError as e:
             read.failure = str(e)
+            timed_out = isinstance(e, MetricSourceTimeout)
     if results is None:
         results = [ReadResult(error=read.failure) for _ in presets]
     _apply_with_fallback(presets, results, config, memory.answers, started, read)
@@ -337,7 +339,9 @@ def _read_source(source: Source, memory: SourceMemory, config: BrokerConfig, sta
             read.errors.append("no preset could be read" + _kept_note(read, several))
     if read.failure is not None:
         read.errors = [read.failure + _kept_note(read, several)]
-        if memory.stats.background and any(p.name == RUNTIME_PRESET for p in presets):
+        # Only a time-out: InfluxDB down at start must not cost the first
+        # snapshots their statistics (the refresh job runs only later).
+        if timed_out and memory.stats.background and any(p.name == RUNTIME_PRESET for p in presets):
             # Said once, apart from the cycle's problems (those are logged
             # when they change: this one would make the next cycle's new).
             memory.stats_left_to_refresh = True

@@ -26,7 +26,7 @@ from tpv_broker.config.collector_settings import CollectorSettings
 from tpv_broker.config.preset_spec import PresetSpec
 from tpv_broker.config.server_settings import InfluxDBSettings
 from tpv_broker.config.urls import redact_url
-from tpv_broker.errors import MetricSourceError
+from tpv_broker.errors import MetricSourceError, MetricSourceTimeout
 
 from .influx import _short
 from .influxql import MAX_CLOCK_SKEW_S, ms_literal
@@ -150,7 +150,7 @@ class FluxSource:
         except FluxCsvParserException as e:
             raise MetricSourceError(f"{self.where} answered with unreadable CSV: {e}") from None
         except urllib3.exceptions.ReadTimeoutError:
-            raise MetricSourceError(f"{self.where} did not answer within {self.settings.timeout_s:g} s") from None
+            raise MetricSourceTimeout(f"{self.where} did not answer within {self.settings.timeout_s:g} s") from None
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise MetricSourceError(f"{self.where} is unreachable: {_short(e)}") from None
         by_result: dict[str, list[FluxRecord]] = {}

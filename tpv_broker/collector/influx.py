@@ -20,7 +20,7 @@ import urllib3
 from tpv_broker.config.collector_settings import CollectorSettings
 from tpv_broker.config.server_settings import InfluxDBSettings
 from tpv_broker.config.urls import redact_url, scrub, url_secrets
-from tpv_broker.errors import MetricSourceError
+from tpv_broker.errors import MetricSourceError, MetricSourceTimeout
 
 from .influxql import Series, series_rows
 from .rows import ReadResult
@@ -82,7 +82,7 @@ class InfluxQLClient:
             finally:
                 resp.close()
         except requests.Timeout:
-            raise MetricSourceError(f"{self.where} did not answer within {self.settings.timeout_s:g} s") from None
+            raise MetricSourceTimeout(f"{self.where} did not answer within {self.settings.timeout_s:g} s") from None
         except requests.exceptions.InvalidURL:
             # Its message quotes whatever it took for the host, which can be
             # a piece of a password with an unescaped / # or ? in it.
@@ -141,7 +141,7 @@ class InfluxQLClient:
             chunks.append(chunk)
             if time.monotonic() > deadline:
                 # No byte count: the same trouble must read the same, to be logged once.
-                raise MetricSourceError(f"{self.where} did not finish its answer within {limit:g} s")
+                raise MetricSourceTimeout(f"{self.where} did not finish its answer within {limit:g} s")
 
     def read(self, presets: Sequence[Preset], s: CollectorSettings) -> list[ReadResult]:
         """Every preset in one request; a preset whose statement failed carries the error."""
