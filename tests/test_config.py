@@ -172,6 +172,8 @@ BAD_FILES = [
     ("redis://127.0.0.1:6379/0?socket_timout=1", "unknown option 'socket_timout' in the query"),
     ("redis://redis..local:6379/0", "the host name is not a valid one (an empty or over-long label)"),
     ("redis://127.0.0.1:63x9/0", "Port could not be cast to integer value as '63x9'"),
+    ("redis://127.0.0.1:6379/0?protocol=4", "protocol must be either 2 or 3"),
+    ("redis+sentinel://a..b:26379/mymaster/0", "sentinel 'a..b': the host name is not a valid one"),
 ])
 def test_a_redis_url_redis_py_would_trip_on_is_refused_with_the_config(url: str, problem: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -67,6 +67,19 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     return SentinelTarget(tuple(sentinels), unquote(segments[0]), db, username, password)
 
 
+_BAD_HOST = "the host name is not a valid one (an empty or over-long label)"
+
+
+def sentinel_hosts_problem(target: SentinelTarget) -> str | None:
+    """What no resolver takes among the sentinels' host names, or None."""
+    for host, _port in target.sentinels:
+        try:
+            host.encode("idna")
+        except UnicodeError:
+            return f"sentinel {host!r}: {_BAD_HOST}"
+    return None
+
+
 def redis_url_problem(url: str) -> str | None:
     """What is wrong with a redis://, rediss:// or unix:// URL that redis-py
     would only trip on when connecting (an option it does not know, a host
@@ -83,7 +96,9 @@ def redis_url_problem(url: str) -> str | None:
         unknown = re.search(r"keyword argument '([^']+)'", str(e))
         return f"unknown option {unknown.group(1)!r} in the query" if unknown else f"cannot be used: {e}"
     except UnicodeError:
-        return "the host name is not a valid one (an empty or over-long label)"
+        return _BAD_HOST
+    except redis.RedisError as e:  # e.g. ?protocol=4
+        return str(e)
     except ValueError as e:
         # The parser's message can quote a piece of a password that holds
         # an unescaped / # ? or @ (it took the piece for a port or a db).

@@ -7,7 +7,12 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url, redis_url_problem
+from tpv_broker.config.redis_urls import (
+    SENTINEL_SCHEME,
+    parse_sentinel_url,
+    redis_url_problem,
+    sentinel_hosts_problem,
+)
 from tpv_broker.config.section import Section
 from tpv_broker.config.urls import redact_url
 
@@ -71,7 +76,10 @@ class RedisSettings(Section):
     @classmethod
     def _url_scheme(cls, url: str) -> str:
         if url.startswith(SENTINEL_SCHEME):
-            parse_sentinel_url(url)  # names what is wrong, password redacted
+            # names what is wrong, password redacted
+            problem = sentinel_hosts_problem(parse_sentinel_url(url))
+            if problem is not None:
+                raise ValueError(f"{redact_url(url)!r}: {problem}")
         elif not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(
                 f"must start with redis://, rediss://, unix:// or {SENTINEL_SCHEME}, got {redact_url(url)!r}"
