@@ -500,3 +500,22 @@ def test_a_galaxys_only_source_keeps_its_problem_to_its_entry(world: World, stor
     else:
         assert f"{world.db}_missing" not in report.stale_reason() and report.per_source
         assert report.stale_reason() == "no preset could be read; keeping the last snapshot"
+
+
+def test_rows_naming_a_hidden_endpoint_do_not_hide_that_the_others_are_garbage() -> None:
+    # One hidden row made an answer whose other rows were all unusable read as "no rows" (no jobs).
+    from tpv_broker.collector.cycle_data import CycleData
+    from tpv_broker.collector.presets import PRESETS
+    from tpv_broker.collector.rows import Row
+    from tpv_broker.config.collector_settings import CollectorSettings
+
+    now = float(int(time.time()))
+    garbage = [Row(now, {"destination_id": d, "state": "queued"}, {"count": "lots"}) for d in ("a", "b")]
+    hidden = [Row(now, {"destination_id": "slurm", "state": "queued"}, {"count": 3})]
+    preset = PRESETS[QUEUE_P]
+    problem = preset.apply_checked([*garbage, *hidden], CycleData(aliases={}, hidden=frozenset({"slurm"})),
+                                   CollectorSettings())
+    assert problem is not None and "3 row(s), none usable" in problem
+    # Hidden rows alone are no garbage: nothing of this source's is there.
+    assert preset.apply_checked(hidden, CycleData(aliases={}, hidden=frozenset({"slurm"})), CollectorSettings()) \
+        is None

@@ -34,7 +34,8 @@ class CycleData:
 
     aliases: dict[str, str]
     # Ids (after aliases) this source must not report on, and how many rows
-    # named one (dropped, though usable).
+    # named one (dropped, though usable; a row of a grouped preset may name
+    # several destinations: counted once).
     hidden: frozenset[str] = frozenset()
     rows_hidden: int = 0
     destinations: dict[str, DestinationFigures] = field(default_factory=dict)

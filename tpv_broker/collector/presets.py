@@ -69,7 +69,7 @@ class Preset:
         # problem, reported, never the cycle's end.
         except Exception as e:  # noqa: BLE001
             return f"unexpected data ({type(e).__name__}: {e})"
-        if rows and not data.rows_read and not data.rows_hidden:
+        if rows and not data.rows_read and data.rows_hidden < len(rows):
             # Rows, none of them usable (every count text, say): read as "no
             # rows", that would say "no jobs anywhere".
             why = ("values negative, not a number or implausibly large" if data.implausible

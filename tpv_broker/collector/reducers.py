@@ -101,6 +101,7 @@ def _destinations(plan: _Plan, row: Row, data: CycleData) -> list[str]:
     if not plan.groups:
         dest = data.canonical(raw)
         return [dest] if dest and _shown(dest, data) else []
+    hidden_before = data.rows_hidden
     value = strip_quotes(raw)
     out = []
     for dest_id, patterns, tags in plan.groups:
@@ -111,6 +112,7 @@ def _destinations(plan: _Plan, row: Row, data: CycleData) -> list[str]:
         dest = data.canonical(dest_id)
         if _shown(dest, data):
             out.append(dest)
+    data.rows_hidden = min(data.rows_hidden, hidden_before + 1)
     return out
 
 
