@@ -72,6 +72,11 @@ def test_a_collector_that_cannot_reach_redis_counts_failures_not_standing_by() -
         assert report is not None and not report.published
         assert "the collector lease cannot be checked" in report.errors[0]
         assert metrics.registry.get_sample_value("tpv_broker_collector_consecutive_failures") == n
+    # Redis back, another collector holds the lease: standing by, the outage's count ends there.
+    lease.last_error, lease.last_holder = None, "c2/0123"
+    runner()
+    assert (runner.failures_in_a_row, runner.failing_since, runner.retry_at) == (0, None, None)
+    assert metrics.registry.get_sample_value("tpv_broker_collector_consecutive_failures") == 0
 
 
 def test_a_failing_statistics_refresh_is_logged_when_it_starts_and_when_it_ends(influx_server, influx_db, caplog):

@@ -80,6 +80,18 @@ def test_a_released_lease_is_not_taken_back_by_a_late_renewal(redis_client: redi
     assert a.hold()
     a.release()
     assert not a.hold() and redis_client.get(KEYS.collector_lease) is None
+    # ... also when release() runs while that job's renewal is on the wire (its SET NX then takes it).
+    b = lease(redis_client, "b")
+    assert b.hold()
+    renew = b._renew
+
+    def renew_during_release(**kw):  # type: ignore[no-untyped-def]
+        b.release()
+        return renew(**kw)
+
+    b._renew = renew_during_release  # type: ignore[assignment]
+    assert not b.hold()
+    assert redis_client.get(KEYS.collector_lease) is None
 
 
 @pytest.mark.parametrize("reuse", [False, True], ids=["full-publish", "publish-reusing-tool-stats"])

@@ -92,7 +92,10 @@ class CycleRunner:
                 if self.metrics is not None:
                     self.metrics.observe_cycle(report, self.failures_in_a_row)
                 return report
-            # A standby: the lease job logs who holds it, once.
+            # A standby: the lease job logs who holds it, once. A failure
+            # count of its own (a Redis outage) ends here, or a later
+            # takeover would go on from it (backoff, stale mark, recovery line).
+            self.failures_in_a_row, self.failing_since, self.retry_at, self._logged = 0, None, None, ()
             why = f"standing by: the collector lease is held by {self.leader.last_holder or 'another collector'}"
             if self.metrics is not None:
                 self.metrics.standing_by()

@@ -93,6 +93,10 @@ class LeaderLease:
                 # Not ours (any more), or expired: take it if it is free
                 # (also after a Redis restart wiped it).
                 held = bool(self.client.set(self.key, self.token, nx=True, px=ms))
+            if held and self._released:
+                # release() ran while this was on the wire: give it back.
+                self._release(keys=[self.key], args=[self.token])
+                return False
             holder = None if held else self.holder()
             self.last_holder, self.last_error = holder, None
         except redis.RedisError as e:
