@@ -454,6 +454,20 @@ def transition_counts(metrics: CollectorMetrics) -> dict[tuple[str, str, str], f
             if s.name == "tpv_broker_collector_health_transitions_total"}
 
 
+def twenty_placed_on_each(influx: InfluxServer, db: str, store: SnapshotStore, clock: Clock, config: BrokerConfig,
+                          t0: float, headers: Mapping[str, str] | None = None) -> CollectorState:
+    """A first snapshot, then 20 jobs placed through the API on each of BH,
+    A and B (asked one candidate at a time); the collector's state."""
+    write_capacity(influx, db, t0)
+    state = CollectorState.new(config)
+    collect(config, store, clock, state)
+    api = create_app(config, store=store, clock=clock).test_client()
+    for n, dest in enumerate((BH, A, B)):
+        for job in range(20):
+            assert rank(api, n * 100 + job, headers, ids=(dest,))["destinations"] == [dest]
+    return state
+
+
 def test_the_network_share_keeps_a_bad_day_from_excluding_anyone(influx_server: InfluxServer, influx_db: str,
                                                                   store: SnapshotStore) -> None:
     """Every endpoint fails 40 % of its jobs (broken user inputs): nobody
@@ -462,14 +476,8 @@ def test_the_network_share_keeps_a_bad_day_from_excluding_anyone(influx_server: 
     t0 = start_time()
     clock = Clock(t0 + 10)
     config = config_of(influx_server, influx_db, [*LIVE_PRESETS, ERRORS])
-    write_capacity(influx_server, influx_db, t0)
-    state = CollectorState.new(config)
-    collect(config, store, clock, state)
-    api = create_app(config, store=store, clock=clock).test_client()
-    # 20 jobs on each (asked one candidate at a time), then 8 of each 20 failed, in two reports
-    for n, dest in enumerate((BH, A, B)):
-        for job in range(20):
-            assert rank(api, n * 100 + job, ids=(dest,))["destinations"] == [dest]
+    # 20 jobs on each, then 8 of each 20 failed, in two reports
+    state = twenty_placed_on_each(influx_server, influx_db, store, clock, config, t0)
     write_errors(influx_server, influx_db, t0 + 20, **{BH: 5, A: 3, B: 4})
     write_errors(influx_server, influx_db, t0 + 30, **{BH: 3, A: 5, B: 4})
     clock.at = t0 + 60
@@ -494,14 +502,8 @@ def test_a_private_endpoints_failures_stay_out_of_what_every_tenant_sees(influx_
     config = BrokerConfig.model_validate({**base.model_dump(mode="json"), "api": {
         **base.api.model_dump(mode="json"),
         "tenants": {"usegalaxy-eu": {"auth_tokens": [EU_TOKEN], "private": [BH]}}}})
-    write_capacity(influx_server, influx_db, t0)
-    state = CollectorState.new(config)
-    collect(config, store, clock, state)
-    api = create_app(config, store=store, clock=clock).test_client()
-    for n, dest in enumerate((BH, A, B)):
-        for job in range(20):
-            assert rank(api, n * 100 + job, {"Authorization": f"Bearer {EU_TOKEN}"}, ids=(dest,))["destinations"] \
-                == [dest]
+    state = twenty_placed_on_each(influx_server, influx_db, store, clock, config, t0,
+                                  {"Authorization": f"Bearer {EU_TOKEN}"})
     write_errors(influx_server, influx_db, t0 + 20, **{BH: 15, A: 8, B: 8})
     clock.at = t0 + 60
     collect(config, store, clock, state)
