@@ -187,11 +187,16 @@ def test_inputs_that_take_the_budget_to_read_do_not_count_against_the_broker(bro
             time.sleep(BUDGET_S * 1.2)  # a big Galaxy database query
             return {}
 
+    class NearlySlow:
+        def get_dataset_attributes(self, datasets: object) -> dict:
+            time.sleep(BUDGET_S * 0.95)  # leaves the broker 15 ms: a time-out, not the broker's fault
+            return {}
+
     c = client(broker.url, failures_to_open=2)
-    for _ in range(3):
-        assert ids(c.rank(candidates(), names(helpers=Slow()))) == TPV_DEFAULT
+    for helpers in (Slow(), NearlySlow(), Slow()):
+        assert ids(c.rank(candidates(), names(helpers=helpers))) == TPV_DEFAULT
     assert broker.requests == [] and not c.breaker.is_open
-    assert warnings_of(caplog) == ["tpv-broker not asked: reading the job's inputs took the whole 0.3 s budget; "
+    assert warnings_of(caplog) == ["tpv-broker not asked: reading the job's inputs took the 0.3 s budget; "
                                    "TPV's order used"] * 3
     # The next job with its inputs read in time is ranked by the broker.
     assert ids(c.rank(candidates(), names())) == ["pulsar_it01", "pulsar_uk", "pulsar_de"]
