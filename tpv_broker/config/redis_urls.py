@@ -100,7 +100,12 @@ def redis_url_problem(url: str) -> str | None:
     except redis.RedisError as e:  # e.g. ?protocol=4
         return str(e)
     except ValueError as e:
-        # The parser's message can quote a piece of a password that holds
-        # an unescaped / # ? or @ (it took the piece for a port or a db).
-        return "cannot be parsed (%-encode / # ? @ and % in a password)" if url_secrets(url) else str(e)
+        return unparsed(url, e)
     return None
+
+
+def unparsed(url: str, e: ValueError) -> str:
+    """redis-py's ValueError about ``url``, fit to show: its message can
+    quote a piece of a password that holds an unescaped / # ? or @ (it took
+    the piece for a port or a db)."""
+    return "cannot be parsed (%-encode / # ? @ and % in a password)" if url_secrets(url) else str(e)

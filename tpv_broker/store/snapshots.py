@@ -22,8 +22,8 @@ from redis.sentinel import MasterNotFoundError, Sentinel
 from redis.typing import EncodableT, FieldT
 
 from tpv_broker.config.ranking_settings import InflightSettings
-from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url
-from tpv_broker.config.urls import redact_url, scrub, url_secrets
+from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url, unparsed
+from tpv_broker.config.urls import redact_url, scrub
 from tpv_broker.core.charges import ChargeState
 from tpv_broker.core.models import DestinationFigures, RankView, Snapshot, SnapshotMeta, SourceStatus, ToolFigures
 from tpv_broker.errors import StoreError
@@ -92,10 +92,7 @@ def connect_redis(url: str, socket_timeout_s: float, connect_timeout_s: float | 
             return master
         return redis.Redis.from_url(url, **options)
     except ValueError as e:
-        # The parser's message can quote a piece of a password that holds
-        # an unescaped / # ? or @ (it took the piece for a port or a db).
-        detail = "cannot be parsed (%-encode / # ? @ and % in a password)" if url_secrets(url) else str(e)
-        raise StoreError(f"invalid Redis URL {redact_url(url)}: {detail}") from None
+        raise StoreError(f"invalid Redis URL {redact_url(url)}: {unparsed(url, e)}") from None
 
 
 def _describe(client: redis.Redis) -> str:
