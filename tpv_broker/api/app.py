@@ -9,7 +9,8 @@ from collections.abc import Callable
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from tpv_broker.api.auth import TokenSet
+from tpv_broker.api.auth import TokenSet, load_tokens
+from tpv_broker.api.auth import install as install_auth
 from tpv_broker.api.rank_service import RankService
 from tpv_broker.api.state import ApiState
 from tpv_broker.config.settings import BrokerConfig, load_config
@@ -79,9 +80,6 @@ def create_app(
         # A bug, never user input: log it here, never send a traceback out.
         log.exception("unexpected error while handling a request", extra=event("unhandled_error"))
         return jsonify({"error": "internal error", "message": "internal error; see the API log"}), 500
-
-    from .auth import install as install_auth
-    from .auth import load_tokens
 
     # Last: it checks that every path in api.auth_protected is a route.
     install_auth(app, config.api, tokens() if tokens is not None else load_tokens(config.api))
