@@ -125,3 +125,39 @@ def test_a_failing_statistics_refresh_is_logged_when_it_starts_and_when_it_ends(
     runner.refresh_stats()
     back = [r.getMessage() for r in caplog.records if "refreshed" in r.getMessage() and "NOT" not in r.getMessage()]
     assert len(back) == 2 and " refreshed again (" in back[0] and " refreshed (" in back[1], back
+
+
+def test_a_sigterm_just_before_the_scheduler_starts_still_stops_the_collector(monkeypatch) -> None:
+    # The handlers are installed a moment before the scheduler runs; a SIGTERM in between (systemd stopping a
+    # collector that has just started) found no running scheduler to stop and was lost: the daemon ran on.
+    import os
+    import signal
+
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    assert threading.current_thread() is threading.main_thread()  # signal handlers are set from here only
+    real_start = BlockingScheduler.start
+
+    def start_after_a_sigterm(self: BlockingScheduler, *args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.3)  # whatever the handler does with it, done before the scheduler runs
+        real_start(self, *args, **kwargs)
+
+    monkeypatch.setattr(BlockingScheduler, "start", start_after_a_sigterm)
+    stop, safety_fired = threading.Event(), threading.Event()
+    cycle = SlowCycle(duration_s=0, stop_after=10**9, stop=stop, interval_s=0.05)
+
+    def safety_net() -> None:  # without the fix the daemon would run for ever
+        safety_fired.set()
+        stop.set()
+
+    safety = threading.Timer(20, safety_net)
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    safety.start()
+    try:
+        run_daemon(cycle, stop)
+    finally:
+        safety.cancel()
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    assert not safety_fired.is_set(), "the SIGTERM was lost: only the test's safety net stopped the daemon"

@@ -3,7 +3,6 @@ cycles coalesced, clean shutdown on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import threading
@@ -266,9 +265,9 @@ def run_daemon(runner: Scheduled, stop: threading.Event | None = None) -> None:
     if leader is not None:
         leader.hold()
         _schedule(scheduler, "lease", _lease_keeper(leader, scheduler), leader.lease_s / 3)
-    _stop_on_signals(scheduler)
-    if stop is not None:
-        _stop_when_set(scheduler, stop)
+    stop = stop if stop is not None else threading.Event()
+    _stop_on_signals(stop)
+    _stop_when_set(scheduler, stop)
     log.info("collector started: every %g s", runner.interval_s,
              extra=event("collector_started", interval_s=runner.interval_s))
     try:
@@ -300,34 +299,28 @@ def _lease_keeper(leader: LeaderLease, scheduler: BlockingScheduler) -> Callable
     return keep_lease
 
 
-def _stop_on_signals(scheduler: BlockingScheduler) -> None:
+def _stop_on_signals(stop: threading.Event) -> None:
     if threading.current_thread() is not threading.main_thread():
         return  # only the main thread may set signal handlers (tests run the daemon in a thread)
 
-    def shutdown(signum: int, _frame: object) -> None:
+    def on_signal(signum: int, _frame: object) -> None:
         log.info("collector stopping (%s)", signal.Signals(signum).name,
                  extra=event("collector_stopping", signal=signal.Signals(signum).name))
-        # From another thread: the handler runs inside the scheduler's own
-        # loop, which holds the (re-entrant) job store lock, and a shutdown
-        # there empties the job store under the loop's feet. Not wait=True:
-        # the interpreter joins the worker thread before exiting, so a cycle
-        # in progress still finishes its (atomic) publish.
-        threading.Thread(target=_stop, args=(scheduler,), name="collector-shutdown").start()
+        # Only the event: a signal may come before the scheduler runs (its
+        # stop would then be lost), or inside its loop, which holds the
+        # (re-entrant) job store lock; the watcher stops it from its thread.
+        stop.set()
 
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
-
-
-def _stop(scheduler: BlockingScheduler) -> None:
-    # A second signal, or a stop already under way, finds it stopped.
-    with contextlib.suppress(SchedulerNotRunningError):
-        scheduler.shutdown(wait=False)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
 
 def _stop_when_set(scheduler: BlockingScheduler, stop: threading.Event) -> None:
     def watch() -> None:
         stop.wait()
-        # The event may be set before start() has run.
+        # The event may be set before start() has run. Not wait=True: the
+        # interpreter joins the worker thread before exiting, so a cycle in
+        # progress still finishes its (atomic) publish.
         for _ in range(200):
             try:
                 scheduler.shutdown(wait=False)
