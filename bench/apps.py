@@ -20,12 +20,17 @@ ours, so the load generator sends identical bytes to each.
   candidate (its free cores, written by ``write_floor_numbers`` from the
   snapshot the others read), a sort, the ids back as JSON. What ours is
   held against.
+* ``floor_charged``: the floor that also records its placement, as ours
+  writes its in-flight charge: after the answer has been sent, one awaited
+  Redis write (``HINCRBY`` of the first destination's count). Not a target
+  of its own: it shows what one write after the answer costs a service
+  that does nothing else.
 * ``limit``: a second reference, a Redis-backed ranker that reads what ours
   reads: bare Flask, parse the JSON, one Redis HMGET of the candidates'
   snapshot entries, each decoded from JSON, a sort by free cores, the ids
   back as JSON. No validation, no scoring, no explanation.
 
-Run: ``python -m bench.apps {prototype,floor,limit} --bind H:P --workers N ...``
+Run: ``python -m bench.apps {prototype,floor,floor_charged,limit} --bind H:P --workers N ...``
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Iterator
 from operator import itemgetter
 from typing import Any
 
@@ -126,17 +132,33 @@ def floor_order(ids: list[str], numbers: list[float]) -> list[str]:
     return [i for i, _ in sorted(zip(ids, numbers, strict=True), key=itemgetter(1), reverse=True)]
 
 
-def floor_app(redis_url: str, key_prefix: str) -> Flask:
-    app = Flask("floor")
+def floor_app(redis_url: str, key_prefix: str, charged: bool = False) -> Flask:
+    """The floor; ``charged``: it also records its placement, one awaited
+    Redis write (``HINCRBY`` of the first destination's count) after the
+    answer has been sent, as ours writes its in-flight charge."""
+    app = Flask("floor_charged" if charged else "floor")
     client = redis.Redis.from_url(redis_url)
     head = floor_key(key_prefix, "")
+    placements = floor_key(key_prefix, "placements")
 
     @app.post("/api/rank")
     def rank() -> Any:
         ids = [d["id"] for d in request.get_json()["destinations"]]
         raw = client.mget([head + i for i in ids])
         # A candidate the snapshot does not know has no key: last.
-        return jsonify({"destinations": floor_order(ids, [-math.inf if v is None else float(v) for v in raw])})
+        response = jsonify({"destinations": floor_order(ids, [-math.inf if v is None else float(v) for v in raw])})
+        if not charged:
+            return response
+        body, first = response.get_data(), response.get_json()["destinations"][:1]
+
+        def chunks() -> Iterator[bytes]:  # as ours: the body first, the write before the response ends
+            yield body
+            if first:
+                client.hincrby(placements, first[0], 1)
+
+        response.response = chunks()
+        response.headers["Content-Length"] = str(len(body))
+        return response
 
     return app
 
@@ -160,7 +182,7 @@ def limit_app(redis_url: str, key_prefix: str) -> Flask:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("app", choices=("prototype", "floor", "limit"))
+    ap.add_argument("app", choices=("prototype", "floor", "floor_charged", "limit"))
     ap.add_argument("--bind", required=True)
     ap.add_argument("--workers", type=int, required=True)
     ap.add_argument("--influx-url")
@@ -170,8 +192,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.app == "prototype":
         serve_app(lambda: prototype_app(args.influx_url, args.database), args.bind, args.workers)
-    elif args.app == "floor":
-        serve_app(lambda: floor_app(args.redis_url, args.key_prefix), args.bind, args.workers)
+    elif args.app in ("floor", "floor_charged"):
+        charged = args.app == "floor_charged"
+        serve_app(lambda: floor_app(args.redis_url, args.key_prefix, charged), args.bind, args.workers)
     else:
         serve_app(lambda: limit_app(args.redis_url, args.key_prefix), args.bind, args.workers)
 

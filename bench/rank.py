@@ -10,6 +10,9 @@
 * ``floor``: the least a rank service can do, what ours is held against:
   bare Flask, one Redis MGET of one number per candidate (precomputed here
   from the same snapshot), a sort (``bench/apps.py``);
+* ``floor_charged``: the floor that also writes once (an awaited
+  ``HINCRBY``) after its answer, as ours writes its in-flight charge: a
+  reference, not a target;
 * ``limit``: a second reference: bare Flask, one Redis HMGET of the
   candidates' snapshot entries, each decoded from JSON, a sort
   (``bench/apps.py``).
@@ -47,11 +50,11 @@ from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore, store_from_config
 
 from . import common, loadgen
-from .apps import floor_order, write_floor_numbers
+from .apps import floor_key, floor_order, write_floor_numbers
 from .data import make_dataset, rank_bodies
-from .report import FLOOR, rank_table, render_markdown
+from .report import FLOOR, FLOOR_CHARGED, rank_table, render_markdown
 
-SERVICES = ("ours", "ours_noinflight", FLOOR, "limit", "prototype")
+SERVICES = ("ours", "ours_noinflight", FLOOR, FLOOR_CHARGED, "limit", "prototype")
 # The services measured paced: ours against the floor (the limit adds
 # nothing there that the back-to-back runs do not show, and leaving it out
 # keeps the run as long as it was before the floor came).
@@ -69,12 +72,12 @@ FULL = {
              "concurrent": (100000, 1.5)},
     "destinations": 250, "tools": 2000, "candidates": [5, 50, 200], "clients": 4, "bodies": 32, "rounds": 7,
     # (max requests, max seconds) per round; warm-up requests per client first
-    "sequential": {"ours": (500, 1.5), "ours_noinflight": (500, 1.5), FLOOR: (500, 1.5), "limit": (500, 1.5),
-                   "prototype": (40, 2.5)},
+    "sequential": {"ours": (500, 1.5), "ours_noinflight": (500, 1.5), FLOOR: (500, 1.5),
+                   FLOOR_CHARGED: (500, 1.5), "limit": (500, 1.5), "prototype": (40, 2.5)},
     "paced": {"ours": (300, 1.5), "ours_noinflight": (300, 1.5), FLOOR: (300, 1.5)},
     "pace_s": 0.002,
     "concurrent": {"ours": (100000, 1.5), "ours_noinflight": (100000, 1.5), FLOOR: (100000, 1.5),
-                   "limit": (100000, 1.5), "prototype": (400, 2.5)},
+                   FLOOR_CHARGED: (100000, 1.5), "limit": (100000, 1.5), "prototype": (400, 2.5)},
     "warmup": 20,
     "calibration_requests": 30,
 }
@@ -104,10 +107,17 @@ def _check(name: str, port: int, raw: bytes, body: dict[str, Any], floor_numbers
     ids = [d["id"] for d in body["destinations"]]
     if name.startswith("ours") and (answer.get("degraded") or len(answer["destinations"]) != len(ids)):
         raise RuntimeError(f"ours answered degraded or incomplete: {answer}")
-    if name == FLOOR:
+    if name in (FLOOR, FLOOR_CHARGED):
         expected = floor_order(ids, [floor_numbers[i] for i in ids])
         if answer["destinations"] != expected:
             raise RuntimeError(f"the floor answered {answer['destinations']}, not {expected}")
+
+
+def _check_floor_charged(store: SnapshotStore, key_prefix: str) -> None:
+    """The charged floor did write its placements (one per answer)."""
+    counts = store.client.hvals(floor_key(key_prefix, "placements"))
+    if not sum(int(c) for c in counts):
+        raise RuntimeError("floor_charged answered but recorded no placement")
 
 
 # The original prototype's p50, as measured on this workplace's machines
@@ -193,8 +203,9 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
                           config.redis.key_prefix],
                 "prototype": [py, "-m", "bench.apps", "prototype", "--bind", f"127.0.0.1:{ports['prototype']}",
                               "--workers", str(workers), "--influx-url", influx.url, "--database", "galaxy"],
-                FLOOR: [py, "-m", "bench.apps", FLOOR, "--bind", f"127.0.0.1:{ports[FLOOR]}", "--workers",
-                        str(workers), "--redis-url", redis.url, "--key-prefix", config.redis.key_prefix],
+                **{f: [py, "-m", "bench.apps", f, "--bind", f"127.0.0.1:{ports[f]}", "--workers", str(workers),
+                       "--redis-url", redis.url, "--key-prefix", config.redis.key_prefix]
+                   for f in (FLOOR, FLOOR_CHARGED)},
             }
             for s in params.get("services", SERVICES):
                 servers.append(common.ServerProcess(s, argv[s], ports[s], first, tmp / f"{s}.log").start())
@@ -217,6 +228,8 @@ def run(params: dict[str, Any], workers: int, out_dir: pathlib.Path) -> dict[str
                         print(f"  {s:15s} n={n:<4d} {mode:10s} p50 {r['p50_ms']:9.3f} ms  p90 {r['p90_ms']:9.3f}"
                               f"  p99 {r['p99_ms']:9.3f}  {r['throughput_rps']:8.1f} req/s  ({r['requests']} req)",
                               flush=True)
+            if FLOOR_CHARGED in params.get("services", SERVICES):
+                _check_floor_charged(store, config.redis.key_prefix)
             scaled = [s for s in SCALED if s in params.get("services", SERVICES)]
             scaling = _scaling(params, ports, ds, scaled)
             busy = _busy(params, cfg_dict, config, store, ds, ports[FLOOR], tmp, workers, servers) if (

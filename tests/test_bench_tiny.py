@@ -31,12 +31,11 @@ def test_rank_bench_tiny(tmp_path: pathlib.Path) -> None:
     data = json.loads((tmp_path / "latest.json").read_text())
     rank = data["rank"]
     runs = rank["runs"]
-    assert {r["service"] for r in runs} == {"ours", "ours_noinflight", "floor", "limit", "prototype"}
+    assert {r["service"] for r in runs} == {"ours", "ours_noinflight", "floor", "floor_charged", "limit", "prototype"}
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in runs)
     modes = {mode: {r["service"] for r in runs if r["mode"] == mode} for mode in ("sequential", "paced", "concurrent")}
-    assert modes == {"sequential": {"ours", "ours_noinflight", "floor", "limit", "prototype"},
-                     "paced": {"ours", "ours_noinflight", "floor"},
-                     "concurrent": {"ours", "ours_noinflight", "floor", "limit", "prototype"}}
+    every = {"ours", "ours_noinflight", "floor", "floor_charged", "limit", "prototype"}
+    assert modes == {"sequential": every, "paced": {"ours", "ours_noinflight", "floor"}, "concurrent": every}
     assert rank["gunicorn"]["worker_class"]
     assert rank["run_s"] > 0
     # The fewest against the most candidates (tiny: 2 and 5), in rounds that
