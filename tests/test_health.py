@@ -703,6 +703,33 @@ def test_only_the_galaxies_whose_errors_are_read_count_their_returns_too() -> No
     assert (verdicts["bh"].state, verdicts["bh"].errors, verdicts["bh"].placements) == ("degraded", 20, 40)
 
 
+def test_the_last_hour_of_placements_is_kept_whatever_the_health_window() -> None:
+    """The status page charts and /metrics count the last hour of
+    placements: a window shorter than that (the config allows 600 s) must
+    not drop them."""
+    import fakeredis
+
+    from tpv_broker.collector.cycle_data import CycleData
+    from tpv_broker.collector.health import judge_cycle
+    from tpv_broker.collector.presets import presets_for
+    from tpv_broker.collector.source import Source
+    from tpv_broker.config.collector_settings import CollectorSettings, HealthSettings
+    from tpv_broker.config.settings import BrokerConfig
+    from tpv_broker.store.inflight import placement_field
+    from tpv_broker.store.keys import KeySchema
+    from tpv_broker.store.snapshots import SnapshotStore
+
+    store = SnapshotStore(fakeredis.FakeRedis(), KeySchema("t"))
+    forty_min, two_hours = placement_field(NOW - 2400, "eu", "a"), placement_field(NOW - 7200, "eu", "a")
+    store.client.hset(store.keys.health_placements, mapping={forty_min: 3, two_hours: 4})
+    errors = tuple(presets_for(CollectorSettings(), ["errored_jobs_by_destination"]))
+    config = BrokerConfig(collector=CollectorSettings(health=HealthSettings(window_s=1800, recent_s=300)))
+    _, problem = judge_cycle(CycleData(aliases={}, errors={}), [Source("eu", None, errors, {}, "eu")],  # type: ignore[arg-type]
+                             config, store, {}, NOW)
+    assert problem is None
+    assert store.client.hkeys(store.keys.health_placements) == [forty_min.encode()]
+
+
 def test_the_recent_network_share_counts_returns_only() -> None:
     """b and c have error reports but nothing came back from them: over
     the recent span the others' share is 0, and a's 12 of 12 returns

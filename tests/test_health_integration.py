@@ -808,3 +808,9 @@ def test_the_health_store_reads_buckets_and_pins(store: SnapshotStore, redis_cli
     assert inputs.returned_by(None) == {"a": [(1700000100.0, 2.0)], "b": [(1700000400.0, 1.0)]}
     assert inputs.returned_by(frozenset({"eu"})) == {"a": [(1700000100.0, 2.0)]}
     assert sorted(redis_client.hkeys(keys.health_returns)) == [b"1700000100:eu:a", b"1700000400:fr:b"]
+    # A bucket that began before the window but ends inside it counts whole, and is kept.
+    since = now - 600
+    straddling = f"{since - PLACEMENT_BUCKET_S / 2:.0f}:eu:c"
+    redis_client.hset(keys.health_placements, straddling, 6)
+    assert store.health().read(since).placements["c"] == [(since - PLACEMENT_BUCKET_S / 2, 6.0)]
+    assert redis_client.hexists(keys.health_placements, straddling)

@@ -146,7 +146,8 @@ def test_a_cycle_of_a_paused_holder_is_refused_with_a_clear_line(redis_client: r
     config = BrokerConfig(influxdb=InfluxDBSettings(url=influx_server.url, database=influx_db))
     store = SnapshotStore(redis_client, KEYS)
     a = lease(redis_client, "a", lease_s=0.2, clock=FrozenClock())
-    runner = CycleRunner(config, InfluxQLClient(config.influxdb), store, leader=a)
+    # As the daemon runs it: a failed cycle marks the live snapshot stale, fenced like a publish.
+    runner = CycleRunner(config, InfluxQLClient(config.influxdb), store, leader=a, daemon=True)
     assert a.hold()
     assert runner().published
     assert store.read_meta().collector == "a"
@@ -157,7 +158,9 @@ def test_a_cycle_of_a_paused_holder_is_refused_with_a_clear_line(redis_client: r
     report = runner()
     assert not report.published
     assert any("no longer holds the lease (holder now: b/" in e for e in report.errors), report.errors
-    assert store.read_meta().created_at == 2.0
+    meta = store.read_meta()
+    # b's snapshot, not marked stale by a's failed cycle.
+    assert meta.created_at == 2.0 and meta.stale_since is None and meta.failed_cycles == 0, meta
     assert all(r.exc_info is None for r in caplog.records)
 
 

@@ -400,3 +400,17 @@ def test_presets_merge_into_one_destination() -> None:
     fig = d.destinations["pulsar_sk01_tpv"]
     assert (fig.queued, fig.running, fig.cpus_free, fig.median_run_s) == (2.0, 0.0, 16.0, 6.0)
     assert fig.sources == {QUEUE_MEASUREMENT: T, RUNTIME_MEASUREMENT: T - 3600, CONDOR_MEASUREMENT: T - 10}
+
+
+def test_a_destinations_freshness_is_its_newest_live_point_not_its_statistics() -> None:
+    # live_at judges staleness and ends in-flight charges the figures show: a daily statistics point newer
+    # than the queue's would hide a lagging exporter and end charges the queue cannot show yet.
+    from tpv_broker.collector.cycle import build_snapshot
+    from tpv_broker.collector.cycle_data import CycleData
+    from tpv_broker.config.settings import BrokerConfig
+    from tpv_broker.core.models import DestinationFigures
+
+    sources = {"queue_by_destination": 100.0, "htcondor_cluster_usage": 90.0, "destination-queue-run-time": 200.0}
+    data = CycleData(aliases={}, destinations={"d": DestinationFigures(id="d", sources=sources)})
+    figures = build_snapshot(data, BrokerConfig(), now=210.0, cycle_s=0.1).destinations["d"]
+    assert (figures.live_at, figures.metrics_at) == (100.0, 200.0)
