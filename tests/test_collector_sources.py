@@ -405,6 +405,43 @@ def test_when_no_source_answers_nothing_is_published(world: World, store: Snapsh
     assert redis_client.hgetall(KEYS.snapshot_meta) == meta_before
 
 
+def test_a_daemon_that_cannot_read_any_source_marks_the_snapshot_stale_per_source(world: World,
+                                                                                  store: SnapshotStore, caplog):
+    import logging
+
+    from tpv_broker.collector.daemon import CycleRunner
+
+    t0 = int(time.time())
+    world.fr.write_lines(world.db, _queue("pulsar-it", 4, 0, t0 - 5))
+    world.net.write_lines(world.db, _capacity("pulsar_it01", 64, 40, t0 - 5))
+    config = _config({
+        "fr": _source(world.fr, world.db, [QUEUE_P], "usegalaxy-fr", timeout_s=1),
+        "network": _source(world.net, world.db, [CONDOR_P], timeout_s=1),
+    }, interval_s=10, backoff_max_s=40)
+    clock = Clock()
+    runner = CycleRunner(config, sources_for(config), store, clock=clock, daemon=True)
+    assert runner().published
+    world.fr.stop()
+    world.net.pause()
+    clock.now += 10
+    first_failure = clock.now
+    assert not runner().published
+    assert runner.retry_at is not None
+    # Backing off: a tick more than half an interval early is skipped, one within that slack runs.
+    clock.now = runner.retry_at - 10 / 2 - 1
+    assert runner() is None
+    clock.now = runner.retry_at - 10 / 2 + 0.01
+    report = runner()
+    assert report is not None and not report.published
+    meta = store.read_meta()
+    assert meta is not None and meta.failed_cycles == 2
+    assert meta.stale_since == first_failure  # since the first failed cycle, not the last
+    # Each source's state now, not the one of the snapshot's own cycle.
+    assert {name: s.state for name, s in meta.sources.items()} == {"fr": "stale", "network": "stale"}
+    failed = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert failed and all(m.count("keeping the last snapshot") == 1 for m in failed), failed
+
+
 def test_run_time_statistics_of_two_galaxies_combine_and_are_reused(world: World, store: SnapshotStore,
                                                                     redis_client: redis.Redis):
     t0 = int(time.time())

@@ -41,6 +41,10 @@ from .tool_levels import tool_levels
 
 log = logging.getLogger("tpv_broker.collector")
 
+# What a cycle that does not publish leaves in Redis (a failed cycle's log
+# line says it once, whether the report said it or not).
+KEEPING_THE_LAST = "keeping the last snapshot"
+
 
 @dataclass
 class CycleReport:
@@ -230,8 +234,8 @@ def collect_once(
         # Kept figures alone never make a new snapshot: it would look fresh.
         report.kept.clear()
         report.source_failed = True
-        report.errors.append("no preset could be read; keeping the last snapshot" if len(reads) == 1
-                             else "no source could be read; keeping the last snapshot")
+        report.errors.append(f"no preset could be read; {KEEPING_THE_LAST}" if len(reads) == 1
+                             else f"no source could be read; {KEEPING_THE_LAST}")
         return _finished(report, clock, started)
     for r in reads:
         memory = state.of(r.source.name)

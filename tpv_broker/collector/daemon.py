@@ -21,7 +21,7 @@ from tpv_broker.store.leader_lock import LeaderLease
 from tpv_broker.store.snapshots import SnapshotStore
 
 from .backoff import retry_delay
-from .cycle import CycleReport, collect_once
+from .cycle import KEEPING_THE_LAST, CycleReport, collect_once
 from .health import log_transitions
 from .metrics import CollectorMetrics, cycle_outcome
 from .source import MetricSource, Source, as_sources
@@ -159,9 +159,9 @@ class CycleRunner:
             self.retry_at = started + delay
         problems = tuple(report.errors)
         if problems != self._logged:
-            then = f"; next attempt in {delay:g} s" if delay else ""
-            log.error("cycle %s; keeping the last snapshot%s (this is logged again only when it changes "
-                      "or ends)", report.summary(), then,
+            said = bool(report.errors) and report.errors[-1].endswith(KEEPING_THE_LAST)
+            then = ("" if said else f"; {KEEPING_THE_LAST}") + (f"; next attempt in {delay:g} s" if delay else "")
+            log.error("cycle %s%s (this is logged again only when it changes or ends)", report.summary(), then,
                       extra=event("cycle_failed", failures_in_a_row=self.failures_in_a_row, **_cycle_fields(report)))
             self._logged = problems
         else:
