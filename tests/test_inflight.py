@@ -148,7 +148,7 @@ def same_loads(got: dict[str, ChargeLoad], want: dict[str, ChargeLoad]) -> bool:
         ((got[d], want[d]) for d in got))
 
 
-def test_charge_and_read(inflight):
+def test_charge_and_read(inflight, redis_client):
     assert inflight.charge(Charge("d1", 4, 8, T, "101"))
     inflight.charge(Charge("d2", 1, 2, T + 1))
     inflight.charge(Charge("d1", 2, 1, T + 1, run_s=100))
@@ -158,6 +158,8 @@ def test_charge_and_read(inflight):
     assert (got.expired, got.own) == ([], None)
     # the ranked job's own charge comes with the read, for the rank core to leave out
     assert inflight.read(["d1"], T + 2, job_id="101").own == Charge("d1", 4, 8, T, "101")
+    # Nothing outlives its charges in Redis: when no publish comes to trim them, the keys expire.
+    assert [0 < redis_client.ttl(k) <= 121 for k in ("if:inflight", "if:inflight:load")] == [True, True]
 
 
 def test_members_written_without_optional_fields_read_as_unknown(inflight, redis_client):
@@ -197,6 +199,8 @@ def test_charges_past_their_age_do_not_count_and_get_cleaned(inflight, redis_cli
     # past its age, Redis still holds it (nothing ran since) and the reader leaves it out
     late = inflight.read(["d1"], T + 121)
     assert late.expired == [Charge("d1", 4, 8, T)] and counted_loads(late, T + 121, 120) == {}
+    # nor in the count /metrics shows
+    assert (inflight.live_count(T + 119), inflight.live_count(T + 121)) == (1, 0)
     # the next charge removes it from Redis, sums included
     inflight.charge(Charge("d2", 1, 1, T + 200))
     assert redis_client.zcard("if:inflight") == 1
@@ -303,6 +307,8 @@ def test_a_publish_forgets_the_times_of_destinations_long_gone(inflight, redis_c
     kept = {k.decode(): float(v) for k, v in redis_client.hgetall("if:inflight:reflected").items()}
     assert kept and all(at >= now - inflight.max_age_s for at in kept.values()), kept
     assert len(kept) < 50
+    # and with no charge ever made, the hash still expires
+    assert 0 < redis_client.ttl("if:inflight:reflected") <= 121
 
 
 # The test clears its own keys before each example.

@@ -52,6 +52,26 @@ def test_one_holder_at_a_time_and_its_identity_is_readable(redis_client: redis.R
     assert b.hold(), "free once released"
 
 
+def test_the_lease_counts_from_before_its_round_trip(redis_client: redis.Redis, monkeypatch) -> None:
+    # Redis starts the key's expiry when the SET arrives: the holder must not count its lease from the reply,
+    # or a slow round trip (3 s here) leaves it believing it leads after Redis has let the key go.
+    clock = FrozenClock()
+    a = lease(redis_client, "a", lease_s=10, clock=clock)
+    set_key = redis_client.set
+
+    def slow_set(*args, **kwargs):  # type: ignore[no-untyped-def]
+        clock.now += 3
+        return set_key(*args, **kwargs)
+
+    monkeypatch.setattr(redis_client, "set", slow_set)
+    started = clock.now
+    assert a.hold()
+    clock.now = started + 9.9
+    assert a.is_leader()
+    clock.now = started + 10.1
+    assert not a.is_leader()
+
+
 def test_expired_lease_is_taken_and_the_old_holder_cannot_renew_or_release_it(redis_client: redis.Redis) -> None:
     # a paused: it still believes it holds the lease, so it tries to renew it.
     a, b = lease(redis_client, "a", lease_s=0.2, clock=FrozenClock()), lease(redis_client, "b", lease_s=30)

@@ -4,6 +4,7 @@ trip, keys under the prefix, a clear StoreError when Redis is unreachable."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -131,6 +132,27 @@ def test_no_staging_keys_and_no_ttl_after_publish(store: SnapshotStore, redis_cl
     # live keys were staged with an expiry; it must not survive the rename
     for key in KEYS.live_keys():
         assert redis_client.ttl(key) == -1, key
+
+
+def test_a_collector_that_dies_before_the_swap_leaves_staged_keys_that_expire(
+        store: SnapshotStore, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tpv_broker.store.keys import STAGING_TTL_S
+
+    class Died(Exception):
+        pass
+
+    pipeline = redis_client.pipeline
+
+    def dies_at_the_swap(transaction: bool = True, **kwargs: Any) -> Any:
+        if transaction:
+            raise Died  # killed between staging and the swap's MULTI/EXEC
+        return pipeline(transaction=transaction, **kwargs)
+
+    monkeypatch.setattr(store.client, "pipeline", dies_at_the_swap)
+    with pytest.raises(Died):
+        store.publish(make_snapshot(["a"], TOOLS))
+    staged = [k for k in redis_client.keys("*") if b":staging:" in k]
+    assert len(staged) == 2 and all(0 < redis_client.ttl(k) <= STAGING_TTL_S for k in staged), staged
 
 
 @pytest.mark.parametrize("prefix", ["t", "tpv_broker", "site.eu-1"])
