@@ -220,12 +220,19 @@ def test_refused_before_the_body_is_read_or_redis_is_asked() -> None:
 # -- where tokens come from, and what a bad source says -----------------------------------------------------------
 def test_short_or_odd_tokens_stop_start_up_without_echoing_them() -> None:
     for bad, problem in (("short-secret", "token #2 is too short (12 characters, at least 16)"),
-                         ("has space 0123456789", "token #2 holds a character other than")):
+                         ("fifteen-chars15", "token #2 is too short (15 characters, at least 16)"),
+                         ("has space 0123456789", "token #2 holds a character other than"),
+                         # '=' only as base64's padding, at the end (the client refuses it elsewhere)
+                         ("abcdefgh=ijklmnopq", "token #2 holds a character other than")):
         with pytest.raises(ConfigError) as exc:
             load_config(environ={"TPV_BROKER_API_AUTH_TOKENS": f"{TOKEN_A},{bad}"})
         assert problem in str(exc.value)
         assert "(from TPV_BROKER_API_AUTH_TOKENS)" in str(exc.value)
         _assert_no_secret(str(exc.value), TOKEN_A, bad)
+    # the shortest and the padded are tokens
+    for good in ("sixteen-chars-16", "abcdefghijklmnop=="):
+        tokens = load_config(environ={"TPV_BROKER_API_AUTH_TOKENS": good}).api.auth_tokens
+        assert [t.get_secret_value() for t in tokens] == [good]
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,17 @@ def test_token_from_the_environment(api: str, tmp_path: Path, monkeypatch: pytes
     assert _ask(BrokerClient(api)) == EXPECTED
 
 
+def test_the_token_given_wins_over_a_file_and_the_variable_over_its_file(
+        api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As client/README says: token, else token_file, else $TPV_BROKER_TOKEN, else $TPV_BROKER_TOKEN_FILE.
+    wrong = tmp_path / "wrong"
+    wrong.write_text("wrong-token-0123456789abcdef\n")
+    assert _ask(BrokerClient(api, token=TOKEN, token_file=str(wrong))) == EXPECTED
+    monkeypatch.setenv("TPV_BROKER_TOKEN", TOKEN)
+    monkeypatch.setenv("TPV_BROKER_TOKEN_FILE", str(wrong))
+    assert _ask(BrokerClient(api)) == EXPECTED
+
+
 @pytest.mark.parametrize("token", [None, "wrong-token-0123456789abcdef"])
 def test_without_the_right_token_tpv_order_and_one_warning(api: str, token: str | None,
                                                            caplog: pytest.LogCaptureFixture) -> None:

@@ -203,6 +203,47 @@ def test_inputs_that_take_the_budget_to_read_do_not_count_against_the_broker(bro
     assert len(broker.requests) == 1
 
 
+def test_the_budget_bounds_the_inputs_and_the_broker_together(broker, caplog):
+    # Inputs that take most of the budget leave the broker only the rest: the call never outlasts it.
+    class Reading:
+        def get_dataset_attributes(self, datasets: object) -> dict:
+            time.sleep(BUDGET_S * 0.6)
+            return {}
+
+    def slow(h: Any, body: dict[str, Any]) -> None:
+        time.sleep(BUDGET_S * 0.6)
+        fb.ranked()(h, body)
+
+    broker.behaviour = slow
+    started = time.monotonic()
+    assert ids(client(broker.url).rank(candidates(), names(helpers=Reading()))) == TPV_DEFAULT
+    assert time.monotonic() - started <= WITHIN_BUDGET_S
+
+
+def test_proxy_settings_in_the_environment_are_not_used(broker, monkeypatch):
+    # Galaxy's environment may name a proxy for the outside world; the broker sits beside it.
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{free_port()}")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert ids(client(broker.url).rank(candidates(), names())) == ["pulsar_it01", "pulsar_uk", "pulsar_de"]
+
+
+def test_a_redirect_is_not_followed(broker, caplog):
+    with fb.FakeBroker() as elsewhere:
+        def redirect(h: Any, body: dict[str, Any]) -> None:
+            h.send_response(307)
+            h.send_header("Location", elsewhere.url + "/api/rank")
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+
+        broker.behaviour = redirect
+        assert ids(client(broker.url).rank(candidates(), names())) == TPV_DEFAULT
+        assert elsewhere.requests == []
+    (warning,) = warnings_of(caplog)
+    assert "HTTP 307" in warning
+
+
 def test_a_tpv_context_of_any_size_is_sent_as_the_api_reads_it(broker):
     # A shared TPV config's contexts may hold hundreds of values: sent whole, six candidates made a
     # request over the API's 1 MiB limit, answered 413, and every job fell back.
@@ -217,6 +258,24 @@ def test_a_tpv_context_of_any_size_is_sent_as_the_api_reads_it(broker):
 def _rank_in_child(url: str) -> None:
     out = rank(candidates(), names(), url=url, budget_s=BUDGET_S)
     os._exit(0 if ids(out) == ["pulsar_it01", "pulsar_uk", "pulsar_de"] else 1)
+
+
+def _is_a_new_client(parent: int, url: str) -> None:
+    from tpv_broker_client.client import client_for
+
+    os._exit(0 if id(client_for(url=url, budget_s=BUDGET_S)) != parent else 1)
+
+
+def test_a_forked_child_makes_its_own_client(broker):
+    # A child sharing its parent's client would share its sockets: answers read by the wrong process.
+    from tpv_broker_client.client import client_for
+
+    rank(candidates(), names(), url=broker.url, budget_s=BUDGET_S)
+    parent = client_for(url=broker.url, budget_s=BUDGET_S)
+    child = multiprocessing.get_context("fork").Process(target=_is_a_new_client, args=(id(parent), broker.url))
+    child.start()
+    child.join(10)
+    assert child.exitcode == 0
 
 
 def test_a_child_forked_while_another_thread_makes_a_client_still_ranks(broker):

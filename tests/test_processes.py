@@ -124,6 +124,8 @@ def test_serve_rotates_tokens_on_reload_and_survives_a_worker_ending(redis_url, 
         wait_for(lambda: "tokens not reloaded, the previous ones are kept" in (tmp_path / "err.log").read_text(),
                  "the refused reload in the log")
         assert proc.poll() is None and (status(old), status(new)) == (200, 200)
+        # kept, not dropped: auth stays on (a token file that breaks must never open the API)
+        assert (status("wrong-token-0123456789abcdef"), status("")) == (401, 401)
         rotate(f"{new}\n")
         wait_for(lambda: status(old) == 401 and status(old) == 401, "the old token to go")
         assert status(new) == 200

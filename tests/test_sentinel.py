@@ -108,6 +108,7 @@ def test_sentinel_urls_are_checked_at_start_up_without_showing_the_password() ->
         (f"redis+sentinel://:{PASSWORD}@host:x/mymaster", "sentinel port 'x' is not a number"),
         (f"redis+sentinel://:{PASSWORD}@host/mymaster/zero", "database 'zero' is not a number"),
         (f"redis+sentinel://:{PASSWORD}@,host/mymaster", "a sentinel address is empty"),
+        (f"redis+sentinel://:{PASSWORD}@host:70000/mymaster", "out of range"),
     ]:
         with pytest.raises(ConfigError) as exc:
             load_config(environ={"TPV_BROKER_REDIS_URL": url})

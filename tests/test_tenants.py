@@ -131,6 +131,7 @@ def test_tenants_need_tokens_on_both_rank_routes(tmp_path: Path) -> None:
     ("    'usegalaxy eu': {auth_tokens: [" + EU + "]}\n", "api.tenants: not a valid tenant id"),
     ("    usegalaxy-eu: {}\n", "api.tenants.usegalaxy-eu: a tenant needs auth_tokens or auth_tokens_file"),
     ("    usegalaxy-eu: {auth_tokens: [short]}\n", "api.tenants.usegalaxy-eu.auth_tokens: token #1 is too short"),
+    ("    usegalaxy-eu: {auth_tokens: [" + EU + "], burst: 5}\n", "burst without rate_per_s limits nothing"),
 ])
 def test_tenant_settings_are_checked(tmp_path: Path, tenants: str, problem: str) -> None:
     with pytest.raises(ConfigError, match="invalid configuration") as info:
@@ -155,6 +156,12 @@ def test_start_up_names_the_tenants_and_warns_of_a_readable_tokens_file(tmp_path
 
 
 # -- fair use: per-tenant rate limits --------------------------------------------------------------
+def test_retry_after_rounds_up_so_a_client_never_comes_back_too_early() -> None:
+    from tpv_broker.store.rate_limit import retry_after
+
+    assert [retry_after(w) for w in (0.01, 1.0, 1.2, 2.5)] == ["1", "1", "2", "3"]
+
+
 def test_a_token_bucket_shared_by_workers(redis_client: redis.Redis) -> None:
     """2 requests a second, 3 at once: two limiters (two workers) on one
     Redis share the bucket; it refills at the rate."""
