@@ -333,6 +333,7 @@ BAD_REQUESTS = [
     ("gpus-negative", "/api/rank", _job(gpus=-1), J, "job.gpus"),
     ("gpus-string", "/api/rank", _job(gpus="1"), J, "job.gpus"),
     ("job-id-bad", "/api/rank", _job(id="a b"), J, "job.id"),
+    ("job-id-bool", "/api/rank", _job(id=True), J, "job.id"),
     ("unknown-field-in-job", "/api/rank", _job(core=4), J, "job.core"),
     ("unknown-top-level-field", "/api/rank", {**_dests("a"), "jobs": {}}, J, "jobs"),
     ("duplicate-ids", "/api/rank", _dests("a", "b", "a"), J, "destinations[2].id"),

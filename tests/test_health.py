@@ -730,6 +730,18 @@ def test_the_last_hour_of_placements_is_kept_whatever_the_health_window() -> Non
     assert store.client.hkeys(store.keys.health_placements) == [forty_min.encode()]
 
 
+def test_errors_past_the_placements_do_not_raise_the_networks_share() -> None:
+    """b's Galaxy reports 60 errors where the broker placed 10 (its local
+    runners): only 10 of them are the network's. Counted whole, they would
+    raise the bar a's 10 of 20 is judged against and let it off."""
+    signals = {"a": Signals([(NOW - 600, 20)], [(NOW - 300, 10)], 300),
+               "b": Signals([(NOW - 600, 10)], [(NOW - 300, 60)], 300),
+               "c": Signals([(NOW - 600, 100)], [], 300)}
+    verdicts = judge_all({}, signals, {}, NOW, RULES)
+    assert verdicts["a"].network_share == pytest.approx(10 / 110, abs=1e-4)
+    assert verdicts["a"].state == "degraded"
+
+
 def test_the_recent_network_share_counts_returns_only() -> None:
     """b and c have error reports but nothing came back from them: over
     the recent span the others' share is 0, and a's 12 of 12 returns

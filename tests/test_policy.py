@@ -324,6 +324,33 @@ def test_near_ties_mode_moves_nobody_out_of_the_band() -> None:
     assert [with_band.ids[j] for j in slots] == ["c", "b"]
 
 
+def test_near_ties_mode_leaves_a_destination_at_its_cap_after_the_free_ones() -> None:
+    # At its cap with at_cap_factor 1 its score keeps its factor; it is still no near tie of a free one.
+    carbon = scoring_model(ScoringSettings(terms={**DEFAULT_TERMS, "carbon": {"weight": 1, "near_ties_share": 0.05}}))
+    free = fig("free", median_run_s=600, carbon_intensity=400, **ROOMY)
+    capped = fig("capped", median_run_s=600, carbon_intensity=50, **{**ROOMY, "running": 10})
+    policy = SitePolicy(caps={"capped": Cap(max_jobs=10, at_cap_factor=1.0)})
+    result = ranked(view(free, capped), carbon, job=JOB, policy=policy)
+    assert [(p.id, p.group.value) for p in result.placements] == [("free", "scored"), ("capped", "at_cap")]
+
+
+def test_near_ties_mode_puts_an_unknown_carbon_intensity_last_in_the_band() -> None:
+    carbon = scoring_model(ScoringSettings(terms={**DEFAULT_TERMS, "carbon": {"weight": 1, "near_ties_share": 0.05}}))
+    known = fig("known", median_run_s=600, carbon_intensity=100, **ROOMY)
+    unknown = fig("unknown", median_run_s=600, **ROOMY)
+    for order in ((known, unknown), (unknown, known)):
+        assert ranked(view(*order), carbon, job=JOB).ids == ["known", "unknown"]
+
+
+def test_a_float_residue_in_the_free_memory_is_no_job_that_does_not_fit() -> None:
+    # 16.4 - 12.8 GB free, a 3.6 GB job charged there: what is left is -2e-15, not a missing job's worth.
+    d = fig("d", queued=0, running=0, cpus_free=64, mem_free_gb=16.4 - 12.8)
+    v = view(d, fig("e", **ROOMY), charges={"d": ChargeLoad(count=1, cores=1, mem=3.6)})
+    result = ranked(v, MODEL, job=JobFacts("t", cores=1, mem=0), policy=SitePolicy(caps={"d": Cap(max_running=1)}))
+    assert [(p.id, p.group.value) for p in result.placements] == [("e", "scored"), ("d", "at_cap")]
+    assert result.placements[1].cap is not None and result.placements[1].cap["usage"] == 1.0
+
+
 def test_near_ties_mode_leaves_a_degraded_or_capped_destination_where_its_factor_puts_it() -> None:
     """Health and caps scale a score down; the band of near ties must not
     lift such a destination back up: a degraded one (a black hole is the

@@ -110,7 +110,9 @@ def test_explain_shows_the_cap_the_staging_seconds_and_the_grams(redis_client: r
     api = create_app(config, store=store, clock=lambda: NOW + 1).test_client()
     answer = _post(api, {"job": {"tool_id": "bwa", "cores": 4, "mem": 8, "id": 1},
                          "destinations": [{"id": d} for d in ("nom", "capped", "far", "near")],
-                         "datasets": [{"object_store_id": "os_eu", "size": 4e9}]})
+                         "datasets": [{"object_store_id": "os_eu", "size": 4e9}],
+                         # config's coordinates win: the request's only fill gaps
+                         "object_stores": {"os_eu": {"latitude": 0, "longitude": FAR_LONGITUDE}}})
     # far (70.5), and near (x 0.75: its 81.9 points count 61.4), under their caps, by score; capped
     # after them, though its score is the best (79.6, at_cap_factor 1); nom (no metrics) last
     assert answer["destinations"] == ["far", "near", "capped", "nom"]

@@ -279,6 +279,17 @@ def test_config_coordinates_beat_the_request_context() -> None:
     assert run(candidates, v, datasets=data).ids == ["near", "far"]
 
 
+def test_a_context_coordinate_that_is_no_number_is_unknown() -> None:
+    # true/false in a TPV context (a YAML slip) is no latitude of 1: the place is unknown, not (1, 1).
+    data = [DatasetInput("os", 1e9, (0.0, 0.0))]
+    roomy = dict(queued=0, running=1, cpus_free=64, mem_free_gb=64, median_run_s=600)
+    candidates = [Candidate("x", context={"latitude": True, "longitude": True}), Candidate("y")]
+    result = run(candidates, view(fig("x", **roomy), fig("y", **roomy)), datasets=data)
+    locality = {p.id: next(t for t in p.terms if t.term == "data_locality") for p in result.placements}
+    assert {d: (t.score, t.raw) for d, t in locality.items()} == {
+        d: (0.5, {"note": "destination location unknown"}) for d in ("x", "y")}
+
+
 def test_a_very_negative_tag_score_still_ranks() -> None:
     # e^1000 would overflow: the API accepts tag scores down to -1e12
     v = view(fig("a", queued=0), fig("b", queued=0))
