@@ -378,14 +378,19 @@ def test_a_stopped_and_a_hung_source_keep_their_last_figures_and_back_off(world:
     assert _errors_of(report) == ["source fr"]
 
 
-def test_when_no_source_answers_nothing_is_published(world: World, store: SnapshotStore, redis_client: redis.Redis):
+def _fr_and_network(world: World, **collector: Any) -> BrokerConfig:
+    """fr's queue and the network's capacity written, a source each (1 s time-outs)."""
     t0 = int(time.time())
     world.fr.write_lines(world.db, _queue("pulsar-it", 4, 0, t0 - 5))
     world.net.write_lines(world.db, _capacity("pulsar_it01", 64, 40, t0 - 5))
-    config = _config({
+    return _config({
         "fr": _source(world.fr, world.db, [QUEUE_P], "usegalaxy-fr", timeout_s=1),
         "network": _source(world.net, world.db, [CONDOR_P], timeout_s=1),
-    })
+    }, **collector)
+
+
+def test_when_no_source_answers_nothing_is_published(world: World, store: SnapshotStore, redis_client: redis.Redis):
+    config = _fr_and_network(world)
     sources, clock, state = sources_for(config), Clock(), CollectorState.new(config)
     assert collect_once(config, sources, store, clock, state).published
     before = _snapshot(store)
@@ -411,13 +416,7 @@ def test_a_daemon_that_cannot_read_any_source_marks_the_snapshot_stale_per_sourc
 
     from tpv_broker.collector.daemon import CycleRunner
 
-    t0 = int(time.time())
-    world.fr.write_lines(world.db, _queue("pulsar-it", 4, 0, t0 - 5))
-    world.net.write_lines(world.db, _capacity("pulsar_it01", 64, 40, t0 - 5))
-    config = _config({
-        "fr": _source(world.fr, world.db, [QUEUE_P], "usegalaxy-fr", timeout_s=1),
-        "network": _source(world.net, world.db, [CONDOR_P], timeout_s=1),
-    }, interval_s=10, backoff_max_s=40)
+    config = _fr_and_network(world, interval_s=10, backoff_max_s=40)
     clock = Clock()
     runner = CycleRunner(config, sources_for(config), store, clock=clock, daemon=True)
     assert runner().published
