@@ -99,8 +99,12 @@ def test_serve_rotates_tokens_on_reload_and_survives_a_worker_ending(redis_url, 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with open(tmp_path / "err.log", "w") as err:
+        # Where gunicorn 24+ would open its control socket: a second instance would take it over.
+        runtime = tmp_path / "run"
+        runtime.mkdir()
         proc = subprocess.Popen([*CLI, "--config", str(config), "serve", "--bind", f"127.0.0.1:{port}",
-                                 "--workers", "2"], env=_env(TPV_BROKER_REDIS_URL=redis_url),
+                                 "--workers", "2"], env=_env(TPV_BROKER_REDIS_URL=redis_url,
+                                                             XDG_RUNTIME_DIR=str(runtime)),
                                 stdout=subprocess.DEVNULL, stderr=err)
 
     def status(token: str) -> int:
@@ -131,6 +135,8 @@ def test_serve_rotates_tokens_on_reload_and_survives_a_worker_ending(redis_url, 
         assert status(new) == 200
         # A worker that ends by itself (as on a timeout) is replaced; the API keeps serving.
         wait_for(lambda: len(_worker_pids(proc.pid)) == 2, "the reloads' old workers to finish")
+        # No control socket: gunicorn opens it before its loop handles signals, so the reloads above followed it.
+        assert list(runtime.iterdir()) == []
         before = _worker_pids(proc.pid)
         os.kill(before[0], signal.SIGTERM)
         wait_for(lambda: len(set(_worker_pids(proc.pid)) - set(before)) == 1, "a new worker")
