@@ -272,11 +272,34 @@ def test_a_publish_ends_the_charges_its_figures_show(inflight, redis_client):
     assert {d: v.reflected for d, v in inflight.read(["a", "b"], T).loads.items()} == {"a": T - 35, "b": T - 95}
     # a charge the figures already show (a clock behind the collector's) is not made
     assert not inflight.charge(Charge("a", 1, 1, T - 50, "late"))
-    assert redis_client.exists("if:inflight:job:default:late") == 0
+    assert "late" not in {c.job_id for c in inflight.members()}
     # a snapshot with older figures does not bring removed charges back, nor move the time back
     publish(redis_client, inflight, {"a": T - 50}, T + 1)
     assert inflight.read(["a"], T).loads["a"].reflected == T - 35
     assert float(redis_client.hget("if:inflight:reflected", "a")) == T - 35
+
+
+@pytest.mark.parametrize("resent", ["by redis-py", "by Galaxy"])
+def test_a_refused_charge_sent_again_counts_its_placement_once(inflight, redis_client, monkeypatch, resent):
+    # A charge the figures already show (the API's clock behind the collector's) is refused, but Galaxy
+    # sent the job there all the same: sent again (redis-py retrying after a dropped connection, or the
+    # job ranked again at once), it is the same placement, as for a charge that was made.
+    import uuid
+
+    class Same:
+        hex = "0123456789abcdef"
+
+    publish(redis_client, inflight, {"a": T - 5}, T)
+    if resent == "by redis-py":
+        monkeypatch.setattr(uuid, "uuid4", lambda: Same())
+    assert not inflight.charge(Charge("a", 1, 1, T - 50, "late"))
+    assert not inflight.charge(Charge("a", 1, 1, T - 50 + (resent == "by Galaxy"), "late"))
+    assert list(redis_client.hgetall("if:health:placements").values()) == [b"1"]
+    # refused means not charged: neither a member nor in the sums
+    assert inflight.members() == [] and loads_in_redis(inflight) == {}
+    # and coming back later from there counts as a return, as for any job that went there
+    inflight.charge(Charge("b", 1, 1, T - 40, "late"))
+    assert list(redis_client.hgetall("if:health:returns").values()) == [b"1"]
 
 
 @pytest.mark.parametrize("job_id", [None, "j1"])
