@@ -207,7 +207,7 @@ def test_staging_time_ranks_the_quicker_transfer_first() -> None:
         ([], 0.0, 180.0, 0.8),
         # + staging 2.4e9 B at 10 MB/s (table) = 240 s: 420 -> 1 - log2(8)/10 = 0.7
         ([DatasetInput("os_t", 2.4e9)], 240.0, 420.0, 0.7),
-        # staging unknown (a store nobody knows the way from) counts none: 180 -> 0.8
+        # staging unknown (a store nobody knows the way from), and no candidate's known: none, 180 -> 0.8
         ([DatasetInput("os_x", 2.4e9)], None, 180.0, 0.8),
     ],
 )
@@ -218,9 +218,26 @@ def test_finish_time_includes_staging(datasets: list[DatasetInput], staging_s: f
                     policy=SitePolicy(staging=StagingTable({"os_t": {"d": 10.0}})))
     got, raw, _ = term_rows(result, "finish_time")["d"]
     assert raw["staging_s"] == staging_s
+    # unknown with no other candidate known: none counted
+    assert raw["staging_counted_s"] == (staging_s or 0.0)
     assert raw["expected_finish_s"] == pytest.approx(finish)
     assert raw["expected_wait_s"] == pytest.approx(60.0)
     assert got == pytest.approx(score, abs=1e-9)
+
+
+def test_an_unknown_staging_time_counts_as_the_slowest_known() -> None:
+    # 2.4e9 B from os_t: 240 s to "near" (10 MB/s by the table); "nowhere" has no coordinates, so its
+    # time is unknown. Counted as none, its shorter queue (100 s against 60 + 240 s staging) would win it
+    # every data-heavy job; counted as the slowest known candidate's, the shorter turnaround wins.
+    v = view(fig("near", median_queue_s=60, median_run_s=120, **ROOMY),
+             fig("nowhere", median_queue_s=100, median_run_s=120, **ROOMY))
+    result = ranked(v, model_of(FinishTime(SCALE, CAP)), datasets=[DatasetInput("os_t", 2.4e9, ORIGIN)],
+                    locations={"near": ORIGIN}, policy=SitePolicy(staging=StagingTable({"os_t": {"near": 10.0}})))
+    assert result.ids == ["near", "nowhere"]
+    rows = {d: raw for d, (_, raw, _) in term_rows(result, "finish_time").items()}
+    assert (rows["nowhere"]["staging_s"], rows["nowhere"]["staging_counted_s"]) == (None, 240.0)
+    assert rows["nowhere"]["expected_finish_s"] == pytest.approx(460.0)
+    assert (rows["near"]["staging_s"], rows["near"]["staging_counted_s"]) == (240.0, 240.0)
 
 
 # -- carbon ----------------------------------------------------------------------------------------
