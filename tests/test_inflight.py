@@ -302,6 +302,19 @@ def test_a_refused_charge_sent_again_counts_its_placement_once(inflight, redis_c
     assert list(redis_client.hgetall("if:health:returns").values()) == [b"1"]
 
 
+def test_a_refused_charge_is_never_taken_out_of_the_sums(inflight, redis_client):
+    # Its member is in no sums: a reader ranking the job again must not take it out of them, even once
+    # the times that said so are gone (the in-flight keys expired while the job's key lived on, or a
+    # publish dropped the destination's time) and another job's charge is all the sums hold.
+    publish(redis_client, inflight, {"a": T - 5}, T)
+    assert not inflight.charge(Charge("a", 1, 1, T - 50, "late"))
+    redis_client.delete("if:inflight", "if:inflight:load", "if:inflight:reflected")
+    assert inflight.charge(Charge("a", 4, 8, T - 10, "x"))
+    assert counted_loads(inflight.read(["a"], T - 5, job_id="late"), T - 5, inflight.max_age_s) == {
+        "a": ChargeLoad(1, 4, 8)}
+    assert '"refused":true' in redis_client.get("if:inflight:job:default:late").decode()
+
+
 @pytest.mark.parametrize("job_id", [None, "j1"])
 def test_a_charge_sent_twice_is_made_once(inflight, redis_client, monkeypatch, job_id):
     # redis-py sends a command again when the connection drops before its reply: the script then runs

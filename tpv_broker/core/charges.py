@@ -39,11 +39,14 @@ class Charge:
 
     @classmethod
     def from_member(cls, raw: bytes | str) -> Charge | None:
-        """None for a value that is no charge of the sums: unreadable, or
-        written by an API from before them (no tenant), which never
-        entered the sums and must not be taken out of them."""
+        """None for a value that is no charge of the sums: unreadable,
+        written by an API from before them (no tenant), or a refused
+        charge a job's key remembers; none of them entered the sums, and
+        must not be taken out of them."""
         try:
             v = json.loads(raw)
+            if v.get("refused"):
+                return None
             run, job = v.get("r"), v.get("j")
             return cls(str(v["d"]), float(v["c"]), float(v["m"]), float(v["t"]),
                        None if job is None else str(job), None if run is None else float(run), str(v["g"]))

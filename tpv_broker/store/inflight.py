@@ -157,10 +157,14 @@ if placed then
 end
 local shown = reflected(c.d)
 if shown and c.t < shown then
-  -- Not charged, but the job went there: the job's key remembers it (its
-  -- member in no sums), so that the charge sent again, or the job ranked
-  -- again, is the same placement, and the job coming back is a return.
-  if KEYS[6] then redis.call('SET', KEYS[6], ARGV[1], 'EX', ARGV[4]) end
+  -- Not charged, but the job went there: the job's key remembers it,
+  -- marked refused (in no sums: a reader never takes it out of them), so
+  -- that the charge sent again, or the job ranked again, is the same
+  -- placement, and the job coming back is a return.
+  if KEYS[6] then
+    c.refused = true
+    redis.call('SET', KEYS[6], cjson.encode(c), 'EX', ARGV[4])
+  end
   return 0
 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
