@@ -3,6 +3,7 @@ trip, keys under the prefix, a clear StoreError when Redis is unreachable."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -153,6 +154,29 @@ def test_a_collector_that_dies_before_the_swap_leaves_staged_keys_that_expire(
         store.publish(make_snapshot(["a"], TOOLS))
     staged = [k for k in redis_client.keys("*") if b":staging:" in k]
     assert len(staged) == 2 and all(0 < redis_client.ttl(k) <= STAGING_TTL_S for k in staged), staged
+
+
+def test_a_staged_key_expires_from_its_first_write(store: SnapshotStore, redis_url: str) -> None:
+    # A big snapshot is staged in chunks of 1,000 fields: a collector killed while sending them must not
+    # leave a staged hash that never expires (megabytes of tool statistics at a large site). Whatever
+    # prefix of the commands reaches Redis, every staged key there has its TTL: each one's EXPIRE
+    # follows its first HSET, as MONITOR sees them arrive.
+    seen: list[tuple[str, str]] = []
+    publisher = threading.Thread(target=store.publish, args=(make_snapshot([f"d{i}" for i in range(2500)], TOOLS),))
+    # A timeout: a publish that failed would send no EXEC to wait for.
+    with redis.Redis.from_url(redis_url, socket_timeout=10).monitor() as monitor:
+        publisher.start()
+        for entry in monitor.listen():
+            words = entry["command"].split()
+            if words[0] in ("HSET", "EXPIRE") and ":staging:" in words[1]:
+                seen.append((words[0], words[1]))
+            if words[0] == "EXEC":
+                break
+    publisher.join()
+    assert [c for c, _ in seen].count("HSET") >= 4, seen
+    for key in {k for _, k in seen}:
+        mine = [c for c, k in seen if k == key]
+        assert mine[:2] == ["HSET", "EXPIRE"], (key, mine)
 
 
 @pytest.mark.parametrize("prefix", ["t", "tpv_broker", "site.eu-1"])

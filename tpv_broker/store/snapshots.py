@@ -351,10 +351,12 @@ class SnapshotStore:
         staged = {live: self.keys.staging(token, live) for live in payloads}
         stage = self.client.pipeline(transaction=False)
         for live, mapping in payloads.items():
-            for chunk in _chunks(mapping):
+            for i, chunk in enumerate(_chunks(mapping)):
                 stage.hset(staged[live], mapping=chunk)
-            if mapping:
-                stage.expire(staged[live], STAGING_TTL_S)
+                if i == 0:
+                    # At once: a collector killed while sending the other
+                    # chunks must not leave a hash that never expires.
+                    stage.expire(staged[live], STAGING_TTL_S)
         stage.execute()
         return staged
 
