@@ -4,47 +4,10 @@ Everything lives under one prefix (``redis.key_prefix``, default
 ``tpv_broker``). Callers never format key strings; user input never becomes
 a key name (destination and tool ids are only ever hash *fields*).
 
-=================================  ======  ==============================================
-key                                type    value
-=================================  ======  ==============================================
-``<p>:snapshot``                   hash    snapshot metadata: created_at, newest_point_at,
-                                           destinations, tools, cycle_s, collector,
-                                           schema_version; sources: JSON {source name:
-                                           {state, answered_at, problem, tenant}}
-``<p>:destinations``               hash    destination id -> JSON of its figures
-``<p>:tool_stats``                 hash    "<level>:<tool id form>" -> JSON {destination id:
-                                           figures}; levels tool, tool_unversioned, tool_short
-``<p>:staging:<token>:<name>``     hash    a snapshot being written; renamed onto the
-                                           live keys in one MULTI/EXEC, expires by itself
-``<p>:inflight``                   zset    live in-flight charges: member = JSON {d: destination,
-                                           c: cores, m: mem GB, t: charged at, g: tenant,
-                                           j: job id, r: expected run s, n: nonce},
-                                           score = charged at (epoch s)
-``<p>:inflight:load``              hash    destination id -> JSON {n: live charges, cores, mem,
-                                           core_s, timed}: the sums of its members above
-``<p>:inflight:reflected``         hash    destination id -> epoch s: its published figures
-                                           show every charge made before then
-``<p>:inflight:job:<t>:<job id>``  string  the member charged for job <job id> of tenant <t>,
-                                           so a job ranked again moves its charge
-``<p>:health:placements``          hash    "<bucket start>:<tenant>:<destination id>" -> jobs the
-                                           broker placed there for that tenant in those 5 minutes
-                                           (destination health); old buckets dropped by the collector
-``<p>:health:returns``             hash    "<bucket start>:<tenant>:<destination id>" -> jobs placed
-                                           there that came back to be placed again (Galaxy
-                                           resubmitted them) in those 5 minutes; as placements
-``<p>:health:back:<t>:<job id>``   string  the destination job <job id> of tenant <t> came back from
-                                           while placed there again (counted once there); expires
-                                           inflight.max_age_s after that return
-``<p>:health:pins``                hash    destination id -> JSON {state: drained | healthy, reason,
-                                           by, at}: an admin's pin (``tpv-broker health``)
-``<p>:ratelimit:<tenant>``        string  epoch s: when the tenant's next request is due at its
-                                           rate (api.tenants.<t>.rate_per_s); expires when idle
-``<p>:check:<token>``              string  written, read back and deleted by
-                                           ``tpv-broker check-config``; expires in 10 s
-``<p>:collector:lease``            string  the publishing collector's lease: "<instance id>/<nonce>"
-                                           (instance id: host:pid unless configured);
-                                           expires unless renewed (collector.lease_s)
-=================================  ======  ==============================================
+What each key holds (type, fields, expiry) is in docs/redis-keys.md, for
+the people reading Redis with redis-cli; a test checks that every key built
+here is in its table. It is said there alone, so that a second table here
+cannot drift from it (one did).
 """
 
 from __future__ import annotations
