@@ -160,8 +160,8 @@ def test_inspect_without_snapshot(redis_client: redis.Redis, redis_url: str, as_
         assert json.loads(result.output) == {"snapshot": None}
     else:
         assert result.output.strip() == (
-            f"no snapshot in Redis at {redis_url} (prefix {PREFIX!r}): is the collector running?"
-        )
+            f"no snapshot in Redis at {redis_url} (prefix {PREFIX!r}): is the collector running, and is this its "
+            f"Redis, database and key_prefix?")
     _no_traceback(result)
 
 

@@ -634,6 +634,22 @@ def test_a_pin_of_an_unknown_destination_says_so(influx_server: InfluxServer, in
     assert known.exit_code == 0 and "warning" not in known.output
 
 
+def test_the_cli_says_when_no_collector_publishes_where_it_pins(store: SnapshotStore, redis_url: str) -> None:
+    """Another prefix or database than the collector's (a typo in the
+    environment): the pin is written where nobody reads it, and the list
+    is not "nothing judged"."""
+    no_snapshot = f"no snapshot in Redis at {redis_url} (prefix {PREFIX!r}): is the collector running"
+    result = cli(redis_url, "pin", BH, "--drained", "--reason", "maintenance")
+    assert result.exit_code == 0 and f"warning: {no_snapshot}" in result.output
+    assert "The pin waits for a collector to read it." in result.output
+    listed = cli(redis_url, "list")
+    assert listed.exit_code == 1 and listed.output.splitlines()[0] == f"pinned: {BH}"
+    assert f"error: {no_snapshot}" in listed.output
+    as_json = cli(redis_url, "list", "--json")
+    assert as_json.exit_code == 1 and json.loads(as_json.output)["snapshot"] is None
+    assert list(json.loads(as_json.output)["pins"]) == [BH]
+
+
 def test_the_cli_without_redis_says_so_in_one_line() -> None:
     result = cli("redis://127.0.0.1:1/0", "pin", BH, "--drained", "--reason", "maintenance")
     assert result.exit_code == 1 and "Traceback" not in result.output
@@ -647,6 +663,7 @@ def test_the_cli_without_redis_says_so_in_one_line() -> None:
     (["pin", BH, "--drained"], "Missing option '--reason'"),
     (["pin", BH, "--drained", "--reason", "  "], "give a reason"),
     (["pin", BH, "--reason", "maintenance"], "say --drained or --healthy"),
+    (["pin", BH, "--drained", "--healthy", "--reason", "maintenance"], "say --drained or --healthy, not both"),
 ])
 def test_the_cli_refuses_bad_input(store: SnapshotStore, redis_url: str, args: list[str], problem: str) -> None:
     result = cli(redis_url, *args)

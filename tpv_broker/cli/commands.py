@@ -176,6 +176,11 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
+def _no_snapshot(config: BrokerConfig) -> str:
+    return (f"no snapshot in Redis at {redact_url(config.redis.url)} (prefix {config.redis.key_prefix!r}): is the "
+            f"collector running, and is this its Redis, database and key_prefix?")
+
+
 def _store(config: BrokerConfig) -> SnapshotStore:
     return store_from_config(config.redis.url, config.redis.key_prefix, config.redis.socket_timeout_s,
                              config.redis.connect_timeout_s)
@@ -212,8 +217,7 @@ def inspect(obj: _Context, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps({"snapshot": None}))
         else:
-            click.echo(f"no snapshot in Redis at {redact_url(config.redis.url)} "
-                       f"(prefix {config.redis.key_prefix!r}): is the collector running?")
+            click.echo(_no_snapshot(config))
         sys.exit(1)
     unmatched = sorted(d for d, f in snapshot.destinations.items() if not f.in_config) if config.destinations else []
     if as_json:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import sys
 import time
 
 import click
@@ -16,7 +17,7 @@ from tpv_broker.core.models import HealthPin
 from tpv_broker.errors import StoreError
 from tpv_broker.ids import check_destination_id
 
-from .commands import _Context, _fail, _store, _table
+from .commands import _Context, _fail, _no_snapshot, _store, _table
 
 
 def _who() -> str:
@@ -47,8 +48,16 @@ def list_health(obj: _Context, as_json: bool) -> None:
     judged = {d: f.health for d, f in snapshot.destinations.items() if f.health is not None}
     if as_json:
         click.echo(json.dumps({"destinations": {d: h.model_dump(mode="json") for d, h in sorted(judged.items())},
-                               "pins": {d: p.model_dump(mode="json") for d, p in sorted(pins.items())}}, indent=2))
+                               "pins": {d: p.model_dump(mode="json") for d, p in sorted(pins.items())},
+                               **({"snapshot": None} if snapshot.meta is None else {})}, indent=2))
+        if snapshot.meta is None:
+            sys.exit(1)
         return
+    if snapshot.meta is None:
+        # Not "nothing is judged": nothing here is read by a collector.
+        if pins:
+            click.echo(f"pinned: {', '.join(sorted(pins))}")
+        _fail(_no_snapshot(obj.config))
     if not judged and not pins:
         click.echo("no destination is judged: no source reads error counts (see docs/health.md) and none is pinned")
         return
@@ -68,19 +77,19 @@ def list_health(obj: _Context, as_json: bool) -> None:
 
 @health.command("pin")
 @click.argument("destination", callback=lambda _c, _p, v: _destination(v))
-@click.option("--drained", "state", flag_value="drained", help="Send it no job (maintenance).")
-@click.option("--healthy", "state", flag_value="healthy", help="Ignore its error counts.")
+@click.option("--drained", is_flag=True, help="Send it no job (maintenance).")
+@click.option("--healthy", is_flag=True, help="Ignore its error counts.")
 @click.option("--reason", required=True, help="Why: shown in explain and on the status page.")
 @click.option("--by", "by", default=None, help="Who pins it (default: the user running this).")
 @click.pass_obj
-def pin(obj: _Context, destination: str, state: str | None, reason: str, by: str | None) -> None:
+def pin(obj: _Context, destination: str, drained: bool, healthy: bool, reason: str, by: str | None) -> None:
     """Pin DESTINATION drained or healthy until unpinned."""
-    if state is None:
-        raise click.UsageError("say --drained or --healthy")
+    if drained == healthy:
+        raise click.UsageError("say --drained or --healthy" + (", not both" if drained else ""))
     if not reason.strip():
         raise click.BadParameter("give a reason: the people reading explain need it", param_hint="--reason")
     store = _store(obj.config)
-    entry = HealthPin(state="drained" if state == "drained" else "healthy", reason=reason.strip(),
+    entry = HealthPin(state="drained" if drained else "healthy", reason=reason.strip(),
                       by=by or _who(), at=time.time())
     store.health().pin(destination, entry)
     click.echo(f"{destination} pinned {entry.state} by {entry.by}: {entry.reason} (the collector applies it at its "
@@ -89,10 +98,12 @@ def pin(obj: _Context, destination: str, state: str | None, reason: str, by: str
     # the admin believes it drained: say so, and keep the pin (the
     # destination may appear later).
     try:
-        known = store.read_overview().destinations
+        overview = store.read_overview()
     except StoreError:
-        known = {}  # the pin is written; only the warning is lost
-    if known and destination not in known:
+        return  # the pin is written; only the warning is lost
+    if overview.meta is None:
+        click.echo(f"warning: {_no_snapshot(obj.config)} The pin waits for a collector to read it.", err=True)
+    elif destination not in overview.destinations:
         click.echo(f"warning: {destination} is not a destination of the live snapshot (a typo, or an alias?): "
                    f"the pin does nothing until the metrics or the config name it", err=True)
 
