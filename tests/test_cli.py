@@ -216,6 +216,18 @@ def test_bad_config_file_exits_1_naming_the_key(tmp_path: pathlib.Path, text: st
     _no_traceback(result)
 
 
+@pytest.mark.parametrize(("text", "where"), [("a: [1, 2\nb: 3\n", "(line 2, column 2)"),
+                                            ("a: b: c\n", "(line 1, column 5)")])
+def test_a_config_file_that_is_no_yaml_is_one_line(tmp_path: pathlib.Path, text: str, where: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = run(["--config", str(path), "inspect"])
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: config file {path} is not valid YAML: ") and line.endswith(where), line
+    _no_traceback(result)
+
+
 def test_bad_env_value_exits_1_naming_env_var() -> None:
     result = run(["inspect"], env={"TPV_BROKER_API_WORKERS": "many"})
     assert result.exit_code == 1
@@ -280,7 +292,8 @@ def test_collect_once_publishes(tmp_path: pathlib.Path, influx_server: InfluxSer
     }
 
 
-def test_collect_once_with_influx_down_exits_1(redis_client: redis.Redis, redis_url: str) -> None:
+def test_collect_once_with_influx_down_exits_1(redis_client: redis.Redis, redis_url: str,
+                                              caplog: pytest.LogCaptureFixture) -> None:
     port = free_port()  # nothing listens there
     env = {"TPV_BROKER_REDIS_URL": redis_url, "TPV_BROKER_INFLUXDB_URL": f"http://127.0.0.1:{port}",
            "TPV_BROKER_INFLUXDB_DATABASE": "galaxy"}
@@ -293,6 +306,9 @@ def test_collect_once_with_influx_down_exits_1(redis_client: redis.Redis, redis_
     _no_traceback(result)
     # nothing was published
     assert redis_client.keys("*") == []
+    # and a run that ends here announces no next attempt
+    [logged] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cycle NOT published")]
+    assert "keeping the last snapshot" in logged and "next attempt" not in logged, logged
 
 
 def test_collect_once_keeps_last_snapshot_when_influx_down(redis_client: redis.Redis, redis_url: str) -> None:
@@ -350,6 +366,21 @@ def test_rank_charges_when_asked(redis_client: redis.Redis, redis_url: str, args
         expected.add(f"{PREFIX}:inflight:job:default:{job_key}".encode())
     assert added == expected
     assert redis_client.zcard(f"{PREFIX}:inflight") == 1
+
+
+@pytest.mark.parametrize(("env", "said"), [
+    ({"TPV_BROKER_INFLIGHT_ENABLED": "false"}, "not charged: in-flight accounting is off (inflight.enabled: false)"),
+    ({"TPV_BROKER_API_MAX_SNAPSHOT_AGE_S": "10"},
+     "not charged: no candidate was ranked on live figures (the answer is in TPV's order)"),
+])
+def test_rank_says_why_it_charged_nothing_when_asked_to(redis_client: redis.Redis, redis_url: str,
+                                                        env: dict[str, str], said: str) -> None:
+    publish(redis_client, time.time() - 60)  # a minute old: too old under a 10 s limit
+    before = _keys(redis_client)
+    result = run([*RANKED, "--job-id", "4711"], env={"TPV_BROKER_REDIS_URL": redis_url, **env})
+    assert result.exit_code == 0, result.output + result.stderr
+    assert result.output.splitlines()[-1] == said
+    assert _keys(redis_client) == before
 
 
 def test_rank_by_hand_moves_a_placed_jobs_charge_without_counting_it_returned(redis_client: redis.Redis,
@@ -419,7 +450,16 @@ def test_rank_names_every_bad_option_and_argument_at_once() -> None:
             "equal to 0 (got -1); DESTINATIONS[1]: not a valid destination id") in result.output
     result = run(["rank", "--tool", "bwa", "pulsar_de", "pulsar_uk", "pulsar_de"])
     assert result.exit_code == 2
-    assert "Error: DESTINATIONS[2]: duplicate destination id 'pulsar_de'" in result.output
+    assert "Error: DESTINATIONS[2]: duplicate destination id 'pulsar_de' (also at DESTINATIONS[0])" in result.output
+
+
+def test_rank_takes_no_more_candidates_than_the_api() -> None:
+    many = [f"d{i}" for i in range(11)]
+    result = run(["rank", "--tool", "bwa", *many], env={"TPV_BROKER_API_MAX_CANDIDATES": "10",
+                                                       "TPV_BROKER_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.exit_code == 2
+    assert "Error: DESTINATIONS: at most 10 candidates, got 11" in result.output
+    _no_traceback(result)
 
 
 @pytest.mark.parametrize(("args", "problem"), [
@@ -430,12 +470,28 @@ def test_rank_names_every_bad_option_and_argument_at_once() -> None:
     (["simulate", "--quick", "--plot", "/nonexistent/dir/x.png"], "'--plot': /nonexistent/dir/x.png: its "
                                                                   "directory does not exist"),
     (["serve", "--bind", "127.0.0.1:99999"], "'--bind': port '99999' is not a number from 0 to 65535"),
+    # api.workers' bounds: 0 ran the config's 2, -1 reached gunicorn
+    (["serve", "--workers", "0"], "'--workers': 0 is not in the range 1<=x<=64"),
+    (["serve", "--workers", "-1"], "'--workers': -1 is not in the range 1<=x<=64"),
+    (["serve", "--workers", "65"], "'--workers': 65 is not in the range 1<=x<=64"),
 ])
 def test_options_that_would_hang_or_crash_later_are_refused_at_once(args: list[str], problem: str) -> None:
     # Each of these hung, divided by zero, or failed with a traceback (after a whole simulation, for --plot).
     result = run(args)
     assert result.exit_code == 2, result.output
     assert problem in " ".join(result.output.split()), result.output
+
+
+def test_serve_takes_the_workers_the_config_takes() -> None:
+    from pydantic import ValidationError
+
+    from tpv_broker.config.api_settings import ApiSettings
+
+    for workers in (1, 64):
+        ApiSettings(workers=workers)
+    for workers in (0, 65):
+        with pytest.raises(ValidationError):
+            ApiSettings(workers=workers)
 
 
 def test_tenants_api_answering_something_else_than_metrics_says_so(tmp_path: pathlib.Path) -> None:

@@ -21,7 +21,7 @@ from tpv_broker.store.rate_limit import retry_after
 
 from .auth import request_tenant, viewer
 from .metrics import note_rank_result
-from .schemas import ProcessDataRequest, RankRequest, describe_errors
+from .schemas import ProcessDataRequest, RankRequest, describe_errors, too_many_candidates
 from .state import get_state
 
 log = logging.getLogger("tpv_broker.api")
@@ -93,9 +93,8 @@ def _parse(model: type[BaseModel]) -> Any:
 def _rank(req: RankRequest) -> tuple[RankResult, Callable[[], object]]:
     """The result, and the in-flight charge to make once it is answered."""
     state = get_state(current_app)
-    limit = state.config.api.max_candidates
-    if len(req.destinations) > limit:
-        problem = f"at most {limit} candidates, got {len(req.destinations)}"
+    problem = too_many_candidates(len(req.destinations), state.config.api.max_candidates)
+    if problem is not None:
         raise BadRequest([{"field": "destinations", "problem": problem}])
     ranker = state.ranker
     datasets = ranker.datasets([(d.object_store_id, d.size) for d in req.datasets], req.store_locations())

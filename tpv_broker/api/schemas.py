@@ -215,6 +215,12 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 _PATTERN_RULES = {DEST_ID_PATTERN: DEST_ID_RULE, TOOL_ID_PATTERN: TOOL_ID_RULE, JOB_ID_PATTERN: JOB_ID_RULE}
 
 
+def too_many_candidates(count: int, limit: int) -> str | None:
+    """The problem with ``count`` candidates under ``api.max_candidates``, if any
+    (the API and ``tpv-broker rank`` refuse them alike)."""
+    return f"at most {limit} candidates, got {count}" if count > limit else None
+
+
 def describe_errors(exc: ValidationError) -> list[dict[str, str]]:
     """``[{"field": "job.cores", "problem": "Input should be greater than 0 (got -1)"}]``"""
     problems = []

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -152,7 +153,9 @@ def collect(obj: _Context, once: bool) -> None:
 
 @main.command()
 @click.option("--bind", help="host:port to listen on (default: api.bind from config).")
-@click.option("--workers", type=int, help="gunicorn worker processes (default: api.workers from config).")
+# api.workers' own bounds (ApiSettings), so the option cannot take what the config refuses.
+@click.option("--workers", type=click.IntRange(1, 64),
+              help="gunicorn worker processes, 1 to 64 (default: api.workers from config).")
 @click.pass_obj
 def serve(obj: _Context, bind: str | None, workers: int | None) -> None:
     """Serve the rank API with gunicorn."""
@@ -163,7 +166,7 @@ def serve(obj: _Context, bind: str | None, workers: int | None) -> None:
     if problem is not None:
         raise click.BadParameter(problem, param_hint="'--bind'")
     config = obj.config
-    run_gunicorn(config, bind or config.api.bind, workers or config.api.workers)
+    run_gunicorn(config, bind or config.api.bind, workers if workers is not None else config.api.workers)
 
 
 def _fmt(value: float | None, digits: int = 0) -> str:
@@ -334,13 +337,13 @@ def _option_for(field: str) -> str:
 
 
 def _rank_request(tool_id: str, cores: float, mem: float, gpus: float, job_id: str | None,
-                  destinations: tuple[str, ...], datasets: tuple[str, ...]) -> RankRequest:
+                  destinations: tuple[str, ...], datasets: tuple[str, ...], max_candidates: int) -> RankRequest:
     """The request the API would get for these options, validated by the
     API's own models: the same values are refused, in the same words, the
     field named as the option that set it."""
     from pydantic import ValidationError
 
-    from tpv_broker.api.schemas import RankRequest, describe_errors
+    from tpv_broker.api.schemas import RankRequest, describe_errors, too_many_candidates
 
     body = {
         "job": {"tool_id": tool_id, "cores": cores, "mem": mem, "gpus": gpus,
@@ -349,10 +352,20 @@ def _rank_request(tool_id: str, cores: float, mem: float, gpus: float, job_id: s
         "datasets": [_parse_dataset(v) for v in datasets],
     }
     try:
-        return RankRequest.model_validate(body)
+        request = RankRequest.model_validate(body)
     except ValidationError as e:
-        problems = [f"{_option_for(p['field'])}: {p['problem']}" for p in describe_errors(e)]
+        problems = [f"{_option_for(p['field'])}: {_options_in(p['problem'])}" for p in describe_errors(e)]
         raise click.UsageError("; ".join(problems)) from None
+    problem = too_many_candidates(len(request.destinations), max_candidates)
+    if problem is not None:
+        raise click.UsageError(f"{_option_for('destinations')}: {problem}")
+    return request
+
+
+def _options_in(problem: str) -> str:
+    """A problem's own mentions of fields as options too: "(also at
+    destinations[0])" -> "(also at DESTINATIONS[0])"."""
+    return re.sub(r"\b(?:destinations|datasets)\[\d+\]", lambda m: _option_for(m.group(0)), problem)
 
 
 def answer_lines(answer: dict[str, Any]) -> list[str]:
@@ -399,8 +412,8 @@ def rank_command(obj: _Context, destinations: tuple[str, ...], tool_id: str, cor
     from tpv_broker.api.rank_service import RankService
     from tpv_broker.core.explain import answer as answer_body
 
-    request = _rank_request(tool_id, cores, mem, gpus, job_id, destinations, datasets)
     config = obj.config
+    request = _rank_request(tool_id, cores, mem, gpus, job_id, destinations, datasets, config.api.max_candidates)
     store = _store(config)
     # Without Redis the service answers TPV's order, as Galaxy needs; a
     # person asking here needs to know why instead.
@@ -424,8 +437,14 @@ def rank_command(obj: _Context, destinations: tuple[str, ...], tool_id: str, cor
     if charged is not None:
         click.echo(f"charged {'job ' + job_id if job_id is not None else 'this job'} to {charged} (in-flight, "
                    f"as the API does)")
-    elif (charge or job_id is not None) and result.first_scored_id is not None and service.inflight is not None:
-        _fail(f"the job was not charged to {result.first_scored_id}: Redis did not confirm it (see the warning)")
+    elif charge or job_id is not None:
+        # As the API: it charges nothing in these cases either.
+        if service.inflight is None:
+            click.echo("not charged: in-flight accounting is off (inflight.enabled: false)")
+        elif result.first_scored_id is None:
+            click.echo("not charged: no candidate was ranked on live figures (the answer is in TPV's order)")
+        else:
+            _fail(f"the job was not charged to {result.first_scored_id}: Redis did not confirm it (see the warning)")
 
 
 @main.command()

@@ -154,7 +154,8 @@ class CycleRunner:
             self.failing_since = started
         collector = self.config.collector
         delay = 0.0
-        if report.source_failed:
+        # A one-off run has no next attempt to announce.
+        if report.source_failed and self.marks_stale:
             delay = retry_delay(self.failures_in_a_row, self.interval_s, collector.backoff_max_s)
             self.retry_at = started + delay
         problems = tuple(report.errors)

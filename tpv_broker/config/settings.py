@@ -269,6 +269,15 @@ def _format_validation_error(exc: ValidationError, source: str, from_env: set[tu
     return f"invalid configuration in {source}: " + "; ".join(problems)
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's message on one line: the problem and where (its own spans
+    several lines and quotes the text)."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem:
+        mark = e.problem_mark
+        return e.problem + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else "")
+    return " ".join(str(e).split())
+
+
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> BrokerConfig:
     """Read the YAML file (``path``, else ``$TPV_BROKER_CONFIG``, else built-in
     defaults: a zero-config start works) and apply environment overrides."""
@@ -291,7 +300,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+            raise ConfigError(f"config file {p} is not valid YAML: {_yaml_problem(e)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
