@@ -494,13 +494,18 @@ def test_serve_takes_the_workers_the_config_takes() -> None:
             ApiSettings(workers=workers)
 
 
-def test_tenants_api_answering_something_else_than_metrics_says_so(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize(("body", "problem"), [
+    (b"<html><body>Welcome to nginx!</body></html>", "not Prometheus text:"),
+    # another exporter's metrics (InfluxDB's own): its zeros would read as the tenants' counts
+    (b"# TYPE go_goroutines gauge\ngo_goroutines 12\n", "Prometheus text without tpv_broker_api_ metrics"),
+])
+def test_tenants_api_answering_something_else_than_metrics_says_so(tmp_path: pathlib.Path, body: bytes,
+                                                                   problem: str) -> None:
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Page(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = b"<html><body>Welcome to nginx!</body></html>"
             self.send_response(200)
             self.send_header("Content-Type", "text/html")
             self.send_header("Content-Length", str(len(body)))
@@ -519,8 +524,22 @@ def test_tenants_api_answering_something_else_than_metrics_says_so(tmp_path: pat
         server.shutdown()
         server.server_close()
     assert result.exit_code == 1, result.output
-    assert f"error: {url}/metrics is not the broker's /metrics (not Prometheus text:" in result.output
+    assert f"error: {url}/metrics is not the broker's /metrics ({problem}" in result.output
     assert "Traceback" not in result.output
+
+
+def test_tenants_api_unreachable_names_the_cause() -> None:
+    port = free_port()  # nothing listens there
+    result = run(["tenants", "--api", f"http://127.0.0.1:{port}"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (f"error: cannot read http://127.0.0.1:{port}/metrics: ConnectionError: "
+                                     f"[Errno 111] Connection refused")
+
+
+@pytest.mark.parametrize("url", ["", "127.0.0.1:8000", "ftp://host"])
+def test_tenants_api_must_be_a_url(url: str) -> None:
+    result = run(["tenants", "--api", url])
+    assert result.exit_code == 2 and "expected the API's URL" in result.output, result.output
 
 
 def test_a_command_warns_of_variables_nothing_reads(caplog: pytest.LogCaptureFixture) -> None:

@@ -459,6 +459,19 @@ def test_check_config_checks_each_tenant(tmp_path: Path) -> None:
     assert "FAIL tenants: api.tenants.usegalaxy-fr.auth_tokens_file: cannot read" in result.output
 
 
+def test_check_config_says_when_redis_was_read_but_holds_no_snapshot(tmp_path: Path, redis_client: redis.Redis,
+                                                                     redis_url: str) -> None:
+    from click.testing import CliRunner
+
+    from tpv_broker.cli import main
+
+    result = CliRunner().invoke(main, ["check-config", "--config", str(_multi_config(tmp_path))],
+                                env={"TPV_BROKER_REDIS_URL": redis_url, "TPV_BROKER_INFLUXDB_TIMEOUT_S": "1"})
+    assert "OK   redis write" in result.output, result.output
+    assert ("WARN tenant usegalaxy-fr: names endpoints no source reports in config (no snapshot in Redis yet): "
+            "nowhere" in result.output), result.output
+
+
 def test_the_multi_galaxy_example_is_a_valid_config() -> None:
     config = load_config(Path(__file__).resolve().parent.parent / "examples" / "multi-galaxy.yaml", environ={})
     assert sorted(config.api.tenants) == ["usegalaxy-be", "usegalaxy-eu", "usegalaxy-fr"]

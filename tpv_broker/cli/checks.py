@@ -458,7 +458,7 @@ def check_redis(config: BrokerConfig, now: float | None = None) -> list[Check]:
 
 
 # -- tenants ---------------------------------------------------------------------
-def check_tenants(config: BrokerConfig, known: set[str] | None) -> list[Check]:
+def check_tenants(config: BrokerConfig, known: set[str] | None, unknown_why: str = "Redis not read") -> list[Check]:
     """Each tenant's tokens as the API will read them, and its aliases and
     private endpoints against the destinations there are: those config
     names and, when Redis could be read (``known``), the snapshot's. An id
@@ -481,22 +481,22 @@ def check_tenants(config: BrokerConfig, known: set[str] | None) -> list[Check]:
                             f"{len(tenant.private)} private{limit}"))
         unknown = sorted({*tenant.aliases.values(), *tenant.private} - destinations)
         if unknown:
-            where = "in config or in the snapshot" if known is not None else "in config (Redis not read)"
+            where = "in config or in the snapshot" if known is not None else f"in config ({unknown_why})"
             checks.append(Check("WARN", f"tenant {name}", f"names endpoints no source reports {where}: "
                                 f"{', '.join(unknown)}", "check its aliases and private lists against "
                                 "`tpv-broker inspect`"))
     return checks
 
 
-def _snapshot_ids(config: BrokerConfig) -> set[str] | None:
-    """The destinations in the snapshot, None if Redis cannot tell."""
+def _snapshot_ids(config: BrokerConfig) -> tuple[set[str] | None, str]:
+    """The destinations in the snapshot (None if Redis cannot tell), and why not."""
     try:
         store = SnapshotStore(connect_redis(config.redis.url, config.redis.socket_timeout_s,
                                             config.redis.connect_timeout_s), KeySchema(config.redis.key_prefix))
         snapshot = store.read_all()
     except BrokerError:
-        return None
-    return None if snapshot is None else set(snapshot.destinations)
+        return None, "Redis not read"
+    return (None, "no snapshot in Redis yet") if snapshot is None else (set(snapshot.destinations), "")
 
 
 def check_api(config: BrokerConfig) -> list[Check]:
@@ -512,8 +512,8 @@ def check_api(config: BrokerConfig) -> list[Check]:
     return []
 
 
-def _startup_checks(config: BrokerConfig, known: set[str] | None) -> list[Check]:
-    tenants = check_tenants(config, known)
+def _startup_checks(config: BrokerConfig, known: set[str] | None, unknown_why: str = "Redis not read") -> list[Check]:
+    tenants = check_tenants(config, known, unknown_why)
     # A tenant's tokens that fail are said once, under its name.
     return tenants if any(c.failed for c in tenants) else [*tenants, *check_api(config)]
 
@@ -527,6 +527,7 @@ def run_checks(path: str | Path | None, environ: Mapping[str, str], connect: boo
     if not connect:
         return [*config_checks, *_startup_checks(config, None)]
     redis_checks = check_redis(config)
-    known = None if any(c.failed for c in redis_checks) or not config.api.tenants else _snapshot_ids(config)
+    known, unknown_why = (None, "Redis not read") if any(c.failed for c in redis_checks) or not config.api.tenants \
+        else _snapshot_ids(config)
     influx_checks = [c for target in source_targets(config) for c in check_influxdb(config.collector, target)]
-    return [*config_checks, *influx_checks, *redis_checks, *_startup_checks(config, known)]
+    return [*config_checks, *influx_checks, *redis_checks, *_startup_checks(config, known, unknown_why)]

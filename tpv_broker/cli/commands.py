@@ -447,8 +447,14 @@ def rank_command(obj: _Context, destinations: tuple[str, ...], tool_id: str, cor
             _fail(f"the job was not charged to {result.first_scored_id}: Redis did not confirm it (see the warning)")
 
 
+def _api_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not re.match(r"https?://[^/\s]", value):
+        raise click.BadParameter(f"{value!r}: expected the API's URL, e.g. http://127.0.0.1:8000")
+    return value
+
+
 @main.command()
-@click.option("--api", "api_url", metavar="URL",
+@click.option("--api", "api_url", metavar="URL", callback=_api_url,
               help="A running API (e.g. http://127.0.0.1:8000): add each tenant's rank requests so far, from its "
                    "/metrics (all workers).")
 @click.pass_obj
@@ -545,10 +551,13 @@ def _tenant_counts(api_url: str, config: BrokerConfig) -> dict[str, dict[str, fl
         resp = requests.get(url, headers=_operator_headers(config), timeout=5)
         resp.raise_for_status()
     except requests.RequestException as e:
-        _fail(f"cannot read {redact_url(url)}: {type(e).__name__}: {str(e)[:200]}")
+        _fail(f"cannot read {redact_url(url)}: {type(e).__name__}: {_http_problem(e)}")
     counts: dict[str, dict[str, float]] = {}
+    ours = False
     try:
         for family in text_string_to_metric_families(resp.text):
+            # The API's own gauges are there on every scrape, requests or not.
+            ours |= family.name.startswith("tpv_broker_api_")
             for sample in family.samples:
                 if sample.name == "tpv_broker_api_requests_total" and sample.labels.get("endpoint") in (
                         "/api/rank", "/process_data"):
@@ -558,7 +567,21 @@ def _tenant_counts(api_url: str, config: BrokerConfig) -> dict[str, dict[str, fl
     except ValueError as e:
         # A wrong port or a proxy's page answers 200 too.
         _fail(f"{redact_url(url)} is not the broker's /metrics (not Prometheus text: {str(e)[:120]})")
+    if not ours:
+        # Another exporter (InfluxDB's own /metrics, say): its zeros would read as counts.
+        _fail(f"{redact_url(url)} is not the broker's /metrics (Prometheus text without tpv_broker_api_ metrics)")
     return counts
+
+
+def _http_problem(e: Exception) -> str:
+    """What went wrong, short: the OS's words ("[Errno 111] Connection
+    refused") rather than requests' and urllib3's wrappers around them."""
+    text = str(e)
+    found = re.search(r"\[Errno -?\d+\][^'\")]*", text)
+    if found:
+        return found.group(0).rstrip(". ")
+    return text if len(text) <= 200 else "..." + text[-200:]
+
 
 
 @main.command("check-config")
