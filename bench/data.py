@@ -107,8 +107,11 @@ def lines(ds: Dataset, now: int, seed: int = 11) -> Iterator[str]:
         ts = now - (14 - minute) * 60
         for s in ds.sites:
             claimed = s.cores - s.free_cores
+            # Each site's exporter runs on a host of its own, and Telegraf
+            # tags its lines so: without it the sites' lines would share one
+            # series and timestamp, and InfluxDB would keep the last site's.
             yield (
-                "htcondor_cluster_usage,classad=machine "
+                f"htcondor_cluster_usage,classad=machine,host={s.id}-head "
                 f"total_detected_cpus={s.cores},claimed_cpus={claimed},unclaimed_cpus={s.free_cores},"
                 f"total_memory={s.mem_gb * 1024},claimed_memory={_f((s.mem_gb - s.free_mem_gb) * 1024)},"
                 f"unclaimed_memory={_f(s.free_mem_gb * 1024)},total_slots={s.cores // 8},"
