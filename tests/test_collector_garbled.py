@@ -280,6 +280,9 @@ STATEMENT_FAULTS = {
     "partial": lambda r: {**r, "series": r["series"][:1], "partial": True},
     "malformed series": lambda r: {**r, "series": [{**r["series"][0], "values": [[1]]}]},
     "series of the wrong type": lambda r: {**r, "series": {"name": "x"}},
+    # A value that is no scalar, in the second row of the last column.
+    "a value that is a list": lambda r: {**r, "series": [{**r["series"][0], "values": [
+        r["series"][0]["values"][0], [*r["series"][0]["values"][1][:-1], [1, 2]]]}]},
 }
 
 
@@ -300,6 +303,7 @@ def test_a_failing_statement_keeps_its_figures_while_the_others_update(fault, re
     assert problem.endswith("(its last good figures kept)"), problem
     expected = {"statement error": "field type conflict", "partial": '"partial": true',
                 "malformed series": "series[0].values[0] has 1 values for",
+                "a value that is a list": "series[0].values[1] holds a list",
                 "series of the wrong type": "'series' is an object"}[fault]
     assert expected in problem
     assert report.kept.keys() == {"htcondor_cluster_usage"}

@@ -278,13 +278,15 @@ def _parse_series(raw: Any) -> tuple[list[Series], list[str]]:
     """Series checked for the shape InfluxDB gives them, so the presets get
     plain data: names and tag values are strings, each row has one value per
     column, and no value is a list or an object. NaN and infinities (which
-    InfluxDB never stores) are read as missing, and said so."""
+    InfluxDB never stores) are read as missing, and said so; so are columns
+    that mix numbers and text (``_kinds``)."""
     if raw is None:
         return [], []
     if not isinstance(raw, list):
         raise _Malformed(f"'series' is {_kind(raw)}, not a list")
     out, notes = [], []
     non_finite = 0
+    kinds: dict[str, set[str]] = {}
     for i, s in enumerate(raw):
         if not isinstance(s, dict):
             raise _Malformed(f"series[{i}] is {_kind(s)}, not an object")
@@ -297,39 +299,32 @@ def _parse_series(raw: Any) -> tuple[list[Series], list[str]]:
             raise _Malformed(f"series[{i}].columns is not a list of strings")
         if not isinstance(values, list):
             raise _Malformed(f"series[{i}].values is {_kind(values)}, not a list")
-        rows = []
         for j, row in enumerate(values):
             if not isinstance(row, list) or len(row) != len(columns):
                 what = f"{len(row)} values" if isinstance(row, list) else f"{_kind(row)}"
                 raise _Malformed(f"series[{i}].values[{j}] has {what} for {len(columns)} columns")
-            clean = []
-            for value in row:
-                if isinstance(value, (list, dict)):
-                    raise _Malformed(f"series[{i}].values[{j}] holds {_kind(value)}")
-                if isinstance(value, float) and not math.isfinite(value):
-                    non_finite += 1
-                    value = None
-                clean.append(value)
-            rows.append(clean)
+        # Column by column: a large answer has tens of thousands of values,
+        # and the type of each is all most of them need checking for.
+        rows = [list(row) for row in values]
+        for c, column in enumerate(zip(*rows, strict=True)):
+            types = set(map(type, column))
+            if list in types or dict in types:
+                j = next(j for j, v in enumerate(column) if isinstance(v, (list, dict)))
+                raise _Malformed(f"series[{i}].values[{j}] holds {_kind(column[j])}")
+            if float in types and not all(map(math.isfinite, [v for v in column if type(v) is float])):
+                for row in rows:
+                    if type(row[c]) is float and not math.isfinite(row[c]):
+                        row[c] = None
+                        non_finite += 1
+                types = {type(row[c]) for row in rows}
+            types -= {bool, type(None)}
+            if types:
+                kinds.setdefault(columns[c], set()).update("text" if t is str else "number" for t in types)
         out.append(Series(name=name, tags=dict(tags), columns=list(columns), values=rows))
     if non_finite:
         notes.append(f"{non_finite} value(s) NaN or infinite, read as missing")
-    notes.extend(_mixed_columns(out))
+    notes.extend(f"column {c!r} mixes numbers and text" for c, k in sorted(kinds.items()) if len(k) > 1)
     return out, notes
-
-
-def _mixed_columns(series: list[Series]) -> list[str]:
-    """Columns holding numbers in some rows and text in others: a field type
-    conflict between shards, or a garbled answer. The presets read such text
-    as missing (or as the number it spells)."""
-    kinds: dict[str, set[str]] = {}
-    for s in series:
-        for row in s.values:
-            for column, value in zip(s.columns, row, strict=True):
-                if isinstance(value, bool) or value is None:
-                    continue
-                kinds.setdefault(column, set()).add("text" if isinstance(value, str) else "number")
-    return [f"column {c!r} mixes numbers and text" for c, k in sorted(kinds.items()) if len(k) > 1]
 
 
 def _join_chunks(series: list[Series]) -> list[Series]:
