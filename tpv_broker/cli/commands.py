@@ -583,7 +583,6 @@ def _http_problem(e: Exception) -> str:
     return text if len(text) <= 200 else "..." + text[-200:]
 
 
-
 @main.command("check-config")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="config.yaml to check (default: the one given to tpv-broker, or TPV_BROKER_CONFIG).")
