@@ -147,8 +147,12 @@ def test_staging_seconds(table: Mapping[str, Mapping[str, float]], default_mb_s:
     staging = StagingTable(table, default_mb_s, halving_km)
     lat = np.array([p[0] for p in destinations.values()])
     lon = np.array([p[1] for p in destinations.values()])
-    got = staging.seconds(datasets, list(destinations), lat, lon)
+    got, counted = staging.seconds(datasets, list(destinations), lat, lon)
     np.testing.assert_allclose(got, expected, rtol=1e-9, equal_nan=True)
+    # as a turnaround counts them: the known ones as they are, none unknown
+    known = ~np.isnan(np.array(expected))
+    np.testing.assert_allclose(counted[known], np.array(expected)[known], rtol=1e-9)
+    assert np.isfinite(counted).all()
 
 
 # -- staging_time ----------------------------------------------------------------------------------
@@ -238,6 +242,22 @@ def test_an_unknown_staging_time_counts_as_the_slowest_known() -> None:
     assert (rows["nowhere"]["staging_s"], rows["nowhere"]["staging_counted_s"]) == (None, 240.0)
     assert rows["nowhere"]["expected_finish_s"] == pytest.approx(460.0)
     assert (rows["near"]["staging_s"], rows["near"]["staging_counted_s"]) == (240.0, 240.0)
+
+
+def test_an_input_from_a_store_of_unknown_throughput_never_makes_a_destination_faster() -> None:
+    # 1 GB from os_t: near 10 s, far 10,000 s (0.1 MB/s). Adding 1 MB from os_u, whose throughput to
+    # far nobody knows, must not turn far's known 10,000 s into the slowest candidate's total: the
+    # unknown part counts as the slowest known from that store (near's 0.01 s), store by store.
+    table = StagingTable({"os_t": {"near": 100.0, "far": 0.1}, "os_u": {"near": 100.0}})
+    v = view(fig("near", median_queue_s=300, median_run_s=120, **ROOMY),
+             fig("far", median_queue_s=0, median_run_s=120, **ROOMY))
+    for datasets in ([DatasetInput("os_t", 1e9)], [DatasetInput("os_t", 1e9), DatasetInput("os_u", 1e6)]):
+        result = ranked(v, model_of(FinishTime(SCALE, CAP)), datasets=datasets, locations={"near": ORIGIN},
+                        policy=SitePolicy(staging=table))
+        assert result.ids == ["near", "far"]
+        counted = {d: raw["staging_counted_s"] for d, (_, raw, _) in term_rows(result, "finish_time").items()}
+        # (the 1 MB adds 0.01 s to each: rounded away)
+        assert counted == {"near": 10.0, "far": 10000.0}
 
 
 # -- carbon ----------------------------------------------------------------------------------------
@@ -736,8 +756,8 @@ def test_staging_counts_only_where_a_config_asks_for_it() -> None:
 def test_many_inputs_from_one_store_cost_one_throughput() -> None:
     # 1,000 inputs of 1 MB in one store at 10 MB/s: 100 s, as one 1,000 MB input.
     table = StagingTable({"s": {"d": 10.0}})
-    many = table.seconds([DatasetInput("s", 1e6)] * 1000, ["d"], np.array([0.0]), np.array([0.0]))
-    one = table.seconds([DatasetInput("s", 1e9)], ["d"], np.array([0.0]), np.array([0.0]))
+    many, _ = table.seconds([DatasetInput("s", 1e6)] * 1000, ["d"], np.array([0.0]), np.array([0.0]))
+    one, _ = table.seconds([DatasetInput("s", 1e9)], ["d"], np.array([0.0]), np.array([0.0]))
     assert many.tolist() == one.tolist() == [100.0]
 
 

@@ -42,8 +42,10 @@ class Batch:
     longitude: np.ndarray
     datasets: Sequence[DatasetInput]
     # Time to stage the inputs here (s; NaN: a store's throughput here is
-    # unknown), and the grid's carbon intensity (gCO2e/kWh; NaN: not reported).
+    # unknown), the same as a turnaround counts it (``StagingTable.seconds``),
+    # and the grid's carbon intensity (gCO2e/kWh; NaN: not reported).
     staging_s: np.ndarray
+    staging_counted_s: np.ndarray
     carbon_intensity: np.ndarray
     # Positions whose destination reports free slot shapes (maybe none),
     # and those shapes (no in-flight charge changes them).

@@ -125,10 +125,13 @@ class StagingTable:
     halving_km: float = 1000.0
 
     def seconds(self, datasets: Sequence[DatasetInput], destinations: Sequence[str], latitude: np.ndarray,
-                longitude: np.ndarray) -> np.ndarray:
+                longitude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each destination's time to stage every input (NaN: a store's
-        throughput to it unknown). No inputs: 0."""
-        total = np.zeros(len(destinations))
+        throughput to it unknown), and the same as a turnaround counts it:
+        a store's unknown throughput as the slowest known among
+        ``destinations`` from that store (none known: none), so a missing
+        location is never an advantage. No inputs: 0."""
+        total, counted = np.zeros(len(destinations)), np.zeros(len(destinations))
         # Thousands of inputs come from a few stores: one throughput each.
         size: dict[tuple[str, tuple[float, float] | None], float] = {}
         for ds in datasets:
@@ -136,8 +139,11 @@ class StagingTable:
                 size[(ds.object_store_id, ds.location)] = size.get((ds.object_store_id, ds.location), 0.0) + ds.size
         for (store, location), nbytes in size.items():
             mb_s = self._mb_s(DatasetInput(store, nbytes, location), destinations, latitude, longitude)
-            total = total + nbytes / 1e6 / mb_s
-        return total
+            here = nbytes / 1e6 / mb_s
+            known = here[~np.isnan(here)]
+            total = total + here
+            counted = counted + np.where(np.isnan(here), known.max() if known.size else 0.0, here)
+        return total, counted
 
     def _mb_s(self, ds: DatasetInput, destinations: Sequence[str], latitude: np.ndarray,
               longitude: np.ndarray) -> np.ndarray:

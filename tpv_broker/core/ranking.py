@@ -218,6 +218,8 @@ def _batch(cands: Candidates, positions: np.ndarray, rows: np.ndarray, cols: Des
     else:  # data locality and staging are neutral: no need to know where the candidates are
         lat = lon = np.full(len(ids), math.nan)
     tpv = np.array([cands.tpv_scores[i] for i in chosen], dtype=np.float64)
+    staging_s, staging_counted_s = (staging.seconds(datasets, keys, lat, lon) if staging is not None
+                                    else (np.zeros(len(ids)), np.zeros(len(ids))))
     batch = Batch(
         job=job, ids=ids, cpus_free=figures[_CPUS], mem_free_gb=figures[_MEM], gpus_free=figures[_GPUS],
         queued=figures[_QUEUED], running=figures[_RUNNING],
@@ -225,7 +227,7 @@ def _batch(cands: Candidates, positions: np.ndarray, rows: np.ndarray, cols: Des
         median_run_s=times.median_run_s[rows], run_level=times.run_level[rows],
         destination_run_s=times.destination_run_s[rows], level_names=times.level_names, tpv_score=tpv,
         latitude=lat, longitude=lon, datasets=datasets,
-        staging_s=staging.seconds(datasets, keys, lat, lon) if staging is not None else np.zeros(len(ids)),
+        staging_s=staging_s, staging_counted_s=staging_counted_s,
         carbon_intensity=figures[_CARBON], shaped=cols.shaped[rows], slot_shapes=cols.shapes.of_rows(rows),
         score_factor=cols.score_factor[rows],
     )

@@ -311,20 +311,12 @@ class TpvScore:
         return TermDetail({"tpv_score": s}, summary="" if s is None else f"TPV tag score {s:g}")
 
 
-def counted_staging(b: Batch) -> np.ndarray:
-    """Each candidate's staging time as a turnaround counts it: an unknown
-    one (no coordinates, no throughput given) as the slowest known among
-    the candidates, none if none is known. Counted as none, a destination
-    nobody located would win every data-heavy job from one next to the data."""
-    known = b.staging_s[~np.isnan(b.staging_s)]
-    out: np.ndarray = np.where(np.isnan(b.staging_s), known.max() if known.size else 0.0, b.staging_s)
-    return out
-
-
 def turnaround(b: Batch) -> np.ndarray:
-    """Expected seconds until the job is done here: staging its inputs
-    (``counted_staging``), waiting, running."""
-    out: np.ndarray = b.derived(counted_staging) + b.derived(expected_waits).wait + b.median_run_s
+    """Expected seconds until the job is done here: staging its inputs (an
+    unknown throughput counted as the slowest known: ``StagingTable.seconds``;
+    counted as none, a destination nobody located would win every
+    data-heavy job from one next to the data), waiting, running."""
+    out: np.ndarray = b.staging_counted_s + b.derived(expected_waits).wait + b.median_run_s
     return out
 
 
@@ -350,7 +342,7 @@ class FinishTime:
         level = b.level_names[b.run_level[k]]
         raw = {"expected_finish_s": round(finish, 1), "expected_wait_s": round(wait, 1),
                "run_s": float(b.median_run_s[k]), "staging_s": _rounded(_figure(b.staging_s, k)),
-               "staging_counted_s": round(float(b.derived(counted_staging)[k]), 1)}
+               "staging_counted_s": round(float(b.staging_counted_s[k]), 1)}
         return TermDetail(raw, level, f"done in ~{_duration(finish)} ({level} run time)")
 
 
