@@ -302,6 +302,16 @@ def test_a_refused_charge_sent_again_counts_its_placement_once(inflight, redis_c
     assert list(redis_client.hgetall("if:health:returns").values()) == [b"1"]
 
 
+@pytest.mark.parametrize("mem", [1.0, 4e9 / 2**30, 0.1 + 0.2])
+def test_a_job_back_after_a_refused_charge_is_a_return_whatever_its_memory(inflight, redis_client, mem):
+    # The job's key keeps the member as the API wrote it: Redis's cjson writes 14 digits, and a memory
+    # of 3.725290298461914 GB read back as 3.7252902984619 would be "more memory" the second time.
+    publish(redis_client, inflight, {"a": T - 5}, T)
+    assert not inflight.charge(Charge("a", 1, mem, T - 50, "late"))
+    inflight.charge(Charge("b", 1, mem, T - 40, "late"))
+    assert list(redis_client.hgetall("if:health:returns").values()) == [b"1"]
+
+
 def test_a_refused_charge_is_never_taken_out_of_the_sums(inflight, redis_client):
     # Its member is in no sums: a reader ranking the job again must not take it out of them, even once
     # the times that said so are gone (the in-flight keys expired while the job's key lived on, or a

@@ -160,10 +160,11 @@ if shown and c.t < shown then
   -- Not charged, but the job went there: the job's key remembers it,
   -- marked refused (in no sums: a reader never takes it out of them), so
   -- that the charge sent again, or the job ranked again, is the same
-  -- placement, and the job coming back is a return.
+  -- placement, and the job coming back is a return. Spliced, not
+  -- encoded again: cjson writes 14 digits, and a job's memory read back
+  -- rounded down would be "more memory" when it comes back.
   if KEYS[6] then
-    c.refused = true
-    redis.call('SET', KEYS[6], cjson.encode(c), 'EX', ARGV[4])
+    redis.call('SET', KEYS[6], string.sub(ARGV[1], 1, -2) .. ',"refused":true}', 'EX', ARGV[4])
   end
   return 0
 end
