@@ -458,7 +458,11 @@ def check_redis(config: BrokerConfig, now: float | None = None) -> list[Check]:
 
 
 # -- tenants ---------------------------------------------------------------------
-def check_tenants(config: BrokerConfig, known: set[str] | None, unknown_why: str = "Redis not read") -> list[Check]:
+# Why a tenant check could not compare with the snapshot's ids.
+_NOT_READ = "Redis not read"
+
+
+def check_tenants(config: BrokerConfig, known: set[str] | None, unknown_why: str = _NOT_READ) -> list[Check]:
     """Each tenant's tokens as the API will read them, and its aliases and
     private endpoints against the destinations there are: those config
     names and, when Redis could be read (``known``), the snapshot's. An id
@@ -495,7 +499,7 @@ def _snapshot_ids(config: BrokerConfig) -> tuple[set[str] | None, str]:
                                             config.redis.connect_timeout_s), KeySchema(config.redis.key_prefix))
         snapshot = store.read_all()
     except BrokerError:
-        return None, "Redis not read"
+        return None, _NOT_READ
     return (None, "no snapshot in Redis yet") if snapshot is None else (set(snapshot.destinations), "")
 
 
@@ -512,7 +516,7 @@ def check_api(config: BrokerConfig) -> list[Check]:
     return []
 
 
-def _startup_checks(config: BrokerConfig, known: set[str] | None, unknown_why: str = "Redis not read") -> list[Check]:
+def _startup_checks(config: BrokerConfig, known: set[str] | None, unknown_why: str = _NOT_READ) -> list[Check]:
     tenants = check_tenants(config, known, unknown_why)
     # A tenant's tokens that fail are said once, under its name.
     return tenants if any(c.failed for c in tenants) else [*tenants, *check_api(config)]
@@ -527,7 +531,7 @@ def run_checks(path: str | Path | None, environ: Mapping[str, str], connect: boo
     if not connect:
         return [*config_checks, *_startup_checks(config, None)]
     redis_checks = check_redis(config)
-    known, unknown_why = (None, "Redis not read") if any(c.failed for c in redis_checks) or not config.api.tenants \
+    known, unknown_why = (None, _NOT_READ) if any(c.failed for c in redis_checks) or not config.api.tenants \
         else _snapshot_ids(config)
     influx_checks = [c for target in source_targets(config) for c in check_influxdb(config.collector, target)]
     return [*config_checks, *influx_checks, *redis_checks, *_startup_checks(config, known, unknown_why)]

@@ -279,7 +279,8 @@ def _parse_series(raw: Any) -> tuple[list[Series], list[str]]:
     plain data: names and tag values are strings, each row has one value per
     column, and no value is a list or an object. NaN and infinities (which
     InfluxDB never stores) are read as missing, and said so; so are columns
-    that mix numbers and text (``_kinds``)."""
+    that mix numbers and text (a field type conflict between shards, or a
+    garbled answer: the presets read such text as missing)."""
     if raw is None:
         return [], []
     if not isinstance(raw, list):
