@@ -63,6 +63,7 @@ import requests
 from redis.connection import AbstractConnection
 
 from tpv_broker.collector.cycle import collect_once
+from tpv_broker.collector.heap import HeapSettler
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.source import sources_for
 from tpv_broker.collector.state import CollectorState
@@ -80,7 +81,9 @@ REFRESHES = ("refresh_unchanged", "refresh_day", "refresh_reread", "refresh_full
 # multi: the multi-source phase, at the largest size; rounds alternate the
 # single and the multi-source collector, ``cycles`` of the daemon's cycle
 # each, then ``uncached_rounds`` of one uncached cycle each.
-FULL = {"sizes": [13, 100, 500], "tools": 2000, "steady": 5, "refresh": 3,
+# steady: also the number of unchanged refreshes. 20 cycles, 5 minutes of a
+# daemon's life: 5 could miss the garbage collector's full collections.
+FULL = {"sizes": [13, 100, 500], "tools": 2000, "steady": 20, "refresh": 3,
         "multi": {"rounds": 7, "cycles": 3, "uncached_rounds": 3}}
 TINY = {"sizes": [5, 12], "tools": 30, "steady": 2, "refresh": 1,
         "multi": {"rounds": 2, "cycles": 2, "uncached_rounds": 1}}
@@ -147,7 +150,7 @@ def _write_day(cfg: dict[str, Any], ds: Dataset, ts: int, seed: int) -> None:
             raise RuntimeError(f"writing a day of statistics: HTTP {resp.status_code} {resp.text[:200]}")
 
 
-def _measure(cfg: dict[str, Any], steady: int, refresh: int, ds: Dataset) -> dict[str, Any]:
+def _measure(cfg: dict[str, Any], steady: int, refresh: int, ds: Dataset, settle: bool = True) -> dict[str, Any]:
     """Runs in the subprocess: cold, steady and refresh runs, in the order
     a daemon meets them."""
     config = BrokerConfig.model_validate(cfg)
@@ -155,8 +158,11 @@ def _measure(cfg: dict[str, Any], steady: int, refresh: int, ds: Dataset) -> dic
     source = InfluxQLClient(config.influxdb, session=session)
     counter = RedisCounter(config.redis.url)
     store = store_from_config(config.redis.url, config.redis.key_prefix, 60)
-    # As the daemon has it: refreshes run as a job of their own.
+    # As the daemon has it: refreshes run as a job of their own, and the
+    # heap is settled when the kept statistics change (timed with the
+    # cycle or refresh that changed them, as the daemon's job pays for it).
     state = CollectorState.new(config, background_stats=True)
+    heap = HeapSettler() if settle else None
 
     def cycle(kind: str) -> dict[str, Any]:
         session.requests = session.statements = 0
@@ -172,11 +178,15 @@ def _measure(cfg: dict[str, Any], steady: int, refresh: int, ds: Dataset) -> dic
             if done.problem is not None or stats.current is None or done.full != (kind == "refresh_full"):
                 raise RuntimeError(f"{kind}: {done}")
             rows, tools, changed = done.rows, len(stats.current.tool_stats), done.changed
+            if heap is not None:
+                heap.after(owner)
         else:
             report = collect_once(config, source, store, time.time, None if kind == "uncached" else state)
             if not report.published or report.errors:
                 raise RuntimeError(f"{kind} cycle: {report.summary()}")
             rows, dests, tools = report.rows_read, report.destinations, report.tools
+            if kind != "uncached" and heap is not None:
+                heap.after(state)
         wall = time.perf_counter() - t
         round_trips = counter.writes  # before INFO below adds one
         return {"wall_s": wall, "influx_s": session.seconds, "influx_requests": session.requests,
@@ -314,6 +324,7 @@ def _measure_multi(spec: dict[str, Any]) -> dict[str, Any]:
     stores = {which: store_from_config(config.redis.url, config.redis.key_prefix, 60)
               for which, config in configs.items()}
     states = {which: CollectorState.new(config, background_stats=True) for which, config in configs.items()}
+    heaps = {which: HeapSettler() for which in configs if spec.get("settle", True)}
     counter = RedisCounter(configs["single"].redis.url)
 
     def cycle(which: str, uncached: bool = False) -> dict[str, Any]:
@@ -325,6 +336,8 @@ def _measure_multi(spec: dict[str, Any]) -> dict[str, Any]:
         t = time.perf_counter()
         report = collect_once(configs[which], sources[which], stores[which], time.time,
                               None if uncached else states[which])
+        if not uncached and which in heaps:
+            heaps[which].after(states[which])
         wall = time.perf_counter() - t
         if not report.published or report.errors:
             raise RuntimeError(f"{which} cycle: {report.summary()}")
@@ -413,7 +426,7 @@ def run_multi(params: dict[str, Any], tmp: pathlib.Path, redis: RedisServer) -> 
         del several["influxdb"]
         several["sources"] = {name: {"url": servers[name].url, "database": "bench_multi", "timeout_s": 120,
                                      "presets": presets} for name, presets in MULTI_SOURCES.items()}
-        spec = {"single": single, "multi": several, **multi}
+        spec = {"single": single, "multi": several, "settle": params.get("settle", True), **multi}
         proc = subprocess.run(
             [common.python(), "-m", "bench.collector", "--measure-multi", json.dumps(spec)],
             cwd=common.ROOT, env=common._child_env(), capture_output=True, text=True, timeout=1800, check=False)
@@ -450,6 +463,7 @@ def run(params: dict[str, Any], multi_only: bool = False) -> dict[str, Any]:
                 proc = subprocess.run(
                     [common.python(), "-m", "bench.collector", "--measure", json.dumps(cfg),
                      "--steady", str(params["steady"]), "--refresh", str(params["refresh"]),
+                     *([] if params.get("settle", True) else ["--no-settle"]),
                      "--dataset", f"{n}x{params['tools']}"],
                     cwd=common.ROOT, env=common._child_env(), capture_output=True, text=True, timeout=1200,
                     check=False)
@@ -485,6 +499,8 @@ def main() -> None:
     ap.add_argument("--multi-only", action="store_true",
                     help="only the multi-source phase (needs --out: it would replace results/latest.json's "
                          "collector part)")
+    ap.add_argument("--no-settle", action="store_true",
+                    help="the daemon without settling its heap (collector/heap.py): what that buys")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     ap.add_argument("--measure-multi", help=argparse.SUPPRESS)
     ap.add_argument("--steady", type=int, default=5, help=argparse.SUPPRESS)
@@ -498,9 +514,13 @@ def main() -> None:
         ap.error("--multi-only writes a collector part without the sizes: give --out DIR")
     if args.measure:
         n, tools = (int(x) for x in args.dataset.split("x"))
-        print(json.dumps(_measure(json.loads(args.measure), args.steady, args.refresh, make_dataset(n, tools))))
+        print(json.dumps(_measure(json.loads(args.measure), args.steady, args.refresh, make_dataset(n, tools),
+                                  settle=not args.no_settle)))
         return
-    result = run(TINY if args.tiny else FULL, args.multi_only) | {"tiny": args.tiny}
+    if args.no_settle and args.out.resolve() == common.RESULTS.resolve():
+        ap.error("--no-settle measures a daemon that is not ours: give --out DIR")
+    params = {**(TINY if args.tiny else FULL), "settle": not args.no_settle}
+    result = run(params, args.multi_only) | {"tiny": args.tiny}
     path = common.write_results("collector", result, args.out)
     (args.out / "latest.md").write_text(render_markdown(json.loads(path.read_text())))
     print()

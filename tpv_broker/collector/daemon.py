@@ -23,6 +23,7 @@ from tpv_broker.store.snapshots import SnapshotStore
 from .backoff import retry_delay
 from .cycle import KEEPING_THE_LAST, CycleReport, collect_once
 from .health import log_transitions
+from .heap import HeapSettler
 from .metrics import CollectorMetrics, cycle_outcome
 from .source import MetricSource, Source, as_sources
 from .state import RUNTIME_PRESET, CollectorState
@@ -48,8 +49,9 @@ class CycleRunner:
     ) -> None:
         """``daemon``: built for ``run_daemon``: the run-time statistics are
         refreshed by a job of their own (``refresh_stats``, every
-        ``stats_refresh_s``), and failed cycles mark the live snapshot stale.
-        Not for a one-off ``collect --once``: its failure says nothing about
+        ``stats_refresh_s``), failed cycles mark the live snapshot stale, and
+        the heap is settled whenever the kept statistics change
+        (``heap.HeapSettler``). Not for a one-off ``collect --once``: its failure says nothing about
         the running daemon's snapshot."""
         self.config, self.store, self.clock = config, store, clock
         self.sources = as_sources(config, sources)
@@ -63,6 +65,7 @@ class CycleRunner:
         reads_stats = any(p.name == RUNTIME_PRESET for s in self.sources for p in s.presets)
         self.stats_refresh_s = config.collector.stats_refresh_s if daemon and reads_stats else None
         self.marks_stale = daemon
+        self.heap = HeapSettler() if daemon else None
         self.failures_in_a_row = 0
         self.failing_since: float | None = None
         # When the next attempt is due while backing off, else None.
@@ -119,6 +122,9 @@ class CycleRunner:
             self._failed(report, started)
         if self.metrics is not None:
             self.metrics.observe_cycle(report, self.failures_in_a_row)
+        if self.heap is not None:
+            # The first cycle reads the statistics itself.
+            self.heap.after(self.state)
         return report
 
     def _published(self, report: CycleReport, started: float) -> None:
@@ -184,6 +190,8 @@ class CycleRunner:
         for source in self.sources:
             if any(p.name == RUNTIME_PRESET for p in source.presets):
                 self._refresh_stats(source)
+        if self.heap is not None:
+            self.heap.after(self.state)
 
     def _refresh_stats(self, source: Source) -> None:
         started = self.clock()

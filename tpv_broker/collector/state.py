@@ -292,6 +292,14 @@ class CollectorState:
         self._combined = (tuple(parts), combined)
         return combined
 
+    def kept_stats(self) -> tuple[RunTimeStats, ...]:
+        """The run-time statistics kept for later cycles: each source's,
+        and their combination."""
+        kept = [m.stats.current for m in self.sources.values() if m.stats.current is not None]
+        if self._combined is not None:
+            kept.append(self._combined[1])
+        return tuple(kept)
+
     def published_with(self, stats: RunTimeStats | None) -> str | None:
         """The last publication's id if it carried ``stats``: while it is the
         live snapshot, their (large) hash in Redis can stay as it is."""
