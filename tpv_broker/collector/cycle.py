@@ -167,7 +167,9 @@ def build_snapshot(data: CycleData, config: BrokerConfig, now: float, cycle_s: f
     )
     if levels is None:
         levels = tool_levels(data.tool_stats)
-    return Snapshot(meta=meta, destinations=data.destinations, tool_stats=levels)
+    # Built from models validated when they were made: validating again
+    # walked every kept statistic (100,000 at 500 destinations, 14 ms a cycle).
+    return Snapshot.model_construct(meta=meta, destinations=data.destinations, tool_stats=levels)
 
 
 @dataclass
