@@ -366,7 +366,7 @@ def test_condor_alias_and_canonical_rows_merge_newest_wins() -> None:
 
 
 def test_condor_tag_and_field_of_same_name() -> None:
-    # InfluxDB returns the field as destination_id_1 when a tag has the same name
+    # InfluxDB 1.x calls the later of two same-named columns <name>_1 (here the tag)
     columns = [*CONDOR_COLUMNS, "destination_id_1"]
     row = [*condor_row(None), "condor_us"]  # type: ignore[arg-type]
     d = apply("htcondor_cluster_usage", condor(row, columns=columns))

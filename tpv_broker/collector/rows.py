@@ -24,8 +24,12 @@ class Row:
         return None
 
     def field(self, name: str) -> Any:
-        """A field's value. When a tag and a field share a name, InfluxQL
-        returns the field as ``<name>_1``."""
+        """A field's value, or its namesake's: when a statement selects a
+        field and a tag of the same name, InfluxDB 1.x calls the later
+        column ``<name>_1``, which is the tag in ``SELECT *`` and in the
+        statements built here (fields first), and this reads that column
+        first. Used where either will do: ``tag_or_field`` and a preset's
+        ``require``."""
         for value in (self.values.get(f"{name}_1"), self.values.get(name)):
             if value not in (None, ""):
                 return value
