@@ -533,7 +533,7 @@ def test_tenants_api_unreachable_names_the_cause() -> None:
     result = run(["tenants", "--api", f"http://127.0.0.1:{port}"])
     assert result.exit_code == 1
     assert result.output.strip() == (f"error: cannot read http://127.0.0.1:{port}/metrics: ConnectionError: "
-                                     f"[Errno 111] Connection refused")
+                                     "connection refused")
 
 
 @pytest.mark.parametrize("url", ["", "127.0.0.1:8000", "ftp://host"])

@@ -1,5 +1,8 @@
 """One small error hierarchy. Every message names the offending item, so the
-CLI can print it as it is and exit 1 without a traceback."""
+CLI can print it as it is and exit 1 without a traceback. And the few words
+that say why a server could not be reached."""
+
+import re
 
 
 class BrokerError(Exception):
@@ -20,3 +23,33 @@ class MetricSourceTimeout(MetricSourceError):
 
 class StoreError(BrokerError):
     """Redis could not be reached or refused a command."""
+
+
+# Known reasons, as the OS or OpenSSL words them, and as an admin reads them.
+_NETWORK_WORDS = (
+    ("Connection refused", "connection refused"),
+    ("Name or service not known", "name or service not known"),
+    ("Temporary failure in name resolution", "name lookup failed"),
+    ("No route to host", "no route to host"),
+    ("CERTIFICATE_VERIFY_FAILED", "TLS certificate verification failed"),
+    ("timed out", "timed out"),
+)
+_OS_WORDS = re.compile(r"\[Errno -?\d+\][^'\")]*")
+
+
+def network_reason(exc: BaseException) -> str:
+    """Why a request to a server failed, in a few words. requests nests
+    urllib3's reason, and the OS's within it, several levels deep; an admin
+    needs the innermost: a known reason ("connection refused"), else the
+    OS's own words ("[Errno 104] Connection reset by peer"), else the first
+    line of the message, at most 200 characters. A caller whose URLs hold
+    credentials scrubs them from it."""
+    text = str(exc)
+    for marker, said in _NETWORK_WORDS:
+        if marker in text:
+            return said
+    found = _OS_WORDS.search(text)
+    if found:
+        return found.group(0).rstrip(". ")
+    first = text.splitlines()[0] if text else ""
+    return first[:200] if first else type(exc).__name__

@@ -17,7 +17,7 @@ import click
 
 from tpv_broker.config.settings import ENV_COVERS, BrokerConfig, ignored_env, load_config
 from tpv_broker.config.urls import redact_url
-from tpv_broker.errors import BrokerError, ConfigError, StoreError
+from tpv_broker.errors import BrokerError, ConfigError, StoreError, network_reason
 from tpv_broker.ids import DEFAULT_TENANT
 from tpv_broker.logging_setup import configure_logging, event
 from tpv_broker.store.snapshots import SnapshotStore, store_from_config
@@ -551,7 +551,7 @@ def _tenant_counts(api_url: str, config: BrokerConfig) -> dict[str, dict[str, fl
         resp = requests.get(url, headers=_operator_headers(config), timeout=5)
         resp.raise_for_status()
     except requests.RequestException as e:
-        _fail(f"cannot read {redact_url(url)}: {type(e).__name__}: {_http_problem(e)}")
+        _fail(f"cannot read {redact_url(url)}: {type(e).__name__}: {network_reason(e)}")
     counts: dict[str, dict[str, float]] = {}
     ours = False
     try:
@@ -571,16 +571,6 @@ def _tenant_counts(api_url: str, config: BrokerConfig) -> dict[str, dict[str, fl
         # Another exporter (InfluxDB's own /metrics, say): its zeros would read as counts.
         _fail(f"{redact_url(url)} is not the broker's /metrics (Prometheus text without tpv_broker_api_ metrics)")
     return counts
-
-
-def _http_problem(e: Exception) -> str:
-    """What went wrong, short: the OS's words ("[Errno 111] Connection
-    refused") rather than requests' and urllib3's wrappers around them."""
-    text = str(e)
-    found = re.search(r"\[Errno -?\d+\][^'\")]*", text)
-    if found:
-        return found.group(0).rstrip(". ")
-    return text if len(text) <= 200 else "..." + text[-200:]
 
 
 @main.command("check-config")

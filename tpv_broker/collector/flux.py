@@ -26,9 +26,8 @@ from tpv_broker.config.collector_settings import CollectorSettings
 from tpv_broker.config.preset_spec import PresetSpec
 from tpv_broker.config.server_settings import InfluxDBSettings
 from tpv_broker.config.urls import redact_url
-from tpv_broker.errors import MetricSourceError, MetricSourceTimeout
+from tpv_broker.errors import MetricSourceError, MetricSourceTimeout, network_reason
 
-from .influx import _short
 from .influxql import MAX_CLOCK_SKEW_S, ms_literal
 from .rows import ReadResult, Row
 
@@ -152,7 +151,7 @@ class FluxSource:
         except urllib3.exceptions.ReadTimeoutError:
             raise MetricSourceTimeout(f"{self.where} did not answer within {self.settings.timeout_s:g} s") from None
         except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise MetricSourceError(f"{self.where} is unreachable: {_short(e)}") from None
+            raise MetricSourceError(f"{self.where} is unreachable: {network_reason(e)}") from None
         by_result: dict[str, list[FluxRecord]] = {}
         for table in tables:
             for record in table.records:

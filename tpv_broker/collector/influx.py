@@ -20,7 +20,7 @@ import urllib3
 from tpv_broker.config.collector_settings import CollectorSettings
 from tpv_broker.config.server_settings import InfluxDBSettings
 from tpv_broker.config.urls import redact_url, scrub, url_secrets
-from tpv_broker.errors import MetricSourceError, MetricSourceTimeout
+from tpv_broker.errors import MetricSourceError, MetricSourceTimeout, network_reason
 
 from .influxql import Series, series_rows
 from .rows import ReadResult
@@ -49,7 +49,8 @@ class InfluxQLClient:
             password = settings.password.get_secret_value() if settings.password else ""
             self.session.auth = (settings.username, password)
 
-    def _clean(self, text: str) -> str:
+    def scrubbed(self, text: str) -> str:
+        """``text`` without this source's credentials."""
         # requests quotes URLs and header values it rejects in its messages.
         s = self.settings
         secrets = [s.password.get_secret_value() if s.password else None,
@@ -89,10 +90,10 @@ class InfluxQLClient:
             raise MetricSourceError(f"{self.where}: the URL cannot be parsed "
                                     "(%-encode / # ? @ and % in a user name or password)") from None
         except requests.ConnectionError as e:
-            raise MetricSourceError(f"{self.where} is unreachable: {self._clean(_short(e))}") from None
+            raise MetricSourceError(f"{self.where} is unreachable: {self.scrubbed(network_reason(e))}") from None
         except (requests.RequestException, ValueError) as e:
             # ValueError: an unusable header value (a token with a newline in it).
-            raise MetricSourceError(f"{self.where}: request failed: {self._clean(_short(e))}") from None
+            raise MetricSourceError(f"{self.where}: request failed: {self.scrubbed(network_reason(e))}") from None
         if resp.status_code in (401, 403):
             raise MetricSourceError(f"{self.where} refused the credentials (HTTP {resp.status_code})")
         documents, problem = _json_documents(raw)
@@ -110,7 +111,7 @@ class InfluxQLClient:
                     f"{self.where} answered with unexpected JSON: {_kind(body)}, not an object"
                 )
             if "error" in body:
-                error = self._clean(_clean(str(body["error"]), 300))
+                error = self.scrubbed(_clean(str(body["error"]), 300))
                 raise MetricSourceError(f"{self.where} answered an error: {error}")
         if resp.status_code != 200:
             raise MetricSourceError(f"{self.where} answered HTTP {resp.status_code}")
@@ -170,16 +171,6 @@ class InfluxQLClient:
         known = ", ".join(sorted(names)) or "none"
         return (f"database {self.settings.database!r} does not exist on {redact_url(self.base)} "
                 f"(databases there: {known})")
-
-
-def _short(exc: Exception) -> str:
-    # requests wraps urllib3 errors several levels deep; the innermost
-    # reason is what an admin needs.
-    text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host"):
-        if marker in text:
-            return marker.lower()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 _READ_CHUNK = 1 << 16
