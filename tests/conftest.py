@@ -8,6 +8,7 @@ integration tier looks exactly like a passing one.
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import Iterator
 
@@ -33,6 +34,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # redis_client is marked too.
         if INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _unfrozen_heap() -> Iterator[None]:
+    # A daemon's CycleRunner freezes the heap (collector/heap.py): no test
+    # may leave it frozen for the next, whose garbage would never be collected.
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,11 @@ from __future__ import annotations
 import gc
 import time
 import weakref
-from collections.abc import Iterator
 
 import pytest
 import redis
 
+from tpv_broker.collector import heap
 from tpv_broker.collector.daemon import CycleRunner
 from tpv_broker.collector.heap import HeapSettler
 from tpv_broker.collector.influx import InfluxQLClient
@@ -25,14 +25,6 @@ from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore
 
 from .helpers import load_prototype_data
-
-
-@pytest.fixture(autouse=True)
-def _unfrozen() -> Iterator[None]:
-    # A frozen heap must not outlive the test that froze it.
-    gc.unfreeze()
-    yield
-    gc.unfreeze()
 
 
 def _tracked(objects: list[object]) -> list[bool]:
@@ -135,6 +127,19 @@ def _config(influx_url: str, db: str) -> BrokerConfig:
     )
 
 
+class SettleCount:
+    """``heap.settle`` as it is, counted."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        self._settle = heap.settle
+        monkeypatch.setattr(heap, "settle", self)
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self._settle()
+
+
 def _kept_figures(runner: CycleRunner) -> list[ToolFigures]:
     current = runner.state.of("influxdb").stats.current
     assert current is not None
@@ -142,7 +147,8 @@ def _kept_figures(runner: CycleRunner) -> list[ToolFigures]:
 
 
 def test_the_daemon_freezes_the_statistics_its_first_cycle_and_its_refreshes_read(
-        influx_server, influx_db, redis_client: redis.Redis) -> None:
+        influx_server, influx_db, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    settles = SettleCount(monkeypatch)
     load_prototype_data(influx_server, influx_db)
     config = _config(influx_server.url, influx_db)
     store = SnapshotStore(redis_client, KeySchema("heap"))
@@ -159,6 +165,12 @@ def test_the_daemon_freezes_the_statistics_its_first_cycle_and_its_refreshes_rea
     assert report is not None and report.published
     first = _kept_figures(daemon)
     assert first and not any(_tracked(first))
+    # Once: not again for cycles that keep the same statistics.
+    assert settles.calls == 1
+    report = daemon()
+    assert report is not None and report.published and settles.calls == 1
+    daemon.refresh_stats()  # nothing new
+    assert settles.calls == 1
 
     # A new day's figures, read by the refresh job.
     influx_server.write_lines(influx_db, [
@@ -169,3 +181,6 @@ def test_the_daemon_freezes_the_statistics_its_first_cycle_and_its_refreshes_rea
     daemon.refresh_stats()
     assert daemon.state.of("influxdb").stats.current is not before
     assert not any(_tracked(_kept_figures(daemon)))
+    assert settles.calls == 2
+    report = daemon()
+    assert report is not None and report.published and settles.calls == 2

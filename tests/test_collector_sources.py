@@ -493,6 +493,37 @@ def test_run_time_statistics_of_two_galaxies_combine_and_are_reused(world: World
     assert (bwa.count, bwa.median_queue_s, bwa.median_run_s) == (6, 30, 300)
 
 
+def test_a_daemon_settles_its_heap_once_per_change_of_several_galaxies_statistics(
+        world: World, store: SnapshotStore, monkeypatch: pytest.MonkeyPatch):
+    from tpv_broker.collector import heap
+    from tpv_broker.collector.daemon import CycleRunner
+
+    settles = []
+    settle = heap.settle
+    monkeypatch.setattr(heap, "settle", lambda: (settles.append(1), settle()))
+    t0 = int(time.time())
+    world.eu.write_lines(world.db, [_run_time("bwa", "pulsar_it01", 3, 10, 100, t0 - 100)])
+    world.fr.write_lines(world.db, [_run_time("bwa", "pulsar-it", 1, 50, 500, t0 - 90)])
+    config = _config({
+        "eu": _source(world.eu, world.db, [QUEUE_P, RUNTIME_P], "usegalaxy-eu"),
+        "fr": _source(world.fr, world.db, [QUEUE_P, RUNTIME_P], "usegalaxy-fr"),
+    }, stats_refresh_s=300)
+    clock = Clock()
+    runner = CycleRunner(config, sources_for(config), store, clock=clock, daemon=True)
+    assert runner().published and runner().published
+    assert len(settles) == 1
+    # fr's statistics change: the refresh job combines them, and settles once.
+    world.fr.write_lines(world.db, [_run_time("bwa", "pulsar-it", 3, 50, 500, t0 - 80)])
+    clock.now += 300
+    runner.refresh_stats()
+    assert len(settles) == 2
+    combined = runner.state.published.stats if runner.state.published is not None else None
+    report = runner()
+    assert report is not None and report.published and len(settles) == 2
+    assert runner.state.published is not None and runner.state.published.stats is not combined
+    assert _snapshot(store).tool_stats["tool:bwa"]["pulsar_it01"].count == 6
+
+
 def test_a_galaxys_source_does_not_report_on_another_tenants_private_endpoint(world: World, store: SnapshotStore):
     # usegalaxy.eu's private cluster is called "slurm", as usegalaxy.fr's own cluster is in its gxadmin figures.
     t0 = int(time.time())

@@ -187,11 +187,18 @@ class CycleRunner:
         """Re-read the daily run-time statistics, or what changed in them (a
         job of its own in the daemon, so a long read never delays the live
         figures): each source's that has them."""
-        for source in self.sources:
-            if any(p.name == RUNTIME_PRESET for p in source.presets):
-                self._refresh_stats(source)
-        if self.heap is not None:
-            self.heap.after(self.state)
+        try:
+            for source in self.sources:
+                if any(p.name == RUNTIME_PRESET for p in source.presets):
+                    self._refresh_stats(source)
+        finally:
+            if self.heap is not None:
+                # Several sources' statistics are combined, as the next cycle
+                # would (the same parts in the same order, so it reuses it):
+                # one settling per change, not a second in that cycle.
+                self.state.combined_stats([m for s in self.sources
+                                           if (m := self.state.of(s.name).stats.current) is not None])
+                self.heap.after(self.state)
 
     def _refresh_stats(self, source: Source) -> None:
         started = self.clock()

@@ -13,16 +13,22 @@ garbage and then freezes whatever is alive (``gc.freeze``): later
 collections skip it. Frozen objects are still freed when their last
 reference goes, as the statistics a refresh replaces are; only a reference
 cycle that became garbage while frozen stays, until the next settling,
-which unfreezes everything and collects before it freezes again.
+which unfreezes everything and collects before it freezes again. (So
+does garbage a settling could not collect because another thread was
+collecting at that moment: CPython then returns at once.)
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import threading
+import time
 import weakref
 
 from .state import CollectorState, RunTimeStats
+
+log = logging.getLogger("tpv_broker.collector")
 
 
 def settle() -> None:
@@ -52,5 +58,8 @@ class HeapSettler:
             if len(kept) == len(self._kept) and all(s is r() for s, r in zip(kept, self._kept, strict=True)):
                 return False
             self._kept = tuple(weakref.ref(s) for s in kept)
+            started = time.monotonic()
             settle()
+            log.debug("heap settled after the run-time statistics changed: %d objects frozen in %.2f s",
+                      gc.get_freeze_count(), time.monotonic() - started)
             return True
