@@ -51,8 +51,8 @@ class CycleRunner:
         refreshed by a job of their own (``refresh_stats``, every
         ``stats_refresh_s``), failed cycles mark the live snapshot stale, and
         the heap is settled whenever the kept statistics change
-        (``heap.HeapSettler``). Not for a one-off ``collect --once``: its failure says nothing about
-        the running daemon's snapshot."""
+        (``heap.HeapSettler``). Not for a one-off ``collect --once``: its
+        failure says nothing about the running daemon's snapshot."""
         self.config, self.store, self.clock = config, store, clock
         self.sources = as_sources(config, sources)
         self.metrics = metrics
