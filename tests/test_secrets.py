@@ -135,6 +135,17 @@ def test_inspect_with_a_wrong_redis_password(locked_redis: LockedRedis, how: str
     assert result.exit_code == 1
     assert f"Redis at redis://127.0.0.1:{locked_redis.port}/0 failed while reading the snapshot" in out
     assert "invalid username-password pair" in out
+    # Redis answered: the hint is where the credentials go, not where Redis runs.
+    assert "put the user and password into redis.url" in out and "running Redis" not in out
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["collect", "--once"], ["rank", "--tool", "bwa", "pulsar_de"]])
+def test_a_refused_redis_password_says_where_the_credentials_go(locked_redis: LockedRedis, command: list[str],
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    for url in (locked_redis.url_with(WRONG), locked_redis.url):  # wrong, and none
+        result, out = run(command, {"TPV_BROKER_REDIS_URL": url}, caplog)
+        assert result.exit_code == 1, out
+        assert "redis://USER:PASSWORD@host:6379/0" in out and "running Redis" not in out, out
 
 
 def test_inspect_with_the_right_password_shows_no_password(locked_redis: LockedRedis,

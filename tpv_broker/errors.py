@@ -25,6 +25,10 @@ class StoreError(BrokerError):
     """Redis could not be reached or refused a command."""
 
 
+class StoreAuthError(StoreError):
+    """Redis refused the credentials (a wrong password, or none given)."""
+
+
 # Known reasons, as the OS or OpenSSL words them, and as an admin reads them.
 _NETWORK_WORDS = (
     ("Connection refused", "connection refused"),

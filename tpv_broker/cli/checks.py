@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import requests
 
+from tpv_broker.cli.hints import REDIS_AUTH_HINT
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.influxql import quote_ident, time_window
 from tpv_broker.config.collector_settings import CollectorSettings
@@ -379,15 +380,12 @@ def check_redis(config: BrokerConfig, now: float | None = None) -> list[Check]:
     try:
         client.ping()
     except redis.AuthenticationError as e:
-        return [Check("FAIL", "redis", f"{url} refused the credentials: {e}",
-                      "put the user and password into redis.url: redis://USER:PASSWORD@host:6379/0")]
+        return [Check("FAIL", "redis", f"{url} refused the credentials: {e}", REDIS_AUTH_HINT)]
     except redis.TimeoutError:
         return [Check("FAIL", "redis", f"{url} did not answer within {settings.socket_timeout_s:g} s "
                       "(redis.socket_timeout_s)", url_hint)]
     except redis.ConnectionError as e:
-        text = str(e)
-        reason = "connection refused" if "refused" in text.lower() else text.splitlines()[0][:200]
-        return [Check("FAIL", "redis", f"{url} is unreachable: {reason}", url_hint)]
+        return [Check("FAIL", "redis", f"{url} is unreachable: {network_reason(e)}", url_hint)]
     except redis.ResponseError as e:
         # A server that wants a password answers NOAUTH here.
         return [Check("FAIL", "redis", f"{url} answered PING with an error: {e}",

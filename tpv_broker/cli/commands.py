@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
+from tpv_broker.cli.hints import REDIS_AUTH_HINT, REDIS_HINT
 from tpv_broker.config.settings import ENV_COVERS, BrokerConfig, ignored_env, load_config
 from tpv_broker.config.urls import redact_url
-from tpv_broker.errors import BrokerError, ConfigError, StoreError, network_reason
+from tpv_broker.errors import BrokerError, ConfigError, StoreAuthError, StoreError, network_reason
 from tpv_broker.ids import DEFAULT_TENANT
 from tpv_broker.logging_setup import configure_logging, event
 from tpv_broker.store.snapshots import SnapshotStore, store_from_config
@@ -29,10 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tpv_broker.cli")
 
-# What to do when Redis cannot be reached: most often a shell that does not
-# point at the running system (the demo's Redis is on a new port each run).
-REDIS_HINT = ("set TPV_BROKER_REDIS_URL (or redis.url in --config) to a running Redis; "
-              "for the demo (scripts/run-local.sh, while it runs): source .local/demo/env")
 
 
 def _above_zero(ctx: click.Context, param: click.Parameter, value: float) -> float:
@@ -80,7 +77,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except StoreError as e:
-            _fail(f"{str(e).rstrip('.')}; {REDIS_HINT}")
+            _fail(f"{str(e).rstrip('.')}; {REDIS_AUTH_HINT if isinstance(e, StoreAuthError) else REDIS_HINT}")
         except BrokerError as e:
             _fail(str(e))
 
@@ -134,8 +131,8 @@ def collect(obj: _Context, once: bool) -> None:
         finally:
             lease.release()
         assert report is not None  # only a failing daemon skips cycles
-        unreachable = lease.last_error is not None
-        click.echo(report.summary().rstrip(".") + (f"; {REDIS_HINT}" if unreachable else ""))
+        hint = (REDIS_AUTH_HINT if lease.credentials_refused else REDIS_HINT) if lease.last_error else None
+        click.echo(report.summary().rstrip(".") + (f"; {hint}" if hint else ""))
         if not report.published:
             sys.exit(1)
         return

@@ -69,6 +69,8 @@ class LeaderLease:
         self._state = "starting"  # what was last logged: leader, standby, redis-down
         self.last_holder: str | None = None  # who held it at the last hold() we did not win
         self.last_error: str | None = None  # why the last hold() could not ask Redis
+        # Whether that was Redis refusing the credentials.
+        self.credentials_refused = False
 
     @property
     def fence(self) -> Fence:
@@ -98,9 +100,10 @@ class LeaderLease:
                 self._release(keys=[self.key], args=[self.token])
                 return False
             holder = None if held else self.holder()
-            self.last_holder, self.last_error = holder, None
+            self.last_holder, self.last_error, self.credentials_refused = holder, None, False
         except redis.RedisError as e:
             self.last_error = str(e)
+            self.credentials_refused = isinstance(e, redis.AuthenticationError)
             if self._state != "redis-down":
                 log.warning("collector lease: Redis unreachable (%s); %s", e,
                             "publishing stops when the lease lapses" if self.is_leader() else "standing by")

@@ -26,7 +26,7 @@ from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url, un
 from tpv_broker.config.urls import redact_url, scrub
 from tpv_broker.core.charges import ChargeState
 from tpv_broker.core.models import DestinationFigures, RankView, Snapshot, SnapshotMeta, SourceStatus, ToolFigures
-from tpv_broker.errors import StoreError
+from tpv_broker.errors import StoreAuthError, StoreError
 from tpv_broker.store.health import HealthStore
 from tpv_broker.store.inflight import ChargeRead, InflightStore
 from tpv_broker.store.keys import SCHEMA_VERSION, STAGING_TTL_S, KeySchema
@@ -251,7 +251,8 @@ class SnapshotStore:
 
     def failure(self, action: str, exc: redis.RedisError) -> StoreError:
         secret = self.client.connection_pool.connection_kwargs.get("password")
-        return StoreError(f"Redis at {self.where} failed while {action}: {scrub(_reason(exc), [secret])}")
+        kind = StoreAuthError if isinstance(exc, redis.AuthenticationError) else StoreError
+        return kind(f"Redis at {self.where} failed while {action}: {scrub(_reason(exc), [secret])}")
 
     def inflight(self, settings: InflightSettings) -> InflightStore | None:
         """The in-flight charges beside this snapshot, None if accounting is off."""
