@@ -36,3 +36,9 @@ def test_a_real_refused_connection() -> None:
     with pytest.raises(requests.RequestException) as caught:
         requests.get("http://127.0.0.1:9/", timeout=2)
     assert network_reason(caught.value) == "connection refused"
+
+
+def test_the_callers_secrets_go_before_the_message_is_cut() -> None:
+    secret = "s3cr3t-" * 40  # longer than the 200 characters kept
+    said = network_reason(ValueError(f"bad header value: 'Token {secret}\r'"), lambda t: t.replace(secret, "***"))
+    assert said == "bad header value: 'Token ***"  # the first line: \r ends it

@@ -317,3 +317,56 @@ def test_scrub_replaces_every_form_of_a_secret() -> None:
     secrets = [*url_secrets("redis://:p%40ss-word@h/0"), "tok-secret"]
     text = "a p@ss-word b p%40ss-word c 'Token tok-secret\\n' d"
     assert scrub(text, secrets) == "a *** b *** c 'Token ***\\n' d"
+
+
+# -- what InfluxDB (or the API) could not be asked with, in every message ------------------------------------
+# A token pasted with a Windows line break: requests and urllib3 refuse the
+# header and quote it, and a message cut before it is scrubbed holds a piece.
+LONG_TOKEN = "tok-" + "5e1f0a9c2b7d4e83" * 8
+
+
+def _no_piece_of_the_token(text: str) -> None:
+    for i in range(len(LONG_TOKEN) - 12):
+        assert LONG_TOKEN[i:i + 12] not in text, f"a piece of the token shows in: {text}"
+
+
+@pytest.mark.parametrize("api", ["influxql", "flux"])
+@pytest.mark.parametrize("command", [["check-config"], ["collect", "--once"]])
+def test_an_influx_url_or_token_that_cannot_be_used_shows_no_piece_of_it(
+        api: str, command: list[str], redis_url: str, tmp_path: pathlib.Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import yaml
+
+    port = free_port()
+    flux = {"api": "flux", "org": "galaxy", "bucket": "galaxy"} if api == "flux" else {}
+    for influx in ({"url": f"http://{INFLUX_USER}:{AWKWARD}@127.0.0.1:{port}", "token": "t0k-fine-0123456789"},
+                   {"url": f"http://127.0.0.1:{port}", "token": LONG_TOKEN + "\r"}):
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump({"influxdb": {**influx, **flux}}))
+        result, out = run(["--config", str(config), *command], {"TPV_BROKER_REDIS_URL": redis_url}, caplog)
+        caplog.clear()
+        assert result.exit_code == 1, out
+        _no_piece_of_the_token(out)
+
+
+def test_tenants_api_shows_no_credential_of_its_url(caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class NotHere(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotHere)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for url in (f"http://op:{INFLUX_PASSWORD}@127.0.0.1:{server.server_port}/nothere",
+                    f"http://op:{AWKWARD}@127.0.0.1:{server.server_port}"):
+            result, out = run(["tenants", "--api", url], {}, caplog)
+            assert result.exit_code == 1 and "cannot read http://***@127.0.0.1" in out, out
+    finally:
+        server.shutdown()
+        server.server_close()

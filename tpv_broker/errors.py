@@ -3,6 +3,7 @@ CLI can print it as it is and exit 1 without a traceback. And the few words
 that say why a server could not be reached."""
 
 import re
+from collections.abc import Callable
 
 
 class BrokerError(Exception):
@@ -29,6 +30,10 @@ class StoreAuthError(StoreError):
     """Redis refused the credentials (a wrong password, or none given)."""
 
 
+# What to say instead of requests' InvalidURL message, which quotes whatever
+# it took for the host: a piece of a password with an unescaped / # or ? in it.
+URL_UNPARSABLE = "the URL cannot be parsed (%-encode / # ? @ and % in a user name or password)"
+
 # Known reasons, as the OS or OpenSSL words them, and as an admin reads them.
 _NETWORK_WORDS = (
     ("Connection refused", "connection refused"),
@@ -41,14 +46,15 @@ _NETWORK_WORDS = (
 _OS_WORDS = re.compile(r"\[Errno -?\d+\][^'\")]*")
 
 
-def network_reason(exc: BaseException) -> str:
+def network_reason(exc: BaseException, scrub: Callable[[str], str] = str) -> str:
     """Why a request to a server failed, in a few words. requests nests
     urllib3's reason, and the OS's within it, several levels deep; an admin
     needs the innermost: a known reason ("connection refused"), else the
     OS's own words ("[Errno 104] Connection reset by peer"), else the first
-    line of the message, at most 200 characters. A caller whose URLs hold
-    credentials scrubs them from it."""
-    text = str(exc)
+    line of the message, at most 200 characters. ``scrub`` takes the
+    caller's credentials out of the whole message first: cut, a secret
+    would no longer match."""
+    text = scrub(str(exc))
     for marker, said in _NETWORK_WORDS:
         if marker in text:
             return said

@@ -36,7 +36,7 @@ from tpv_broker.config.settings import (
     source_env_name,
 )
 from tpv_broker.config.urls import redact_url
-from tpv_broker.errors import BrokerError, ConfigError, MetricSourceError, network_reason
+from tpv_broker.errors import URL_UNPARSABLE, BrokerError, ConfigError, MetricSourceError, network_reason
 from tpv_broker.store.keys import KeySchema
 from tpv_broker.store.snapshots import SnapshotStore, connect_redis
 from tpv_broker.wording import counted
@@ -187,6 +187,14 @@ def source_targets(config: BrokerConfig) -> list[SourceTarget]:
             for name, settings in config.metric_sources().items()]
 
 
+def _request_problem(e: requests.RequestException, client: InfluxQLClient) -> str:
+    """Why a request to InfluxDB failed, as the collector says it, never
+    with a credential or a piece of one."""
+    if isinstance(e, requests.exceptions.InvalidURL):
+        return URL_UNPARSABLE
+    return network_reason(e, client.scrubbed)
+
+
 def check_flux(collector: CollectorSettings, target: SourceTarget) -> list[Check]:
     """InfluxDB 2.x natively (``api: flux``): the collector's own read, one
     Flux query for every preset of the source, through the same client and
@@ -249,7 +257,7 @@ def _check_ping(client: InfluxQLClient, target: SourceTarget) -> list[Check]:
         return [Check("FAIL", target.label(), f"{url} did not answer within {settings.timeout_s:g} s "
                       f"({target.key('timeout_s')})", _url_hint(target))]
     except requests.RequestException as e:
-        return [Check("FAIL", target.label(), f"{url} is unreachable: {client.scrubbed(network_reason(e))}",
+        return [Check("FAIL", target.label(), f"{url} is unreachable: {_request_problem(e, client)}",
                       _url_hint(target))]
     version = ping.headers.get("X-Influxdb-Version")
     if ping.status_code in (200, 204):
@@ -274,7 +282,7 @@ def _check_databases(client: InfluxQLClient, target: SourceTarget) -> list[Check
     try:
         resp = client.session.post(f"{client.base}/query", data={"q": "SHOW DATABASES"}, timeout=settings.timeout_s)
     except requests.RequestException as e:
-        return [Check("FAIL", auth, f"SHOW DATABASES failed: {client.scrubbed(network_reason(e))}", _url_hint(target))]
+        return [Check("FAIL", auth, f"SHOW DATABASES failed: {_request_problem(e, client)}", _url_hint(target))]
     if resp.status_code in (401, 403):
         username, password, token = target.key("username"), target.env("password"), target.env("token")
         hint = (f"set {username} and {password} (or {token})" if who is None else
@@ -312,7 +320,7 @@ def _auth_enforced(client: InfluxQLClient, who: str | None, target: SourceTarget
         bare = requests.post(f"{bare_url}/query", data={"q": "SHOW DATABASES"},
                              timeout=client.settings.timeout_s, verify=client.settings.verify_tls)
     except requests.RequestException as e:
-        return Check("FAIL", auth, f"SHOW DATABASES without credentials failed: {client.scrubbed(network_reason(e))}")
+        return Check("FAIL", auth, f"SHOW DATABASES without credentials failed: {_request_problem(e, client)}")
     if bare.status_code in (401, 403):
         return Check("OK", auth, f"{who} accepted")
     return Check("OK", auth, f"authentication is off on the server: {who} not checked")

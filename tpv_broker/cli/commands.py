@@ -17,8 +17,8 @@ import click
 
 from tpv_broker.cli.hints import REDIS_AUTH_HINT, REDIS_HINT
 from tpv_broker.config.settings import ENV_COVERS, BrokerConfig, ignored_env, load_config
-from tpv_broker.config.urls import redact_url
-from tpv_broker.errors import BrokerError, ConfigError, StoreAuthError, StoreError, network_reason
+from tpv_broker.config.urls import redact_url, scrub, url_secrets
+from tpv_broker.errors import URL_UNPARSABLE, BrokerError, ConfigError, StoreAuthError, StoreError, network_reason
 from tpv_broker.ids import DEFAULT_TENANT
 from tpv_broker.logging_setup import configure_logging, event
 from tpv_broker.store.snapshots import SnapshotStore, store_from_config
@@ -548,7 +548,9 @@ def _tenant_counts(api_url: str, config: BrokerConfig) -> dict[str, dict[str, fl
         resp = requests.get(url, headers=_operator_headers(config), timeout=5)
         resp.raise_for_status()
     except requests.RequestException as e:
-        _fail(f"cannot read {redact_url(url)}: {type(e).__name__}: {network_reason(e)}")
+        problem = (URL_UNPARSABLE if isinstance(e, requests.exceptions.InvalidURL)
+                   else network_reason(e, lambda text: scrub(text, url_secrets(url))))
+        _fail(f"cannot read {redact_url(url)}: {type(e).__name__}: {problem}")
     counts: dict[str, dict[str, float]] = {}
     ours = False
     try:

@@ -25,8 +25,8 @@ from influxdb_client.client.influxdb_client import InfluxDBClient
 from tpv_broker.config.collector_settings import CollectorSettings
 from tpv_broker.config.preset_spec import PresetSpec
 from tpv_broker.config.server_settings import InfluxDBSettings
-from tpv_broker.config.urls import redact_url
-from tpv_broker.errors import MetricSourceError, MetricSourceTimeout, network_reason
+from tpv_broker.config.urls import redact_url, scrub, url_secrets
+from tpv_broker.errors import URL_UNPARSABLE, MetricSourceError, MetricSourceTimeout, network_reason
 
 from .influxql import MAX_CLOCK_SKEW_S, ms_literal
 from .rows import ReadResult, Row
@@ -134,6 +134,11 @@ class FluxSource:
         return (f"InfluxDB at {redact_url(self.settings.url)} "
                 f"(org {self.settings.org!r}, bucket {self.settings.bucket!r}, Flux)")
 
+    def scrubbed(self, text: str) -> str:
+        """``text`` without the token or the URL's credentials."""
+        token = self.settings.token.get_secret_value() if self.settings.token else None
+        return scrub(text, [token, *url_secrets(self.settings.url)])
+
     def read(self, presets: Sequence[Preset], s: CollectorSettings) -> list[ReadResult]:
         query = flux_query(presets, s, self.bucket)
         try:
@@ -142,7 +147,7 @@ class FluxSource:
             status = getattr(e, "status", None) or (e.response.status if e.response is not None else None)
             if status in (401, 403):
                 raise MetricSourceError(f"{self.where} refused the token (HTTP {status})") from None
-            raise MetricSourceError(f"{self.where} answered an error: {e.message}"
+            raise MetricSourceError(f"{self.where} answered an error: {self.scrubbed(str(e.message))}"
                                     + (f" (HTTP {status})" if status else "")) from None
         except FluxQueryException as e:
             raise MetricSourceError(f"{self.where} answered an error: {e.message}") from None
@@ -150,8 +155,13 @@ class FluxSource:
             raise MetricSourceError(f"{self.where} answered with unreadable CSV: {e}") from None
         except urllib3.exceptions.ReadTimeoutError:
             raise MetricSourceTimeout(f"{self.where} did not answer within {self.settings.timeout_s:g} s") from None
+        except urllib3.exceptions.LocationParseError:
+            raise MetricSourceError(f"{self.where}: {URL_UNPARSABLE}") from None
         except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise MetricSourceError(f"{self.where} is unreachable: {network_reason(e)}") from None
+            raise MetricSourceError(f"{self.where} is unreachable: {network_reason(e, self.scrubbed)}") from None
+        except ValueError as e:
+            # A header it will not send (a token with a line break in it).
+            raise MetricSourceError(f"{self.where}: request failed: {network_reason(e, self.scrubbed)}") from None
         by_result: dict[str, list[FluxRecord]] = {}
         for table in tables:
             for record in table.records:

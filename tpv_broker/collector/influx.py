@@ -20,7 +20,7 @@ import urllib3
 from tpv_broker.config.collector_settings import CollectorSettings
 from tpv_broker.config.server_settings import InfluxDBSettings
 from tpv_broker.config.urls import redact_url, scrub, url_secrets
-from tpv_broker.errors import MetricSourceError, MetricSourceTimeout, network_reason
+from tpv_broker.errors import URL_UNPARSABLE, MetricSourceError, MetricSourceTimeout, network_reason
 
 from .influxql import Series, series_rows
 from .rows import ReadResult
@@ -85,15 +85,12 @@ class InfluxQLClient:
         except requests.Timeout:
             raise MetricSourceTimeout(f"{self.where} did not answer within {self.settings.timeout_s:g} s") from None
         except requests.exceptions.InvalidURL:
-            # Its message quotes whatever it took for the host, which can be
-            # a piece of a password with an unescaped / # or ? in it.
-            raise MetricSourceError(f"{self.where}: the URL cannot be parsed "
-                                    "(%-encode / # ? @ and % in a user name or password)") from None
+            raise MetricSourceError(f"{self.where}: {URL_UNPARSABLE}") from None
         except requests.ConnectionError as e:
-            raise MetricSourceError(f"{self.where} is unreachable: {self.scrubbed(network_reason(e))}") from None
+            raise MetricSourceError(f"{self.where} is unreachable: {network_reason(e, self.scrubbed)}") from None
         except (requests.RequestException, ValueError) as e:
             # ValueError: an unusable header value (a token with a newline in it).
-            raise MetricSourceError(f"{self.where}: request failed: {self.scrubbed(network_reason(e))}") from None
+            raise MetricSourceError(f"{self.where}: request failed: {network_reason(e, self.scrubbed)}") from None
         if resp.status_code in (401, 403):
             raise MetricSourceError(f"{self.where} refused the credentials (HTTP {resp.status_code})")
         documents, problem = _json_documents(raw)
