@@ -148,6 +148,22 @@ def test_a_refused_redis_password_says_where_the_credentials_go(locked_redis: Lo
         assert "redis://USER:PASSWORD@host:6379/0" in out and "running Redis" not in out, out
 
 
+# (`rank` answers in TPV's order instead, saying why in its log line.)
+@pytest.mark.parametrize("command", [["inspect"], ["collect", "--once"]])
+def test_a_redis_user_without_the_keys_is_told_which_keys_it_needs(locked_redis: LockedRedis, command: list[str],
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    admin = redis.Redis.from_url(locked_redis.url_with(REDIS_PASSWORD))
+    # Allowed in, and to every command, but on other keys only.
+    admin.acl_setuser("elsewhere", enabled=True, passwords=[f"+{WRONG}"], keys=["other:*"], commands=["+@all"])
+    url = f"redis://elsewhere:{WRONG}@127.0.0.1:{locked_redis.port}/0"
+    try:
+        result, out = run(command, {"TPV_BROKER_REDIS_URL": url}, caplog)
+    finally:
+        admin.acl_deluser("elsewhere")
+    assert result.exit_code == 1, out
+    assert "the Redis user needs read and write on ~tpv_broker:*" in out and "running Redis" not in out, out
+
+
 def test_inspect_with_the_right_password_shows_no_password(locked_redis: LockedRedis,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     url = locked_redis.url_with(REDIS_PASSWORD)

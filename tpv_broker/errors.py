@@ -30,6 +30,10 @@ class StoreAuthError(StoreError):
     """Redis refused the credentials (a wrong password, or none given)."""
 
 
+class StorePermissionError(StoreError):
+    """Redis refused a command to this user (its ACL rules)."""
+
+
 # What to say instead of requests' InvalidURL message, which quotes whatever
 # it took for the host: a piece of a password with an unescaped / # or ? in it.
 URL_UNPARSABLE = "the URL cannot be parsed (%-encode / # ? @ and % in a user name or password)"

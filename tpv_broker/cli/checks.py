@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import requests
 
-from tpv_broker.cli.hints import REDIS_AUTH_HINT
+from tpv_broker.cli.hints import REDIS_AUTH_HINT, redis_permission_hint
 from tpv_broker.collector.influx import InfluxQLClient
 from tpv_broker.collector.influxql import quote_ident, time_window
 from tpv_broker.config.collector_settings import CollectorSettings
@@ -422,8 +422,7 @@ def check_redis(config: BrokerConfig, now: float | None = None) -> list[Check]:
         client.delete(probe_key)
     except redis.RedisError as e:
         return [*checks, Check("FAIL", "redis write", f"cannot write under {settings.key_prefix + ':'!r}: {e}",
-                               "the Redis user needs read and write on ~" + settings.key_prefix + ":* "
-                               "(or change redis.key_prefix); a replica is read-only")]
+                               redis_permission_hint(settings.key_prefix))]
     if read_back != token.encode():
         return [*checks, Check("FAIL", "redis write", f"a key written under {settings.key_prefix + ':'!r} "
                                "did not read back the same")]

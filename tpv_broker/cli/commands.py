@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from tpv_broker.cli.hints import REDIS_AUTH_HINT, REDIS_HINT
+from tpv_broker.cli.hints import redis_hint
 from tpv_broker.config.settings import ENV_COVERS, BrokerConfig, ignored_env, load_config
 from tpv_broker.config.urls import redact_url, scrub, url_secrets
-from tpv_broker.errors import URL_UNPARSABLE, BrokerError, ConfigError, StoreAuthError, StoreError, network_reason
+from tpv_broker.errors import URL_UNPARSABLE, BrokerError, ConfigError, StoreError, network_reason
 from tpv_broker.ids import DEFAULT_TENANT
 from tpv_broker.logging_setup import configure_logging, event
 from tpv_broker.store.snapshots import SnapshotStore, store_from_config
@@ -77,7 +77,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except StoreError as e:
-            _fail(f"{str(e).rstrip('.')}; {REDIS_AUTH_HINT if isinstance(e, StoreAuthError) else REDIS_HINT}")
+            known = ctx.obj._config if isinstance(ctx.obj, _Context) else None
+            _fail(f"{str(e).rstrip('.')}; {redis_hint(e, known.redis.key_prefix if known else 'tpv_broker')}")
         except BrokerError as e:
             _fail(str(e))
 
@@ -131,7 +132,8 @@ def collect(obj: _Context, once: bool) -> None:
         finally:
             lease.release()
         assert report is not None  # only a failing daemon skips cycles
-        hint = (REDIS_AUTH_HINT if lease.credentials_refused else REDIS_HINT) if lease.last_error else None
+        failed = lease.last_exception
+        hint = redis_hint(failed, config.redis.key_prefix) if failed is not None else None
         click.echo(report.summary().rstrip(".") + (f"; {hint}" if hint else ""))
         if not report.published:
             sys.exit(1)

@@ -69,8 +69,7 @@ class LeaderLease:
         self._state = "starting"  # what was last logged: leader, standby, redis-down
         self.last_holder: str | None = None  # who held it at the last hold() we did not win
         self.last_error: str | None = None  # why the last hold() could not ask Redis
-        # Whether that was Redis refusing the credentials.
-        self.credentials_refused = False
+        self.last_exception: redis.RedisError | None = None  # the same, as redis-py raised it
 
     @property
     def fence(self) -> Fence:
@@ -100,10 +99,9 @@ class LeaderLease:
                 self._release(keys=[self.key], args=[self.token])
                 return False
             holder = None if held else self.holder()
-            self.last_holder, self.last_error, self.credentials_refused = holder, None, False
+            self.last_holder, self.last_error, self.last_exception = holder, None, None
         except redis.RedisError as e:
-            self.last_error = str(e)
-            self.credentials_refused = isinstance(e, redis.AuthenticationError)
+            self.last_error, self.last_exception = str(e), e
             if self._state != "redis-down":
                 log.warning("collector lease: Redis unreachable (%s); %s", e,
                             "publishing stops when the lease lapses" if self.is_leader() else "standing by")

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, cast
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import NoPermissionError
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
 from redis.typing import EncodableT, FieldT
@@ -26,7 +27,7 @@ from tpv_broker.config.redis_urls import SENTINEL_SCHEME, parse_sentinel_url, un
 from tpv_broker.config.urls import redact_url, scrub
 from tpv_broker.core.charges import ChargeState
 from tpv_broker.core.models import DestinationFigures, RankView, Snapshot, SnapshotMeta, SourceStatus, ToolFigures
-from tpv_broker.errors import StoreAuthError, StoreError
+from tpv_broker.errors import StoreAuthError, StoreError, StorePermissionError
 from tpv_broker.store.health import HealthStore
 from tpv_broker.store.inflight import ChargeRead, InflightStore
 from tpv_broker.store.keys import SCHEMA_VERSION, STAGING_TTL_S, KeySchema
@@ -100,6 +101,16 @@ def _describe(client: redis.Redis) -> str:
     if "path" in kw:
         return f"unix://{kw['path']}"
     return f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+
+
+def store_error(exc: redis.RedisError) -> type[StoreError]:
+    """The kind of StoreError a Redis error is: a refusal of the credentials
+    or of a command to this user is the admin's to fix in the config."""
+    if isinstance(exc, redis.AuthenticationError):
+        return StoreAuthError
+    if isinstance(exc, NoPermissionError):
+        return StorePermissionError
+    return StoreError
 
 
 def _reason(exc: redis.RedisError) -> str:
@@ -251,8 +262,7 @@ class SnapshotStore:
 
     def failure(self, action: str, exc: redis.RedisError) -> StoreError:
         secret = self.client.connection_pool.connection_kwargs.get("password")
-        kind = StoreAuthError if isinstance(exc, redis.AuthenticationError) else StoreError
-        return kind(f"Redis at {self.where} failed while {action}: {scrub(_reason(exc), [secret])}")
+        return store_error(exc)(f"Redis at {self.where} failed while {action}: {scrub(_reason(exc), [secret])}")
 
     def inflight(self, settings: InflightSettings) -> InflightStore | None:
         """The in-flight charges beside this snapshot, None if accounting is off."""
