@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from tpv_broker.cli.hints import redis_hint
+from tpv_broker.config.server_settings import RedisSettings
 from tpv_broker.config.settings import ENV_COVERS, BrokerConfig, ignored_env, load_config
 from tpv_broker.config.urls import redact_url, scrub, url_secrets
 from tpv_broker.errors import URL_UNPARSABLE, BrokerError, ConfigError, StoreError, network_reason
@@ -77,8 +78,9 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except StoreError as e:
-            known = ctx.obj._config if isinstance(ctx.obj, _Context) else None
-            _fail(f"{str(e).rstrip('.')}; {redis_hint(e, known.redis.key_prefix if known else 'tpv_broker')}")
+            # Redis was asked: the config it was asked with is loaded.
+            prefix = ctx.obj.config.redis.key_prefix if isinstance(ctx.obj, _Context) else RedisSettings().key_prefix
+            _fail(f"{str(e).rstrip('.')}; {redis_hint(e, prefix)}")
         except BrokerError as e:
             _fail(str(e))
 

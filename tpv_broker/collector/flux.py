@@ -150,7 +150,7 @@ class FluxSource:
             raise MetricSourceError(f"{self.where} answered an error: {self.scrubbed(str(e.message))}"
                                     + (f" (HTTP {status})" if status else "")) from None
         except FluxQueryException as e:
-            raise MetricSourceError(f"{self.where} answered an error: {e.message}") from None
+            raise MetricSourceError(f"{self.where} answered an error: {self.scrubbed(str(e.message))}") from None
         except FluxCsvParserException as e:
             raise MetricSourceError(f"{self.where} answered with unreadable CSV: {e}") from None
         except urllib3.exceptions.ReadTimeoutError:
