@@ -25,7 +25,7 @@ from influxdb_client.client.influxdb_client import InfluxDBClient
 from tpv_broker.config.collector_settings import CollectorSettings
 from tpv_broker.config.preset_spec import PresetSpec
 from tpv_broker.config.server_settings import InfluxDBSettings
-from tpv_broker.config.urls import redact_url, scrub, url_secrets
+from tpv_broker.config.urls import redact_url, scrub
 from tpv_broker.errors import URL_UNPARSABLE, MetricSourceError, MetricSourceTimeout, network_reason
 
 from .influxql import MAX_CLOCK_SKEW_S, ms_literal
@@ -135,9 +135,8 @@ class FluxSource:
                 f"(org {self.settings.org!r}, bucket {self.settings.bucket!r}, Flux)")
 
     def scrubbed(self, text: str) -> str:
-        """``text`` without the token or the URL's credentials."""
-        token = self.settings.token.get_secret_value() if self.settings.token else None
-        return scrub(text, [token, *url_secrets(self.settings.url)])
+        """``text`` without this source's credentials."""
+        return scrub(text, self.settings.secrets())
 
     def read(self, presets: Sequence[Preset], s: CollectorSettings) -> list[ReadResult]:
         query = flux_query(presets, s, self.bucket)

@@ -19,7 +19,7 @@ import urllib3
 
 from tpv_broker.config.collector_settings import CollectorSettings
 from tpv_broker.config.server_settings import InfluxDBSettings
-from tpv_broker.config.urls import redact_url, scrub, url_secrets
+from tpv_broker.config.urls import redact_url, scrub
 from tpv_broker.errors import URL_UNPARSABLE, MetricSourceError, MetricSourceTimeout, network_reason
 
 from .influxql import Series, series_rows
@@ -52,10 +52,7 @@ class InfluxQLClient:
     def scrubbed(self, text: str) -> str:
         """``text`` without this source's credentials."""
         # requests quotes URLs and header values it rejects in its messages.
-        s = self.settings
-        secrets = [s.password.get_secret_value() if s.password else None,
-                   s.token.get_secret_value() if s.token else None, *url_secrets(s.url)]
-        return scrub(text, secrets)
+        return scrub(text, self.settings.secrets())
 
     @property
     def where(self) -> str:

@@ -14,7 +14,7 @@ from tpv_broker.config.redis_urls import (
     sentinel_hosts_problem,
 )
 from tpv_broker.config.section import Section
-from tpv_broker.config.urls import redact_url
+from tpv_broker.config.urls import redact_url, url_secrets
 
 
 class InfluxDBSettings(Section):
@@ -31,6 +31,12 @@ class InfluxDBSettings(Section):
     api: Literal["influxql", "flux"] = "influxql"
     org: str | None = Field(None, min_length=1)
     bucket: str | None = Field(None, min_length=1)
+
+    def secrets(self) -> list[str | None]:
+        """This InfluxDB's credentials, in every form a message may quote
+        them (``urls.scrub`` takes them out)."""
+        return [self.password.get_secret_value() if self.password else None,
+                self.token.get_secret_value() if self.token else None, *url_secrets(self.url)]
 
     @field_validator("url")
     @classmethod
